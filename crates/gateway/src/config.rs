@@ -1,0 +1,33 @@
+//! Limits and timeouts of the gateway, already validated by the binary.
+
+use std::time::Duration;
+
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    /// Largest request body accepted (413 above it).
+    pub max_request_body_bytes: usize,
+    /// Time a client has to send its request headers.
+    pub header_read_timeout: Duration,
+    /// Time a client has to send its request body.
+    pub body_read_timeout: Duration,
+    /// Time to connect to an upstream.
+    pub upstream_connect_timeout: Duration,
+    /// Time for an upstream to start answering (LLM responses can take
+    /// minutes when not streamed).
+    pub upstream_response_timeout: Duration,
+    /// Largest upstream error body read for scrubbing; longer ones are cut.
+    pub max_upstream_error_bytes: usize,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        Self {
+            max_request_body_bytes: 32 * 1024 * 1024,
+            header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(60),
+            upstream_connect_timeout: Duration::from_secs(10),
+            upstream_response_timeout: Duration::from_secs(600),
+            max_upstream_error_bytes: 1024 * 1024,
+        }
+    }
+}

@@ -1,0 +1,182 @@
+//! KeyForge's HTTP server: the drop-in proxy for the providers' APIs and the
+//! admin API.
+//!
+//! Invariants:
+//! - The request path does no database round trip and takes no lock: keys
+//!   and provider credentials are read from an in-memory snapshot that admin
+//!   changes replace before they answer (so revocation is immediate).
+//! - Every route requires a credential except the allow-list in
+//!   [`Gateway::router`] (`/healthz`).
+//! - Errors reach clients in the dialect of the API they speak, rendered in
+//!   one place (`error.rs`), and never contain a secret.
+//! - Responses stream through as they arrive; request bodies are bounded in
+//!   size and time.
+
+pub mod admin;
+mod clock;
+mod config;
+mod error;
+mod proxy;
+mod snapshot;
+mod state;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use axum::Router;
+use axum::routing::get;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use keyforge_store::{Store, StoreError};
+use keyforge_types::KeyHasher;
+use keyforge_vault::{MasterKey, Sealer, VaultError};
+use secrecy::SecretString;
+use tokio::net::TcpListener;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use config::GatewayConfig;
+pub use error::Fault;
+pub use snapshot::SnapshotError;
+
+use state::AppState;
+
+/// Name of the store's meta row holding the sealed virtual-key hashing key.
+const HASH_KEY_META: &str = "virtual_key_hash_key";
+
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayInitError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot open the virtual-key hashing key: {0} (is this the master key the data directory was created with?)")]
+    HashKey(VaultError),
+    #[error("cannot load providers and keys: {0}")]
+    Snapshot(#[from] SnapshotError),
+    #[error("cannot build the upstream HTTP client: {0}")]
+    HttpClient(String),
+    #[error("cannot build the secret scrubber: {0}")]
+    Scrubber(String),
+}
+
+/// Everything a gateway is built from; the outside world is passed in.
+#[derive(Debug)]
+pub struct GatewayParts {
+    pub config: GatewayConfig,
+    pub store: Arc<dyn Store>,
+    pub master_key: MasterKey,
+    pub admin_token: SecretString,
+    pub clock: Arc<dyn Clock>,
+}
+
+/// A gateway ready to serve.
+#[derive(Debug, Clone)]
+pub struct Gateway {
+    state: Arc<AppState>,
+}
+
+impl Gateway {
+    pub async fn new(parts: GatewayParts) -> Result<Self, GatewayInitError> {
+        let sealer = Sealer::new(&parts.master_key);
+        let hasher = load_or_create_hash_key(parts.store.as_ref(), &sealer).await?;
+        let snapshot = snapshot::Snapshot::load(parts.store.as_ref(), &sealer).await?;
+        let http = reqwest::Client::builder()
+            .connect_timeout(parts.config.upstream_connect_timeout)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .tcp_nodelay(true)
+            // A proxy must not follow redirects: the provider key would go
+            // along to wherever the redirect points.
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|error| GatewayInitError::HttpClient(error.to_string()))?;
+        let state = AppState {
+            config: parts.config,
+            store: parts.store,
+            sealer,
+            hasher,
+            snapshot: ArcSwap::from_pointee(snapshot),
+            admin_token: parts.admin_token,
+            clock: parts.clock,
+            http,
+            scrubber: proxy::Scrubber::new().map_err(|error| GatewayInitError::Scrubber(error.to_string()))?,
+            admin_write: tokio::sync::Mutex::new(()),
+        };
+        Ok(Self { state: Arc::new(state) })
+    }
+
+    /// The whole HTTP surface. `/healthz` is the only route that needs no
+    /// credential; `/admin/v1` needs the admin token; everything else is the
+    /// proxy and needs a `kf_` key.
+    pub fn router(&self) -> Router {
+        Router::new()
+            .route("/healthz", get(|| async { "ok\n" }))
+            .nest("/admin/v1", admin::router(self.state.clone()))
+            .fallback(proxy::handle)
+            .with_state(self.state.clone())
+    }
+
+    pub fn config(&self) -> &GatewayConfig {
+        &self.state.config
+    }
+
+    /// Number of (providers, virtual keys) currently served.
+    pub fn counts(&self) -> (usize, usize) {
+        let snapshot = self.state.snapshot.load();
+        (snapshot.providers.len(), snapshot.keys.len())
+    }
+}
+
+async fn load_or_create_hash_key(store: &dyn Store, sealer: &Sealer) -> Result<KeyHasher, GatewayInitError> {
+    let aad = format!("keyforge/meta/{HASH_KEY_META}").into_bytes();
+    let sealed = match store.get_meta(HASH_KEY_META).await? {
+        Some(sealed) => sealed,
+        None => {
+            let fresh = keyforge_vault::random_secret();
+            store.put_meta_if_absent(HASH_KEY_META, &sealer.seal(fresh.as_slice(), &aad)).await?
+        }
+    };
+    let opened = sealer.open(&sealed, &aad).map_err(GatewayInitError::HashKey)?;
+    let key: [u8; 32] = opened.as_slice().try_into().map_err(|_| GatewayInitError::HashKey(VaultError::Format))?;
+    Ok(KeyHasher::new(&key))
+}
+
+/// Serves `gateway` on `listener` until `shutdown` completes, then lets
+/// in-flight requests finish (for up to 30 seconds).
+pub async fn serve(listener: TcpListener, gateway: Gateway, shutdown: impl Future<Output = ()> + Send) -> std::io::Result<()> {
+    let router = gateway.router();
+    let graceful = GracefulShutdown::new();
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder.timer(TokioTimer::new()).header_read_timeout(gateway.config().header_read_timeout).keep_alive(true);
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let stream = match accepted {
+                    Ok((stream, _peer)) => stream,
+                    Err(error) => {
+                        // Usually out of file descriptors: back off briefly
+                        // instead of spinning.
+                        tracing::warn!(error = %error, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let connection = builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(router.clone()));
+                let connection = graceful.watch(connection);
+                tokio::spawn(async move {
+                    if let Err(error) = connection.await {
+                        tracing::debug!(error = %error, "connection closed with an error");
+                    }
+                });
+            }
+            () = &mut shutdown => break,
+        }
+    }
+    drop(listener);
+    if tokio::time::timeout(Duration::from_secs(30), graceful.shutdown()).await.is_err() {
+        tracing::warn!("in-flight requests did not finish within 30 seconds of shutdown");
+    }
+    Ok(())
+}

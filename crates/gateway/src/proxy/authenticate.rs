@@ -1,0 +1,41 @@
+//! `kf_` key -> keyed hash -> cached record. Malformed keys (bad checksum)
+//! are refused before any lookup.
+
+use std::sync::Arc;
+
+use http::request::Parts;
+use keyforge_providers::{CredentialError, ErrorClass, extract_client_credential};
+use keyforge_store::VirtualKeyRecord;
+
+use super::RequestContext;
+use crate::error::GatewayError;
+use crate::snapshot::Snapshot;
+use crate::state::AppState;
+
+pub(crate) struct Authenticated {
+    pub(crate) record: Arc<VirtualKeyRecord>,
+    /// The client's key text, kept only to scrub it from upstream errors.
+    pub(crate) key: keyforge_types::VirtualKey,
+}
+
+pub(crate) fn authenticate(state: &AppState, snapshot: &Snapshot, parts: &Parts, ctx: &mut RequestContext) -> Result<Authenticated, GatewayError> {
+    let credential = extract_client_credential(&parts.headers, parts.uri.query()).map_err(|error| {
+        let code = match error {
+            CredentialError::Missing => "missing_api_key",
+            CredentialError::ProviderKey(_) => "provider_key_not_allowed",
+            CredentialError::Malformed(_) | CredentialError::NotAKeyForgeKey => "invalid_api_key",
+        };
+        GatewayError::client(ErrorClass::Authentication, code, error.to_string())
+    })?;
+    let hash = state.hasher.hash(&credential.key);
+    let record = snapshot
+        .keys
+        .get(&hash)
+        // The map lookup is on a keyed hash, which leaks nothing; this final
+        // comparison is constant-time as a matter of principle.
+        .filter(|record| record.hash.ct_eq(&hash))
+        .cloned()
+        .ok_or_else(|| GatewayError::client(ErrorClass::Authentication, "invalid_api_key", "unknown KeyForge key: this gateway never issued it"))?;
+    ctx.key_id = Some(record.id.clone());
+    Ok(Authenticated { record, key: credential.key })
+}

@@ -1,0 +1,96 @@
+//! Forwarding: swap the client's credentials for the provider's, send, and
+//! stream the answer back as it arrives. Dropping the response body (the
+//! client went away) drops the upstream response, which closes the upstream
+//! connection and so cancels the generation.
+
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::response::Response;
+use http::HeaderValue;
+use http::request::Parts;
+use http_body_util::BodyExt;
+use keyforge_providers::{ErrorClass, inject_provider_key, sanitize_query, sanitize_request_headers, strip_response_headers};
+
+use super::RequestContext;
+use super::authenticate::Authenticated;
+use super::authorize::Target;
+use crate::error::GatewayError;
+use crate::state::AppState;
+
+pub(crate) struct Upstream {
+    response: reqwest::Response,
+    headers_received: Instant,
+    /// The client's key, to scrub from upstream errors.
+    client_key: secrecy::SecretString,
+}
+
+pub(crate) async fn send(state: &AppState, ctx: &mut RequestContext, target: &Target, key: &Authenticated, parts: Parts, body: bytes::Bytes) -> Result<Upstream, GatewayError> {
+    let provider = &target.provider;
+    let mut url = format!("{}{}", provider.base_url, target.upstream_path);
+    if let Some(query) = parts.uri.query().and_then(sanitize_query) {
+        url.push('?');
+        url.push_str(&query);
+    }
+    let mut headers = sanitize_request_headers(&parts.headers);
+    inject_provider_key(provider.kind.api(), &mut headers, &provider.secret)
+        .map_err(|_| GatewayError::internal("bad_provider_key", format!("the stored key of provider `{}` cannot be sent in an HTTP header", provider.record.name)))?;
+
+    let request = state.http.request(parts.method, url).headers(headers).body(body);
+    let sent = Instant::now();
+    ctx.overhead_us = elapsed_us(ctx.started, sent);
+    let name = &provider.record.name;
+    let response = match tokio::time::timeout(state.config.upstream_response_timeout, request.send()).await {
+        Err(_) => return Err(GatewayError::upstream(ErrorClass::GatewayTimeout, "upstream_timeout", format!("provider `{name}` did not answer in time"))),
+        Ok(Err(error)) => {
+            let (class, code, what) = if error.is_timeout() {
+                (ErrorClass::GatewayTimeout, "upstream_timeout", "did not answer in time")
+            } else if error.is_connect() {
+                (ErrorClass::BadGateway, "upstream_unreachable", "could not be reached")
+            } else {
+                (ErrorClass::BadGateway, "upstream_failed", "closed the connection without an answer")
+            };
+            tracing::warn!(provider = %name, error = %error.without_url(), "upstream request failed");
+            return Err(GatewayError::upstream(class, code, format!("provider `{name}` {what}")));
+        }
+        Ok(Ok(response)) => response,
+    };
+    Ok(Upstream { response, headers_received: Instant::now(), client_key: key.key.secret().clone() })
+}
+
+pub(crate) async fn respond(state: &AppState, ctx: &mut RequestContext, target: &Target, upstream: Upstream) -> Result<Response<Body>, GatewayError> {
+    let Upstream { response, headers_received, client_key } = upstream;
+    let status = response.status();
+    let mut headers = response.headers().clone();
+    strip_response_headers(&mut headers);
+
+    let body = if status.is_success() || status.is_informational() || status.is_redirection() {
+        Body::from_stream(response.bytes_stream())
+    } else {
+        // Errors are small and may echo credentials: read (bounded), scrub.
+        headers.remove(http::header::CONTENT_LENGTH);
+        let limited = http_body_util::Limited::new(reqwest::Body::from(response), state.config.max_upstream_error_bytes);
+        let raw = match tokio::time::timeout(state.config.body_read_timeout, limited.collect()).await {
+            Ok(Ok(collected)) => collected.to_bytes(),
+            _ => bytes::Bytes::new(),
+        };
+        #[expect(clippy::disallowed_methods, reason = "the client's key is only compared against, to scrub it from the upstream's error body")]
+        let client_key = secrecy::ExposeSecret::expose_secret(&client_key);
+        Body::from(state.scrubber.scrub(&raw, &[target.provider.secret.expose(), client_key]))
+    };
+
+    let mut out = Response::new(body);
+    *out.status_mut() = status;
+    *out.headers_mut() = headers;
+    ctx.overhead_us += elapsed_us(headers_received, Instant::now());
+    let out_headers = out.headers_mut();
+    if let Ok(value) = HeaderValue::from_str(&ctx.request_id) {
+        out_headers.insert("x-keyforge-request-id", value);
+    }
+    out_headers.insert("x-keyforge-overhead-us", HeaderValue::from(ctx.overhead_us));
+    Ok(out)
+}
+
+fn elapsed_us(from: Instant, to: Instant) -> u64 {
+    u64::try_from(to.saturating_duration_since(from).as_micros()).unwrap_or(u64::MAX)
+}

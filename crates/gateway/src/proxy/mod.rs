@@ -1,0 +1,92 @@
+//! The request pipeline. [`pipeline`] reads as the steps of a request's way
+//! through the gateway; each step is a module of its own. Cross-cutting
+//! concerns (request id, tracing span, panic catching, error rendering) live
+//! in [`handle`], around the pipeline, never between its steps.
+
+mod authenticate;
+mod authorize;
+mod body;
+mod forward;
+mod route;
+mod scrub;
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::response::Response;
+use futures_util::FutureExt;
+use keyforge_providers::Api;
+use keyforge_types::{KeyId, ProviderName, random_base62};
+use tracing::Instrument;
+
+use crate::error::{Fault, GatewayError};
+use crate::state::AppState;
+
+pub(crate) use scrub::Scrubber;
+
+/// Per-request state, filled in as the pipeline learns things. It is what
+/// the completion log line and error rendering read.
+#[derive(Debug)]
+pub(crate) struct RequestContext {
+    pub(crate) request_id: String,
+    pub(crate) started: Instant,
+    /// The dialect errors are rendered in: guessed from the route at first,
+    /// then the provider's.
+    pub(crate) api: Api,
+    pub(crate) key_id: Option<KeyId>,
+    pub(crate) provider: Option<ProviderName>,
+    pub(crate) model: Option<String>,
+    /// Time spent in the gateway itself, excluding the wait for the upstream.
+    pub(crate) overhead_us: u64,
+}
+
+/// Entry point of every proxied request.
+pub(crate) async fn handle(State(state): State<Arc<AppState>>, request: Request) -> Response {
+    let mut ctx = RequestContext {
+        request_id: format!("req_{}", random_base62(16)),
+        started: Instant::now(),
+        api: Api::guess(request.uri().path(), request.headers()),
+        key_id: None,
+        provider: None,
+        model: None,
+        overhead_us: 0,
+    };
+    let span = tracing::info_span!("request", request_id = %ctx.request_id, method = %request.method(), path = %route::loggable_path(request.uri().path()));
+    async move {
+        let outcome = AssertUnwindSafe(pipeline(&state, &mut ctx, request)).catch_unwind().await;
+        let result = outcome.unwrap_or_else(|_| Err(GatewayError::internal("internal_error", "KeyForge hit an internal error; the request was not forwarded")));
+        match result {
+            Ok(response) => {
+                tracing::info!(status = response.status().as_u16(), key_id = ?ctx.key_id, provider = ?ctx.provider, model = ?ctx.model, overhead_us = ctx.overhead_us, "request forwarded");
+                response
+            }
+            Err(error) => {
+                match error.fault {
+                    Fault::Client => tracing::info!(code = error.code, key_id = ?ctx.key_id, "request refused"),
+                    Fault::Upstream => tracing::warn!(code = error.code, key_id = ?ctx.key_id, provider = ?ctx.provider, "upstream failed"),
+                    Fault::Internal => tracing::error!(code = error.code, key_id = ?ctx.key_id, "internal error"),
+                }
+                error.into_response(ctx.api, &ctx.request_id)
+            }
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+/// A request's way through the gateway (see ARCHITECTURE.md).
+async fn pipeline(state: &AppState, ctx: &mut RequestContext, request: Request) -> Result<Response<Body>, GatewayError> {
+    let (parts, body) = request.into_parts();
+    let route = route::resolve(&parts.uri)?;
+    let snapshot = state.snapshot.load_full();
+    let key = authenticate::authenticate(state, &snapshot, &parts, ctx)?;
+    authorize::key_is_usable(&key, state.clock.now())?;
+    let body = body::read(&state.config, &parts, body).await?;
+    let target = authorize::target(&snapshot, &key, &route, &parts, &body, ctx)?;
+    // Spend control (rate limits, budget reservation) slots in here.
+    let upstream = forward::send(state, ctx, &target, &key, parts, body).await?;
+    forward::respond(state, ctx, &target, upstream).await
+}

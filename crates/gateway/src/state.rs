@@ -1,0 +1,42 @@
+//! Shared state of a running gateway.
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use keyforge_store::Store;
+use keyforge_types::KeyHasher;
+use keyforge_vault::Sealer;
+use secrecy::SecretString;
+
+use crate::clock::Clock;
+use crate::config::GatewayConfig;
+use crate::proxy::Scrubber;
+use crate::snapshot::{Snapshot, SnapshotError};
+
+#[derive(Debug)]
+pub(crate) struct AppState {
+    pub(crate) config: GatewayConfig,
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) sealer: Sealer,
+    pub(crate) hasher: KeyHasher,
+    /// Read lock-free by every request; replaced whole after admin changes.
+    pub(crate) snapshot: ArcSwap<Snapshot>,
+    pub(crate) admin_token: SecretString,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) http: reqwest::Client,
+    pub(crate) scrubber: Scrubber,
+    /// Serializes admin writes with the snapshot rebuild that follows them,
+    /// so two concurrent changes cannot publish snapshots out of order. Only
+    /// the admin API takes it; the request path never does.
+    pub(crate) admin_write: tokio::sync::Mutex<()>,
+}
+
+impl AppState {
+    /// Rebuilds the snapshot from the store and publishes it. Callers hold
+    /// `admin_write` across their store write and this call.
+    pub(crate) async fn reload(&self) -> Result<(), SnapshotError> {
+        let snapshot = Snapshot::load(self.store.as_ref(), &self.sealer).await?;
+        self.snapshot.store(Arc::new(snapshot));
+        Ok(())
+    }
+}

@@ -1,0 +1,128 @@
+//! Command-line surface (stage one: raw flags). `main` resolves these into
+//! ready objects (config, admin client) before anything runs.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "keyforge", version, about = "Keeps LLM API keys safe: a gateway and vault that hands apps revocable, scoped kf_ keys instead of provider keys.")]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Run the gateway (with no flags: an embedded gateway on 127.0.0.1:8787).
+    Serve(ServeArgs),
+    /// Configure provider API keys (held encrypted inside KeyForge).
+    #[command(subcommand)]
+    Provider(ProviderCommand),
+    /// Create, inspect and revoke virtual keys (kf_...).
+    #[command(subcommand)]
+    Key(KeyCommand),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ServeArgs {
+    /// Address to listen on [default: 127.0.0.1:8787; env: KEYFORGE_LISTEN].
+    #[arg(long)]
+    pub(crate) listen: Option<SocketAddr>,
+    /// Data directory [env: KEYFORGE_DATA_DIR; default: the platform data dir].
+    #[arg(long)]
+    pub(crate) data_dir: Option<PathBuf>,
+    /// TOML configuration file [env: KEYFORGE_CONFIG].
+    #[arg(long)]
+    pub(crate) config: Option<PathBuf>,
+}
+
+/// How admin commands find the running server.
+#[derive(Debug, Args, Clone)]
+pub(crate) struct AdminArgs {
+    /// Gateway address [env: KEYFORGE_ADDR; default: http://127.0.0.1:8787].
+    #[arg(long, global = true)]
+    pub(crate) addr: Option<String>,
+    /// Data directory holding the local admin token, when KEYFORGE_ADMIN_TOKEN is not set.
+    #[arg(long, global = true)]
+    pub(crate) data_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ProviderCommand {
+    /// Add a provider; its API key is read from stdin (or --from-env / --from-file), never from argv.
+    Add {
+        /// Name, unique within the environment (used in URLs as /p/NAME).
+        name: String,
+        /// openai, anthropic, gemini or openai-compatible.
+        #[arg(long)]
+        kind: String,
+        /// Environment whose keys may use this provider.
+        #[arg(long)]
+        env: String,
+        /// API root (required for openai-compatible; defaults to the provider's public API).
+        #[arg(long)]
+        base_url: Option<String>,
+        /// Read the API key from this environment variable.
+        #[arg(long, conflicts_with = "from_file")]
+        from_env: Option<String>,
+        /// Read the API key from this file.
+        #[arg(long)]
+        from_file: Option<PathBuf>,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// List providers (never their keys).
+    List {
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum KeyCommand {
+    /// Create a virtual key; it is printed once and never again.
+    Create {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        env: String,
+        /// Provider this key may use (repeatable; default: every provider of its environment).
+        #[arg(long = "provider")]
+        providers: Vec<String>,
+        /// Model name or glob this key may use, e.g. 'gpt-4o*' (repeatable; default: all).
+        #[arg(long = "model")]
+        models: Vec<String>,
+        /// Lifetime: 30m, 12h, 90d (default: no expiry).
+        #[arg(long)]
+        ttl: Option<String>,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// List virtual keys (ids and prefixes, never the keys).
+    List {
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Show one key.
+    Show {
+        id: String,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Revoke a key: refused from the very next request.
+    Revoke {
+        id: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+}

@@ -1,0 +1,162 @@
+//! Configuration, in two stages: [`RawConfig`] is what the TOML file says;
+//! [`ServeConfig`] is the validated result after environment overrides and
+//! flags (flags win over the environment, which wins over the file).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use keyforge_gateway::GatewayConfig;
+use keyforge_types::Ttl;
+use serde::Deserialize;
+
+use crate::cli::ServeArgs;
+
+pub(crate) const DEFAULT_LISTEN: &str = "127.0.0.1:8787";
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawConfig {
+    listen: Option<String>,
+    data_dir: Option<PathBuf>,
+    #[serde(default)]
+    limits: RawLimits,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    max_request_body_bytes: Option<usize>,
+    header_read_timeout: Option<String>,
+    body_read_timeout: Option<String>,
+    upstream_connect_timeout: Option<String>,
+    upstream_response_timeout: Option<String>,
+}
+
+#[derive(Debug)]
+pub(crate) struct ServeConfig {
+    pub(crate) listen: SocketAddr,
+    pub(crate) data_dir: PathBuf,
+    pub(crate) gateway: GatewayConfig,
+}
+
+/// Values read from the environment, passed in so tests need not mutate it.
+#[derive(Debug, Default)]
+pub(crate) struct EnvOverrides {
+    pub(crate) config: Option<PathBuf>,
+    pub(crate) listen: Option<String>,
+    pub(crate) data_dir: Option<PathBuf>,
+}
+
+impl EnvOverrides {
+    pub(crate) fn from_process() -> Self {
+        let var = |name: &str| std::env::var_os(name).filter(|value| !value.is_empty());
+        Self {
+            config: var("KEYFORGE_CONFIG").map(PathBuf::from),
+            listen: var("KEYFORGE_LISTEN").and_then(|value| value.into_string().ok()),
+            data_dir: var("KEYFORGE_DATA_DIR").map(PathBuf::from),
+        }
+    }
+}
+
+/// The platform's data directory for KeyForge (`~/.local/share/keyforge` on
+/// Linux).
+pub(crate) fn default_data_dir() -> anyhow::Result<PathBuf> {
+    dirs::data_dir().map(|dir| dir.join("keyforge")).context("cannot determine a data directory for this user; pass --data-dir or set KEYFORGE_DATA_DIR")
+}
+
+pub(crate) fn resolve(args: &ServeArgs, env: &EnvOverrides) -> anyhow::Result<ServeConfig> {
+    let raw = match args.config.as_ref().or(env.config.as_ref()) {
+        Some(path) => load_file(path)?,
+        None => RawConfig::default(),
+    };
+    let listen = match (args.listen, &env.listen, &raw.listen) {
+        (Some(addr), _, _) => addr,
+        (None, Some(text), _) => text.parse().with_context(|| format!("KEYFORGE_LISTEN `{text}` is not an address like 127.0.0.1:8787"))?,
+        (None, None, Some(text)) => text.parse().with_context(|| format!("config `listen = \"{text}\"` is not an address like 127.0.0.1:8787"))?,
+        (None, None, None) => DEFAULT_LISTEN.parse()?,
+    };
+    let data_dir = match args.data_dir.clone().or_else(|| env.data_dir.clone()).or(raw.data_dir) {
+        Some(dir) => dir,
+        None => default_data_dir()?,
+    };
+    let defaults = GatewayConfig::default();
+    let limits = raw.limits;
+    let duration = |value: Option<String>, name: &str, default: Duration| -> anyhow::Result<Duration> {
+        match value {
+            None => Ok(default),
+            Some(text) => Ttl::parse(&text).map(|ttl| ttl.as_duration()).with_context(|| format!("config `limits.{name}`")),
+        }
+    };
+    let max_request_body_bytes = limits.max_request_body_bytes.unwrap_or(defaults.max_request_body_bytes);
+    if max_request_body_bytes == 0 {
+        bail!("config `limits.max_request_body_bytes` must be greater than zero");
+    }
+    let gateway = GatewayConfig {
+        max_request_body_bytes,
+        header_read_timeout: duration(limits.header_read_timeout, "header_read_timeout", defaults.header_read_timeout)?,
+        body_read_timeout: duration(limits.body_read_timeout, "body_read_timeout", defaults.body_read_timeout)?,
+        upstream_connect_timeout: duration(limits.upstream_connect_timeout, "upstream_connect_timeout", defaults.upstream_connect_timeout)?,
+        upstream_response_timeout: duration(limits.upstream_response_timeout, "upstream_response_timeout", defaults.upstream_response_timeout)?,
+        ..defaults
+    };
+    Ok(ServeConfig { listen, data_dir, gateway })
+}
+
+fn load_file(path: &Path) -> anyhow::Result<RawConfig> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args() -> ServeArgs {
+        ServeArgs { listen: None, data_dir: None, config: None }
+    }
+
+    #[test]
+    fn flags_beat_environment_beat_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("keyforge.toml");
+        std::fs::write(&file, "listen = \"127.0.0.1:1111\"\ndata_dir = \"/from/file\"\n[limits]\nmax_request_body_bytes = 1024\nheader_read_timeout = \"5s\"\n").unwrap();
+        let env = EnvOverrides { config: Some(file.clone()), listen: Some("127.0.0.1:2222".into()), data_dir: None };
+        let config = resolve(&args(), &env).unwrap();
+        assert_eq!(config.listen.port(), 2222);
+        assert_eq!(config.data_dir, PathBuf::from("/from/file"));
+        assert_eq!(config.gateway.max_request_body_bytes, 1024);
+        assert_eq!(config.gateway.header_read_timeout, Duration::from_secs(5));
+
+        let flags = ServeArgs { listen: Some("127.0.0.1:3333".parse().unwrap()), data_dir: Some("/from/flag".into()), config: None };
+        let config = resolve(&flags, &env).unwrap();
+        assert_eq!(config.listen.port(), 3333);
+        assert_eq!(config.data_dir, PathBuf::from("/from/flag"));
+    }
+
+    #[test]
+    fn no_configuration_at_all_gives_the_embedded_default() {
+        let config = resolve(&args(), &EnvOverrides::default()).unwrap();
+        assert_eq!(config.listen.to_string(), DEFAULT_LISTEN);
+        assert!(config.data_dir.ends_with("keyforge"));
+    }
+
+    #[test]
+    fn bad_files_are_explained() {
+        let dir = tempfile::tempdir().unwrap();
+        let cases = [
+            ("lisen = \"x\"", "unknown field"),
+            ("listen = \"nowhere\"", "is not an address"),
+            ("[limits]\nbody_read_timeout = \"soon\"", "limits.body_read_timeout"),
+            ("[limits]\nmax_request_body_bytes = 0", "greater than zero"),
+        ];
+        for (text, expected) in cases {
+            let file = dir.path().join("bad.toml");
+            std::fs::write(&file, text).unwrap();
+            let env = EnvOverrides { config: Some(file), ..Default::default() };
+            let error = format!("{:#}", resolve(&args(), &env).unwrap_err());
+            assert!(error.contains(expected), "{text}: {error}");
+        }
+    }
+}

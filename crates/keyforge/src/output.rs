@@ -1,0 +1,108 @@
+//! Human and JSON output of the admin commands. Writes go through a locked
+//! stdout so a closed pipe is an error, not a panic.
+
+use std::io::Write;
+
+use keyforge_gateway::admin::api::{CreatedKey, KeyView, ProviderView, RevokeResult};
+use serde::Serialize;
+
+pub(crate) fn json(value: &impl Serialize) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, value)?;
+    writeln!(out)?;
+    Ok(())
+}
+
+pub(crate) fn provider_added(view: &ProviderView) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "Added provider {} ({}) in environment {} as {}", view.name, view.kind, view.env, view.id)?;
+    writeln!(out, "Upstream: {}", view.base_url)?;
+    writeln!(out, "Its API key is stored encrypted and will not be shown again.")?;
+    Ok(())
+}
+
+pub(crate) fn provider_table(providers: &[ProviderView]) -> anyhow::Result<()> {
+    let rows: Vec<Vec<String>> = providers
+        .iter()
+        .map(|p| vec![p.name.to_string(), p.kind.clone(), p.env.to_string(), p.base_url.clone(), format!("v{}", p.credential_version), p.id.to_string()])
+        .collect();
+    table(&["NAME", "KIND", "ENV", "BASE URL", "KEY", "ID"], &rows, "no providers yet: add one with `keyforge provider add NAME --kind openai --env dev`")
+}
+
+fn scope_text(key: &KeyView) -> String {
+    let providers = if key.scope.providers.is_empty() { "all providers".to_owned() } else { key.scope.providers.iter().map(|p| p.as_str()).collect::<Vec<_>>().join(",") };
+    let models = if key.scope.models.is_empty() { "all models".to_owned() } else { key.scope.models.iter().map(|m| m.as_str()).collect::<Vec<_>>().join(",") };
+    format!("{providers}; {models}")
+}
+
+pub(crate) fn key_created(created: &CreatedKey) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    let view = &created.view;
+    writeln!(out, "Created key {} ({}) for environment {}; scope: {}", view.id, view.name, view.env, scope_text(view))?;
+    if let Some(expires) = &view.expires_at {
+        writeln!(out, "Expires: {expires}")?;
+    }
+    writeln!(out)?;
+    writeln!(out, "    {}", created.key)?;
+    writeln!(out)?;
+    writeln!(out, "This is the only time the key is shown. Store it in your app's secret store; KeyForge keeps only a hash.")?;
+    Ok(())
+}
+
+pub(crate) fn key_table(keys: &[KeyView]) -> anyhow::Result<()> {
+    let rows: Vec<Vec<String>> = keys
+        .iter()
+        .map(|k| vec![k.id.to_string(), k.name.clone(), k.env.to_string(), k.prefix.clone(), k.status.clone(), k.expires_at.clone().unwrap_or_else(|| "never".into()), scope_text(k)])
+        .collect();
+    table(&["ID", "NAME", "ENV", "PREFIX", "STATUS", "EXPIRES", "SCOPE"], &rows, "no keys yet: create one with `keyforge key create --name NAME --env dev`")
+}
+
+pub(crate) fn key_detail(key: &KeyView) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    for (label, value) in [
+        ("id", key.id.to_string()),
+        ("name", key.name.clone()),
+        ("environment", key.env.to_string()),
+        ("prefix", key.prefix.clone()),
+        ("status", key.status.clone()),
+        ("scope", scope_text(key)),
+        ("created", key.created_at.clone()),
+        ("expires", key.expires_at.clone().unwrap_or_else(|| "never".into())),
+        ("revoked", key.revoked_at.clone().unwrap_or_else(|| "-".into())),
+    ] {
+        writeln!(out, "{label:<12} {value}")?;
+    }
+    Ok(())
+}
+
+pub(crate) fn revoked(result: &RevokeResult) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match result.outcome.as_str() {
+        "already_revoked" => writeln!(out, "Key {} was already revoked.", result.id)?,
+        _ => writeln!(out, "Revoked key {}: it is refused from the next request on.", result.id)?,
+    }
+    Ok(())
+}
+
+fn table(headers: &[&str], rows: &[Vec<String>], empty: &str) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    if rows.is_empty() {
+        writeln!(out, "{empty}")?;
+        return Ok(());
+    }
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| -> String {
+        let padded: Vec<String> = cells.iter().zip(&widths).map(|(cell, width)| format!("{cell:<width$}")).collect();
+        padded.join("  ").trim_end().to_owned()
+    };
+    writeln!(out, "{}", line(headers.to_vec()))?;
+    for row in rows {
+        writeln!(out, "{}", line(row.iter().map(String::as_str).collect()))?;
+    }
+    Ok(())
+}

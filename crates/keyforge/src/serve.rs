@@ -1,0 +1,141 @@
+//! `keyforge serve`: prepare the data directory, load secrets, start the
+//! gateway, stop cleanly on SIGINT/SIGTERM.
+
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use keyforge_gateway::{Gateway, GatewayParts, SystemClock};
+use keyforge_store::SqliteStore;
+use keyforge_types::random_base62;
+use keyforge_vault::{MASTER_KEY_ENV, MasterKey, MasterKeySource, write_private_file};
+use secrecy::SecretString;
+
+use crate::config::ServeConfig;
+
+pub(crate) const ADMIN_TOKEN_FILE: &str = "admin.token";
+pub(crate) const ADMIN_TOKEN_ENV: &str = "KEYFORGE_ADMIN_TOKEN";
+const MASTER_KEY_FILE: &str = "master.key";
+const DATABASE_FILE: &str = "keyforge.db";
+
+pub(crate) async fn run(config: ServeConfig) -> anyhow::Result<()> {
+    disable_core_dumps()?;
+    prepare_data_dir(&config.data_dir)?;
+
+    let master_env = std::env::var(MASTER_KEY_ENV).ok().filter(|value| !value.is_empty());
+    let (master_key, master_source) = MasterKey::load_or_create(master_env.as_deref(), &config.data_dir.join(MASTER_KEY_FILE))?;
+    let (admin_token, admin_created) = load_or_create_admin_token(&config.data_dir)?;
+
+    let store = SqliteStore::open(&config.data_dir.join(DATABASE_FILE)).await.context("cannot open the database")?;
+    let gateway = Gateway::new(GatewayParts {
+        config: config.gateway,
+        store: Arc::new(store),
+        master_key,
+        admin_token,
+        clock: Arc::new(SystemClock),
+    })
+    .await?;
+    let listener = tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("cannot listen on {}", config.listen))?;
+    let local = listener.local_addr()?;
+
+    let (providers, keys) = gateway.counts();
+    let mut notes = Vec::new();
+    notes.push(format!("KeyForge listening on http://{local}"));
+    notes.push(format!("data directory: {}", config.data_dir.display()));
+    notes.push(match &master_source {
+        MasterKeySource::Environment => format!("master key: from {MASTER_KEY_ENV}"),
+        MasterKeySource::File(path) => format!("master key: {}", path.display()),
+        MasterKeySource::CreatedFile(path) => format!("master key: created {} (mode 0600; back it up: without it the stored provider keys cannot be decrypted)", path.display()),
+    });
+    notes.push(match admin_created {
+        Some(path) => format!("admin token: created {} (mode 0600; the CLI reads it from there)", path.display()),
+        None => "admin token: loaded".to_owned(),
+    });
+    notes.push(format!("{providers} provider(s), {keys} virtual key(s)"));
+    if !local.ip().is_loopback() {
+        notes.push("warning: listening beyond loopback over plain HTTP; put KeyForge behind a TLS terminator so keys never cross a network in clear".to_owned());
+    }
+    let mut stderr = std::io::stderr().lock();
+    for note in &notes {
+        writeln!(stderr, "{note}")?;
+    }
+    drop(stderr);
+    tracing::info!(address = %local, providers, keys, "gateway started");
+
+    keyforge_gateway::serve(listener, gateway, shutdown_signal()).await?;
+    tracing::info!("gateway stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
+    }
+    tracing::info!("shutdown requested; finishing in-flight requests");
+}
+
+/// A core dump of the gateway would hold decrypted provider keys.
+fn disable_core_dumps() -> anyhow::Result<()> {
+    rlimit::setrlimit(rlimit::Resource::CORE, 0, 0).context("cannot disable core dumps")
+}
+
+fn prepare_data_dir(dir: &Path) -> anyhow::Result<()> {
+    match std::fs::metadata(dir) {
+        Ok(meta) if !meta.is_dir() => bail!("data directory {} exists but is not a directory", dir.display()),
+        Ok(meta) => {
+            if meta.permissions().mode() & 0o077 != 0 {
+                tracing::warn!(path = %dir.display(), "data directory is accessible to other users; consider chmod 700");
+            }
+            Ok(())
+        }
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).with_context(|| format!("cannot create data directory {}", dir.display()))
+        }
+        Err(error) => Err(error).with_context(|| format!("cannot read data directory {}", dir.display())),
+    }
+}
+
+/// The server's admin token: `KEYFORGE_ADMIN_TOKEN` if set, else the 0600
+/// file in the data directory, created on first start.
+fn load_or_create_admin_token(dir: &Path) -> anyhow::Result<(SecretString, Option<PathBuf>)> {
+    if let Some(token) = std::env::var(ADMIN_TOKEN_ENV).ok().filter(|value| !value.trim().is_empty()) {
+        if token.trim().len() < 32 {
+            bail!("{ADMIN_TOKEN_ENV} must be at least 32 characters long");
+        }
+        return Ok((SecretString::from(token.trim().to_owned()), None));
+    }
+    let path = dir.join(ADMIN_TOKEN_FILE);
+    match read_admin_token_file(&path) {
+        Ok(token) => Ok((token, None)),
+        Err(error) if error.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::NotFound) => {
+            let token = format!("kfadmin_{}", random_base62(43));
+            write_private_file(&path, format!("{token}\n").as_bytes()).with_context(|| format!("cannot create {}", path.display()))?;
+            Ok((SecretString::from(token), Some(path)))
+        }
+        Err(error) => Err(error),
+    }
+}
+
+pub(crate) fn read_admin_token_file(path: &Path) -> anyhow::Result<SecretString> {
+    let meta = std::fs::metadata(path)?;
+    if meta.permissions().mode() & 0o077 != 0 {
+        bail!("admin token file {} can be read by other users; run `chmod 600 {}`", path.display(), path.display());
+    }
+    let text = std::fs::read_to_string(path)?;
+    let token = text.trim();
+    if token.is_empty() {
+        bail!("admin token file {} is empty", path.display());
+    }
+    Ok(SecretString::from(token.to_owned()))
+}

@@ -1,0 +1,19 @@
+//! Per-provider knowledge: which API dialect a request speaks, where its model
+//! is named, which headers carry credentials, how the provider's key is
+//! injected, and how errors look in each dialect.
+//!
+//! Invariant: this crate does no I/O. It is a set of pure functions over
+//! paths, headers and bodies, tested with tables.
+
+mod credentials;
+mod error_shape;
+mod kind;
+mod model;
+
+pub use credentials::{
+    ClientCredential, CredentialError, extract_client_credential, inject_provider_key, sanitize_query, sanitize_request_headers,
+    strip_response_headers,
+};
+pub use error_shape::{ErrorClass, render_error};
+pub use kind::{Api, KindError, ProviderKind};
+pub use model::{ModelError, RequestModel, request_model};

@@ -1,0 +1,400 @@
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::response::Response;
+use futures_util::StreamExt;
+use http::{HeaderMap, StatusCode};
+use serde_json::{Value, json};
+
+const WORDS: [&str; 12] = ["Hello", "from", "the", "fake", "upstream,", "one", "word", "per", "token", "until", "it", "stops."];
+const DEFAULT_MAX_TOKENS: usize = 12;
+
+/// A provider-looking key made at run time (never committed as a literal).
+pub fn fake_provider_key(tag: &str) -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    format!("canary-{tag}-{nanos:09}-{}", std::process::id())
+}
+
+#[derive(Debug, Clone)]
+pub struct RecordedRequest {
+    pub method: String,
+    pub path: String,
+    pub query: Option<String>,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+#[derive(Debug)]
+struct FakeState {
+    expected_key: String,
+    #[expect(clippy::disallowed_types, reason = "test support: a tiny critical section that never crosses an await")]
+    requests: std::sync::Mutex<Vec<RecordedRequest>>,
+    streams_started: AtomicUsize,
+    streams_cancelled: AtomicUsize,
+}
+
+/// A running fake upstream. It stops when the test's runtime ends.
+#[derive(Debug, Clone)]
+pub struct FakeUpstream {
+    pub addr: SocketAddr,
+    state: Arc<FakeState>,
+}
+
+impl FakeUpstream {
+    /// Starts on 127.0.0.1 with an OS-chosen port; `expected_key` is the only
+    /// provider key it accepts (in each dialect's header).
+    pub async fn start(expected_key: &str) -> std::io::Result<Self> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        Self::serve_on(listener, expected_key)
+    }
+
+    pub fn serve_on(listener: tokio::net::TcpListener, expected_key: &str) -> std::io::Result<Self> {
+        let addr = listener.local_addr()?;
+        let state = Arc::new(FakeState {
+            expected_key: expected_key.to_owned(),
+            requests: Default::default(),
+            streams_started: AtomicUsize::new(0),
+            streams_cancelled: AtomicUsize::new(0),
+        });
+        let app = Router::new().fallback(handle).with_state(state.clone());
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Ok(Self { addr, state })
+    }
+
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        self.state.requests.lock().map(|guard| guard.clone()).unwrap_or_default()
+    }
+
+    pub fn streams_started(&self) -> usize {
+        self.state.streams_started.load(Ordering::SeqCst)
+    }
+
+    /// Streams whose client (the gateway) went away before the end.
+    pub fn streams_cancelled(&self) -> usize {
+        self.state.streams_cancelled.load(Ordering::SeqCst)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Dialect {
+    OpenAi,
+    Anthropic,
+    Gemini,
+}
+
+async fn handle(State(state): State<Arc<FakeState>>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let body = axum::body::to_bytes(body, 64 * 1024 * 1024).await.unwrap_or_default();
+    let path = parts.uri.path().to_owned();
+    if let Ok(mut requests) = state.requests.lock() {
+        requests.push(RecordedRequest {
+            method: parts.method.to_string(),
+            path: path.clone(),
+            query: parts.uri.query().map(str::to_owned),
+            headers: parts.headers.clone(),
+            body: body.clone(),
+        });
+    }
+    let dialect = if path.starts_with("/v1beta") || path.starts_with("/v1/models/") && path.contains(':') {
+        Dialect::Gemini
+    } else if path.ends_with("/messages") || parts.headers.contains_key("anthropic-version") {
+        Dialect::Anthropic
+    } else {
+        Dialect::OpenAi
+    };
+    if let Some(rejection) = check_key(dialect, &parts.headers, &state.expected_key) {
+        return rejection;
+    }
+    let request: Value = if body.is_empty() { json!({}) } else { serde_json::from_slice(&body).unwrap_or(json!({})) };
+    let query = parts.uri.query().unwrap_or("");
+    match (dialect, parts.method.as_str(), path.as_str()) {
+        (Dialect::OpenAi, "GET", "/v1/models") => json_response(StatusCode::OK, json!({"object": "list", "data": [
+            {"id": "gpt-4o-mini", "object": "model", "created": 1_700_000_000, "owned_by": "openai"},
+            {"id": "text-embedding-3-small", "object": "model", "created": 1_700_000_000, "owned_by": "openai"}
+        ]})),
+        (Dialect::Anthropic, "GET", "/v1/models") => json_response(StatusCode::OK, json!({"data": [
+            {"type": "model", "id": "claude-3-5-haiku-latest", "display_name": "Claude Haiku", "created_at": "2024-10-22T00:00:00Z"}
+        ], "has_more": false, "first_id": "claude-3-5-haiku-latest", "last_id": "claude-3-5-haiku-latest"})),
+        (Dialect::Gemini, "GET", p) if p.ends_with("/models") => json_response(StatusCode::OK, json!({"models": [
+            {"name": "models/gemini-2.0-flash", "displayName": "Gemini 2.0 Flash", "supportedGenerationMethods": ["generateContent"]}
+        ]})),
+        (Dialect::OpenAi, "GET", p) if p.starts_with("/v1/models/") => {
+            json_response(StatusCode::OK, json!({"id": p.trim_start_matches("/v1/models/"), "object": "model", "created": 1_700_000_000, "owned_by": "openai"}))
+        }
+        (_, "POST", _) => generate(&state, dialect, &path, query, &request),
+        _ => error_response(dialect, StatusCode::NOT_FOUND, "not_found", &format!("unknown path {path}")),
+    }
+}
+
+fn check_key(dialect: Dialect, headers: &HeaderMap, expected: &str) -> Option<Response> {
+    let presented = match dialect {
+        Dialect::OpenAi => headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")).map(str::to_owned),
+        Dialect::Anthropic => headers.get("x-api-key").and_then(|v| v.to_str().ok()).map(str::to_owned),
+        Dialect::Gemini => headers.get("x-goog-api-key").and_then(|v| v.to_str().ok()).map(str::to_owned),
+    };
+    match presented {
+        Some(key) if key == expected => None,
+        // Like real providers, echo what was presented: the gateway must
+        // scrub it before the client sees it.
+        Some(key) => Some(error_response(dialect, StatusCode::UNAUTHORIZED, "invalid_api_key", &format!("Incorrect API key provided: {key}."))),
+        None => Some(error_response(dialect, StatusCode::UNAUTHORIZED, "missing_api_key", "You didn't provide an API key.")),
+    }
+}
+
+fn json_response(status: StatusCode, body: Value) -> Response {
+    let mut response = Response::new(Body::from(body.to_string()));
+    *response.status_mut() = status;
+    response.headers_mut().insert("content-type", http::HeaderValue::from_static("application/json"));
+    response.headers_mut().insert("x-request-id", http::HeaderValue::from_static("fake-upstream-request"));
+    response
+}
+
+fn error_response(dialect: Dialect, status: StatusCode, code: &str, message: &str) -> Response {
+    let body = match dialect {
+        Dialect::OpenAi => json!({"error": {"message": message, "type": "invalid_request_error", "param": null, "code": code}}),
+        Dialect::Anthropic => {
+            let kind = match status.as_u16() {
+                401 => "authentication_error",
+                429 => "rate_limit_error",
+                500 => "api_error",
+                404 => "not_found_error",
+                _ => "invalid_request_error",
+            };
+            json!({"type": "error", "error": {"type": kind, "message": message}})
+        }
+        Dialect::Gemini => {
+            let status_text = match status.as_u16() {
+                401 | 400 => "INVALID_ARGUMENT",
+                429 => "RESOURCE_EXHAUSTED",
+                500 => "INTERNAL",
+                _ => "NOT_FOUND",
+            };
+            json!({"error": {"code": status.as_u16(), "message": message, "status": status_text}})
+        }
+    };
+    json_response(status, body)
+}
+
+/// Words of all prompt text in the request, whatever the dialect.
+fn count_prompt_words(value: &Value) -> usize {
+    fn walk(value: &Value, key: Option<&str>, total: &mut usize) {
+        match value {
+            Value::String(text) if matches!(key, Some("content" | "text" | "input" | "prompt" | "system" | "instructions")) => {
+                *total += text.split_whitespace().count();
+            }
+            Value::Array(items) => items.iter().for_each(|item| walk(item, key, total)),
+            Value::Object(map) => map.iter().filter(|(k, _)| k.as_str() != "model").for_each(|(k, v)| walk(v, Some(k), total)),
+            _ => {}
+        }
+    }
+    let mut total = 0;
+    walk(value, None, &mut total);
+    total
+}
+
+fn max_tokens(request: &Value) -> usize {
+    ["max_tokens", "max_completion_tokens", "max_output_tokens"]
+        .iter()
+        .find_map(|k| request.get(*k).and_then(Value::as_u64))
+        .or_else(|| request.pointer("/generationConfig/maxOutputTokens").and_then(Value::as_u64))
+        .map(|n| usize::try_from(n).unwrap_or(usize::MAX))
+        .unwrap_or(DEFAULT_MAX_TOKENS)
+        .min(WORDS.len())
+}
+
+fn generate(state: &Arc<FakeState>, dialect: Dialect, path: &str, query: &str, request: &Value) -> Response {
+    let model = match dialect {
+        Dialect::Gemini => path.rsplit('/').next().unwrap_or("").split(':').next().unwrap_or("").to_owned(),
+        _ => request.get("model").and_then(Value::as_str).unwrap_or("").to_owned(),
+    };
+    match model.as_str() {
+        "fake-error-500" => return error_response(dialect, StatusCode::INTERNAL_SERVER_ERROR, "server_error", "The server had an error while processing your request."),
+        "fake-rate-limit" => return error_response(dialect, StatusCode::TOO_MANY_REQUESTS, "rate_limit_exceeded", "Rate limit reached for requests."),
+        _ => {}
+    }
+    let input_tokens = count_prompt_words(request);
+    let n = max_tokens(request);
+    let words: Vec<&str> = WORDS[..n].to_vec();
+    let streaming = request.get("stream").and_then(Value::as_bool).unwrap_or(false) || path.contains(":streamGenerateContent");
+    let slow = model == "fake-slow";
+
+    if path.ends_with("/embeddings") {
+        let inputs = match request.get("input") {
+            Some(Value::Array(items)) => items.len(),
+            _ => 1,
+        };
+        let data: Vec<Value> = (0..inputs).map(|i| json!({"object": "embedding", "index": i, "embedding": [0.1, -0.2, 0.3]})).collect();
+        return json_response(StatusCode::OK, json!({"object": "list", "data": data, "model": model, "usage": {"prompt_tokens": input_tokens, "total_tokens": input_tokens}}));
+    }
+    let events = match (dialect, streaming) {
+        (Dialect::OpenAi, false) if path.ends_with("/responses") => return json_response(StatusCode::OK, openai_response_object(&model, &words, input_tokens)),
+        (Dialect::OpenAi, false) if path.ends_with("/completions") && !path.ends_with("/chat/completions") => {
+            return json_response(StatusCode::OK, json!({
+                "id": "cmpl-fake", "object": "text_completion", "created": 1_700_000_000, "model": model,
+                "choices": [{"text": words.join(" "), "index": 0, "logprobs": null, "finish_reason": "length"}],
+                "usage": {"prompt_tokens": input_tokens, "completion_tokens": words.len(), "total_tokens": input_tokens + words.len()}
+            }));
+        }
+        (Dialect::OpenAi, false) => return json_response(StatusCode::OK, json!({
+            "id": "chatcmpl-fake", "object": "chat.completion", "created": 1_700_000_000, "model": model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": words.join(" "), "refusal": null}, "logprobs": null, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": input_tokens, "completion_tokens": words.len(), "total_tokens": input_tokens + words.len()}
+        })),
+        (Dialect::Anthropic, false) => return json_response(StatusCode::OK, json!({
+            "id": "msg_fake", "type": "message", "role": "assistant", "model": model,
+            "content": [{"type": "text", "text": words.join(" ")}],
+            "stop_reason": "end_turn", "stop_sequence": null,
+            "usage": {"input_tokens": input_tokens, "output_tokens": words.len()}
+        })),
+        (Dialect::Gemini, false) => return json_response(StatusCode::OK, json!({
+            "candidates": [{"content": {"parts": [{"text": words.join(" ")}], "role": "model"}, "finishReason": "STOP", "index": 0}],
+            "usageMetadata": {"promptTokenCount": input_tokens, "candidatesTokenCount": words.len(), "totalTokenCount": input_tokens + words.len()},
+            "modelVersion": model
+        })),
+        (Dialect::OpenAi, true) if path.ends_with("/responses") => openai_responses_events(&model, &words, input_tokens),
+        (Dialect::OpenAi, true) => {
+            let include_usage = request.pointer("/stream_options/include_usage").and_then(Value::as_bool).unwrap_or(false);
+            openai_chat_events(&model, &words, input_tokens, include_usage)
+        }
+        (Dialect::Anthropic, true) => anthropic_events(&model, &words, input_tokens),
+        (Dialect::Gemini, true) => {
+            if !query.split('&').any(|pair| pair == "alt=sse") {
+                return error_response(dialect, StatusCode::BAD_REQUEST, "bad_request", "this fake only streams with alt=sse");
+            }
+            gemini_events(&model, &words, input_tokens)
+        }
+    };
+    state.streams_started.fetch_add(1, Ordering::SeqCst);
+    sse_response(state.clone(), events, slow)
+}
+
+fn openai_response_object(model: &str, words: &[&str], input_tokens: usize) -> Value {
+    json!({
+        "id": "resp_fake", "object": "response", "created_at": 1_700_000_000, "status": "completed", "model": model,
+        "output": [{"type": "message", "id": "msg_fake", "status": "completed", "role": "assistant",
+                    "content": [{"type": "output_text", "text": words.join(" "), "annotations": []}]}],
+        "usage": {"input_tokens": input_tokens, "output_tokens": words.len(), "total_tokens": input_tokens + words.len(),
+                  "input_tokens_details": {"cached_tokens": 0}, "output_tokens_details": {"reasoning_tokens": 0}}
+    })
+}
+
+fn sse(event: Option<&str>, data: &Value) -> Bytes {
+    match event {
+        Some(name) => Bytes::from(format!("event: {name}\ndata: {data}\n\n")),
+        None => Bytes::from(format!("data: {data}\n\n")),
+    }
+}
+
+fn openai_chat_events(model: &str, words: &[&str], input_tokens: usize, include_usage: bool) -> Vec<Bytes> {
+    let chunk = |delta: Value, finish: Value| {
+        let mut value = json!({"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 1_700_000_000, "model": model,
+                               "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}]});
+        if include_usage {
+            value["usage"] = Value::Null;
+        }
+        sse(None, &value)
+    };
+    let mut events = vec![chunk(json!({"role": "assistant", "content": ""}), Value::Null)];
+    for (i, word) in words.iter().enumerate() {
+        let text = if i == 0 { (*word).to_owned() } else { format!(" {word}") };
+        events.push(chunk(json!({"content": text}), Value::Null));
+    }
+    events.push(chunk(json!({}), json!("stop")));
+    if include_usage {
+        events.push(sse(None, &json!({"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 1_700_000_000, "model": model, "choices": [],
+            "usage": {"prompt_tokens": input_tokens, "completion_tokens": words.len(), "total_tokens": input_tokens + words.len()}})));
+    }
+    events.push(Bytes::from_static(b"data: [DONE]\n\n"));
+    events
+}
+
+fn openai_responses_events(model: &str, words: &[&str], input_tokens: usize) -> Vec<Bytes> {
+    let mut events = vec![sse(Some("response.created"), &json!({"type": "response.created", "sequence_number": 0,
+        "response": {"id": "resp_fake", "object": "response", "created_at": 1_700_000_000, "status": "in_progress", "model": model, "output": []}}))];
+    for (i, word) in words.iter().enumerate() {
+        events.push(sse(Some("response.output_text.delta"), &json!({"type": "response.output_text.delta", "sequence_number": i + 1,
+            "item_id": "msg_fake", "output_index": 0, "content_index": 0, "delta": if i == 0 { (*word).to_owned() } else { format!(" {word}") }})));
+    }
+    events.push(sse(Some("response.completed"), &json!({"type": "response.completed", "sequence_number": words.len() + 1,
+        "response": openai_response_object(model, words, input_tokens)})));
+    events
+}
+
+fn anthropic_events(model: &str, words: &[&str], input_tokens: usize) -> Vec<Bytes> {
+    let mut events = vec![
+        sse(Some("message_start"), &json!({"type": "message_start", "message": {"id": "msg_fake", "type": "message", "role": "assistant", "model": model,
+            "content": [], "stop_reason": null, "stop_sequence": null, "usage": {"input_tokens": input_tokens, "output_tokens": 1}}})),
+        sse(Some("content_block_start"), &json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}})),
+        sse(Some("ping"), &json!({"type": "ping"})),
+    ];
+    for (i, word) in words.iter().enumerate() {
+        let text = if i == 0 { (*word).to_owned() } else { format!(" {word}") };
+        events.push(sse(Some("content_block_delta"), &json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": text}})));
+    }
+    events.push(sse(Some("content_block_stop"), &json!({"type": "content_block_stop", "index": 0})));
+    events.push(sse(Some("message_delta"), &json!({"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": null}, "usage": {"output_tokens": words.len()}})));
+    events.push(sse(Some("message_stop"), &json!({"type": "message_stop"})));
+    events
+}
+
+fn gemini_events(model: &str, words: &[&str], input_tokens: usize) -> Vec<Bytes> {
+    let mut events = Vec::new();
+    for (i, word) in words.iter().enumerate() {
+        let last = i + 1 == words.len();
+        let text = if i == 0 { (*word).to_owned() } else { format!(" {word}") };
+        let mut candidate = json!({"content": {"parts": [{"text": text}], "role": "model"}, "index": 0});
+        if last {
+            candidate["finishReason"] = json!("STOP");
+        }
+        events.push(Bytes::from(format!(
+            "data: {}\r\n\r\n",
+            json!({"candidates": [candidate], "usageMetadata": {"promptTokenCount": input_tokens, "candidatesTokenCount": i + 1, "totalTokenCount": input_tokens + i + 1}, "modelVersion": model})
+        )));
+    }
+    events
+}
+
+/// Counts a stream as cancelled when it is dropped before its last event.
+struct CancelGuard {
+    state: Arc<FakeState>,
+    finished: bool,
+}
+
+impl Drop for CancelGuard {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.state.streams_cancelled.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
+fn sse_response(state: Arc<FakeState>, events: Vec<Bytes>, slow: bool) -> Response {
+    let total = events.len();
+    let guard = CancelGuard { state, finished: false };
+    let stream = futures_util::stream::unfold((events.into_iter(), guard, 0usize), move |(mut events, mut guard, sent)| async move {
+        let event = events.next()?;
+        if slow {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        if sent + 1 == total {
+            guard.finished = true;
+        }
+        Some((Ok::<Bytes, std::convert::Infallible>(event), (events, guard, sent + 1)))
+    })
+    .boxed();
+    let mut response = Response::new(Body::from_stream(stream));
+    response.headers_mut().insert("content-type", http::HeaderValue::from_static("text/event-stream"));
+    response.headers_mut().insert("cache-control", http::HeaderValue::from_static("no-cache"));
+    response
+}

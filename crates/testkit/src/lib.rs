@@ -1,0 +1,19 @@
+//! Test support: a faithful fake of the OpenAI, Anthropic and Gemini APIs on
+//! loopback. It answers in each provider's JSON and SSE formats with usage
+//! blocks and error shapes, checks the provider key it is sent, and records
+//! every request so tests can assert what reached "the provider".
+//!
+//! Token counts are deterministic: input tokens are the whitespace-separated
+//! words of the prompt text, output tokens the words generated (one per SSE
+//! delta), capped by the request's max tokens.
+//!
+//! Special models change behaviour: `fake-error-500` (a provider 500),
+//! `fake-rate-limit` (a provider 429), `fake-slow` (a stream of one word
+//! every 100 ms, for cancellation tests).
+//!
+//! Only ever a dev-dependency of KeyForge's crates (and the fake-upstream
+//! binary the benchmarks run).
+
+mod fake;
+
+pub use fake::{FakeUpstream, RecordedRequest, fake_provider_key};

@@ -1,0 +1,25 @@
+//! KeyForge's shared vocabulary: the `kf_` virtual key format and its checksum,
+//! identifiers, environment and provider names, model scopes, durations, money
+//! and secret wrappers.
+//!
+//! Invariant: this crate does no I/O. Everything here is parsed once from
+//! untrusted text into a type that is valid by construction, so the code
+//! downstream never re-checks it.
+
+mod base62;
+mod duration;
+mod ids;
+mod money;
+mod names;
+mod scope;
+mod secret;
+mod virtual_key;
+
+pub use base62::{decode_u32 as base62_decode_u32, encode_u32_fixed as base62_encode_u32_fixed};
+pub use duration::{DurationError, Ttl};
+pub use ids::{IdError, KeyId, ProviderId, random_base62};
+pub use money::NanoUsd;
+pub use names::{EnvName, NameError, ProviderName};
+pub use scope::{ModelPattern, PatternError, Scope};
+pub use secret::{ProviderSecret, SecretError};
+pub use virtual_key::{KeyHash, KeyHasher, VirtualKey, VirtualKeyError};
