@@ -26,7 +26,9 @@ pub struct ManualClock {
 
 impl ManualClock {
     pub fn new(start: OffsetDateTime) -> Self {
-        Self { unix_seconds: Arc::new(AtomicI64::new(start.unix_timestamp())) }
+        Self {
+            unix_seconds: Arc::new(AtomicI64::new(start.unix_timestamp())),
+        }
     }
 
     pub fn advance(&self, by: std::time::Duration) {
@@ -37,6 +39,7 @@ impl ManualClock {
 
 impl Clock for ManualClock {
     fn now(&self) -> OffsetDateTime {
-        OffsetDateTime::from_unix_timestamp(self.unix_seconds.load(Ordering::SeqCst)).unwrap_or(OffsetDateTime::UNIX_EPOCH)
+        OffsetDateTime::from_unix_timestamp(self.unix_seconds.load(Ordering::SeqCst))
+            .unwrap_or(OffsetDateTime::UNIX_EPOCH)
     }
 }

@@ -29,16 +29,39 @@ pub(crate) struct GatewayError {
 }
 
 impl GatewayError {
-    pub(crate) fn client(class: ErrorClass, code: &'static str, message: impl Into<String>) -> Self {
-        Self { class, code, message: message.into(), fault: Fault::Client }
+    pub(crate) fn client(
+        class: ErrorClass,
+        code: &'static str,
+        message: impl Into<String>,
+    ) -> Self {
+        Self {
+            class,
+            code,
+            message: message.into(),
+            fault: Fault::Client,
+        }
     }
 
-    pub(crate) fn upstream(class: ErrorClass, code: &'static str, message: impl Into<String>) -> Self {
-        Self { class, code, message: message.into(), fault: Fault::Upstream }
+    pub(crate) fn upstream(
+        class: ErrorClass,
+        code: &'static str,
+        message: impl Into<String>,
+    ) -> Self {
+        Self {
+            class,
+            code,
+            message: message.into(),
+            fault: Fault::Upstream,
+        }
     }
 
     pub(crate) fn internal(code: &'static str, message: impl Into<String>) -> Self {
-        Self { class: ErrorClass::Internal, code, message: message.into(), fault: Fault::Internal }
+        Self {
+            class: ErrorClass::Internal,
+            code,
+            message: message.into(),
+            fault: Fault::Internal,
+        }
     }
 
     pub(crate) fn into_response(self, api: Api, request_id: &str) -> Response {
@@ -46,7 +69,10 @@ impl GatewayError {
         let mut response = Response::new(axum::body::Body::from(body));
         *response.status_mut() = status;
         let headers = response.headers_mut();
-        headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
         headers.insert("x-keyforge-error", HeaderValue::from_static(self.code));
         if let Ok(value) = HeaderValue::from_str(request_id) {
             headers.insert("x-keyforge-request-id", value);

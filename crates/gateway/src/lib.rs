@@ -50,7 +50,9 @@ const HASH_KEY_META: &str = "virtual_key_hash_key";
 pub enum GatewayInitError {
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("cannot open the virtual-key hashing key: {0} (is this the master key the data directory was created with?)")]
+    #[error(
+        "cannot open the virtual-key hashing key: {0} (is this the master key the data directory was created with?)"
+    )]
     HashKey(VaultError),
     #[error("cannot load providers and keys: {0}")]
     Snapshot(#[from] SnapshotError),
@@ -99,10 +101,13 @@ impl Gateway {
             admin_token: parts.admin_token,
             clock: parts.clock,
             http,
-            scrubber: proxy::Scrubber::new().map_err(|error| GatewayInitError::Scrubber(error.to_string()))?,
+            scrubber: proxy::Scrubber::new()
+                .map_err(|error| GatewayInitError::Scrubber(error.to_string()))?,
             admin_write: tokio::sync::Mutex::new(()),
         };
-        Ok(Self { state: Arc::new(state) })
+        Ok(Self {
+            state: Arc::new(state),
+        })
     }
 
     /// The whole HTTP surface. `/healthz` is the only route that needs no
@@ -127,27 +132,44 @@ impl Gateway {
     }
 }
 
-async fn load_or_create_hash_key(store: &dyn Store, sealer: &Sealer) -> Result<KeyHasher, GatewayInitError> {
+async fn load_or_create_hash_key(
+    store: &dyn Store,
+    sealer: &Sealer,
+) -> Result<KeyHasher, GatewayInitError> {
     let aad = format!("keyforge/meta/{HASH_KEY_META}").into_bytes();
     let sealed = match store.get_meta(HASH_KEY_META).await? {
         Some(sealed) => sealed,
         None => {
             let fresh = keyforge_vault::random_secret();
-            store.put_meta_if_absent(HASH_KEY_META, &sealer.seal(fresh.as_slice(), &aad)).await?
+            store
+                .put_meta_if_absent(HASH_KEY_META, &sealer.seal(fresh.as_slice(), &aad))
+                .await?
         }
     };
-    let opened = sealer.open(&sealed, &aad).map_err(GatewayInitError::HashKey)?;
-    let key: [u8; 32] = opened.as_slice().try_into().map_err(|_| GatewayInitError::HashKey(VaultError::Format))?;
+    let opened = sealer
+        .open(&sealed, &aad)
+        .map_err(GatewayInitError::HashKey)?;
+    let key: [u8; 32] = opened
+        .as_slice()
+        .try_into()
+        .map_err(|_| GatewayInitError::HashKey(VaultError::Format))?;
     Ok(KeyHasher::new(&key))
 }
 
 /// Serves `gateway` on `listener` until `shutdown` completes, then lets
 /// in-flight requests finish (for up to 30 seconds).
-pub async fn serve(listener: TcpListener, gateway: Gateway, shutdown: impl Future<Output = ()> + Send) -> std::io::Result<()> {
+pub async fn serve(
+    listener: TcpListener,
+    gateway: Gateway,
+    shutdown: impl Future<Output = ()> + Send,
+) -> std::io::Result<()> {
     let router = gateway.router();
     let graceful = GracefulShutdown::new();
     let mut builder = hyper::server::conn::http1::Builder::new();
-    builder.timer(TokioTimer::new()).header_read_timeout(gateway.config().header_read_timeout).keep_alive(true);
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(gateway.config().header_read_timeout)
+        .keep_alive(true);
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         tokio::select! {
@@ -175,7 +197,10 @@ pub async fn serve(listener: TcpListener, gateway: Gateway, shutdown: impl Futur
         }
     }
     drop(listener);
-    if tokio::time::timeout(Duration::from_secs(30), graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(Duration::from_secs(30), graceful.shutdown())
+        .await
+        .is_err()
+    {
         tracing::warn!("in-flight requests did not finish within 30 seconds of shutdown");
     }
     Ok(())

@@ -33,7 +33,11 @@ pub enum SnapshotError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("provider `{name}` ({env}): {reason}")]
-    Provider { name: ProviderName, env: EnvName, reason: String },
+    Provider {
+        name: ProviderName,
+        env: EnvName,
+        reason: String,
+    },
 }
 
 /// Associated data binding a provider credential's ciphertext to its row.
@@ -49,24 +53,48 @@ impl Snapshot {
         }
         for record in store.list_providers().await? {
             let entry = provider_entry(record, sealer)?;
-            snapshot.providers.insert((entry.record.env.clone(), entry.record.name.clone()), Arc::new(entry));
+            snapshot.providers.insert(
+                (entry.record.env.clone(), entry.record.name.clone()),
+                Arc::new(entry),
+            );
         }
         Ok(snapshot)
     }
 
     pub(crate) fn providers_in(&self, env: &EnvName) -> impl Iterator<Item = &Arc<ProviderEntry>> {
-        self.providers.values().filter(move |entry| &entry.record.env == env)
+        self.providers
+            .values()
+            .filter(move |entry| &entry.record.env == env)
     }
 }
 
 fn provider_entry(record: ProviderRecord, sealer: &Sealer) -> Result<ProviderEntry, SnapshotError> {
-    let fail = |reason: String| SnapshotError::Provider { name: record.name.clone(), env: record.env.clone(), reason };
+    let fail = |reason: String| SnapshotError::Provider {
+        name: record.name.clone(),
+        env: record.env.clone(),
+        reason,
+    };
     let kind = ProviderKind::parse(&record.kind).map_err(|error| fail(error.to_string()))?;
-    let base_url = record.base_url.as_deref().or(kind.default_base_url()).ok_or_else(|| fail("has no base URL".into()))?.trim_end_matches('/').to_owned();
+    let base_url = record
+        .base_url
+        .as_deref()
+        .or(kind.default_base_url())
+        .ok_or_else(|| fail("has no base URL".into()))?
+        .trim_end_matches('/')
+        .to_owned();
     let plaintext = sealer
-        .open(&record.current.sealed, &credential_aad(record.id.as_str(), record.current.version))
+        .open(
+            &record.current.sealed,
+            &credential_aad(record.id.as_str(), record.current.version),
+        )
         .map_err(|error| fail(format!("credential v{}: {error}", record.current.version)))?;
-    let text = std::str::from_utf8(&plaintext).map_err(|_| fail("credential is not text".into()))?;
+    let text =
+        std::str::from_utf8(&plaintext).map_err(|_| fail("credential is not text".into()))?;
     let secret = ProviderSecret::parse(text).map_err(|error| fail(error.to_string()))?;
-    Ok(ProviderEntry { record, kind, base_url, secret })
+    Ok(ProviderEntry {
+        record,
+        kind,
+        base_url,
+        secret,
+    })
 }

@@ -15,7 +15,9 @@ async fn setup() -> (Harness, String, String) {
     harness.add_provider("openai", "openai", "dev").await;
     harness.add_provider("anthropic", "anthropic", "dev").await;
     harness.add_provider("gemini", "gemini", "dev").await;
-    let (id, key) = harness.create_key(json!({"name": "app", "env": "dev"})).await;
+    let (id, key) = harness
+        .create_key(json!({"name": "app", "env": "dev"}))
+        .await;
     (harness, id, key)
 }
 
@@ -32,8 +34,25 @@ async fn openai_requests_reach_the_upstream_with_the_provider_key_only() {
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
-    assert!(response.headers().get("x-keyforge-overhead-us").unwrap().to_str().unwrap().parse::<u64>().is_ok());
-    assert!(response.headers().get("x-keyforge-request-id").unwrap().to_str().unwrap().starts_with("req_"));
+    assert!(
+        response
+            .headers()
+            .get("x-keyforge-overhead-us")
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .parse::<u64>()
+            .is_ok()
+    );
+    assert!(
+        response
+            .headers()
+            .get("x-keyforge-request-id")
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .starts_with("req_")
+    );
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["usage"]["prompt_tokens"], 2);
     assert_eq!(body["choices"][0]["message"]["role"], "assistant");
@@ -42,10 +61,28 @@ async fn openai_requests_reach_the_upstream_with_the_provider_key_only() {
     assert_eq!(received.len(), 1);
     let request = &received[0];
     assert_eq!(request.path, "/v1/chat/completions");
-    assert_eq!(request.headers.get("authorization").unwrap().to_str().unwrap(), format!("Bearer {}", harness.provider_key));
+    assert_eq!(
+        request
+            .headers
+            .get("authorization")
+            .unwrap()
+            .to_str()
+            .unwrap(),
+        format!("Bearer {}", harness.provider_key)
+    );
     assert!(request.headers.get("cookie").is_none());
-    let all_headers = format!("{:?}", request.headers.iter().map(|(_, v)| v.to_str().unwrap_or("")).collect::<Vec<_>>());
-    assert!(!all_headers.contains(&key), "the kf_ key reached the upstream");
+    let all_headers = format!(
+        "{:?}",
+        request
+            .headers
+            .iter()
+            .map(|(_, v)| v.to_str().unwrap_or(""))
+            .collect::<Vec<_>>()
+    );
+    assert!(
+        !all_headers.contains(&key),
+        "the kf_ key reached the upstream"
+    );
     assert!(!String::from_utf8_lossy(&request.body).contains(&key));
 }
 
@@ -53,17 +90,33 @@ async fn openai_requests_reach_the_upstream_with_the_provider_key_only() {
 async fn anthropic_accepts_x_api_key_and_bearer() {
     let (harness, _, key) = setup().await;
     for use_bearer in [false, true] {
-        let mut request = harness.http.post(harness.url("/anthropic/v1/messages")).header("anthropic-version", "2023-06-01");
-        request = if use_bearer { request.bearer_auth(&key) } else { request.header("x-api-key", &key) };
+        let mut request = harness
+            .http
+            .post(harness.url("/anthropic/v1/messages"))
+            .header("anthropic-version", "2023-06-01");
+        request = if use_bearer {
+            request.bearer_auth(&key)
+        } else {
+            request.header("x-api-key", &key)
+        };
         let response = request.json(&json!({"model": "claude-3-5-haiku-latest", "max_tokens": 3, "messages": [{"role": "user", "content": "hi"}]})).send().await.unwrap();
         assert_eq!(response.status(), 200);
         let body: Value = response.json().await.unwrap();
-        assert_eq!(body["usage"], json!({"input_tokens": 1, "output_tokens": 3}));
+        assert_eq!(
+            body["usage"],
+            json!({"input_tokens": 1, "output_tokens": 3})
+        );
     }
     for request in harness.upstream.requests() {
-        assert_eq!(request.headers.get("x-api-key").unwrap().to_str().unwrap(), harness.provider_key);
+        assert_eq!(
+            request.headers.get("x-api-key").unwrap().to_str().unwrap(),
+            harness.provider_key
+        );
         assert!(request.headers.get("authorization").is_none());
-        assert_eq!(request.headers.get("anthropic-version").unwrap(), "2023-06-01");
+        assert_eq!(
+            request.headers.get("anthropic-version").unwrap(),
+            "2023-06-01"
+        );
     }
 }
 
@@ -71,29 +124,81 @@ async fn anthropic_accepts_x_api_key_and_bearer() {
 async fn gemini_accepts_header_and_query_keys_and_strips_them() {
     let (harness, _, key) = setup().await;
     let body = json!({"contents": [{"parts": [{"text": "hello there gemini"}]}]});
-    let by_header = harness.http.post(harness.url("/gemini/v1beta/models/gemini-2.0-flash:generateContent")).header("x-goog-api-key", &key).json(&body).send().await.unwrap();
+    let by_header = harness
+        .http
+        .post(harness.url("/gemini/v1beta/models/gemini-2.0-flash:generateContent"))
+        .header("x-goog-api-key", &key)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(by_header.status(), 200);
-    let by_query = harness.http.post(harness.url(&format!("/gemini/v1beta/models/gemini-2.0-flash:streamGenerateContent?alt=sse&key={key}"))).json(&body).send().await.unwrap();
+    let by_query = harness
+        .http
+        .post(harness.url(&format!(
+            "/gemini/v1beta/models/gemini-2.0-flash:streamGenerateContent?alt=sse&key={key}"
+        )))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(by_query.status(), 200);
     let text = by_query.text().await.unwrap();
     assert!(text.contains("\"promptTokenCount\":3"), "{text}");
     let received = harness.upstream.requests();
     assert_eq!(received[1].query.as_deref(), Some("alt=sse"));
     for request in received {
-        assert_eq!(request.headers.get("x-goog-api-key").unwrap().to_str().unwrap(), harness.provider_key);
+        assert_eq!(
+            request
+                .headers
+                .get("x-goog-api-key")
+                .unwrap()
+                .to_str()
+                .unwrap(),
+            harness.provider_key
+        );
     }
 }
 
 #[tokio::test]
 async fn named_routes_and_passthrough_paths_work() {
     let (harness, _, key) = setup().await;
-    let models = harness.http.get(harness.url("/p/openai/v1/models")).bearer_auth(&key).send().await.unwrap();
+    let models = harness
+        .http
+        .get(harness.url("/p/openai/v1/models"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(models.status(), 200);
-    let embeddings = harness.http.post(harness.url("/openai/v1/embeddings")).bearer_auth(&key).json(&json!({"model": "text-embedding-3-small", "input": ["a b", "c"]})).send().await.unwrap();
+    let embeddings = harness
+        .http
+        .post(harness.url("/openai/v1/embeddings"))
+        .bearer_auth(&key)
+        .json(&json!({"model": "text-embedding-3-small", "input": ["a b", "c"]}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(embeddings.status(), 200);
-    assert_eq!(embeddings.json::<Value>().await.unwrap()["data"].as_array().unwrap().len(), 2);
-    let responses = harness.http.post(harness.url("/openai/v1/responses")).bearer_auth(&key).json(&json!({"model": "gpt-4o-mini", "input": "one two"})).send().await.unwrap();
-    assert_eq!(responses.json::<Value>().await.unwrap()["usage"]["input_tokens"], 2);
+    assert_eq!(
+        embeddings.json::<Value>().await.unwrap()["data"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    let responses = harness
+        .http
+        .post(harness.url("/openai/v1/responses"))
+        .bearer_auth(&key)
+        .json(&json!({"model": "gpt-4o-mini", "input": "one two"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        responses.json::<Value>().await.unwrap()["usage"]["input_tokens"],
+        2
+    );
 }
 
 #[tokio::test]
@@ -108,7 +213,10 @@ async fn streams_pass_through_as_they_arrive_and_client_disconnects_cancel_upstr
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
-    assert_eq!(response.headers().get("content-type").unwrap(), "text/event-stream");
+    assert_eq!(
+        response.headers().get("content-type").unwrap(),
+        "text/event-stream"
+    );
     let mut stream = response.bytes_stream();
     let first = stream.next().await.unwrap().unwrap();
     assert!(first.starts_with(b"data: {"), "{first:?}");
@@ -118,7 +226,10 @@ async fn streams_pass_through_as_they_arrive_and_client_disconnects_cancel_upstr
     drop(stream);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while harness.upstream.streams_cancelled() == 0 {
-        assert!(tokio::time::Instant::now() < deadline, "the upstream stream was not cancelled after the client left");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the upstream stream was not cancelled after the client left"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -168,21 +279,44 @@ fn check_shape(path: &str, body: &Value, code: &str) -> String {
 
 #[tokio::test]
 async fn refusals_are_clear_and_in_the_clients_dialect() {
-    let config = GatewayConfig { max_request_body_bytes: 4096, ..GatewayConfig::default() };
+    let config = GatewayConfig {
+        max_request_body_bytes: 4096,
+        ..GatewayConfig::default()
+    };
     let harness = Harness::start_with(config).await;
     harness.add_provider("openai", "openai", "dev").await;
     harness.add_provider("anthropic", "anthropic", "dev").await;
     harness.add_provider("gemini", "gemini", "dev").await;
     harness.add_provider("openai", "openai", "prod").await;
-    harness.add_provider_with("down", "openai-compatible", "dev", "http://127.0.0.1:9", "another-provider-key").await;
-    let (_, key) = harness.create_key(json!({"name": "app", "env": "dev"})).await;
-    let (_, scoped) = harness.create_key(json!({"name": "scoped", "env": "dev", "providers": ["openai"], "models": ["gpt-4o*"]})).await;
-    let (_, staging) = harness.create_key(json!({"name": "staging", "env": "staging"})).await;
+    harness
+        .add_provider_with(
+            "down",
+            "openai-compatible",
+            "dev",
+            "http://127.0.0.1:9",
+            "another-provider-key",
+        )
+        .await;
+    let (_, key) = harness
+        .create_key(json!({"name": "app", "env": "dev"}))
+        .await;
+    let (_, scoped) = harness
+        .create_key(
+            json!({"name": "scoped", "env": "dev", "providers": ["openai"], "models": ["gpt-4o*"]}),
+        )
+        .await;
+    let (_, staging) = harness
+        .create_key(json!({"name": "staging", "env": "staging"}))
+        .await;
     let mut bad_checksum = key.clone();
     let last = bad_checksum.pop().unwrap();
     bad_checksum.push(if last == 'A' { 'B' } else { 'A' });
-    let never_issued = keyforge_types::VirtualKey::generate(&keyforge_types::EnvName::parse("dev").unwrap());
-    #[expect(clippy::disallowed_methods, reason = "the test sends a well-formed key this gateway never issued")]
+    let never_issued =
+        keyforge_types::VirtualKey::generate(&keyforge_types::EnvName::parse("dev").unwrap());
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "the test sends a well-formed key this gateway never issued"
+    )]
     let never_issued = secrecy::ExposeSecret::expose_secret(never_issued.secret()).to_owned();
     let fake_openai_key = format!("sk-proj-{}", "x1Y2".repeat(8));
     let bearer = |k: &str| vec![("authorization", format!("Bearer {k}"))];
@@ -190,21 +324,129 @@ async fn refusals_are_clear_and_in_the_clients_dialect() {
     let anthropic = json!({"model": "claude-3-5-haiku-latest", "max_tokens": 5, "messages": []});
 
     let cases = vec![
-        Refusal { name: "missing key", path: "/openai/v1/chat/completions", headers: vec![], body: chat.clone(), status: 401, code: "missing_api_key" },
-        Refusal { name: "bad checksum", path: "/openai/v1/chat/completions", headers: bearer(&bad_checksum), body: chat.clone(), status: 401, code: "invalid_api_key" },
-        Refusal { name: "provider key", path: "/openai/v1/chat/completions", headers: bearer(&fake_openai_key), body: chat.clone(), status: 401, code: "provider_key_not_allowed" },
-        Refusal { name: "never issued", path: "/openai/v1/chat/completions", headers: bearer(&never_issued), body: chat.clone(), status: 401, code: "invalid_api_key" },
-        Refusal { name: "model not allowed", path: "/openai/v1/chat/completions", headers: bearer(&scoped), body: json!({"model": "o3", "messages": []}), status: 403, code: "model_not_allowed" },
-        Refusal { name: "no model named", path: "/openai/v1/files", headers: bearer(&scoped), body: json!({}), status: 403, code: "model_not_allowed" },
-        Refusal { name: "provider not allowed", path: "/anthropic/v1/messages", headers: vec![("x-api-key", scoped.clone())], body: anthropic.clone(), status: 403, code: "provider_not_allowed" },
-        Refusal { name: "other environment", path: "/openai/v1/chat/completions", headers: bearer(&staging), body: chat.clone(), status: 404, code: "provider_not_found" },
-        Refusal { name: "unknown named provider", path: "/p/nope/v1/chat/completions", headers: bearer(&key), body: chat.clone(), status: 404, code: "provider_not_found" },
-        Refusal { name: "unknown route", path: "/v1/chat/completions", headers: bearer(&key), body: chat.clone(), status: 404, code: "unknown_route" },
-        Refusal { name: "malformed json", path: "/openai/v1/chat/completions", headers: vec![("authorization", format!("Bearer {key}")), ("content-type", "application/json".into())], body: json!("{\"model\": "), status: 400, code: "invalid_json" },
-        Refusal { name: "body too large", path: "/openai/v1/chat/completions", headers: bearer(&key), body: json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x".repeat(5000)}]}), status: 413, code: "body_too_large" },
-        Refusal { name: "upstream unreachable", path: "/p/down/v1/chat/completions", headers: bearer(&key), body: chat.clone(), status: 502, code: "upstream_unreachable" },
-        Refusal { name: "anthropic shape", path: "/anthropic/v1/messages", headers: vec![("anthropic-version", "2023-06-01".into())], body: anthropic.clone(), status: 401, code: "missing_api_key" },
-        Refusal { name: "gemini shape", path: "/gemini/v1beta/models/gemini-2.0-flash:generateContent", headers: vec![("x-goog-api-key", bad_checksum.clone())], body: json!({}), status: 401, code: "invalid_api_key" },
+        Refusal {
+            name: "missing key",
+            path: "/openai/v1/chat/completions",
+            headers: vec![],
+            body: chat.clone(),
+            status: 401,
+            code: "missing_api_key",
+        },
+        Refusal {
+            name: "bad checksum",
+            path: "/openai/v1/chat/completions",
+            headers: bearer(&bad_checksum),
+            body: chat.clone(),
+            status: 401,
+            code: "invalid_api_key",
+        },
+        Refusal {
+            name: "provider key",
+            path: "/openai/v1/chat/completions",
+            headers: bearer(&fake_openai_key),
+            body: chat.clone(),
+            status: 401,
+            code: "provider_key_not_allowed",
+        },
+        Refusal {
+            name: "never issued",
+            path: "/openai/v1/chat/completions",
+            headers: bearer(&never_issued),
+            body: chat.clone(),
+            status: 401,
+            code: "invalid_api_key",
+        },
+        Refusal {
+            name: "model not allowed",
+            path: "/openai/v1/chat/completions",
+            headers: bearer(&scoped),
+            body: json!({"model": "o3", "messages": []}),
+            status: 403,
+            code: "model_not_allowed",
+        },
+        Refusal {
+            name: "no model named",
+            path: "/openai/v1/files",
+            headers: bearer(&scoped),
+            body: json!({}),
+            status: 403,
+            code: "model_not_allowed",
+        },
+        Refusal {
+            name: "provider not allowed",
+            path: "/anthropic/v1/messages",
+            headers: vec![("x-api-key", scoped.clone())],
+            body: anthropic.clone(),
+            status: 403,
+            code: "provider_not_allowed",
+        },
+        Refusal {
+            name: "other environment",
+            path: "/openai/v1/chat/completions",
+            headers: bearer(&staging),
+            body: chat.clone(),
+            status: 404,
+            code: "provider_not_found",
+        },
+        Refusal {
+            name: "unknown named provider",
+            path: "/p/nope/v1/chat/completions",
+            headers: bearer(&key),
+            body: chat.clone(),
+            status: 404,
+            code: "provider_not_found",
+        },
+        Refusal {
+            name: "unknown route",
+            path: "/v1/chat/completions",
+            headers: bearer(&key),
+            body: chat.clone(),
+            status: 404,
+            code: "unknown_route",
+        },
+        Refusal {
+            name: "malformed json",
+            path: "/openai/v1/chat/completions",
+            headers: vec![
+                ("authorization", format!("Bearer {key}")),
+                ("content-type", "application/json".into()),
+            ],
+            body: json!("{\"model\": "),
+            status: 400,
+            code: "invalid_json",
+        },
+        Refusal {
+            name: "body too large",
+            path: "/openai/v1/chat/completions",
+            headers: bearer(&key),
+            body: json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x".repeat(5000)}]}),
+            status: 413,
+            code: "body_too_large",
+        },
+        Refusal {
+            name: "upstream unreachable",
+            path: "/p/down/v1/chat/completions",
+            headers: bearer(&key),
+            body: chat.clone(),
+            status: 502,
+            code: "upstream_unreachable",
+        },
+        Refusal {
+            name: "anthropic shape",
+            path: "/anthropic/v1/messages",
+            headers: vec![("anthropic-version", "2023-06-01".into())],
+            body: anthropic.clone(),
+            status: 401,
+            code: "missing_api_key",
+        },
+        Refusal {
+            name: "gemini shape",
+            path: "/gemini/v1beta/models/gemini-2.0-flash:generateContent",
+            headers: vec![("x-goog-api-key", bad_checksum.clone())],
+            body: json!({}),
+            status: 401,
+            code: "invalid_api_key",
+        },
     ];
     for case in cases {
         let mut request = harness.http.post(harness.url(case.path));
@@ -217,47 +459,102 @@ async fn refusals_are_clear_and_in_the_clients_dialect() {
         };
         let response = request.send().await.unwrap();
         assert_eq!(response.status().as_u16(), case.status, "{}", case.name);
-        assert_eq!(response.headers().get("x-keyforge-error").unwrap(), case.code, "{}", case.name);
+        assert_eq!(
+            response.headers().get("x-keyforge-error").unwrap(),
+            case.code,
+            "{}",
+            case.name
+        );
         let text = response.text().await.unwrap();
         let body: Value = serde_json::from_str(&text).unwrap();
         let message = check_shape(case.path, &body, case.code);
-        assert!(message.len() > 20, "{}: message too terse: {message}", case.name);
-        for secret in [&key, &scoped, &bad_checksum, &never_issued, &fake_openai_key, &harness.provider_key] {
-            assert!(!text.contains(secret.as_str()), "{}: a secret was echoed: {text}", case.name);
+        assert!(
+            message.len() > 20,
+            "{}: message too terse: {message}",
+            case.name
+        );
+        for secret in [
+            &key,
+            &scoped,
+            &bad_checksum,
+            &never_issued,
+            &fake_openai_key,
+            &harness.provider_key,
+        ] {
+            assert!(
+                !text.contains(secret.as_str()),
+                "{}: a secret was echoed: {text}",
+                case.name
+            );
         }
     }
-    assert!(harness.upstream.requests().is_empty(), "a refused request reached the upstream");
+    assert!(
+        harness.upstream.requests().is_empty(),
+        "a refused request reached the upstream"
+    );
 }
 
 #[tokio::test]
 async fn revocation_applies_to_the_very_next_request() {
     let (harness, id, key) = setup().await;
-    let send = || harness.http.get(harness.url("/openai/v1/models")).bearer_auth(&key).send();
+    let send = || {
+        harness
+            .http
+            .get(harness.url("/openai/v1/models"))
+            .bearer_auth(&key)
+            .send()
+    };
     assert_eq!(send().await.unwrap().status(), 200);
-    let (status, body) = harness.admin(reqwest::Method::POST, &format!("/keys/{id}/revoke"), None).await;
+    let (status, body) = harness
+        .admin(reqwest::Method::POST, &format!("/keys/{id}/revoke"), None)
+        .await;
     assert_eq!((status, body["outcome"].as_str()), (200, Some("revoked")));
     let response = send().await.unwrap();
     assert_eq!(response.status(), 401);
-    assert_eq!(response.headers().get("x-keyforge-error").unwrap(), "key_revoked");
-    let (_, again) = harness.admin(reqwest::Method::POST, &format!("/keys/{id}/revoke"), None).await;
+    assert_eq!(
+        response.headers().get("x-keyforge-error").unwrap(),
+        "key_revoked"
+    );
+    let (_, again) = harness
+        .admin(reqwest::Method::POST, &format!("/keys/{id}/revoke"), None)
+        .await;
     assert_eq!(again["outcome"], "already_revoked");
 }
 
 #[tokio::test]
 async fn keys_expire_at_their_ttl() {
     let (harness, id, _) = setup().await;
-    let (_, key) = harness.create_key(json!({"name": "short", "env": "dev", "ttl": "30m"})).await;
-    let send = || harness.http.get(harness.url("/openai/v1/models")).bearer_auth(&key).send();
+    let (_, key) = harness
+        .create_key(json!({"name": "short", "env": "dev", "ttl": "30m"}))
+        .await;
+    let send = || {
+        harness
+            .http
+            .get(harness.url("/openai/v1/models"))
+            .bearer_auth(&key)
+            .send()
+    };
     assert_eq!(send().await.unwrap().status(), 200);
     harness.clock.advance(Duration::from_secs(29 * 60));
     assert_eq!(send().await.unwrap().status(), 200);
     harness.clock.advance(Duration::from_secs(60));
     let response = send().await.unwrap();
-    assert_eq!(response.headers().get("x-keyforge-error").unwrap(), "key_expired");
+    assert_eq!(
+        response.headers().get("x-keyforge-error").unwrap(),
+        "key_expired"
+    );
     let body: Value = response.json().await.unwrap();
-    assert!(body["error"]["message"].as_str().unwrap().contains("expired at 2026-06-01T12:30:00Z"), "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("expired at 2026-06-01T12:30:00Z"),
+        "{body}"
+    );
     // The long-lived key is untouched.
-    let (_, view) = harness.admin(reqwest::Method::GET, &format!("/keys/{id}"), None).await;
+    let (_, view) = harness
+        .admin(reqwest::Method::GET, &format!("/keys/{id}"), None)
+        .await;
     assert_eq!(view["status"], "active");
 }
 
@@ -265,20 +562,50 @@ async fn keys_expire_at_their_ttl() {
 async fn upstream_errors_pass_through_with_secrets_scrubbed() {
     let harness = Harness::start().await;
     let wrong_key = keyforge_testkit::fake_provider_key("wrong");
-    harness.add_provider_with("openai", "openai", "dev", &harness.upstream.base_url(), &wrong_key).await;
-    let (_, key) = harness.create_key(json!({"name": "app", "env": "dev"})).await;
-    let response = harness.http.post(harness.url("/openai/v1/chat/completions")).bearer_auth(&key).json(&json!({"model": "gpt-4o-mini", "messages": []})).send().await.unwrap();
+    harness
+        .add_provider_with(
+            "openai",
+            "openai",
+            "dev",
+            &harness.upstream.base_url(),
+            &wrong_key,
+        )
+        .await;
+    let (_, key) = harness
+        .create_key(json!({"name": "app", "env": "dev"}))
+        .await;
+    let response = harness
+        .http
+        .post(harness.url("/openai/v1/chat/completions"))
+        .bearer_auth(&key)
+        .json(&json!({"model": "gpt-4o-mini", "messages": []}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 401);
     let text = response.text().await.unwrap();
     assert!(!text.contains(&wrong_key), "{text}");
     let body: Value = serde_json::from_str(&text).unwrap();
-    assert_eq!(body["error"]["message"], "Incorrect API key provided: [REDACTED].");
+    assert_eq!(
+        body["error"]["message"],
+        "Incorrect API key provided: [REDACTED]."
+    );
     assert_eq!(body["error"]["code"], "invalid_api_key");
 
     harness.add_provider("good", "openai", "dev").await;
-    let response = harness.http.post(harness.url("/p/good/v1/chat/completions")).bearer_auth(&key).json(&json!({"model": "fake-error-500", "messages": []})).send().await.unwrap();
+    let response = harness
+        .http
+        .post(harness.url("/p/good/v1/chat/completions"))
+        .bearer_auth(&key)
+        .json(&json!({"model": "fake-error-500", "messages": []}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 500);
-    assert_eq!(response.json::<Value>().await.unwrap()["error"]["code"], "server_error");
+    assert_eq!(
+        response.json::<Value>().await.unwrap()["error"]["code"],
+        "server_error"
+    );
 }
 
 #[tokio::test]
@@ -286,11 +613,37 @@ async fn several_providers_of_a_kind_need_a_name() {
     let harness = Harness::start().await;
     harness.add_provider("openai-a", "openai", "dev").await;
     harness.add_provider("openai-b", "openai", "dev").await;
-    let (_, key) = harness.create_key(json!({"name": "app", "env": "dev"})).await;
-    let response = harness.http.get(harness.url("/openai/v1/models")).bearer_auth(&key).send().await.unwrap();
+    let (_, key) = harness
+        .create_key(json!({"name": "app", "env": "dev"}))
+        .await;
+    let response = harness
+        .http
+        .get(harness.url("/openai/v1/models"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 400);
     let body: Value = response.json().await.unwrap();
-    assert!(body["error"]["message"].as_str().unwrap().contains("openai-a, openai-b"), "{body}");
-    let (_, narrowed) = harness.create_key(json!({"name": "b-only", "env": "dev", "providers": ["openai-b"]})).await;
-    assert_eq!(harness.http.get(harness.url("/openai/v1/models")).bearer_auth(&narrowed).send().await.unwrap().status(), 200);
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("openai-a, openai-b"),
+        "{body}"
+    );
+    let (_, narrowed) = harness
+        .create_key(json!({"name": "b-only", "env": "dev", "providers": ["openai-b"]}))
+        .await;
+    assert_eq!(
+        harness
+            .http
+            .get(harness.url("/openai/v1/models"))
+            .bearer_auth(&narrowed)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
 }

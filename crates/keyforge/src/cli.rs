@@ -7,7 +7,11 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "keyforge", version, about = "Keeps LLM API keys safe: a gateway and vault that hands apps revocable, scoped kf_ keys instead of provider keys.")]
+#[command(
+    name = "keyforge",
+    version,
+    about = "Keeps LLM API keys safe: a gateway and vault that hands apps revocable, scoped kf_ keys instead of provider keys."
+)]
 pub(crate) struct Cli {
     #[command(subcommand)]
     pub(crate) command: Command,

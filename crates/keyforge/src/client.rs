@@ -4,7 +4,10 @@ use std::io::{IsTerminal, Read};
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
-use keyforge_gateway::admin::api::{CreateKeyRequest, CreateProviderRequest, CreatedKey, ErrorBody, KeyList, KeyView, ProviderList, ProviderView, RevokeResult};
+use keyforge_gateway::admin::api::{
+    CreateKeyRequest, CreateProviderRequest, CreatedKey, ErrorBody, KeyList, KeyView, ProviderList,
+    ProviderView, RevokeResult,
+};
 use keyforge_types::{EnvName, ModelPattern, ProviderName, SecretError, Ttl};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
@@ -27,13 +30,28 @@ impl AdminClient {
         let base = args
             .addr
             .clone()
-            .or_else(|| std::env::var("KEYFORGE_ADDR").ok().filter(|value| !value.is_empty()))
+            .or_else(|| {
+                std::env::var("KEYFORGE_ADDR")
+                    .ok()
+                    .filter(|value| !value.is_empty())
+            })
             .unwrap_or_else(|| format!("http://{DEFAULT_LISTEN}"));
-        let base = if base.contains("://") { base } else { format!("http://{base}") };
-        let token = match std::env::var(ADMIN_TOKEN_ENV).ok().filter(|value| !value.trim().is_empty()) {
+        let base = if base.contains("://") {
+            base
+        } else {
+            format!("http://{base}")
+        };
+        let token = match std::env::var(ADMIN_TOKEN_ENV)
+            .ok()
+            .filter(|value| !value.trim().is_empty())
+        {
             Some(token) => SecretString::from(token.trim().to_owned()),
             None => {
-                let dir = match args.data_dir.clone().or_else(|| std::env::var_os("KEYFORGE_DATA_DIR").filter(|v| !v.is_empty()).map(PathBuf::from)) {
+                let dir = match args.data_dir.clone().or_else(|| {
+                    std::env::var_os("KEYFORGE_DATA_DIR")
+                        .filter(|v| !v.is_empty())
+                        .map(PathBuf::from)
+                }) {
                     Some(dir) => dir,
                     None => default_data_dir()?,
                 };
@@ -41,14 +59,31 @@ impl AdminClient {
                 read_admin_token_file(&path).with_context(|| format!("no admin token: set {ADMIN_TOKEN_ENV}, or run on the gateway's machine where {} exists", path.display()))?
             }
         };
-        let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build()?;
-        Ok(Self { base: base.trim_end_matches('/').to_owned(), token, http })
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()?;
+        Ok(Self {
+            base: base.trim_end_matches('/').to_owned(),
+            token,
+            http,
+        })
     }
 
-    async fn call<T: DeserializeOwned>(&self, method: reqwest::Method, path: &str, body: Option<&impl Serialize>) -> anyhow::Result<T> {
+    async fn call<T: DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&impl Serialize>,
+    ) -> anyhow::Result<T> {
         let url = format!("{}/admin/v1{path}", self.base);
-        #[expect(clippy::disallowed_methods, reason = "the admin token goes into the Authorization header of the admin request")]
-        let mut request = self.http.request(method, &url).bearer_auth(self.token.expose_secret());
+        #[expect(
+            clippy::disallowed_methods,
+            reason = "the admin token goes into the Authorization header of the admin request"
+        )]
+        let mut request = self
+            .http
+            .request(method, &url)
+            .bearer_auth(self.token.expose_secret());
         if let Some(body) = body {
             request = request.json(body);
         }
@@ -70,68 +105,146 @@ impl AdminClient {
 const NO_BODY: Option<&()> = None;
 
 /// Reads the provider key from the chosen source; never from argv.
-fn read_provider_key(name: &str, from_env: Option<&str>, from_file: Option<&PathBuf>) -> anyhow::Result<SecretString> {
+fn read_provider_key(
+    name: &str,
+    from_env: Option<&str>,
+    from_file: Option<&PathBuf>,
+) -> anyhow::Result<SecretString> {
     let text = if let Some(var) = from_env {
         std::env::var(var).with_context(|| format!("environment variable {var} is not set"))?
     } else if let Some(path) = from_file {
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?
     } else if std::io::stdin().is_terminal() {
-        rpassword::prompt_password(format!("API key for provider {name} (input hidden): ")).context("cannot read the API key from the terminal")?
+        rpassword::prompt_password(format!("API key for provider {name} (input hidden): "))
+            .context("cannot read the API key from the terminal")?
     } else {
         let mut text = String::new();
-        std::io::stdin().take(64 * 1024).read_to_string(&mut text).context("cannot read the API key from stdin")?;
+        std::io::stdin()
+            .take(64 * 1024)
+            .read_to_string(&mut text)
+            .context("cannot read the API key from stdin")?;
         text
     };
-    let secret = keyforge_types::ProviderSecret::parse(&text).map_err(|error: SecretError| anyhow::anyhow!("invalid API key: {error}"))?;
+    let secret = keyforge_types::ProviderSecret::parse(&text)
+        .map_err(|error: SecretError| anyhow::anyhow!("invalid API key: {error}"))?;
     Ok(SecretString::from(secret.expose().to_owned()))
 }
 
 pub(crate) async fn provider(command: ProviderCommand) -> anyhow::Result<()> {
     match command {
-        ProviderCommand::Add { name, kind, env, base_url, from_env, from_file, admin } => {
+        ProviderCommand::Add {
+            name,
+            kind,
+            env,
+            base_url,
+            from_env,
+            from_file,
+            admin,
+        } => {
             let name = ProviderName::parse(&name)?;
             let env = EnvName::parse(&env)?;
             keyforge_providers::ProviderKind::parse(&kind)?;
             let client = AdminClient::resolve(&admin)?;
             let secret = read_provider_key(name.as_str(), from_env.as_deref(), from_file.as_ref())?;
-            #[expect(clippy::disallowed_methods, reason = "the provider key is sent once to the admin API, which seals it")]
+            #[expect(
+                clippy::disallowed_methods,
+                reason = "the provider key is sent once to the admin API, which seals it"
+            )]
             let api_key = secret.expose_secret().to_owned();
-            let request = CreateProviderRequest { name, kind, env, base_url, api_key };
-            let view: ProviderView = client.call(reqwest::Method::POST, "/providers", Some(&request)).await?;
+            let request = CreateProviderRequest {
+                name,
+                kind,
+                env,
+                base_url,
+                api_key,
+            };
+            let view: ProviderView = client
+                .call(reqwest::Method::POST, "/providers", Some(&request))
+                .await?;
             output::provider_added(&view)
         }
         ProviderCommand::List { json, admin } => {
-            let list: ProviderList = AdminClient::resolve(&admin)?.call(reqwest::Method::GET, "/providers", NO_BODY).await?;
-            if json { output::json(&list) } else { output::provider_table(&list.providers) }
+            let list: ProviderList = AdminClient::resolve(&admin)?
+                .call(reqwest::Method::GET, "/providers", NO_BODY)
+                .await?;
+            if json {
+                output::json(&list)
+            } else {
+                output::provider_table(&list.providers)
+            }
         }
     }
 }
 
 pub(crate) async fn key(command: KeyCommand) -> anyhow::Result<()> {
     match command {
-        KeyCommand::Create { name, env, providers, models, ttl, json, admin } => {
+        KeyCommand::Create {
+            name,
+            env,
+            providers,
+            models,
+            ttl,
+            json,
+            admin,
+        } => {
             let env = EnvName::parse(&env)?;
-            let providers = providers.iter().map(|p| ProviderName::parse(p)).collect::<Result<Vec<_>, _>>()?;
-            let models = models.iter().map(|m| ModelPattern::parse(m)).collect::<Result<Vec<_>, _>>()?;
+            let providers = providers
+                .iter()
+                .map(|p| ProviderName::parse(p))
+                .collect::<Result<Vec<_>, _>>()?;
+            let models = models
+                .iter()
+                .map(|m| ModelPattern::parse(m))
+                .collect::<Result<Vec<_>, _>>()?;
             if let Some(ttl) = &ttl {
                 Ttl::parse(ttl)?;
             }
-            let request = CreateKeyRequest { name, env, providers, models, ttl };
-            let created: CreatedKey = AdminClient::resolve(&admin)?.call(reqwest::Method::POST, "/keys", Some(&request)).await?;
-            if json { output::json(&created) } else { output::key_created(&created) }
+            let request = CreateKeyRequest {
+                name,
+                env,
+                providers,
+                models,
+                ttl,
+            };
+            let created: CreatedKey = AdminClient::resolve(&admin)?
+                .call(reqwest::Method::POST, "/keys", Some(&request))
+                .await?;
+            if json {
+                output::json(&created)
+            } else {
+                output::key_created(&created)
+            }
         }
         KeyCommand::List { json, admin } => {
-            let list: KeyList = AdminClient::resolve(&admin)?.call(reqwest::Method::GET, "/keys", NO_BODY).await?;
-            if json { output::json(&list) } else { output::key_table(&list.keys) }
+            let list: KeyList = AdminClient::resolve(&admin)?
+                .call(reqwest::Method::GET, "/keys", NO_BODY)
+                .await?;
+            if json {
+                output::json(&list)
+            } else {
+                output::key_table(&list.keys)
+            }
         }
         KeyCommand::Show { id, json, admin } => {
             let id = keyforge_types::KeyId::parse(&id)?;
-            let key: KeyView = AdminClient::resolve(&admin)?.call(reqwest::Method::GET, &format!("/keys/{id}"), NO_BODY).await?;
-            if json { output::json(&key) } else { output::key_detail(&key) }
+            let key: KeyView = AdminClient::resolve(&admin)?
+                .call(reqwest::Method::GET, &format!("/keys/{id}"), NO_BODY)
+                .await?;
+            if json {
+                output::json(&key)
+            } else {
+                output::key_detail(&key)
+            }
         }
         KeyCommand::Revoke { id, admin } => {
             let id = keyforge_types::KeyId::parse(&id)?;
-            let result: RevokeResult = AdminClient::resolve(&admin)?.call(reqwest::Method::POST, &format!("/keys/{id}/revoke"), NO_BODY).await?;
+            let result: RevokeResult = AdminClient::resolve(&admin)?
+                .call(
+                    reqwest::Method::POST,
+                    &format!("/keys/{id}/revoke"),
+                    NO_BODY,
+                )
+                .await?;
             output::revoked(&result)
         }
     }

@@ -63,7 +63,9 @@ impl EnvOverrides {
 /// The platform's data directory for KeyForge (`~/.local/share/keyforge` on
 /// Linux).
 pub(crate) fn default_data_dir() -> anyhow::Result<PathBuf> {
-    dirs::data_dir().map(|dir| dir.join("keyforge")).context("cannot determine a data directory for this user; pass --data-dir or set KEYFORGE_DATA_DIR")
+    dirs::data_dir().map(|dir| dir.join("keyforge")).context(
+        "cannot determine a data directory for this user; pass --data-dir or set KEYFORGE_DATA_DIR",
+    )
 }
 
 pub(crate) fn resolve(args: &ServeArgs, env: &EnvOverrides) -> anyhow::Result<ServeConfig> {
@@ -73,39 +75,74 @@ pub(crate) fn resolve(args: &ServeArgs, env: &EnvOverrides) -> anyhow::Result<Se
     };
     let listen = match (args.listen, &env.listen, &raw.listen) {
         (Some(addr), _, _) => addr,
-        (None, Some(text), _) => text.parse().with_context(|| format!("KEYFORGE_LISTEN `{text}` is not an address like 127.0.0.1:8787"))?,
-        (None, None, Some(text)) => text.parse().with_context(|| format!("config `listen = \"{text}\"` is not an address like 127.0.0.1:8787"))?,
+        (None, Some(text), _) => text.parse().with_context(|| {
+            format!("KEYFORGE_LISTEN `{text}` is not an address like 127.0.0.1:8787")
+        })?,
+        (None, None, Some(text)) => text.parse().with_context(|| {
+            format!("config `listen = \"{text}\"` is not an address like 127.0.0.1:8787")
+        })?,
         (None, None, None) => DEFAULT_LISTEN.parse()?,
     };
-    let data_dir = match args.data_dir.clone().or_else(|| env.data_dir.clone()).or(raw.data_dir) {
+    let data_dir = match args
+        .data_dir
+        .clone()
+        .or_else(|| env.data_dir.clone())
+        .or(raw.data_dir)
+    {
         Some(dir) => dir,
         None => default_data_dir()?,
     };
     let defaults = GatewayConfig::default();
     let limits = raw.limits;
-    let duration = |value: Option<String>, name: &str, default: Duration| -> anyhow::Result<Duration> {
-        match value {
-            None => Ok(default),
-            Some(text) => Ttl::parse(&text).map(|ttl| ttl.as_duration()).with_context(|| format!("config `limits.{name}`")),
-        }
-    };
-    let max_request_body_bytes = limits.max_request_body_bytes.unwrap_or(defaults.max_request_body_bytes);
+    let duration =
+        |value: Option<String>, name: &str, default: Duration| -> anyhow::Result<Duration> {
+            match value {
+                None => Ok(default),
+                Some(text) => Ttl::parse(&text)
+                    .map(|ttl| ttl.as_duration())
+                    .with_context(|| format!("config `limits.{name}`")),
+            }
+        };
+    let max_request_body_bytes = limits
+        .max_request_body_bytes
+        .unwrap_or(defaults.max_request_body_bytes);
     if max_request_body_bytes == 0 {
         bail!("config `limits.max_request_body_bytes` must be greater than zero");
     }
     let gateway = GatewayConfig {
         max_request_body_bytes,
-        header_read_timeout: duration(limits.header_read_timeout, "header_read_timeout", defaults.header_read_timeout)?,
-        body_read_timeout: duration(limits.body_read_timeout, "body_read_timeout", defaults.body_read_timeout)?,
-        upstream_connect_timeout: duration(limits.upstream_connect_timeout, "upstream_connect_timeout", defaults.upstream_connect_timeout)?,
-        upstream_response_timeout: duration(limits.upstream_response_timeout, "upstream_response_timeout", defaults.upstream_response_timeout)?,
+        header_read_timeout: duration(
+            limits.header_read_timeout,
+            "header_read_timeout",
+            defaults.header_read_timeout,
+        )?,
+        body_read_timeout: duration(
+            limits.body_read_timeout,
+            "body_read_timeout",
+            defaults.body_read_timeout,
+        )?,
+        upstream_connect_timeout: duration(
+            limits.upstream_connect_timeout,
+            "upstream_connect_timeout",
+            defaults.upstream_connect_timeout,
+        )?,
+        upstream_response_timeout: duration(
+            limits.upstream_response_timeout,
+            "upstream_response_timeout",
+            defaults.upstream_response_timeout,
+        )?,
         ..defaults
     };
-    Ok(ServeConfig { listen, data_dir, gateway })
+    Ok(ServeConfig {
+        listen,
+        data_dir,
+        gateway,
+    })
 }
 
 fn load_file(path: &Path) -> anyhow::Result<RawConfig> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read config file {}", path.display()))?;
     toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
 }
 
@@ -114,7 +151,11 @@ mod tests {
     use super::*;
 
     fn args() -> ServeArgs {
-        ServeArgs { listen: None, data_dir: None, config: None }
+        ServeArgs {
+            listen: None,
+            data_dir: None,
+            config: None,
+        }
     }
 
     #[test]
@@ -122,14 +163,22 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("keyforge.toml");
         std::fs::write(&file, "listen = \"127.0.0.1:1111\"\ndata_dir = \"/from/file\"\n[limits]\nmax_request_body_bytes = 1024\nheader_read_timeout = \"5s\"\n").unwrap();
-        let env = EnvOverrides { config: Some(file.clone()), listen: Some("127.0.0.1:2222".into()), data_dir: None };
+        let env = EnvOverrides {
+            config: Some(file.clone()),
+            listen: Some("127.0.0.1:2222".into()),
+            data_dir: None,
+        };
         let config = resolve(&args(), &env).unwrap();
         assert_eq!(config.listen.port(), 2222);
         assert_eq!(config.data_dir, PathBuf::from("/from/file"));
         assert_eq!(config.gateway.max_request_body_bytes, 1024);
         assert_eq!(config.gateway.header_read_timeout, Duration::from_secs(5));
 
-        let flags = ServeArgs { listen: Some("127.0.0.1:3333".parse().unwrap()), data_dir: Some("/from/flag".into()), config: None };
+        let flags = ServeArgs {
+            listen: Some("127.0.0.1:3333".parse().unwrap()),
+            data_dir: Some("/from/flag".into()),
+            config: None,
+        };
         let config = resolve(&flags, &env).unwrap();
         assert_eq!(config.listen.port(), 3333);
         assert_eq!(config.data_dir, PathBuf::from("/from/flag"));
@@ -148,13 +197,19 @@ mod tests {
         let cases = [
             ("lisen = \"x\"", "unknown field"),
             ("listen = \"nowhere\"", "is not an address"),
-            ("[limits]\nbody_read_timeout = \"soon\"", "limits.body_read_timeout"),
+            (
+                "[limits]\nbody_read_timeout = \"soon\"",
+                "limits.body_read_timeout",
+            ),
             ("[limits]\nmax_request_body_bytes = 0", "greater than zero"),
         ];
         for (text, expected) in cases {
             let file = dir.path().join("bad.toml");
             std::fs::write(&file, text).unwrap();
-            let env = EnvOverrides { config: Some(file), ..Default::default() };
+            let env = EnvOverrides {
+                config: Some(file),
+                ..Default::default()
+            };
             let error = format!("{:#}", resolve(&args(), &env).unwrap_err());
             assert!(error.contains(expected), "{text}: {error}");
         }

@@ -21,7 +21,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing();
     panic_hook::install();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(error) => return fail(&anyhow::Error::from(error)),
     };
@@ -49,7 +52,14 @@ fn fail(error: &anyhow::Error) -> ExitCode {
 /// Logs go to stderr; `KEYFORGE_LOG` (or `RUST_LOG`) sets the filter, as in
 /// `KEYFORGE_LOG=debug` or `KEYFORGE_LOG=keyforge_gateway=trace`.
 fn init_tracing() {
-    let filter = std::env::var("KEYFORGE_LOG").or_else(|_| std::env::var("RUST_LOG")).unwrap_or_else(|_| "info".to_owned());
-    let filter = tracing_subscriber::EnvFilter::try_new(&filter).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+    let filter = std::env::var("KEYFORGE_LOG")
+        .or_else(|_| std::env::var("RUST_LOG"))
+        .unwrap_or_else(|_| "info".to_owned());
+    let filter = tracing_subscriber::EnvFilter::try_new(&filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
 }

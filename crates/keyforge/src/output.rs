@@ -15,46 +15,108 @@ pub(crate) fn json(value: &impl Serialize) -> anyhow::Result<()> {
 
 pub(crate) fn provider_added(view: &ProviderView) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
-    writeln!(out, "Added provider {} ({}) in environment {} as {}", view.name, view.kind, view.env, view.id)?;
+    writeln!(
+        out,
+        "Added provider {} ({}) in environment {} as {}",
+        view.name, view.kind, view.env, view.id
+    )?;
     writeln!(out, "Upstream: {}", view.base_url)?;
-    writeln!(out, "Its API key is stored encrypted and will not be shown again.")?;
+    writeln!(
+        out,
+        "Its API key is stored encrypted and will not be shown again."
+    )?;
     Ok(())
 }
 
 pub(crate) fn provider_table(providers: &[ProviderView]) -> anyhow::Result<()> {
     let rows: Vec<Vec<String>> = providers
         .iter()
-        .map(|p| vec![p.name.to_string(), p.kind.clone(), p.env.to_string(), p.base_url.clone(), format!("v{}", p.credential_version), p.id.to_string()])
+        .map(|p| {
+            vec![
+                p.name.to_string(),
+                p.kind.clone(),
+                p.env.to_string(),
+                p.base_url.clone(),
+                format!("v{}", p.credential_version),
+                p.id.to_string(),
+            ]
+        })
         .collect();
-    table(&["NAME", "KIND", "ENV", "BASE URL", "KEY", "ID"], &rows, "no providers yet: add one with `keyforge provider add NAME --kind openai --env dev`")
+    table(
+        &["NAME", "KIND", "ENV", "BASE URL", "KEY", "ID"],
+        &rows,
+        "no providers yet: add one with `keyforge provider add NAME --kind openai --env dev`",
+    )
 }
 
 fn scope_text(key: &KeyView) -> String {
-    let providers = if key.scope.providers.is_empty() { "all providers".to_owned() } else { key.scope.providers.iter().map(|p| p.as_str()).collect::<Vec<_>>().join(",") };
-    let models = if key.scope.models.is_empty() { "all models".to_owned() } else { key.scope.models.iter().map(|m| m.as_str()).collect::<Vec<_>>().join(",") };
+    let providers = if key.scope.providers.is_empty() {
+        "all providers".to_owned()
+    } else {
+        key.scope
+            .providers
+            .iter()
+            .map(|p| p.as_str())
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let models = if key.scope.models.is_empty() {
+        "all models".to_owned()
+    } else {
+        key.scope
+            .models
+            .iter()
+            .map(|m| m.as_str())
+            .collect::<Vec<_>>()
+            .join(",")
+    };
     format!("{providers}; {models}")
 }
 
 pub(crate) fn key_created(created: &CreatedKey) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     let view = &created.view;
-    writeln!(out, "Created key {} ({}) for environment {}; scope: {}", view.id, view.name, view.env, scope_text(view))?;
+    writeln!(
+        out,
+        "Created key {} ({}) for environment {}; scope: {}",
+        view.id,
+        view.name,
+        view.env,
+        scope_text(view)
+    )?;
     if let Some(expires) = &view.expires_at {
         writeln!(out, "Expires: {expires}")?;
     }
     writeln!(out)?;
     writeln!(out, "    {}", created.key)?;
     writeln!(out)?;
-    writeln!(out, "This is the only time the key is shown. Store it in your app's secret store; KeyForge keeps only a hash.")?;
+    writeln!(
+        out,
+        "This is the only time the key is shown. Store it in your app's secret store; KeyForge keeps only a hash."
+    )?;
     Ok(())
 }
 
 pub(crate) fn key_table(keys: &[KeyView]) -> anyhow::Result<()> {
     let rows: Vec<Vec<String>> = keys
         .iter()
-        .map(|k| vec![k.id.to_string(), k.name.clone(), k.env.to_string(), k.prefix.clone(), k.status.clone(), k.expires_at.clone().unwrap_or_else(|| "never".into()), scope_text(k)])
+        .map(|k| {
+            vec![
+                k.id.to_string(),
+                k.name.clone(),
+                k.env.to_string(),
+                k.prefix.clone(),
+                k.status.clone(),
+                k.expires_at.clone().unwrap_or_else(|| "never".into()),
+                scope_text(k),
+            ]
+        })
         .collect();
-    table(&["ID", "NAME", "ENV", "PREFIX", "STATUS", "EXPIRES", "SCOPE"], &rows, "no keys yet: create one with `keyforge key create --name NAME --env dev`")
+    table(
+        &["ID", "NAME", "ENV", "PREFIX", "STATUS", "EXPIRES", "SCOPE"],
+        &rows,
+        "no keys yet: create one with `keyforge key create --name NAME --env dev`",
+    )
 }
 
 pub(crate) fn key_detail(key: &KeyView) -> anyhow::Result<()> {
@@ -67,8 +129,14 @@ pub(crate) fn key_detail(key: &KeyView) -> anyhow::Result<()> {
         ("status", key.status.clone()),
         ("scope", scope_text(key)),
         ("created", key.created_at.clone()),
-        ("expires", key.expires_at.clone().unwrap_or_else(|| "never".into())),
-        ("revoked", key.revoked_at.clone().unwrap_or_else(|| "-".into())),
+        (
+            "expires",
+            key.expires_at.clone().unwrap_or_else(|| "never".into()),
+        ),
+        (
+            "revoked",
+            key.revoked_at.clone().unwrap_or_else(|| "-".into()),
+        ),
     ] {
         writeln!(out, "{label:<12} {value}")?;
     }
@@ -79,7 +147,11 @@ pub(crate) fn revoked(result: &RevokeResult) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     match result.outcome.as_str() {
         "already_revoked" => writeln!(out, "Key {} was already revoked.", result.id)?,
-        _ => writeln!(out, "Revoked key {}: it is refused from the next request on.", result.id)?,
+        _ => writeln!(
+            out,
+            "Revoked key {}: it is refused from the next request on.",
+            result.id
+        )?,
     }
     Ok(())
 }
@@ -97,7 +169,11 @@ fn table(headers: &[&str], rows: &[Vec<String>], empty: &str) -> anyhow::Result<
         }
     }
     let line = |cells: Vec<&str>| -> String {
-        let padded: Vec<String> = cells.iter().zip(&widths).map(|(cell, width)| format!("{cell:<width$}")).collect();
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(cell, width)| format!("{cell:<width$}"))
+            .collect();
         padded.join("  ").trim_end().to_owned()
     };
     writeln!(out, "{}", line(headers.to_vec()))?;

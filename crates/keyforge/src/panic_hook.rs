@@ -25,8 +25,16 @@ pub(crate) fn install() {
 }
 
 pub(crate) fn render(info: &PanicHookInfo<'_>) -> String {
-    let payload = info.payload().downcast_ref::<&str>().copied().or_else(|| info.payload().downcast_ref::<String>().map(String::as_str)).unwrap_or("(non-text payload)");
-    let location = info.location().map(|l| format!("{}:{}", l.file(), l.line())).unwrap_or_default();
+    let payload = info
+        .payload()
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| info.payload().downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(non-text payload)");
+    let location = info
+        .location()
+        .map(|l| format!("{}:{}", l.file(), l.line()))
+        .unwrap_or_default();
     format!("{} at {location}", scrub(payload))
 }
 
@@ -56,7 +64,10 @@ mod tests {
         let _ = std::thread::spawn(move || panic!("{message}")).join();
         std::panic::set_hook(previous);
         let rendered = captured.get().unwrap();
-        assert!(rendered.starts_with("boom with [REDACTED] and [REDACTED] at "), "{rendered}");
+        assert!(
+            rendered.starts_with("boom with [REDACTED] and [REDACTED] at "),
+            "{rendered}"
+        );
         assert!(!rendered.contains(&canary) && !rendered.contains(&provider));
     }
 }

@@ -24,11 +24,18 @@ pub(crate) async fn run(config: ServeConfig) -> anyhow::Result<()> {
     disable_core_dumps()?;
     prepare_data_dir(&config.data_dir)?;
 
-    let master_env = std::env::var(MASTER_KEY_ENV).ok().filter(|value| !value.is_empty());
-    let (master_key, master_source) = MasterKey::load_or_create(master_env.as_deref(), &config.data_dir.join(MASTER_KEY_FILE))?;
+    let master_env = std::env::var(MASTER_KEY_ENV)
+        .ok()
+        .filter(|value| !value.is_empty());
+    let (master_key, master_source) = MasterKey::load_or_create(
+        master_env.as_deref(),
+        &config.data_dir.join(MASTER_KEY_FILE),
+    )?;
     let (admin_token, admin_created) = load_or_create_admin_token(&config.data_dir)?;
 
-    let store = SqliteStore::open(&config.data_dir.join(DATABASE_FILE)).await.context("cannot open the database")?;
+    let store = SqliteStore::open(&config.data_dir.join(DATABASE_FILE))
+        .await
+        .context("cannot open the database")?;
     let gateway = Gateway::new(GatewayParts {
         config: config.gateway,
         store: Arc::new(store),
@@ -37,7 +44,9 @@ pub(crate) async fn run(config: ServeConfig) -> anyhow::Result<()> {
         clock: Arc::new(SystemClock),
     })
     .await?;
-    let listener = tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("cannot listen on {}", config.listen))?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
     let local = listener.local_addr()?;
 
     let (providers, keys) = gateway.counts();
@@ -50,7 +59,10 @@ pub(crate) async fn run(config: ServeConfig) -> anyhow::Result<()> {
         MasterKeySource::CreatedFile(path) => format!("master key: created {} (mode 0600; back it up: without it the stored provider keys cannot be decrypted)", path.display()),
     });
     notes.push(match admin_created {
-        Some(path) => format!("admin token: created {} (mode 0600; the CLI reads it from there)", path.display()),
+        Some(path) => format!(
+            "admin token: created {} (mode 0600; the CLI reads it from there)",
+            path.display()
+        ),
         None => "admin token: loaded".to_owned(),
     });
     notes.push(format!("{providers} provider(s), {keys} virtual key(s)"));
@@ -92,24 +104,34 @@ fn disable_core_dumps() -> anyhow::Result<()> {
 
 fn prepare_data_dir(dir: &Path) -> anyhow::Result<()> {
     match std::fs::metadata(dir) {
-        Ok(meta) if !meta.is_dir() => bail!("data directory {} exists but is not a directory", dir.display()),
+        Ok(meta) if !meta.is_dir() => bail!(
+            "data directory {} exists but is not a directory",
+            dir.display()
+        ),
         Ok(meta) => {
             if meta.permissions().mode() & 0o077 != 0 {
                 tracing::warn!(path = %dir.display(), "data directory is accessible to other users; consider chmod 700");
             }
             Ok(())
         }
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-            std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).with_context(|| format!("cannot create data directory {}", dir.display()))
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("cannot create data directory {}", dir.display())),
+        Err(error) => {
+            Err(error).with_context(|| format!("cannot read data directory {}", dir.display()))
         }
-        Err(error) => Err(error).with_context(|| format!("cannot read data directory {}", dir.display())),
     }
 }
 
 /// The server's admin token: `KEYFORGE_ADMIN_TOKEN` if set, else the 0600
 /// file in the data directory, created on first start.
 fn load_or_create_admin_token(dir: &Path) -> anyhow::Result<(SecretString, Option<PathBuf>)> {
-    if let Some(token) = std::env::var(ADMIN_TOKEN_ENV).ok().filter(|value| !value.trim().is_empty()) {
+    if let Some(token) = std::env::var(ADMIN_TOKEN_ENV)
+        .ok()
+        .filter(|value| !value.trim().is_empty())
+    {
         if token.trim().len() < 32 {
             bail!("{ADMIN_TOKEN_ENV} must be at least 32 characters long");
         }
@@ -118,9 +140,14 @@ fn load_or_create_admin_token(dir: &Path) -> anyhow::Result<(SecretString, Optio
     let path = dir.join(ADMIN_TOKEN_FILE);
     match read_admin_token_file(&path) {
         Ok(token) => Ok((token, None)),
-        Err(error) if error.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::NotFound) => {
+        Err(error)
+            if error
+                .downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::NotFound) =>
+        {
             let token = format!("kfadmin_{}", random_base62(43));
-            write_private_file(&path, format!("{token}\n").as_bytes()).with_context(|| format!("cannot create {}", path.display()))?;
+            write_private_file(&path, format!("{token}\n").as_bytes())
+                .with_context(|| format!("cannot create {}", path.display()))?;
             Ok((SecretString::from(token), Some(path)))
         }
         Err(error) => Err(error),
@@ -130,7 +157,11 @@ fn load_or_create_admin_token(dir: &Path) -> anyhow::Result<(SecretString, Optio
 pub(crate) fn read_admin_token_file(path: &Path) -> anyhow::Result<SecretString> {
     let meta = std::fs::metadata(path)?;
     if meta.permissions().mode() & 0o077 != 0 {
-        bail!("admin token file {} can be read by other users; run `chmod 600 {}`", path.display(), path.display());
+        bail!(
+            "admin token file {} can be read by other users; run `chmod 600 {}`",
+            path.display(),
+            path.display()
+        );
     }
     let text = std::fs::read_to_string(path)?;
     let token = text.trim();

@@ -45,7 +45,9 @@ pub enum CredentialError {
         "this request carries {0}, not a KeyForge key: provider keys stay inside KeyForge. Create a KeyForge key with `keyforge key create` and use it as the API key; revoke the provider key if it was shared"
     )]
     ProviderKey(&'static str),
-    #[error("the API key is not a KeyForge key: KeyForge keys start with `kf_` (create one with `keyforge key create`)")]
+    #[error(
+        "the API key is not a KeyForge key: KeyForge keys start with `kf_` (create one with `keyforge key create`)"
+    )]
     NotAKeyForgeKey,
 }
 
@@ -60,13 +62,20 @@ pub struct ClientCredential {
 /// Finds the client's key. A `kf_` candidate anywhere wins; if the only
 /// candidates are something else, the error says what they look like
 /// (without echoing them).
-pub fn extract_client_credential(headers: &HeaderMap, query: Option<&str>) -> Result<ClientCredential, CredentialError> {
+pub fn extract_client_credential(
+    headers: &HeaderMap,
+    query: Option<&str>,
+) -> Result<ClientCredential, CredentialError> {
     let mut candidates: Vec<(&'static str, &str)> = Vec::with_capacity(2);
     for name in CREDENTIAL_HEADERS {
         for value in headers.get_all(name) {
             let Ok(text) = value.to_str() else { continue };
             let text = text.trim();
-            let text = if name == "authorization" { strip_bearer(text) } else { text };
+            let text = if name == "authorization" {
+                strip_bearer(text)
+            } else {
+                text
+            };
             if !text.is_empty() {
                 candidates.push((name, text));
             }
@@ -81,13 +90,21 @@ pub fn extract_client_credential(headers: &HeaderMap, query: Option<&str>) -> Re
             }
         }
     }
-    if let Some((source, text)) = candidates.iter().find(|(_, text)| VirtualKey::looks_like(text)) {
-        return VirtualKey::parse(text).map(|key| ClientCredential { key, source }).map_err(CredentialError::Malformed);
+    if let Some((source, text)) = candidates
+        .iter()
+        .find(|(_, text)| VirtualKey::looks_like(text))
+    {
+        return VirtualKey::parse(text)
+            .map(|key| ClientCredential { key, source })
+            .map_err(CredentialError::Malformed);
     }
     let Some((_, text)) = candidates.first() else {
         return Err(CredentialError::Missing);
     };
-    match PROVIDER_KEY_PREFIXES.iter().find(|(prefix, _)| text.starts_with(prefix)) {
+    match PROVIDER_KEY_PREFIXES
+        .iter()
+        .find(|(prefix, _)| text.starts_with(prefix))
+    {
         Some((_, what)) => Err(CredentialError::ProviderKey(what)),
         None => Err(CredentialError::NotAKeyForgeKey),
     }
@@ -127,8 +144,15 @@ pub fn sanitize_request_headers(headers: &HeaderMap) -> HeaderMap {
 /// Removes a `key=` credential from a query string (Gemini clients may send
 /// the key there). Returns `None` when nothing is left.
 pub fn sanitize_query(query: &str) -> Option<String> {
-    let kept: Vec<&str> = query.split('&').filter(|pair| !pair.is_empty() && !pair.starts_with("key=")).collect();
-    if kept.is_empty() { None } else { Some(kept.join("&")) }
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|pair| !pair.is_empty() && !pair.starts_with("key="))
+        .collect();
+    if kept.is_empty() {
+        None
+    } else {
+        Some(kept.join("&"))
+    }
 }
 
 /// Response headers to pass back to the client: the upstream's minus
@@ -136,7 +160,12 @@ pub fn sanitize_query(query: &str) -> Option<String> {
 /// of the client's).
 pub fn strip_response_headers(headers: &mut HeaderMap) {
     let listed = connection_listed(headers);
-    for name in HOP_BY_HOP.iter().copied().chain(listed.iter().map(String::as_str)).chain(["set-cookie"]) {
+    for name in HOP_BY_HOP
+        .iter()
+        .copied()
+        .chain(listed.iter().map(String::as_str))
+        .chain(["set-cookie"])
+    {
         headers.remove(name);
     }
 }
@@ -154,11 +183,21 @@ fn connection_listed(headers: &HeaderMap) -> Vec<String> {
 
 /// Writes the provider's key into the header its API expects. The value is
 /// marked sensitive so HTTP libraries never print it, even at trace level.
-pub fn inject_provider_key(api: Api, headers: &mut HeaderMap, secret: &ProviderSecret) -> Result<(), http::header::InvalidHeaderValue> {
+pub fn inject_provider_key(
+    api: Api,
+    headers: &mut HeaderMap,
+    secret: &ProviderSecret,
+) -> Result<(), http::header::InvalidHeaderValue> {
     let (name, text) = match api {
         Api::OpenAi => (header::AUTHORIZATION, format!("Bearer {}", secret.expose())),
-        Api::Anthropic => (HeaderName::from_static("x-api-key"), secret.expose().to_owned()),
-        Api::Gemini => (HeaderName::from_static("x-goog-api-key"), secret.expose().to_owned()),
+        Api::Anthropic => (
+            HeaderName::from_static("x-api-key"),
+            secret.expose().to_owned(),
+        ),
+        Api::Gemini => (
+            HeaderName::from_static("x-goog-api-key"),
+            secret.expose().to_owned(),
+        ),
     };
     let mut value = HeaderValue::from_str(&text)?;
     value.set_sensitive(true);
@@ -176,15 +215,24 @@ mod tests {
     use secrecy::ExposeSecret;
 
     fn key_text() -> String {
-        #[expect(clippy::disallowed_methods, reason = "the test needs the key's text to put it on a request")]
-        let text = VirtualKey::generate(&EnvName::parse("dev").unwrap()).secret().expose_secret().to_owned();
+        #[expect(
+            clippy::disallowed_methods,
+            reason = "the test needs the key's text to put it on a request"
+        )]
+        let text = VirtualKey::generate(&EnvName::parse("dev").unwrap())
+            .secret()
+            .expose_secret()
+            .to_owned();
         text
     }
 
     fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut map = HeaderMap::new();
         for (name, value) in pairs {
-            map.append(HeaderName::from_bytes(name.as_bytes()).unwrap(), HeaderValue::from_str(value).unwrap());
+            map.append(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_str(value).unwrap(),
+            );
         }
         map
     }
@@ -194,13 +242,25 @@ mod tests {
         let key = key_text();
         let bearer = format!("Bearer {key}");
         let cases: Vec<(HeaderMap, Option<String>, &str)> = vec![
-            (headers(&[("authorization", &bearer)]), None, "authorization"),
+            (
+                headers(&[("authorization", &bearer)]),
+                None,
+                "authorization",
+            ),
             (headers(&[("x-api-key", &key)]), None, "x-api-key"),
             (headers(&[("x-goog-api-key", &key)]), None, "x-goog-api-key"),
             (headers(&[("api-key", &key)]), None, "api-key"),
-            (HeaderMap::new(), Some(format!("alt=sse&key={key}")), "?key="),
+            (
+                HeaderMap::new(),
+                Some(format!("alt=sse&key={key}")),
+                "?key=",
+            ),
             // The anthropic SDK may send both; the kf_ key wins over a dummy.
-            (headers(&[("authorization", "Bearer dummy"), ("x-api-key", &key)]), None, "x-api-key"),
+            (
+                headers(&[("authorization", "Bearer dummy"), ("x-api-key", &key)]),
+                None,
+                "x-api-key",
+            ),
         ];
         for (map, query, source) in cases {
             let found = extract_client_credential(&map, query.as_deref()).unwrap();
@@ -216,12 +276,30 @@ mod tests {
         broken.push(if key.ends_with('A') { 'B' } else { 'A' });
         let cases: Vec<(HeaderMap, CredentialError)> = vec![
             (HeaderMap::new(), CredentialError::Missing),
-            (headers(&[("authorization", "Bearer ")]), CredentialError::Missing),
-            (headers(&[("authorization", &format!("Bearer {broken}"))]), CredentialError::Malformed(VirtualKeyError::BadChecksum)),
-            (headers(&[("authorization", "Bearer sk-proj-abc")]), CredentialError::ProviderKey("an OpenAI API key")),
-            (headers(&[("x-api-key", "sk-ant-api03-abc")]), CredentialError::ProviderKey("an Anthropic API key")),
-            (headers(&[("x-goog-api-key", "AIzaSyabc")]), CredentialError::ProviderKey("a Google API key")),
-            (headers(&[("authorization", "Bearer hello")]), CredentialError::NotAKeyForgeKey),
+            (
+                headers(&[("authorization", "Bearer ")]),
+                CredentialError::Missing,
+            ),
+            (
+                headers(&[("authorization", &format!("Bearer {broken}"))]),
+                CredentialError::Malformed(VirtualKeyError::BadChecksum),
+            ),
+            (
+                headers(&[("authorization", "Bearer sk-proj-abc")]),
+                CredentialError::ProviderKey("an OpenAI API key"),
+            ),
+            (
+                headers(&[("x-api-key", "sk-ant-api03-abc")]),
+                CredentialError::ProviderKey("an Anthropic API key"),
+            ),
+            (
+                headers(&[("x-goog-api-key", "AIzaSyabc")]),
+                CredentialError::ProviderKey("a Google API key"),
+            ),
+            (
+                headers(&[("authorization", "Bearer hello")]),
+                CredentialError::NotAKeyForgeKey,
+            ),
         ];
         for (map, expected) in cases {
             assert_eq!(extract_client_credential(&map, None).unwrap_err(), expected);
@@ -231,7 +309,9 @@ mod tests {
     #[test]
     fn error_messages_never_echo_the_credential() {
         let map = headers(&[("authorization", "Bearer sk-proj-canary123")]);
-        let message = extract_client_credential(&map, None).unwrap_err().to_string();
+        let message = extract_client_credential(&map, None)
+            .unwrap_err()
+            .to_string();
         assert!(!message.contains("canary123"));
     }
 

@@ -51,10 +51,15 @@ impl ErrorClass {
 
     fn openai_type(&self) -> &'static str {
         match self {
-            Self::InvalidRequest | Self::NotFound | Self::RequestTooLarge | Self::RequestTimeout => "invalid_request_error",
+            Self::InvalidRequest
+            | Self::NotFound
+            | Self::RequestTooLarge
+            | Self::RequestTimeout => "invalid_request_error",
             Self::Authentication => "authentication_error",
             Self::PermissionDenied => "permission_error",
-            Self::BadGateway | Self::GatewayTimeout | Self::Internal | Self::Unavailable => "api_error",
+            Self::BadGateway | Self::GatewayTimeout | Self::Internal | Self::Unavailable => {
+                "api_error"
+            }
         }
     }
 
@@ -108,19 +113,34 @@ mod tests {
 
     #[test]
     fn shapes() {
-        let (status, body) = render_error(Api::OpenAi, ErrorClass::Authentication, "invalid_api_key", "bad key");
+        let (status, body) = render_error(
+            Api::OpenAi,
+            ErrorClass::Authentication,
+            "invalid_api_key",
+            "bad key",
+        );
         assert_eq!(status, 401);
         assert_eq!(
             serde_json::from_slice::<serde_json::Value>(&body).unwrap(),
             json!({"error": {"message": "bad key", "type": "authentication_error", "param": null, "code": "invalid_api_key"}})
         );
-        let (status, body) = render_error(Api::Anthropic, ErrorClass::PermissionDenied, "model_not_allowed", "no");
+        let (status, body) = render_error(
+            Api::Anthropic,
+            ErrorClass::PermissionDenied,
+            "model_not_allowed",
+            "no",
+        );
         assert_eq!(status, 403);
         assert_eq!(
             serde_json::from_slice::<serde_json::Value>(&body).unwrap(),
             json!({"type": "error", "error": {"type": "permission_error", "message": "no"}})
         );
-        let (status, body) = render_error(Api::Gemini, ErrorClass::RequestTooLarge, "body_too_large", "big");
+        let (status, body) = render_error(
+            Api::Gemini,
+            ErrorClass::RequestTooLarge,
+            "body_too_large",
+            "big",
+        );
         assert_eq!(status, 413);
         assert_eq!(
             serde_json::from_slice::<serde_json::Value>(&body).unwrap(),

@@ -18,7 +18,10 @@ impl Api {
     pub fn guess(path: &str, headers: &http::HeaderMap) -> Api {
         if headers.contains_key("anthropic-version") || path.contains("/messages") {
             Api::Anthropic
-        } else if headers.contains_key("x-goog-api-key") || path.contains(":generateContent") || path.contains(":streamGenerateContent") {
+        } else if headers.contains_key("x-goog-api-key")
+            || path.contains(":generateContent")
+            || path.contains(":streamGenerateContent")
+        {
             Api::Gemini
         } else {
             Api::OpenAi
@@ -130,9 +133,21 @@ mod tests {
     #[test]
     fn guesses_dialect() {
         let mut anthropic = http::HeaderMap::new();
-        anthropic.insert("anthropic-version", http::HeaderValue::from_static("2023-06-01"));
+        anthropic.insert(
+            "anthropic-version",
+            http::HeaderValue::from_static("2023-06-01"),
+        );
         assert_eq!(Api::guess("/p/x/v1/complete", &anthropic), Api::Anthropic);
-        assert_eq!(Api::guess("/p/x/v1beta/models/g:generateContent", &http::HeaderMap::new()), Api::Gemini);
-        assert_eq!(Api::guess("/p/x/v1/chat/completions", &http::HeaderMap::new()), Api::OpenAi);
+        assert_eq!(
+            Api::guess(
+                "/p/x/v1beta/models/g:generateContent",
+                &http::HeaderMap::new()
+            ),
+            Api::Gemini
+        );
+        assert_eq!(
+            Api::guess("/p/x/v1/chat/completions", &http::HeaderMap::new()),
+            Api::OpenAi
+        );
     }
 }

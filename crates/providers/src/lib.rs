@@ -11,8 +11,8 @@ mod kind;
 mod model;
 
 pub use credentials::{
-    ClientCredential, CredentialError, extract_client_credential, inject_provider_key, sanitize_query, sanitize_request_headers,
-    strip_response_headers,
+    ClientCredential, CredentialError, extract_client_credential, inject_provider_key,
+    sanitize_query, sanitize_request_headers, strip_response_headers,
 };
 pub use error_shape::{ErrorClass, render_error};
 pub use kind::{Api, KindError, ProviderKind};

@@ -24,20 +24,30 @@ pub enum ModelError {
 
 /// Finds the model a request names. `path` is the part forwarded upstream
 /// (below the gateway prefix), `body` the buffered request body.
-pub fn request_model(api: Api, method: &http::Method, path: &str, content_type: Option<&str>, body: &[u8]) -> Result<RequestModel, ModelError> {
+pub fn request_model(
+    api: Api,
+    method: &http::Method,
+    path: &str,
+    content_type: Option<&str>,
+    body: &[u8],
+) -> Result<RequestModel, ModelError> {
     if let Some(model) = model_from_path(api, path) {
         return Ok(model);
     }
-    let content_type = content_type.map(|ct| ct.trim_start().to_ascii_lowercase()).unwrap_or_default();
+    let content_type = content_type
+        .map(|ct| ct.trim_start().to_ascii_lowercase())
+        .unwrap_or_default();
     let is_json = content_type.starts_with("application/json");
     // curl's `-d` labels JSON as a form; a body that opens with `{` is read as
     // JSON whatever its label says, except real multipart uploads.
-    let looks_like_json = !content_type.starts_with("multipart/") && body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
+    let looks_like_json = !content_type.starts_with("multipart/")
+        && body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
     if method == http::Method::POST && (is_json || looks_like_json) {
         if body.is_empty() {
             return Ok(RequestModel::Unknown);
         }
-        let value: serde_json::Value = serde_json::from_slice(body).map_err(|error| ModelError::MalformedJson(error.to_string()))?;
+        let value: serde_json::Value = serde_json::from_slice(body)
+            .map_err(|error| ModelError::MalformedJson(error.to_string()))?;
         return match value.get("model") {
             None => Ok(RequestModel::Unknown),
             Some(serde_json::Value::String(model)) => Ok(RequestModel::Named(model.clone())),
@@ -54,7 +64,13 @@ fn model_from_path(api: Api, path: &str) -> Option<RequestModel> {
     if segments.last() == Some(&"models") {
         return Some(RequestModel::Listing);
     }
-    let after = |marker: &str| segments.iter().position(|s| *s == marker).and_then(|i| segments.get(i + 1)).copied();
+    let after = |marker: &str| {
+        segments
+            .iter()
+            .position(|s| *s == marker)
+            .and_then(|i| segments.get(i + 1))
+            .copied()
+    };
     match api {
         Api::Gemini => {
             let name = after("models").or_else(|| after("tunedModels"))?;
@@ -83,32 +99,171 @@ mod tests {
     use super::*;
     use http::Method;
 
-    fn check(api: Api, method: Method, path: &str, content_type: Option<&str>, body: &str, expected: Result<RequestModel, ModelError>) {
-        assert_eq!(request_model(api, &method, path, content_type, body.as_bytes()), expected, "{api:?} {method} {path} {body}");
+    fn check(
+        api: Api,
+        method: Method,
+        path: &str,
+        content_type: Option<&str>,
+        body: &str,
+        expected: Result<RequestModel, ModelError>,
+    ) {
+        assert_eq!(
+            request_model(api, &method, path, content_type, body.as_bytes()),
+            expected,
+            "{api:?} {method} {path} {body}"
+        );
     }
 
     #[test]
     fn table() {
         use RequestModel::*;
         let json = Some("application/json");
-        check(Api::OpenAi, Method::POST, "/v1/chat/completions", json, r#"{"model":"gpt-4o-mini","messages":[]}"#, Ok(Named("gpt-4o-mini".into())));
-        check(Api::OpenAi, Method::POST, "/v1/embeddings", Some("application/json; charset=utf-8"), r#"{"model":"text-embedding-3-small"}"#, Ok(Named("text-embedding-3-small".into())));
-        check(Api::OpenAi, Method::GET, "/v1/models", None, "", Ok(Listing));
-        check(Api::OpenAi, Method::GET, "/v1/models/gpt-4o", None, "", Ok(Named("gpt-4o".into())));
-        check(Api::OpenAi, Method::POST, "/openai/deployments/my-gpt4/chat/completions?api-version=2024-02-01", json, "{}", Ok(Named("my-gpt4".into())));
+        check(
+            Api::OpenAi,
+            Method::POST,
+            "/v1/chat/completions",
+            json,
+            r#"{"model":"gpt-4o-mini","messages":[]}"#,
+            Ok(Named("gpt-4o-mini".into())),
+        );
+        check(
+            Api::OpenAi,
+            Method::POST,
+            "/v1/embeddings",
+            Some("application/json; charset=utf-8"),
+            r#"{"model":"text-embedding-3-small"}"#,
+            Ok(Named("text-embedding-3-small".into())),
+        );
+        check(
+            Api::OpenAi,
+            Method::GET,
+            "/v1/models",
+            None,
+            "",
+            Ok(Listing),
+        );
+        check(
+            Api::OpenAi,
+            Method::GET,
+            "/v1/models/gpt-4o",
+            None,
+            "",
+            Ok(Named("gpt-4o".into())),
+        );
+        check(
+            Api::OpenAi,
+            Method::POST,
+            "/openai/deployments/my-gpt4/chat/completions?api-version=2024-02-01",
+            json,
+            "{}",
+            Ok(Named("my-gpt4".into())),
+        );
         check(Api::OpenAi, Method::GET, "/v1/files", None, "", Ok(Unknown));
-        check(Api::OpenAi, Method::POST, "/v1/files", Some("multipart/form-data; boundary=x"), "--x", Ok(Unknown));
-        check(Api::OpenAi, Method::POST, "/v1/chat/completions", json, r#"{"messages":[]}"#, Ok(Unknown));
-        check(Api::OpenAi, Method::POST, "/v1/chat/completions", json, r#"{"model":4}"#, Err(ModelError::ModelNotString));
-        check(Api::OpenAi, Method::POST, "/v1/chat/completions", None, r#"{"model":"o3"}"#, Ok(Named("o3".into())));
-        check(Api::OpenAi, Method::POST, "/v1/chat/completions", Some("application/x-www-form-urlencoded"), r#" {"model":"o3"}"#, Ok(Named("o3".into())));
-        check(Api::OpenAi, Method::POST, "/v1/audio/transcriptions", Some("multipart/form-data; boundary=x"), r#"{"model":"o3"}"#, Ok(Unknown));
-        assert!(matches!(request_model(Api::OpenAi, &Method::POST, "/v1/chat/completions", json, b"{\"model\":"), Err(ModelError::MalformedJson(_))));
-        check(Api::Anthropic, Method::POST, "/v1/messages", json, r#"{"model":"claude-3-5-haiku-latest","max_tokens":5}"#, Ok(Named("claude-3-5-haiku-latest".into())));
-        check(Api::Anthropic, Method::GET, "/v1/models", None, "", Ok(Listing));
-        check(Api::Gemini, Method::POST, "/v1beta/models/gemini-2.0-flash:generateContent", json, r#"{"contents":[]}"#, Ok(Named("gemini-2.0-flash".into())));
-        check(Api::Gemini, Method::POST, "/v1beta/models/gemini-2.0-flash:streamGenerateContent?alt=sse", json, "{}", Ok(Named("gemini-2.0-flash".into())));
-        check(Api::Gemini, Method::GET, "/v1beta/models", None, "", Ok(Listing));
-        check(Api::Gemini, Method::GET, "/v1beta/models/gemini-2.0-flash", None, "", Ok(Named("gemini-2.0-flash".into())));
+        check(
+            Api::OpenAi,
+            Method::POST,
+            "/v1/files",
+            Some("multipart/form-data; boundary=x"),
+            "--x",
+            Ok(Unknown),
+        );
+        check(
+            Api::OpenAi,
+            Method::POST,
+            "/v1/chat/completions",
+            json,
+            r#"{"messages":[]}"#,
+            Ok(Unknown),
+        );
+        check(
+            Api::OpenAi,
+            Method::POST,
+            "/v1/chat/completions",
+            json,
+            r#"{"model":4}"#,
+            Err(ModelError::ModelNotString),
+        );
+        check(
+            Api::OpenAi,
+            Method::POST,
+            "/v1/chat/completions",
+            None,
+            r#"{"model":"o3"}"#,
+            Ok(Named("o3".into())),
+        );
+        check(
+            Api::OpenAi,
+            Method::POST,
+            "/v1/chat/completions",
+            Some("application/x-www-form-urlencoded"),
+            r#" {"model":"o3"}"#,
+            Ok(Named("o3".into())),
+        );
+        check(
+            Api::OpenAi,
+            Method::POST,
+            "/v1/audio/transcriptions",
+            Some("multipart/form-data; boundary=x"),
+            r#"{"model":"o3"}"#,
+            Ok(Unknown),
+        );
+        assert!(matches!(
+            request_model(
+                Api::OpenAi,
+                &Method::POST,
+                "/v1/chat/completions",
+                json,
+                b"{\"model\":"
+            ),
+            Err(ModelError::MalformedJson(_))
+        ));
+        check(
+            Api::Anthropic,
+            Method::POST,
+            "/v1/messages",
+            json,
+            r#"{"model":"claude-3-5-haiku-latest","max_tokens":5}"#,
+            Ok(Named("claude-3-5-haiku-latest".into())),
+        );
+        check(
+            Api::Anthropic,
+            Method::GET,
+            "/v1/models",
+            None,
+            "",
+            Ok(Listing),
+        );
+        check(
+            Api::Gemini,
+            Method::POST,
+            "/v1beta/models/gemini-2.0-flash:generateContent",
+            json,
+            r#"{"contents":[]}"#,
+            Ok(Named("gemini-2.0-flash".into())),
+        );
+        check(
+            Api::Gemini,
+            Method::POST,
+            "/v1beta/models/gemini-2.0-flash:streamGenerateContent?alt=sse",
+            json,
+            "{}",
+            Ok(Named("gemini-2.0-flash".into())),
+        );
+        check(
+            Api::Gemini,
+            Method::GET,
+            "/v1beta/models",
+            None,
+            "",
+            Ok(Listing),
+        );
+        check(
+            Api::Gemini,
+            Method::GET,
+            "/v1beta/models/gemini-2.0-flash",
+            None,
+            "",
+            Ok(Named("gemini-2.0-flash".into())),
+        );
     }
 }

@@ -22,7 +22,9 @@ pub enum StoreError {
     Conflict(String),
     #[error("the store holds a row it cannot read ({0}); was it written by a newer KeyForge?")]
     Corrupt(String),
-    #[error("the database was written by a newer KeyForge (schema version {found}, this build knows up to {known}); upgrade KeyForge")]
+    #[error(
+        "the database was written by a newer KeyForge (schema version {found}, this build knows up to {known}); upgrade KeyForge"
+    )]
     TooNew { found: i64, known: i64 },
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
@@ -47,5 +49,9 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn insert_virtual_key(&self, key: &VirtualKeyRecord) -> Result<(), StoreError>;
     async fn list_virtual_keys(&self) -> Result<Vec<VirtualKeyRecord>, StoreError>;
     async fn get_virtual_key(&self, id: &KeyId) -> Result<Option<VirtualKeyRecord>, StoreError>;
-    async fn revoke_virtual_key(&self, id: &KeyId, at: OffsetDateTime) -> Result<RevokeOutcome, StoreError>;
+    async fn revoke_virtual_key(
+        &self,
+        id: &KeyId,
+        at: OffsetDateTime,
+    ) -> Result<RevokeOutcome, StoreError>;
 }

@@ -27,7 +27,10 @@ pub struct CredentialRecord {
 
 impl std::fmt::Debug for CredentialRecord {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CredentialRecord").field("version", &self.version).field("created_at", &self.created_at).finish_non_exhaustive()
+        f.debug_struct("CredentialRecord")
+            .field("version", &self.version)
+            .field("created_at", &self.created_at)
+            .finish_non_exhaustive()
     }
 }
 

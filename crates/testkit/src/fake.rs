@@ -11,12 +11,28 @@ use futures_util::StreamExt;
 use http::{HeaderMap, StatusCode};
 use serde_json::{Value, json};
 
-const WORDS: [&str; 12] = ["Hello", "from", "the", "fake", "upstream,", "one", "word", "per", "token", "until", "it", "stops."];
+const WORDS: [&str; 12] = [
+    "Hello",
+    "from",
+    "the",
+    "fake",
+    "upstream,",
+    "one",
+    "word",
+    "per",
+    "token",
+    "until",
+    "it",
+    "stops.",
+];
 const DEFAULT_MAX_TOKENS: usize = 12;
 
 /// A provider-looking key made at run time (never committed as a literal).
 pub fn fake_provider_key(tag: &str) -> String {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
     format!("canary-{tag}-{nanos:09}-{}", std::process::id())
 }
 
@@ -32,7 +48,10 @@ pub struct RecordedRequest {
 #[derive(Debug)]
 struct FakeState {
     expected_key: String,
-    #[expect(clippy::disallowed_types, reason = "test support: a tiny critical section that never crosses an await")]
+    #[expect(
+        clippy::disallowed_types,
+        reason = "test support: a tiny critical section that never crosses an await"
+    )]
     requests: std::sync::Mutex<Vec<RecordedRequest>>,
     streams_started: AtomicUsize,
     streams_cancelled: AtomicUsize,
@@ -53,7 +72,10 @@ impl FakeUpstream {
         Self::serve_on(listener, expected_key)
     }
 
-    pub fn serve_on(listener: tokio::net::TcpListener, expected_key: &str) -> std::io::Result<Self> {
+    pub fn serve_on(
+        listener: tokio::net::TcpListener,
+        expected_key: &str,
+    ) -> std::io::Result<Self> {
         let addr = listener.local_addr()?;
         let state = Arc::new(FakeState {
             expected_key: expected_key.to_owned(),
@@ -73,7 +95,11 @@ impl FakeUpstream {
     }
 
     pub fn requests(&self) -> Vec<RecordedRequest> {
-        self.state.requests.lock().map(|guard| guard.clone()).unwrap_or_default()
+        self.state
+            .requests
+            .lock()
+            .map(|guard| guard.clone())
+            .unwrap_or_default()
     }
 
     pub fn streams_started(&self) -> usize {
@@ -95,7 +121,9 @@ enum Dialect {
 
 async fn handle(State(state): State<Arc<FakeState>>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
-    let body = axum::body::to_bytes(body, 64 * 1024 * 1024).await.unwrap_or_default();
+    let body = axum::body::to_bytes(body, 64 * 1024 * 1024)
+        .await
+        .unwrap_or_default();
     let path = parts.uri.path().to_owned();
     if let Ok(mut requests) = state.requests.lock() {
         requests.push(RecordedRequest {
@@ -106,63 +134,111 @@ async fn handle(State(state): State<Arc<FakeState>>, request: Request) -> Respon
             body: body.clone(),
         });
     }
-    let dialect = if path.starts_with("/v1beta") || path.starts_with("/v1/models/") && path.contains(':') {
-        Dialect::Gemini
-    } else if path.ends_with("/messages") || parts.headers.contains_key("anthropic-version") {
-        Dialect::Anthropic
-    } else {
-        Dialect::OpenAi
-    };
+    let dialect =
+        if path.starts_with("/v1beta") || path.starts_with("/v1/models/") && path.contains(':') {
+            Dialect::Gemini
+        } else if path.ends_with("/messages") || parts.headers.contains_key("anthropic-version") {
+            Dialect::Anthropic
+        } else {
+            Dialect::OpenAi
+        };
     if let Some(rejection) = check_key(dialect, &parts.headers, &state.expected_key) {
         return rejection;
     }
-    let request: Value = if body.is_empty() { json!({}) } else { serde_json::from_slice(&body).unwrap_or(json!({})) };
+    let request: Value = if body.is_empty() {
+        json!({})
+    } else {
+        serde_json::from_slice(&body).unwrap_or(json!({}))
+    };
     let query = parts.uri.query().unwrap_or("");
     match (dialect, parts.method.as_str(), path.as_str()) {
-        (Dialect::OpenAi, "GET", "/v1/models") => json_response(StatusCode::OK, json!({"object": "list", "data": [
-            {"id": "gpt-4o-mini", "object": "model", "created": 1_700_000_000, "owned_by": "openai"},
-            {"id": "text-embedding-3-small", "object": "model", "created": 1_700_000_000, "owned_by": "openai"}
-        ]})),
-        (Dialect::Anthropic, "GET", "/v1/models") => json_response(StatusCode::OK, json!({"data": [
+        (Dialect::OpenAi, "GET", "/v1/models") => json_response(
+            StatusCode::OK,
+            json!({"object": "list", "data": [
+                {"id": "gpt-4o-mini", "object": "model", "created": 1_700_000_000, "owned_by": "openai"},
+                {"id": "text-embedding-3-small", "object": "model", "created": 1_700_000_000, "owned_by": "openai"}
+            ]}),
+        ),
+        (Dialect::Anthropic, "GET", "/v1/models") => json_response(
+            StatusCode::OK,
+            json!({"data": [
             {"type": "model", "id": "claude-3-5-haiku-latest", "display_name": "Claude Haiku", "created_at": "2024-10-22T00:00:00Z"}
-        ], "has_more": false, "first_id": "claude-3-5-haiku-latest", "last_id": "claude-3-5-haiku-latest"})),
-        (Dialect::Gemini, "GET", p) if p.ends_with("/models") => json_response(StatusCode::OK, json!({"models": [
-            {"name": "models/gemini-2.0-flash", "displayName": "Gemini 2.0 Flash", "supportedGenerationMethods": ["generateContent"]}
-        ]})),
-        (Dialect::OpenAi, "GET", p) if p.starts_with("/v1/models/") => {
-            json_response(StatusCode::OK, json!({"id": p.trim_start_matches("/v1/models/"), "object": "model", "created": 1_700_000_000, "owned_by": "openai"}))
-        }
+        ], "has_more": false, "first_id": "claude-3-5-haiku-latest", "last_id": "claude-3-5-haiku-latest"}),
+        ),
+        (Dialect::Gemini, "GET", p) if p.ends_with("/models") => json_response(
+            StatusCode::OK,
+            json!({"models": [
+                {"name": "models/gemini-2.0-flash", "displayName": "Gemini 2.0 Flash", "supportedGenerationMethods": ["generateContent"]}
+            ]}),
+        ),
+        (Dialect::OpenAi, "GET", p) if p.starts_with("/v1/models/") => json_response(
+            StatusCode::OK,
+            json!({"id": p.trim_start_matches("/v1/models/"), "object": "model", "created": 1_700_000_000, "owned_by": "openai"}),
+        ),
         (_, "POST", _) => generate(&state, dialect, &path, query, &request),
-        _ => error_response(dialect, StatusCode::NOT_FOUND, "not_found", &format!("unknown path {path}")),
+        _ => error_response(
+            dialect,
+            StatusCode::NOT_FOUND,
+            "not_found",
+            &format!("unknown path {path}"),
+        ),
     }
 }
 
 fn check_key(dialect: Dialect, headers: &HeaderMap, expected: &str) -> Option<Response> {
     let presented = match dialect {
-        Dialect::OpenAi => headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")).map(str::to_owned),
-        Dialect::Anthropic => headers.get("x-api-key").and_then(|v| v.to_str().ok()).map(str::to_owned),
-        Dialect::Gemini => headers.get("x-goog-api-key").and_then(|v| v.to_str().ok()).map(str::to_owned),
+        Dialect::OpenAi => headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::to_owned),
+        Dialect::Anthropic => headers
+            .get("x-api-key")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
+        Dialect::Gemini => headers
+            .get("x-goog-api-key")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
     };
     match presented {
         Some(key) if key == expected => None,
         // Like real providers, echo what was presented: the gateway must
         // scrub it before the client sees it.
-        Some(key) => Some(error_response(dialect, StatusCode::UNAUTHORIZED, "invalid_api_key", &format!("Incorrect API key provided: {key}."))),
-        None => Some(error_response(dialect, StatusCode::UNAUTHORIZED, "missing_api_key", "You didn't provide an API key.")),
+        Some(key) => Some(error_response(
+            dialect,
+            StatusCode::UNAUTHORIZED,
+            "invalid_api_key",
+            &format!("Incorrect API key provided: {key}."),
+        )),
+        None => Some(error_response(
+            dialect,
+            StatusCode::UNAUTHORIZED,
+            "missing_api_key",
+            "You didn't provide an API key.",
+        )),
     }
 }
 
 fn json_response(status: StatusCode, body: Value) -> Response {
     let mut response = Response::new(Body::from(body.to_string()));
     *response.status_mut() = status;
-    response.headers_mut().insert("content-type", http::HeaderValue::from_static("application/json"));
-    response.headers_mut().insert("x-request-id", http::HeaderValue::from_static("fake-upstream-request"));
+    response.headers_mut().insert(
+        "content-type",
+        http::HeaderValue::from_static("application/json"),
+    );
+    response.headers_mut().insert(
+        "x-request-id",
+        http::HeaderValue::from_static("fake-upstream-request"),
+    );
     response
 }
 
 fn error_response(dialect: Dialect, status: StatusCode, code: &str, message: &str) -> Response {
     let body = match dialect {
-        Dialect::OpenAi => json!({"error": {"message": message, "type": "invalid_request_error", "param": null, "code": code}}),
+        Dialect::OpenAi => {
+            json!({"error": {"message": message, "type": "invalid_request_error", "param": null, "code": code}})
+        }
         Dialect::Anthropic => {
             let kind = match status.as_u16() {
                 401 => "authentication_error",
@@ -190,11 +266,19 @@ fn error_response(dialect: Dialect, status: StatusCode, code: &str, message: &st
 fn count_prompt_words(value: &Value) -> usize {
     fn walk(value: &Value, key: Option<&str>, total: &mut usize) {
         match value {
-            Value::String(text) if matches!(key, Some("content" | "text" | "input" | "prompt" | "system" | "instructions")) => {
+            Value::String(text)
+                if matches!(
+                    key,
+                    Some("content" | "text" | "input" | "prompt" | "system" | "instructions")
+                ) =>
+            {
                 *total += text.split_whitespace().count();
             }
             Value::Array(items) => items.iter().for_each(|item| walk(item, key, total)),
-            Value::Object(map) => map.iter().filter(|(k, _)| k.as_str() != "model").for_each(|(k, v)| walk(v, Some(k), total)),
+            Value::Object(map) => map
+                .iter()
+                .filter(|(k, _)| k.as_str() != "model")
+                .for_each(|(k, v)| walk(v, Some(k), total)),
             _ => {}
         }
     }
@@ -207,26 +291,65 @@ fn max_tokens(request: &Value) -> usize {
     ["max_tokens", "max_completion_tokens", "max_output_tokens"]
         .iter()
         .find_map(|k| request.get(*k).and_then(Value::as_u64))
-        .or_else(|| request.pointer("/generationConfig/maxOutputTokens").and_then(Value::as_u64))
+        .or_else(|| {
+            request
+                .pointer("/generationConfig/maxOutputTokens")
+                .and_then(Value::as_u64)
+        })
         .map(|n| usize::try_from(n).unwrap_or(usize::MAX))
         .unwrap_or(DEFAULT_MAX_TOKENS)
         .min(WORDS.len())
 }
 
-fn generate(state: &Arc<FakeState>, dialect: Dialect, path: &str, query: &str, request: &Value) -> Response {
+fn generate(
+    state: &Arc<FakeState>,
+    dialect: Dialect,
+    path: &str,
+    query: &str,
+    request: &Value,
+) -> Response {
     let model = match dialect {
-        Dialect::Gemini => path.rsplit('/').next().unwrap_or("").split(':').next().unwrap_or("").to_owned(),
-        _ => request.get("model").and_then(Value::as_str).unwrap_or("").to_owned(),
+        Dialect::Gemini => path
+            .rsplit('/')
+            .next()
+            .unwrap_or("")
+            .split(':')
+            .next()
+            .unwrap_or("")
+            .to_owned(),
+        _ => request
+            .get("model")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned(),
     };
     match model.as_str() {
-        "fake-error-500" => return error_response(dialect, StatusCode::INTERNAL_SERVER_ERROR, "server_error", "The server had an error while processing your request."),
-        "fake-rate-limit" => return error_response(dialect, StatusCode::TOO_MANY_REQUESTS, "rate_limit_exceeded", "Rate limit reached for requests."),
+        "fake-error-500" => {
+            return error_response(
+                dialect,
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "server_error",
+                "The server had an error while processing your request.",
+            );
+        }
+        "fake-rate-limit" => {
+            return error_response(
+                dialect,
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limit_exceeded",
+                "Rate limit reached for requests.",
+            );
+        }
         _ => {}
     }
     let input_tokens = count_prompt_words(request);
     let n = max_tokens(request);
     let words: Vec<&str> = WORDS[..n].to_vec();
-    let streaming = request.get("stream").and_then(Value::as_bool).unwrap_or(false) || path.contains(":streamGenerateContent");
+    let streaming = request
+        .get("stream")
+        .and_then(Value::as_bool)
+        .unwrap_or(false)
+        || path.contains(":streamGenerateContent");
     let slow = model == "fake-slow";
 
     if path.ends_with("/embeddings") {
@@ -234,43 +357,83 @@ fn generate(state: &Arc<FakeState>, dialect: Dialect, path: &str, query: &str, r
             Some(Value::Array(items)) => items.len(),
             _ => 1,
         };
-        let data: Vec<Value> = (0..inputs).map(|i| json!({"object": "embedding", "index": i, "embedding": [0.1, -0.2, 0.3]})).collect();
-        return json_response(StatusCode::OK, json!({"object": "list", "data": data, "model": model, "usage": {"prompt_tokens": input_tokens, "total_tokens": input_tokens}}));
+        let data: Vec<Value> = (0..inputs)
+            .map(|i| json!({"object": "embedding", "index": i, "embedding": [0.1, -0.2, 0.3]}))
+            .collect();
+        return json_response(
+            StatusCode::OK,
+            json!({"object": "list", "data": data, "model": model, "usage": {"prompt_tokens": input_tokens, "total_tokens": input_tokens}}),
+        );
     }
     let events = match (dialect, streaming) {
-        (Dialect::OpenAi, false) if path.ends_with("/responses") => return json_response(StatusCode::OK, openai_response_object(&model, &words, input_tokens)),
-        (Dialect::OpenAi, false) if path.ends_with("/completions") && !path.ends_with("/chat/completions") => {
-            return json_response(StatusCode::OK, json!({
-                "id": "cmpl-fake", "object": "text_completion", "created": 1_700_000_000, "model": model,
-                "choices": [{"text": words.join(" "), "index": 0, "logprobs": null, "finish_reason": "length"}],
-                "usage": {"prompt_tokens": input_tokens, "completion_tokens": words.len(), "total_tokens": input_tokens + words.len()}
-            }));
+        (Dialect::OpenAi, false) if path.ends_with("/responses") => {
+            return json_response(
+                StatusCode::OK,
+                openai_response_object(&model, &words, input_tokens),
+            );
         }
-        (Dialect::OpenAi, false) => return json_response(StatusCode::OK, json!({
-            "id": "chatcmpl-fake", "object": "chat.completion", "created": 1_700_000_000, "model": model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": words.join(" "), "refusal": null}, "logprobs": null, "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": input_tokens, "completion_tokens": words.len(), "total_tokens": input_tokens + words.len()}
-        })),
-        (Dialect::Anthropic, false) => return json_response(StatusCode::OK, json!({
-            "id": "msg_fake", "type": "message", "role": "assistant", "model": model,
-            "content": [{"type": "text", "text": words.join(" ")}],
-            "stop_reason": "end_turn", "stop_sequence": null,
-            "usage": {"input_tokens": input_tokens, "output_tokens": words.len()}
-        })),
-        (Dialect::Gemini, false) => return json_response(StatusCode::OK, json!({
-            "candidates": [{"content": {"parts": [{"text": words.join(" ")}], "role": "model"}, "finishReason": "STOP", "index": 0}],
-            "usageMetadata": {"promptTokenCount": input_tokens, "candidatesTokenCount": words.len(), "totalTokenCount": input_tokens + words.len()},
-            "modelVersion": model
-        })),
-        (Dialect::OpenAi, true) if path.ends_with("/responses") => openai_responses_events(&model, &words, input_tokens),
+        (Dialect::OpenAi, false)
+            if path.ends_with("/completions") && !path.ends_with("/chat/completions") =>
+        {
+            return json_response(
+                StatusCode::OK,
+                json!({
+                    "id": "cmpl-fake", "object": "text_completion", "created": 1_700_000_000, "model": model,
+                    "choices": [{"text": words.join(" "), "index": 0, "logprobs": null, "finish_reason": "length"}],
+                    "usage": {"prompt_tokens": input_tokens, "completion_tokens": words.len(), "total_tokens": input_tokens + words.len()}
+                }),
+            );
+        }
+        (Dialect::OpenAi, false) => {
+            return json_response(
+                StatusCode::OK,
+                json!({
+                    "id": "chatcmpl-fake", "object": "chat.completion", "created": 1_700_000_000, "model": model,
+                    "choices": [{"index": 0, "message": {"role": "assistant", "content": words.join(" "), "refusal": null}, "logprobs": null, "finish_reason": "stop"}],
+                    "usage": {"prompt_tokens": input_tokens, "completion_tokens": words.len(), "total_tokens": input_tokens + words.len()}
+                }),
+            );
+        }
+        (Dialect::Anthropic, false) => {
+            return json_response(
+                StatusCode::OK,
+                json!({
+                    "id": "msg_fake", "type": "message", "role": "assistant", "model": model,
+                    "content": [{"type": "text", "text": words.join(" ")}],
+                    "stop_reason": "end_turn", "stop_sequence": null,
+                    "usage": {"input_tokens": input_tokens, "output_tokens": words.len()}
+                }),
+            );
+        }
+        (Dialect::Gemini, false) => {
+            return json_response(
+                StatusCode::OK,
+                json!({
+                    "candidates": [{"content": {"parts": [{"text": words.join(" ")}], "role": "model"}, "finishReason": "STOP", "index": 0}],
+                    "usageMetadata": {"promptTokenCount": input_tokens, "candidatesTokenCount": words.len(), "totalTokenCount": input_tokens + words.len()},
+                    "modelVersion": model
+                }),
+            );
+        }
+        (Dialect::OpenAi, true) if path.ends_with("/responses") => {
+            openai_responses_events(&model, &words, input_tokens)
+        }
         (Dialect::OpenAi, true) => {
-            let include_usage = request.pointer("/stream_options/include_usage").and_then(Value::as_bool).unwrap_or(false);
+            let include_usage = request
+                .pointer("/stream_options/include_usage")
+                .and_then(Value::as_bool)
+                .unwrap_or(false);
             openai_chat_events(&model, &words, input_tokens, include_usage)
         }
         (Dialect::Anthropic, true) => anthropic_events(&model, &words, input_tokens),
         (Dialect::Gemini, true) => {
             if !query.split('&').any(|pair| pair == "alt=sse") {
-                return error_response(dialect, StatusCode::BAD_REQUEST, "bad_request", "this fake only streams with alt=sse");
+                return error_response(
+                    dialect,
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    "this fake only streams with alt=sse",
+                );
             }
             gemini_events(&model, &words, input_tokens)
         }
@@ -296,7 +459,12 @@ fn sse(event: Option<&str>, data: &Value) -> Bytes {
     }
 }
 
-fn openai_chat_events(model: &str, words: &[&str], input_tokens: usize, include_usage: bool) -> Vec<Bytes> {
+fn openai_chat_events(
+    model: &str,
+    words: &[&str],
+    input_tokens: usize,
+    include_usage: bool,
+) -> Vec<Bytes> {
     let chunk = |delta: Value, finish: Value| {
         let mut value = json!({"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 1_700_000_000, "model": model,
                                "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}]});
@@ -305,9 +473,16 @@ fn openai_chat_events(model: &str, words: &[&str], input_tokens: usize, include_
         }
         sse(None, &value)
     };
-    let mut events = vec![chunk(json!({"role": "assistant", "content": ""}), Value::Null)];
+    let mut events = vec![chunk(
+        json!({"role": "assistant", "content": ""}),
+        Value::Null,
+    )];
     for (i, word) in words.iter().enumerate() {
-        let text = if i == 0 { (*word).to_owned() } else { format!(" {word}") };
+        let text = if i == 0 {
+            (*word).to_owned()
+        } else {
+            format!(" {word}")
+        };
         events.push(chunk(json!({"content": text}), Value::Null));
     }
     events.push(chunk(json!({}), json!("stop")));
@@ -320,29 +495,76 @@ fn openai_chat_events(model: &str, words: &[&str], input_tokens: usize, include_
 }
 
 fn openai_responses_events(model: &str, words: &[&str], input_tokens: usize) -> Vec<Bytes> {
-    let mut events = vec![sse(Some("response.created"), &json!({"type": "response.created", "sequence_number": 0,
-        "response": {"id": "resp_fake", "object": "response", "created_at": 1_700_000_000, "status": "in_progress", "model": model, "output": []}}))];
+    // The event sequence of the real Responses API: the item and its content
+    // part are announced before any text delta.
+    let text = words.join(" ");
+    let in_progress = json!({"id": "resp_fake", "object": "response", "created_at": 1_700_000_000, "status": "in_progress", "model": model, "output": []});
+    let item = |status: &str, content: Value| json!({"type": "message", "id": "msg_fake", "status": status, "role": "assistant", "content": content});
+    let part = |text: &str| json!({"type": "output_text", "text": text, "annotations": []});
+    let mut seq = 0usize;
+    let mut next = || {
+        seq += 1;
+        seq - 1
+    };
+    let mut events = vec![
+        sse(
+            Some("response.created"),
+            &json!({"type": "response.created", "sequence_number": next(), "response": in_progress}),
+        ),
+        sse(
+            Some("response.in_progress"),
+            &json!({"type": "response.in_progress", "sequence_number": next(), "response": in_progress}),
+        ),
+        sse(
+            Some("response.output_item.added"),
+            &json!({"type": "response.output_item.added", "sequence_number": next(), "output_index": 0, "item": item("in_progress", json!([]))}),
+        ),
+        sse(
+            Some("response.content_part.added"),
+            &json!({"type": "response.content_part.added", "sequence_number": next(), "item_id": "msg_fake", "output_index": 0, "content_index": 0, "part": part("")}),
+        ),
+    ];
     for (i, word) in words.iter().enumerate() {
-        events.push(sse(Some("response.output_text.delta"), &json!({"type": "response.output_text.delta", "sequence_number": i + 1,
-            "item_id": "msg_fake", "output_index": 0, "content_index": 0, "delta": if i == 0 { (*word).to_owned() } else { format!(" {word}") }})));
+        let delta = if i == 0 {
+            (*word).to_owned()
+        } else {
+            format!(" {word}")
+        };
+        events.push(sse(Some("response.output_text.delta"), &json!({"type": "response.output_text.delta", "sequence_number": next(),
+            "item_id": "msg_fake", "output_index": 0, "content_index": 0, "delta": delta, "logprobs": []})));
     }
-    events.push(sse(Some("response.completed"), &json!({"type": "response.completed", "sequence_number": words.len() + 1,
-        "response": openai_response_object(model, words, input_tokens)})));
+    events.push(sse(Some("response.output_text.done"), &json!({"type": "response.output_text.done", "sequence_number": next(), "item_id": "msg_fake", "output_index": 0, "content_index": 0, "text": text, "logprobs": []})));
+    events.push(sse(Some("response.content_part.done"), &json!({"type": "response.content_part.done", "sequence_number": next(), "item_id": "msg_fake", "output_index": 0, "content_index": 0, "part": part(&text)})));
+    events.push(sse(Some("response.output_item.done"), &json!({"type": "response.output_item.done", "sequence_number": next(), "output_index": 0, "item": item("completed", json!([part(&text)]))})));
+    events.push(sse(Some("response.completed"), &json!({"type": "response.completed", "sequence_number": next(), "response": openai_response_object(model, words, input_tokens)})));
     events
 }
 
 fn anthropic_events(model: &str, words: &[&str], input_tokens: usize) -> Vec<Bytes> {
     let mut events = vec![
-        sse(Some("message_start"), &json!({"type": "message_start", "message": {"id": "msg_fake", "type": "message", "role": "assistant", "model": model,
-            "content": [], "stop_reason": null, "stop_sequence": null, "usage": {"input_tokens": input_tokens, "output_tokens": 1}}})),
-        sse(Some("content_block_start"), &json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}})),
+        sse(
+            Some("message_start"),
+            &json!({"type": "message_start", "message": {"id": "msg_fake", "type": "message", "role": "assistant", "model": model,
+            "content": [], "stop_reason": null, "stop_sequence": null, "usage": {"input_tokens": input_tokens, "output_tokens": 1}}}),
+        ),
+        sse(
+            Some("content_block_start"),
+            &json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+        ),
         sse(Some("ping"), &json!({"type": "ping"})),
     ];
     for (i, word) in words.iter().enumerate() {
-        let text = if i == 0 { (*word).to_owned() } else { format!(" {word}") };
+        let text = if i == 0 {
+            (*word).to_owned()
+        } else {
+            format!(" {word}")
+        };
         events.push(sse(Some("content_block_delta"), &json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": text}})));
     }
-    events.push(sse(Some("content_block_stop"), &json!({"type": "content_block_stop", "index": 0})));
+    events.push(sse(
+        Some("content_block_stop"),
+        &json!({"type": "content_block_stop", "index": 0}),
+    ));
     events.push(sse(Some("message_delta"), &json!({"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": null}, "usage": {"output_tokens": words.len()}})));
     events.push(sse(Some("message_stop"), &json!({"type": "message_stop"})));
     events
@@ -352,8 +574,13 @@ fn gemini_events(model: &str, words: &[&str], input_tokens: usize) -> Vec<Bytes>
     let mut events = Vec::new();
     for (i, word) in words.iter().enumerate() {
         let last = i + 1 == words.len();
-        let text = if i == 0 { (*word).to_owned() } else { format!(" {word}") };
-        let mut candidate = json!({"content": {"parts": [{"text": text}], "role": "model"}, "index": 0});
+        let text = if i == 0 {
+            (*word).to_owned()
+        } else {
+            format!(" {word}")
+        };
+        let mut candidate =
+            json!({"content": {"parts": [{"text": text}], "role": "model"}, "index": 0});
         if last {
             candidate["finishReason"] = json!("STOP");
         }
@@ -381,20 +608,34 @@ impl Drop for CancelGuard {
 
 fn sse_response(state: Arc<FakeState>, events: Vec<Bytes>, slow: bool) -> Response {
     let total = events.len();
-    let guard = CancelGuard { state, finished: false };
-    let stream = futures_util::stream::unfold((events.into_iter(), guard, 0usize), move |(mut events, mut guard, sent)| async move {
-        let event = events.next()?;
-        if slow {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        if sent + 1 == total {
-            guard.finished = true;
-        }
-        Some((Ok::<Bytes, std::convert::Infallible>(event), (events, guard, sent + 1)))
-    })
+    let guard = CancelGuard {
+        state,
+        finished: false,
+    };
+    let stream = futures_util::stream::unfold(
+        (events.into_iter(), guard, 0usize),
+        move |(mut events, mut guard, sent)| async move {
+            let event = events.next()?;
+            if slow {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            if sent + 1 == total {
+                guard.finished = true;
+            }
+            Some((
+                Ok::<Bytes, std::convert::Infallible>(event),
+                (events, guard, sent + 1),
+            ))
+        },
+    )
     .boxed();
     let mut response = Response::new(Body::from_stream(stream));
-    response.headers_mut().insert("content-type", http::HeaderValue::from_static("text/event-stream"));
-    response.headers_mut().insert("cache-control", http::HeaderValue::from_static("no-cache"));
+    response.headers_mut().insert(
+        "content-type",
+        http::HeaderValue::from_static("text/event-stream"),
+    );
+    response
+        .headers_mut()
+        .insert("cache-control", http::HeaderValue::from_static("no-cache"));
     response
 }

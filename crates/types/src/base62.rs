@@ -1,7 +1,8 @@
 //! Base62 (0-9, A-Z, a-z), the alphabet of the random and checksum parts of a
 //! virtual key: no characters that URL, shell or JSON encoding would touch.
 
-pub(crate) const ALPHABET: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+pub(crate) const ALPHABET: &[u8; 62] =
+    b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
 
 /// Width of a base62-encoded `u32` (62^6 > 2^32).
 pub(crate) const U32_WIDTH: usize = 6;

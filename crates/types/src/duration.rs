@@ -5,7 +5,9 @@ use std::time::Duration;
 
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum DurationError {
-    #[error("duration `{0}` is not a number followed by s, m, h, d or w (for example 30m, 12h, 90d)")]
+    #[error(
+        "duration `{0}` is not a number followed by s, m, h, d or w (for example 30m, 12h, 90d)"
+    )]
     Malformed(String),
     #[error("duration must be greater than zero")]
     Zero,
@@ -22,7 +24,9 @@ impl Ttl {
 
     pub fn parse(text: &str) -> Result<Self, DurationError> {
         let malformed = || DurationError::Malformed(text.chars().take(32).collect());
-        let split = text.find(|c: char| !c.is_ascii_digit()).ok_or_else(malformed)?;
+        let split = text
+            .find(|c: char| !c.is_ascii_digit())
+            .ok_or_else(malformed)?;
         let (number, unit) = text.split_at(split);
         let number: u64 = number.parse().map_err(|_| malformed())?;
         let unit_seconds = match unit {
@@ -33,7 +37,9 @@ impl Ttl {
             "w" => 7 * 86_400,
             _ => return Err(malformed()),
         };
-        let seconds = number.checked_mul(unit_seconds).ok_or(DurationError::TooLong)?;
+        let seconds = number
+            .checked_mul(unit_seconds)
+            .ok_or(DurationError::TooLong)?;
         Self::from_seconds(seconds)
     }
 
@@ -76,14 +82,21 @@ mod tests {
             ("45s", Ok(45)),
             ("0h", Err(DurationError::Zero)),
             ("11000d", Err(DurationError::TooLong)),
-            ("99999999999999999999d", Err(DurationError::Malformed("99999999999999999999d".into()))),
+            (
+                "99999999999999999999d",
+                Err(DurationError::Malformed("99999999999999999999d".into())),
+            ),
             ("12", Err(DurationError::Malformed("12".into()))),
             ("h", Err(DurationError::Malformed("h".into()))),
             ("1.5h", Err(DurationError::Malformed("1.5h".into()))),
             ("12 h", Err(DurationError::Malformed("12 h".into()))),
         ];
         for (input, expected) in cases {
-            assert_eq!(Ttl::parse(input).map(|t| t.as_seconds()), *expected, "input {input}");
+            assert_eq!(
+                Ttl::parse(input).map(|t| t.as_seconds()),
+                *expected,
+                "input {input}"
+            );
         }
     }
 }

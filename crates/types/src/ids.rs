@@ -98,7 +98,11 @@ macro_rules! define_id {
 impl Clone for IdError {
     fn clone(&self) -> Self {
         match self {
-            Self::Malformed { kind, prefix, len } => Self::Malformed { kind, prefix, len: *len },
+            Self::Malformed { kind, prefix, len } => Self::Malformed {
+                kind,
+                prefix,
+                len: *len,
+            },
         }
     }
 }
@@ -128,7 +132,13 @@ mod tests {
 
     #[test]
     fn rejects_wrong_prefix_length_and_alphabet() {
-        for bad in ["", "key_", "prv_0123456789abcdef", "key_0123456789abcde", "key_0123456789abcde-"] {
+        for bad in [
+            "",
+            "key_",
+            "prv_0123456789abcdef",
+            "key_0123456789abcde",
+            "key_0123456789abcde-",
+        ] {
             assert!(KeyId::parse(bad).is_err(), "{bad}");
         }
     }

@@ -10,7 +10,9 @@ pub enum NameError {
     Empty { kind: &'static str },
     #[error("{kind} name is at most {max} characters long")]
     TooLong { kind: &'static str, max: usize },
-    #[error("{kind} name may only contain lowercase letters, digits and `-`, and must start with a letter or digit")]
+    #[error(
+        "{kind} name may only contain lowercase letters, digits and `-`, and must start with a letter or digit"
+    )]
     BadCharacter { kind: &'static str },
 }
 
@@ -21,8 +23,13 @@ fn check_name(text: &str, kind: &'static str, max: usize) -> Result<(), NameErro
     if text.len() > max {
         return Err(NameError::TooLong { kind, max });
     }
-    let first_ok = text.bytes().next().is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
-    let all_ok = text.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    let first_ok = text
+        .bytes()
+        .next()
+        .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+    let all_ok = text
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
     if !(first_ok && all_ok) {
         return Err(NameError::BadCharacter { kind });
     }
@@ -106,14 +113,44 @@ mod tests {
             ("dev", Ok(())),
             ("prod-eu-1", Ok(())),
             ("0day", Ok(())),
-            ("", Err(NameError::Empty { kind: "environment" })),
-            ("Dev", Err(NameError::BadCharacter { kind: "environment" })),
-            ("dev_1", Err(NameError::BadCharacter { kind: "environment" })),
-            ("-dev", Err(NameError::BadCharacter { kind: "environment" })),
-            ("a".repeat(25).leak(), Err(NameError::TooLong { kind: "environment", max: 24 })),
+            (
+                "",
+                Err(NameError::Empty {
+                    kind: "environment",
+                }),
+            ),
+            (
+                "Dev",
+                Err(NameError::BadCharacter {
+                    kind: "environment",
+                }),
+            ),
+            (
+                "dev_1",
+                Err(NameError::BadCharacter {
+                    kind: "environment",
+                }),
+            ),
+            (
+                "-dev",
+                Err(NameError::BadCharacter {
+                    kind: "environment",
+                }),
+            ),
+            (
+                "a".repeat(25).leak(),
+                Err(NameError::TooLong {
+                    kind: "environment",
+                    max: 24,
+                }),
+            ),
         ];
         for (input, expected) in cases {
-            assert_eq!(EnvName::parse(input).map(|_| ()), *expected, "input {input:?}");
+            assert_eq!(
+                EnvName::parse(input).map(|_| ()),
+                *expected,
+                "input {input:?}"
+            );
         }
     }
 }

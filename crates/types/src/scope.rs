@@ -133,7 +133,11 @@ mod tests {
             ("a*b*c", "aXbYbZ", false),
         ];
         for (pattern, model, expected) in cases {
-            assert_eq!(ModelPattern::parse(pattern).unwrap().matches(model), expected, "{pattern} vs {model}");
+            assert_eq!(
+                ModelPattern::parse(pattern).unwrap().matches(model),
+                expected,
+                "{pattern} vs {model}"
+            );
         }
     }
 
@@ -154,6 +158,9 @@ mod tests {
     #[test]
     fn bad_patterns() {
         assert_eq!(ModelPattern::parse(""), Err(PatternError::Empty));
-        assert_eq!(ModelPattern::parse("gpt 4"), Err(PatternError::BadCharacter));
+        assert_eq!(
+            ModelPattern::parse("gpt 4"),
+            Err(PatternError::BadCharacter)
+        );
     }
 }

@@ -11,7 +11,9 @@ pub enum SecretError {
     Empty,
     #[error("the API key is longer than 4096 bytes")]
     TooLong,
-    #[error("the API key contains whitespace or control characters (check for a stray newline or quote)")]
+    #[error(
+        "the API key contains whitespace or control characters (check for a stray newline or quote)"
+    )]
     BadCharacter,
     #[error("that is a KeyForge virtual key, not a provider API key")]
     IsVirtualKey,
@@ -32,7 +34,10 @@ impl ProviderSecret {
         if trimmed.len() > 4096 {
             return Err(SecretError::TooLong);
         }
-        if trimmed.chars().any(|c| c.is_whitespace() || c.is_control() || !c.is_ascii()) {
+        if trimmed
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || !c.is_ascii())
+        {
             return Err(SecretError::BadCharacter);
         }
         if crate::VirtualKey::looks_like(trimmed) {
@@ -66,8 +71,14 @@ mod tests {
     #[test]
     fn rejects_bad_values() {
         assert_eq!(ProviderSecret::parse("\n").unwrap_err(), SecretError::Empty);
-        assert_eq!(ProviderSecret::parse("a b").unwrap_err(), SecretError::BadCharacter);
-        assert_eq!(ProviderSecret::parse("kf_dev_x").unwrap_err(), SecretError::IsVirtualKey);
+        assert_eq!(
+            ProviderSecret::parse("a b").unwrap_err(),
+            SecretError::BadCharacter
+        );
+        assert_eq!(
+            ProviderSecret::parse("kf_dev_x").unwrap_err(),
+            SecretError::IsVirtualKey
+        );
     }
 
     #[test]

@@ -30,9 +30,13 @@ const DISPLAY_RANDOM_CHARS: usize = 4;
 pub enum VirtualKeyError {
     #[error("not a KeyForge key: KeyForge keys start with `kf_`")]
     NotAKeyForgeKey,
-    #[error("malformed KeyForge key: expected `kf_<environment>_` followed by {len} letters or digits")]
+    #[error(
+        "malformed KeyForge key: expected `kf_<environment>_` followed by {len} letters or digits"
+    )]
     Malformed { len: usize },
-    #[error("malformed KeyForge key: the checksum does not match (the key was mistyped or truncated)")]
+    #[error(
+        "malformed KeyForge key: the checksum does not match (the key was mistyped or truncated)"
+    )]
     BadChecksum,
 }
 
@@ -50,17 +54,26 @@ impl VirtualKey {
         let checksum = base62::encode_u32_fixed(crc32fast::hash(body.as_bytes()));
         let mut text = body;
         text.extend(checksum.iter().map(|&b| char::from(b)));
-        Self { secret: SecretString::from(text), env: env.clone() }
+        Self {
+            secret: SecretString::from(text),
+            env: env.clone(),
+        }
     }
 
     /// Parses untrusted text. Only format and checksum are checked here; it
     /// says nothing about whether the key exists.
     pub fn parse(text: &str) -> Result<Self, VirtualKeyError> {
-        let rest = text.strip_prefix(PREFIX).ok_or(VirtualKeyError::NotAKeyForgeKey)?;
-        let malformed = VirtualKeyError::Malformed { len: RANDOM_LEN + U32_WIDTH };
+        let rest = text
+            .strip_prefix(PREFIX)
+            .ok_or(VirtualKeyError::NotAKeyForgeKey)?;
+        let malformed = VirtualKeyError::Malformed {
+            len: RANDOM_LEN + U32_WIDTH,
+        };
         let (env, tail) = rest.rsplit_once('_').ok_or(malformed.clone())?;
         let env = EnvName::parse(env).map_err(|_| malformed.clone())?;
-        if tail.len() != RANDOM_LEN + U32_WIDTH || !tail.bytes().all(|b| base62::digit_value(b).is_some()) {
+        if tail.len() != RANDOM_LEN + U32_WIDTH
+            || !tail.bytes().all(|b| base62::digit_value(b).is_some())
+        {
             return Err(malformed);
         }
         let (body, checksum) = text.split_at(text.len() - U32_WIDTH);
@@ -68,7 +81,10 @@ impl VirtualKey {
         if crc32fast::hash(body.as_bytes()) != expected {
             return Err(VirtualKeyError::BadChecksum);
         }
-        Ok(Self { secret: SecretString::from(text.to_owned()), env })
+        Ok(Self {
+            secret: SecretString::from(text.to_owned()),
+            env,
+        })
     }
 
     /// Cheap syntactic test used by error messages and scanners: does this
@@ -139,7 +155,9 @@ pub struct KeyHasher {
 
 impl KeyHasher {
     pub fn new(secret: &[u8; 32]) -> Self {
-        Self { key: hmac::Key::new(hmac::HMAC_SHA256, secret) }
+        Self {
+            key: hmac::Key::new(hmac::HMAC_SHA256, secret),
+        }
     }
 
     pub fn hash(&self, key: &VirtualKey) -> KeyHash {
@@ -191,7 +209,10 @@ mod tests {
 
     #[test]
     fn rejects_bad_inputs_with_the_right_error() {
-        let good = VirtualKey::generate(&dev()).secret().expose_secret().to_owned();
+        let good = VirtualKey::generate(&dev())
+            .secret()
+            .expose_secret()
+            .to_owned();
         let mut flipped = good.clone().into_bytes();
         let i = flipped.len() - 10;
         flipped[i] = if flipped[i] == b'a' { b'b' } else { b'a' };
@@ -199,13 +220,26 @@ mod tests {
         let cases: Vec<(String, VirtualKeyError)> = vec![
             ("sk-abc".into(), VirtualKeyError::NotAKeyForgeKey),
             ("kf_".into(), VirtualKeyError::Malformed { len: 34 }),
-            ("kf_dev_short".into(), VirtualKeyError::Malformed { len: 34 }),
-            (good[..good.len() - 1].to_owned(), VirtualKeyError::Malformed { len: 34 }),
-            (good.replacen("kf_dev_", "kf_DEV_", 1), VirtualKeyError::Malformed { len: 34 }),
+            (
+                "kf_dev_short".into(),
+                VirtualKeyError::Malformed { len: 34 },
+            ),
+            (
+                good[..good.len() - 1].to_owned(),
+                VirtualKeyError::Malformed { len: 34 },
+            ),
+            (
+                good.replacen("kf_dev_", "kf_DEV_", 1),
+                VirtualKeyError::Malformed { len: 34 },
+            ),
             (flipped, VirtualKeyError::BadChecksum),
         ];
         for (input, expected) in cases {
-            assert_eq!(VirtualKey::parse(&input).unwrap_err(), expected, "input {input}");
+            assert_eq!(
+                VirtualKey::parse(&input).unwrap_err(),
+                expected,
+                "input {input}"
+            );
         }
     }
 

@@ -19,7 +19,9 @@ const HEADER_LEN: usize = 1 + NONCE_LEN + WRAPPED_DEK_LEN + NONCE_LEN;
 pub enum VaultError {
     #[error("sealed secret is truncated or not in a format this version understands")]
     Format,
-    #[error("sealed secret does not open: wrong master key, or the ciphertext was altered or moved to another record")]
+    #[error(
+        "sealed secret does not open: wrong master key, or the ciphertext was altered or moved to another record"
+    )]
     Open,
 }
 
@@ -30,7 +32,9 @@ pub struct Sealer {
 
 impl Sealer {
     pub fn new(master: &MasterKey) -> Self {
-        Self { master: aes_key(master.bytes()) }
+        Self {
+            master: aes_key(master.bytes()),
+        }
     }
 
     /// Encrypts `plaintext`, binding the result to `associated_data` (the
@@ -55,7 +59,11 @@ impl Sealer {
     }
 
     /// Decrypts what [`Sealer::seal`] produced for the same associated data.
-    pub fn open(&self, sealed: &[u8], associated_data: &[u8]) -> Result<Zeroizing<Vec<u8>>, VaultError> {
+    pub fn open(
+        &self,
+        sealed: &[u8],
+        associated_data: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, VaultError> {
         if sealed.len() < HEADER_LEN + TAG_LEN || sealed[0] != FORMAT_V1 {
             return Err(VaultError::Format);
         }
@@ -107,14 +115,24 @@ fn random_array<const N: usize>() -> [u8; N] {
 fn seal_in_place(key: &LessSafeKey, nonce: [u8; NONCE_LEN], aad: &[u8], in_out: &mut Vec<u8>) {
     // Sealing only fails for inputs beyond GCM's 64 GiB limit, far above any
     // API key; treat it as the impossible case it is.
-    if key.seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(aad), in_out).is_err() {
+    if key
+        .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(aad), in_out)
+        .is_err()
+    {
         std::process::abort();
     }
 }
 
-fn open_in_place(key: &LessSafeKey, nonce: &[u8], aad: &[u8], in_out: &mut [u8]) -> Result<usize, VaultError> {
+fn open_in_place(
+    key: &LessSafeKey,
+    nonce: &[u8],
+    aad: &[u8],
+    in_out: &mut [u8],
+) -> Result<usize, VaultError> {
     let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| VaultError::Format)?;
-    key.open_in_place(nonce, Aad::from(aad), in_out).map(|plaintext| plaintext.len()).map_err(|_| VaultError::Open)
+    key.open_in_place(nonce, Aad::from(aad), in_out)
+        .map(|plaintext| plaintext.len())
+        .map_err(|_| VaultError::Open)
 }
 
 #[cfg(test)]
@@ -126,30 +144,55 @@ mod tests {
         let sealer = Sealer::new(&MasterKey::generate());
         let sealed = sealer.seal(b"canary-provider-secret", b"keyforge/provider/prv_a/v1");
         assert!(!sealed.windows(6).any(|w| w == b"canary"));
-        assert_eq!(sealer.open(&sealed, b"keyforge/provider/prv_a/v1").unwrap().as_slice(), b"canary-provider-secret");
+        assert_eq!(
+            sealer
+                .open(&sealed, b"keyforge/provider/prv_a/v1")
+                .unwrap()
+                .as_slice(),
+            b"canary-provider-secret"
+        );
         // Same plaintext twice gives different ciphertexts (fresh keys and nonces).
-        assert_ne!(sealed, sealer.seal(b"canary-provider-secret", b"keyforge/provider/prv_a/v1"));
+        assert_ne!(
+            sealed,
+            sealer.seal(b"canary-provider-secret", b"keyforge/provider/prv_a/v1")
+        );
     }
 
     #[test]
     fn ciphertext_is_bound_to_its_record() {
         let sealer = Sealer::new(&MasterKey::generate());
         let sealed = sealer.seal(b"secret", b"keyforge/provider/prv_a/v1");
-        assert_eq!(sealer.open(&sealed, b"keyforge/provider/prv_b/v1"), Err(VaultError::Open));
-        assert_eq!(sealer.open(&sealed, b"keyforge/provider/prv_a/v2"), Err(VaultError::Open));
+        assert_eq!(
+            sealer.open(&sealed, b"keyforge/provider/prv_b/v1"),
+            Err(VaultError::Open)
+        );
+        assert_eq!(
+            sealer.open(&sealed, b"keyforge/provider/prv_a/v2"),
+            Err(VaultError::Open)
+        );
     }
 
     #[test]
     fn wrong_master_key_and_tampering_fail() {
         let sealer = Sealer::new(&MasterKey::generate());
         let sealed = sealer.seal(b"secret", b"aad");
-        assert_eq!(Sealer::new(&MasterKey::generate()).open(&sealed, b"aad"), Err(VaultError::Open));
+        assert_eq!(
+            Sealer::new(&MasterKey::generate()).open(&sealed, b"aad"),
+            Err(VaultError::Open)
+        );
         for index in [1, 20, HEADER_LEN, sealed.len() - 1] {
             let mut altered = sealed.clone();
             altered[index] ^= 1;
-            assert_eq!(sealer.open(&altered, b"aad"), Err(VaultError::Open), "byte {index}");
+            assert_eq!(
+                sealer.open(&altered, b"aad"),
+                Err(VaultError::Open),
+                "byte {index}"
+            );
         }
-        assert_eq!(sealer.open(&sealed[..HEADER_LEN], b"aad"), Err(VaultError::Format));
+        assert_eq!(
+            sealer.open(&sealed[..HEADER_LEN], b"aad"),
+            Err(VaultError::Format)
+        );
         let mut future = sealed.clone();
         future[0] = 9;
         assert_eq!(sealer.open(&future, b"aad"), Err(VaultError::Format));

@@ -13,4 +13,6 @@ mod envelope;
 mod master_key;
 
 pub use envelope::{Sealer, VaultError, random_secret};
-pub use master_key::{MASTER_KEY_ENV, MasterKey, MasterKeyError, MasterKeySource, write_private_file};
+pub use master_key::{
+    MASTER_KEY_ENV, MasterKey, MasterKeyError, MasterKeySource, write_private_file,
+};

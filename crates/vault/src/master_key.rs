@@ -14,14 +14,24 @@ pub const MASTER_KEY_ENV: &str = "KEYFORGE_MASTER_KEY";
 
 #[derive(Debug, thiserror::Error)]
 pub enum MasterKeyError {
-    #[error("{source_name} does not hold a master key: expected 32 bytes in base64 (44 characters)")]
+    #[error(
+        "{source_name} does not hold a master key: expected 32 bytes in base64 (44 characters)"
+    )]
     Malformed { source_name: String },
-    #[error("master key file {path} can be read by other users (mode {mode:o}); run `chmod 600 {path}`")]
+    #[error(
+        "master key file {path} can be read by other users (mode {mode:o}); run `chmod 600 {path}`"
+    )]
     TooOpen { path: PathBuf, mode: u32 },
     #[error("cannot read master key file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot create master key file {path}: {source}")]
-    Create { path: PathBuf, source: std::io::Error },
+    Create {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// Where the master key came from, for the startup message.
@@ -47,7 +57,9 @@ impl MasterKey {
     }
 
     pub fn from_base64(text: &str, source_name: &str) -> Result<Self, MasterKeyError> {
-        let malformed = || MasterKeyError::Malformed { source_name: source_name.to_owned() };
+        let malformed = || MasterKeyError::Malformed {
+            source_name: source_name.to_owned(),
+        };
         let decoded = Zeroizing::new(STANDARD.decode(text.trim()).map_err(|_| malformed())?);
         let bytes: [u8; 32] = decoded.as_slice().try_into().map_err(|_| malformed())?;
         Ok(Self(bytes))
@@ -64,27 +76,52 @@ impl MasterKey {
     /// Reads the key from `env_value` if given (the caller reads
     /// `KEYFORGE_MASTER_KEY`), else from `path`, creating the file with a
     /// fresh key if it does not exist.
-    pub fn load_or_create(env_value: Option<&str>, path: &Path) -> Result<(Self, MasterKeySource), MasterKeyError> {
+    pub fn load_or_create(
+        env_value: Option<&str>,
+        path: &Path,
+    ) -> Result<(Self, MasterKeySource), MasterKeyError> {
         if let Some(text) = env_value {
-            return Ok((Self::from_base64(text, MASTER_KEY_ENV)?, MasterKeySource::Environment));
+            return Ok((
+                Self::from_base64(text, MASTER_KEY_ENV)?,
+                MasterKeySource::Environment,
+            ));
         }
         match std::fs::metadata(path) {
             Ok(meta) => {
                 let mode = meta.permissions().mode() & 0o777;
                 if mode & 0o077 != 0 {
-                    return Err(MasterKeyError::TooOpen { path: path.to_owned(), mode });
+                    return Err(MasterKeyError::TooOpen {
+                        path: path.to_owned(),
+                        mode,
+                    });
                 }
-                let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|source| MasterKeyError::Read { path: path.to_owned(), source })?);
-                Ok((Self::from_base64(&text, &path.display().to_string())?, MasterKeySource::File(path.to_owned())))
+                let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|source| {
+                    MasterKeyError::Read {
+                        path: path.to_owned(),
+                        source,
+                    }
+                })?);
+                Ok((
+                    Self::from_base64(&text, &path.display().to_string())?,
+                    MasterKeySource::File(path.to_owned()),
+                ))
             }
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
                 let key = Self::generate();
                 let mut text = key.to_base64();
                 text.push('\n');
-                write_private_file(path, text.as_bytes()).map_err(|source| MasterKeyError::Create { path: path.to_owned(), source })?;
+                write_private_file(path, text.as_bytes()).map_err(|source| {
+                    MasterKeyError::Create {
+                        path: path.to_owned(),
+                        source,
+                    }
+                })?;
                 Ok((key, MasterKeySource::CreatedFile(path.to_owned())))
             }
-            Err(source) => Err(MasterKeyError::Read { path: path.to_owned(), source }),
+            Err(source) => Err(MasterKeyError::Read {
+                path: path.to_owned(),
+                source,
+            }),
         }
     }
 }
@@ -99,7 +136,11 @@ impl fmt::Debug for MasterKey {
 /// The mode is set at creation, so the file is never readable by others,
 /// not even for an instant.
 pub fn write_private_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
-    let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
     file.write_all(contents)?;
     file.sync_all()
 }
@@ -114,7 +155,10 @@ mod tests {
         let path = dir.path().join("master.key");
         let (created, source) = MasterKey::load_or_create(None, &path).unwrap();
         assert_eq!(source, MasterKeySource::CreatedFile(path.clone()));
-        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         let (loaded, source) = MasterKey::load_or_create(None, &path).unwrap();
         assert_eq!(source, MasterKeySource::File(path.clone()));
         assert_eq!(created.bytes(), loaded.bytes());
@@ -127,7 +171,10 @@ mod tests {
         MasterKey::load_or_create(None, &path).unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
         let error = MasterKey::load_or_create(None, &path).unwrap_err();
-        assert!(matches!(error, MasterKeyError::TooOpen { mode: 0o644, .. }), "{error}");
+        assert!(
+            matches!(error, MasterKeyError::TooOpen { mode: 0o644, .. }),
+            "{error}"
+        );
     }
 
     #[test]
@@ -148,6 +195,9 @@ mod tests {
     fn redacts_and_zeroizes() {
         fn assert_zeroize_on_drop<T: ZeroizeOnDrop>() {}
         assert_zeroize_on_drop::<MasterKey>();
-        assert_eq!(format!("{:?}", MasterKey::generate()), "MasterKey([redacted])");
+        assert_eq!(
+            format!("{:?}", MasterKey::generate()),
+            "MasterKey([redacted])"
+        );
     }
 }

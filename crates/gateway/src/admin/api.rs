@@ -17,7 +17,12 @@ pub struct CreateProviderRequest {
 
 impl std::fmt::Debug for CreateProviderRequest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CreateProviderRequest").field("name", &self.name).field("kind", &self.kind).field("env", &self.env).field("base_url", &self.base_url).finish_non_exhaustive()
+        f.debug_struct("CreateProviderRequest")
+            .field("name", &self.name)
+            .field("kind", &self.kind)
+            .field("env", &self.env)
+            .field("base_url", &self.base_url)
+            .finish_non_exhaustive()
     }
 }
 
@@ -74,7 +79,9 @@ pub struct CreatedKey {
 
 impl std::fmt::Debug for CreatedKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CreatedKey").field("view", &self.view).finish_non_exhaustive()
+        f.debug_struct("CreatedKey")
+            .field("view", &self.view)
+            .finish_non_exhaustive()
     }
 }
 

@@ -18,15 +18,23 @@ pub(crate) struct Authenticated {
     pub(crate) key: keyforge_types::VirtualKey,
 }
 
-pub(crate) fn authenticate(state: &AppState, snapshot: &Snapshot, parts: &Parts, ctx: &mut RequestContext) -> Result<Authenticated, GatewayError> {
-    let credential = extract_client_credential(&parts.headers, parts.uri.query()).map_err(|error| {
-        let code = match error {
-            CredentialError::Missing => "missing_api_key",
-            CredentialError::ProviderKey(_) => "provider_key_not_allowed",
-            CredentialError::Malformed(_) | CredentialError::NotAKeyForgeKey => "invalid_api_key",
-        };
-        GatewayError::client(ErrorClass::Authentication, code, error.to_string())
-    })?;
+pub(crate) fn authenticate(
+    state: &AppState,
+    snapshot: &Snapshot,
+    parts: &Parts,
+    ctx: &mut RequestContext,
+) -> Result<Authenticated, GatewayError> {
+    let credential =
+        extract_client_credential(&parts.headers, parts.uri.query()).map_err(|error| {
+            let code = match error {
+                CredentialError::Missing => "missing_api_key",
+                CredentialError::ProviderKey(_) => "provider_key_not_allowed",
+                CredentialError::Malformed(_) | CredentialError::NotAKeyForgeKey => {
+                    "invalid_api_key"
+                }
+            };
+            GatewayError::client(ErrorClass::Authentication, code, error.to_string())
+        })?;
     let hash = state.hasher.hash(&credential.key);
     let record = snapshot
         .keys
@@ -35,7 +43,16 @@ pub(crate) fn authenticate(state: &AppState, snapshot: &Snapshot, parts: &Parts,
         // comparison is constant-time as a matter of principle.
         .filter(|record| record.hash.ct_eq(&hash))
         .cloned()
-        .ok_or_else(|| GatewayError::client(ErrorClass::Authentication, "invalid_api_key", "unknown KeyForge key: this gateway never issued it"))?;
+        .ok_or_else(|| {
+            GatewayError::client(
+                ErrorClass::Authentication,
+                "invalid_api_key",
+                "unknown KeyForge key: this gateway never issued it",
+            )
+        })?;
     ctx.key_id = Some(record.id.clone());
-    Ok(Authenticated { record, key: credential.key })
+    Ok(Authenticated {
+        record,
+        key: credential.key,
+    })
 }

@@ -24,26 +24,55 @@ pub(crate) struct Target {
 pub(crate) fn key_is_usable(key: &Authenticated, now: OffsetDateTime) -> Result<(), GatewayError> {
     let record: &VirtualKeyRecord = &key.record;
     if record.revoked_at.is_some() {
-        return Err(GatewayError::client(ErrorClass::Authentication, "key_revoked", format!("KeyForge key {} has been revoked", record.id)));
+        return Err(GatewayError::client(
+            ErrorClass::Authentication,
+            "key_revoked",
+            format!("KeyForge key {} has been revoked", record.id),
+        ));
     }
     if let Some(expires_at) = record.expires_at {
         if now >= expires_at {
             let when = expires_at.format(&Rfc3339).unwrap_or_default();
-            return Err(GatewayError::client(ErrorClass::Authentication, "key_expired", format!("KeyForge key {} expired at {when}", record.id)));
+            return Err(GatewayError::client(
+                ErrorClass::Authentication,
+                "key_expired",
+                format!("KeyForge key {} expired at {when}", record.id),
+            ));
         }
     }
     Ok(())
 }
 
-pub(crate) fn target(snapshot: &Snapshot, key: &Authenticated, route: &Route, parts: &Parts, body: &[u8], ctx: &mut RequestContext) -> Result<Target, GatewayError> {
+pub(crate) fn target(
+    snapshot: &Snapshot,
+    key: &Authenticated,
+    route: &Route,
+    parts: &Parts,
+    body: &[u8],
+    ctx: &mut RequestContext,
+) -> Result<Target, GatewayError> {
     let record = &key.record;
     let provider = select_provider(snapshot, record, &route.selector)?;
     ctx.api = provider.kind.api();
     ctx.provider = Some(provider.record.name.clone());
 
-    let content_type = parts.headers.get(http::header::CONTENT_TYPE).and_then(|value| value.to_str().ok());
-    let model = request_model(provider.kind.api(), &parts.method, &route.upstream_path, content_type, body).map_err(|error| match error {
-        ModelError::MalformedJson(_) | ModelError::ModelNotString => GatewayError::client(ErrorClass::InvalidRequest, "invalid_json", error.to_string()),
+    let content_type = parts
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok());
+    let model = request_model(
+        provider.kind.api(),
+        &parts.method,
+        &route.upstream_path,
+        content_type,
+        body,
+    )
+    .map_err(|error| match error {
+        ModelError::MalformedJson(_) | ModelError::ModelNotString => GatewayError::client(
+            ErrorClass::InvalidRequest,
+            "invalid_json",
+            error.to_string(),
+        ),
     })?;
     match model {
         RequestModel::Named(model) => {
@@ -52,7 +81,11 @@ pub(crate) fn target(snapshot: &Snapshot, key: &Authenticated, route: &Route, pa
                 return Err(GatewayError::client(
                     ErrorClass::PermissionDenied,
                     "model_not_allowed",
-                    format!("KeyForge key {} may not use model `{shown}` (allowed: {})", record.id, allowed_models(record)),
+                    format!(
+                        "KeyForge key {} may not use model `{shown}` (allowed: {})",
+                        record.id,
+                        allowed_models(record)
+                    ),
                 ));
             }
             ctx.model = Some(model);
@@ -62,48 +95,95 @@ pub(crate) fn target(snapshot: &Snapshot, key: &Authenticated, route: &Route, pa
             return Err(GatewayError::client(
                 ErrorClass::PermissionDenied,
                 "model_not_allowed",
-                format!("KeyForge key {} is limited to models {} and this request names no model", record.id, allowed_models(record)),
+                format!(
+                    "KeyForge key {} is limited to models {} and this request names no model",
+                    record.id,
+                    allowed_models(record)
+                ),
             ));
         }
         RequestModel::Unknown => {}
     }
-    Ok(Target { provider, upstream_path: route.upstream_path.clone() })
+    Ok(Target {
+        provider,
+        upstream_path: route.upstream_path.clone(),
+    })
 }
 
 fn allowed_models(record: &VirtualKeyRecord) -> String {
-    record.scope.models.iter().map(|pattern| pattern.as_str()).collect::<Vec<_>>().join(", ")
+    record
+        .scope
+        .models
+        .iter()
+        .map(|pattern| pattern.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
-fn select_provider(snapshot: &Snapshot, record: &VirtualKeyRecord, selector: &Selector) -> Result<Arc<ProviderEntry>, GatewayError> {
+fn select_provider(
+    snapshot: &Snapshot,
+    record: &VirtualKeyRecord,
+    selector: &Selector,
+) -> Result<Arc<ProviderEntry>, GatewayError> {
     let env = &record.env;
     match selector {
         Selector::Named(name) => {
-            let entry = snapshot.providers.get(&(env.clone(), name.clone())).ok_or_else(|| {
-                GatewayError::client(ErrorClass::NotFound, "provider_not_found", format!("no provider named `{name}` in environment `{env}`"))
-            })?;
+            let entry = snapshot
+                .providers
+                .get(&(env.clone(), name.clone()))
+                .ok_or_else(|| {
+                    GatewayError::client(
+                        ErrorClass::NotFound,
+                        "provider_not_found",
+                        format!("no provider named `{name}` in environment `{env}`"),
+                    )
+                })?;
             if !record.scope.allows_provider(name) {
-                return Err(GatewayError::client(ErrorClass::PermissionDenied, "provider_not_allowed", format!("KeyForge key {} may not use provider `{name}`", record.id)));
+                return Err(GatewayError::client(
+                    ErrorClass::PermissionDenied,
+                    "provider_not_allowed",
+                    format!("KeyForge key {} may not use provider `{name}`", record.id),
+                ));
             }
             Ok(entry.clone())
         }
         Selector::Kind(kind) => {
-            let of_kind: Vec<&Arc<ProviderEntry>> = snapshot.providers_in(env).filter(|entry| entry.kind == *kind).collect();
-            let allowed: Vec<&Arc<ProviderEntry>> = of_kind.iter().copied().filter(|entry| record.scope.allows_provider(&entry.record.name)).collect();
+            let of_kind: Vec<&Arc<ProviderEntry>> = snapshot
+                .providers_in(env)
+                .filter(|entry| entry.kind == *kind)
+                .collect();
+            let allowed: Vec<&Arc<ProviderEntry>> = of_kind
+                .iter()
+                .copied()
+                .filter(|entry| record.scope.allows_provider(&entry.record.name))
+                .collect();
             match (allowed.as_slice(), of_kind.is_empty()) {
                 ([one], _) => Ok((*one).clone()),
                 ([], true) => Err(GatewayError::client(
                     ErrorClass::NotFound,
                     "provider_not_found",
-                    format!("no {kind} provider is configured in environment `{env}` (add one with `keyforge provider add NAME --kind {kind} --env {env}`)"),
+                    format!(
+                        "no {kind} provider is configured in environment `{env}` (add one with `keyforge provider add NAME --kind {kind} --env {env}`)"
+                    ),
                 )),
-                ([], false) => Err(GatewayError::client(ErrorClass::PermissionDenied, "provider_not_allowed", format!("KeyForge key {} may not use any {kind} provider", record.id))),
+                ([], false) => Err(GatewayError::client(
+                    ErrorClass::PermissionDenied,
+                    "provider_not_allowed",
+                    format!("KeyForge key {} may not use any {kind} provider", record.id),
+                )),
                 (several, _) => {
-                    let mut names: Vec<&str> = several.iter().map(|entry| entry.record.name.as_str()).collect();
+                    let mut names: Vec<&str> = several
+                        .iter()
+                        .map(|entry| entry.record.name.as_str())
+                        .collect();
                     names.sort_unstable();
                     Err(GatewayError::client(
                         ErrorClass::InvalidRequest,
                         "ambiguous_provider",
-                        format!("environment `{env}` has several {kind} providers ({}); address one as /p/NAME/...", names.join(", ")),
+                        format!(
+                            "environment `{env}` has several {kind} providers ({}); address one as /p/NAME/...",
+                            names.join(", ")
+                        ),
                     ))
                 }
             }

@@ -10,7 +10,10 @@ use axum::response::Response;
 use http::HeaderValue;
 use http::request::Parts;
 use http_body_util::BodyExt;
-use keyforge_providers::{ErrorClass, inject_provider_key, sanitize_query, sanitize_request_headers, strip_response_headers};
+use keyforge_providers::{
+    ErrorClass, inject_provider_key, sanitize_query, sanitize_request_headers,
+    strip_response_headers,
+};
 
 use super::RequestContext;
 use super::authenticate::Authenticated;
@@ -25,7 +28,14 @@ pub(crate) struct Upstream {
     client_key: secrecy::SecretString,
 }
 
-pub(crate) async fn send(state: &AppState, ctx: &mut RequestContext, target: &Target, key: &Authenticated, parts: Parts, body: bytes::Bytes) -> Result<Upstream, GatewayError> {
+pub(crate) async fn send(
+    state: &AppState,
+    ctx: &mut RequestContext,
+    target: &Target,
+    key: &Authenticated,
+    parts: Parts,
+    body: bytes::Bytes,
+) -> Result<Upstream, GatewayError> {
     let provider = &target.provider;
     let mut url = format!("{}{}", provider.base_url, target.upstream_path);
     if let Some(query) = parts.uri.query().and_then(sanitize_query) {
@@ -33,33 +43,84 @@ pub(crate) async fn send(state: &AppState, ctx: &mut RequestContext, target: &Ta
         url.push_str(&query);
     }
     let mut headers = sanitize_request_headers(&parts.headers);
-    inject_provider_key(provider.kind.api(), &mut headers, &provider.secret)
-        .map_err(|_| GatewayError::internal("bad_provider_key", format!("the stored key of provider `{}` cannot be sent in an HTTP header", provider.record.name)))?;
+    inject_provider_key(provider.kind.api(), &mut headers, &provider.secret).map_err(|_| {
+        GatewayError::internal(
+            "bad_provider_key",
+            format!(
+                "the stored key of provider `{}` cannot be sent in an HTTP header",
+                provider.record.name
+            ),
+        )
+    })?;
 
-    let request = state.http.request(parts.method, url).headers(headers).body(body);
+    let request = state
+        .http
+        .request(parts.method, url)
+        .headers(headers)
+        .body(body);
     let sent = Instant::now();
     ctx.overhead_us = elapsed_us(ctx.started, sent);
     let name = &provider.record.name;
-    let response = match tokio::time::timeout(state.config.upstream_response_timeout, request.send()).await {
-        Err(_) => return Err(GatewayError::upstream(ErrorClass::GatewayTimeout, "upstream_timeout", format!("provider `{name}` did not answer in time"))),
+    let response = match tokio::time::timeout(
+        state.config.upstream_response_timeout,
+        request.send(),
+    )
+    .await
+    {
+        Err(_) => {
+            return Err(GatewayError::upstream(
+                ErrorClass::GatewayTimeout,
+                "upstream_timeout",
+                format!("provider `{name}` did not answer in time"),
+            ));
+        }
         Ok(Err(error)) => {
             let (class, code, what) = if error.is_timeout() {
-                (ErrorClass::GatewayTimeout, "upstream_timeout", "did not answer in time")
+                (
+                    ErrorClass::GatewayTimeout,
+                    "upstream_timeout",
+                    "did not answer in time",
+                )
             } else if error.is_connect() {
-                (ErrorClass::BadGateway, "upstream_unreachable", "could not be reached")
+                (
+                    ErrorClass::BadGateway,
+                    "upstream_unreachable",
+                    "could not be reached",
+                )
             } else {
-                (ErrorClass::BadGateway, "upstream_failed", "closed the connection without an answer")
+                (
+                    ErrorClass::BadGateway,
+                    "upstream_failed",
+                    "closed the connection without an answer",
+                )
             };
             tracing::warn!(provider = %name, error = %error.without_url(), "upstream request failed");
-            return Err(GatewayError::upstream(class, code, format!("provider `{name}` {what}")));
+            return Err(GatewayError::upstream(
+                class,
+                code,
+                format!("provider `{name}` {what}"),
+            ));
         }
         Ok(Ok(response)) => response,
     };
-    Ok(Upstream { response, headers_received: Instant::now(), client_key: key.key.secret().clone() })
+    Ok(Upstream {
+        response,
+        headers_received: Instant::now(),
+        client_key: key.key.secret().clone(),
+    })
 }
 
-pub(crate) async fn respond(state: &AppState, ctx: &mut RequestContext, target: &Target, upstream: Upstream) -> Result<Response<Body>, GatewayError> {
-    let Upstream { response, headers_received, client_key } = upstream;
+pub(crate) async fn respond(
+    state: &AppState,
+    ctx: &mut RequestContext,
+    target: &Target,
+    upstream: Upstream,
+) -> Result<Response<Body>, GatewayError> {
+    let Upstream {
+        response,
+        headers_received,
+        client_key,
+    } = upstream;
     let status = response.status();
     let mut headers = response.headers().clone();
     strip_response_headers(&mut headers);
@@ -69,14 +130,25 @@ pub(crate) async fn respond(state: &AppState, ctx: &mut RequestContext, target: 
     } else {
         // Errors are small and may echo credentials: read (bounded), scrub.
         headers.remove(http::header::CONTENT_LENGTH);
-        let limited = http_body_util::Limited::new(reqwest::Body::from(response), state.config.max_upstream_error_bytes);
-        let raw = match tokio::time::timeout(state.config.body_read_timeout, limited.collect()).await {
-            Ok(Ok(collected)) => collected.to_bytes(),
-            _ => bytes::Bytes::new(),
-        };
-        #[expect(clippy::disallowed_methods, reason = "the client's key is only compared against, to scrub it from the upstream's error body")]
+        let limited = http_body_util::Limited::new(
+            reqwest::Body::from(response),
+            state.config.max_upstream_error_bytes,
+        );
+        let raw =
+            match tokio::time::timeout(state.config.body_read_timeout, limited.collect()).await {
+                Ok(Ok(collected)) => collected.to_bytes(),
+                _ => bytes::Bytes::new(),
+            };
+        #[expect(
+            clippy::disallowed_methods,
+            reason = "the client's key is only compared against, to scrub it from the upstream's error body"
+        )]
         let client_key = secrecy::ExposeSecret::expose_secret(&client_key);
-        Body::from(state.scrubber.scrub(&raw, &[target.provider.secret.expose(), client_key]))
+        Body::from(
+            state
+                .scrubber
+                .scrub(&raw, &[target.provider.secret.expose(), client_key]),
+        )
     };
 
     let mut out = Response::new(body);

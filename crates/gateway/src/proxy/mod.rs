@@ -78,7 +78,11 @@ pub(crate) async fn handle(State(state): State<Arc<AppState>>, request: Request)
 }
 
 /// A request's way through the gateway (see ARCHITECTURE.md).
-async fn pipeline(state: &AppState, ctx: &mut RequestContext, request: Request) -> Result<Response<Body>, GatewayError> {
+async fn pipeline(
+    state: &AppState,
+    ctx: &mut RequestContext,
+    request: Request,
+) -> Result<Response<Body>, GatewayError> {
     let (parts, body) = request.into_parts();
     let route = route::resolve(&parts.uri)?;
     let snapshot = state.snapshot.load_full();

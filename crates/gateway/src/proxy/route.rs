@@ -39,15 +39,34 @@ pub(crate) fn resolve(uri: &Uri) -> Result<Route, GatewayError> {
     let (first, rest) = rest.split_once('/').unwrap_or((rest, ""));
     let (selector, rest) = if first == "p" {
         let (name, rest) = rest.split_once('/').unwrap_or((rest, ""));
-        let name = ProviderName::parse(name).map_err(|error| GatewayError::client(ErrorClass::NotFound, "unknown_route", format!("invalid provider in path: {error}")))?;
+        let name = ProviderName::parse(name).map_err(|error| {
+            GatewayError::client(
+                ErrorClass::NotFound,
+                "unknown_route",
+                format!("invalid provider in path: {error}"),
+            )
+        })?;
         (Selector::Named(name), rest)
     } else {
-        (Selector::Kind(ProviderKind::from_shortcut(first).ok_or_else(not_found)?), rest)
+        (
+            Selector::Kind(ProviderKind::from_shortcut(first).ok_or_else(not_found)?),
+            rest,
+        )
     };
-    if rest.split('/').any(|segment| segment == ".." || segment == ".") {
-        return Err(GatewayError::client(ErrorClass::InvalidRequest, "invalid_path", "the path may not contain `.` or `..` segments"));
+    if rest
+        .split('/')
+        .any(|segment| segment == ".." || segment == ".")
+    {
+        return Err(GatewayError::client(
+            ErrorClass::InvalidRequest,
+            "invalid_path",
+            "the path may not contain `.` or `..` segments",
+        ));
     }
-    Ok(Route { selector, upstream_path: format!("/{rest}") })
+    Ok(Route {
+        selector,
+        upstream_path: format!("/{rest}"),
+    })
 }
 
 /// The path as logged: only the route prefix and API path, which hold no
@@ -68,7 +87,11 @@ mod tests {
                     Selector::Named(name) => format!("named:{name}"),
                     Selector::Kind(kind) => format!("kind:{kind}"),
                 };
-                assert_eq!((got.as_str(), route.upstream_path.as_str()), (selector, upstream), "{uri}");
+                assert_eq!(
+                    (got.as_str(), route.upstream_path.as_str()),
+                    (selector, upstream),
+                    "{uri}"
+                );
             }
             (Err(_), None) => {}
             (other, expected) => panic!("{uri}: got {other:?}, expected {expected:?}"),
@@ -77,10 +100,22 @@ mod tests {
 
     #[test]
     fn table() {
-        check("/openai/v1/chat/completions", Some(("kind:openai", "/v1/chat/completions")));
-        check("/anthropic/v1/messages?beta=true", Some(("kind:anthropic", "/v1/messages")));
-        check("/gemini/v1beta/models/g:generateContent", Some(("kind:gemini", "/v1beta/models/g:generateContent")));
-        check("/p/groq/openai/v1/models", Some(("named:groq", "/openai/v1/models")));
+        check(
+            "/openai/v1/chat/completions",
+            Some(("kind:openai", "/v1/chat/completions")),
+        );
+        check(
+            "/anthropic/v1/messages?beta=true",
+            Some(("kind:anthropic", "/v1/messages")),
+        );
+        check(
+            "/gemini/v1beta/models/g:generateContent",
+            Some(("kind:gemini", "/v1beta/models/g:generateContent")),
+        );
+        check(
+            "/p/groq/openai/v1/models",
+            Some(("named:groq", "/openai/v1/models")),
+        );
         check("/p/local", Some(("named:local", "/")));
         check("/p/Bad_Name/v1", None);
         check("/v1/chat/completions", None);

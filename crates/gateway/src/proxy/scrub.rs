@@ -37,7 +37,10 @@ impl Scrubber {
 fn replace_all(haystack: &[u8], needle: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(haystack.len());
     let mut rest = haystack;
-    while let Some(index) = rest.windows(needle.len()).position(|window| window == needle) {
+    while let Some(index) = rest
+        .windows(needle.len())
+        .position(|window| window == needle)
+    {
         out.extend_from_slice(&rest[..index]);
         out.extend_from_slice(REPLACEMENT);
         rest = &rest[index + needle.len()..];
@@ -54,9 +57,15 @@ mod tests {
     fn removes_exact_secrets_and_key_shapes() {
         let scrubber = Scrubber::new().unwrap();
         let fake_openai = format!("sk-proj-{}", "a1B2".repeat(10));
-        let body = format!(r#"{{"error":"Incorrect API key provided: {fake_openai}. Also my-upstream-secret-1 and plain text."}}"#);
-        let out = String::from_utf8(scrubber.scrub(body.as_bytes(), &["my-upstream-secret-1"])).unwrap();
-        assert_eq!(out, r#"{"error":"Incorrect API key provided: [REDACTED]. Also [REDACTED] and plain text."}"#);
+        let body = format!(
+            r#"{{"error":"Incorrect API key provided: {fake_openai}. Also my-upstream-secret-1 and plain text."}}"#
+        );
+        let out =
+            String::from_utf8(scrubber.scrub(body.as_bytes(), &["my-upstream-secret-1"])).unwrap();
+        assert_eq!(
+            out,
+            r#"{"error":"Incorrect API key provided: [REDACTED]. Also [REDACTED] and plain text."}"#
+        );
     }
 
     #[test]

@@ -32,7 +32,11 @@ impl Harness {
         Self::start_with_store(config, Arc::new(store), MasterKey::generate()).await
     }
 
-    pub(crate) async fn start_with_store(config: GatewayConfig, store: Arc<dyn keyforge_store::Store>, master_key: MasterKey) -> Self {
+    pub(crate) async fn start_with_store(
+        config: GatewayConfig,
+        store: Arc<dyn keyforge_store::Store>,
+        master_key: MasterKey,
+    ) -> Self {
         let provider_key = fake_provider_key("provider");
         let upstream = FakeUpstream::start(&provider_key).await.unwrap();
         let admin_token = format!("kfadmin_{}", keyforge_types::random_base62(43));
@@ -52,12 +56,31 @@ impl Harness {
         tokio::spawn(keyforge_gateway::serve(listener, gateway, async move {
             let _ = stopped.await;
         }));
-        let http = reqwest::Client::builder().timeout(Duration::from_secs(20)).build().unwrap();
-        Self { base, admin_token, upstream, provider_key, clock, http, _shutdown: shutdown }
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(20))
+            .build()
+            .unwrap();
+        Self {
+            base,
+            admin_token,
+            upstream,
+            provider_key,
+            clock,
+            http,
+            _shutdown: shutdown,
+        }
     }
 
-    pub(crate) async fn admin(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
-        let mut request = self.http.request(method, format!("{}/admin/v1{path}", self.base)).bearer_auth(&self.admin_token);
+    pub(crate) async fn admin(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut request = self
+            .http
+            .request(method, format!("{}/admin/v1{path}", self.base))
+            .bearer_auth(&self.admin_token);
         if let Some(body) = body {
             request = request.json(&body);
         }
@@ -68,10 +91,24 @@ impl Harness {
 
     /// Adds a provider pointing at the fake upstream with the right key.
     pub(crate) async fn add_provider(&self, name: &str, kind: &str, env: &str) {
-        self.add_provider_with(name, kind, env, &self.upstream.base_url(), &self.provider_key.clone()).await;
+        self.add_provider_with(
+            name,
+            kind,
+            env,
+            &self.upstream.base_url(),
+            &self.provider_key.clone(),
+        )
+        .await;
     }
 
-    pub(crate) async fn add_provider_with(&self, name: &str, kind: &str, env: &str, base_url: &str, api_key: &str) {
+    pub(crate) async fn add_provider_with(
+        &self,
+        name: &str,
+        kind: &str,
+        env: &str,
+        base_url: &str,
+        api_key: &str,
+    ) {
         let (status, body) = self
             .admin(reqwest::Method::POST, "/providers", Some(json!({"name": name, "kind": kind, "env": env, "base_url": base_url, "api_key": api_key})))
             .await;
@@ -82,7 +119,10 @@ impl Harness {
     pub(crate) async fn create_key(&self, spec: Value) -> (String, String) {
         let (status, body) = self.admin(reqwest::Method::POST, "/keys", Some(spec)).await;
         assert_eq!(status, 201, "{body}");
-        (body["id"].as_str().unwrap().to_owned(), body["key"].as_str().unwrap().to_owned())
+        (
+            body["id"].as_str().unwrap().to_owned(),
+            body["key"].as_str().unwrap().to_owned(),
+        )
     }
 
     pub(crate) fn url(&self, path: &str) -> String {

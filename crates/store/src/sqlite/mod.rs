@@ -5,11 +5,16 @@ use std::str::FromStr;
 
 use async_trait::async_trait;
 use keyforge_types::{EnvName, KeyHash, KeyId, ProviderId, ProviderName, Scope};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
 use sqlx::{Row, SqliteConnection};
 use time::OffsetDateTime;
 
-use crate::model::{CredentialRecord, NewProvider, ProviderRecord, RevokeOutcome, VirtualKeyRecord};
+use crate::model::{
+    CredentialRecord, NewProvider, ProviderRecord, RevokeOutcome, VirtualKeyRecord,
+};
 use crate::{Store, StoreError};
 
 const SCHEMA_VERSION: i64 = 1;
@@ -40,7 +45,10 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
             .busy_timeout(std::time::Duration::from_secs(5));
-        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await?;
         let store = Self { pool };
         store.migrate().await?;
         Ok(store)
@@ -50,7 +58,13 @@ impl SqliteStore {
     pub async fn open_in_memory() -> Result<Self, StoreError> {
         let options = SqliteConnectOptions::from_str("sqlite::memory:")?.foreign_keys(true);
         // One connection: every connection to `:memory:` is its own database.
-        let pool = SqlitePoolOptions::new().max_connections(1).min_connections(1).idle_timeout(None).max_lifetime(None).connect_with(options).await?;
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(options)
+            .await?;
         let store = Self { pool };
         store.migrate().await?;
         Ok(store)
@@ -58,13 +72,20 @@ impl SqliteStore {
 
     async fn migrate(&self) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
-        let version: i64 = sqlx::query_scalar("PRAGMA user_version").fetch_one(&mut *tx).await?;
+        let version: i64 = sqlx::query_scalar("PRAGMA user_version")
+            .fetch_one(&mut *tx)
+            .await?;
         if version > SCHEMA_VERSION {
-            return Err(StoreError::TooNew { found: version, known: SCHEMA_VERSION });
+            return Err(StoreError::TooNew {
+                found: version,
+                known: SCHEMA_VERSION,
+            });
         }
         if version < 1 {
             sqlx::raw_sql(SCHEMA_V1).execute(&mut *tx).await?;
-            sqlx::raw_sql("PRAGMA user_version = 1").execute(&mut *tx).await?;
+            sqlx::raw_sql("PRAGMA user_version = 1")
+                .execute(&mut *tx)
+                .await?;
         }
         tx.commit().await?;
         Ok(())
@@ -74,7 +95,12 @@ impl SqliteStore {
 /// Creates an empty file with mode 0600.
 fn create_private_file(path: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
-    std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).map(|_| ())
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map(|_| ())
 }
 
 fn to_unix(time: OffsetDateTime) -> i64 {
@@ -82,7 +108,8 @@ fn to_unix(time: OffsetDateTime) -> i64 {
 }
 
 fn from_unix(seconds: i64) -> Result<OffsetDateTime, StoreError> {
-    OffsetDateTime::from_unix_timestamp(seconds).map_err(|_| StoreError::Corrupt(format!("timestamp {seconds}")))
+    OffsetDateTime::from_unix_timestamp(seconds)
+        .map_err(|_| StoreError::Corrupt(format!("timestamp {seconds}")))
 }
 
 fn corrupt<E: std::fmt::Display>(what: &'static str) -> impl FnOnce(E) -> StoreError {
@@ -98,7 +125,8 @@ fn provider_from_row(row: &SqliteRow) -> Result<ProviderRecord, StoreError> {
         base_url: row.try_get("base_url")?,
         created_at: from_unix(row.try_get("created_at")?)?,
         current: CredentialRecord {
-            version: u32::try_from(row.try_get::<i64, _>("version")?).map_err(corrupt("credential version"))?,
+            version: u32::try_from(row.try_get::<i64, _>("version")?)
+                .map_err(corrupt("credential version"))?,
             sealed: row.try_get("sealed")?,
             created_at: from_unix(row.try_get("credential_created_at")?)?,
         },
@@ -112,18 +140,30 @@ fn key_from_row(row: &SqliteRow) -> Result<VirtualKeyRecord, StoreError> {
         id: KeyId::parse(row.try_get("id")?).map_err(corrupt("key id"))?,
         name: row.try_get("name")?,
         env: EnvName::parse(row.try_get("env")?).map_err(corrupt("key environment"))?,
-        hash: KeyHash::from_slice(&hash).ok_or_else(|| StoreError::Corrupt("key hash length".into()))?,
+        hash: KeyHash::from_slice(&hash)
+            .ok_or_else(|| StoreError::Corrupt("key hash length".into()))?,
         prefix: row.try_get("prefix")?,
         scope: serde_json::from_str::<Scope>(&scope).map_err(corrupt("key scope"))?,
         created_at: from_unix(row.try_get("created_at")?)?,
-        expires_at: row.try_get::<Option<i64>, _>("expires_at")?.map(from_unix).transpose()?,
-        revoked_at: row.try_get::<Option<i64>, _>("revoked_at")?.map(from_unix).transpose()?,
+        expires_at: row
+            .try_get::<Option<i64>, _>("expires_at")?
+            .map(from_unix)
+            .transpose()?,
+        revoked_at: row
+            .try_get::<Option<i64>, _>("revoked_at")?
+            .map(from_unix)
+            .transpose()?,
     })
 }
 
 const KEY_COLUMNS: &str = "id, name, env, hash, prefix, scope, created_at, expires_at, revoked_at";
 
-async fn insert_credential(connection: &mut SqliteConnection, provider_id: &ProviderId, credential: &CredentialRecord, stage: &str) -> Result<(), StoreError> {
+async fn insert_credential(
+    connection: &mut SqliteConnection,
+    provider_id: &ProviderId,
+    credential: &CredentialRecord,
+    stage: &str,
+) -> Result<(), StoreError> {
     sqlx::query("INSERT INTO provider_credentials (provider_id, version, stage, sealed, created_at) VALUES (?, ?, ?, ?, ?)")
         .bind(provider_id.as_str())
         .bind(i64::from(credential.version))
@@ -142,13 +182,23 @@ fn is_unique_violation(error: &sqlx::Error) -> bool {
 #[async_trait]
 impl Store for SqliteStore {
     async fn get_meta(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(sqlx::query_scalar("SELECT value FROM meta WHERE name = ?").bind(name).fetch_optional(&self.pool).await?)
+        Ok(sqlx::query_scalar("SELECT value FROM meta WHERE name = ?")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?)
     }
 
     async fn put_meta_if_absent(&self, name: &str, value: &[u8]) -> Result<Vec<u8>, StoreError> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query("INSERT INTO meta (name, value) VALUES (?, ?) ON CONFLICT (name) DO NOTHING").bind(name).bind(value).execute(&mut *tx).await?;
-        let stored: Vec<u8> = sqlx::query_scalar("SELECT value FROM meta WHERE name = ?").bind(name).fetch_one(&mut *tx).await?;
+        sqlx::query("INSERT INTO meta (name, value) VALUES (?, ?) ON CONFLICT (name) DO NOTHING")
+            .bind(name)
+            .bind(value)
+            .execute(&mut *tx)
+            .await?;
+        let stored: Vec<u8> = sqlx::query_scalar("SELECT value FROM meta WHERE name = ?")
+            .bind(name)
+            .fetch_one(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(stored)
     }
@@ -166,7 +216,10 @@ impl Store for SqliteStore {
             .await;
         match inserted {
             Err(error) if is_unique_violation(&error) => {
-                return Err(StoreError::Conflict(format!("a provider named `{}` already exists in environment `{}`", provider.name, provider.env)));
+                return Err(StoreError::Conflict(format!(
+                    "a provider named `{}` already exists in environment `{}`",
+                    provider.name, provider.env
+                )));
             }
             other => other?,
         };
@@ -188,40 +241,62 @@ impl Store for SqliteStore {
 
     async fn insert_virtual_key(&self, key: &VirtualKeyRecord) -> Result<(), StoreError> {
         let scope = serde_json::to_string(&key.scope).map_err(corrupt("key scope"))?;
-        sqlx::query(&format!("INSERT INTO virtual_keys ({KEY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"))
-            .bind(key.id.as_str())
-            .bind(&key.name)
-            .bind(key.env.as_str())
-            .bind(key.hash.as_bytes().as_slice())
-            .bind(&key.prefix)
-            .bind(scope)
-            .bind(to_unix(key.created_at))
-            .bind(key.expires_at.map(to_unix))
-            .bind(key.revoked_at.map(to_unix))
-            .execute(&self.pool)
-            .await?;
+        sqlx::query(&format!(
+            "INSERT INTO virtual_keys ({KEY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        ))
+        .bind(key.id.as_str())
+        .bind(&key.name)
+        .bind(key.env.as_str())
+        .bind(key.hash.as_bytes().as_slice())
+        .bind(&key.prefix)
+        .bind(scope)
+        .bind(to_unix(key.created_at))
+        .bind(key.expires_at.map(to_unix))
+        .bind(key.revoked_at.map(to_unix))
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
     async fn list_virtual_keys(&self) -> Result<Vec<VirtualKeyRecord>, StoreError> {
-        let rows = sqlx::query(&format!("SELECT {KEY_COLUMNS} FROM virtual_keys ORDER BY created_at, id")).fetch_all(&self.pool).await?;
+        let rows = sqlx::query(&format!(
+            "SELECT {KEY_COLUMNS} FROM virtual_keys ORDER BY created_at, id"
+        ))
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter().map(key_from_row).collect()
     }
 
     async fn get_virtual_key(&self, id: &KeyId) -> Result<Option<VirtualKeyRecord>, StoreError> {
-        let row = sqlx::query(&format!("SELECT {KEY_COLUMNS} FROM virtual_keys WHERE id = ?")).bind(id.as_str()).fetch_optional(&self.pool).await?;
+        let row = sqlx::query(&format!(
+            "SELECT {KEY_COLUMNS} FROM virtual_keys WHERE id = ?"
+        ))
+        .bind(id.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
         row.as_ref().map(key_from_row).transpose()
     }
 
-    async fn revoke_virtual_key(&self, id: &KeyId, at: OffsetDateTime) -> Result<RevokeOutcome, StoreError> {
+    async fn revoke_virtual_key(
+        &self,
+        id: &KeyId,
+        at: OffsetDateTime,
+    ) -> Result<RevokeOutcome, StoreError> {
         let mut tx = self.pool.begin().await?;
         let revoked_at: Option<Option<i64>> =
-            sqlx::query_scalar("SELECT revoked_at FROM virtual_keys WHERE id = ?").bind(id.as_str()).fetch_optional(&mut *tx).await?;
+            sqlx::query_scalar("SELECT revoked_at FROM virtual_keys WHERE id = ?")
+                .bind(id.as_str())
+                .fetch_optional(&mut *tx)
+                .await?;
         let outcome = match revoked_at {
             None => RevokeOutcome::NotFound,
             Some(Some(_)) => RevokeOutcome::AlreadyRevoked,
             Some(None) => {
-                sqlx::query("UPDATE virtual_keys SET revoked_at = ? WHERE id = ?").bind(to_unix(at)).bind(id.as_str()).execute(&mut *tx).await?;
+                sqlx::query("UPDATE virtual_keys SET revoked_at = ? WHERE id = ?")
+                    .bind(to_unix(at))
+                    .bind(id.as_str())
+                    .execute(&mut *tx)
+                    .await?;
                 RevokeOutcome::Revoked
             }
         };

@@ -1,0 +1,522 @@
+//! The real binary, end to end: first start with no configuration, the admin
+//! commands, restarts, and the security requirements (no secret in logs at
+//! trace level, in error bodies, in admin output after creation, or on disk;
+//! core dumps off).
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use common::{Server, command};
+use keyforge_testkit::{FakeUpstream, fake_provider_key};
+use serde_json::{Value, json};
+
+fn mode(path: &std::path::Path) -> u32 {
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn no_secret_reaches_logs_error_bodies_admin_output_or_disk() {
+    let home = tempfile::tempdir().unwrap();
+    let data = home.path().join("data");
+    let config = home.path().join("keyforge.toml");
+    std::fs::write(&config, "[limits]\nmax_request_body_bytes = 4096\n").unwrap();
+    let provider_key = fake_provider_key("provider");
+    let wrong_provider_key = fake_provider_key("wrongprovider");
+    let upstream = FakeUpstream::start(&provider_key).await.unwrap();
+    let server = Server::start(
+        home.path(),
+        &data,
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--config",
+            config.to_str().unwrap(),
+        ],
+        &[("KEYFORGE_LOG", "trace")],
+    )
+    .await;
+
+    // Core dumps are off for the serving process.
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", server.pid())).unwrap();
+    let core = limits
+        .lines()
+        .find(|line| line.starts_with("Max core file size"))
+        .unwrap();
+    assert_eq!(
+        core.split_whitespace().filter(|w| *w == "0").count(),
+        2,
+        "{core}"
+    );
+
+    let mut cli_output = String::new();
+    let base_url = upstream.base_url();
+    for (name, key) in [("openai", &provider_key), ("wrong", &wrong_provider_key)] {
+        let (ok, out, err) = server
+            .cli(
+                home.path(),
+                &[
+                    "provider",
+                    "add",
+                    name,
+                    "--kind",
+                    "openai-compatible",
+                    "--env",
+                    "dev",
+                    "--base-url",
+                    &base_url,
+                ],
+                Some(&format!("{key}\n")),
+            )
+            .await;
+        assert!(ok, "{out}{err}");
+        cli_output += &(out + &err);
+    }
+    let (ok, out, err) = server
+        .cli(
+            home.path(),
+            &[
+                "provider",
+                "add",
+                "down",
+                "--kind",
+                "openai-compatible",
+                "--env",
+                "dev",
+                "--base-url",
+                "http://127.0.0.1:9",
+            ],
+            Some("down-provider-key-1234\n"),
+        )
+        .await;
+    assert!(ok, "{out}{err}");
+    let (ok, created, err) = server
+        .cli(
+            home.path(),
+            &[
+                "key", "create", "--name", "app", "--env", "dev", "--model", "gpt-4o*", "--model",
+                "fake-*", "--json",
+            ],
+            None,
+        )
+        .await;
+    assert!(ok, "{err}");
+    let created: Value = serde_json::from_str(&created).unwrap();
+    let key = created["key"].as_str().unwrap().to_owned();
+    let id = created["id"].as_str().unwrap().to_owned();
+    for args in [
+        vec!["key", "list"],
+        vec!["key", "list", "--json"],
+        vec!["key", "show", &id],
+        vec!["key", "show", &id, "--json"],
+        vec!["provider", "list"],
+        vec!["provider", "list", "--json"],
+    ] {
+        let (ok, out, err) = server.cli(home.path(), &args, None).await;
+        assert!(ok, "{args:?}: {err}");
+        cli_output += &(out + &err);
+    }
+    assert!(cli_output.contains(&id) && cli_output.contains("kf_dev_"));
+
+    // Success and every error path, with canaries in flight.
+    let http = reqwest::Client::new();
+    let url = |path: &str| format!("http://{}{path}", server.addr.trim_start_matches("http://"));
+    let mut bad_checksum = key.clone();
+    let last = bad_checksum.pop().unwrap();
+    bad_checksum.push(if last == 'A' { 'B' } else { 'A' });
+    let chat =
+        |model: &str| json!({"model": model, "messages": [{"role": "user", "content": "hello"}]});
+    let requests: Vec<(String, Option<String>, Value, u16)> = vec![
+        (
+            "/p/openai/v1/chat/completions".into(),
+            Some(key.clone()),
+            chat("gpt-4o-mini"),
+            200,
+        ),
+        (
+            "/p/openai/v1/chat/completions".into(),
+            Some(key.clone()),
+            json!({"model": "gpt-4o-mini", "stream": true, "messages": []}),
+            200,
+        ),
+        (
+            "/p/openai/v1/chat/completions".into(),
+            None,
+            chat("gpt-4o-mini"),
+            401,
+        ),
+        (
+            "/p/openai/v1/chat/completions".into(),
+            Some(bad_checksum.clone()),
+            chat("gpt-4o-mini"),
+            401,
+        ),
+        (
+            "/p/openai/v1/chat/completions".into(),
+            Some(provider_key.clone()),
+            chat("gpt-4o-mini"),
+            401,
+        ),
+        (
+            "/p/openai/v1/chat/completions".into(),
+            Some(key.clone()),
+            chat("o3"),
+            403,
+        ),
+        (
+            "/p/openai/v1/chat/completions".into(),
+            Some(key.clone()),
+            json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "x".repeat(5000)}]}),
+            413,
+        ),
+        (
+            "/p/wrong/v1/chat/completions".into(),
+            Some(key.clone()),
+            chat("gpt-4o-mini"),
+            401,
+        ),
+        (
+            "/p/openai/v1/chat/completions".into(),
+            Some(key.clone()),
+            chat("fake-error-500"),
+            500,
+        ),
+        (
+            "/p/down/v1/chat/completions".into(),
+            Some(key.clone()),
+            chat("gpt-4o-mini"),
+            502,
+        ),
+        (
+            "/p/nope/v1/chat/completions".into(),
+            Some(key.clone()),
+            chat("gpt-4o-mini"),
+            404,
+        ),
+    ];
+    let mut responses = String::new();
+    for (path, bearer, body, status) in &requests {
+        let mut request = http.post(url(path)).json(body);
+        if let Some(bearer) = bearer {
+            request = request.bearer_auth(bearer);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status().as_u16(), *status, "{path} {body}");
+        responses += &format!("{:?}\n", response.headers());
+        responses += &response.text().await.unwrap();
+    }
+    let malformed = http
+        .post(url("/p/openai/v1/chat/completions"))
+        .bearer_auth(&key)
+        .header("content-type", "application/json")
+        .body("{\"model\": ")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(malformed.status(), 400);
+    responses += &malformed.text().await.unwrap();
+    let (ok, out, err) = server.cli(home.path(), &["key", "revoke", &id], None).await;
+    assert!(ok && out.contains("Revoked"), "{out}{err}");
+    let revoked = http
+        .post(url("/p/openai/v1/chat/completions"))
+        .bearer_auth(&key)
+        .json(&chat("gpt-4o-mini"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoked.status(), 401);
+    responses += &revoked.text().await.unwrap();
+
+    let admin_token = std::fs::read_to_string(data.join("admin.token"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    let logs = server.stop().await;
+    assert!(
+        logs.contains("TRACE"),
+        "the test must really run at trace level"
+    );
+    assert!(logs.contains("request forwarded") && logs.contains("request refused"));
+
+    let secrets = [
+        ("provider key", provider_key.as_str()),
+        ("wrong provider key", wrong_provider_key.as_str()),
+        ("virtual key", key.as_str()),
+        ("admin token", admin_token.as_str()),
+    ];
+    for (what, secret) in secrets {
+        assert!(!logs.contains(secret), "{what} in the server's logs");
+        assert!(!responses.contains(secret), "{what} in a response");
+        assert!(
+            !cli_output.contains(secret),
+            "{what} in admin output after creation"
+        );
+    }
+    // The upstream got the real provider key, proving the canary was live.
+    assert!(upstream.requests().iter().any(|r| {
+        r.headers
+            .get("authorization")
+            .is_some_and(|v| v.to_str().unwrap().contains(&provider_key))
+    }));
+
+    // On disk: no plaintext provider key, no plaintext virtual key; the
+    // secret-bearing files are private.
+    for (path, bytes) in all_files(&data) {
+        for (what, secret) in &secrets[..3] {
+            assert!(
+                !contains(&bytes, secret),
+                "{what} in plaintext in {}",
+                path.display()
+            );
+        }
+        assert_eq!(
+            mode(&path) & 0o077,
+            0,
+            "{} is readable by others",
+            path.display()
+        );
+    }
+    assert_eq!(mode(&data), 0o700);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn serve_without_any_configuration_starts_an_embedded_gateway() {
+    // No flags, no config file, no KEYFORGE_* variables: only HOME.
+    let home = tempfile::tempdir().unwrap();
+    let data = home.path().join(".local/share/keyforge");
+    let server = Server::start(home.path(), &data, &[], &[]).await;
+    assert_eq!(server.addr, "http://127.0.0.1:8787");
+    assert_eq!(mode(&data), 0o700);
+    assert_eq!(mode(&data.join("master.key")), 0o600);
+    assert_eq!(mode(&data.join("admin.token")), 0o600);
+    let (ok, out, err) = server.cli(home.path(), &["provider", "list"], None).await;
+    assert!(ok, "{err}");
+    assert!(out.contains("no providers yet"), "{out}");
+    let health = reqwest::get("http://127.0.0.1:8787/healthz").await.unwrap();
+    assert_eq!(health.status(), 200);
+    let output = server.stop().await;
+    assert!(output.contains("master key: created"), "{output}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn providers_and_keys_survive_a_restart_and_need_the_same_master_key() {
+    let home = tempfile::tempdir().unwrap();
+    let data = home.path().join("data");
+    let provider_key = fake_provider_key("restart");
+    let upstream = FakeUpstream::start(&provider_key).await.unwrap();
+    let args = [
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        data.to_str().unwrap(),
+    ];
+    let server = Server::start(home.path(), &data, &args, &[]).await;
+    let (ok, _, err) = server
+        .cli(
+            home.path(),
+            &[
+                "provider",
+                "add",
+                "openai",
+                "--kind",
+                "openai",
+                "--env",
+                "prod",
+                "--base-url",
+                &upstream.base_url(),
+            ],
+            Some(&provider_key),
+        )
+        .await;
+    assert!(ok, "{err}");
+    let (_, created, _) = server
+        .cli(
+            home.path(),
+            &["key", "create", "--name", "svc", "--env", "prod", "--json"],
+            None,
+        )
+        .await;
+    let key = serde_json::from_str::<Value>(&created).unwrap()["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (_, revoked_json, _) = server
+        .cli(
+            home.path(),
+            &["key", "create", "--name", "old", "--env", "prod", "--json"],
+            None,
+        )
+        .await;
+    let revoked: Value = serde_json::from_str(&revoked_json).unwrap();
+    let (ok, _, _) = server
+        .cli(
+            home.path(),
+            &["key", "revoke", revoked["id"].as_str().unwrap()],
+            None,
+        )
+        .await;
+    assert!(ok);
+    server.stop().await;
+
+    let server = Server::start(home.path(), &data, &args, &[]).await;
+    let models = |k: String| {
+        let addr = server.addr.clone();
+        async move {
+            reqwest::Client::new()
+                .get(format!("{addr}/openai/v1/models"))
+                .bearer_auth(k)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(models(key.clone()).await, 200);
+    assert_eq!(
+        models(revoked["key"].as_str().unwrap().to_owned()).await,
+        401
+    );
+    server.stop().await;
+
+    // Another master key cannot open this data directory, and says why.
+    let other = command(home.path())
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            data.to_str().unwrap(),
+        ])
+        .env(
+            "KEYFORGE_MASTER_KEY",
+            "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+        )
+        .output()
+        .await
+        .unwrap();
+    assert!(!other.status.success());
+    let stderr = String::from_utf8_lossy(&other.stderr);
+    assert!(
+        stderr.contains("is this the master key the data directory was created with?"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn admin_commands_explain_failures() {
+    let home = tempfile::tempdir().unwrap();
+    let data = home.path().join("data");
+    let server = Server::start(
+        home.path(),
+        &data,
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            data.to_str().unwrap(),
+        ],
+        &[],
+    )
+    .await;
+    let cases: Vec<(Vec<&str>, Option<&str>, &str)> = vec![
+        (
+            vec!["provider", "add", "x", "--kind", "openai", "--env", "dev"],
+            Some(""),
+            "the API key is empty",
+        ),
+        (
+            vec!["provider", "add", "x", "--kind", "azure", "--env", "dev"],
+            Some("k-1234567890"),
+            "unknown provider kind",
+        ),
+        (
+            vec![
+                "provider",
+                "add",
+                "x",
+                "--kind",
+                "openai",
+                "--env",
+                "dev",
+                "--from-env",
+                "NOT_SET_ANYWHERE",
+            ],
+            None,
+            "NOT_SET_ANYWHERE is not set",
+        ),
+        (
+            vec![
+                "key", "create", "--name", "a", "--env", "dev", "--ttl", "1y",
+            ],
+            None,
+            "not a number followed by",
+        ),
+        (
+            vec!["key", "create", "--name", "a", "--env", "Dev"],
+            None,
+            "lowercase",
+        ),
+        (
+            vec!["key", "show", "key_0000000000000000"],
+            None,
+            "no key with id",
+        ),
+        (vec!["key", "revoke", "nonsense"], None, "key ids look like"),
+    ];
+    for (args, stdin, needle) in cases {
+        let (ok, out, err) = server.cli(home.path(), &args, stdin).await;
+        assert!(!ok, "{args:?} succeeded: {out}");
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
+    server.stop().await;
+    // With the server gone, the CLI says how to fix it.
+    let (ok, _, err) = cli_at(home.path(), "127.0.0.1:9", &data, &["key", "list"]).await;
+    assert!(!ok);
+    assert!(err.contains("is `keyforge serve` running?"), "{err}");
+}
+
+/// Every file under `dir`, read whole.
+fn all_files(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                out.push((path.clone(), std::fs::read(&path).unwrap()));
+            }
+        }
+    }
+    out
+}
+
+fn contains(haystack: &[u8], needle: &str) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|window| window == needle.as_bytes())
+}
+
+/// Runs an admin command against an address where nothing may listen.
+async fn cli_at(home: &Path, addr: &str, data_dir: &Path, args: &[&str]) -> (bool, String, String) {
+    let output = command(home)
+        .args(args)
+        .env("KEYFORGE_ADDR", addr)
+        .env("KEYFORGE_DATA_DIR", data_dir)
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
