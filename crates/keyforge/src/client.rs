@@ -109,7 +109,7 @@ fn read_provider_key(
     name: &str,
     from_env: Option<&str>,
     from_file: Option<&PathBuf>,
-) -> anyhow::Result<SecretString> {
+) -> anyhow::Result<keyforge_types::ProviderSecret> {
     let text = if let Some(var) = from_env {
         std::env::var(var).with_context(|| format!("environment variable {var} is not set"))?
     } else if let Some(path) = from_file {
@@ -127,7 +127,7 @@ fn read_provider_key(
     };
     let secret = keyforge_types::ProviderSecret::parse(&text)
         .map_err(|error: SecretError| anyhow::anyhow!("invalid API key: {error}"))?;
-    Ok(SecretString::from(secret.expose().to_owned()))
+    Ok(secret)
 }
 
 pub(crate) async fn provider(command: ProviderCommand) -> anyhow::Result<()> {
@@ -150,7 +150,7 @@ pub(crate) async fn provider(command: ProviderCommand) -> anyhow::Result<()> {
                 clippy::disallowed_methods,
                 reason = "the provider key is sent once to the admin API, which seals it"
             )]
-            let api_key = secret.expose_secret().to_owned();
+            let api_key = secret.expose().to_owned();
             let request = CreateProviderRequest {
                 name,
                 kind,

@@ -125,7 +125,12 @@ async fn official_sdks_work_through_keyforge() {
     // + 1, gemini 2; the refused ones never left the gateway), each with the
     // provider key and never with a kf_ key.
     let received = upstream.requests();
-    assert_eq!(received.len(), 19, "{:?}", received.iter().map(|r| &r.path).collect::<Vec<_>>());
+    assert_eq!(
+        received.len(),
+        19,
+        "{:?}",
+        received.iter().map(|r| &r.path).collect::<Vec<_>>()
+    );
     for request in received {
         let headers = format!("{:?}", request.headers);
         assert!(

@@ -3,6 +3,11 @@
 //! trace level, in error bodies, in admin output after creation, or on disk;
 //! core dumps off).
 
+#![expect(
+    clippy::unwrap_used,
+    reason = "test helpers: a failed setup must fail the test loudly"
+)]
+
 mod common;
 
 use std::os::unix::fs::PermissionsExt;

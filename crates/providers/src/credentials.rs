@@ -83,10 +83,10 @@ pub fn extract_client_credential(
     }
     if let Some(query) = query {
         for pair in query.split('&') {
-            if let Some(value) = pair.strip_prefix("key=") {
-                if !value.is_empty() {
-                    candidates.push(("?key=", value));
-                }
+            if let Some(value) = pair.strip_prefix("key=")
+                && !value.is_empty()
+            {
+                candidates.push(("?key=", value));
             }
         }
     }
@@ -188,16 +188,15 @@ pub fn inject_provider_key(
     headers: &mut HeaderMap,
     secret: &ProviderSecret,
 ) -> Result<(), http::header::InvalidHeaderValue> {
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "the provider key goes into the upstream request's auth header, marked sensitive"
+    )]
+    let key = secret.expose();
     let (name, text) = match api {
-        Api::OpenAi => (header::AUTHORIZATION, format!("Bearer {}", secret.expose())),
-        Api::Anthropic => (
-            HeaderName::from_static("x-api-key"),
-            secret.expose().to_owned(),
-        ),
-        Api::Gemini => (
-            HeaderName::from_static("x-goog-api-key"),
-            secret.expose().to_owned(),
-        ),
+        Api::OpenAi => (header::AUTHORIZATION, format!("Bearer {key}")),
+        Api::Anthropic => (HeaderName::from_static("x-api-key"), key.to_owned()),
+        Api::Gemini => (HeaderName::from_static("x-goog-api-key"), key.to_owned()),
     };
     let mut value = HeaderValue::from_str(&text)?;
     value.set_sensitive(true);

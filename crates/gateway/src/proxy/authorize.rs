@@ -30,8 +30,10 @@ pub(crate) fn key_is_usable(key: &Authenticated, now: OffsetDateTime) -> Result<
             format!("KeyForge key {} has been revoked", record.id),
         ));
     }
-    if let Some(expires_at) = record.expires_at {
-        if now >= expires_at {
+    if let Some(expires_at) = record.expires_at
+        && now >= expires_at
+    {
+        {
             let when = expires_at.format(&Rfc3339).unwrap_or_default();
             return Err(GatewayError::client(
                 ErrorClass::Authentication,

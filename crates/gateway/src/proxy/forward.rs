@@ -144,11 +144,12 @@ pub(crate) async fn respond(
             reason = "the client's key is only compared against, to scrub it from the upstream's error body"
         )]
         let client_key = secrecy::ExposeSecret::expose_secret(&client_key);
-        Body::from(
-            state
-                .scrubber
-                .scrub(&raw, &[target.provider.secret.expose(), client_key]),
-        )
+        #[expect(
+            clippy::disallowed_methods,
+            reason = "the provider key is only searched for, to scrub it from the upstream's error body"
+        )]
+        let provider_key = target.provider.secret.expose();
+        Body::from(state.scrubber.scrub(&raw, &[provider_key, client_key]))
     };
 
     let mut out = Response::new(body);

@@ -1,6 +1,11 @@
 //! A real gateway on 127.0.0.1:0 in-process, in front of the testkit's fake
 //! upstream, with a small builder API.
 
+#![expect(
+    clippy::unwrap_used,
+    reason = "test support: a failed setup must fail the test loudly"
+)]
+
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -1,6 +1,13 @@
 //! Runs the real `keyforge` binary: `serve` as a child process (its output
 //! captured for inspection) and the admin commands against it.
 
+#![expect(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test support: a failed setup must fail the test loudly"
+)]
+
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
@@ -53,10 +60,10 @@ impl Server {
         let sink = output.clone();
         tokio::spawn(async move {
             while let Ok(Some(line)) = stderr.next_line().await {
-                if let Some(addr) = line.strip_prefix("KeyForge listening on ") {
-                    if let Some(tx) = addr_tx.take() {
-                        let _ = tx.send(addr.trim().to_owned());
-                    }
+                if let Some(addr) = line.strip_prefix("KeyForge listening on ")
+                    && let Some(tx) = addr_tx.take()
+                {
+                    let _ = tx.send(addr.trim().to_owned());
                 }
                 let mut all = sink.lock().await;
                 all.push_str(&line);
