@@ -1,0 +1,48 @@
+"""Turns oha's JSON results from bench/run into a markdown table."""
+import json
+import pathlib
+import platform
+import statistics
+import subprocess
+import sys
+
+results = pathlib.Path(sys.argv[1])
+duration = sys.argv[2]
+targets = ["direct", "nginx", "keyforge"]
+runs = ["json-c16", "json-c64", "json-r1000", "json-r5000", "stream-c16", "stream-c64"]
+
+
+def load(name, target):
+    data = json.loads((results / f"{name}.{target}.raw").read_text())
+    summary = data["summary"]
+    pct = data["latencyPercentiles"]
+    codes = data.get("statusCodeDistribution", {})
+    ok = sum(v for k, v in codes.items() if k.startswith("2"))
+    total = sum(codes.values())
+    return {
+        "rps": summary["requestsPerSec"],
+        "p50": pct["p50"] * 1000,
+        "p99": pct["p99"] * 1000,
+        "ok": ok,
+        "total": total,
+    }
+
+
+cpu = subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip()
+print(f"Measured {duration} per cell on {platform.machine()}, {cpu} cores; load generator, fake upstream and proxy share them.\n")
+print("| load | target | requests/s | p50 ms | p99 ms | non-2xx | vs nginx rps | added p99 vs direct (ms) |")
+print("|---|---|---:|---:|---:|---:|---:|---:|")
+for name in runs:
+    cells = {t: load(name, t) for t in targets}
+    for target in targets:
+        c = cells[target]
+        ratio = c["rps"] / cells["nginx"]["rps"] * 100 if target != "direct" else None
+        added = c["p99"] - cells["direct"]["p99"] if target != "direct" else None
+        print(f"| {name} | {target} | {c['rps']:.0f} | {c['p50']:.3f} | {c['p99']:.3f} | {c['total'] - c['ok']} | "
+              f"{'' if ratio is None else f'{ratio:.0f} %'} | {'' if added is None else f'{added:+.3f}'} |")
+overhead = [int(x) for x in (results / "overhead-us.raw").read_text().split()]
+if overhead:
+    overhead.sort()
+    p99 = overhead[min(len(overhead) - 1, int(len(overhead) * 0.99))]
+    print(f"\nGateway-reported overhead (`x-keyforge-overhead-us`, {len(overhead)} sequential requests): "
+          f"median {statistics.median(overhead):.0f} µs, p99 {p99} µs.")
