@@ -43,6 +43,10 @@ pub use snapshot::SnapshotError;
 
 use state::AppState;
 
+/// Largest request head (request line and headers) accepted; larger ones get
+/// 431. SDK requests carry a few hundred bytes of headers.
+const MAX_REQUEST_HEAD_BYTES: usize = 64 * 1024;
+
 /// Name of the store's meta row holding the sealed virtual-key hashing key.
 const HASH_KEY_META: &str = "virtual_key_hash_key";
 
@@ -169,7 +173,8 @@ pub async fn serve(
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(gateway.config().header_read_timeout)
-        .keep_alive(true);
+        .keep_alive(true)
+        .max_header_size(MAX_REQUEST_HEAD_BYTES);
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         tokio::select! {

@@ -653,22 +653,37 @@ async fn several_providers_of_a_kind_need_a_name() {
 #[tokio::test]
 async fn slow_clients_time_out() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let config = GatewayConfig { header_read_timeout: Duration::from_secs(1), body_read_timeout: Duration::from_secs(1), ..GatewayConfig::default() };
+    let config = GatewayConfig {
+        header_read_timeout: Duration::from_secs(1),
+        body_read_timeout: Duration::from_secs(1),
+        ..GatewayConfig::default()
+    };
     let harness = Harness::start_with(config).await;
     harness.add_provider("openai", "openai", "dev").await;
-    let (_, key) = harness.create_key(json!({"name": "app", "env": "dev"})).await;
+    let (_, key) = harness
+        .create_key(json!({"name": "app", "env": "dev"}))
+        .await;
     let addr = harness.base.trim_start_matches("http://").to_owned();
 
     // Headers that never finish: the connection is closed.
     let mut stalled = tokio::net::TcpStream::connect(&addr).await.unwrap();
-    stalled.write_all(b"POST /openai/v1/chat/completions HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    stalled
+        .write_all(b"POST /openai/v1/chat/completions HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
     let mut buffer = Vec::new();
-    let read = tokio::time::timeout(Duration::from_secs(15), stalled.read_to_end(&mut buffer)).await;
-    assert!(read.is_ok(), "a client stalling in its headers was not cut off");
+    let read =
+        tokio::time::timeout(Duration::from_secs(15), stalled.read_to_end(&mut buffer)).await;
+    assert!(
+        read.is_ok(),
+        "a client stalling in its headers was not cut off"
+    );
 
     // A body that never finishes: 408 in the client's dialect.
     let mut slow = tokio::net::TcpStream::connect(&addr).await.unwrap();
-    let head = format!("POST /openai/v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"model\":");
+    let head = format!(
+        "POST /openai/v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"model\":"
+    );
     slow.write_all(head.as_bytes()).await.unwrap();
     let mut response = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(15), slow.read_to_end(&mut response)).await;
@@ -676,4 +691,36 @@ async fn slow_clients_time_out() {
     assert!(text.starts_with("HTTP/1.1 408"), "{text}");
     assert!(text.contains("\"code\":\"request_timeout\""), "{text}");
     assert!(harness.upstream.requests().is_empty());
+}
+
+#[tokio::test]
+async fn oversized_request_headers_are_refused() {
+    let (harness, _, key) = setup().await;
+    let response = harness
+        .http
+        .get(harness.url("/openai/v1/models"))
+        .bearer_auth(&key)
+        .header("x-padding", "p".repeat(100 * 1024))
+        .send()
+        .await;
+    // hyper answers 431 and closes; a client may also see the reset first.
+    match response {
+        Ok(response) => assert_eq!(response.status(), 431),
+        Err(error) => assert!(
+            error.is_request() || error.is_connect() || error.to_string().contains("connection"),
+            "{error}"
+        ),
+    }
+    assert!(harness.upstream.requests().is_empty());
+    assert_eq!(
+        harness
+            .http
+            .get(harness.url("/openai/v1/models"))
+            .bearer_auth(&key)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
 }

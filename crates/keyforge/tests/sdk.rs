@@ -36,18 +36,7 @@ async fn official_sdks_work_through_keyforge() {
     let data = home.path().join("data");
     let provider_key = fake_provider_key("sdk");
     let upstream = FakeUpstream::start(&provider_key).await.unwrap();
-    let server = Server::start(
-        home.path(),
-        &data,
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-            data.to_str().unwrap(),
-        ],
-        &[],
-    )
-    .await;
+    let server = Server::start_in(home.path(), &[]).await;
     for (name, kind) in [
         ("openai", "openai"),
         ("anthropic", "anthropic"),

@@ -417,18 +417,7 @@ async fn providers_and_keys_survive_a_restart_and_need_the_same_master_key() {
 async fn admin_commands_explain_failures() {
     let home = tempfile::tempdir().unwrap();
     let data = home.path().join("data");
-    let server = Server::start(
-        home.path(),
-        &data,
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-            data.to_str().unwrap(),
-        ],
-        &[],
-    )
-    .await;
+    let server = Server::start_in(home.path(), &[]).await;
     let cases: Vec<(Vec<&str>, Option<&str>, &str)> = vec![
         (
             vec!["provider", "add", "x", "--kind", "openai", "--env", "dev"],

@@ -91,6 +91,19 @@ impl Server {
         }
     }
 
+    /// Starts `keyforge serve` on an OS-chosen port with its data in `HOME/data`.
+    pub(crate) async fn start_in(home: &Path, envs: &[(&str, &str)]) -> Server {
+        let data = home.join("data");
+        let data_arg = data.to_str().unwrap().to_owned();
+        Server::start(
+            home,
+            &data,
+            &["--listen", "127.0.0.1:0", "--data-dir", &data_arg],
+            envs,
+        )
+        .await
+    }
+
     pub(crate) fn pid(&self) -> u32 {
         self.child.id().unwrap()
     }
