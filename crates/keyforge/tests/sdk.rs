@@ -33,7 +33,6 @@ async fn official_sdks_work_through_keyforge() {
         return;
     };
     let home = tempfile::tempdir().unwrap();
-    let data = home.path().join("data");
     let provider_key = fake_provider_key("sdk");
     let upstream = FakeUpstream::start(&provider_key).await.unwrap();
     let server = Server::start_in(home.path(), &[]).await;
