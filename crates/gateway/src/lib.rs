@@ -19,6 +19,7 @@ mod error;
 mod proxy;
 mod snapshot;
 mod state;
+mod upstream;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -87,15 +88,7 @@ impl Gateway {
         let sealer = Sealer::new(&parts.master_key);
         let hasher = load_or_create_hash_key(parts.store.as_ref(), &sealer).await?;
         let snapshot = snapshot::Snapshot::load(parts.store.as_ref(), &sealer).await?;
-        let http = reqwest::Client::builder()
-            .connect_timeout(parts.config.upstream_connect_timeout)
-            .pool_idle_timeout(Duration::from_secs(90))
-            .tcp_nodelay(true)
-            // A proxy must not follow redirects: the provider key would go
-            // along to wherever the redirect points.
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|error| GatewayInitError::HttpClient(error.to_string()))?;
+        let http = upstream::build(&parts.config).map_err(GatewayInitError::HttpClient)?;
         let state = AppState {
             config: parts.config,
             store: parts.store,

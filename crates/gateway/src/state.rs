@@ -23,7 +23,7 @@ pub(crate) struct AppState {
     pub(crate) snapshot: ArcSwap<Snapshot>,
     pub(crate) admin_token: SecretString,
     pub(crate) clock: Arc<dyn Clock>,
-    pub(crate) http: reqwest::Client,
+    pub(crate) http: crate::upstream::UpstreamClient,
     pub(crate) scrubber: Scrubber,
     /// Serializes admin writes with the snapshot rebuild that follows them,
     /// so two concurrent changes cannot publish snapshots out of order. Only

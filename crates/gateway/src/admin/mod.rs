@@ -263,19 +263,23 @@ async fn create_provider(
 }
 
 fn validate_base_url(text: &str) -> Result<String, AdminError> {
-    let url = reqwest::Url::parse(text)
+    let uri: http::Uri = text
+        .parse()
         .map_err(|error| AdminError::bad_request(format!("base URL is not a URL: {error}")))?;
-    if !matches!(url.scheme(), "http" | "https") {
+    if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none_or(str::is_empty) {
         return Err(AdminError::bad_request(
-            "base URL must start with http:// or https://",
+            "base URL must start with http:// or https:// and name a host",
         ));
     }
-    if !url.username().is_empty() || url.password().is_some() {
+    if uri
+        .authority()
+        .is_some_and(|authority| authority.as_str().contains('@'))
+    {
         return Err(AdminError::bad_request(
             "base URL must not carry credentials; the API key is read separately",
         ));
     }
-    if url.query().is_some() || url.fragment().is_some() {
+    if uri.query().is_some() || text.contains('#') {
         return Err(AdminError::bad_request(
             "base URL must not have a query or fragment",
         ));

@@ -1,15 +1,17 @@
 //! Forwarding: swap the client's credentials for the provider's, send, and
-//! stream the answer back as it arrives. Dropping the response body (the
-//! client went away) drops the upstream response, which closes the upstream
-//! connection and so cancels the generation.
+//! stream the answer back as it arrives. The upstream body is handed to the
+//! client's response frame by frame; dropping it (the client went away)
+//! closes the upstream connection and so cancels the generation.
 
 use std::time::Instant;
 
 use axum::body::Body;
 use axum::response::Response;
-use http::HeaderValue;
+use bytes::Bytes;
 use http::request::Parts;
-use http_body_util::BodyExt;
+use http::{HeaderValue, Uri};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
 use keyforge_providers::{
     ErrorClass, inject_provider_key, sanitize_query, sanitize_request_headers,
     strip_response_headers,
@@ -22,7 +24,7 @@ use crate::error::GatewayError;
 use crate::state::AppState;
 
 pub(crate) struct Upstream {
-    response: reqwest::Response,
+    response: http::Response<Incoming>,
     headers_received: Instant,
     /// The client's key, to scrub from upstream errors.
     client_key: secrecy::SecretString,
@@ -34,36 +36,42 @@ pub(crate) async fn send(
     target: &Target,
     key: &Authenticated,
     parts: Parts,
-    body: bytes::Bytes,
+    body: Bytes,
 ) -> Result<Upstream, GatewayError> {
     let provider = &target.provider;
-    let mut url = format!("{}{}", provider.base_url, target.upstream_path);
+    let name = &provider.record.name;
+    let mut url = String::with_capacity(provider.base_url.len() + target.upstream_path.len() + 64);
+    url.push_str(&provider.base_url);
+    url.push_str(&target.upstream_path);
     if let Some(query) = parts.uri.query().and_then(sanitize_query) {
         url.push('?');
         url.push_str(&query);
     }
+    let uri: Uri = url.parse().map_err(|_| {
+        GatewayError::client(
+            ErrorClass::InvalidRequest,
+            "invalid_path",
+            "the request path cannot be forwarded as a URL",
+        )
+    })?;
+
     let mut headers = sanitize_request_headers(&parts.headers);
     inject_provider_key(provider.kind.api(), &mut headers, &provider.secret).map_err(|_| {
         GatewayError::internal(
             "bad_provider_key",
-            format!(
-                "the stored key of provider `{}` cannot be sent in an HTTP header",
-                provider.record.name
-            ),
+            format!("the stored key of provider `{name}` cannot be sent in an HTTP header"),
         )
     })?;
+    let mut request = http::Request::new(Full::new(body));
+    *request.method_mut() = parts.method;
+    *request.uri_mut() = uri;
+    *request.headers_mut() = headers;
 
-    let request = state
-        .http
-        .request(parts.method, url)
-        .headers(headers)
-        .body(body);
     let sent = Instant::now();
     ctx.overhead_us = elapsed_us(ctx.started, sent);
-    let name = &provider.record.name;
     let response = match tokio::time::timeout(
         state.config.upstream_response_timeout,
-        request.send(),
+        state.http.request(request),
     )
     .await
     {
@@ -75,28 +83,15 @@ pub(crate) async fn send(
             ));
         }
         Ok(Err(error)) => {
-            let (class, code, what) = if error.is_timeout() {
-                (
-                    ErrorClass::GatewayTimeout,
-                    "upstream_timeout",
-                    "did not answer in time",
-                )
-            } else if error.is_connect() {
-                (
-                    ErrorClass::BadGateway,
-                    "upstream_unreachable",
-                    "could not be reached",
-                )
+            let (code, what) = if error.is_connect() {
+                ("upstream_unreachable", "could not be reached")
             } else {
-                (
-                    ErrorClass::BadGateway,
-                    "upstream_failed",
-                    "closed the connection without an answer",
-                )
+                ("upstream_failed", "closed the connection without an answer")
             };
-            tracing::warn!(provider = %name, error = %error.without_url(), "upstream request failed");
+            // The error's chain names host and port at most, never headers.
+            tracing::warn!(provider = %name, error = %error, "upstream request failed");
             return Err(GatewayError::upstream(
-                class,
+                ErrorClass::BadGateway,
                 code,
                 format!("provider `{name}` {what}"),
             ));
@@ -121,27 +116,26 @@ pub(crate) async fn respond(
         headers_received,
         client_key,
     } = upstream;
-    let status = response.status();
-    let mut headers = response.headers().clone();
-    strip_response_headers(&mut headers);
+    let (mut parts, incoming) = response.into_parts();
+    strip_response_headers(&mut parts.headers);
 
-    let body = if status.is_success() || status.is_informational() || status.is_redirection() {
-        Body::from_stream(response.bytes_stream())
+    let body = if parts.status.is_success()
+        || parts.status.is_informational()
+        || parts.status.is_redirection()
+    {
+        Body::new(incoming)
     } else {
         // Errors are small and may echo credentials: read (bounded), scrub.
-        headers.remove(http::header::CONTENT_LENGTH);
-        let limited = http_body_util::Limited::new(
-            reqwest::Body::from(response),
-            state.config.max_upstream_error_bytes,
-        );
+        parts.headers.remove(http::header::CONTENT_LENGTH);
+        let limited = http_body_util::Limited::new(incoming, state.config.max_upstream_error_bytes);
         let raw =
             match tokio::time::timeout(state.config.body_read_timeout, limited.collect()).await {
                 Ok(Ok(collected)) => collected.to_bytes(),
-                _ => bytes::Bytes::new(),
+                _ => Bytes::new(),
             };
         #[expect(
             clippy::disallowed_methods,
-            reason = "the client's key is only compared against, to scrub it from the upstream's error body"
+            reason = "the client's key is only searched for, to scrub it from the upstream's error body"
         )]
         let client_key = secrecy::ExposeSecret::expose_secret(&client_key);
         #[expect(
@@ -153,8 +147,8 @@ pub(crate) async fn respond(
     };
 
     let mut out = Response::new(body);
-    *out.status_mut() = status;
-    *out.headers_mut() = headers;
+    *out.status_mut() = parts.status;
+    *out.headers_mut() = parts.headers;
     ctx.overhead_us += elapsed_us(headers_received, Instant::now());
     let out_headers = out.headers_mut();
     if let Ok(value) = HeaderValue::from_str(&ctx.request_id) {
