@@ -9,7 +9,7 @@ import sys
 results = pathlib.Path(sys.argv[1])
 duration = sys.argv[2]
 targets = ["direct", "nginx", "keyforge"]
-runs = ["json-c16", "json-c64", "json-r1000", "json-r5000", "stream-c16", "stream-c64"]
+runs = ["json-c16", "json-c64", "json-r1000", "json-r5000", "stream-c16", "stream-c64", "paced-stream-c64"]
 
 
 def load(name, target):
