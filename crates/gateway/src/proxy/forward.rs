@@ -26,15 +26,12 @@ use crate::state::AppState;
 pub(crate) struct Upstream {
     response: http::Response<Incoming>,
     headers_received: Instant,
-    /// The client's key, to scrub from upstream errors.
-    client_key: secrecy::SecretString,
 }
 
 pub(crate) async fn send(
     state: &AppState,
     ctx: &mut RequestContext,
     target: &Target,
-    key: &Authenticated,
     parts: Parts,
     body: Bytes,
 ) -> Result<Upstream, GatewayError> {
@@ -101,7 +98,6 @@ pub(crate) async fn send(
     Ok(Upstream {
         response,
         headers_received: Instant::now(),
-        client_key: key.key.secret().clone(),
     })
 }
 
@@ -109,12 +105,12 @@ pub(crate) async fn respond(
     state: &AppState,
     ctx: &mut RequestContext,
     target: &Target,
+    key: &Authenticated,
     upstream: Upstream,
 ) -> Result<Response<Body>, GatewayError> {
     let Upstream {
         response,
         headers_received,
-        client_key,
     } = upstream;
     let (mut parts, incoming) = response.into_parts();
     strip_response_headers(&mut parts.headers);
@@ -137,7 +133,7 @@ pub(crate) async fn respond(
             clippy::disallowed_methods,
             reason = "the client's key is only searched for, to scrub it from the upstream's error body"
         )]
-        let client_key = secrecy::ExposeSecret::expose_secret(&client_key);
+        let client_key = secrecy::ExposeSecret::expose_secret(key.key.secret());
         #[expect(
             clippy::disallowed_methods,
             reason = "the provider key is only searched for, to scrub it from the upstream's error body"

@@ -94,6 +94,6 @@ async fn pipeline(
     let body = body::read(&state.config, &parts, body).await?;
     let target = authorize::target(&snapshot, &key, &route, &parts, &body, ctx)?;
     // Spend control (rate limits, budget reservation) slots in here.
-    let upstream = forward::send(state, ctx, &target, &key, parts, body).await?;
-    forward::respond(state, ctx, &target, upstream).await
+    let upstream = forward::send(state, ctx, &target, parts, body).await?;
+    forward::respond(state, ctx, &target, &key, upstream).await
 }
