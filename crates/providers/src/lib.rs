@@ -9,6 +9,7 @@ mod credentials;
 mod error_shape;
 mod kind;
 mod model;
+mod usage;
 
 pub use credentials::{
     ClientCredential, CredentialError, extract_client_credential, inject_provider_key,
@@ -17,3 +18,4 @@ pub use credentials::{
 pub use error_shape::{ErrorClass, render_error};
 pub use kind::{Api, KindError, ProviderKind};
 pub use model::{ModelError, RequestModel, request_model};
+pub use usage::{Meter, Usage, UsageSource, usage_from_json};
