@@ -9,6 +9,7 @@ mod credentials;
 mod error_shape;
 mod kind;
 mod model;
+mod prices;
 mod usage;
 
 pub use credentials::{
@@ -18,4 +19,7 @@ pub use credentials::{
 pub use error_shape::{ErrorClass, render_error};
 pub use kind::{Api, KindError, ProviderKind};
 pub use model::{ModelError, RequestModel, request_model};
+pub use prices::{
+    PriceEntry, PriceError, PriceSource, PriceTable, RawPrice, TokenPrices, parse_usd_per_million,
+};
 pub use usage::{Meter, Usage, UsageSource, usage_from_json};
