@@ -9,7 +9,10 @@
 mod model;
 mod sqlite;
 
-pub use model::{CredentialRecord, NewProvider, ProviderRecord, RevokeOutcome, VirtualKeyRecord};
+pub use model::{
+    CredentialRecord, LedgerRecord, NewProvider, ProviderRecord, RevokeOutcome, UsageGroup,
+    UsageQuery, UsageRow, VirtualKeyRecord,
+};
 pub use sqlite::SqliteStore;
 
 use async_trait::async_trait;
@@ -54,4 +57,10 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         id: &KeyId,
         at: OffsetDateTime,
     ) -> Result<RevokeOutcome, StoreError>;
+
+    /// Appends a batch of ledger records in one transaction.
+    async fn insert_ledger(&self, records: &[LedgerRecord]) -> Result<(), StoreError>;
+    /// Sums the ledger since a time, optionally for one key or environment,
+    /// grouped by key, model, day or environment.
+    async fn query_usage(&self, query: &UsageQuery) -> Result<Vec<UsageRow>, StoreError>;
 }

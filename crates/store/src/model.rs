@@ -65,3 +65,62 @@ pub enum RevokeOutcome {
     AlreadyRevoked,
     NotFound,
 }
+
+/// One request that reached a provider, as the ledger records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LedgerRecord {
+    /// Unix milliseconds when the request arrived.
+    pub at_ms: i64,
+    pub request_id: String,
+    pub key_id: KeyId,
+    pub env: EnvName,
+    pub provider: ProviderName,
+    pub provider_key_version: u32,
+    pub model: Option<String>,
+    pub input_tokens: u64,
+    pub cached_input_tokens: u64,
+    pub cache_write_tokens: u64,
+    pub output_tokens: u64,
+    pub reasoning_tokens: u64,
+    /// `reported`, `estimated` or `none`.
+    pub usage_source: String,
+    pub cost_nano_usd: i64,
+    /// `table`, `fallback` or `none`.
+    pub priced_by: String,
+    pub status: u16,
+    /// From arrival to the last byte of the response (or the cut).
+    pub latency_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UsageGroup {
+    Key,
+    Model,
+    Day,
+    Env,
+}
+
+#[derive(Debug, Clone)]
+pub struct UsageQuery {
+    pub since_ms: i64,
+    pub key_id: Option<KeyId>,
+    pub env: Option<EnvName>,
+    pub group_by: UsageGroup,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageRow {
+    pub group: String,
+    pub requests: u64,
+    pub input_tokens: u64,
+    pub cached_input_tokens: u64,
+    pub cache_write_tokens: u64,
+    pub output_tokens: u64,
+    pub reasoning_tokens: u64,
+    pub cost_nano_usd: i64,
+    /// Requests whose usage was estimated (cut streams).
+    pub estimated: u64,
+    /// Requests priced with the fallback price (model not in the table).
+    pub fallback_priced: u64,
+    pub errors: u64,
+}

@@ -13,12 +13,14 @@ use sqlx::{Row, SqliteConnection};
 use time::OffsetDateTime;
 
 use crate::model::{
-    CredentialRecord, NewProvider, ProviderRecord, RevokeOutcome, VirtualKeyRecord,
+    CredentialRecord, LedgerRecord, NewProvider, ProviderRecord, RevokeOutcome, UsageGroup,
+    UsageQuery, UsageRow, VirtualKeyRecord,
 };
 use crate::{Store, StoreError};
 
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 const SCHEMA_V1: &str = include_str!("schema.sql");
+const SCHEMA_V2: &str = include_str!("schema_v2.sql");
 
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
@@ -83,7 +85,12 @@ impl SqliteStore {
         }
         if version < 1 {
             sqlx::raw_sql(SCHEMA_V1).execute(&mut *tx).await?;
-            sqlx::raw_sql("PRAGMA user_version = 1")
+        }
+        if version < 2 {
+            sqlx::raw_sql(SCHEMA_V2).execute(&mut *tx).await?;
+        }
+        if version < SCHEMA_VERSION {
+            sqlx::raw_sql(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))
                 .execute(&mut *tx)
                 .await?;
         }
@@ -101,6 +108,14 @@ fn create_private_file(path: &Path) -> std::io::Result<()> {
         .mode(0o600)
         .open(path)
         .map(|_| ())
+}
+
+fn to_i64(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+fn to_u64(value: i64) -> u64 {
+    u64::try_from(value).unwrap_or(0)
 }
 
 fn to_unix(time: OffsetDateTime) -> i64 {
@@ -302,6 +317,87 @@ impl Store for SqliteStore {
         };
         tx.commit().await?;
         Ok(outcome)
+    }
+
+    async fn insert_ledger(&self, records: &[LedgerRecord]) -> Result<(), StoreError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        // One transaction per batch: the group commit that keeps the ledger
+        // cheap and off the request path.
+        let mut tx = self.pool.begin().await?;
+        for r in records {
+            sqlx::query(
+                "INSERT INTO ledger (at_ms, request_id, key_id, env, provider, provider_key_version, model, input_tokens, cached_input_tokens, \
+                 cache_write_tokens, output_tokens, reasoning_tokens, usage_source, cost_nano_usd, priced_by, status, latency_ms) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(r.at_ms)
+            .bind(&r.request_id)
+            .bind(r.key_id.as_str())
+            .bind(r.env.as_str())
+            .bind(r.provider.as_str())
+            .bind(i64::from(r.provider_key_version))
+            .bind(&r.model)
+            .bind(to_i64(r.input_tokens))
+            .bind(to_i64(r.cached_input_tokens))
+            .bind(to_i64(r.cache_write_tokens))
+            .bind(to_i64(r.output_tokens))
+            .bind(to_i64(r.reasoning_tokens))
+            .bind(&r.usage_source)
+            .bind(r.cost_nano_usd)
+            .bind(&r.priced_by)
+            .bind(i64::from(r.status))
+            .bind(to_i64(r.latency_ms))
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn query_usage(&self, query: &UsageQuery) -> Result<Vec<UsageRow>, StoreError> {
+        let group = match query.group_by {
+            UsageGroup::Key => "key_id",
+            UsageGroup::Model => "COALESCE(model, '(none)')",
+            UsageGroup::Day => "strftime('%Y-%m-%d', at_ms / 1000, 'unixepoch')",
+            UsageGroup::Env => "env",
+        };
+        let sql = format!(
+            "SELECT {group} AS grp, COUNT(*) AS requests, SUM(input_tokens) AS input_tokens, SUM(cached_input_tokens) AS cached_input_tokens, \
+             SUM(cache_write_tokens) AS cache_write_tokens, SUM(output_tokens) AS output_tokens, SUM(reasoning_tokens) AS reasoning_tokens, \
+             SUM(cost_nano_usd) AS cost_nano_usd, SUM(usage_source = 'estimated') AS estimated, SUM(priced_by = 'fallback') AS fallback_priced, \
+             SUM(status >= 400) AS errors \
+             FROM ledger WHERE at_ms >= ? AND (? IS NULL OR key_id = ?) AND (? IS NULL OR env = ?) \
+             GROUP BY grp ORDER BY grp"
+        );
+        let key = query.key_id.as_ref().map(|id| id.as_str().to_owned());
+        let env = query.env.as_ref().map(|env| env.as_str().to_owned());
+        let rows = sqlx::query(&sql)
+            .bind(query.since_ms)
+            .bind(&key)
+            .bind(&key)
+            .bind(&env)
+            .bind(&env)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(UsageRow {
+                    group: row.try_get("grp")?,
+                    requests: to_u64(row.try_get("requests")?),
+                    input_tokens: to_u64(row.try_get("input_tokens")?),
+                    cached_input_tokens: to_u64(row.try_get("cached_input_tokens")?),
+                    cache_write_tokens: to_u64(row.try_get("cache_write_tokens")?),
+                    output_tokens: to_u64(row.try_get("output_tokens")?),
+                    reasoning_tokens: to_u64(row.try_get("reasoning_tokens")?),
+                    cost_nano_usd: row.try_get("cost_nano_usd")?,
+                    estimated: to_u64(row.try_get("estimated")?),
+                    fallback_priced: to_u64(row.try_get("fallback_priced")?),
+                    errors: to_u64(row.try_get("errors")?),
+                })
+            })
+            .collect()
     }
 }
 

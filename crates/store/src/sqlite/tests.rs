@@ -2,6 +2,7 @@ use keyforge_types::{ModelPattern, VirtualKey};
 use time::macros::datetime;
 
 use super::*;
+use crate::model::{LedgerRecord, UsageGroup, UsageQuery};
 
 fn provider(name: &str, env: &str) -> NewProvider {
     NewProvider {
@@ -142,9 +143,184 @@ async fn refuses_a_newer_schema() {
             error,
             StoreError::TooNew {
                 found: 99,
-                known: 1
+                known: 2
             }
         ),
         "{error}"
     );
+}
+
+fn ledger(
+    key: &KeyId,
+    env: &str,
+    model: &str,
+    at_ms: i64,
+    cost: i64,
+    source: &str,
+    priced_by: &str,
+    status: u16,
+) -> LedgerRecord {
+    LedgerRecord {
+        at_ms,
+        request_id: format!("req_{at_ms}"),
+        key_id: key.clone(),
+        env: EnvName::parse(env).unwrap(),
+        provider: ProviderName::parse("openai").unwrap(),
+        provider_key_version: 1,
+        model: Some(model.into()),
+        input_tokens: 10,
+        cached_input_tokens: 1,
+        cache_write_tokens: 0,
+        output_tokens: 5,
+        reasoning_tokens: 2,
+        usage_source: source.into(),
+        cost_nano_usd: cost,
+        priced_by: priced_by.into(),
+        status,
+        latency_ms: 12,
+    }
+}
+
+#[tokio::test]
+async fn ledger_sums_by_key_model_day_and_env() {
+    let store = SqliteStore::open_in_memory().await.unwrap();
+    let (a, b) = (KeyId::generate(), KeyId::generate());
+    let day1 = 1_767_225_600_000; // 2026-01-01T00:00:00Z
+    let day2 = day1 + 86_400_000;
+    store
+        .insert_ledger(&[
+            ledger(
+                &a,
+                "dev",
+                "gpt-4o-mini",
+                day1,
+                100,
+                "reported",
+                "table",
+                200,
+            ),
+            ledger(&a, "dev", "gpt-4o", day2, 300, "estimated", "table", 200),
+            ledger(
+                &b,
+                "prod",
+                "my-model",
+                day2 + 5,
+                1000,
+                "reported",
+                "fallback",
+                200,
+            ),
+            ledger(&b, "prod", "gpt-4o", day2 + 6, 0, "none", "none", 500),
+        ])
+        .await
+        .unwrap();
+    let query = |group_by, since_ms, key_id: Option<KeyId>, env: Option<&str>| UsageQuery {
+        since_ms,
+        key_id,
+        env: env.map(|e| EnvName::parse(e).unwrap()),
+        group_by,
+    };
+
+    let by_key = store
+        .query_usage(&query(UsageGroup::Key, 0, None, None))
+        .await
+        .unwrap();
+    let a_row = by_key.iter().find(|r| r.group == a.as_str()).unwrap();
+    assert_eq!(
+        (
+            a_row.requests,
+            a_row.input_tokens,
+            a_row.output_tokens,
+            a_row.cost_nano_usd,
+            a_row.estimated
+        ),
+        (2, 20, 10, 400, 1)
+    );
+    let b_row = by_key.iter().find(|r| r.group == b.as_str()).unwrap();
+    assert_eq!(
+        (
+            b_row.requests,
+            b_row.fallback_priced,
+            b_row.errors,
+            b_row.cost_nano_usd
+        ),
+        (2, 1, 1, 1000)
+    );
+
+    let by_day = store
+        .query_usage(&query(UsageGroup::Day, 0, None, None))
+        .await
+        .unwrap();
+    assert_eq!(
+        by_day
+            .iter()
+            .map(|r| (r.group.as_str(), r.requests))
+            .collect::<Vec<_>>(),
+        [("2026-01-01", 1), ("2026-01-02", 3)]
+    );
+
+    let by_model_for_a = store
+        .query_usage(&query(UsageGroup::Model, 0, Some(a.clone()), None))
+        .await
+        .unwrap();
+    assert_eq!(
+        by_model_for_a
+            .iter()
+            .map(|r| r.group.as_str())
+            .collect::<Vec<_>>(),
+        ["gpt-4o", "gpt-4o-mini"]
+    );
+
+    let recent_prod = store
+        .query_usage(&query(UsageGroup::Env, day2, None, Some("prod")))
+        .await
+        .unwrap();
+    assert_eq!(recent_prod.len(), 1);
+    assert_eq!(
+        (recent_prod[0].group.as_str(), recent_prod[0].requests),
+        ("prod", 2)
+    );
+    assert!(
+        store
+            .query_usage(&query(UsageGroup::Key, day2 + 100, None, None))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn a_version_1_database_is_upgraded_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keyforge.db");
+    {
+        let store = SqliteStore::open(&path).await.unwrap();
+        store.insert_virtual_key(&key("dev")).await.unwrap();
+        // Roll the file back to what version 1 wrote.
+        sqlx::raw_sql("DROP TABLE ledger; PRAGMA user_version = 1")
+            .execute(&store.pool)
+            .await
+            .unwrap();
+        store.pool.close().await;
+    }
+    let store = SqliteStore::open(&path).await.unwrap();
+    assert_eq!(store.list_virtual_keys().await.unwrap().len(), 1);
+    store
+        .insert_ledger(&[ledger(
+            &KeyId::generate(),
+            "dev",
+            "m",
+            1,
+            1,
+            "reported",
+            "table",
+            200,
+        )])
+        .await
+        .unwrap();
+    let version: i64 = sqlx::query_scalar("PRAGMA user_version")
+        .fetch_one(&store.pool)
+        .await
+        .unwrap();
+    assert_eq!(version, 2);
 }
