@@ -150,16 +150,7 @@ async fn refuses_a_newer_schema() {
     );
 }
 
-fn ledger(
-    key: &KeyId,
-    env: &str,
-    model: &str,
-    at_ms: i64,
-    cost: i64,
-    source: &str,
-    priced_by: &str,
-    status: u16,
-) -> LedgerRecord {
+fn ledger(key: &KeyId, env: &str, model: &str, at_ms: i64, cost: i64) -> LedgerRecord {
     LedgerRecord {
         at_ms,
         request_id: format!("req_{at_ms}"),
@@ -173,10 +164,10 @@ fn ledger(
         cache_write_tokens: 0,
         output_tokens: 5,
         reasoning_tokens: 2,
-        usage_source: source.into(),
+        usage_source: "reported".into(),
         cost_nano_usd: cost,
-        priced_by: priced_by.into(),
-        status,
+        priced_by: "table".into(),
+        status: 200,
         latency_ms: 12,
     }
 }
@@ -189,28 +180,21 @@ async fn ledger_sums_by_key_model_day_and_env() {
     let day2 = day1 + 86_400_000;
     store
         .insert_ledger(&[
-            ledger(
-                &a,
-                "dev",
-                "gpt-4o-mini",
-                day1,
-                100,
-                "reported",
-                "table",
-                200,
-            ),
-            ledger(&a, "dev", "gpt-4o", day2, 300, "estimated", "table", 200),
-            ledger(
-                &b,
-                "prod",
-                "my-model",
-                day2 + 5,
-                1000,
-                "reported",
-                "fallback",
-                200,
-            ),
-            ledger(&b, "prod", "gpt-4o", day2 + 6, 0, "none", "none", 500),
+            ledger(&a, "dev", "gpt-4o-mini", day1, 100),
+            LedgerRecord {
+                usage_source: "estimated".into(),
+                ..ledger(&a, "dev", "gpt-4o", day2, 300)
+            },
+            LedgerRecord {
+                priced_by: "fallback".into(),
+                ..ledger(&b, "prod", "my-model", day2 + 5, 1000)
+            },
+            LedgerRecord {
+                usage_source: "none".into(),
+                priced_by: "none".into(),
+                status: 500,
+                ..ledger(&b, "prod", "gpt-4o", day2 + 6, 0)
+            },
         ])
         .await
         .unwrap();
@@ -306,16 +290,7 @@ async fn a_version_1_database_is_upgraded_in_place() {
     let store = SqliteStore::open(&path).await.unwrap();
     assert_eq!(store.list_virtual_keys().await.unwrap().len(), 1);
     store
-        .insert_ledger(&[ledger(
-            &KeyId::generate(),
-            "dev",
-            "m",
-            1,
-            1,
-            "reported",
-            "table",
-            200,
-        )])
+        .insert_ledger(&[ledger(&KeyId::generate(), "dev", "m", 1, 1)])
         .await
         .unwrap();
     let version: i64 = sqlx::query_scalar("PRAGMA user_version")
