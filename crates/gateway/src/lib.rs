@@ -16,6 +16,7 @@ pub mod admin;
 mod clock;
 mod config;
 mod error;
+mod ledger;
 mod proxy;
 mod snapshot;
 mod state;
@@ -75,6 +76,8 @@ pub struct GatewayParts {
     pub master_key: MasterKey,
     pub admin_token: SecretString,
     pub clock: Arc<dyn Clock>,
+    /// Prices for metering (the shipped table, with the operator's overrides).
+    pub prices: keyforge_providers::PriceTable,
 }
 
 /// A gateway ready to serve.
@@ -89,6 +92,7 @@ impl Gateway {
         let hasher = load_or_create_hash_key(parts.store.as_ref(), &sealer).await?;
         let snapshot = snapshot::Snapshot::load(parts.store.as_ref(), &sealer).await?;
         let http = upstream::build(&parts.config).map_err(GatewayInitError::HttpClient)?;
+        let ledger = ledger::LedgerWriter::spawn(parts.store.clone());
         let state = AppState {
             config: parts.config,
             store: parts.store,
@@ -101,6 +105,8 @@ impl Gateway {
             scrubber: proxy::Scrubber::new()
                 .map_err(|error| GatewayInitError::Scrubber(error.to_string()))?,
             admin_write: tokio::sync::Mutex::new(()),
+            prices: Arc::new(parts.prices),
+            ledger,
         };
         Ok(Self {
             state: Arc::new(state),
@@ -201,5 +207,7 @@ pub async fn serve(
     {
         tracing::warn!("in-flight requests did not finish within 30 seconds of shutdown");
     }
+    // Every finished request's ledger record is in the store before we return.
+    gateway.state.ledger.flush().await;
     Ok(())
 }

@@ -25,6 +25,8 @@ pub(crate) struct AppState {
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) http: crate::upstream::UpstreamClient,
     pub(crate) scrubber: Scrubber,
+    pub(crate) prices: Arc<keyforge_providers::PriceTable>,
+    pub(crate) ledger: crate::ledger::LedgerWriter,
     /// Serializes admin writes with the snapshot rebuild that follows them,
     /// so two concurrent changes cannot publish snapshots out of order. Only
     /// the admin API takes it; the request path never does.

@@ -27,6 +27,32 @@ pub(crate) enum Command {
     /// Create, inspect and revoke virtual keys (kf_...).
     #[command(subcommand)]
     Key(KeyCommand),
+    /// Tokens and cost from the ledger, summed by key, model, day or environment.
+    Usage {
+        /// Only this key.
+        #[arg(long)]
+        key: Option<String>,
+        /// Only this environment.
+        #[arg(long)]
+        env: Option<String>,
+        /// How far back: 12h, 7d, 30d.
+        #[arg(long, default_value = "30d")]
+        since: String,
+        /// key, model, day or env.
+        #[arg(long, default_value = "key")]
+        by: String,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// The price table in force (shipped prices and configured overrides).
+    Prices {
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
 }
 
 #[derive(Debug, Args)]

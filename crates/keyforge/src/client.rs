@@ -5,8 +5,8 @@ use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use keyforge_gateway::admin::api::{
-    CreateKeyRequest, CreateProviderRequest, CreatedKey, ErrorBody, KeyList, KeyView, ProviderList,
-    ProviderView, RevokeResult,
+    CreateKeyRequest, CreateProviderRequest, CreatedKey, ErrorBody, KeyList, KeyView, PriceList,
+    ProviderList, ProviderView, RevokeResult, UsageReport,
 };
 use keyforge_types::{EnvName, ModelPattern, ProviderName, SecretError, Ttl};
 use secrecy::{ExposeSecret, SecretString};
@@ -247,5 +247,53 @@ pub(crate) async fn key(command: KeyCommand) -> anyhow::Result<()> {
                 .await?;
             output::revoked(&result)
         }
+    }
+}
+
+pub(crate) async fn usage(
+    key: Option<String>,
+    env: Option<String>,
+    since: String,
+    by: String,
+    json: bool,
+    admin: AdminArgs,
+) -> anyhow::Result<()> {
+    Ttl::parse(&since).with_context(|| format!("--since {since}"))?;
+    if !matches!(by.as_str(), "key" | "model" | "day" | "env") {
+        bail!("--by must be key, model, day or env");
+    }
+    let mut query = vec![("since", since), ("by", by)];
+    if let Some(key) = key {
+        query.push(("key", keyforge_types::KeyId::parse(&key)?.to_string()));
+    }
+    if let Some(env) = env {
+        query.push(("env", EnvName::parse(&env)?.to_string()));
+    }
+    let encoded: Vec<String> = query
+        .iter()
+        .map(|(name, value)| format!("{name}={value}"))
+        .collect();
+    let report: UsageReport = AdminClient::resolve(&admin)?
+        .call(
+            reqwest::Method::GET,
+            &format!("/usage?{}", encoded.join("&")),
+            NO_BODY,
+        )
+        .await?;
+    if json {
+        output::json(&report)
+    } else {
+        output::usage_table(&report)
+    }
+}
+
+pub(crate) async fn prices(json: bool, admin: AdminArgs) -> anyhow::Result<()> {
+    let list: PriceList = AdminClient::resolve(&admin)?
+        .call(reqwest::Method::GET, "/prices", NO_BODY)
+        .await?;
+    if json {
+        output::json(&list)
+    } else {
+        output::price_table(&list)
     }
 }

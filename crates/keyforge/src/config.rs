@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use keyforge_gateway::GatewayConfig;
+use keyforge_providers::{PriceTable, RawPrice, TokenPrices, parse_usd_per_million};
 use keyforge_types::Ttl;
 use serde::Deserialize;
 
@@ -22,6 +23,19 @@ pub(crate) struct RawConfig {
     data_dir: Option<PathBuf>,
     #[serde(default)]
     limits: RawLimits,
+    #[serde(default)]
+    pricing: RawPricing,
+    /// Price entries that extend or override the shipped table.
+    #[serde(default)]
+    price: Vec<RawPrice>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPricing {
+    /// USD per million tokens for models the table does not know.
+    fallback_input: Option<String>,
+    fallback_output: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -39,6 +53,7 @@ pub(crate) struct ServeConfig {
     pub(crate) listen: SocketAddr,
     pub(crate) data_dir: PathBuf,
     pub(crate) gateway: GatewayConfig,
+    pub(crate) prices: PriceTable,
 }
 
 /// Values read from the environment, passed in so tests need not mutate it.
@@ -133,10 +148,35 @@ pub(crate) fn resolve(args: &ServeArgs, env: &EnvOverrides) -> anyhow::Result<Se
         )?,
         ..defaults
     };
+    let shipped = PriceTable::shipped().context("the shipped price table is invalid")?;
+    let fallback = shipped.fallback;
+    let price = |value: Option<String>, name: &str, default: u64| -> anyhow::Result<u64> {
+        value.map_or(Ok(default), |text| {
+            parse_usd_per_million(&text)
+                .map_err(anyhow::Error::msg)
+                .with_context(|| format!("config `pricing.{name}`"))
+        })
+    };
+    let fallback_input = price(raw.pricing.fallback_input, "fallback_input", fallback.input)?;
+    let fallback_output = price(
+        raw.pricing.fallback_output,
+        "fallback_output",
+        fallback.output,
+    )?;
+    let prices = shipped
+        .with_overrides(&raw.price)
+        .context("config `[[price]]`")?
+        .with_fallback(TokenPrices {
+            input: fallback_input,
+            cached_input: fallback_input,
+            cache_write: fallback_input,
+            output: fallback_output,
+        });
     Ok(ServeConfig {
         listen,
         data_dir,
         gateway,
+        prices,
     })
 }
 
@@ -192,6 +232,35 @@ mod tests {
     }
 
     #[test]
+    fn prices_can_be_extended_and_the_fallback_set() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("keyforge.toml");
+        std::fs::write(
+            &file,
+            "[pricing]\nfallback_input = \"1\"\nfallback_output = \"2\"\n\n[[price]]\napi = \"openai\"\nmodel = \"my-finetune\"\nsince = \"2025-01-01\"\ninput = \"3\"\noutput = \"6\"\n",
+        )
+        .unwrap();
+        let env = EnvOverrides {
+            config: Some(file),
+            ..Default::default()
+        };
+        let config = resolve(&args(), &env).unwrap();
+        let day = time::macros::date!(2026 - 01 - 01);
+        assert_eq!(
+            config
+                .prices
+                .lookup(keyforge_providers::Api::OpenAi, "my-finetune", day)
+                .0
+                .output,
+            6_000_000
+        );
+        let (fallback, _) = config
+            .prices
+            .lookup(keyforge_providers::Api::OpenAi, "unknown", day);
+        assert_eq!((fallback.input, fallback.output), (1_000_000, 2_000_000));
+    }
+
+    #[test]
     fn bad_files_are_explained() {
         let dir = tempfile::tempdir().unwrap();
         let cases = [
@@ -202,6 +271,14 @@ mod tests {
                 "limits.body_read_timeout",
             ),
             ("[limits]\nmax_request_body_bytes = 0", "greater than zero"),
+            (
+                "[pricing]\nfallback_output = \"lots\"",
+                "pricing.fallback_output",
+            ),
+            (
+                "[[price]]\napi = \"openai\"\nmodel = \"m\"\nsince = \"2025-13-01\"\ninput = \"1\"",
+                "not a date",
+            ),
         ];
         for (text, expected) in cases {
             let file = dir.path().join("bad.toml");

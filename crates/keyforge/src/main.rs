@@ -42,6 +42,15 @@ fn main() -> ExitCode {
             }
             Command::Provider(command) => client::provider(command).await,
             Command::Key(command) => client::key(command).await,
+            Command::Usage {
+                key,
+                env,
+                since,
+                by,
+                json,
+                admin,
+            } => client::usage(key, env, since, by, json, admin).await,
+            Command::Prices { json, admin } => client::prices(json, admin).await,
         }
     });
     match result {

@@ -3,7 +3,9 @@
 
 use std::io::Write;
 
-use keyforge_gateway::admin::api::{CreatedKey, KeyView, ProviderView, RevokeResult};
+use keyforge_gateway::admin::api::{
+    CreatedKey, KeyView, PriceList, ProviderView, RevokeResult, UsageReport, UsageRowView,
+};
 use serde::Serialize;
 
 pub(crate) fn json(value: &impl Serialize) -> anyhow::Result<()> {
@@ -154,6 +156,96 @@ pub(crate) fn revoked(result: &RevokeResult) -> anyhow::Result<()> {
         )?,
     }
     Ok(())
+}
+
+pub(crate) fn usage_table(report: &UsageReport) -> anyhow::Result<()> {
+    let row = |r: &UsageRowView| {
+        let mut flags = Vec::new();
+        if r.estimated > 0 {
+            flags.push(format!("{} estimated (cut streams)", r.estimated));
+        }
+        if r.fallback_priced > 0 {
+            flags.push(format!(
+                "{} at fallback price (model not in the price table)",
+                r.fallback_priced
+            ));
+        }
+        if r.errors > 0 {
+            flags.push(format!("{} errors", r.errors));
+        }
+        vec![
+            r.group.clone(),
+            r.requests.to_string(),
+            r.input_tokens.to_string(),
+            r.cached_input_tokens.to_string(),
+            r.output_tokens.to_string(),
+            r.cost_usd.clone(),
+            flags.join("; "),
+        ]
+    };
+    let mut rows: Vec<Vec<String>> = report.rows.iter().map(row).collect();
+    if rows.is_empty() {
+        return table(&[], &[], &format!("no requests since {}", report.since));
+    }
+    rows.push(row(&report.total));
+    writeln!(
+        std::io::stdout().lock(),
+        "Usage since {}, by {}:",
+        report.since,
+        report.group_by
+    )?;
+    table(
+        &[
+            report.group_by.to_uppercase().as_str(),
+            "REQUESTS",
+            "INPUT",
+            "CACHED",
+            "OUTPUT",
+            "COST",
+            "NOTES",
+        ],
+        &rows,
+        "",
+    )
+}
+
+pub(crate) fn price_table(list: &PriceList) -> anyhow::Result<()> {
+    writeln!(
+        std::io::stdout().lock(),
+        "Price table {} (USD per million tokens)",
+        list.version
+    )?;
+    let rows: Vec<Vec<String>> = list
+        .prices
+        .iter()
+        .chain(std::iter::once(&list.fallback))
+        .map(|p| {
+            vec![
+                p.api.clone(),
+                p.model.clone(),
+                p.since.clone(),
+                p.input.clone(),
+                p.cached_input.clone(),
+                p.cache_write.clone(),
+                p.output.clone(),
+                p.origin.clone(),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "API",
+            "MODEL",
+            "SINCE",
+            "INPUT",
+            "CACHED",
+            "CACHE WRITE",
+            "OUTPUT",
+            "ORIGIN",
+        ],
+        &rows,
+        "",
+    )
 }
 
 fn table(headers: &[&str], rows: &[Vec<String>], empty: &str) -> anyhow::Result<()> {

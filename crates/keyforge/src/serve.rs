@@ -42,6 +42,7 @@ pub(crate) async fn run(config: ServeConfig) -> anyhow::Result<()> {
         master_key,
         admin_token,
         clock: Arc::new(SystemClock),
+        prices: config.prices,
     })
     .await?;
     let listener = tokio::net::TcpListener::bind(config.listen)

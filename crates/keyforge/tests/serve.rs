@@ -514,3 +514,89 @@ async fn cli_at(home: &Path, addr: &str, data_dir: &Path, args: &[&str]) -> (boo
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn usage_and_prices_commands_report_the_ledger_across_restarts() {
+    let home = tempfile::tempdir().unwrap();
+    let provider_key = fake_provider_key("usage");
+    let upstream = FakeUpstream::start(&provider_key).await.unwrap();
+    let server = Server::start_in(home.path(), &[]).await;
+    let (ok, _, err) = server
+        .cli(
+            home.path(),
+            &[
+                "provider",
+                "add",
+                "openai",
+                "--kind",
+                "openai",
+                "--env",
+                "dev",
+                "--base-url",
+                &upstream.base_url(),
+            ],
+            Some(&provider_key),
+        )
+        .await;
+    assert!(ok, "{err}");
+    let (_, created, _) = server
+        .cli(
+            home.path(),
+            &["key", "create", "--name", "app", "--env", "dev", "--json"],
+            None,
+        )
+        .await;
+    let key = serde_json::from_str::<Value>(&created).unwrap()["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let http = reqwest::Client::new();
+    for _ in 0..2 {
+        let response = http
+            .post(format!("{}/openai/v1/chat/completions", server.addr))
+            .bearer_auth(&key)
+            .json(&json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "one two three"}]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        response.text().await.unwrap();
+    }
+    let (ok, text, err) = server
+        .cli(home.path(), &["usage", "--by", "model"], None)
+        .await;
+    assert!(ok, "{err}");
+    assert!(
+        text.contains("gpt-4o-mini") && text.contains("$0.000015"),
+        "{text}"
+    );
+    let (ok, prices, _) = server.cli(home.path(), &["prices"], None).await;
+    assert!(
+        ok && prices.contains("gpt-4o-mini*") && prices.contains("fallback"),
+        "{prices}"
+    );
+    let (ok, _, err) = server
+        .cli(home.path(), &["usage", "--by", "week"], None)
+        .await;
+    assert!(
+        !ok && err.contains("--by must be key, model, day or env"),
+        "{err}"
+    );
+    server.stop().await;
+
+    // The ledger was flushed at shutdown and is still there after a restart.
+    let server = Server::start_in(home.path(), &[]).await;
+    let (ok, json_text, err) = server.cli(home.path(), &["usage", "--json"], None).await;
+    assert!(ok, "{err}");
+    let report: Value = serde_json::from_str(&json_text).unwrap();
+    // 2 x (3 input at $0.15/M + 12 output at $0.60/M) = 15,300 nano-USD.
+    assert_eq!(
+        (
+            report["total"]["requests"].as_u64(),
+            report["total"]["cost_nano_usd"].as_i64()
+        ),
+        (Some(2), Some(15_300)),
+        "{report}"
+    );
+    server.stop().await;
+}

@@ -107,3 +107,51 @@ pub struct ErrorDetail {
     pub code: String,
     pub message: String,
 }
+
+/// Sums of the ledger for one group (a key, model, day or environment).
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
+pub struct UsageRowView {
+    pub group: String,
+    pub requests: u64,
+    pub input_tokens: u64,
+    pub cached_input_tokens: u64,
+    pub cache_write_tokens: u64,
+    pub output_tokens: u64,
+    pub reasoning_tokens: u64,
+    pub cost_nano_usd: i64,
+    /// The cost as dollars, for people (`$1.234567`).
+    pub cost_usd: String,
+    /// Requests whose usage was estimated because their stream was cut.
+    pub estimated: u64,
+    /// Requests priced at the fallback price: their model is not in the price table.
+    pub fallback_priced: u64,
+    pub errors: u64,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+pub struct UsageReport {
+    pub since: String,
+    pub group_by: String,
+    pub rows: Vec<UsageRowView>,
+    pub total: UsageRowView,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+pub struct PriceView {
+    pub api: String,
+    pub model: String,
+    pub since: String,
+    /// USD per million tokens.
+    pub input: String,
+    pub cached_input: String,
+    pub cache_write: String,
+    pub output: String,
+    pub origin: String,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+pub struct PriceList {
+    pub version: String,
+    pub prices: Vec<PriceView>,
+    pub fallback: PriceView,
+}

@@ -22,7 +22,7 @@ use time::format_description::well_known::Rfc3339;
 
 use self::api::{
     CreateKeyRequest, CreateProviderRequest, CreatedKey, ErrorBody, ErrorDetail, KeyList, KeyView,
-    ProviderList, ProviderView, RevokeResult,
+    PriceList, PriceView, ProviderList, ProviderView, RevokeResult, UsageReport, UsageRowView,
 };
 use crate::snapshot::{ProviderEntry, credential_aad};
 use crate::state::AppState;
@@ -33,6 +33,8 @@ pub(crate) fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
         .route("/keys", get(list_keys).post(create_key))
         .route("/keys/{id}", get(show_key))
         .route("/keys/{id}/revoke", post(revoke_key))
+        .route("/usage", get(usage))
+        .route("/prices", get(prices))
         .fallback(|| async {
             AdminError::new(StatusCode::NOT_FOUND, "not_found", "no such admin endpoint")
         })
@@ -420,4 +422,138 @@ async fn revoke_key(
         id,
         outcome: outcome.to_owned(),
     }))
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UsageParams {
+    since: Option<String>,
+    key: Option<String>,
+    env: Option<String>,
+    by: Option<String>,
+}
+
+fn usage_row_view(row: &keyforge_store::UsageRow) -> UsageRowView {
+    UsageRowView {
+        group: row.group.clone(),
+        requests: row.requests,
+        input_tokens: row.input_tokens,
+        cached_input_tokens: row.cached_input_tokens,
+        cache_write_tokens: row.cache_write_tokens,
+        output_tokens: row.output_tokens,
+        reasoning_tokens: row.reasoning_tokens,
+        cost_nano_usd: row.cost_nano_usd,
+        cost_usd: keyforge_types::NanoUsd(row.cost_nano_usd).to_string(),
+        estimated: row.estimated,
+        fallback_priced: row.fallback_priced,
+        errors: row.errors,
+    }
+}
+
+async fn usage(
+    State(state): State<Arc<AppState>>,
+    query: Result<axum::extract::Query<UsageParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<axum::Json<UsageReport>, AdminError> {
+    let axum::extract::Query(params) = query.map_err(|error| {
+        AdminError::bad_request(format!("invalid query: {}", error.body_text()))
+    })?;
+    let since = Ttl::parse(params.since.as_deref().unwrap_or("30d"))
+        .map_err(|error| AdminError::bad_request(format!("since: {error}")))?;
+    let group_by = match params.by.as_deref().unwrap_or("key") {
+        "key" => keyforge_store::UsageGroup::Key,
+        "model" => keyforge_store::UsageGroup::Model,
+        "day" => keyforge_store::UsageGroup::Day,
+        "env" => keyforge_store::UsageGroup::Env,
+        other => {
+            return Err(AdminError::bad_request(format!(
+                "by `{other}`: expected key, model, day or env"
+            )));
+        }
+    };
+    let key_id = params.key.as_deref().map(parse_key_id).transpose()?;
+    let env = params
+        .env
+        .as_deref()
+        .map(keyforge_types::EnvName::parse)
+        .transpose()
+        .map_err(|error| AdminError::bad_request(error.to_string()))?;
+    let since_at = state.clock.now() - since.as_duration();
+    // Records of requests that just finished may still be queued.
+    state.ledger.flush().await;
+    let query = keyforge_store::UsageQuery {
+        since_ms: i64::try_from(since_at.unix_timestamp_nanos() / 1_000_000).unwrap_or(0),
+        key_id,
+        env,
+        group_by,
+    };
+    let rows = state
+        .store
+        .query_usage(&query)
+        .await
+        .map_err(AdminError::store)?;
+    let mut total = UsageRowView {
+        group: "total".to_owned(),
+        ..UsageRowView::default()
+    };
+    for row in &rows {
+        total.requests += row.requests;
+        total.input_tokens += row.input_tokens;
+        total.cached_input_tokens += row.cached_input_tokens;
+        total.cache_write_tokens += row.cache_write_tokens;
+        total.output_tokens += row.output_tokens;
+        total.reasoning_tokens += row.reasoning_tokens;
+        total.cost_nano_usd = total.cost_nano_usd.saturating_add(row.cost_nano_usd);
+        total.estimated += row.estimated;
+        total.fallback_priced += row.fallback_priced;
+        total.errors += row.errors;
+    }
+    total.cost_usd = keyforge_types::NanoUsd(total.cost_nano_usd).to_string();
+    Ok(axum::Json(UsageReport {
+        since: rfc3339(since_at.replace_nanosecond(0).unwrap_or(since_at)),
+        group_by: params.by.unwrap_or_else(|| "key".to_owned()),
+        rows: rows.iter().map(usage_row_view).collect(),
+        total,
+    }))
+}
+
+/// Pico-USD per token back to "USD per million tokens".
+fn per_million(pico: u64) -> String {
+    let fraction = format!("{:06}", pico % 1_000_000);
+    // At least two decimals, as prices are written ("0.60", "0.075").
+    let fraction = fraction.trim_end_matches('0');
+    format!("{}.{fraction:0<2}", pico / 1_000_000)
+}
+
+fn price_view(
+    api: &str,
+    model: &str,
+    since: &str,
+    prices: &keyforge_providers::TokenPrices,
+    origin: &str,
+) -> PriceView {
+    PriceView {
+        api: api.to_owned(),
+        model: model.to_owned(),
+        since: since.to_owned(),
+        input: per_million(prices.input),
+        cached_input: per_million(prices.cached_input),
+        cache_write: per_million(prices.cache_write),
+        output: per_million(prices.output),
+        origin: origin.to_owned(),
+    }
+}
+
+async fn prices(State(state): State<Arc<AppState>>) -> axum::Json<PriceList> {
+    let table = &state.prices;
+    let mut prices: Vec<PriceView> = table
+        .entries()
+        .iter()
+        .map(|e| price_view(e.api, &e.model, &e.since, &e.prices, e.origin))
+        .collect();
+    prices.sort_by(|a, b| (&a.api, &a.model, &a.since).cmp(&(&b.api, &b.model, &b.since)));
+    axum::Json(PriceList {
+        version: table.version.clone(),
+        prices,
+        fallback: price_view("any", "*", "-", &table.fallback, "fallback"),
+    })
 }

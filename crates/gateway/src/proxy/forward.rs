@@ -16,10 +16,13 @@ use keyforge_providers::{
     ErrorClass, inject_provider_key, sanitize_query, sanitize_request_headers,
     strip_response_headers,
 };
+use keyforge_providers::{Meter, Usage, UsageSource};
+use keyforge_store::LedgerRecord;
 
 use super::RequestContext;
 use super::authenticate::Authenticated;
 use super::authorize::Target;
+use super::meter::{MeteredBody, Settlement};
 use crate::error::GatewayError;
 use crate::state::AppState;
 
@@ -28,7 +31,25 @@ pub(crate) struct Upstream {
     headers_received: Instant,
 }
 
+/// Sends the request upstream. A request that fails to get an answer is
+/// still recorded in the ledger (with no usage).
 pub(crate) async fn send(
+    state: &AppState,
+    ctx: &mut RequestContext,
+    target: &Target,
+    key: &Authenticated,
+    parts: Parts,
+    body: Bytes,
+) -> Result<Upstream, GatewayError> {
+    let result = send_once(state, ctx, target, parts, body).await;
+    if let Err(error) = &result {
+        settlement(state, ctx, target, key, error.class.status().as_u16())
+            .settle(Usage::default(), UsageSource::None);
+    }
+    result
+}
+
+async fn send_once(
     state: &AppState,
     ctx: &mut RequestContext,
     target: &Target,
@@ -114,13 +135,22 @@ pub(crate) async fn respond(
     } = upstream;
     let (mut parts, incoming) = response.into_parts();
     strip_response_headers(&mut parts.headers);
+    let settlement = settlement(state, ctx, target, key, parts.status.as_u16());
 
     let body = if parts.status.is_success()
         || parts.status.is_informational()
         || parts.status.is_redirection()
     {
-        Body::new(incoming)
+        let event_stream = parts
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok())
+            .is_some_and(|value| value.starts_with("text/event-stream"));
+        let meter = Meter::new(target.provider.kind.api(), event_stream);
+        Body::new(MeteredBody::new(incoming, meter, settlement))
     } else {
+        // A provider error carries no usage: nothing is billed.
+        settlement.settle(Usage::default(), UsageSource::None);
         // Errors are small and may echo credentials: read (bounded), scrub.
         parts.headers.remove(http::header::CONTENT_LENGTH);
         let limited = http_body_util::Limited::new(incoming, state.config.max_upstream_error_bytes);
@@ -152,6 +182,43 @@ pub(crate) async fn respond(
     }
     out_headers.insert("x-keyforge-overhead-us", HeaderValue::from(ctx.overhead_us));
     Ok(out)
+}
+
+/// The ledger record of this request, still without its usage.
+pub(crate) fn settlement(
+    state: &AppState,
+    ctx: &RequestContext,
+    target: &Target,
+    key: &Authenticated,
+    status: u16,
+) -> Settlement {
+    let record = LedgerRecord {
+        at_ms: i64::try_from(ctx.arrived.unix_timestamp_nanos() / 1_000_000).unwrap_or(0),
+        request_id: ctx.request_id.clone(),
+        key_id: key.record.id.clone(),
+        env: key.record.env.clone(),
+        provider: target.provider.record.name.clone(),
+        provider_key_version: target.provider.record.current.version,
+        model: ctx.model.clone(),
+        input_tokens: 0,
+        cached_input_tokens: 0,
+        cache_write_tokens: 0,
+        output_tokens: 0,
+        reasoning_tokens: 0,
+        usage_source: String::new(),
+        cost_nano_usd: 0,
+        priced_by: String::new(),
+        status,
+        latency_ms: 0,
+    };
+    Settlement {
+        record,
+        api: target.provider.kind.api(),
+        arrived: ctx.arrived,
+        started: ctx.started,
+        prices: state.prices.clone(),
+        ledger: state.ledger.clone(),
+    }
 }
 
 fn elapsed_us(from: Instant, to: Instant) -> u64 {

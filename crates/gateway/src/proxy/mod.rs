@@ -7,6 +7,7 @@ mod authenticate;
 mod authorize;
 mod body;
 mod forward;
+mod meter;
 mod route;
 mod scrub;
 
@@ -33,6 +34,9 @@ pub(crate) use scrub::Scrubber;
 pub(crate) struct RequestContext {
     pub(crate) request_id: String,
     pub(crate) started: Instant,
+    /// Wall-clock arrival time (from the gateway's clock): the ledger's
+    /// timestamp and the date prices are looked up for.
+    pub(crate) arrived: time::OffsetDateTime,
     /// The dialect errors are rendered in: guessed from the route at first,
     /// then the provider's.
     pub(crate) api: Api,
@@ -48,6 +52,7 @@ pub(crate) async fn handle(State(state): State<Arc<AppState>>, request: Request)
     let mut ctx = RequestContext {
         request_id: format!("req_{}", random_base62(16)),
         started: Instant::now(),
+        arrived: state.clock.now(),
         api: Api::guess(request.uri().path(), request.headers()),
         key_id: None,
         provider: None,
@@ -94,6 +99,6 @@ async fn pipeline(
     let body = body::read(&state.config, &parts, body).await?;
     let target = authorize::target(&snapshot, &key, &route, &parts, &body, ctx)?;
     // Spend control (rate limits, budget reservation) slots in here.
-    let upstream = forward::send(state, ctx, &target, parts, body).await?;
+    let upstream = forward::send(state, ctx, &target, &key, parts, body).await?;
     forward::respond(state, ctx, &target, &key, upstream).await
 }

@@ -52,6 +52,7 @@ impl Harness {
             master_key,
             admin_token: SecretString::from(admin_token.clone()),
             clock: Arc::new(clock.clone()),
+            prices: keyforge_providers::PriceTable::shipped().unwrap(),
         })
         .await
         .unwrap();

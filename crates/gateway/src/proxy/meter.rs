@@ -1,0 +1,141 @@
+//! Metering on the way out: the response body is wrapped so every frame is
+//! read by a [`Meter`] as it passes to the client (never buffered), and when
+//! the body ends, fails or is dropped (the client went away), the request's
+//! ledger record is written with its usage and cost.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use keyforge_providers::{Api, Meter, PriceSource, PriceTable, Usage, UsageSource};
+use keyforge_store::LedgerRecord;
+use time::OffsetDateTime;
+
+use crate::ledger::LedgerWriter;
+
+/// Everything the ledger record needs besides the usage.
+#[derive(Debug)]
+pub(crate) struct Settlement {
+    pub(crate) record: LedgerRecord,
+    pub(crate) api: Api,
+    pub(crate) arrived: OffsetDateTime,
+    pub(crate) started: Instant,
+    pub(crate) prices: Arc<PriceTable>,
+    pub(crate) ledger: LedgerWriter,
+}
+
+impl Settlement {
+    /// Prices `usage` and writes the record.
+    pub(crate) fn settle(mut self, usage: Usage, source: UsageSource) {
+        let record = &mut self.record;
+        record.input_tokens = usage.input_tokens;
+        record.cached_input_tokens = usage.cached_input_tokens;
+        record.cache_write_tokens = usage.cache_write_tokens;
+        record.output_tokens = usage.output_tokens;
+        record.reasoning_tokens = usage.reasoning_tokens;
+        record.usage_source = match source {
+            UsageSource::Reported => "reported",
+            UsageSource::Estimated => "estimated",
+            UsageSource::None => "none",
+        }
+        .to_owned();
+        let (cost, priced_by) = match (&record.model, source) {
+            (_, UsageSource::None) => (0, "none"),
+            (model, _) => {
+                let (prices, price_source) = self.prices.lookup(
+                    self.api,
+                    model.as_deref().unwrap_or(""),
+                    self.arrived.date(),
+                );
+                let priced_by = match price_source {
+                    PriceSource::Table(_) => "table",
+                    PriceSource::Fallback => "fallback",
+                };
+                (prices.cost(&usage).0, priced_by)
+            }
+        };
+        record.cost_nano_usd = cost;
+        record.priced_by = priced_by.to_owned();
+        record.latency_ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.ledger.record(self.record);
+    }
+}
+
+/// The upstream body, metered as it streams.
+pub(crate) struct MeteredBody {
+    inner: Incoming,
+    meter: Option<Meter>,
+    settlement: Option<Settlement>,
+}
+
+impl MeteredBody {
+    pub(crate) fn new(inner: Incoming, meter: Meter, settlement: Settlement) -> Self {
+        Self {
+            inner,
+            meter: Some(meter),
+            settlement: Some(settlement),
+        }
+    }
+
+    fn finish(&mut self, complete: bool) {
+        if let (Some(meter), Some(settlement)) = (self.meter.take(), self.settlement.take()) {
+            let (usage, source) = meter.finish(complete);
+            settlement.settle(usage, source);
+        }
+    }
+}
+
+impl Body for MeteredBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let (Some(data), Some(meter)) = (frame.data_ref(), self.meter.as_mut()) {
+                    meter.feed(data);
+                }
+                // hyper stops polling a body that says it has ended, so the
+                // end may never be observed as `None`.
+                if self.inner.is_end_stream() {
+                    self.finish(true);
+                }
+            }
+            Poll::Ready(Some(Err(_))) => self.finish(false),
+            Poll::Ready(None) => self.finish(true),
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for MeteredBody {
+    /// The client went away (or the server dropped the response): bill what
+    /// was delivered.
+    fn drop(&mut self) {
+        let complete = self.inner.is_end_stream();
+        self.finish(complete);
+    }
+}
+
+impl std::fmt::Debug for MeteredBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MeteredBody").finish_non_exhaustive()
+    }
+}
