@@ -83,10 +83,10 @@ pub struct LedgerRecord {
     pub output_tokens: u64,
     pub reasoning_tokens: u64,
     /// `reported`, `estimated` or `none`.
-    pub usage_source: String,
+    pub usage_source: &'static str,
     pub cost_nano_usd: i64,
     /// `table`, `fallback` or `none`.
-    pub priced_by: String,
+    pub priced_by: &'static str,
     pub status: u16,
     /// From arrival to the last byte of the response (or the cut).
     pub latency_ms: u64,

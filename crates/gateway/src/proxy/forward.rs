@@ -146,7 +146,8 @@ pub(crate) async fn respond(
             .get(http::header::CONTENT_TYPE)
             .and_then(|value| value.to_str().ok())
             .is_some_and(|value| value.starts_with("text/event-stream"));
-        let meter = Meter::new(target.provider.kind.api(), event_stream);
+        let length = http_body::Body::size_hint(&incoming).exact();
+        let meter = Meter::new(target.provider.kind.api(), event_stream, length);
         Body::new(MeteredBody::new(incoming, meter, settlement))
     } else {
         // A provider error carries no usage: nothing is billed.
@@ -205,9 +206,9 @@ pub(crate) fn settlement(
         cache_write_tokens: 0,
         output_tokens: 0,
         reasoning_tokens: 0,
-        usage_source: String::new(),
+        usage_source: "none",
         cost_nano_usd: 0,
-        priced_by: String::new(),
+        priced_by: "none",
         status,
         latency_ms: 0,
     };

@@ -41,8 +41,7 @@ impl Settlement {
             UsageSource::Reported => "reported",
             UsageSource::Estimated => "estimated",
             UsageSource::None => "none",
-        }
-        .to_owned();
+        };
         let (cost, priced_by) = match (&record.model, source) {
             (_, UsageSource::None) => (0, "none"),
             (model, _) => {
@@ -59,7 +58,7 @@ impl Settlement {
             }
         };
         record.cost_nano_usd = cost;
-        record.priced_by = priced_by.to_owned();
+        record.priced_by = priced_by;
         record.latency_ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
         self.ledger.record(self.record);
     }

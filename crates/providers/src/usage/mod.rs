@@ -202,14 +202,19 @@ const MAX_SSE_LINE: usize = 4 * 1024 * 1024;
 
 impl Meter {
     /// `event_stream` is true when the response is `text/event-stream`.
-    pub fn new(api: Api, event_stream: bool) -> Self {
+    /// `length_hint` (the body's content length, when known) sizes the copy
+    /// of a JSON body up front.
+    pub fn new(api: Api, event_stream: bool, length_hint: Option<u64>) -> Self {
+        let capacity = length_hint.map_or(0, |length| {
+            usize::try_from(length).unwrap_or(0).min(MAX_JSON_COPY)
+        });
         let mode = if event_stream {
             Mode::Sse {
                 partial: Vec::new(),
             }
         } else {
             Mode::Json {
-                copy: Vec::new(),
+                copy: Vec::with_capacity(capacity),
                 overflowed: false,
             }
         };
@@ -303,9 +308,7 @@ impl Meter {
                 let parsed = if overflowed {
                     usage_from_tail(self.api, &copy)
                 } else {
-                    serde_json::from_slice::<Value>(&copy)
-                        .ok()
-                        .and_then(|v| usage_from_json(self.api, &v))
+                    usage_from_body(self.api, &copy)
                 };
                 match parsed {
                     Some(usage) => (usage, UsageSource::Reported),
@@ -334,6 +337,26 @@ impl Meter {
             },
         }
     }
+}
+
+/// The only parts of a response body metering reads; serde skips the rest
+/// without building it, so a response is never materialised as a tree.
+#[derive(Deserialize)]
+struct UsageFields {
+    #[serde(default)]
+    usage: Option<Value>,
+    #[serde(default, rename = "usageMetadata")]
+    usage_metadata: Option<Value>,
+}
+
+fn usage_from_body(api: Api, body: &[u8]) -> Option<Usage> {
+    let fields: UsageFields = serde_json::from_slice(body).ok()?;
+    let wrapper = match (api, fields.usage, fields.usage_metadata) {
+        (Api::Gemini, _, Some(metadata)) => serde_json::json!({ "usageMetadata": metadata }),
+        (Api::OpenAi | Api::Anthropic, Some(usage), _) => serde_json::json!({ "usage": usage }),
+        _ => return None,
+    };
+    usage_from_json(api, &wrapper)
 }
 
 /// Finds the usage object in the tail of a large JSON body.

@@ -12,7 +12,7 @@ fn usage(input: u64, cached: u64, cache_write: u64, output: u64, reasoning: u64)
 
 /// Feeds `body` to a meter in chunks of `chunk` bytes.
 fn meter(api: Api, stream: bool, body: &str, chunk: usize, complete: bool) -> (Usage, UsageSource) {
-    let mut meter = Meter::new(api, stream);
+    let mut meter = Meter::new(api, stream, None);
     for piece in body.as_bytes().chunks(chunk.max(1)) {
         meter.feed(piece);
     }
@@ -28,7 +28,7 @@ fn check(api: Api, stream: bool, body: &str, expected: (Usage, UsageSource)) {
         "whole body"
     );
     for split in 1..body.len() {
-        let mut m = Meter::new(api, stream);
+        let mut m = Meter::new(api, stream, Some(body.len() as u64));
         m.feed(&body.as_bytes()[..split]);
         m.feed(&body.as_bytes()[split..]);
         assert_eq!(m.finish(true), expected, "split at {split}");

@@ -19,6 +19,8 @@ use crate::model::{
 use crate::{Store, StoreError};
 
 const SCHEMA_VERSION: i64 = 2;
+/// 17 columns x 100 rows stays far below SQLite's bound-parameter limit.
+const LEDGER_ROWS_PER_STATEMENT: usize = 100;
 const SCHEMA_V1: &str = include_str!("schema.sql");
 const SCHEMA_V2: &str = include_str!("schema_v2.sql");
 
@@ -323,34 +325,34 @@ impl Store for SqliteStore {
         if records.is_empty() {
             return Ok(());
         }
-        // One transaction per batch: the group commit that keeps the ledger
-        // cheap and off the request path.
+        // One transaction per batch, and many rows per statement: each
+        // statement is a round trip to SQLite's worker thread.
         let mut tx = self.pool.begin().await?;
-        for r in records {
-            sqlx::query(
+        for chunk in records.chunks(LEDGER_ROWS_PER_STATEMENT) {
+            let mut insert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
                 "INSERT INTO ledger (at_ms, request_id, key_id, env, provider, provider_key_version, model, input_tokens, cached_input_tokens, \
-                 cache_write_tokens, output_tokens, reasoning_tokens, usage_source, cost_nano_usd, priced_by, status, latency_ms) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            )
-            .bind(r.at_ms)
-            .bind(&r.request_id)
-            .bind(r.key_id.as_str())
-            .bind(r.env.as_str())
-            .bind(r.provider.as_str())
-            .bind(i64::from(r.provider_key_version))
-            .bind(&r.model)
-            .bind(to_i64(r.input_tokens))
-            .bind(to_i64(r.cached_input_tokens))
-            .bind(to_i64(r.cache_write_tokens))
-            .bind(to_i64(r.output_tokens))
-            .bind(to_i64(r.reasoning_tokens))
-            .bind(&r.usage_source)
-            .bind(r.cost_nano_usd)
-            .bind(&r.priced_by)
-            .bind(i64::from(r.status))
-            .bind(to_i64(r.latency_ms))
-            .execute(&mut *tx)
-            .await?;
+                 cache_write_tokens, output_tokens, reasoning_tokens, usage_source, cost_nano_usd, priced_by, status, latency_ms) ",
+            );
+            insert.push_values(chunk, |mut row, r| {
+                row.push_bind(r.at_ms)
+                    .push_bind(r.request_id.as_str())
+                    .push_bind(r.key_id.as_str())
+                    .push_bind(r.env.as_str())
+                    .push_bind(r.provider.as_str())
+                    .push_bind(i64::from(r.provider_key_version))
+                    .push_bind(r.model.as_deref())
+                    .push_bind(to_i64(r.input_tokens))
+                    .push_bind(to_i64(r.cached_input_tokens))
+                    .push_bind(to_i64(r.cache_write_tokens))
+                    .push_bind(to_i64(r.output_tokens))
+                    .push_bind(to_i64(r.reasoning_tokens))
+                    .push_bind(r.usage_source)
+                    .push_bind(r.cost_nano_usd)
+                    .push_bind(r.priced_by)
+                    .push_bind(i64::from(r.status))
+                    .push_bind(to_i64(r.latency_ms));
+            });
+            insert.build().execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())

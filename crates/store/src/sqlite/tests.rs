@@ -164,9 +164,9 @@ fn ledger(key: &KeyId, env: &str, model: &str, at_ms: i64, cost: i64) -> LedgerR
         cache_write_tokens: 0,
         output_tokens: 5,
         reasoning_tokens: 2,
-        usage_source: "reported".into(),
+        usage_source: "reported",
         cost_nano_usd: cost,
-        priced_by: "table".into(),
+        priced_by: "table",
         status: 200,
         latency_ms: 12,
     }
@@ -182,16 +182,16 @@ async fn ledger_sums_by_key_model_day_and_env() {
         .insert_ledger(&[
             ledger(&a, "dev", "gpt-4o-mini", day1, 100),
             LedgerRecord {
-                usage_source: "estimated".into(),
+                usage_source: "estimated",
                 ..ledger(&a, "dev", "gpt-4o", day2, 300)
             },
             LedgerRecord {
-                priced_by: "fallback".into(),
+                priced_by: "fallback",
                 ..ledger(&b, "prod", "my-model", day2 + 5, 1000)
             },
             LedgerRecord {
-                usage_source: "none".into(),
-                priced_by: "none".into(),
+                usage_source: "none",
+                priced_by: "none",
                 status: 500,
                 ..ledger(&b, "prod", "gpt-4o", day2 + 6, 0)
             },
