@@ -46,131 +46,222 @@ pub enum UsageSource {
 /// never free.
 const CHARS_PER_TOKEN: u64 = 4;
 
-fn u(value: &Value, pointer: &str) -> u64 {
-    value.pointer(pointer).and_then(Value::as_u64).unwrap_or(0)
+/// A usage block as any provider writes it: OpenAI chat (`prompt_tokens`),
+/// OpenAI Responses and Anthropic (`input_tokens`), Anthropic caching, and
+/// Gemini (`usageMetadata`, camelCase). Parsed straight from the bytes: no
+/// JSON tree is built.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawUsage {
+    prompt_tokens: Option<u64>,
+    completion_tokens: u64,
+    prompt_tokens_details: Details,
+    completion_tokens_details: Details,
+    input_tokens: u64,
+    output_tokens: u64,
+    input_tokens_details: Details,
+    output_tokens_details: Details,
+    cache_read_input_tokens: u64,
+    cache_creation_input_tokens: u64,
+    #[serde(rename = "promptTokenCount")]
+    prompt_token_count: u64,
+    #[serde(rename = "cachedContentTokenCount")]
+    cached_content_token_count: u64,
+    #[serde(rename = "candidatesTokenCount")]
+    candidates_token_count: u64,
+    #[serde(rename = "thoughtsTokenCount")]
+    thoughts_token_count: u64,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct Details {
+    cached_tokens: u64,
+    reasoning_tokens: u64,
+}
+
+impl RawUsage {
+    fn normalise(&self, api: Api) -> Usage {
+        match api {
+            Api::OpenAi => match self.prompt_tokens {
+                // Chat completions, completions, embeddings.
+                Some(prompt) => {
+                    let cached = self.prompt_tokens_details.cached_tokens;
+                    Usage {
+                        input_tokens: prompt.saturating_sub(cached),
+                        cached_input_tokens: cached,
+                        cache_write_tokens: 0,
+                        output_tokens: self.completion_tokens,
+                        reasoning_tokens: self.completion_tokens_details.reasoning_tokens,
+                    }
+                }
+                // The Responses API.
+                None => {
+                    let cached = self.input_tokens_details.cached_tokens;
+                    Usage {
+                        input_tokens: self.input_tokens.saturating_sub(cached),
+                        cached_input_tokens: cached,
+                        cache_write_tokens: 0,
+                        output_tokens: self.output_tokens,
+                        reasoning_tokens: self.output_tokens_details.reasoning_tokens,
+                    }
+                }
+            },
+            Api::Anthropic => Usage {
+                input_tokens: self.input_tokens,
+                cached_input_tokens: self.cache_read_input_tokens,
+                cache_write_tokens: self.cache_creation_input_tokens,
+                output_tokens: self.output_tokens,
+                reasoning_tokens: 0,
+            },
+            Api::Gemini => {
+                let cached = self.cached_content_token_count;
+                Usage {
+                    input_tokens: self.prompt_token_count.saturating_sub(cached),
+                    cached_input_tokens: cached,
+                    cache_write_tokens: 0,
+                    output_tokens: self.candidates_token_count + self.thoughts_token_count,
+                    reasoning_tokens: self.thoughts_token_count,
+                }
+            }
+        }
+    }
+}
+
+/// The parts of a response body or stream event that metering reads; serde
+/// skips everything else without building it.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct Event {
+    usage: Option<RawUsage>,
+    #[serde(rename = "usageMetadata")]
+    usage_metadata: Option<RawUsage>,
+    /// Anthropic `message_start` and the OpenAI Responses events carry
+    /// their usage one level down.
+    message: Option<Nested>,
+    response: Option<Nested>,
+    choices: Option<Vec<Choice>>,
+    /// Anthropic deltas are objects; OpenAI Responses deltas are strings.
+    delta: Option<Delta>,
+    candidates: Option<Vec<Candidate>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct Nested {
+    usage: Option<RawUsage>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct Choice {
+    delta: Option<ChoiceDelta>,
+    text: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct ChoiceDelta {
+    content: Option<String>,
+    reasoning_content: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Delta {
+    Text(String),
+    Block(BlockDelta),
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct BlockDelta {
+    text: Option<String>,
+    thinking: Option<String>,
+    partial_json: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct Candidate {
+    content: Option<CandidateContent>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct CandidateContent {
+    parts: Option<Vec<Part>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct Part {
+    text: Option<String>,
+}
+
+fn len(text: &Option<String>) -> usize {
+    text.as_ref().map_or(0, String::len)
+}
+
+impl Event {
+    fn usage(&self, api: Api) -> Option<Usage> {
+        let raw = match api {
+            Api::Gemini => self.usage_metadata.as_ref(),
+            Api::OpenAi => self
+                .usage
+                .as_ref()
+                .or_else(|| self.response.as_ref().and_then(|r| r.usage.as_ref())),
+            Api::Anthropic => self
+                .usage
+                .as_ref()
+                .or_else(|| self.message.as_ref().and_then(|m| m.usage.as_ref())),
+        }?;
+        Some(raw.normalise(api))
+    }
+
+    /// Text this event delivers to the user, for estimating cut streams.
+    fn delivered_text_len(&self, api: Api) -> usize {
+        match api {
+            Api::OpenAi => {
+                let chat: usize = self
+                    .choices
+                    .iter()
+                    .flatten()
+                    .map(|c| {
+                        c.delta
+                            .as_ref()
+                            .map_or(0, |d| len(&d.content) + len(&d.reasoning_content))
+                            + len(&c.text)
+                    })
+                    .sum();
+                let responses = match &self.delta {
+                    Some(Delta::Text(text)) => text.len(),
+                    _ => 0,
+                };
+                chat + responses
+            }
+            Api::Anthropic => match &self.delta {
+                Some(Delta::Block(block)) => {
+                    len(&block.text) + len(&block.thinking) + len(&block.partial_json)
+                }
+                _ => 0,
+            },
+            Api::Gemini => self
+                .candidates
+                .iter()
+                .flatten()
+                .filter_map(|c| c.content.as_ref())
+                .flat_map(|content| content.parts.iter().flatten())
+                .map(|p| len(&p.text))
+                .sum(),
+        }
+    }
 }
 
 /// Reads a usage block from a whole JSON response or one SSE event payload.
-/// Returns `None` when the value carries no usage.
+/// Returns `None` when it carries no usage.
 pub fn usage_from_json(api: Api, value: &Value) -> Option<Usage> {
-    match api {
-        Api::OpenAi => {
-            // Chat/completions/embeddings: top-level `usage`; Responses API:
-            // `usage` on the response object, or inside `response` of the
-            // `response.completed` event.
-            let usage = value
-                .get("usage")
-                .filter(|u| u.is_object())
-                .or_else(|| value.pointer("/response/usage").filter(|u| u.is_object()))?;
-            let chat_style = usage.get("prompt_tokens").is_some();
-            let (input, output, cached, reasoning) = if chat_style {
-                (
-                    u(usage, "/prompt_tokens"),
-                    u(usage, "/completion_tokens"),
-                    u(usage, "/prompt_tokens_details/cached_tokens"),
-                    u(usage, "/completion_tokens_details/reasoning_tokens"),
-                )
-            } else {
-                (
-                    u(usage, "/input_tokens"),
-                    u(usage, "/output_tokens"),
-                    u(usage, "/input_tokens_details/cached_tokens"),
-                    u(usage, "/output_tokens_details/reasoning_tokens"),
-                )
-            };
-            Some(Usage {
-                input_tokens: input.saturating_sub(cached),
-                cached_input_tokens: cached,
-                cache_write_tokens: 0,
-                output_tokens: output,
-                reasoning_tokens: reasoning,
-            })
-        }
-        Api::Anthropic => {
-            // A message (JSON), `message_start` (input, first output count)
-            // or `message_delta` (cumulative output).
-            let usage = value
-                .get("usage")
-                .or_else(|| value.pointer("/message/usage"))
-                .filter(|u| u.is_object())?;
-            Some(Usage {
-                input_tokens: u(usage, "/input_tokens"),
-                cached_input_tokens: u(usage, "/cache_read_input_tokens"),
-                cache_write_tokens: u(usage, "/cache_creation_input_tokens"),
-                output_tokens: u(usage, "/output_tokens"),
-                reasoning_tokens: 0,
-            })
-        }
-        Api::Gemini => {
-            let usage = value.get("usageMetadata").filter(|u| u.is_object())?;
-            let cached = u(usage, "/cachedContentTokenCount");
-            let thoughts = u(usage, "/thoughtsTokenCount");
-            Some(Usage {
-                input_tokens: u(usage, "/promptTokenCount").saturating_sub(cached),
-                cached_input_tokens: cached,
-                cache_write_tokens: 0,
-                output_tokens: u(usage, "/candidatesTokenCount") + thoughts,
-                reasoning_tokens: thoughts,
-            })
-        }
-    }
-}
-
-/// Text a streamed event delivers to the user, for estimating cut streams.
-fn delivered_text_len(api: Api, event: &Value) -> usize {
-    let text = |pointer: &str| {
-        event
-            .pointer(pointer)
-            .and_then(Value::as_str)
-            .map_or(0, str::len)
-    };
-    match api {
-        Api::OpenAi => {
-            let choices = event.get("choices").and_then(Value::as_array);
-            let chat: usize = choices.map_or(0, |choices| {
-                choices
-                    .iter()
-                    .map(|choice| {
-                        let content = choice
-                            .pointer("/delta/content")
-                            .and_then(Value::as_str)
-                            .map_or(0, str::len);
-                        let reasoning = choice
-                            .pointer("/delta/reasoning_content")
-                            .and_then(Value::as_str)
-                            .map_or(0, str::len);
-                        let legacy = choice
-                            .get("text")
-                            .and_then(Value::as_str)
-                            .map_or(0, str::len);
-                        content + reasoning + legacy
-                    })
-                    .sum()
-            });
-            let responses = if event
-                .get("type")
-                .and_then(Value::as_str)
-                .is_some_and(|t| t.ends_with(".delta"))
-            {
-                text("/delta")
-            } else {
-                0
-            };
-            chat + responses
-        }
-        Api::Anthropic => {
-            text("/delta/text") + text("/delta/thinking") + text("/delta/partial_json")
-        }
-        Api::Gemini => event
-            .pointer("/candidates/0/content/parts")
-            .and_then(Value::as_array)
-            .map_or(0, |parts| {
-                parts
-                    .iter()
-                    .map(|part| part.get("text").and_then(Value::as_str).map_or(0, str::len))
-                    .sum()
-            }),
-    }
+    Event::deserialize(value).ok()?.usage(api)
 }
 
 /// Meters one response body as it streams past. Feed it every chunk in
@@ -270,11 +361,11 @@ impl Meter {
         if data.is_empty() || data == b"[DONE]" {
             return;
         }
-        let Ok(event) = serde_json::from_slice::<Value>(data) else {
+        let Ok(event) = serde_json::from_slice::<Event>(data) else {
             return;
         };
-        self.delivered_chars += delivered_text_len(self.api, &event) as u64;
-        if let Some(usage) = usage_from_json(self.api, &event) {
+        self.delivered_chars += event.delivered_text_len(self.api) as u64;
+        if let Some(usage) = event.usage(self.api) {
             self.reported = Some(match (self.api, self.reported) {
                 // Anthropic reports input in `message_start` and cumulative
                 // output in `message_delta` (whose input fields may be absent).
@@ -339,24 +430,8 @@ impl Meter {
     }
 }
 
-/// The only parts of a response body metering reads; serde skips the rest
-/// without building it, so a response is never materialised as a tree.
-#[derive(Deserialize)]
-struct UsageFields {
-    #[serde(default)]
-    usage: Option<Value>,
-    #[serde(default, rename = "usageMetadata")]
-    usage_metadata: Option<Value>,
-}
-
 fn usage_from_body(api: Api, body: &[u8]) -> Option<Usage> {
-    let fields: UsageFields = serde_json::from_slice(body).ok()?;
-    let wrapper = match (api, fields.usage, fields.usage_metadata) {
-        (Api::Gemini, _, Some(metadata)) => serde_json::json!({ "usageMetadata": metadata }),
-        (Api::OpenAi | Api::Anthropic, Some(usage), _) => serde_json::json!({ "usage": usage }),
-        _ => return None,
-    };
-    usage_from_json(api, &wrapper)
+    serde_json::from_slice::<Event>(body).ok()?.usage(api)
 }
 
 /// Finds the usage object in the tail of a large JSON body.

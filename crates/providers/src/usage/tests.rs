@@ -210,3 +210,20 @@ fn garbage_never_panics() {
         }
     }
 }
+
+#[test]
+fn nulls_where_lists_or_objects_belong_do_not_lose_usage() {
+    // Seen from OpenAI-compatible servers and content-filter chunks.
+    let stream = "data: {\"choices\":null,\"usage\":null}\n\n\
+data: {\"choices\":[{\"delta\":{\"content\":null}}]}\n\n\
+data: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":2}}\n\n";
+    assert_eq!(
+        meter(Api::OpenAi, true, stream, 9, true),
+        (usage(3, 0, 0, 2, 0), UsageSource::Reported)
+    );
+    let gemini = "data: {\"candidates\":[{\"content\":null}],\"usageMetadata\":{\"promptTokenCount\":4,\"candidatesTokenCount\":1}}\r\n\r\n";
+    assert_eq!(
+        meter(Api::Gemini, true, gemini, 5, true),
+        (usage(4, 0, 0, 1, 0), UsageSource::Reported)
+    );
+}
