@@ -59,12 +59,21 @@ impl LedgerWriter {
         }
     }
 
-    /// Waits until every record queued so far is in the store.
-    pub(crate) async fn flush(&self) {
+    /// Waits until every record queued so far is in the store, for at most
+    /// `limit` (a failing store is retried indefinitely, and neither shutdown
+    /// nor a usage query should hang on it). Returns whether it finished.
+    pub(crate) async fn flush(&self, limit: Duration) -> bool {
         let (done, wait) = oneshot::channel();
-        if self.tx.send(Message::Flush(done)).await.is_ok() {
-            let _ = wait.await;
+        let flushed =
+            async { self.tx.send(Message::Flush(done)).await.is_ok() && wait.await.is_ok() };
+        let finished = tokio::time::timeout(limit, flushed).await.unwrap_or(false);
+        if !finished {
+            tracing::warn!(
+                limit_ms = u64::try_from(limit.as_millis()).unwrap_or(u64::MAX),
+                "ledger records are still queued (is the store failing?)"
+            );
         }
+        finished
     }
 }
 
@@ -103,5 +112,123 @@ fn take(message: Message, batch: &mut Vec<LedgerRecord>, waiting: &mut Vec<onesh
     match message {
         Message::Record(record) => batch.push(*record),
         Message::Flush(done) => waiting.push(done),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use async_trait::async_trait;
+    use keyforge_store::{
+        NewProvider, ProviderRecord, RevokeOutcome, SqliteStore, StoreError, UsageGroup,
+        UsageQuery, UsageRow, VirtualKeyRecord,
+    };
+    use keyforge_types::{EnvName, KeyId, ProviderName};
+    use time::OffsetDateTime;
+
+    use super::*;
+
+    /// A store whose ledger writes fail while `failing` is set.
+    #[derive(Debug)]
+    struct Flaky {
+        inner: SqliteStore,
+        failing: AtomicBool,
+    }
+
+    #[async_trait]
+    impl Store for Flaky {
+        async fn get_meta(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+            self.inner.get_meta(name).await
+        }
+        async fn put_meta_if_absent(
+            &self,
+            name: &str,
+            value: &[u8],
+        ) -> Result<Vec<u8>, StoreError> {
+            self.inner.put_meta_if_absent(name, value).await
+        }
+        async fn insert_provider(&self, provider: &NewProvider) -> Result<(), StoreError> {
+            self.inner.insert_provider(provider).await
+        }
+        async fn list_providers(&self) -> Result<Vec<ProviderRecord>, StoreError> {
+            self.inner.list_providers().await
+        }
+        async fn insert_virtual_key(&self, key: &VirtualKeyRecord) -> Result<(), StoreError> {
+            self.inner.insert_virtual_key(key).await
+        }
+        async fn list_virtual_keys(&self) -> Result<Vec<VirtualKeyRecord>, StoreError> {
+            self.inner.list_virtual_keys().await
+        }
+        async fn get_virtual_key(
+            &self,
+            id: &KeyId,
+        ) -> Result<Option<VirtualKeyRecord>, StoreError> {
+            self.inner.get_virtual_key(id).await
+        }
+        async fn revoke_virtual_key(
+            &self,
+            id: &KeyId,
+            at: OffsetDateTime,
+        ) -> Result<RevokeOutcome, StoreError> {
+            self.inner.revoke_virtual_key(id, at).await
+        }
+        async fn insert_ledger(&self, records: &[LedgerRecord]) -> Result<(), StoreError> {
+            if self.failing.load(Ordering::SeqCst) {
+                return Err(StoreError::Conflict("disk full (simulated)".into()));
+            }
+            self.inner.insert_ledger(records).await
+        }
+        async fn query_usage(&self, query: &UsageQuery) -> Result<Vec<UsageRow>, StoreError> {
+            self.inner.query_usage(query).await
+        }
+    }
+
+    fn record(n: i64) -> LedgerRecord {
+        LedgerRecord {
+            at_ms: n,
+            request_id: format!("req_{n}"),
+            key_id: KeyId::generate(),
+            env: EnvName::parse("dev").unwrap(),
+            provider: ProviderName::parse("openai").unwrap(),
+            provider_key_version: 1,
+            model: None,
+            input_tokens: 1,
+            cached_input_tokens: 0,
+            cache_write_tokens: 0,
+            output_tokens: 1,
+            reasoning_tokens: 0,
+            usage_source: "reported",
+            cost_nano_usd: 1,
+            priced_by: "table",
+            status: 200,
+            latency_ms: 1,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failing_store_loses_nothing_and_does_not_hang_flush() {
+        let store = Arc::new(Flaky {
+            inner: SqliteStore::open_in_memory().await.unwrap(),
+            failing: AtomicBool::new(true),
+        });
+        let writer = LedgerWriter::spawn(store.clone());
+        for n in 0..100 {
+            writer.record(record(n));
+        }
+        assert!(
+            !writer.flush(Duration::from_millis(300)).await,
+            "flush cannot finish while the store fails"
+        );
+        store.failing.store(false, Ordering::SeqCst);
+        assert!(writer.flush(Duration::from_secs(30)).await);
+        let query = UsageQuery {
+            since_ms: 0,
+            key_id: None,
+            env: None,
+            group_by: UsageGroup::Env,
+        };
+        let rows = store.query_usage(&query).await.unwrap();
+        assert_eq!(rows[0].requests, 100);
     }
 }

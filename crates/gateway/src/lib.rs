@@ -208,6 +208,6 @@ pub async fn serve(
         tracing::warn!("in-flight requests did not finish within 30 seconds of shutdown");
     }
     // Every finished request's ledger record is in the store before we return.
-    gateway.state.ledger.flush().await;
+    gateway.state.ledger.flush(Duration::from_secs(30)).await;
     Ok(())
 }

@@ -479,7 +479,7 @@ async fn usage(
         .map_err(|error| AdminError::bad_request(error.to_string()))?;
     let since_at = state.clock.now() - since.as_duration();
     // Records of requests that just finished may still be queued.
-    state.ledger.flush().await;
+    state.ledger.flush(std::time::Duration::from_secs(5)).await;
     let query = keyforge_store::UsageQuery {
         since_ms: i64::try_from(since_at.unix_timestamp_nanos() / 1_000_000).unwrap_or(0),
         key_id,
