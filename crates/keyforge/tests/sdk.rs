@@ -36,50 +36,32 @@ async fn official_sdks_work_through_keyforge() {
     let provider_key = fake_provider_key("sdk");
     let upstream = FakeUpstream::start(&provider_key).await.unwrap();
     let server = Server::start_in(home.path(), &[]).await;
-    for (name, kind) in [
-        ("openai", "openai"),
-        ("anthropic", "anthropic"),
-        ("gemini", "gemini"),
-    ] {
-        let (ok, _, err) = server
-            .cli(
+    for name in ["openai", "anthropic", "gemini"] {
+        server
+            .add_provider(
                 home.path(),
-                &[
-                    "provider",
-                    "add",
-                    name,
-                    "--kind",
-                    kind,
-                    "--env",
-                    "dev",
-                    "--base-url",
-                    &upstream.base_url(),
-                ],
-                Some(&provider_key),
+                name,
+                name,
+                "dev",
+                &upstream.base_url(),
+                &provider_key,
             )
             .await;
-        assert!(ok, "{err}");
     }
-    let create = |args: Vec<&'static str>| {
-        let server = &server;
-        let home = home.path().to_owned();
-        async move {
-            let (ok, out, err) = server.cli(&home, &args, None).await;
-            assert!(ok, "{err}");
-            serde_json::from_str::<Value>(&out).unwrap()["key"]
-                .as_str()
-                .unwrap()
-                .to_owned()
-        }
-    };
-    let key = create(vec![
-        "key", "create", "--name", "sdk", "--env", "dev", "--json",
-    ])
-    .await;
-    let scoped = create(vec![
-        "key", "create", "--name", "scoped", "--env", "dev", "--model", "gpt-4o*", "--json",
-    ])
-    .await;
+    let key_of = |answer: Value| answer["key"].as_str().unwrap().to_owned();
+    let key = key_of(
+        server
+            .create_key(home.path(), &["--name", "sdk", "--env", "dev"])
+            .await,
+    );
+    let scoped = key_of(
+        server
+            .create_key(
+                home.path(),
+                &["--name", "scoped", "--env", "dev", "--model", "gpt-4o*"],
+            )
+            .await,
+    );
     let mut bad = key.clone();
     let last = bad.pop().unwrap();
     bad.push(if last == 'A' { 'B' } else { 'A' });

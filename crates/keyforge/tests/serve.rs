@@ -321,43 +321,25 @@ async fn providers_and_keys_survive_a_restart_and_need_the_same_master_key() {
         data.to_str().unwrap(),
     ];
     let server = Server::start(home.path(), &data, &args, &[]).await;
-    let (ok, _, err) = server
-        .cli(
+    server
+        .add_provider(
             home.path(),
-            &[
-                "provider",
-                "add",
-                "openai",
-                "--kind",
-                "openai",
-                "--env",
-                "prod",
-                "--base-url",
-                &upstream.base_url(),
-            ],
-            Some(&provider_key),
+            "openai",
+            "openai",
+            "prod",
+            &upstream.base_url(),
+            &provider_key,
         )
         .await;
-    assert!(ok, "{err}");
-    let (_, created, _) = server
-        .cli(
-            home.path(),
-            &["key", "create", "--name", "svc", "--env", "prod", "--json"],
-            None,
-        )
-        .await;
-    let key = serde_json::from_str::<Value>(&created).unwrap()["key"]
+    let key = server
+        .create_key(home.path(), &["--name", "svc", "--env", "prod"])
+        .await["key"]
         .as_str()
         .unwrap()
         .to_owned();
-    let (_, revoked_json, _) = server
-        .cli(
-            home.path(),
-            &["key", "create", "--name", "old", "--env", "prod", "--json"],
-            None,
-        )
+    let revoked = server
+        .create_key(home.path(), &["--name", "old", "--env", "prod"])
         .await;
-    let revoked: Value = serde_json::from_str(&revoked_json).unwrap();
     let (ok, _, _) = server
         .cli(
             home.path(),
@@ -521,32 +503,19 @@ async fn usage_and_prices_commands_report_the_ledger_across_restarts() {
     let provider_key = fake_provider_key("usage");
     let upstream = FakeUpstream::start(&provider_key).await.unwrap();
     let server = Server::start_in(home.path(), &[]).await;
-    let (ok, _, err) = server
-        .cli(
+    server
+        .add_provider(
             home.path(),
-            &[
-                "provider",
-                "add",
-                "openai",
-                "--kind",
-                "openai",
-                "--env",
-                "dev",
-                "--base-url",
-                &upstream.base_url(),
-            ],
-            Some(&provider_key),
+            "openai",
+            "openai",
+            "dev",
+            &upstream.base_url(),
+            &provider_key,
         )
         .await;
-    assert!(ok, "{err}");
-    let (_, created, _) = server
-        .cli(
-            home.path(),
-            &["key", "create", "--name", "app", "--env", "dev", "--json"],
-            None,
-        )
-        .await;
-    let key = serde_json::from_str::<Value>(&created).unwrap()["key"]
+    let key = server
+        .create_key(home.path(), &["--name", "app", "--env", "dev"])
+        .await["key"]
         .as_str()
         .unwrap()
         .to_owned();

@@ -124,6 +124,42 @@ impl Server {
         self.output.lock().await.clone()
     }
 
+    /// `keyforge provider add NAME --kind KIND --env ENV --base-url URL`,
+    /// the API key on stdin; asserts it succeeded.
+    pub(crate) async fn add_provider(
+        &self,
+        home: &Path,
+        name: &str,
+        kind: &str,
+        env: &str,
+        base_url: &str,
+        api_key: &str,
+    ) {
+        let args = [
+            "provider",
+            "add",
+            name,
+            "--kind",
+            kind,
+            "--env",
+            env,
+            "--base-url",
+            base_url,
+        ];
+        let (ok, out, err) = self.cli(home, &args, Some(api_key)).await;
+        assert!(ok, "{args:?}: {out}{err}");
+    }
+
+    /// `keyforge key create ARGS... --json`; returns its JSON answer.
+    pub(crate) async fn create_key(&self, home: &Path, args: &[&str]) -> serde_json::Value {
+        let mut all = vec!["key", "create"];
+        all.extend_from_slice(args);
+        all.push("--json");
+        let (ok, out, err) = self.cli(home, &all, None).await;
+        assert!(ok, "{all:?}: {err}");
+        serde_json::from_str(&out).unwrap()
+    }
+
     /// Runs an admin command against this server; returns (exit ok, stdout, stderr).
     pub(crate) async fn cli(
         &self,
