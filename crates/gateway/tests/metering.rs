@@ -234,3 +234,75 @@ async fn usage_queries_are_validated() {
     );
     assert_eq!(prices["fallback"]["output"], "30.00");
 }
+
+#[tokio::test]
+async fn openai_streams_are_metered_exactly_without_changing_what_the_client_sees() {
+    let harness = Harness::start().await;
+    harness.add_provider("openai", "openai", "dev").await;
+    let (_, key) = harness
+        .create_key(json!({"name": "app", "env": "dev"}))
+        .await;
+    let body = json!({"model": "gpt-4o-mini", "stream": true, "max_tokens": 5, "messages": [{"role": "user", "content": "one two three four"}]});
+
+    // What the provider sends a client that did not ask for usage...
+    let direct = harness
+        .http
+        .post(format!(
+            "{}/v1/chat/completions",
+            harness.upstream.base_url()
+        ))
+        .bearer_auth(&harness.provider_key)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!direct.contains("usage"), "{direct}");
+    // ...is exactly what that client gets through KeyForge.
+    let through = harness
+        .http
+        .post(harness.url("/openai/v1/chat/completions"))
+        .bearer_auth(&key)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(through, direct);
+
+    // KeyForge asked the provider for usage on the client's behalf...
+    let sent = harness.upstream.requests().pop().unwrap();
+    let sent: Value = serde_json::from_slice(&sent.body).unwrap();
+    assert_eq!(sent["stream_options"]["include_usage"], true);
+    // ...and billed from the provider's own count, not an estimate.
+    let report = usage(&harness, "model").await;
+    let r = row(&report, "gpt-4o-mini");
+    assert_eq!(
+        (tokens(r), r["estimated"].as_u64()),
+        ((1, 4, 5), Some(0)),
+        "{r}"
+    );
+
+    // A client that asks for usage still gets it.
+    let mut asked = body.clone();
+    asked["stream_options"] = json!({"include_usage": true});
+    let with_usage = harness
+        .http
+        .post(harness.url("/openai/v1/chat/completions"))
+        .bearer_auth(&key)
+        .json(&asked)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        with_usage.contains("\"usage\":{\"completion_tokens\":5"),
+        "{with_usage}"
+    );
+}

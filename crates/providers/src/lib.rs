@@ -10,6 +10,7 @@ mod error_shape;
 mod kind;
 mod model;
 mod prices;
+mod strip;
 mod usage;
 
 pub use credentials::{
@@ -22,4 +23,5 @@ pub use model::{ModelError, RequestModel, request_model};
 pub use prices::{
     PriceEntry, PriceError, PriceSource, PriceTable, RawPrice, TokenPrices, parse_usd_per_million,
 };
+pub use strip::{UsageStripper, request_usage_in_stream};
 pub use usage::{Meter, Usage, UsageSource, usage_from_json};

@@ -12,11 +12,11 @@ use http::request::Parts;
 use http::{HeaderValue, Uri};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
+use keyforge_providers::{Api, Meter, Usage, UsageSource, UsageStripper, request_usage_in_stream};
 use keyforge_providers::{
     ErrorClass, inject_provider_key, sanitize_query, sanitize_request_headers,
     strip_response_headers,
 };
-use keyforge_providers::{Meter, Usage, UsageSource};
 use keyforge_store::LedgerRecord;
 
 use super::RequestContext;
@@ -73,6 +73,21 @@ async fn send_once(
         )
     })?;
 
+    // Meter every OpenAI stream from the provider's own count: ask for
+    // usage on the client's behalf, and strip it from the response again.
+    let body = match (
+        provider.kind.api(),
+        target.upstream_path.ends_with("/completions"),
+    ) {
+        (Api::OpenAi, true) => match request_usage_in_stream(&body) {
+            Some(rewritten) => {
+                ctx.strip_usage = true;
+                Bytes::from(rewritten)
+            }
+            None => body,
+        },
+        _ => body,
+    };
     let mut headers = sanitize_request_headers(&parts.headers);
     inject_provider_key(provider.kind.api(), &mut headers, &provider.secret).map_err(|_| {
         GatewayError::internal(
@@ -148,7 +163,8 @@ pub(crate) async fn respond(
             .is_some_and(|value| value.starts_with("text/event-stream"));
         let length = http_body::Body::size_hint(&incoming).exact();
         let meter = Meter::new(target.provider.kind.api(), event_stream, length);
-        Body::new(MeteredBody::new(incoming, meter, settlement))
+        let stripper = (ctx.strip_usage && event_stream).then(UsageStripper::new);
+        Body::new(MeteredBody::new(incoming, meter, stripper, settlement))
     } else {
         // A provider error carries no usage: nothing is billed.
         settlement.settle(Usage::default(), UsageSource::None);

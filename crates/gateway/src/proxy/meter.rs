@@ -11,7 +11,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
-use keyforge_providers::{Api, Meter, PriceSource, PriceTable, Usage, UsageSource};
+use keyforge_providers::{Api, Meter, PriceSource, PriceTable, Usage, UsageSource, UsageStripper};
 use keyforge_store::LedgerRecord;
 use time::OffsetDateTime;
 
@@ -64,19 +64,30 @@ impl Settlement {
     }
 }
 
-/// The upstream body, metered as it streams.
+/// The upstream body, metered as it streams (and, when the gateway asked
+/// for usage the client did not, stripped of it).
 pub(crate) struct MeteredBody {
     inner: Incoming,
     meter: Option<Meter>,
+    stripper: Option<UsageStripper>,
     settlement: Option<Settlement>,
+    /// The last frame has been handed on.
+    done: bool,
 }
 
 impl MeteredBody {
-    pub(crate) fn new(inner: Incoming, meter: Meter, settlement: Settlement) -> Self {
+    pub(crate) fn new(
+        inner: Incoming,
+        meter: Meter,
+        stripper: Option<UsageStripper>,
+        settlement: Settlement,
+    ) -> Self {
         Self {
             inner,
             meter: Some(meter),
+            stripper,
             settlement: Some(settlement),
+            done: false,
         }
     }
 
@@ -96,31 +107,74 @@ impl Body for MeteredBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        match &polled {
-            Poll::Ready(Some(Ok(frame))) => {
-                if let (Some(data), Some(meter)) = (frame.data_ref(), self.meter.as_mut()) {
-                    meter.feed(data);
-                }
-                // hyper stops polling a body that says it has ended, so the
-                // end may never be observed as `None`.
-                if self.inner.is_end_stream() {
-                    self.finish(true);
-                }
-            }
-            Poll::Ready(Some(Err(_))) => self.finish(false),
-            Poll::Ready(None) => self.finish(true),
-            Poll::Pending => {}
+        let this = &mut *self;
+        if this.done {
+            return Poll::Ready(None);
         }
-        polled
+        loop {
+            let frame = match Pin::new(&mut this.inner).poll_frame(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(Err(error))) => {
+                    this.finish(false);
+                    return Poll::Ready(Some(Err(error)));
+                }
+                Poll::Ready(None) => {
+                    // The end: hand on what the stripper still holds.
+                    this.done = true;
+                    let tail = this
+                        .stripper
+                        .as_mut()
+                        .map(UsageStripper::finish)
+                        .filter(|tail| !tail.is_empty());
+                    this.finish(true);
+                    return Poll::Ready(tail.map(|tail| Ok(Frame::data(tail))));
+                }
+                Poll::Ready(Some(Ok(frame))) => frame,
+            };
+            let data = match frame.into_data() {
+                Ok(data) => data,
+                Err(trailers) => return Poll::Ready(Some(Ok(trailers))),
+            };
+            if let Some(meter) = this.meter.as_mut() {
+                meter.feed(&data);
+            }
+            // hyper stops polling a body that says it has ended, so the end
+            // may never be observed as `None`.
+            let ended = this.inner.is_end_stream();
+            let data = match this.stripper.as_mut() {
+                None => data,
+                Some(stripper) if ended => {
+                    let mut all = stripper.feed(&data).to_vec();
+                    all.extend_from_slice(&stripper.finish());
+                    Bytes::from(all)
+                }
+                Some(stripper) => stripper.feed(&data),
+            };
+            if ended {
+                this.done = true;
+                this.finish(true);
+            }
+            if !data.is_empty() {
+                return Poll::Ready(Some(Ok(Frame::data(data))));
+            }
+            if ended {
+                return Poll::Ready(None);
+            }
+            // Everything in this frame was stripped: wait for the next.
+        }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.done || (self.stripper.is_none() && self.inner.is_end_stream())
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        // Stripping changes the length; without it, the upstream's holds.
+        if self.stripper.is_some() {
+            SizeHint::default()
+        } else {
+            self.inner.size_hint()
+        }
     }
 }
 

@@ -45,6 +45,9 @@ pub(crate) struct RequestContext {
     pub(crate) model: Option<String>,
     /// Time spent in the gateway itself, excluding the wait for the upstream.
     pub(crate) overhead_us: u64,
+    /// The gateway asked for stream usage the client did not ask for, and
+    /// strips it from the response.
+    pub(crate) strip_usage: bool,
 }
 
 /// Entry point of every proxied request.
@@ -58,6 +61,7 @@ pub(crate) async fn handle(State(state): State<Arc<AppState>>, request: Request)
         provider: None,
         model: None,
         overhead_us: 0,
+        strip_usage: false,
     };
     // A debug span: at the default info level it costs nothing per request
     // (an info span's fields are formatted eagerly, about 2 % of the
