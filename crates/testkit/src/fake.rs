@@ -85,6 +85,10 @@ impl FakeUpstream {
         });
         let app = Router::new().fallback(handle).with_state(state.clone());
         tokio::spawn(async move {
+            // Like real providers' servers: no Nagle delay on small SSE writes.
+            let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
             let _ = axum::serve(listener, app).await;
         });
         Ok(Self { addr, state })
