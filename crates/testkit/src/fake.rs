@@ -620,7 +620,12 @@ fn sse_response(state: Arc<FakeState>, events: Vec<Bytes>, slow: bool) -> Respon
         (events.into_iter(), guard, 0usize),
         move |(mut events, mut guard, sent)| async move {
             let event = events.next()?;
-            if slow {
+            // Paced like a model generating: each event waits, except the
+            // usage and end markers, which a provider sends right after the
+            // last token.
+            let is_trailer = event.windows(12).any(|w| w == b"\"choices\":[]")
+                || event.starts_with(b"data: [DONE]");
+            if slow && !is_trailer {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
             if sent + 1 == total {
