@@ -12,10 +12,9 @@ use http::request::Parts;
 use http::{HeaderValue, Uri};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use keyforge_providers::{Api, Meter, Usage, UsageSource, UsageStripper, request_usage_in_stream};
 use keyforge_providers::{
-    ErrorClass, inject_provider_key, sanitize_query, sanitize_request_headers,
-    strip_response_headers,
+    Api, ErrorClass, Meter, Usage, UsageSource, UsageStripper, inject_provider_key,
+    request_usage_in_stream, sanitize_query, sanitize_request_headers, strip_response_headers,
 };
 use keyforge_store::LedgerRecord;
 
@@ -23,7 +22,7 @@ use super::RequestContext;
 use super::authenticate::Authenticated;
 use super::authorize::Target;
 use super::meter::{MeteredBody, Settlement};
-use crate::error::GatewayError;
+use crate::error::{Fault, GatewayError};
 use crate::state::AppState;
 
 pub(crate) struct Upstream {
@@ -31,8 +30,8 @@ pub(crate) struct Upstream {
     headers_received: Instant,
 }
 
-/// Sends the request upstream. A request that fails to get an answer is
-/// still recorded in the ledger (with no usage).
+/// Sends the request upstream. A request the provider failed to answer
+/// (unreachable, timed out) is still recorded in the ledger, with no usage.
 pub(crate) async fn send(
     state: &AppState,
     ctx: &mut RequestContext,
@@ -42,7 +41,9 @@ pub(crate) async fn send(
     body: Bytes,
 ) -> Result<Upstream, GatewayError> {
     let result = send_once(state, ctx, target, parts, body).await;
-    if let Err(error) = &result {
+    if let Err(error) = &result
+        && error.fault == Fault::Upstream
+    {
         settlement(state, ctx, target, key, error.class.status().as_u16())
             .settle(Usage::default(), UsageSource::None);
     }

@@ -14,6 +14,11 @@ use bytes::{Bytes, BytesMut};
 /// already. Returns the new body, or `None` when nothing needs to change (not
 /// a stream, usage already requested, or not a JSON object).
 pub fn request_usage_in_stream(body: &[u8]) -> Option<Vec<u8>> {
+    // Most requests do not stream: skip parsing them a second time (the
+    // model was already read from the body).
+    if !contains(body, b"\"stream\"") {
+        return None;
+    }
     let mut value: serde_json::Value = serde_json::from_slice(body).ok()?;
     let object = value.as_object_mut()?;
     if object.get("stream").and_then(serde_json::Value::as_bool) != Some(true) {

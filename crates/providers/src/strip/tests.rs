@@ -66,6 +66,10 @@ fn requests_ask_for_usage_only_when_needed() {
         ),
         (r#"{"model":"m","stream":false}"#, None),
         (r#"{"model":"m"}"#, None),
+        (
+            r#"{"model":"m", "stream" : true}"#,
+            Some(r#"{"model":"m","stream":true,"stream_options":{"include_usage":true}}"#),
+        ),
         (r#"[1,2]"#, None),
         (r#"{"stream":true,"stream_options":5}"#, None),
     ];
