@@ -17,6 +17,9 @@ pub struct GatewayConfig {
     pub upstream_response_timeout: Duration,
     /// Largest upstream error body read for scrubbing; longer ones are cut.
     pub max_upstream_error_bytes: usize,
+    /// Output tokens a budget reserves for a request that sets no cap of
+    /// its own (`max_tokens` and the like).
+    pub reserve_output_tokens: u64,
 }
 
 impl Default for GatewayConfig {
@@ -28,6 +31,7 @@ impl Default for GatewayConfig {
             upstream_connect_timeout: Duration::from_secs(10),
             upstream_response_timeout: Duration::from_secs(600),
             max_upstream_error_bytes: 1024 * 1024,
+            reserve_output_tokens: 4096,
         }
     }
 }

@@ -4,7 +4,7 @@
 //! contains a secret (messages are built from fixed text, ids and names).
 
 use axum::response::Response;
-use http::HeaderValue;
+use http::{HeaderMap, HeaderName, HeaderValue};
 use keyforge_providers::{Api, ErrorClass, render_error};
 
 /// Whose fault an error is: it decides the log level and whether a retry can
@@ -26,6 +26,9 @@ pub(crate) struct GatewayError {
     pub(crate) code: &'static str,
     pub(crate) message: String,
     pub(crate) fault: Fault,
+    /// Extra response headers (`Retry-After`, `x-ratelimit-*`); boxed, as
+    /// most errors have none.
+    pub(crate) headers: Option<Box<HeaderMap>>,
 }
 
 impl GatewayError {
@@ -39,6 +42,7 @@ impl GatewayError {
             code,
             message: message.into(),
             fault: Fault::Client,
+            headers: None,
         }
     }
 
@@ -52,6 +56,7 @@ impl GatewayError {
             code,
             message: message.into(),
             fault: Fault::Upstream,
+            headers: None,
         }
     }
 
@@ -61,7 +66,17 @@ impl GatewayError {
             code,
             message: message.into(),
             fault: Fault::Internal,
+            headers: None,
         }
+    }
+
+    pub(crate) fn with_header(mut self, name: HeaderName, value: HeaderValue) -> Self {
+        self.headers_mut().insert(name, value);
+        self
+    }
+
+    pub(crate) fn headers_mut(&mut self) -> &mut HeaderMap {
+        self.headers.get_or_insert_with(Box::default)
     }
 
     pub(crate) fn into_response(self, api: Api, request_id: &str) -> Response {
@@ -69,6 +84,9 @@ impl GatewayError {
         let mut response = Response::new(axum::body::Body::from(body));
         *response.status_mut() = status;
         let headers = response.headers_mut();
+        if let Some(extra) = self.headers {
+            headers.extend(*extra);
+        }
         headers.insert(
             http::header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),

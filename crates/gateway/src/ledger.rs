@@ -121,10 +121,11 @@ mod tests {
 
     use async_trait::async_trait;
     use keyforge_store::{
-        NewProvider, ProviderRecord, RevokeOutcome, SqliteStore, StoreError, UsageGroup,
+        AlertDelivery, AlertEvent, AlertWebhookRecord, BudgetRecord, NewProvider, ProviderRecord,
+        RecentRequest, RevokeOutcome, SqliteStore, StoreError, StoredAlert, Suspension, UsageGroup,
         UsageQuery, UsageRow, VirtualKeyRecord,
     };
-    use keyforge_types::{EnvName, KeyId, ProviderName};
+    use keyforge_types::{AlertId, BudgetId, BudgetScope, EnvName, KeyId, ProviderName};
     use time::OffsetDateTime;
 
     use super::*;
@@ -154,8 +155,66 @@ mod tests {
         async fn list_providers(&self) -> Result<Vec<ProviderRecord>, StoreError> {
             self.inner.list_providers().await
         }
-        async fn insert_virtual_key(&self, key: &VirtualKeyRecord) -> Result<(), StoreError> {
-            self.inner.insert_virtual_key(key).await
+        async fn insert_virtual_key(
+            &self,
+            key: &VirtualKeyRecord,
+            budgets: &[BudgetRecord],
+        ) -> Result<(), StoreError> {
+            self.inner.insert_virtual_key(key, budgets).await
+        }
+        async fn set_key_suspension(
+            &self,
+            id: &KeyId,
+            suspension: Option<&Suspension>,
+        ) -> Result<bool, StoreError> {
+            self.inner.set_key_suspension(id, suspension).await
+        }
+        async fn upsert_budget(&self, budget: &BudgetRecord) -> Result<BudgetRecord, StoreError> {
+            self.inner.upsert_budget(budget).await
+        }
+        async fn list_budgets(&self) -> Result<Vec<BudgetRecord>, StoreError> {
+            self.inner.list_budgets().await
+        }
+        async fn delete_budget(&self, id: &BudgetId) -> Result<bool, StoreError> {
+            self.inner.delete_budget(id).await
+        }
+        async fn spend_since(&self, scope: &BudgetScope, since_ms: i64) -> Result<i64, StoreError> {
+            self.inner.spend_since(scope, since_ms).await
+        }
+        async fn recent_requests(&self, since_ms: i64) -> Result<Vec<RecentRequest>, StoreError> {
+            self.inner.recent_requests(since_ms).await
+        }
+        async fn insert_alert_webhook(
+            &self,
+            webhook: &AlertWebhookRecord,
+        ) -> Result<(), StoreError> {
+            self.inner.insert_alert_webhook(webhook).await
+        }
+        async fn list_alert_webhooks(&self) -> Result<Vec<AlertWebhookRecord>, StoreError> {
+            self.inner.list_alert_webhooks().await
+        }
+        async fn delete_alert_webhook(&self, id: &AlertId) -> Result<bool, StoreError> {
+            self.inner.delete_alert_webhook(id).await
+        }
+        async fn insert_alert(
+            &self,
+            event: &AlertEvent,
+            webhooks: &[AlertId],
+        ) -> Result<Option<i64>, StoreError> {
+            self.inner.insert_alert(event, webhooks).await
+        }
+        async fn update_alert_delivery(
+            &self,
+            alert_id: i64,
+            delivery: &AlertDelivery,
+            at_ms: i64,
+        ) -> Result<(), StoreError> {
+            self.inner
+                .update_alert_delivery(alert_id, delivery, at_ms)
+                .await
+        }
+        async fn list_alerts(&self, limit: u32) -> Result<Vec<StoredAlert>, StoreError> {
+            self.inner.list_alerts(limit).await
         }
         async fn list_virtual_keys(&self) -> Result<Vec<VirtualKeyRecord>, StoreError> {
             self.inner.list_virtual_keys().await
@@ -190,6 +249,7 @@ mod tests {
             request_id: format!("req_{n}"),
             key_id: KeyId::generate(),
             env: EnvName::parse("dev").unwrap(),
+            project: None,
             provider: ProviderName::parse("openai").unwrap(),
             provider_key_version: 1,
             model: None,
@@ -226,6 +286,7 @@ mod tests {
             since_ms: 0,
             key_id: None,
             env: None,
+            project: None,
             group_by: UsageGroup::Env,
         };
         let rows = store.query_usage(&query).await.unwrap();

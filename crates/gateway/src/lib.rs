@@ -90,7 +90,9 @@ impl Gateway {
     pub async fn new(parts: GatewayParts) -> Result<Self, GatewayInitError> {
         let sealer = Sealer::new(&parts.master_key);
         let hasher = load_or_create_hash_key(parts.store.as_ref(), &sealer).await?;
-        let snapshot = snapshot::Snapshot::load(parts.store.as_ref(), &sealer).await?;
+        let snapshot =
+            snapshot::Snapshot::load(parts.store.as_ref(), &sealer, None, parts.clock.now())
+                .await?;
         let http = upstream::build(&parts.config).map_err(GatewayInitError::HttpClient)?;
         let ledger = ledger::LedgerWriter::spawn(parts.store.clone());
         let state = AppState {

@@ -1,16 +1,58 @@
-//! What the request path reads: every virtual key (by hash) and every
-//! provider with its decrypted credential, in one immutable snapshot behind
-//! an `ArcSwap`. Readers never lock; writers (admin changes) build a new
-//! snapshot from the store and swap it in before they answer, so a
-//! revocation is in force for the very next request.
+//! What the request path reads: every virtual key (by hash) with its rate
+//! limiters and the budgets that apply to it, and every provider with its
+//! decrypted credential, in one immutable snapshot behind an `ArcSwap`.
+//! Readers never lock; writers (admin changes) build a new snapshot from the
+//! store and swap it in before they answer, so a revocation is in force for
+//! the very next request.
+//!
+//! Counters live in `Arc`s that a rebuild carries over from the previous
+//! snapshot (a budget's spend, a key's rate limiters), so an admin change
+//! never resets them. At start, with no previous snapshot, they are rebuilt
+//! from the ledger: each budget's spend in its current period, each key's
+//! requests and tokens of the last minute.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use keyforge_control::{BudgetCell, InFlight, RateLimiter};
 use keyforge_providers::ProviderKind;
 use keyforge_store::{ProviderRecord, Store, StoreError, VirtualKeyRecord};
-use keyforge_types::{EnvName, KeyHash, ProviderName, ProviderSecret};
+use keyforge_types::{
+    BudgetId, BudgetScope, EnvName, KeyHash, KeyId, KeyLimits, NanoUsd, ProviderName,
+    ProviderSecret,
+};
 use keyforge_vault::Sealer;
+use time::OffsetDateTime;
+
+/// A key's rate limiters; `None` where the key has no such limit.
+#[derive(Debug)]
+pub(crate) struct KeyLimiters {
+    pub(crate) limits: KeyLimits,
+    pub(crate) rpm: Option<RateLimiter>,
+    pub(crate) tpm: Option<RateLimiter>,
+    pub(crate) in_flight: Option<Arc<InFlight>>,
+}
+
+impl KeyLimiters {
+    fn new(limits: KeyLimits) -> Self {
+        Self {
+            limits,
+            rpm: limits.rpm.map(|rpm| RateLimiter::new(u64::from(rpm))),
+            tpm: limits.tpm.map(RateLimiter::new),
+            in_flight: limits.max_parallel.map(InFlight::new),
+        }
+    }
+}
+
+/// A key as the request path needs it.
+#[derive(Debug)]
+pub(crate) struct KeyEntry {
+    pub(crate) record: VirtualKeyRecord,
+    pub(crate) limiters: Arc<KeyLimiters>,
+    /// The key's own budgets, its project's and its environment's, sorted
+    /// by id (the order their locks are taken in).
+    pub(crate) budgets: Vec<Arc<BudgetCell>>,
+}
 
 /// A provider as the request path needs it.
 #[derive(Debug)]
@@ -24,8 +66,9 @@ pub(crate) struct ProviderEntry {
 
 #[derive(Debug, Default)]
 pub(crate) struct Snapshot {
-    pub(crate) keys: HashMap<KeyHash, Arc<VirtualKeyRecord>>,
+    pub(crate) keys: HashMap<KeyHash, Arc<KeyEntry>>,
     pub(crate) providers: HashMap<(EnvName, ProviderName), Arc<ProviderEntry>>,
+    pub(crate) budgets: HashMap<BudgetId, Arc<BudgetCell>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -45,11 +88,79 @@ pub(crate) fn credential_aad(record_id: &str, version: u32) -> Vec<u8> {
     format!("keyforge/provider/{record_id}/v{version}").into_bytes()
 }
 
+/// Rate limits are per minute: the ledger's last minute rebuilds them.
+const RATE_WINDOW_MS: i64 = 60_000;
+
 impl Snapshot {
-    pub(crate) async fn load(store: &dyn Store, sealer: &Sealer) -> Result<Self, SnapshotError> {
+    /// Builds a snapshot from the store, carrying counters over from
+    /// `previous` (or, at start, rebuilding them from the ledger).
+    pub(crate) async fn load(
+        store: &dyn Store,
+        sealer: &Sealer,
+        previous: Option<&Snapshot>,
+        now: OffsetDateTime,
+    ) -> Result<Self, SnapshotError> {
         let mut snapshot = Snapshot::default();
+        for budget in store.list_budgets().await? {
+            let carried = previous
+                .and_then(|previous| previous.budgets.get(&budget.id))
+                .filter(|cell| cell.status(now).limit.period == budget.limit.period);
+            let cell = match carried {
+                Some(cell) => {
+                    cell.set_limit(budget.limit);
+                    cell.clone()
+                }
+                None => {
+                    let since = BudgetCell::period_start(budget.limit, now);
+                    let spent = store.spend_since(&budget.scope, unix_ms(since)).await?;
+                    Arc::new(BudgetCell::new(
+                        budget.id.clone(),
+                        budget.scope.clone(),
+                        budget.limit,
+                        NanoUsd(spent),
+                        now,
+                    ))
+                }
+            };
+            snapshot.budgets.insert(budget.id, cell);
+        }
+        let previous_limiters: HashMap<&KeyId, &Arc<KeyLimiters>> = previous
+            .map(|previous| {
+                previous
+                    .keys
+                    .values()
+                    .map(|entry| (&entry.record.id, &entry.limiters))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut fresh_limiters = HashMap::new();
         for record in store.list_virtual_keys().await? {
-            snapshot.keys.insert(record.hash, Arc::new(record));
+            let limiters = match previous_limiters.get(&record.id) {
+                Some(limiters) if limiters.limits == record.limits => Arc::clone(limiters),
+                _ => {
+                    let limiters = Arc::new(KeyLimiters::new(record.limits));
+                    fresh_limiters.insert(record.id.clone(), limiters.clone());
+                    limiters
+                }
+            };
+            let mut budgets: Vec<Arc<BudgetCell>> = snapshot
+                .budgets
+                .values()
+                .filter(|cell| applies_to(cell.scope(), &record))
+                .cloned()
+                .collect();
+            budgets.sort_by(|a, b| a.id().cmp(b.id()));
+            snapshot.keys.insert(
+                record.hash,
+                Arc::new(KeyEntry {
+                    record,
+                    limiters,
+                    budgets,
+                }),
+            );
+        }
+        if previous.is_none() {
+            replay_recent_requests(store, &fresh_limiters, now).await?;
         }
         for record in store.list_providers().await? {
             let entry = provider_entry(record, sealer)?;
@@ -61,11 +172,59 @@ impl Snapshot {
         Ok(snapshot)
     }
 
+    pub(crate) fn key_by_id(&self, id: &KeyId) -> Option<&Arc<KeyEntry>> {
+        self.keys.values().find(|entry| &entry.record.id == id)
+    }
+
     pub(crate) fn providers_in(&self, env: &EnvName) -> impl Iterator<Item = &Arc<ProviderEntry>> {
         self.providers
             .values()
             .filter(move |entry| &entry.record.env == env)
     }
+}
+
+fn applies_to(scope: &BudgetScope, key: &VirtualKeyRecord) -> bool {
+    match scope {
+        BudgetScope::Key(id) => id == &key.id,
+        BudgetScope::Project(project) => key.project.as_ref() == Some(project),
+        BudgetScope::Env(env) => env == &key.env,
+    }
+}
+
+pub(crate) fn unix_ms(time: OffsetDateTime) -> i64 {
+    i64::try_from(time.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
+}
+
+pub(crate) fn unix_ns(time: OffsetDateTime) -> i64 {
+    i64::try_from(time.unix_timestamp_nanos()).unwrap_or(i64::MAX)
+}
+
+/// Feeds the last minute of the ledger through fresh rate limiters, so a
+/// restart does not hand every key a new minute's allowance.
+async fn replay_recent_requests(
+    store: &dyn Store,
+    limiters: &HashMap<KeyId, Arc<KeyLimiters>>,
+    now: OffsetDateTime,
+) -> Result<(), StoreError> {
+    if limiters
+        .values()
+        .all(|l| l.rpm.is_none() && l.tpm.is_none())
+    {
+        return Ok(());
+    }
+    for request in store.recent_requests(unix_ms(now) - RATE_WINDOW_MS).await? {
+        let Some(limiters) = limiters.get(&request.key_id) else {
+            continue;
+        };
+        let at_ns = request.at_ms.saturating_mul(1_000_000);
+        if let Some(rpm) = &limiters.rpm {
+            rpm.replay(1, at_ns);
+        }
+        if let Some(tpm) = &limiters.tpm {
+            tpm.replay(request.tokens, at_ns);
+        }
+    }
+    Ok(())
 }
 
 fn provider_entry(record: ProviderRecord, sealer: &Sealer) -> Result<ProviderEntry, SnapshotError> {

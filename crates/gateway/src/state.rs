@@ -37,7 +37,14 @@ impl AppState {
     /// Rebuilds the snapshot from the store and publishes it. Callers hold
     /// `admin_write` across their store write and this call.
     pub(crate) async fn reload(&self) -> Result<(), SnapshotError> {
-        let snapshot = Snapshot::load(self.store.as_ref(), &self.sealer).await?;
+        let previous = self.snapshot.load_full();
+        let snapshot = Snapshot::load(
+            self.store.as_ref(),
+            &self.sealer,
+            Some(&previous),
+            self.clock.now(),
+        )
+        .await?;
         self.snapshot.store(Arc::new(snapshot));
         Ok(())
     }

@@ -205,7 +205,8 @@ async fn a_stream_cut_by_the_client_is_billed_for_what_was_delivered() {
 async fn usage_queries_are_validated() {
     let harness = Harness::start().await;
     for (query, needle) in [
-        ("by=week", "expected key, model, day or env"),
+        ("by=week", "expected key, model, day, env or project"),
+        ("project=Shop", "lowercase"),
         ("since=soon", "since"),
         ("key=nope", "key ids look like"),
         ("env=Dev", "lowercase"),

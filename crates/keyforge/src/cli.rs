@@ -27,7 +27,10 @@ pub(crate) enum Command {
     /// Create, inspect and revoke virtual keys (kf_...).
     #[command(subcommand)]
     Key(KeyCommand),
-    /// Tokens and cost from the ledger, summed by key, model, day or environment.
+    /// Set, list and remove budgets of projects and environments.
+    #[command(subcommand)]
+    Budget(BudgetCommand),
+    /// Tokens and cost from the ledger, summed by key, model, day, environment or project.
     Usage {
         /// Only this key.
         #[arg(long)]
@@ -35,10 +38,13 @@ pub(crate) enum Command {
         /// Only this environment.
         #[arg(long)]
         env: Option<String>,
+        /// Only this project.
+        #[arg(long)]
+        project: Option<String>,
         /// How far back: 12h, 7d, 30d.
         #[arg(long, default_value = "30d")]
         since: String,
-        /// key, model, day or env.
+        /// key, model, day, env or project.
         #[arg(long, default_value = "key")]
         by: String,
         #[arg(long)]
@@ -129,6 +135,24 @@ pub(crate) enum KeyCommand {
         /// Lifetime: 30m, 12h, 90d (default: no expiry).
         #[arg(long)]
         ttl: Option<String>,
+        /// Project the key belongs to (its spend counts against the project's budgets).
+        #[arg(long)]
+        project: Option<String>,
+        /// A budget for this key alone: 50usd/month, 5usd/day (repeatable, one per period).
+        #[arg(long = "budget")]
+        budgets: Vec<String>,
+        /// Requests per minute.
+        #[arg(long)]
+        rpm: Option<u32>,
+        /// Tokens (input + output) per minute.
+        #[arg(long)]
+        tpm: Option<u64>,
+        /// Requests in flight at once.
+        #[arg(long)]
+        max_parallel: Option<u32>,
+        /// When the key behaves unlike itself: alert, or alert and suspend it.
+        #[arg(long, default_value = "alert", value_parser = ["alert", "suspend"])]
+        on_anomaly: String,
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -151,6 +175,37 @@ pub(crate) enum KeyCommand {
     },
     /// Revoke a key: refused from the very next request.
     Revoke {
+        id: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum BudgetCommand {
+    /// Set a budget for a project or an environment, e.g. `budget set --project checkout 50usd/month`.
+    /// Setting it again for the same period changes the amount.
+    Set {
+        /// AMOUNT/PERIOD: 50usd/month, 5usd/day, 1usd/hour, 10usd/week, 200usd/total.
+        limit: String,
+        #[arg(long, conflicts_with = "env", required_unless_present = "env")]
+        project: Option<String>,
+        #[arg(long)]
+        env: Option<String>,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Every budget (keys', projects', environments') and where it stands.
+    List {
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Remove a budget by id.
+    Remove {
         id: String,
         #[command(flatten)]
         admin: AdminArgs,

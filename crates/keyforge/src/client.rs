@@ -5,15 +5,19 @@ use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use keyforge_gateway::admin::api::{
-    CreateKeyRequest, CreateProviderRequest, CreatedKey, ErrorBody, KeyList, KeyView, PriceList,
-    ProviderList, ProviderView, RevokeResult, UsageReport,
+    BudgetList, BudgetView, CreateKeyRequest, CreateProviderRequest, CreatedKey, ErrorBody,
+    KeyList, KeyView, PriceList, ProviderList, ProviderView, RevokeResult, SetBudgetRequest,
+    UsageReport,
 };
-use keyforge_types::{EnvName, ModelPattern, ProviderName, SecretError, Ttl};
+use keyforge_types::{
+    AnomalyAction, BudgetId, BudgetLimit, BudgetScope, EnvName, KeyLimits, ModelPattern,
+    ProjectName, ProviderName, SecretError, Ttl,
+};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::cli::{AdminArgs, KeyCommand, ProviderCommand};
+use crate::cli::{AdminArgs, BudgetCommand, KeyCommand, ProviderCommand};
 use crate::config::{DEFAULT_LISTEN, default_data_dir};
 use crate::output;
 use crate::serve::{ADMIN_TOKEN_ENV, ADMIN_TOKEN_FILE, read_admin_token_file};
@@ -75,6 +79,22 @@ impl AdminClient {
         path: &str,
         body: Option<&impl Serialize>,
     ) -> anyhow::Result<T> {
+        let bytes = self.send(method, path, body).await?;
+        serde_json::from_slice(&bytes)
+            .with_context(|| format!("unexpected answer from {}/admin/v1{path}", self.base))
+    }
+
+    /// For endpoints that answer `204 No Content`.
+    async fn call_no_content(&self, method: reqwest::Method, path: &str) -> anyhow::Result<()> {
+        self.send(method, path, NO_BODY).await.map(drop)
+    }
+
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&impl Serialize>,
+    ) -> anyhow::Result<Vec<u8>> {
         let url = format!("{}/admin/v1{path}", self.base);
         #[expect(
             clippy::disallowed_methods,
@@ -98,7 +118,7 @@ impl AdminClient {
                 Err(_) => bail!("KeyForge answered {status}"),
             }
         }
-        serde_json::from_slice(&bytes).with_context(|| format!("unexpected answer from {url}"))
+        Ok(bytes.to_vec())
     }
 }
 
@@ -184,10 +204,36 @@ pub(crate) async fn key(command: KeyCommand) -> anyhow::Result<()> {
             providers,
             models,
             ttl,
+            project,
+            budgets,
+            rpm,
+            tpm,
+            max_parallel,
+            on_anomaly,
             json,
             admin,
         } => {
             let env = EnvName::parse(&env)?;
+            let project = project
+                .as_deref()
+                .map(ProjectName::parse)
+                .transpose()
+                .context("--project")?;
+            let budgets = budgets
+                .iter()
+                .map(|b| BudgetLimit::parse(b).with_context(|| format!("--budget {b}")))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            for (flag, value) in [
+                ("--rpm", rpm.map(u64::from)),
+                ("--tpm", tpm),
+                ("--max-parallel", max_parallel.map(u64::from)),
+            ] {
+                if value == Some(0) {
+                    bail!("{flag} must be at least 1 (leave it out for no limit)");
+                }
+            }
+            let on_anomaly = AnomalyAction::parse(&on_anomaly)
+                .context("--on-anomaly must be alert or suspend")?;
             let providers = providers
                 .iter()
                 .map(|p| ProviderName::parse(p))
@@ -205,6 +251,14 @@ pub(crate) async fn key(command: KeyCommand) -> anyhow::Result<()> {
                 providers,
                 models,
                 ttl,
+                project,
+                budgets,
+                limits: KeyLimits {
+                    rpm,
+                    tpm,
+                    max_parallel,
+                },
+                on_anomaly,
             };
             let created: CreatedKey = AdminClient::resolve(&admin)?
                 .call(reqwest::Method::POST, "/keys", Some(&request))
@@ -250,24 +304,34 @@ pub(crate) async fn key(command: KeyCommand) -> anyhow::Result<()> {
     }
 }
 
+/// Which part of the ledger `keyforge usage` sums.
+#[derive(Debug, Default)]
+pub(crate) struct UsageFilter {
+    pub(crate) key: Option<String>,
+    pub(crate) env: Option<String>,
+    pub(crate) project: Option<String>,
+}
+
 pub(crate) async fn usage(
-    key: Option<String>,
-    env: Option<String>,
+    filter: UsageFilter,
     since: String,
     by: String,
     json: bool,
     admin: AdminArgs,
 ) -> anyhow::Result<()> {
     Ttl::parse(&since).with_context(|| format!("--since {since}"))?;
-    if !matches!(by.as_str(), "key" | "model" | "day" | "env") {
-        bail!("--by must be key, model, day or env");
+    if !matches!(by.as_str(), "key" | "model" | "day" | "env" | "project") {
+        bail!("--by must be key, model, day, env or project");
     }
     let mut query = vec![("since", since), ("by", by)];
-    if let Some(key) = key {
+    if let Some(key) = filter.key {
         query.push(("key", keyforge_types::KeyId::parse(&key)?.to_string()));
     }
-    if let Some(env) = env {
+    if let Some(env) = filter.env {
         query.push(("env", EnvName::parse(&env)?.to_string()));
+    }
+    if let Some(project) = filter.project {
+        query.push(("project", ProjectName::parse(&project)?.to_string()));
     }
     let encoded: Vec<String> = query
         .iter()
@@ -284,6 +348,53 @@ pub(crate) async fn usage(
         output::json(&report)
     } else {
         output::usage_table(&report)
+    }
+}
+
+pub(crate) async fn budget(command: BudgetCommand) -> anyhow::Result<()> {
+    match command {
+        BudgetCommand::Set {
+            limit,
+            project,
+            env,
+            json,
+            admin,
+        } => {
+            let limit = BudgetLimit::parse(&limit)?;
+            let scope = match (project, env) {
+                (Some(project), None) => {
+                    BudgetScope::Project(ProjectName::parse(&project).context("--project")?)
+                }
+                (None, Some(env)) => BudgetScope::Env(EnvName::parse(&env).context("--env")?),
+                _ => bail!("give exactly one of --project NAME or --env ENV"),
+            };
+            let request = SetBudgetRequest { scope, limit };
+            let budget: BudgetView = AdminClient::resolve(&admin)?
+                .call(reqwest::Method::POST, "/budgets", Some(&request))
+                .await?;
+            if json {
+                output::json(&budget)
+            } else {
+                output::budget_set(&budget)
+            }
+        }
+        BudgetCommand::List { json, admin } => {
+            let list: BudgetList = AdminClient::resolve(&admin)?
+                .call(reqwest::Method::GET, "/budgets", NO_BODY)
+                .await?;
+            if json {
+                output::json(&list)
+            } else {
+                output::budget_table(&list.budgets)
+            }
+        }
+        BudgetCommand::Remove { id, admin } => {
+            let id = BudgetId::parse(&id)?;
+            AdminClient::resolve(&admin)?
+                .call_no_content(reqwest::Method::DELETE, &format!("/budgets/{id}"))
+                .await?;
+            output::line(&format!("Removed budget {id}."))
+        }
     }
 }
 

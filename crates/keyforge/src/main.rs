@@ -42,14 +42,19 @@ fn main() -> ExitCode {
             }
             Command::Provider(command) => client::provider(command).await,
             Command::Key(command) => client::key(command).await,
+            Command::Budget(command) => client::budget(command).await,
             Command::Usage {
                 key,
                 env,
+                project,
                 since,
                 by,
                 json,
                 admin,
-            } => client::usage(key, env, since, by, json, admin).await,
+            } => {
+                let filter = client::UsageFilter { key, env, project };
+                client::usage(filter, since, by, json, admin).await
+            }
             Command::Prices { json, admin } => client::prices(json, admin).await,
         }
     });

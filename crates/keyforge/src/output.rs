@@ -4,7 +4,8 @@
 use std::io::Write;
 
 use keyforge_gateway::admin::api::{
-    CreatedKey, KeyView, PriceList, ProviderView, RevokeResult, UsageReport, UsageRowView,
+    BudgetView, CreatedKey, KeyView, PriceList, ProviderView, RevokeResult, UsageReport,
+    UsageRowView,
 };
 use serde::Serialize;
 
@@ -12,6 +13,11 @@ pub(crate) fn json(value: &impl Serialize) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     serde_json::to_writer_pretty(&mut out, value)?;
     writeln!(out)?;
+    Ok(())
+}
+
+pub(crate) fn line(text: &str) -> anyhow::Result<()> {
+    writeln!(std::io::stdout().lock(), "{text}")?;
     Ok(())
 }
 
@@ -89,6 +95,21 @@ pub(crate) fn key_created(created: &CreatedKey) -> anyhow::Result<()> {
     if let Some(expires) = &view.expires_at {
         writeln!(out, "Expires: {expires}")?;
     }
+    if let Some(project) = &view.project {
+        writeln!(out, "Project: {project}")?;
+    }
+    let limits = limits_text(view);
+    if limits != "none" {
+        writeln!(out, "Limits: {limits}")?;
+    }
+    for budget in &view.budgets {
+        writeln!(
+            out,
+            "Budget: {} ({})",
+            budget.limit_usd,
+            budget_scope(budget)
+        )?;
+    }
     writeln!(out)?;
     writeln!(out, "    {}", created.key)?;
     writeln!(out)?;
@@ -139,10 +160,90 @@ pub(crate) fn key_detail(key: &KeyView) -> anyhow::Result<()> {
             "revoked",
             key.revoked_at.clone().unwrap_or_else(|| "-".into()),
         ),
+        (
+            "project",
+            key.project
+                .as_ref()
+                .map_or_else(|| "-".into(), ToString::to_string),
+        ),
+        ("limits", limits_text(key)),
+        ("on anomaly", key.on_anomaly.as_str().to_owned()),
     ] {
         writeln!(out, "{label:<12} {value}")?;
     }
+    if let (Some(at), Some(reason)) = (&key.suspended_at, &key.suspended_reason) {
+        writeln!(out, "{:<12} {at}: {reason}", "suspended")?;
+    }
+    for budget in &key.budgets {
+        writeln!(
+            out,
+            "{:<12} {} of {} spent ({}%), {}",
+            "budget",
+            budget.spent_usd,
+            budget.limit_usd,
+            budget.percent_used,
+            budget_scope(budget)
+        )?;
+    }
     Ok(())
+}
+
+fn limits_text(key: &KeyView) -> String {
+    let mut parts = Vec::new();
+    if let Some(rpm) = key.limits.rpm {
+        parts.push(format!("{rpm} requests/min"));
+    }
+    if let Some(tpm) = key.limits.tpm {
+        parts.push(format!("{tpm} tokens/min"));
+    }
+    if let Some(max) = key.limits.max_parallel {
+        parts.push(format!("{max} in flight"));
+    }
+    if parts.is_empty() {
+        "none".to_owned()
+    } else {
+        parts.join(", ")
+    }
+}
+
+fn budget_scope(budget: &BudgetView) -> String {
+    budget.scope.to_string()
+}
+
+pub(crate) fn budget_set(budget: &BudgetView) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "Budget {} for {}: {}; {} spent this period ({}%).",
+        budget.id,
+        budget_scope(budget),
+        budget.limit_usd,
+        budget.spent_usd,
+        budget.percent_used
+    )?;
+    Ok(())
+}
+
+pub(crate) fn budget_table(budgets: &[BudgetView]) -> anyhow::Result<()> {
+    let rows: Vec<Vec<String>> = budgets
+        .iter()
+        .map(|b| {
+            vec![
+                b.id.to_string(),
+                budget_scope(b),
+                b.limit_usd.clone(),
+                b.spent_usd.clone(),
+                format!("{}%", b.percent_used),
+                keyforge_types::NanoUsd(b.reserved_nano_usd).to_string(),
+                b.resets_at.clone().unwrap_or_else(|| "never".into()),
+            ]
+        })
+        .collect();
+    table(
+        &["ID", "FOR", "LIMIT", "SPENT", "USED", "IN FLIGHT", "RESETS"],
+        &rows,
+        "no budgets yet: `keyforge budget set --project NAME 50usd/month`, or `key create --budget 5usd/day`",
+    )
 }
 
 pub(crate) fn revoked(result: &RevokeResult) -> anyhow::Result<()> {

@@ -548,7 +548,7 @@ async fn usage_and_prices_commands_report_the_ledger_across_restarts() {
         .cli(home.path(), &["usage", "--by", "week"], None)
         .await;
     assert!(
-        !ok && err.contains("--by must be key, model, day or env"),
+        !ok && err.contains("--by must be key, model, day, env or project"),
         "{err}"
     );
     server.stop().await;

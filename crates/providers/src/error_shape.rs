@@ -21,6 +21,10 @@ pub enum ErrorClass {
     NotFound,
     /// 413: request body too large.
     RequestTooLarge,
+    /// 429: a rate limit (requests or tokens per minute, requests in flight).
+    RateLimited,
+    /// 429: a budget is spent.
+    QuotaExceeded,
     /// 408: the client was too slow sending its request.
     RequestTimeout,
     /// 502: the upstream could not be reached or broke the connection.
@@ -41,6 +45,7 @@ impl ErrorClass {
             Self::PermissionDenied => StatusCode::FORBIDDEN,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::RequestTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::RateLimited | Self::QuotaExceeded => StatusCode::TOO_MANY_REQUESTS,
             Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::BadGateway => StatusCode::BAD_GATEWAY,
             Self::GatewayTimeout => StatusCode::GATEWAY_TIMEOUT,
@@ -57,6 +62,9 @@ impl ErrorClass {
             | Self::RequestTimeout => "invalid_request_error",
             Self::Authentication => "authentication_error",
             Self::PermissionDenied => "permission_error",
+            // OpenAI's own types for these two.
+            Self::RateLimited => "requests",
+            Self::QuotaExceeded => "insufficient_quota",
             Self::BadGateway | Self::GatewayTimeout | Self::Internal | Self::Unavailable => {
                 "api_error"
             }
@@ -70,6 +78,7 @@ impl ErrorClass {
             Self::PermissionDenied => "permission_error",
             Self::NotFound => "not_found_error",
             Self::RequestTooLarge => "request_too_large",
+            Self::RateLimited | Self::QuotaExceeded => "rate_limit_error",
             Self::BadGateway | Self::GatewayTimeout | Self::Internal => "api_error",
             Self::Unavailable => "overloaded_error",
         }
@@ -81,6 +90,7 @@ impl ErrorClass {
             Self::Authentication => "UNAUTHENTICATED",
             Self::PermissionDenied => "PERMISSION_DENIED",
             Self::NotFound => "NOT_FOUND",
+            Self::RateLimited | Self::QuotaExceeded => "RESOURCE_EXHAUSTED",
             Self::RequestTimeout | Self::GatewayTimeout => "DEADLINE_EXCEEDED",
             Self::BadGateway | Self::Unavailable => "UNAVAILABLE",
             Self::Internal => "INTERNAL",

@@ -19,7 +19,7 @@ pub use credentials::{
 };
 pub use error_shape::{ErrorClass, render_error};
 pub use kind::{Api, KindError, ProviderKind};
-pub use model::{ModelError, RequestModel, request_model};
+pub use model::{ModelError, RequestModel, max_output_tokens, request_model};
 pub use prices::{
     PriceEntry, PriceError, PriceSource, PriceTable, RawPrice, TokenPrices, parse_usd_per_million,
 };

@@ -94,10 +94,142 @@ fn model_from_path(api: Api, path: &str) -> Option<RequestModel> {
     }
 }
 
+/// Output-token caps as each dialect writes them in a request body.
+#[derive(Debug, Default, serde::Deserialize)]
+struct OutputCaps {
+    max_tokens: Option<u64>,
+    max_completion_tokens: Option<u64>,
+    max_output_tokens: Option<u64>,
+    /// OpenAI: choices generated per request.
+    n: Option<u64>,
+    #[serde(rename = "generationConfig")]
+    generation_config: Option<GeminiGenerationConfig>,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+struct GeminiGenerationConfig {
+    #[serde(rename = "maxOutputTokens")]
+    max_output_tokens: Option<u64>,
+    #[serde(rename = "candidateCount")]
+    candidate_count: Option<u64>,
+}
+
+/// The most output tokens a request can be billed for, from its own caps
+/// (`max_tokens`, `max_completion_tokens`, `max_output_tokens`,
+/// `generationConfig.maxOutputTokens`, times `n` or `candidateCount`).
+/// `Some(0)` for embeddings (they generate nothing); `None` when the
+/// request sets no cap, or its body is not JSON the gateway can read.
+pub fn max_output_tokens(api: Api, path: &str, body: &[u8]) -> Option<u64> {
+    let path = path.split('?').next().unwrap_or(path);
+    if path.ends_with("/embeddings")
+        || path.ends_with(":embedContent")
+        || path.ends_with(":batchEmbedContents")
+        || path.ends_with(":countTokens")
+        || path.ends_with("/count_tokens")
+    {
+        return Some(0);
+    }
+    let caps: OutputCaps = serde_json::from_slice(body).ok()?;
+    let (cap, copies) = match api {
+        Api::OpenAi => (
+            caps.max_completion_tokens
+                .or(caps.max_output_tokens)
+                .or(caps.max_tokens),
+            caps.n,
+        ),
+        Api::Anthropic => (caps.max_tokens, None),
+        Api::Gemini => {
+            let config = caps.generation_config.unwrap_or_default();
+            (config.max_output_tokens, config.candidate_count)
+        }
+    };
+    cap.map(|cap| cap.saturating_mul(copies.unwrap_or(1).max(1)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use http::Method;
+
+    #[test]
+    fn output_caps() {
+        let cases: &[(Api, &str, &str, Option<u64>)] = &[
+            (
+                Api::OpenAi,
+                "/v1/chat/completions",
+                r#"{"model":"m","max_tokens":100}"#,
+                Some(100),
+            ),
+            (
+                Api::OpenAi,
+                "/v1/chat/completions",
+                r#"{"max_completion_tokens":50,"max_tokens":100,"n":3}"#,
+                Some(150),
+            ),
+            (
+                Api::OpenAi,
+                "/v1/responses",
+                r#"{"max_output_tokens":70}"#,
+                Some(70),
+            ),
+            (
+                Api::OpenAi,
+                "/v1/chat/completions",
+                r#"{"model":"m","messages":[]}"#,
+                None,
+            ),
+            (
+                Api::OpenAi,
+                "/v1/embeddings",
+                r#"{"model":"m","input":"x"}"#,
+                Some(0),
+            ),
+            (Api::OpenAi, "/v1/chat/completions", "not json", None),
+            (
+                Api::OpenAi,
+                "/v1/chat/completions",
+                r#"{"max_tokens":-1}"#,
+                None,
+            ),
+            (
+                Api::Anthropic,
+                "/v1/messages",
+                r#"{"max_tokens":1024,"n":5}"#,
+                Some(1024),
+            ),
+            (
+                Api::Anthropic,
+                "/v1/messages/count_tokens",
+                r#"{}"#,
+                Some(0),
+            ),
+            (
+                Api::Gemini,
+                "/v1beta/models/g:generateContent",
+                r#"{"generationConfig":{"maxOutputTokens":64,"candidateCount":2}}"#,
+                Some(128),
+            ),
+            (
+                Api::Gemini,
+                "/v1beta/models/g:streamGenerateContent?alt=sse",
+                r#"{"contents":[]}"#,
+                None,
+            ),
+            (
+                Api::Gemini,
+                "/v1beta/models/e:embedContent",
+                r#"{}"#,
+                Some(0),
+            ),
+        ];
+        for (api, path, body, expected) in cases {
+            assert_eq!(
+                max_output_tokens(*api, path, body.as_bytes()),
+                *expected,
+                "{api:?} {path} {body}"
+            );
+        }
+    }
 
     fn check(
         api: Api,

@@ -110,23 +110,7 @@ pub fn parse_usd_per_million(text: &str) -> Result<u64, String> {
             "`{text}` is not a price in USD per million tokens like \"2.50\" (at most 6 decimals)"
         )
     };
-    let (whole, fraction) = text.split_once('.').unwrap_or((text, ""));
-    if whole.is_empty()
-        || fraction.len() > 6
-        || !whole.bytes().all(|b| b.is_ascii_digit())
-        || !fraction.bytes().all(|b| b.is_ascii_digit())
-    {
-        return Err(bad());
-    }
-    let whole: u64 = whole.parse().map_err(|_| bad())?;
-    let fraction: u64 = if fraction.is_empty() {
-        0
-    } else {
-        format!("{fraction:0<6}").parse().map_err(|_| bad())?
-    };
-    whole
-        .checked_mul(1_000_000)
-        .and_then(|w| w.checked_add(fraction))
+    keyforge_types::parse_fixed_decimal(text, 6)
         .filter(|p| *p <= 1_000_000_000_000)
         .ok_or_else(bad)
 }

@@ -10,13 +10,14 @@ mod model;
 mod sqlite;
 
 pub use model::{
-    CredentialRecord, LedgerRecord, NewProvider, ProviderRecord, RevokeOutcome, UsageGroup,
+    AlertDelivery, AlertEvent, AlertWebhookRecord, BudgetRecord, CredentialRecord, LedgerRecord,
+    NewProvider, ProviderRecord, RecentRequest, RevokeOutcome, StoredAlert, Suspension, UsageGroup,
     UsageQuery, UsageRow, VirtualKeyRecord,
 };
 pub use sqlite::SqliteStore;
 
 use async_trait::async_trait;
-use keyforge_types::KeyId;
+use keyforge_types::{AlertId, BudgetId, BudgetScope, KeyId};
 use time::OffsetDateTime;
 
 #[derive(Debug, thiserror::Error)]
@@ -49,7 +50,12 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Every provider with its current credential.
     async fn list_providers(&self) -> Result<Vec<ProviderRecord>, StoreError>;
 
-    async fn insert_virtual_key(&self, key: &VirtualKeyRecord) -> Result<(), StoreError>;
+    /// Adds a key and its own budgets, in one transaction.
+    async fn insert_virtual_key(
+        &self,
+        key: &VirtualKeyRecord,
+        budgets: &[BudgetRecord],
+    ) -> Result<(), StoreError>;
     async fn list_virtual_keys(&self) -> Result<Vec<VirtualKeyRecord>, StoreError>;
     async fn get_virtual_key(&self, id: &KeyId) -> Result<Option<VirtualKeyRecord>, StoreError>;
     async fn revoke_virtual_key(
@@ -57,10 +63,47 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         id: &KeyId,
         at: OffsetDateTime,
     ) -> Result<RevokeOutcome, StoreError>;
+    /// Suspends (`Some`) or resumes (`None`) a key; `false` if there is no
+    /// such key.
+    async fn set_key_suspension(
+        &self,
+        id: &KeyId,
+        suspension: Option<&Suspension>,
+    ) -> Result<bool, StoreError>;
+
+    /// Sets a budget; a budget for the same scope and period is replaced
+    /// (keeping its id). Returns the budget as stored.
+    async fn upsert_budget(&self, budget: &BudgetRecord) -> Result<BudgetRecord, StoreError>;
+    async fn list_budgets(&self) -> Result<Vec<BudgetRecord>, StoreError>;
+    /// `false` if there is no such budget.
+    async fn delete_budget(&self, id: &BudgetId) -> Result<bool, StoreError>;
+    /// The ledger's spend in a budget's scope since a time (nano-USD).
+    async fn spend_since(&self, scope: &BudgetScope, since_ms: i64) -> Result<i64, StoreError>;
+    /// Every request since a time, oldest first, to rebuild rate limiters.
+    async fn recent_requests(&self, since_ms: i64) -> Result<Vec<RecentRequest>, StoreError>;
+
+    async fn insert_alert_webhook(&self, webhook: &AlertWebhookRecord) -> Result<(), StoreError>;
+    async fn list_alert_webhooks(&self) -> Result<Vec<AlertWebhookRecord>, StoreError>;
+    async fn delete_alert_webhook(&self, id: &AlertId) -> Result<bool, StoreError>;
+    /// Records an alert with a pending delivery to each webhook. Returns its
+    /// id, or `None` when an alert with the same `dedup` was raised before.
+    async fn insert_alert(
+        &self,
+        event: &AlertEvent,
+        webhooks: &[AlertId],
+    ) -> Result<Option<i64>, StoreError>;
+    async fn update_alert_delivery(
+        &self,
+        alert_id: i64,
+        delivery: &AlertDelivery,
+        at_ms: i64,
+    ) -> Result<(), StoreError>;
+    /// The latest alerts, newest first.
+    async fn list_alerts(&self, limit: u32) -> Result<Vec<StoredAlert>, StoreError>;
 
     /// Appends a batch of ledger records in one transaction.
     async fn insert_ledger(&self, records: &[LedgerRecord]) -> Result<(), StoreError>;
-    /// Sums the ledger since a time, optionally for one key or environment,
-    /// grouped by key, model, day or environment.
+    /// Sums the ledger since a time, optionally for one key, project or
+    /// environment, grouped by key, model, day, environment or project.
     async fn query_usage(&self, query: &UsageQuery) -> Result<Vec<UsageRow>, StoreError>;
 }

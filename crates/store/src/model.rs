@@ -1,6 +1,9 @@
 //! Rows as the rest of KeyForge sees them.
 
-use keyforge_types::{EnvName, KeyHash, KeyId, ProviderId, ProviderName, Scope};
+use keyforge_types::{
+    AlertId, AnomalyAction, BudgetId, BudgetLimit, BudgetScope, EnvName, KeyHash, KeyId, KeyLimits,
+    ProjectName, ProviderId, ProviderName, Scope,
+};
 use time::OffsetDateTime;
 
 /// A provider to add, with its first (sealed) credential.
@@ -54,9 +57,21 @@ pub struct VirtualKeyRecord {
     /// Non-secret display prefix (`kf_dev_AbCd…`).
     pub prefix: String,
     pub scope: Scope,
+    pub project: Option<ProjectName>,
+    pub limits: KeyLimits,
+    pub on_anomaly: AnomalyAction,
     pub created_at: OffsetDateTime,
     pub expires_at: Option<OffsetDateTime>,
     pub revoked_at: Option<OffsetDateTime>,
+    /// Suspended by anomaly detection, until an operator resumes the key.
+    pub suspended: Option<Suspension>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Suspension {
+    pub at: OffsetDateTime,
+    /// Fixed text naming the rule that fired; never request content.
+    pub reason: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,6 +89,7 @@ pub struct LedgerRecord {
     pub request_id: String,
     pub key_id: KeyId,
     pub env: EnvName,
+    pub project: Option<ProjectName>,
     pub provider: ProviderName,
     pub provider_key_version: u32,
     pub model: Option<String>,
@@ -98,6 +114,7 @@ pub enum UsageGroup {
     Model,
     Day,
     Env,
+    Project,
 }
 
 #[derive(Debug, Clone)]
@@ -105,6 +122,7 @@ pub struct UsageQuery {
     pub since_ms: i64,
     pub key_id: Option<KeyId>,
     pub env: Option<EnvName>,
+    pub project: Option<ProjectName>,
     pub group_by: UsageGroup,
 }
 
@@ -123,4 +141,77 @@ pub struct UsageRow {
     /// Requests priced with the fallback price (model not in the table).
     pub fallback_priced: u64,
     pub errors: u64,
+}
+
+/// A budget: an amount per period for a key, a project or an environment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BudgetRecord {
+    pub id: BudgetId,
+    pub scope: BudgetScope,
+    pub limit: BudgetLimit,
+    pub created_at: OffsetDateTime,
+}
+
+/// One request of the recent past, to rebuild rate limiters after a restart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecentRequest {
+    pub key_id: KeyId,
+    pub at_ms: i64,
+    pub tokens: u64,
+}
+
+/// A webhook alerts are delivered to. The URL is sealed by the vault (it
+/// often carries a secret, as Slack's do); `display_url` is its scheme and
+/// host only.
+#[derive(Clone)]
+pub struct AlertWebhookRecord {
+    pub id: AlertId,
+    pub sealed_url: Vec<u8>,
+    pub display_url: String,
+    /// Percentages of a budget that raise an alert, ascending.
+    pub thresholds: Vec<u8>,
+    pub created_at: OffsetDateTime,
+}
+
+impl std::fmt::Debug for AlertWebhookRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AlertWebhookRecord")
+            .field("id", &self.id)
+            .field("display_url", &self.display_url)
+            .field("thresholds", &self.thresholds)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An alert raised by the gateway (a budget threshold, an anomaly).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlertEvent {
+    pub at_ms: i64,
+    /// `budget` or `anomaly`.
+    pub kind: String,
+    /// Alerts with the same `dedup` are raised once: a budget threshold is
+    /// `budget/<id>/<period start>/<percent>`.
+    pub dedup: Option<String>,
+    pub key_id: Option<KeyId>,
+    pub budget_id: Option<BudgetId>,
+    pub message: String,
+    /// The JSON body sent to webhooks.
+    pub payload: String,
+}
+
+/// An alert as stored, with how its deliveries went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredAlert {
+    pub id: i64,
+    pub event: AlertEvent,
+    pub deliveries: Vec<AlertDelivery>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlertDelivery {
+    pub webhook_id: AlertId,
+    /// `pending`, `delivered` or `failed`.
+    pub status: String,
+    pub attempts: u32,
+    pub last_error: Option<String>,
 }

@@ -115,6 +115,14 @@ define_id!(
     /// The id of a configured provider (`prv_` + 16 base62 characters).
     ProviderId, "provider", "prv_", 16
 );
+define_id!(
+    /// The id of a budget (`bgt_` + 16 base62 characters).
+    BudgetId, "budget", "bgt_", 16
+);
+define_id!(
+    /// The id of an alert webhook (`alr_` + 16 base62 characters).
+    AlertId, "alert", "alr_", 16
+);
 
 #[cfg(test)]
 mod tests {

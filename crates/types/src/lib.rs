@@ -7,6 +7,7 @@
 //! downstream never re-checks it.
 
 mod base62;
+mod budget;
 mod duration;
 mod ids;
 mod money;
@@ -16,10 +17,11 @@ mod secret;
 mod virtual_key;
 
 pub use base62::{decode_u32 as base62_decode_u32, encode_u32_fixed as base62_encode_u32_fixed};
+pub use budget::{AnomalyAction, BudgetError, BudgetLimit, BudgetScope, KeyLimits, Period};
 pub use duration::{DurationError, Ttl};
-pub use ids::{IdError, KeyId, ProviderId, random_base62};
-pub use money::NanoUsd;
-pub use names::{EnvName, NameError, ProviderName};
+pub use ids::{AlertId, BudgetId, IdError, KeyId, ProviderId, random_base62};
+pub use money::{NanoUsd, parse_fixed_decimal};
+pub use names::{EnvName, NameError, ProjectName, ProviderName};
 pub use scope::{ModelPattern, PatternError, Scope};
 pub use secret::{ProviderSecret, SecretError};
 pub use virtual_key::{KeyHash, KeyHasher, VirtualKey, VirtualKeyError};

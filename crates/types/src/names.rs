@@ -1,4 +1,4 @@
-//! Names chosen by operators: environments and providers.
+//! Names chosen by operators: environments, providers and projects.
 
 use std::fmt;
 
@@ -101,6 +101,11 @@ define_name!(
     /// is unique within an environment and appears in gateway URLs
     /// (`/p/NAME/...`).
     ProviderName, "provider", 48
+);
+define_name!(
+    /// The project a key belongs to (`checkout`, `support-bot`). A project
+    /// spans environments: its budget counts the spend of all its keys.
+    ProjectName, "project", 48
 );
 
 #[cfg(test)]

@@ -1,6 +1,9 @@
 //! The admin API's request and response bodies, shared with the CLI.
 
-use keyforge_types::{EnvName, KeyId, ModelPattern, ProviderId, ProviderName, Scope};
+use keyforge_types::{
+    AnomalyAction, BudgetId, BudgetLimit, BudgetScope, EnvName, KeyId, KeyLimits, ModelPattern,
+    ProjectName, ProviderId, ProviderName, Scope,
+};
 use serde::{Deserialize, Serialize};
 
 #[derive(Deserialize, Serialize)]
@@ -53,6 +56,15 @@ pub struct CreateKeyRequest {
     /// `30m`, `12h`, `90d`; absent for a key that does not expire.
     #[serde(default)]
     pub ttl: Option<String>,
+    #[serde(default)]
+    pub project: Option<ProjectName>,
+    /// The key's own budgets, at most one per period.
+    #[serde(default)]
+    pub budgets: Vec<BudgetLimit>,
+    #[serde(default)]
+    pub limits: KeyLimits,
+    #[serde(default)]
+    pub on_anomaly: AnomalyAction,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -63,10 +75,50 @@ pub struct KeyView {
     /// Non-secret prefix (`kf_dev_AbCd…`) to recognise the key by.
     pub prefix: String,
     pub scope: Scope,
+    /// `active`, `suspended`, `expired` or `revoked`.
     pub status: String,
+    pub project: Option<ProjectName>,
+    pub limits: KeyLimits,
+    pub on_anomaly: AnomalyAction,
+    /// Every budget this key's requests are checked against: its own, its
+    /// project's and its environment's.
+    #[serde(default)]
+    pub budgets: Vec<BudgetView>,
     pub created_at: String,
     pub expires_at: Option<String>,
     pub revoked_at: Option<String>,
+    pub suspended_at: Option<String>,
+    pub suspended_reason: Option<String>,
+}
+
+/// A budget and where it stands in its current period.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct BudgetView {
+    pub id: BudgetId,
+    pub scope: BudgetScope,
+    pub limit: BudgetLimit,
+    /// `$50.000000/month`, for people.
+    pub limit_usd: String,
+    pub spent_nano_usd: i64,
+    pub spent_usd: String,
+    /// Held by requests in flight.
+    pub reserved_nano_usd: i64,
+    /// Spent, in percent of the limit (one decimal).
+    pub percent_used: f64,
+    pub period_start: String,
+    /// Absent for `total` budgets.
+    pub resets_at: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+pub struct SetBudgetRequest {
+    pub scope: BudgetScope,
+    pub limit: BudgetLimit,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+pub struct BudgetList {
+    pub budgets: Vec<BudgetView>,
 }
 
 /// The answer to a key creation: the only time the key's text is shown.

@@ -2,6 +2,7 @@
 //! admin token; `kf_` proxy keys are refused here whatever their scope.
 
 pub mod api;
+mod budgets;
 
 use std::sync::Arc;
 
@@ -13,8 +14,12 @@ use axum::routing::{get, post};
 use bytes::Bytes;
 use http::StatusCode;
 use keyforge_providers::ProviderKind;
-use keyforge_store::{CredentialRecord, NewProvider, RevokeOutcome, StoreError, VirtualKeyRecord};
-use keyforge_types::{KeyId, ProviderId, ProviderSecret, Scope, Ttl, VirtualKey};
+use keyforge_store::{
+    BudgetRecord, CredentialRecord, NewProvider, RevokeOutcome, StoreError, VirtualKeyRecord,
+};
+use keyforge_types::{
+    BudgetId, BudgetScope, KeyId, Period, ProviderId, ProviderSecret, Scope, Ttl, VirtualKey,
+};
 use secrecy::ExposeSecret;
 use subtle::ConstantTimeEq;
 use time::OffsetDateTime;
@@ -24,7 +29,7 @@ use self::api::{
     CreateKeyRequest, CreateProviderRequest, CreatedKey, ErrorBody, ErrorDetail, KeyList, KeyView,
     PriceList, PriceView, ProviderList, ProviderView, RevokeResult, UsageReport, UsageRowView,
 };
-use crate::snapshot::{ProviderEntry, credential_aad};
+use crate::snapshot::{KeyEntry, ProviderEntry, credential_aad};
 use crate::state::AppState;
 
 pub(crate) fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
@@ -33,6 +38,8 @@ pub(crate) fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
         .route("/keys", get(list_keys).post(create_key))
         .route("/keys/{id}", get(show_key))
         .route("/keys/{id}/revoke", post(revoke_key))
+        .route("/budgets", get(budgets::list).post(budgets::set))
+        .route("/budgets/{id}", axum::routing::delete(budgets::delete))
         .route("/usage", get(usage))
         .route("/prices", get(prices))
         .fallback(|| async {
@@ -60,6 +67,11 @@ impl AdminError {
 
     fn bad_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "invalid_request", message)
+    }
+
+    fn internal(message: &'static str) -> Self {
+        tracing::error!(message, "admin request failed");
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", message)
     }
 
     fn store(error: StoreError) -> Self {
@@ -158,11 +170,14 @@ fn provider_view(entry: &ProviderEntry) -> ProviderView {
     }
 }
 
-fn key_view(record: &VirtualKeyRecord, now: OffsetDateTime) -> KeyView {
+fn key_view(entry: &KeyEntry, now: OffsetDateTime) -> KeyView {
+    let record = &entry.record;
     let status = if record.revoked_at.is_some() {
         "revoked"
     } else if record.expires_at.is_some_and(|at| now >= at) {
         "expired"
+    } else if record.suspended.is_some() {
+        "suspended"
     } else {
         "active"
     };
@@ -173,9 +188,19 @@ fn key_view(record: &VirtualKeyRecord, now: OffsetDateTime) -> KeyView {
         prefix: record.prefix.clone(),
         scope: record.scope.clone(),
         status: status.to_owned(),
+        project: record.project.clone(),
+        limits: record.limits,
+        on_anomaly: record.on_anomaly,
+        budgets: entry
+            .budgets
+            .iter()
+            .map(|cell| budgets::view(&cell.status(now)))
+            .collect(),
         created_at: rfc3339(record.created_at),
         expires_at: record.expires_at.map(rfc3339),
         revoked_at: record.revoked_at.map(rfc3339),
+        suspended_at: record.suspended.as_ref().map(|s| rfc3339(s.at)),
+        suspended_reason: record.suspended.as_ref().map(|s| s.reason.clone()),
     }
 }
 
@@ -295,7 +320,7 @@ async fn list_keys(State(state): State<Arc<AppState>>) -> axum::Json<KeyList> {
     let mut keys: Vec<KeyView> = snapshot
         .keys
         .values()
-        .map(|record| key_view(record, now))
+        .map(|entry| key_view(entry, now))
         .collect();
     keys.sort_by(|a, b| (&a.created_at, &a.id).cmp(&(&b.created_at, &b.id)));
     axum::Json(KeyList { keys })
@@ -332,6 +357,27 @@ async fn create_key(
             }
         }
     }
+    let limits = request.limits;
+    if limits.rpm == Some(0) || limits.tpm == Some(0) || limits.max_parallel == Some(0) {
+        return Err(AdminError::bad_request(
+            "rpm, tpm and max-parallel must be at least 1 (leave a limit out for none)",
+        ));
+    }
+    let mut periods: Vec<Period> = Vec::new();
+    for limit in &request.budgets {
+        if limit.amount.0 <= 0 {
+            return Err(AdminError::bad_request(
+                "a budget must be greater than zero",
+            ));
+        }
+        if periods.contains(&limit.period) {
+            return Err(AdminError::bad_request(format!(
+                "two budgets for the same period ({}): give one per period",
+                limit.period
+            )));
+        }
+        periods.push(limit.period);
+    }
     let virtual_key = VirtualKey::generate(&request.env);
     let now = state.clock.now();
     let record = VirtualKeyRecord {
@@ -344,17 +390,37 @@ async fn create_key(
             providers: request.providers,
             models: request.models,
         },
+        project: request.project,
+        limits,
+        on_anomaly: request.on_anomaly,
         created_at: now,
         expires_at: ttl.map(|ttl| now + ttl.as_duration()),
         revoked_at: None,
+        suspended: None,
     };
+    let budgets: Vec<BudgetRecord> = request
+        .budgets
+        .iter()
+        .map(|limit| BudgetRecord {
+            id: BudgetId::generate(),
+            scope: BudgetScope::Key(record.id.clone()),
+            limit: *limit,
+            created_at: now,
+        })
+        .collect();
     let _guard = state.admin_write.lock().await;
     state
         .store
-        .insert_virtual_key(&record)
+        .insert_virtual_key(&record, &budgets)
         .await
         .map_err(AdminError::store)?;
     reload(&state).await?;
+    let entry = state
+        .snapshot
+        .load()
+        .key_by_id(&record.id)
+        .cloned()
+        .ok_or_else(|| AdminError::internal("the new key is missing from the reloaded snapshot"))?;
     tracing::info!(key_id = %record.id, env = %record.env, "virtual key created");
     #[expect(
         clippy::disallowed_methods,
@@ -365,7 +431,7 @@ async fn create_key(
         StatusCode::CREATED,
         axum::Json(CreatedKey {
             key,
-            view: key_view(&record, now),
+            view: key_view(&entry, now),
         }),
     ))
 }
@@ -380,18 +446,14 @@ async fn show_key(
 ) -> Result<axum::Json<KeyView>, AdminError> {
     let id = parse_key_id(&id)?;
     let snapshot = state.snapshot.load();
-    let record = snapshot
-        .keys
-        .values()
-        .find(|record| record.id == id)
-        .ok_or_else(|| {
-            AdminError::new(
-                StatusCode::NOT_FOUND,
-                "key_not_found",
-                format!("no key with id {id}"),
-            )
-        })?;
-    Ok(axum::Json(key_view(record, state.clock.now())))
+    let entry = snapshot.key_by_id(&id).ok_or_else(|| {
+        AdminError::new(
+            StatusCode::NOT_FOUND,
+            "key_not_found",
+            format!("no key with id {id}"),
+        )
+    })?;
+    Ok(axum::Json(key_view(entry, state.clock.now())))
 }
 
 async fn revoke_key(
@@ -430,6 +492,7 @@ struct UsageParams {
     since: Option<String>,
     key: Option<String>,
     env: Option<String>,
+    project: Option<String>,
     by: Option<String>,
 }
 
@@ -464,9 +527,10 @@ async fn usage(
         "model" => keyforge_store::UsageGroup::Model,
         "day" => keyforge_store::UsageGroup::Day,
         "env" => keyforge_store::UsageGroup::Env,
+        "project" => keyforge_store::UsageGroup::Project,
         other => {
             return Err(AdminError::bad_request(format!(
-                "by `{other}`: expected key, model, day or env"
+                "by `{other}`: expected key, model, day, env or project"
             )));
         }
     };
@@ -477,6 +541,12 @@ async fn usage(
         .map(keyforge_types::EnvName::parse)
         .transpose()
         .map_err(|error| AdminError::bad_request(error.to_string()))?;
+    let project = params
+        .project
+        .as_deref()
+        .map(keyforge_types::ProjectName::parse)
+        .transpose()
+        .map_err(|error| AdminError::bad_request(error.to_string()))?;
     let since_at = state.clock.now() - since.as_duration();
     // Records of requests that just finished may still be queued.
     state.ledger.flush(std::time::Duration::from_secs(5)).await;
@@ -484,6 +554,7 @@ async fn usage(
         since_ms: i64::try_from(since_at.unix_timestamp_nanos() / 1_000_000).unwrap_or(0),
         key_id,
         env,
+        project,
         group_by,
     };
     let rows = state

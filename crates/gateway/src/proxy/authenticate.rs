@@ -5,15 +5,14 @@ use std::sync::Arc;
 
 use http::request::Parts;
 use keyforge_providers::{CredentialError, ErrorClass, extract_client_credential};
-use keyforge_store::VirtualKeyRecord;
 
 use super::RequestContext;
 use crate::error::GatewayError;
-use crate::snapshot::Snapshot;
+use crate::snapshot::{KeyEntry, Snapshot};
 use crate::state::AppState;
 
 pub(crate) struct Authenticated {
-    pub(crate) record: Arc<VirtualKeyRecord>,
+    pub(crate) entry: Arc<KeyEntry>,
     /// The client's key text, kept only to scrub it from upstream errors.
     pub(crate) key: keyforge_types::VirtualKey,
 }
@@ -36,12 +35,12 @@ pub(crate) fn authenticate(
             GatewayError::client(ErrorClass::Authentication, code, error.to_string())
         })?;
     let hash = state.hasher.hash(&credential.key);
-    let record = snapshot
+    let entry = snapshot
         .keys
         .get(&hash)
         // The map lookup is on a keyed hash, which leaks nothing; this final
         // comparison is constant-time as a matter of principle.
-        .filter(|record| record.hash.ct_eq(&hash))
+        .filter(|entry| entry.record.hash.ct_eq(&hash))
         .cloned()
         .ok_or_else(|| {
             GatewayError::client(
@@ -50,9 +49,9 @@ pub(crate) fn authenticate(
                 "unknown KeyForge key: this gateway never issued it",
             )
         })?;
-    ctx.key_id = Some(record.id.clone());
+    ctx.key_id = Some(entry.record.id.clone());
     Ok(Authenticated {
-        record,
+        entry,
         key: credential.key,
     })
 }

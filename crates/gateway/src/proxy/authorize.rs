@@ -22,7 +22,7 @@ pub(crate) struct Target {
 }
 
 pub(crate) fn key_is_usable(key: &Authenticated, now: OffsetDateTime) -> Result<(), GatewayError> {
-    let record: &VirtualKeyRecord = &key.record;
+    let record: &VirtualKeyRecord = &key.entry.record;
     if record.revoked_at.is_some() {
         return Err(GatewayError::client(
             ErrorClass::Authentication,
@@ -53,7 +53,7 @@ pub(crate) fn target(
     body: &[u8],
     ctx: &mut RequestContext,
 ) -> Result<Target, GatewayError> {
-    let record = &key.record;
+    let record = &key.entry.record;
     let provider = select_provider(snapshot, record, &route.selector)?;
     ctx.api = provider.kind.api();
     ctx.provider = Some(provider.record.name.clone());

@@ -19,6 +19,7 @@ use keyforge_providers::{
 use keyforge_store::LedgerRecord;
 
 use super::RequestContext;
+use super::admit::Admission;
 use super::authenticate::Authenticated;
 use super::authorize::Target;
 use super::meter::{MeteredBody, Settlement};
@@ -28,6 +29,7 @@ use crate::state::AppState;
 pub(crate) struct Upstream {
     response: http::Response<Incoming>,
     headers_received: Instant,
+    admission: Admission,
 }
 
 /// Sends the request upstream. A request the provider failed to answer
@@ -39,15 +41,29 @@ pub(crate) async fn send(
     key: &Authenticated,
     parts: Parts,
     body: Bytes,
+    admission: Admission,
 ) -> Result<Upstream, GatewayError> {
-    let result = send_once(state, ctx, target, parts, body).await;
-    if let Err(error) = &result
-        && error.fault == Fault::Upstream
-    {
-        settlement(state, ctx, target, key, error.class.status().as_u16())
-            .settle(Usage::default(), UsageSource::None);
+    match send_once(state, ctx, target, parts, body).await {
+        Ok((response, headers_received)) => Ok(Upstream {
+            response,
+            headers_received,
+            admission,
+        }),
+        Err(error) => {
+            if error.fault == Fault::Upstream {
+                settlement(
+                    state,
+                    ctx,
+                    target,
+                    key,
+                    error.class.status().as_u16(),
+                    admission,
+                )
+                .settle(Usage::default(), UsageSource::None);
+            }
+            Err(error)
+        }
     }
-    result
 }
 
 async fn send_once(
@@ -56,7 +72,7 @@ async fn send_once(
     target: &Target,
     parts: Parts,
     body: Bytes,
-) -> Result<Upstream, GatewayError> {
+) -> Result<(http::Response<Incoming>, Instant), GatewayError> {
     let provider = &target.provider;
     let name = &provider.record.name;
     let mut url = String::with_capacity(provider.base_url.len() + target.upstream_path.len() + 64);
@@ -132,10 +148,7 @@ async fn send_once(
         }
         Ok(Ok(response)) => response,
     };
-    Ok(Upstream {
-        response,
-        headers_received: Instant::now(),
-    })
+    Ok((response, Instant::now()))
 }
 
 pub(crate) async fn respond(
@@ -148,10 +161,12 @@ pub(crate) async fn respond(
     let Upstream {
         response,
         headers_received,
+        admission,
     } = upstream;
     let (mut parts, incoming) = response.into_parts();
     strip_response_headers(&mut parts.headers);
-    let settlement = settlement(state, ctx, target, key, parts.status.as_u16());
+    admission.write_headers(&mut parts.headers);
+    let settlement = settlement(state, ctx, target, key, parts.status.as_u16(), admission);
 
     let body = if parts.status.is_success()
         || parts.status.is_informational()
@@ -209,12 +224,14 @@ pub(crate) fn settlement(
     target: &Target,
     key: &Authenticated,
     status: u16,
+    admission: Admission,
 ) -> Settlement {
     let record = LedgerRecord {
         at_ms: i64::try_from(ctx.arrived.unix_timestamp_nanos() / 1_000_000).unwrap_or(0),
         request_id: ctx.request_id.clone(),
-        key_id: key.record.id.clone(),
-        env: key.record.env.clone(),
+        key_id: key.entry.record.id.clone(),
+        env: key.entry.record.env.clone(),
+        project: key.entry.record.project.clone(),
         provider: target.provider.record.name.clone(),
         provider_key_version: target.provider.record.current.version,
         model: ctx.model.clone(),
@@ -236,6 +253,8 @@ pub(crate) fn settlement(
         started: ctx.started,
         prices: state.prices.clone(),
         ledger: state.ledger.clone(),
+        admission,
+        clock: state.clock.clone(),
     }
 }
 

@@ -13,8 +13,11 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use keyforge_providers::{Api, Meter, PriceSource, PriceTable, Usage, UsageSource, UsageStripper};
 use keyforge_store::LedgerRecord;
+use keyforge_types::NanoUsd;
 use time::OffsetDateTime;
 
+use super::admit::Admission;
+use crate::clock::Clock;
 use crate::ledger::LedgerWriter;
 
 /// Everything the ledger record needs besides the usage.
@@ -26,10 +29,14 @@ pub(crate) struct Settlement {
     pub(crate) started: Instant,
     pub(crate) prices: Arc<PriceTable>,
     pub(crate) ledger: LedgerWriter,
+    /// Rate-limit tokens and budget reservations the request holds.
+    pub(crate) admission: Admission,
+    pub(crate) clock: Arc<dyn Clock>,
 }
 
 impl Settlement {
-    /// Prices `usage` and writes the record.
+    /// Prices `usage`, settles the request's budgets and limits, and writes
+    /// the record.
     pub(crate) fn settle(mut self, usage: Usage, source: UsageSource) {
         let record = &mut self.record;
         record.input_tokens = usage.input_tokens;
@@ -60,6 +67,10 @@ impl Settlement {
         record.cost_nano_usd = cost;
         record.priced_by = priced_by;
         record.latency_ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let tokens = usage.input_tokens.saturating_add(usage.output_tokens);
+        let _changes = self
+            .admission
+            .settle(NanoUsd(cost), tokens, self.clock.now());
         self.ledger.record(self.record);
     }
 }

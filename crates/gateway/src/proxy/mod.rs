@@ -3,6 +3,7 @@
 //! concerns (request id, tracing span, panic catching, error rendering) live
 //! in [`handle`], around the pipeline, never between its steps.
 
+mod admit;
 mod authenticate;
 mod authorize;
 mod body;
@@ -105,7 +106,7 @@ async fn pipeline(
     authorize::key_is_usable(&key, state.clock.now())?;
     let body = body::read(&state.config, &parts, body).await?;
     let target = authorize::target(&snapshot, &key, &route, &parts, &body, ctx)?;
-    // Spend control (rate limits, budget reservation) slots in here.
-    let upstream = forward::send(state, ctx, &target, &key, parts, body).await?;
+    let admission = admit::admit(state, ctx, &key, &target, &parts.method, &body)?;
+    let upstream = forward::send(state, ctx, &target, &key, parts, body, admission).await?;
     forward::respond(state, ctx, &target, &key, upstream).await
 }

@@ -4,7 +4,10 @@ use std::path::Path;
 use std::str::FromStr;
 
 use async_trait::async_trait;
-use keyforge_types::{EnvName, KeyHash, KeyId, ProviderId, ProviderName, Scope};
+use keyforge_types::{
+    AlertId, AnomalyAction, BudgetId, BudgetLimit, BudgetScope, EnvName, KeyHash, KeyId, KeyLimits,
+    NanoUsd, Period, ProjectName, ProviderId, ProviderName, Scope,
+};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
@@ -13,16 +16,18 @@ use sqlx::{Row, SqliteConnection};
 use time::OffsetDateTime;
 
 use crate::model::{
-    CredentialRecord, LedgerRecord, NewProvider, ProviderRecord, RevokeOutcome, UsageGroup,
+    AlertDelivery, AlertEvent, AlertWebhookRecord, BudgetRecord, CredentialRecord, LedgerRecord,
+    NewProvider, ProviderRecord, RecentRequest, RevokeOutcome, StoredAlert, Suspension, UsageGroup,
     UsageQuery, UsageRow, VirtualKeyRecord,
 };
 use crate::{Store, StoreError};
 
-const SCHEMA_VERSION: i64 = 2;
-/// 17 columns x 100 rows stays far below SQLite's bound-parameter limit.
+const SCHEMA_VERSION: i64 = 3;
+/// 18 columns x 100 rows stays far below SQLite's bound-parameter limit.
 const LEDGER_ROWS_PER_STATEMENT: usize = 100;
 const SCHEMA_V1: &str = include_str!("schema.sql");
 const SCHEMA_V2: &str = include_str!("schema_v2.sql");
+const SCHEMA_V3: &str = include_str!("schema_v3.sql");
 
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
@@ -90,6 +95,9 @@ impl SqliteStore {
         }
         if version < 2 {
             sqlx::raw_sql(SCHEMA_V2).execute(&mut *tx).await?;
+        }
+        if version < 3 {
+            sqlx::raw_sql(SCHEMA_V3).execute(&mut *tx).await?;
         }
         if version < SCHEMA_VERSION {
             sqlx::raw_sql(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))
@@ -161,6 +169,31 @@ fn key_from_row(row: &SqliteRow) -> Result<VirtualKeyRecord, StoreError> {
             .ok_or_else(|| StoreError::Corrupt("key hash length".into()))?,
         prefix: row.try_get("prefix")?,
         scope: serde_json::from_str::<Scope>(&scope).map_err(corrupt("key scope"))?,
+        project: row
+            .try_get::<Option<String>, _>("project")?
+            .map(|name| ProjectName::parse(&name))
+            .transpose()
+            .map_err(corrupt("key project"))?,
+        limits: KeyLimits {
+            rpm: optional_u32(row, "rpm")?,
+            tpm: row
+                .try_get::<Option<i64>, _>("tpm")?
+                .map(u64::try_from)
+                .transpose()
+                .map_err(corrupt("key tpm"))?,
+            max_parallel: optional_u32(row, "max_parallel")?,
+        },
+        on_anomaly: AnomalyAction::parse(&row.try_get::<String, _>("on_anomaly")?)
+            .ok_or_else(|| StoreError::Corrupt("key on_anomaly".into()))?,
+        suspended: match row.try_get::<Option<i64>, _>("suspended_at")? {
+            None => None,
+            Some(at) => Some(Suspension {
+                at: from_unix(at)?,
+                reason: row
+                    .try_get::<Option<String>, _>("suspended_reason")?
+                    .unwrap_or_default(),
+            }),
+        },
         created_at: from_unix(row.try_get("created_at")?)?,
         expires_at: row
             .try_get::<Option<i64>, _>("expires_at")?
@@ -173,7 +206,67 @@ fn key_from_row(row: &SqliteRow) -> Result<VirtualKeyRecord, StoreError> {
     })
 }
 
-const KEY_COLUMNS: &str = "id, name, env, hash, prefix, scope, created_at, expires_at, revoked_at";
+fn optional_u32(row: &SqliteRow, column: &'static str) -> Result<Option<u32>, StoreError> {
+    row.try_get::<Option<i64>, _>(column)?
+        .map(u32::try_from)
+        .transpose()
+        .map_err(corrupt(column))
+}
+
+const KEY_COLUMNS: &str = "id, name, env, hash, prefix, scope, created_at, expires_at, revoked_at, \
+     project, rpm, tpm, max_parallel, on_anomaly, suspended_at, suspended_reason";
+
+fn budget_from_row(row: &SqliteRow) -> Result<BudgetRecord, StoreError> {
+    let kind: String = row.try_get("scope_kind")?;
+    let scope: String = row.try_get("scope")?;
+    Ok(BudgetRecord {
+        id: BudgetId::parse(row.try_get("id")?).map_err(corrupt("budget id"))?,
+        scope: BudgetScope::from_parts(&kind, &scope)
+            .ok_or_else(|| StoreError::Corrupt(format!("budget scope {kind}")))?,
+        limit: BudgetLimit {
+            amount: NanoUsd(row.try_get("limit_nano_usd")?),
+            period: Period::parse(row.try_get("period")?).map_err(corrupt("budget period"))?,
+        },
+        created_at: from_unix_ms(row.try_get("created_at_ms")?)?,
+    })
+}
+
+fn to_unix_ms(time: OffsetDateTime) -> i64 {
+    i64::try_from(time.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
+}
+
+fn from_unix_ms(ms: i64) -> Result<OffsetDateTime, StoreError> {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .map_err(|_| StoreError::Corrupt(format!("timestamp {ms} ms")))
+}
+
+fn thresholds_text(thresholds: &[u8]) -> String {
+    thresholds
+        .iter()
+        .map(u8::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+async fn upsert_budget_in(
+    connection: &mut SqliteConnection,
+    budget: &BudgetRecord,
+) -> Result<BudgetRecord, StoreError> {
+    let row = sqlx::query(
+        "INSERT INTO budgets (id, scope_kind, scope, period, limit_nano_usd, created_at_ms) VALUES (?, ?, ?, ?, ?, ?) \
+         ON CONFLICT (scope_kind, scope, period) DO UPDATE SET limit_nano_usd = excluded.limit_nano_usd \
+         RETURNING id, scope_kind, scope, period, limit_nano_usd, created_at_ms",
+    )
+    .bind(budget.id.as_str())
+    .bind(budget.scope.kind())
+    .bind(budget.scope.name())
+    .bind(budget.limit.period.as_str())
+    .bind(budget.limit.amount.0)
+    .bind(to_unix_ms(budget.created_at))
+    .fetch_one(connection)
+    .await?;
+    budget_from_row(&row)
+}
 
 async fn insert_credential(
     connection: &mut SqliteConnection,
@@ -256,10 +349,15 @@ impl Store for SqliteStore {
         rows.iter().map(provider_from_row).collect()
     }
 
-    async fn insert_virtual_key(&self, key: &VirtualKeyRecord) -> Result<(), StoreError> {
+    async fn insert_virtual_key(
+        &self,
+        key: &VirtualKeyRecord,
+        budgets: &[BudgetRecord],
+    ) -> Result<(), StoreError> {
         let scope = serde_json::to_string(&key.scope).map_err(corrupt("key scope"))?;
+        let mut tx = self.pool.begin().await?;
         sqlx::query(&format!(
-            "INSERT INTO virtual_keys ({KEY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            "INSERT INTO virtual_keys ({KEY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
         ))
         .bind(key.id.as_str())
         .bind(&key.name)
@@ -270,8 +368,19 @@ impl Store for SqliteStore {
         .bind(to_unix(key.created_at))
         .bind(key.expires_at.map(to_unix))
         .bind(key.revoked_at.map(to_unix))
-        .execute(&self.pool)
+        .bind(key.project.as_ref().map(ProjectName::as_str))
+        .bind(key.limits.rpm.map(i64::from))
+        .bind(key.limits.tpm.map(to_i64))
+        .bind(key.limits.max_parallel.map(i64::from))
+        .bind(key.on_anomaly.as_str())
+        .bind(key.suspended.as_ref().map(|s| to_unix(s.at)))
+        .bind(key.suspended.as_ref().map(|s| s.reason.as_str()))
+        .execute(&mut *tx)
         .await?;
+        for budget in budgets {
+            upsert_budget_in(&mut tx, budget).await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 
@@ -330,7 +439,7 @@ impl Store for SqliteStore {
         let mut tx = self.pool.begin().await?;
         for chunk in records.chunks(LEDGER_ROWS_PER_STATEMENT) {
             let mut insert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-                "INSERT INTO ledger (at_ms, request_id, key_id, env, provider, provider_key_version, model, input_tokens, cached_input_tokens, \
+                "INSERT INTO ledger (at_ms, request_id, key_id, env, project, provider, provider_key_version, model, input_tokens, cached_input_tokens, \
                  cache_write_tokens, output_tokens, reasoning_tokens, usage_source, cost_nano_usd, priced_by, status, latency_ms) ",
             );
             insert.push_values(chunk, |mut row, r| {
@@ -338,6 +447,7 @@ impl Store for SqliteStore {
                     .push_bind(r.request_id.as_str())
                     .push_bind(r.key_id.as_str())
                     .push_bind(r.env.as_str())
+                    .push_bind(r.project.as_ref().map(ProjectName::as_str))
                     .push_bind(r.provider.as_str())
                     .push_bind(i64::from(r.provider_key_version))
                     .push_bind(r.model.as_deref())
@@ -364,23 +474,27 @@ impl Store for SqliteStore {
             UsageGroup::Model => "COALESCE(model, '(none)')",
             UsageGroup::Day => "strftime('%Y-%m-%d', at_ms / 1000, 'unixepoch')",
             UsageGroup::Env => "env",
+            UsageGroup::Project => "COALESCE(project, '(none)')",
         };
         let sql = format!(
             "SELECT {group} AS grp, COUNT(*) AS requests, SUM(input_tokens) AS input_tokens, SUM(cached_input_tokens) AS cached_input_tokens, \
              SUM(cache_write_tokens) AS cache_write_tokens, SUM(output_tokens) AS output_tokens, SUM(reasoning_tokens) AS reasoning_tokens, \
              SUM(cost_nano_usd) AS cost_nano_usd, SUM(usage_source = 'estimated') AS estimated, SUM(priced_by = 'fallback') AS fallback_priced, \
              SUM(status >= 400) AS errors \
-             FROM ledger WHERE at_ms >= ? AND (? IS NULL OR key_id = ?) AND (? IS NULL OR env = ?) \
+             FROM ledger WHERE at_ms >= ? AND (? IS NULL OR key_id = ?) AND (? IS NULL OR env = ?) AND (? IS NULL OR project = ?) \
              GROUP BY grp ORDER BY grp"
         );
         let key = query.key_id.as_ref().map(|id| id.as_str().to_owned());
         let env = query.env.as_ref().map(|env| env.as_str().to_owned());
+        let project = query.project.as_ref().map(|p| p.as_str().to_owned());
         let rows = sqlx::query(&sql)
             .bind(query.since_ms)
             .bind(&key)
             .bind(&key)
             .bind(&env)
             .bind(&env)
+            .bind(&project)
+            .bind(&project)
             .fetch_all(&self.pool)
             .await?;
         rows.iter()
@@ -400,6 +514,229 @@ impl Store for SqliteStore {
                 })
             })
             .collect()
+    }
+
+    async fn set_key_suspension(
+        &self,
+        id: &KeyId,
+        suspension: Option<&Suspension>,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE virtual_keys SET suspended_at = ?, suspended_reason = ? WHERE id = ?",
+        )
+        .bind(suspension.map(|s| to_unix(s.at)))
+        .bind(suspension.map(|s| s.reason.as_str()))
+        .bind(id.as_str())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn upsert_budget(&self, budget: &BudgetRecord) -> Result<BudgetRecord, StoreError> {
+        let mut connection = self.pool.acquire().await?;
+        upsert_budget_in(&mut connection, budget).await
+    }
+
+    async fn list_budgets(&self) -> Result<Vec<BudgetRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, scope_kind, scope, period, limit_nano_usd, created_at_ms FROM budgets ORDER BY scope_kind, scope, period",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(budget_from_row).collect()
+    }
+
+    async fn delete_budget(&self, id: &BudgetId) -> Result<bool, StoreError> {
+        let done = sqlx::query("DELETE FROM budgets WHERE id = ?")
+            .bind(id.as_str())
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn spend_since(&self, scope: &BudgetScope, since_ms: i64) -> Result<i64, StoreError> {
+        let column = match scope {
+            BudgetScope::Key(_) => "key_id",
+            BudgetScope::Project(_) => "project",
+            BudgetScope::Env(_) => "env",
+        };
+        let spent: Option<i64> = sqlx::query_scalar(&format!(
+            "SELECT SUM(cost_nano_usd) FROM ledger WHERE {column} = ? AND at_ms >= ?"
+        ))
+        .bind(scope.name())
+        .bind(since_ms)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(spent.unwrap_or(0))
+    }
+
+    async fn recent_requests(&self, since_ms: i64) -> Result<Vec<RecentRequest>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT key_id, at_ms, input_tokens + output_tokens AS tokens FROM ledger WHERE at_ms >= ? ORDER BY at_ms, id",
+        )
+        .bind(since_ms)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(RecentRequest {
+                    key_id: KeyId::parse(row.try_get("key_id")?)
+                        .map_err(corrupt("ledger key id"))?,
+                    at_ms: row.try_get("at_ms")?,
+                    tokens: to_u64(row.try_get("tokens")?),
+                })
+            })
+            .collect()
+    }
+
+    async fn insert_alert_webhook(&self, webhook: &AlertWebhookRecord) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO alert_webhooks (id, sealed_url, display_url, thresholds, created_at_ms) VALUES (?, ?, ?, ?, ?)")
+            .bind(webhook.id.as_str())
+            .bind(&webhook.sealed_url)
+            .bind(&webhook.display_url)
+            .bind(thresholds_text(&webhook.thresholds))
+            .bind(to_unix_ms(webhook.created_at))
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn list_alert_webhooks(&self) -> Result<Vec<AlertWebhookRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, sealed_url, display_url, thresholds, created_at_ms FROM alert_webhooks ORDER BY created_at_ms, id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let thresholds: String = row.try_get("thresholds")?;
+                Ok(AlertWebhookRecord {
+                    id: AlertId::parse(row.try_get("id")?).map_err(corrupt("webhook id"))?,
+                    sealed_url: row.try_get("sealed_url")?,
+                    display_url: row.try_get("display_url")?,
+                    thresholds: thresholds
+                        .split(',')
+                        .filter(|t| !t.is_empty())
+                        .map(str::parse)
+                        .collect::<Result<_, _>>()
+                        .map_err(corrupt("webhook thresholds"))?,
+                    created_at: from_unix_ms(row.try_get("created_at_ms")?)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn delete_alert_webhook(&self, id: &AlertId) -> Result<bool, StoreError> {
+        let done = sqlx::query("DELETE FROM alert_webhooks WHERE id = ?")
+            .bind(id.as_str())
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn insert_alert(
+        &self,
+        event: &AlertEvent,
+        webhooks: &[AlertId],
+    ) -> Result<Option<i64>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let id: Option<i64> = sqlx::query_scalar(
+            "INSERT INTO alert_events (at_ms, kind, dedup, key_id, budget_id, message, payload) VALUES (?, ?, ?, ?, ?, ?, ?) \
+             ON CONFLICT (dedup) DO NOTHING RETURNING id",
+        )
+        .bind(event.at_ms)
+        .bind(&event.kind)
+        .bind(&event.dedup)
+        .bind(event.key_id.as_ref().map(KeyId::as_str))
+        .bind(event.budget_id.as_ref().map(BudgetId::as_str))
+        .bind(&event.message)
+        .bind(&event.payload)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(id) = id else {
+            return Ok(None);
+        };
+        for webhook in webhooks {
+            sqlx::query("INSERT INTO alert_deliveries (event_id, webhook_id, status, attempts, updated_at_ms) VALUES (?, ?, 'pending', 0, ?)")
+                .bind(id)
+                .bind(webhook.as_str())
+                .bind(event.at_ms)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(Some(id))
+    }
+
+    async fn update_alert_delivery(
+        &self,
+        alert_id: i64,
+        delivery: &AlertDelivery,
+        at_ms: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query("UPDATE alert_deliveries SET status = ?, attempts = ?, last_error = ?, updated_at_ms = ? WHERE event_id = ? AND webhook_id = ?")
+            .bind(&delivery.status)
+            .bind(i64::from(delivery.attempts))
+            .bind(&delivery.last_error)
+            .bind(at_ms)
+            .bind(alert_id)
+            .bind(delivery.webhook_id.as_str())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn list_alerts(&self, limit: u32) -> Result<Vec<StoredAlert>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, at_ms, kind, dedup, key_id, budget_id, message, payload FROM alert_events ORDER BY id DESC LIMIT ?",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        let mut alerts = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let id: i64 = row.try_get("id")?;
+            let deliveries = sqlx::query(
+                "SELECT webhook_id, status, attempts, last_error FROM alert_deliveries WHERE event_id = ? ORDER BY webhook_id",
+            )
+            .bind(id)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|d| {
+                Ok(AlertDelivery {
+                    webhook_id: AlertId::parse(d.try_get("webhook_id")?)
+                        .map_err(corrupt("delivery webhook id"))?,
+                    status: d.try_get("status")?,
+                    attempts: u32::try_from(d.try_get::<i64, _>("attempts")?)
+                        .map_err(corrupt("delivery attempts"))?,
+                    last_error: d.try_get("last_error")?,
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+            alerts.push(StoredAlert {
+                id,
+                event: AlertEvent {
+                    at_ms: row.try_get("at_ms")?,
+                    kind: row.try_get("kind")?,
+                    dedup: row.try_get("dedup")?,
+                    key_id: row
+                        .try_get::<Option<String>, _>("key_id")?
+                        .map(|id| KeyId::parse(&id))
+                        .transpose()
+                        .map_err(corrupt("alert key id"))?,
+                    budget_id: row
+                        .try_get::<Option<String>, _>("budget_id")?
+                        .map(|id| BudgetId::parse(&id))
+                        .transpose()
+                        .map_err(corrupt("alert budget id"))?,
+                    message: row.try_get("message")?,
+                    payload: row.try_get("payload")?,
+                },
+                deliveries,
+            });
+        }
+        Ok(alerts)
     }
 }
 

@@ -33,9 +33,17 @@ fn key(env: &str) -> VirtualKeyRecord {
             providers: vec![],
             models: vec![ModelPattern::parse("gpt-*").unwrap()],
         },
+        project: Some(ProjectName::parse("checkout").unwrap()),
+        limits: KeyLimits {
+            rpm: Some(60),
+            tpm: None,
+            max_parallel: Some(4),
+        },
+        on_anomaly: AnomalyAction::Suspend,
         created_at: datetime!(2026-01-02 03:04:05 UTC),
         expires_at: Some(datetime!(2026-02-02 03:04:05 UTC)),
         revoked_at: None,
+        suspended: None,
     }
 }
 
@@ -68,7 +76,7 @@ async fn providers_are_unique_per_environment() {
 async fn keys_round_trip_and_revoke_once() {
     let store = SqliteStore::open_in_memory().await.unwrap();
     let record = key("dev");
-    store.insert_virtual_key(&record).await.unwrap();
+    store.insert_virtual_key(&record, &[]).await.unwrap();
     let loaded = store.get_virtual_key(&record.id).await.unwrap().unwrap();
     assert!(loaded.hash.ct_eq(&record.hash));
     assert_eq!(loaded.scope, record.scope);
@@ -117,7 +125,7 @@ async fn file_database_is_private_and_reopens() {
     let record = key("dev");
     {
         let store = SqliteStore::open(&path).await.unwrap();
-        store.insert_virtual_key(&record).await.unwrap();
+        store.insert_virtual_key(&record, &[]).await.unwrap();
     }
     assert_eq!(
         std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
@@ -143,7 +151,7 @@ async fn refuses_a_newer_schema() {
             error,
             StoreError::TooNew {
                 found: 99,
-                known: 2
+                known: SCHEMA_VERSION
             }
         ),
         "{error}"
@@ -156,6 +164,7 @@ fn ledger(key: &KeyId, env: &str, model: &str, at_ms: i64, cost: i64) -> LedgerR
         request_id: format!("req_{at_ms}"),
         key_id: key.clone(),
         env: EnvName::parse(env).unwrap(),
+        project: None,
         provider: ProviderName::parse("openai").unwrap(),
         provider_key_version: 1,
         model: Some(model.into()),
@@ -202,6 +211,7 @@ async fn ledger_sums_by_key_model_day_and_env() {
         since_ms,
         key_id,
         env: env.map(|e| EnvName::parse(e).unwrap()),
+        project: None,
         group_by,
     };
 
@@ -278,17 +288,32 @@ async fn a_version_1_database_is_upgraded_in_place() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("keyforge.db");
     {
-        let store = SqliteStore::open(&path).await.unwrap();
-        store.insert_virtual_key(&key("dev")).await.unwrap();
-        // Roll the file back to what version 1 wrote.
-        sqlx::raw_sql("DROP TABLE ledger; PRAGMA user_version = 1")
-            .execute(&store.pool)
+        // What version 1 wrote: its schema and one key.
+        let options = SqliteConnectOptions::new()
+            .filename(&path)
+            .create_if_missing(true);
+        let pool = SqlitePool::connect_with(options).await.unwrap();
+        sqlx::raw_sql(SCHEMA_V1).execute(&pool).await.unwrap();
+        sqlx::query("INSERT INTO virtual_keys (id, name, env, hash, prefix, scope, created_at) VALUES (?, 'old', 'dev', ?, 'kf_dev_x', '{\"providers\":[],\"models\":[]}', 1767225600)")
+            .bind(KeyId::generate().as_str())
+            .bind(vec![9_u8; 32])
+            .execute(&pool)
             .await
             .unwrap();
-        store.pool.close().await;
+        sqlx::raw_sql("PRAGMA user_version = 1")
+            .execute(&pool)
+            .await
+            .unwrap();
+        pool.close().await;
     }
     let store = SqliteStore::open(&path).await.unwrap();
-    assert_eq!(store.list_virtual_keys().await.unwrap().len(), 1);
+    let keys = store.list_virtual_keys().await.unwrap();
+    assert_eq!(keys.len(), 1);
+    assert_eq!(keys[0].name, "old");
+    assert_eq!(keys[0].project, None);
+    assert_eq!(keys[0].limits, KeyLimits::default());
+    assert_eq!(keys[0].on_anomaly, AnomalyAction::Alert);
+    assert_eq!(keys[0].suspended, None);
     store
         .insert_ledger(&[ledger(&KeyId::generate(), "dev", "m", 1, 1)])
         .await
@@ -297,5 +322,181 @@ async fn a_version_1_database_is_upgraded_in_place() {
         .fetch_one(&store.pool)
         .await
         .unwrap();
-    assert_eq!(version, 2);
+    assert_eq!(version, SCHEMA_VERSION);
+}
+
+#[tokio::test]
+async fn keys_keep_project_limits_and_suspension() {
+    let store = SqliteStore::open_in_memory().await.unwrap();
+    let record = key("dev");
+    let budget = BudgetRecord {
+        id: BudgetId::generate(),
+        scope: BudgetScope::Key(record.id.clone()),
+        limit: BudgetLimit::parse("5usd/day").unwrap(),
+        created_at: datetime!(2026-01-02 03:04:05 UTC),
+    };
+    store
+        .insert_virtual_key(&record, std::slice::from_ref(&budget))
+        .await
+        .unwrap();
+    let stored = store.get_virtual_key(&record.id).await.unwrap().unwrap();
+    assert_eq!(stored.project, record.project);
+    assert_eq!(stored.limits, record.limits);
+    assert_eq!(stored.on_anomaly, AnomalyAction::Suspend);
+    assert_eq!(store.list_budgets().await.unwrap(), [budget]);
+
+    let suspension = Suspension {
+        at: datetime!(2026-01-03 00:00 UTC),
+        reason: "request rate spike".into(),
+    };
+    assert!(
+        store
+            .set_key_suspension(&record.id, Some(&suspension))
+            .await
+            .unwrap()
+    );
+    let stored = store.get_virtual_key(&record.id).await.unwrap().unwrap();
+    assert_eq!(stored.suspended, Some(suspension));
+    assert!(store.set_key_suspension(&record.id, None).await.unwrap());
+    let stored = store.get_virtual_key(&record.id).await.unwrap().unwrap();
+    assert_eq!(stored.suspended, None);
+    assert!(
+        !store
+            .set_key_suspension(&KeyId::generate(), None)
+            .await
+            .unwrap()
+    );
+}
+
+#[tokio::test]
+async fn budgets_are_one_per_scope_and_period() {
+    let store = SqliteStore::open_in_memory().await.unwrap();
+    let project = BudgetScope::Project(ProjectName::parse("checkout").unwrap());
+    let first = BudgetRecord {
+        id: BudgetId::generate(),
+        scope: project.clone(),
+        limit: BudgetLimit::parse("50usd/month").unwrap(),
+        created_at: datetime!(2026-01-02 03:04:05 UTC),
+    };
+    assert_eq!(store.upsert_budget(&first).await.unwrap(), first);
+    // Setting the same scope and period again changes the amount, keeps the id.
+    let again = BudgetRecord {
+        id: BudgetId::generate(),
+        limit: BudgetLimit::parse("80usd/month").unwrap(),
+        ..first.clone()
+    };
+    let stored = store.upsert_budget(&again).await.unwrap();
+    assert_eq!(stored.id, first.id);
+    assert_eq!(stored.limit, again.limit);
+    // Another period is another budget.
+    let daily = BudgetRecord {
+        id: BudgetId::generate(),
+        limit: BudgetLimit::parse("5usd/day").unwrap(),
+        ..first.clone()
+    };
+    store.upsert_budget(&daily).await.unwrap();
+    assert_eq!(store.list_budgets().await.unwrap().len(), 2);
+    assert!(store.delete_budget(&daily.id).await.unwrap());
+    assert!(!store.delete_budget(&daily.id).await.unwrap());
+    assert_eq!(store.list_budgets().await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn spend_and_recent_requests_come_from_the_ledger() {
+    let store = SqliteStore::open_in_memory().await.unwrap();
+    let (a, b) = (KeyId::generate(), KeyId::generate());
+    let checkout = ProjectName::parse("checkout").unwrap();
+    store
+        .insert_ledger(&[
+            LedgerRecord {
+                project: Some(checkout.clone()),
+                ..ledger(&a, "dev", "m", 1_000, 100)
+            },
+            LedgerRecord {
+                project: Some(checkout.clone()),
+                ..ledger(&b, "prod", "m", 2_000, 20)
+            },
+            ledger(&b, "prod", "m", 3_000, 3),
+        ])
+        .await
+        .unwrap();
+    let spend = |scope: BudgetScope, since| {
+        let store = store.clone();
+        async move { store.spend_since(&scope, since).await.unwrap() }
+    };
+    assert_eq!(spend(BudgetScope::Project(checkout.clone()), 0).await, 120);
+    assert_eq!(spend(BudgetScope::Project(checkout), 1_500).await, 20);
+    assert_eq!(spend(BudgetScope::Key(b.clone()), 0).await, 23);
+    assert_eq!(
+        spend(BudgetScope::Env(EnvName::parse("prod").unwrap()), 2_500).await,
+        3
+    );
+    assert_eq!(
+        spend(BudgetScope::Env(EnvName::parse("qa").unwrap()), 0).await,
+        0
+    );
+    let recent = store.recent_requests(1_500).await.unwrap();
+    assert_eq!(
+        recent
+            .iter()
+            .map(|r| (r.key_id.clone(), r.at_ms, r.tokens))
+            .collect::<Vec<_>>(),
+        [(b.clone(), 2_000, 15), (b, 3_000, 15)]
+    );
+}
+
+#[tokio::test]
+async fn alerts_are_raised_once_and_track_deliveries() {
+    let store = SqliteStore::open_in_memory().await.unwrap();
+    let webhook = AlertWebhookRecord {
+        id: AlertId::generate(),
+        sealed_url: vec![1, 2, 3],
+        display_url: "https://hooks.example".into(),
+        thresholds: vec![25, 50, 75, 100],
+        created_at: datetime!(2026-01-02 03:04:05 UTC),
+    };
+    store.insert_alert_webhook(&webhook).await.unwrap();
+    let listed = store.list_alert_webhooks().await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].thresholds, [25, 50, 75, 100]);
+    assert_eq!(listed[0].sealed_url, [1, 2, 3]);
+
+    let event = AlertEvent {
+        at_ms: 5,
+        kind: "budget".into(),
+        dedup: Some("budget/bgt_x/0/50".into()),
+        key_id: None,
+        budget_id: Some(BudgetId::generate()),
+        message: "half spent".into(),
+        payload: "{}".into(),
+    };
+    let id = store
+        .insert_alert(&event, std::slice::from_ref(&webhook.id))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        store
+            .insert_alert(&event, std::slice::from_ref(&webhook.id))
+            .await
+            .unwrap(),
+        None,
+        "the same threshold in the same period fires once"
+    );
+    let delivered = AlertDelivery {
+        webhook_id: webhook.id.clone(),
+        status: "delivered".into(),
+        attempts: 2,
+        last_error: Some("HTTP 500".into()),
+    };
+    store
+        .update_alert_delivery(id, &delivered, 9)
+        .await
+        .unwrap();
+    let alerts = store.list_alerts(10).await.unwrap();
+    assert_eq!(alerts.len(), 1);
+    assert_eq!(alerts[0].event, event);
+    assert_eq!(alerts[0].deliveries, [delivered]);
+    assert!(store.delete_alert_webhook(&webhook.id).await.unwrap());
+    assert!(store.list_alert_webhooks().await.unwrap().is_empty());
 }

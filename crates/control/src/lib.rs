@@ -1,0 +1,20 @@
+//! Admission control: whether a request may go now, and what it may spend.
+//!
+//! - [`budget`]: money budgets per key, project and environment. A request
+//!   reserves its worst-case cost against every budget that applies, all or
+//!   none, before it is forwarded; when its response ends it settles to the
+//!   actual cost and releases the rest. Concurrent requests therefore never
+//!   push spend past a budget, and finished requests never hold any of it.
+//! - [`rate`]: per-key requests per minute and tokens per minute (GCRA, one
+//!   atomic per limiter) and requests in flight (one atomic counter).
+//!
+//! Invariants: this crate does no I/O and never waits. The request path
+//! takes at most one short `std::sync::Mutex` per applicable budget (a few
+//! integer operations, never across an `.await`); rate limiters are
+//! lock-free. State is rebuilt from the store's ledger by the caller at start.
+
+pub mod budget;
+pub mod rate;
+
+pub use budget::{BudgetCell, BudgetStatus, Exhausted, Reservation, SpendChange, reserve};
+pub use rate::{InFlight, InFlightGuard, RateDenied, RateGrant, RateLimiter};

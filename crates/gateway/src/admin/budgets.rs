@@ -1,0 +1,126 @@
+//! `/admin/v1/budgets`: budgets for projects and environments (a key's own
+//! budgets are set when it is created), and where every budget stands.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use bytes::Bytes;
+use http::StatusCode;
+use keyforge_control::BudgetStatus;
+use keyforge_store::BudgetRecord;
+use keyforge_types::{BudgetId, BudgetScope};
+
+use super::api::{BudgetList, BudgetView, SetBudgetRequest};
+use super::{AdminError, parse_json, reload, rfc3339};
+use crate::state::AppState;
+
+pub(super) fn view(status: &BudgetStatus) -> BudgetView {
+    let limit = status.limit.amount.0;
+    let percent = if limit > 0 {
+        // One decimal, computed in integers: 1000 * spent / limit.
+        let tenths = i128::from(status.spent.0) * 1000 / i128::from(limit);
+        f64::from(i32::try_from(tenths).unwrap_or(i32::MAX)) / 10.0
+    } else {
+        0.0
+    };
+    BudgetView {
+        id: status.id.clone(),
+        scope: status.scope.clone(),
+        limit: status.limit,
+        limit_usd: status.limit.to_string(),
+        spent_nano_usd: status.spent.0,
+        spent_usd: status.spent.to_string(),
+        reserved_nano_usd: status.reserved.0,
+        percent_used: percent,
+        period_start: rfc3339(status.period_start),
+        resets_at: status.resets_at.map(rfc3339),
+    }
+}
+
+pub(super) async fn list(State(state): State<Arc<AppState>>) -> axum::Json<BudgetList> {
+    let now = state.clock.now();
+    let snapshot = state.snapshot.load();
+    let mut budgets: Vec<BudgetView> = snapshot
+        .budgets
+        .values()
+        .map(|cell| view(&cell.status(now)))
+        .collect();
+    budgets.sort_by(|a, b| (&a.scope, a.limit.period).cmp(&(&b.scope, b.limit.period)));
+    axum::Json(BudgetList { budgets })
+}
+
+pub(super) async fn set(
+    State(state): State<Arc<AppState>>,
+    body: Bytes,
+) -> Result<(StatusCode, axum::Json<BudgetView>), AdminError> {
+    let request: SetBudgetRequest = parse_json(&body)?;
+    if request.limit.amount.0 <= 0 {
+        return Err(AdminError::bad_request(
+            "a budget must be greater than zero",
+        ));
+    }
+    if let BudgetScope::Key(id) = &request.scope
+        && state.snapshot.load().key_by_id(id).is_none()
+    {
+        return Err(AdminError::new(
+            StatusCode::NOT_FOUND,
+            "key_not_found",
+            format!("no key with id {id}"),
+        ));
+    }
+    let now = state.clock.now();
+    let record = BudgetRecord {
+        id: BudgetId::generate(),
+        scope: request.scope,
+        limit: request.limit,
+        created_at: now,
+    };
+    let _guard = state.admin_write.lock().await;
+    // A new budget counts this period's spend from the ledger: write out
+    // what is still queued first.
+    state.ledger.flush(std::time::Duration::from_secs(5)).await;
+    let stored = state
+        .store
+        .upsert_budget(&record)
+        .await
+        .map_err(AdminError::store)?;
+    reload(&state).await?;
+    let cell = state
+        .snapshot
+        .load()
+        .budgets
+        .get(&stored.id)
+        .cloned()
+        .ok_or_else(|| AdminError::internal("the budget is missing from the reloaded snapshot"))?;
+    let created = stored.id == record.id;
+    tracing::info!(budget_id = %stored.id, scope = %stored.scope, limit = %stored.limit, created, "budget set");
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, axum::Json(view(&cell.status(now)))))
+}
+
+pub(super) async fn delete(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, AdminError> {
+    let id = BudgetId::parse(&id).map_err(|error| AdminError::bad_request(error.to_string()))?;
+    let _guard = state.admin_write.lock().await;
+    if !state
+        .store
+        .delete_budget(&id)
+        .await
+        .map_err(AdminError::store)?
+    {
+        return Err(AdminError::new(
+            StatusCode::NOT_FOUND,
+            "budget_not_found",
+            format!("no budget with id {id}"),
+        ));
+    }
+    reload(&state).await?;
+    tracing::info!(budget_id = %id, "budget removed");
+    Ok(StatusCode::NO_CONTENT)
+}

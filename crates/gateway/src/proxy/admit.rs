@@ -1,0 +1,360 @@
+//! Spend control, before anything is forwarded: the key's requests in
+//! flight, its requests and tokens per minute, then a reservation of the
+//! request's worst-case cost against every budget that applies (the key's,
+//! its project's, its environment's). What was taken is given back when the
+//! response ends: unused tokens to the TPM limiter, the unspent part of the
+//! reservation to the budgets ([`Admission::settle`]).
+//!
+//! A key with no limits and no budgets skips all of it, body parsing
+//! included.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{HeaderMap, HeaderName, HeaderValue, Method};
+use keyforge_control::{Exhausted, InFlightGuard, RateDenied, RateGrant, Reservation, SpendChange};
+use keyforge_providers::{ErrorClass, Usage, max_output_tokens};
+use keyforge_types::NanoUsd;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use super::RequestContext;
+use super::authenticate::Authenticated;
+use super::authorize::Target;
+use crate::error::GatewayError;
+use crate::snapshot::{KeyLimiters, unix_ns};
+use crate::state::AppState;
+
+/// What a request holds while it is in flight.
+#[derive(Debug)]
+pub(crate) struct Admission {
+    limiters: Arc<KeyLimiters>,
+    in_flight: Option<InFlightGuard>,
+    reservation: Reservation,
+    /// Tokens taken from the TPM limiter on the request's estimate.
+    tpm_estimate: u64,
+    arrived_ns: i64,
+    /// The key's own limits as OpenAI-style headers for the response.
+    requests: Option<RateGrant>,
+    tokens: Option<RateGrant>,
+    settled: bool,
+}
+
+/// The request's worst case, computed only when something needs it.
+struct Estimate {
+    /// Upper bound of input tokens: one per byte of the body (a token is
+    /// never shorter than a byte of text).
+    input_tokens: u64,
+    output_tokens: u64,
+}
+
+impl Estimate {
+    fn of(state: &AppState, target: &Target, method: &Method, body: &[u8]) -> Self {
+        let generates = method == Method::POST;
+        let output_tokens = if generates {
+            max_output_tokens(target.provider.kind.api(), &target.upstream_path, body)
+                .unwrap_or(state.config.reserve_output_tokens)
+        } else {
+            0
+        };
+        Self {
+            input_tokens: u64::try_from(body.len()).unwrap_or(u64::MAX),
+            output_tokens,
+        }
+    }
+
+    /// Tokens counted against a TPM limit: the input as OpenAI estimates it
+    /// (about four bytes a token) plus the output cap. A rate limit smooths
+    /// traffic; only budgets need the strict upper bound.
+    fn rate_tokens(&self) -> u64 {
+        self.input_tokens
+            .div_ceil(4)
+            .saturating_add(self.output_tokens)
+    }
+
+    fn worst_cost(&self, state: &AppState, ctx: &RequestContext, target: &Target) -> NanoUsd {
+        let (prices, _) = state.prices.lookup(
+            target.provider.kind.api(),
+            ctx.model.as_deref().unwrap_or(""),
+            ctx.arrived.date(),
+        );
+        let usage = Usage {
+            input_tokens: self.input_tokens,
+            output_tokens: self.output_tokens,
+            ..Usage::default()
+        };
+        NanoUsd(prices.cost(&usage).0)
+    }
+}
+
+pub(crate) fn admit(
+    state: &AppState,
+    ctx: &RequestContext,
+    key: &Authenticated,
+    target: &Target,
+    method: &Method,
+    body: &[u8],
+) -> Result<Admission, GatewayError> {
+    let entry = &key.entry;
+    let limiters = entry.limiters.clone();
+    let mut admission = Admission {
+        limiters: limiters.clone(),
+        in_flight: None,
+        reservation: Reservation::none(),
+        tpm_estimate: 0,
+        arrived_ns: unix_ns(ctx.arrived),
+        requests: None,
+        tokens: None,
+        settled: false,
+    };
+    if limiters.rpm.is_none()
+        && limiters.tpm.is_none()
+        && limiters.in_flight.is_none()
+        && entry.budgets.is_empty()
+    {
+        return Ok(admission);
+    }
+    let key_id = &entry.record.id;
+    let now_ns = unix_ns(ctx.arrived);
+
+    if let Some(in_flight) = &limiters.in_flight {
+        admission.in_flight = Some(in_flight.try_acquire().ok_or_else(|| {
+            GatewayError::client(
+                ErrorClass::RateLimited,
+                "too_many_parallel_requests",
+                format!(
+                    "KeyForge key {key_id} already has {} requests in flight, its limit; retry when one finishes",
+                    in_flight.max()
+                ),
+            )
+            .with_header(http::header::RETRY_AFTER, HeaderValue::from_static("1"))
+        })?);
+    }
+    if let Some(rpm) = &limiters.rpm {
+        match rpm.acquire(1, now_ns) {
+            Ok(grant) => admission.requests = Some(grant),
+            Err(denied) => {
+                return Err(rate_limited(
+                    format!(
+                        "KeyForge key {key_id} is over its limit of {} requests per minute; retry in {}",
+                        denied.limit,
+                        human(denied.retry_after)
+                    ),
+                    denied,
+                    "requests",
+                ));
+            }
+        }
+    }
+    let estimate = (limiters.tpm.is_some() || !entry.budgets.is_empty())
+        .then(|| Estimate::of(state, target, method, body));
+    if let (Some(tpm), Some(estimate)) = (&limiters.tpm, &estimate) {
+        let tokens = estimate.rate_tokens();
+        match tpm.acquire(tokens, now_ns) {
+            Ok(grant) => {
+                admission.tokens = Some(grant);
+                admission.tpm_estimate = tokens;
+            }
+            Err(denied) if denied.too_large => {
+                return Err(GatewayError::client(
+                    ErrorClass::RateLimited,
+                    "request_too_large_for_limit",
+                    format!(
+                        "this request may use up to {tokens} tokens (input estimate plus its output cap), more than the {} tokens per minute KeyForge key {key_id} may use; lower the request's max tokens",
+                        denied.limit
+                    ),
+                )
+                .with_header(HeaderName::from_static("x-should-retry"), HeaderValue::from_static("false")));
+            }
+            Err(denied) => {
+                return Err(rate_limited(
+                    format!(
+                        "KeyForge key {key_id} is over its limit of {} tokens per minute (this request may use up to {tokens}); retry in {}",
+                        denied.limit,
+                        human(denied.retry_after)
+                    ),
+                    denied,
+                    "tokens",
+                ));
+            }
+        }
+    }
+    if let (false, Some(estimate)) = (entry.budgets.is_empty(), &estimate) {
+        let worst = estimate.worst_cost(state, ctx, target);
+        admission.reservation = keyforge_control::reserve(&entry.budgets, worst, ctx.arrived)
+            .map_err(|exhausted| budget_exhausted(&exhausted, ctx.arrived))?;
+    }
+    Ok(admission)
+}
+
+impl Admission {
+    /// The request is over: charge its actual cost to its budgets and give
+    /// back what it did not use. Returns how each budget's spend moved.
+    pub(crate) fn settle(
+        mut self,
+        cost: NanoUsd,
+        tokens: u64,
+        now: OffsetDateTime,
+    ) -> Vec<SpendChange> {
+        self.settled = true;
+        if let Some(tpm) = &self.limiters.tpm {
+            let delta = i64::try_from(tokens).unwrap_or(i64::MAX)
+                - i64::try_from(self.tpm_estimate).unwrap_or(i64::MAX);
+            tpm.adjust(delta, unix_ns(now));
+        }
+        std::mem::replace(&mut self.reservation, Reservation::none()).settle(cost, now)
+    }
+
+    /// The key's own rate limits, as OpenAI reports an organisation's.
+    pub(crate) fn write_headers(&self, headers: &mut HeaderMap) {
+        for (grant, kind) in [(self.requests, "requests"), (self.tokens, "tokens")] {
+            if let Some(grant) = grant {
+                write_rate_headers(headers, kind, grant.limit, grant.remaining, grant.reset);
+            }
+        }
+    }
+}
+
+impl Drop for Admission {
+    /// Never settled (the request failed before reaching the provider): it
+    /// used no tokens. The reservation and the in-flight place free
+    /// themselves.
+    fn drop(&mut self) {
+        if !self.settled
+            && let Some(tpm) = &self.limiters.tpm
+        {
+            let estimate = i64::try_from(self.tpm_estimate).unwrap_or(i64::MAX);
+            tpm.adjust(-estimate, self.arrived_ns);
+        }
+    }
+}
+
+fn write_rate_headers(
+    headers: &mut HeaderMap,
+    kind: &str,
+    limit: u64,
+    remaining: u64,
+    reset: Duration,
+) {
+    let mut put = |name: String, value: HeaderValue| {
+        if let Ok(name) = HeaderName::try_from(name) {
+            headers.insert(name, value);
+        }
+    };
+    put(
+        format!("x-ratelimit-limit-{kind}"),
+        HeaderValue::from(limit),
+    );
+    put(
+        format!("x-ratelimit-remaining-{kind}"),
+        HeaderValue::from(remaining),
+    );
+    if let Ok(value) = HeaderValue::from_str(&human(reset)) {
+        put(format!("x-ratelimit-reset-{kind}"), value);
+    }
+}
+
+fn rate_limited(message: String, denied: RateDenied, kind: &str) -> GatewayError {
+    let mut error = GatewayError::client(ErrorClass::RateLimited, "rate_limit_exceeded", message);
+    let retry_ms = u64::try_from(denied.retry_after.as_millis())
+        .unwrap_or(u64::MAX)
+        .max(1);
+    error = error
+        .with_header(
+            http::header::RETRY_AFTER,
+            HeaderValue::from(retry_ms.div_ceil(1000)),
+        )
+        // The OpenAI and Anthropic SDKs prefer this precise form.
+        .with_header(
+            HeaderName::from_static("retry-after-ms"),
+            HeaderValue::from(retry_ms),
+        );
+    write_rate_headers(
+        error.headers_mut(),
+        kind,
+        denied.limit,
+        denied.remaining,
+        denied.reset,
+    );
+    error
+}
+
+fn budget_exhausted(exhausted: &Exhausted, now: OffsetDateTime) -> GatewayError {
+    let status = &exhausted.status;
+    let resets = match status.resets_at {
+        Some(at) => format!("it resets at {}", at.format(&Rfc3339).unwrap_or_default()),
+        None => "it is a total budget and does not reset".to_owned(),
+    };
+    let in_flight = if status.reserved.0 > 0 {
+        format!(" and {} is held by requests in flight", status.reserved)
+    } else {
+        String::new()
+    };
+    let message = format!(
+        "budget exhausted: the {} budget of {} ({}, {}) has {} spent{in_flight}; this request may cost up to {}; {resets}",
+        period_adjective(status.limit.period),
+        status.scope,
+        status.limit,
+        status.id,
+        status.spent,
+        exhausted.needed,
+    );
+    let mut error = GatewayError::client(ErrorClass::QuotaExceeded, "budget_exhausted", message)
+        // Retrying at once cannot help: tell the SDKs not to.
+        .with_header(
+            HeaderName::from_static("x-should-retry"),
+            HeaderValue::from_static("false"),
+        );
+    if let Some(at) = status.resets_at {
+        let seconds = (at - now).whole_seconds().max(1);
+        error = error.with_header(http::header::RETRY_AFTER, HeaderValue::from(seconds));
+    }
+    error
+}
+
+fn period_adjective(period: keyforge_types::Period) -> &'static str {
+    match period {
+        keyforge_types::Period::Hour => "hourly",
+        keyforge_types::Period::Day => "daily",
+        keyforge_types::Period::Week => "weekly",
+        keyforge_types::Period::Month => "monthly",
+        keyforge_types::Period::Total => "total",
+    }
+}
+
+/// `850ms`, `12s`, `1.5s`, `6m0s`: the forms OpenAI's headers use.
+fn human(duration: Duration) -> String {
+    let ms = duration.as_millis();
+    if ms < 1000 {
+        return format!("{ms}ms");
+    }
+    let seconds = duration.as_secs_f64();
+    if seconds < 60.0 {
+        let text = format!("{seconds:.3}");
+        let text = text.trim_end_matches('0').trim_end_matches('.');
+        return format!("{text}s");
+    }
+    let whole = duration.as_secs();
+    format!("{}m{}s", whole / 60, whole % 60)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_like_openai_headers() {
+        let cases = [
+            (Duration::from_millis(0), "0ms"),
+            (Duration::from_millis(850), "850ms"),
+            (Duration::from_millis(1000), "1s"),
+            (Duration::from_millis(1500), "1.5s"),
+            (Duration::from_millis(12_345), "12.345s"),
+            (Duration::from_secs(360), "6m0s"),
+            (Duration::from_secs(61), "1m1s"),
+        ];
+        for (duration, text) in cases {
+            assert_eq!(human(duration), text);
+        }
+    }
+}
