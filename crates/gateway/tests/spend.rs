@@ -2,6 +2,12 @@
 //! limits with the headers SDKs read, limits on requests in flight, and
 //! periods that reset on the gateway's (controllable) clock.
 
+#![expect(
+    clippy::unwrap_used,
+    clippy::panic,
+    reason = "test helpers: a malformed answer must fail the test loudly"
+)]
+
 mod common;
 
 use std::time::Duration;
