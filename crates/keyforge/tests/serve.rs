@@ -569,3 +569,141 @@ async fn usage_and_prices_commands_report_the_ledger_across_restarts() {
     );
     server.stop().await;
 }
+
+/// Budgets and rate limits are rebuilt from the store after a restart:
+/// spend counts on, and a key at its per-minute limit stays there.
+#[tokio::test(flavor = "multi_thread")]
+async fn budgets_and_limits_survive_a_restart() {
+    let home = tempfile::tempdir().unwrap();
+    let provider_key = fake_provider_key("limits");
+    let upstream = FakeUpstream::start(&provider_key).await.unwrap();
+    let server = Server::start_in(home.path(), &[]).await;
+    server
+        .add_provider(
+            home.path(),
+            "openai",
+            "openai",
+            "dev",
+            &upstream.base_url(),
+            &provider_key,
+        )
+        .await;
+    let created = server
+        .create_key(
+            home.path(),
+            &[
+                "--name",
+                "app",
+                "--env",
+                "dev",
+                "--project",
+                "shop",
+                "--rpm",
+                "2",
+                "--budget",
+                "5usd/day",
+                "--budget",
+                "20usd/month",
+            ],
+        )
+        .await;
+    assert_eq!(created["project"], "shop");
+    assert_eq!(created["limits"]["rpm"], 2);
+    assert_eq!(created["budgets"].as_array().unwrap().len(), 2);
+    let key = created["key"].as_str().unwrap().to_owned();
+    let (ok, text, err) = server
+        .cli(
+            home.path(),
+            &["budget", "set", "--project", "shop", "50usd/month"],
+            None,
+        )
+        .await;
+    assert!(
+        ok && text.contains("project `shop`: $50.000000/month"),
+        "{text}{err}"
+    );
+
+    let http = reqwest::Client::new();
+    let ask = || {
+        http.post(format!("{}/openai/v1/chat/completions", server.addr))
+            .bearer_auth(&key)
+            .json(&json!({"model": "gpt-4o", "max_tokens": 5, "messages": [{"role": "user", "content": "one two three"}]}))
+            .send()
+    };
+    for _ in 0..2 {
+        let response = ask().await.unwrap();
+        assert_eq!(response.status(), 200);
+        response.text().await.unwrap();
+    }
+    assert_eq!(ask().await.unwrap().status(), 429);
+    let (ok, before, err) = server
+        .cli(home.path(), &["budget", "list", "--json"], None)
+        .await;
+    assert!(ok, "{err}");
+    let before: Value = serde_json::from_str(&before).unwrap();
+    let spent = |list: &Value| -> Vec<(String, i64)> {
+        list["budgets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| {
+                (
+                    b["id"].as_str().unwrap().to_owned(),
+                    b["spent_nano_usd"].as_i64().unwrap(),
+                )
+            })
+            .collect()
+    };
+    let spent_before = spent(&before);
+    assert_eq!(spent_before.len(), 3);
+    assert!(spent_before.iter().all(|(_, nano)| *nano > 0), "{before}");
+    server.stop().await;
+
+    let server = Server::start_in(home.path(), &[]).await;
+    let (ok, after, err) = server
+        .cli(home.path(), &["budget", "list", "--json"], None)
+        .await;
+    assert!(ok, "{err}");
+    let after: Value = serde_json::from_str(&after).unwrap();
+    assert_eq!(
+        spent(&after),
+        spent_before,
+        "spend was rebuilt from the ledger"
+    );
+    let response = http
+        .post(format!("{}/openai/v1/chat/completions", server.addr))
+        .bearer_auth(&key)
+        .json(&json!({"model": "gpt-4o", "max_tokens": 5, "messages": [{"role": "user", "content": "one"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.status(),
+        429,
+        "the last minute's requests were replayed into the limiter"
+    );
+    let (ok, table, err) = server.cli(home.path(), &["budget", "list"], None).await;
+    assert!(
+        ok && table.contains("project `shop`") && table.contains("$5.000000/day"),
+        "{table}{err}"
+    );
+    let (ok, text, err) = server
+        .cli(
+            home.path(),
+            &["usage", "--project", "shop", "--by", "project"],
+            None,
+        )
+        .await;
+    assert!(ok && text.contains("shop"), "{text}{err}");
+    let (ok, _, err) = server
+        .cli(
+            home.path(),
+            &[
+                "key", "create", "--name", "x", "--env", "dev", "--budget", "5eur/day",
+            ],
+            None,
+        )
+        .await;
+    assert!(!ok && err.contains("not a dollar amount"), "{err}");
+    server.stop().await;
+}
