@@ -40,6 +40,8 @@ struct CellState {
     spent: i64,
     /// Worst-case cost of requests in flight, whatever period they began in.
     reserved: i64,
+    /// The period in which this budget last refused a request.
+    refused_in_period: Option<i64>,
 }
 
 /// A budget's totals, for the admin API and error messages.
@@ -62,6 +64,8 @@ pub struct Exhausted {
     pub status: BudgetStatus,
     /// The worst-case cost the request needed.
     pub needed: NanoUsd,
+    /// This is the budget's first refusal in its period (worth an alert).
+    pub first_in_period: bool,
 }
 
 /// How a settlement moved one budget's spend: what alert thresholds read.
@@ -143,6 +147,7 @@ impl BudgetCell {
             period_end_ms,
             spent: spent.0,
             reserved: 0,
+            refused_in_period: None,
         });
         Self { id, scope, state }
     }
@@ -210,9 +215,12 @@ pub fn reserve(
         let mut state = cell.lock();
         state.roll(now);
         if !state.fits(amount) {
+            let first_in_period = state.refused_in_period != Some(state.period_start_ms);
+            state.refused_in_period = Some(state.period_start_ms);
             return Err(Box::new(Exhausted {
                 status: cell.status_of(&state),
                 needed: NanoUsd(amount),
+                first_in_period,
             }));
         }
         guards.push(state);
@@ -334,6 +342,12 @@ mod tests {
             .collect();
         let refused = reserve(&cells, NanoUsd(1), NOW).unwrap_err();
         assert_eq!(refused.status.reserved, NanoUsd(USD));
+        assert!(refused.first_in_period);
+        assert!(
+            !reserve(&cells, NanoUsd(1), NOW)
+                .unwrap_err()
+                .first_in_period
+        );
         assert_eq!(
             refused.status.resets_at,
             Some(datetime!(2026-11-24 00:00 UTC))

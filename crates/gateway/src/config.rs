@@ -20,6 +20,9 @@ pub struct GatewayConfig {
     /// Output tokens a budget reserves for a request that sets no cap of
     /// its own (`max_tokens` and the like).
     pub reserve_output_tokens: u64,
+    /// Wait before the second attempt to deliver an alert; doubled for each
+    /// attempt after (five in all).
+    pub alert_retry_base: Duration,
 }
 
 impl Default for GatewayConfig {
@@ -32,6 +35,7 @@ impl Default for GatewayConfig {
             upstream_response_timeout: Duration::from_secs(600),
             max_upstream_error_bytes: 1024 * 1024,
             reserve_output_tokens: 4096,
+            alert_retry_base: Duration::from_secs(1),
         }
     }
 }

@@ -13,6 +13,7 @@
 //!   size and time.
 
 pub mod admin;
+mod alerts;
 mod clock;
 mod config;
 mod error;
@@ -95,6 +96,8 @@ impl Gateway {
                 .await?;
         let http = upstream::build(&parts.config).map_err(GatewayInitError::HttpClient)?;
         let ledger = ledger::LedgerWriter::spawn(parts.store.clone());
+        let (alerts, raised) = alerts::Alerts::new();
+        alerts.set_webhooks(&snapshot.webhooks);
         let state = AppState {
             config: parts.config,
             store: parts.store,
@@ -109,10 +112,13 @@ impl Gateway {
             admin_write: tokio::sync::Mutex::new(()),
             prices: Arc::new(parts.prices),
             ledger,
+            alerts,
         };
-        Ok(Self {
-            state: Arc::new(state),
-        })
+        let state = Arc::new(state);
+        // The dispatcher holds the state weakly: it stops when the gateway
+        // is dropped, as its queue closes.
+        tokio::spawn(alerts::dispatch(Arc::downgrade(&state), raised));
+        Ok(Self { state })
     }
 
     /// The whole HTTP surface. `/healthz` is the only route that needs no

@@ -22,7 +22,10 @@ use keyforge_types::{
     ProviderSecret,
 };
 use keyforge_vault::Sealer;
+use secrecy::SecretString;
 use time::OffsetDateTime;
+
+use crate::alerts::Webhook;
 
 /// A key's rate limiters; `None` where the key has no such limit.
 #[derive(Debug)]
@@ -69,18 +72,27 @@ pub(crate) struct Snapshot {
     pub(crate) keys: HashMap<KeyHash, Arc<KeyEntry>>,
     pub(crate) providers: HashMap<(EnvName, ProviderName), Arc<ProviderEntry>>,
     pub(crate) budgets: HashMap<BudgetId, Arc<BudgetCell>>,
+    /// Alert webhooks with their URLs decrypted (for the alert dispatcher).
+    pub(crate) webhooks: Vec<Arc<Webhook>>,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("alert webhook {id}: {reason}")]
+    Webhook { id: String, reason: String },
     #[error("provider `{name}` ({env}): {reason}")]
     Provider {
         name: ProviderName,
         env: EnvName,
         reason: String,
     },
+}
+
+/// Associated data binding a webhook URL's ciphertext to its row.
+pub(crate) fn webhook_aad(id: &str) -> Vec<u8> {
+    format!("keyforge/alert/{id}").into_bytes()
 }
 
 /// Associated data binding a provider credential's ciphertext to its row.
@@ -161,6 +173,25 @@ impl Snapshot {
         }
         if previous.is_none() {
             replay_recent_requests(store, &fresh_limiters, now).await?;
+        }
+        for record in store.list_alert_webhooks().await? {
+            let plaintext = sealer
+                .open(&record.sealed_url, &webhook_aad(record.id.as_str()))
+                .map_err(|error| SnapshotError::Webhook {
+                    id: record.id.to_string(),
+                    reason: error.to_string(),
+                })?;
+            let url =
+                String::from_utf8(plaintext.to_vec()).map_err(|_| SnapshotError::Webhook {
+                    id: record.id.to_string(),
+                    reason: "URL is not text".into(),
+                })?;
+            snapshot.webhooks.push(Arc::new(Webhook {
+                id: record.id,
+                url: SecretString::from(url),
+                display_url: record.display_url,
+                thresholds: record.thresholds,
+            }));
         }
         for record in store.list_providers().await? {
             let entry = provider_entry(record, sealer)?;

@@ -27,6 +27,7 @@ pub(crate) struct AppState {
     pub(crate) scrubber: Scrubber,
     pub(crate) prices: Arc<keyforge_providers::PriceTable>,
     pub(crate) ledger: crate::ledger::LedgerWriter,
+    pub(crate) alerts: crate::alerts::Alerts,
     /// Serializes admin writes with the snapshot rebuild that follows them,
     /// so two concurrent changes cannot publish snapshots out of order. Only
     /// the admin API takes it; the request path never does.
@@ -45,6 +46,7 @@ impl AppState {
             self.clock.now(),
         )
         .await?;
+        self.alerts.set_webhooks(&snapshot.webhooks);
         self.snapshot.store(Arc::new(snapshot));
         Ok(())
     }

@@ -30,6 +30,9 @@ pub(crate) enum Command {
     /// Set, list and remove budgets of projects and environments.
     #[command(subcommand)]
     Budget(BudgetCommand),
+    /// Alert webhooks (budget thresholds, anomalies) and the log of alerts raised.
+    #[command(subcommand)]
+    Alerts(AlertsCommand),
     /// Tokens and cost from the ledger, summed by key, model, day, environment or project.
     Usage {
         /// Only this key.
@@ -207,6 +210,46 @@ pub(crate) enum BudgetCommand {
     /// Remove a budget by id.
     Remove {
         id: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum AlertsCommand {
+    /// Deliver alerts to a webhook (JSON with a Slack-compatible `text` field).
+    Add {
+        /// The webhook URL, or `-` to read it from stdin (webhook URLs such
+        /// as Slack's carry a secret: keep them out of shell history).
+        #[arg(long)]
+        webhook: String,
+        /// Budget percentages that alert this webhook, e.g. 50,90,100.
+        #[arg(long, value_delimiter = ',', default_value = "25,50,75,100")]
+        thresholds: Vec<u8>,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// List alert webhooks (scheme and host only; the URL stays sealed).
+    List {
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Stop delivering to a webhook.
+    Remove {
+        id: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// The latest alerts and how their deliveries went.
+    Log {
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         admin: AdminArgs,
     },

@@ -5,19 +5,19 @@ use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use keyforge_gateway::admin::api::{
-    BudgetList, BudgetView, CreateKeyRequest, CreateProviderRequest, CreatedKey, ErrorBody,
-    KeyList, KeyView, PriceList, ProviderList, ProviderView, RevokeResult, SetBudgetRequest,
-    UsageReport,
+    AlertLog, AlertWebhookList, AlertWebhookView, BudgetList, BudgetView, CreateAlertRequest,
+    CreateKeyRequest, CreateProviderRequest, CreatedKey, ErrorBody, KeyList, KeyView, PriceList,
+    ProviderList, ProviderView, RevokeResult, SetBudgetRequest, UsageReport,
 };
 use keyforge_types::{
-    AnomalyAction, BudgetId, BudgetLimit, BudgetScope, EnvName, KeyLimits, ModelPattern,
+    AlertId, AnomalyAction, BudgetId, BudgetLimit, BudgetScope, EnvName, KeyLimits, ModelPattern,
     ProjectName, ProviderName, SecretError, Ttl,
 };
 use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::cli::{AdminArgs, BudgetCommand, KeyCommand, ProviderCommand};
+use crate::cli::{AdminArgs, AlertsCommand, BudgetCommand, KeyCommand, ProviderCommand};
 use crate::config::{DEFAULT_LISTEN, default_data_dir};
 use crate::output;
 use crate::serve::{ADMIN_TOKEN_ENV, ADMIN_TOKEN_FILE, read_admin_token_file};
@@ -396,6 +396,82 @@ pub(crate) async fn budget(command: BudgetCommand) -> anyhow::Result<()> {
             output::line(&format!("Removed budget {id}."))
         }
     }
+}
+
+pub(crate) async fn alerts(command: AlertsCommand) -> anyhow::Result<()> {
+    match command {
+        AlertsCommand::Add {
+            webhook,
+            thresholds,
+            json,
+            admin,
+        } => {
+            let url = if webhook == "-" {
+                read_stdin_line("webhook URL")?
+            } else {
+                webhook
+            };
+            let request = CreateAlertRequest {
+                url,
+                thresholds: Some(thresholds),
+            };
+            let view: AlertWebhookView = AdminClient::resolve(&admin)?
+                .call(reqwest::Method::POST, "/alerts", Some(&request))
+                .await?;
+            if json {
+                output::json(&view)
+            } else {
+                output::line(&format!(
+                    "Added alert webhook {} ({}) for budget thresholds {:?} % and anomalies. Its URL is stored encrypted.",
+                    view.id, view.url, view.thresholds
+                ))
+            }
+        }
+        AlertsCommand::List { json, admin } => {
+            let list: AlertWebhookList = AdminClient::resolve(&admin)?
+                .call(reqwest::Method::GET, "/alerts", NO_BODY)
+                .await?;
+            if json {
+                output::json(&list)
+            } else {
+                output::webhook_table(&list.webhooks)
+            }
+        }
+        AlertsCommand::Remove { id, admin } => {
+            let id = AlertId::parse(&id)?;
+            AdminClient::resolve(&admin)?
+                .call_no_content(reqwest::Method::DELETE, &format!("/alerts/{id}"))
+                .await?;
+            output::line(&format!("Removed alert webhook {id}."))
+        }
+        AlertsCommand::Log { limit, json, admin } => {
+            let log: AlertLog = AdminClient::resolve(&admin)?
+                .call(
+                    reqwest::Method::GET,
+                    &format!("/alerts/log?limit={limit}"),
+                    NO_BODY,
+                )
+                .await?;
+            if json {
+                output::json(&log)
+            } else {
+                output::alert_log(&log.alerts)
+            }
+        }
+    }
+}
+
+/// One line from stdin (a webhook URL); never echoed.
+fn read_stdin_line(what: &str) -> anyhow::Result<String> {
+    let mut text = String::new();
+    std::io::stdin()
+        .read_to_string(&mut text)
+        .with_context(|| format!("reading the {what} from stdin"))?;
+    let line = text.trim().to_owned();
+    if line.is_empty() {
+        bail!("no {what} on stdin");
+    }
+    Ok(line)
 }
 
 pub(crate) async fn prices(json: bool, admin: AdminArgs) -> anyhow::Result<()> {

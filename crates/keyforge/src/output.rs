@@ -4,8 +4,8 @@
 use std::io::Write;
 
 use keyforge_gateway::admin::api::{
-    BudgetView, CreatedKey, KeyView, PriceList, ProviderView, RevokeResult, UsageReport,
-    UsageRowView,
+    AlertView, AlertWebhookView, BudgetView, CreatedKey, KeyView, PriceList, ProviderView,
+    RevokeResult, UsageReport, UsageRowView,
 };
 use serde::Serialize;
 
@@ -208,6 +208,52 @@ fn limits_text(key: &KeyView) -> String {
 
 fn budget_scope(budget: &BudgetView) -> String {
     budget.scope.to_string()
+}
+
+pub(crate) fn webhook_table(webhooks: &[AlertWebhookView]) -> anyhow::Result<()> {
+    let rows: Vec<Vec<String>> = webhooks
+        .iter()
+        .map(|w| {
+            vec![
+                w.id.to_string(),
+                w.url.clone(),
+                w.thresholds
+                    .iter()
+                    .map(|t| format!("{t}%"))
+                    .collect::<Vec<_>>()
+                    .join(","),
+                w.created_at.clone(),
+            ]
+        })
+        .collect();
+    table(
+        &["ID", "WEBHOOK", "THRESHOLDS", "CREATED"],
+        &rows,
+        "no alert webhooks: `keyforge alerts add --webhook -` (reads the URL from stdin)",
+    )
+}
+
+pub(crate) fn alert_log(alerts: &[AlertView]) -> anyhow::Result<()> {
+    let rows: Vec<Vec<String>> = alerts
+        .iter()
+        .map(|a| {
+            let deliveries = if a.deliveries.is_empty() {
+                "-".to_owned()
+            } else {
+                a.deliveries
+                    .iter()
+                    .map(|d| format!("{}:{}x{}", d.webhook_id, d.status, d.attempts))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            };
+            vec![a.at.clone(), a.kind.clone(), a.message.clone(), deliveries]
+        })
+        .collect();
+    table(
+        &["AT", "KIND", "MESSAGE", "DELIVERIES"],
+        &rows,
+        "no alerts raised yet",
+    )
 }
 
 pub(crate) fn budget_set(budget: &BudgetView) -> anyhow::Result<()> {

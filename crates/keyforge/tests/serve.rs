@@ -707,3 +707,52 @@ async fn budgets_and_limits_survive_a_restart() {
     assert!(!ok && err.contains("not a dollar amount"), "{err}");
     server.stop().await;
 }
+
+/// A webhook URL read from stdin is sealed at rest and shown only as its
+/// scheme and host.
+#[tokio::test(flavor = "multi_thread")]
+async fn alert_webhooks_come_from_stdin_and_stay_sealed() {
+    let home = tempfile::tempdir().unwrap();
+    let server = Server::start_in(home.path(), &[]).await;
+    let secret_path = format!("/services/T0/B0/{}", fake_provider_key("hook"));
+    let url = format!("https://hooks.example.com{secret_path}");
+    let (ok, out, err) = server
+        .cli(
+            home.path(),
+            &["alerts", "add", "--webhook", "-", "--thresholds", "50,100"],
+            Some(&url),
+        )
+        .await;
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("https://hooks.example.com") && !out.contains(&secret_path),
+        "{out}"
+    );
+    let (ok, list, err) = server.cli(home.path(), &["alerts", "list"], None).await;
+    assert!(
+        ok && list.contains("50%,100%") && !list.contains(&secret_path),
+        "{list}{err}"
+    );
+    let (ok, log, err) = server.cli(home.path(), &["alerts", "log"], None).await;
+    assert!(ok && log.contains("no alerts raised yet"), "{log}{err}");
+    let (ok, _, err) = server
+        .cli(
+            home.path(),
+            &["alerts", "add", "--webhook", "-", "--thresholds", "150"],
+            Some(&url),
+        )
+        .await;
+    assert!(
+        !ok && err.contains("1 to 100") && !err.contains(&secret_path),
+        "{err}"
+    );
+    let logs = server.stop().await;
+    assert!(!logs.contains(&secret_path), "{logs}");
+    for (path, bytes) in all_files(home.path()) {
+        assert!(
+            !contains(&bytes, &secret_path),
+            "{} holds the webhook URL",
+            path.display()
+        );
+    }
+}

@@ -11,9 +11,13 @@
 //! `fake-rate-limit` (a provider 429), `fake-slow` (a stream of one word
 //! every 100 ms, for cancellation tests).
 //!
+//! [`WebhookSink`] receives alert webhooks and can fail the first few.
+//!
 //! Only ever a dev-dependency of KeyForge's crates (and the fake-upstream
 //! binary the benchmarks run).
 
 mod fake;
+mod webhook;
 
 pub use fake::{FakeUpstream, RecordedRequest, fake_provider_key};
+pub use webhook::WebhookSink;

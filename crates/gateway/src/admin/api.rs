@@ -1,8 +1,8 @@
 //! The admin API's request and response bodies, shared with the CLI.
 
 use keyforge_types::{
-    AnomalyAction, BudgetId, BudgetLimit, BudgetScope, EnvName, KeyId, KeyLimits, ModelPattern,
-    ProjectName, ProviderId, ProviderName, Scope,
+    AlertId, AnomalyAction, BudgetId, BudgetLimit, BudgetScope, EnvName, KeyId, KeyLimits,
+    ModelPattern, ProjectName, ProviderId, ProviderName, Scope,
 };
 use serde::{Deserialize, Serialize};
 
@@ -206,4 +206,62 @@ pub struct PriceList {
     pub version: String,
     pub prices: Vec<PriceView>,
     pub fallback: PriceView,
+}
+
+/// A webhook to deliver alerts to. The URL is sealed when stored and never
+/// returned; listings show its scheme and host only.
+#[derive(Deserialize, Serialize)]
+pub struct CreateAlertRequest {
+    pub url: String,
+    /// Percentages of a budget that raise an alert; default 25, 50, 75, 100.
+    #[serde(default)]
+    pub thresholds: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for CreateAlertRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CreateAlertRequest")
+            .field("thresholds", &self.thresholds)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct AlertWebhookView {
+    pub id: AlertId,
+    /// Scheme and host only: the rest of a webhook URL is often a secret.
+    pub url: String,
+    pub thresholds: Vec<u8>,
+    pub created_at: String,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+pub struct AlertWebhookList {
+    pub webhooks: Vec<AlertWebhookView>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct AlertDeliveryView {
+    pub webhook_id: AlertId,
+    /// `pending`, `delivered` or `failed`.
+    pub status: String,
+    pub attempts: u32,
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct AlertView {
+    pub id: i64,
+    pub at: String,
+    /// `budget` or `anomaly`.
+    pub kind: String,
+    pub message: String,
+    pub key_id: Option<KeyId>,
+    pub budget_id: Option<BudgetId>,
+    pub deliveries: Vec<AlertDeliveryView>,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+pub struct AlertLog {
+    pub alerts: Vec<AlertView>,
 }

@@ -1,6 +1,7 @@
 //! The admin API (`/admin/v1/...`), used by the CLI. Every route requires the
 //! admin token; `kf_` proxy keys are refused here whatever their scope.
 
+mod alerts;
 pub mod api;
 mod budgets;
 
@@ -40,6 +41,9 @@ pub(crate) fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
         .route("/keys/{id}/revoke", post(revoke_key))
         .route("/budgets", get(budgets::list).post(budgets::set))
         .route("/budgets/{id}", axum::routing::delete(budgets::delete))
+        .route("/alerts", get(alerts::list).post(alerts::add))
+        .route("/alerts/log", get(alerts::log))
+        .route("/alerts/{id}", axum::routing::delete(alerts::remove))
         .route("/usage", get(usage))
         .route("/prices", get(prices))
         .fallback(|| async {

@@ -182,7 +182,12 @@ pub(crate) fn admit(
     if let (false, Some(estimate)) = (entry.budgets.is_empty(), &estimate) {
         let worst = estimate.worst_cost(state, ctx, target);
         admission.reservation = keyforge_control::reserve(&entry.budgets, worst, ctx.arrived)
-            .map_err(|exhausted| budget_exhausted(&exhausted, ctx.arrived))?;
+            .map_err(|exhausted| {
+                if exhausted.first_in_period {
+                    state.alerts.exhausted(&exhausted.status);
+                }
+                budget_exhausted(&exhausted, ctx.arrived)
+            })?;
     }
     Ok(admission)
 }

@@ -255,6 +255,7 @@ pub(crate) fn settlement(
         ledger: state.ledger.clone(),
         admission,
         clock: state.clock.clone(),
+        alerts: state.alerts.clone(),
     }
 }
 

@@ -17,6 +17,7 @@ use keyforge_types::NanoUsd;
 use time::OffsetDateTime;
 
 use super::admit::Admission;
+use crate::alerts::Alerts;
 use crate::clock::Clock;
 use crate::ledger::LedgerWriter;
 
@@ -32,6 +33,7 @@ pub(crate) struct Settlement {
     /// Rate-limit tokens and budget reservations the request holds.
     pub(crate) admission: Admission,
     pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) alerts: Alerts,
 }
 
 impl Settlement {
@@ -68,9 +70,10 @@ impl Settlement {
         record.priced_by = priced_by;
         record.latency_ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
         let tokens = usage.input_tokens.saturating_add(usage.output_tokens);
-        let _changes = self
+        let changes = self
             .admission
             .settle(NanoUsd(cost), tokens, self.clock.now());
+        self.alerts.observe(&changes);
         self.ledger.record(self.record);
     }
 }

@@ -1,0 +1,409 @@
+//! Alerts: budget thresholds and anomalies, recorded in the store and
+//! delivered to webhooks, entirely off the request path.
+//!
+//! The request path only *raises* an alert: a non-blocking `try_send` into a
+//! bounded queue (a full queue drops the alert with a warning rather than
+//! slow a request). One dispatcher task records each alert in the store,
+//! where a unique `dedup` key makes a budget threshold fire once per period,
+//! also across restarts, then delivers it to every webhook that wants it,
+//! each delivery in its own task with retries and exponential backoff. A
+//! slow or failing webhook therefore never delays requests or other alerts.
+//!
+//! Webhook bodies are JSON with a Slack-compatible `text` field, so a Slack
+//! (or Mattermost, Discord `/slack`) incoming-webhook URL works as is.
+
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use keyforge_control::{BudgetStatus, SpendChange};
+use keyforge_store::{AlertDelivery, AlertEvent};
+use keyforge_types::{AlertId, BudgetId, BudgetLimit, BudgetScope, KeyId, NanoUsd};
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::json;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use tokio::sync::mpsc;
+
+use crate::snapshot::unix_ms;
+use crate::state::AppState;
+
+/// Thresholds (percent of a budget) every alert log records, whatever the
+/// webhooks ask for.
+pub(crate) const DEFAULT_THRESHOLDS: [u8; 4] = [25, 50, 75, 100];
+const QUEUE: usize = 4096;
+const ATTEMPTS: u32 = 5;
+const DELIVERY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Something worth telling an operator about.
+#[derive(Debug, Clone)]
+pub(crate) enum Raised {
+    /// A budget's spend reached `percent` of its limit in a period.
+    Budget {
+        id: BudgetId,
+        scope: BudgetScope,
+        limit: BudgetLimit,
+        period_start_ms: i64,
+        percent: u8,
+        spent: NanoUsd,
+        /// The budget refused a request (it is effectively spent).
+        blocked: bool,
+    },
+    /// A key behaved unlike itself.
+    Anomaly {
+        key_id: KeyId,
+        /// `spike`, `new_address` or `auth_failures`.
+        rule: &'static str,
+        /// Fixed text with numbers and ids, never request content.
+        detail: String,
+        /// Raised once per this key.
+        dedup: Option<String>,
+        suspended: bool,
+    },
+}
+
+/// A webhook, decrypted, as the dispatcher needs it.
+#[derive(Debug)]
+pub(crate) struct Webhook {
+    pub(crate) id: AlertId,
+    pub(crate) url: SecretString,
+    pub(crate) display_url: String,
+    pub(crate) thresholds: Vec<u8>,
+}
+
+/// The request path's handle: raise alerts without waiting.
+#[derive(Debug, Clone)]
+pub(crate) struct Alerts {
+    tx: mpsc::Sender<Raised>,
+    /// Every threshold anyone wants (the defaults and each webhook's),
+    /// ascending; republished on every snapshot reload.
+    thresholds: Arc<ArcSwap<Vec<u8>>>,
+}
+
+impl Alerts {
+    pub(crate) fn new() -> (Self, mpsc::Receiver<Raised>) {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let alerts = Self {
+            tx,
+            thresholds: Arc::new(ArcSwap::from_pointee(DEFAULT_THRESHOLDS.to_vec())),
+        };
+        (alerts, rx)
+    }
+
+    pub(crate) fn set_webhooks(&self, webhooks: &[Arc<Webhook>]) {
+        let mut all = DEFAULT_THRESHOLDS.to_vec();
+        all.extend(webhooks.iter().flat_map(|w| w.thresholds.iter().copied()));
+        all.sort_unstable();
+        all.dedup();
+        self.thresholds.store(Arc::new(all));
+    }
+
+    pub(crate) fn raise(&self, raised: Raised) {
+        if let Err(error) = self.tx.try_send(raised) {
+            tracing::warn!(error = %error, "alert queue full or closed: alert dropped");
+        }
+    }
+
+    /// Raises an alert for each threshold a settlement crossed.
+    pub(crate) fn observe(&self, changes: &[SpendChange]) {
+        if changes.is_empty() {
+            return;
+        }
+        let thresholds = self.thresholds.load();
+        for change in changes {
+            for percent in change.crossed(&thresholds) {
+                self.raise(Raised::Budget {
+                    id: change.id.clone(),
+                    scope: change.scope.clone(),
+                    limit: change.limit,
+                    period_start_ms: change.period_start_ms,
+                    percent,
+                    spent: NanoUsd(change.after),
+                    blocked: false,
+                });
+            }
+        }
+    }
+
+    /// A budget refused a request: it is spent for practical purposes, so
+    /// its 100 % alert fires (once per period) even if settled spend stops
+    /// just short of the limit.
+    pub(crate) fn exhausted(&self, status: &BudgetStatus) {
+        self.raise(Raised::Budget {
+            id: status.id.clone(),
+            scope: status.scope.clone(),
+            limit: status.limit,
+            period_start_ms: unix_ms(status.period_start),
+            percent: 100,
+            spent: status.spent,
+            blocked: true,
+        });
+    }
+}
+
+/// Runs until every `Alerts` handle is gone (the gateway was dropped).
+pub(crate) async fn dispatch(state: Weak<AppState>, mut rx: mpsc::Receiver<Raised>) {
+    while let Some(raised) = rx.recv().await {
+        let Some(state) = state.upgrade() else {
+            return;
+        };
+        let now = state.clock.now();
+        let (event, percent) = event_of(&raised, now);
+        let snapshot = state.snapshot.load_full();
+        let targets: Vec<Arc<Webhook>> = snapshot
+            .webhooks
+            .iter()
+            .filter(|w| percent.is_none_or(|p| w.thresholds.contains(&p)))
+            .cloned()
+            .collect();
+        let ids: Vec<AlertId> = targets.iter().map(|w| w.id.clone()).collect();
+        let alert_id = match state.store.insert_alert(&event, &ids).await {
+            Ok(Some(id)) => id,
+            // Raised before in this period (or by another instance).
+            Ok(None) => continue,
+            Err(error) => {
+                tracing::error!(error = %error, kind = %event.kind, "could not record an alert");
+                continue;
+            }
+        };
+        tracing::warn!(alert_id, kind = %event.kind, message = %event.message, "alert raised");
+        let body = Bytes::from(event.payload.clone());
+        for webhook in targets {
+            tokio::spawn(deliver(
+                Arc::downgrade(&state),
+                alert_id,
+                webhook,
+                body.clone(),
+            ));
+        }
+    }
+}
+
+fn rfc3339(time: OffsetDateTime) -> String {
+    time.format(&Rfc3339).unwrap_or_default()
+}
+
+fn from_ms(ms: i64) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+}
+
+/// The stored event (message, dedup key, webhook body) of an alert, and the
+/// budget percentage webhooks filter on (`None`: every webhook).
+fn event_of(raised: &Raised, now: OffsetDateTime) -> (AlertEvent, Option<u8>) {
+    let at = rfc3339(now);
+    match raised {
+        Raised::Budget {
+            id,
+            scope,
+            limit,
+            period_start_ms,
+            percent,
+            spent,
+            blocked,
+        } => {
+            let period_start = from_ms(*period_start_ms);
+            let resets_at = limit.period.end_of(period_start).map(rfc3339);
+            let message = if *blocked {
+                format!(
+                    "KeyForge: the budget of {scope} ({limit}) is exhausted and refusing requests ({spent} spent){}",
+                    resets_at
+                        .as_deref()
+                        .map(|r| format!("; it resets at {r}"))
+                        .unwrap_or_default()
+                )
+            } else {
+                format!("KeyForge: {scope} has used {percent}% of its budget ({spent} of {limit})")
+            };
+            let payload = json!({
+                "text": message,
+                "kind": "budget",
+                "at": at,
+                "percent": percent,
+                "blocked": blocked,
+                "budget": {
+                    "id": id,
+                    "scope": scope,
+                    "limit_usd": limit.to_string(),
+                    "limit_nano_usd": limit.amount.0,
+                    "period": limit.period,
+                    "period_start": rfc3339(period_start),
+                    "resets_at": resets_at,
+                },
+                "spent_usd": spent.to_string(),
+                "spent_nano_usd": spent.0,
+            });
+            let event = AlertEvent {
+                at_ms: unix_ms(now),
+                kind: "budget".to_owned(),
+                dedup: Some(format!("budget/{id}/{period_start_ms}/{percent}")),
+                key_id: match scope {
+                    BudgetScope::Key(key) => Some(key.clone()),
+                    _ => None,
+                },
+                budget_id: Some(id.clone()),
+                message,
+                payload: payload.to_string(),
+            };
+            (event, Some(*percent))
+        }
+        Raised::Anomaly {
+            key_id,
+            rule,
+            detail,
+            dedup,
+            suspended,
+        } => {
+            let action = if *suspended {
+                format!(
+                    " The key is suspended until an operator runs `keyforge key resume {key_id}`."
+                )
+            } else {
+                String::new()
+            };
+            let message = format!("KeyForge: key {key_id}: {detail}.{action}");
+            let payload = json!({
+                "text": message,
+                "kind": "anomaly",
+                "at": at,
+                "rule": rule,
+                "key_id": key_id,
+                "suspended": suspended,
+            });
+            let event = AlertEvent {
+                at_ms: unix_ms(now),
+                kind: "anomaly".to_owned(),
+                dedup: dedup.clone(),
+                key_id: Some(key_id.clone()),
+                budget_id: None,
+                message,
+                payload: payload.to_string(),
+            };
+            (event, None)
+        }
+    }
+}
+
+/// Delivers one alert to one webhook: up to five attempts, backing off
+/// exponentially from `alert_retry_base`; every attempt is recorded.
+async fn deliver(state: Weak<AppState>, alert_id: i64, webhook: Arc<Webhook>, body: Bytes) {
+    let Some(base) = state.upgrade().map(|s| s.config.alert_retry_base) else {
+        return;
+    };
+    for attempt in 1..=ATTEMPTS {
+        let Some(live) = state.upgrade() else {
+            return;
+        };
+        let outcome = post(&live, &webhook, body.clone()).await;
+        let (status, last_error) = match &outcome {
+            Ok(()) => ("delivered", None),
+            Err(_) if attempt == ATTEMPTS => ("failed", outcome.clone().err()),
+            Err(_) => ("pending", outcome.clone().err()),
+        };
+        let delivery = AlertDelivery {
+            webhook_id: webhook.id.clone(),
+            status: status.to_owned(),
+            attempts: attempt,
+            last_error,
+        };
+        if let Err(error) = live
+            .store
+            .update_alert_delivery(alert_id, &delivery, unix_ms(live.clock.now()))
+            .await
+        {
+            tracing::error!(error = %error, alert_id, "could not record an alert delivery");
+        }
+        match outcome {
+            Ok(()) => return,
+            Err(reason) => {
+                tracing::warn!(alert_id, webhook = %webhook.display_url, attempt, reason = %reason, "alert delivery failed");
+            }
+        }
+        drop(live);
+        if attempt < ATTEMPTS {
+            tokio::time::sleep(base.saturating_mul(1 << (attempt - 1))).await;
+        }
+    }
+}
+
+/// One POST. Errors name the status or the kind of failure, never the URL
+/// (it may carry a secret).
+async fn post(state: &AppState, webhook: &Webhook, body: Bytes) -> Result<(), String> {
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "the webhook URL is only parsed into the request's URI"
+    )]
+    let uri: http::Uri = webhook
+        .url
+        .expose_secret()
+        .parse()
+        .map_err(|_| "the stored webhook URL does not parse".to_owned())?;
+    let mut request = http::Request::new(Full::new(body));
+    *request.method_mut() = http::Method::POST;
+    *request.uri_mut() = uri;
+    request.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    request.headers_mut().insert(
+        http::header::USER_AGENT,
+        http::HeaderValue::from_static("keyforge-alerts"),
+    );
+    let response = tokio::time::timeout(DELIVERY_TIMEOUT, state.http.request(request))
+        .await
+        .map_err(|_| "timed out".to_owned())?
+        .map_err(|error| {
+            if error.is_connect() {
+                "could not connect".to_owned()
+            } else {
+                "the connection failed".to_owned()
+            }
+        })?;
+    let status = response.status();
+    // Drain (bounded) so the connection can be reused.
+    let _ = tokio::time::timeout(
+        DELIVERY_TIMEOUT,
+        http_body_util::Limited::new(response.into_body(), 64 * 1024).collect(),
+    )
+    .await;
+    if status.is_success() {
+        Ok(())
+    } else {
+        Err(format!("HTTP {}", status.as_u16()))
+    }
+}
+
+/// `https://hooks.slack.com/services/T0/B0/xyz` -> `https://hooks.slack.com`:
+/// what listings and logs show of a webhook.
+pub(crate) fn display_url(uri: &http::Uri) -> String {
+    let scheme = uri.scheme_str().unwrap_or("https");
+    let authority = uri
+        .authority()
+        .map(|a| a.as_str().rsplit('@').next().unwrap_or("").to_owned())
+        .unwrap_or_default();
+    format!("{scheme}://{authority}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_urls_keep_only_scheme_and_host() {
+        for (url, shown) in [
+            (
+                "https://hooks.slack.com/services/T000/B000/abcdef",
+                "https://hooks.slack.com",
+            ),
+            (
+                "http://127.0.0.1:9000/hook?token=x",
+                "http://127.0.0.1:9000",
+            ),
+            ("https://user:pass@example.com/x", "https://example.com"),
+        ] {
+            assert_eq!(display_url(&url.parse().unwrap()), shown);
+        }
+    }
+}
