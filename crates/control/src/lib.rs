@@ -7,14 +7,18 @@
 //!   push spend past a budget, and finished requests never hold any of it.
 //! - [`rate`]: per-key requests per minute and tokens per minute (GCRA, one
 //!   atomic per limiter) and requests in flight (one atomic counter).
+//! - [`anomaly`]: each key compared with its own recent past (request and
+//!   token spikes, new client addresses, bursts of refused requests).
 //!
 //! Invariants: this crate does no I/O and never waits. The request path
 //! takes at most one short `std::sync::Mutex` per applicable budget (a few
 //! integer operations, never across an `.await`); rate limiters are
 //! lock-free. State is rebuilt from the store's ledger by the caller at start.
 
+pub mod anomaly;
 pub mod budget;
 pub mod rate;
 
+pub use anomaly::{AnomalyConfig, Finding, KeyWatch};
 pub use budget::{BudgetCell, BudgetStatus, Exhausted, Reservation, SpendChange, reserve};
 pub use rate::{InFlight, InFlightGuard, RateDenied, RateGrant, RateLimiter};

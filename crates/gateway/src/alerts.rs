@@ -19,7 +19,7 @@ use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use keyforge_control::{BudgetStatus, SpendChange};
-use keyforge_store::{AlertDelivery, AlertEvent};
+use keyforge_store::{AlertDelivery, AlertEvent, Suspension};
 use keyforge_types::{AlertId, BudgetId, BudgetLimit, BudgetScope, KeyId, NanoUsd};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
@@ -150,6 +150,15 @@ pub(crate) async fn dispatch(state: Weak<AppState>, mut rx: mpsc::Receiver<Raise
             return;
         };
         let now = state.clock.now();
+        if let Raised::Anomaly {
+            key_id,
+            detail,
+            suspended: true,
+            ..
+        } = &raised
+        {
+            suspend(&state, key_id, detail, now).await;
+        }
         let (event, percent) = event_of(&raised, now);
         let snapshot = state.snapshot.load_full();
         let targets: Vec<Arc<Webhook>> = snapshot
@@ -177,6 +186,39 @@ pub(crate) async fn dispatch(state: Weak<AppState>, mut rx: mpsc::Receiver<Raise
                 webhook,
                 body.clone(),
             ));
+        }
+    }
+}
+
+/// Records a suspension the request path already enforces (the key's watch
+/// flag), so it holds across reloads and restarts.
+async fn suspend(state: &AppState, key_id: &KeyId, reason: &str, now: OffsetDateTime) {
+    let _guard = state.admin_write.lock().await;
+    let already = state
+        .snapshot
+        .load()
+        .key_by_id(key_id)
+        .is_some_and(|entry| entry.record.suspended.is_some());
+    if already {
+        return;
+    }
+    let suspension = Suspension {
+        at: now,
+        reason: reason.to_owned(),
+    };
+    match state
+        .store
+        .set_key_suspension(key_id, Some(&suspension))
+        .await
+    {
+        Ok(_) => {
+            if let Err(error) = state.reload().await {
+                tracing::error!(error = %error, key_id = %key_id, "could not reload after suspending a key");
+            }
+            tracing::warn!(key_id = %key_id, reason, "key suspended");
+        }
+        Err(error) => {
+            tracing::error!(error = %error, key_id = %key_id, "could not record a key's suspension; it holds until restart");
         }
     }
 }

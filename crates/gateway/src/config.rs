@@ -23,6 +23,8 @@ pub struct GatewayConfig {
     /// Wait before the second attempt to deliver an alert; doubled for each
     /// attempt after (five in all).
     pub alert_retry_base: Duration,
+    /// Rogue-client detection thresholds.
+    pub anomaly: keyforge_control::AnomalyConfig,
 }
 
 impl Default for GatewayConfig {
@@ -36,6 +38,7 @@ impl Default for GatewayConfig {
             max_upstream_error_bytes: 1024 * 1024,
             reserve_output_tokens: 4096,
             alert_retry_base: Duration::from_secs(1),
+            anomaly: keyforge_control::AnomalyConfig::default(),
         }
     }
 }

@@ -167,6 +167,10 @@ async fn load_or_create_hash_key(
     Ok(KeyHasher::new(&key))
 }
 
+/// The TCP peer of a request's connection.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ClientAddr(pub(crate) std::net::IpAddr);
+
 /// Serves `gateway` on `listener` until `shutdown` completes, then lets
 /// in-flight requests finish (for up to 30 seconds).
 pub async fn serve(
@@ -186,8 +190,8 @@ pub async fn serve(
     loop {
         tokio::select! {
             accepted = listener.accept() => {
-                let stream = match accepted {
-                    Ok((stream, _peer)) => stream,
+                let (stream, peer) = match accepted {
+                    Ok(accepted) => accepted,
                     Err(error) => {
                         // Usually out of file descriptors: back off briefly
                         // instead of spinning.
@@ -197,7 +201,14 @@ pub async fn serve(
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let connection = builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(router.clone()));
+                // The client's address rides along in each request's
+                // extensions, for anomaly detection.
+                let client = ClientAddr(peer.ip());
+                let service = tower::ServiceExt::map_request(router.clone(), move |mut request: http::Request<hyper::body::Incoming>| {
+                    request.extensions_mut().insert(client);
+                    request
+                });
+                let connection = builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
                 let connection = graceful.watch(connection);
                 tokio::spawn(async move {
                     if let Err(error) = connection.await {

@@ -14,7 +14,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use keyforge_control::{BudgetCell, InFlight, RateLimiter};
+use keyforge_control::{BudgetCell, InFlight, KeyWatch, RateLimiter};
 use keyforge_providers::ProviderKind;
 use keyforge_store::{ProviderRecord, Store, StoreError, VirtualKeyRecord};
 use keyforge_types::{
@@ -52,6 +52,8 @@ impl KeyLimiters {
 pub(crate) struct KeyEntry {
     pub(crate) record: VirtualKeyRecord,
     pub(crate) limiters: Arc<KeyLimiters>,
+    /// The key's recent behaviour, for anomaly detection.
+    pub(crate) watch: Arc<KeyWatch>,
     /// The key's own budgets, its project's and its environment's, sorted
     /// by id (the order their locks are taken in).
     pub(crate) budgets: Vec<Arc<BudgetCell>>,
@@ -136,19 +138,24 @@ impl Snapshot {
             };
             snapshot.budgets.insert(budget.id, cell);
         }
-        let previous_limiters: HashMap<&KeyId, &Arc<KeyLimiters>> = previous
+        let previous_keys: HashMap<&KeyId, &Arc<KeyEntry>> = previous
             .map(|previous| {
                 previous
                     .keys
                     .values()
-                    .map(|entry| (&entry.record.id, &entry.limiters))
+                    .map(|entry| (&entry.record.id, entry))
                     .collect()
             })
             .unwrap_or_default();
         let mut fresh_limiters = HashMap::new();
         for record in store.list_virtual_keys().await? {
-            let limiters = match previous_limiters.get(&record.id) {
-                Some(limiters) if limiters.limits == record.limits => Arc::clone(limiters),
+            let earlier = previous_keys.get(&record.id);
+            let watch = earlier.map_or_else(|| Arc::new(KeyWatch::new()), |e| e.watch.clone());
+            // The store is the truth for suspension: a resumed key is
+            // usable again, a key suspended by another path is refused.
+            watch.set_suspended(record.suspended.is_some());
+            let limiters = match earlier {
+                Some(entry) if entry.limiters.limits == record.limits => entry.limiters.clone(),
                 _ => {
                     let limiters = Arc::new(KeyLimiters::new(record.limits));
                     fresh_limiters.insert(record.id.clone(), limiters.clone());
@@ -167,6 +174,7 @@ impl Snapshot {
                 Arc::new(KeyEntry {
                     record,
                     limiters,
+                    watch,
                     budgets,
                 }),
             );

@@ -182,6 +182,12 @@ pub(crate) enum KeyCommand {
         #[command(flatten)]
         admin: AdminArgs,
     },
+    /// Lift a suspension set by anomaly detection.
+    Resume {
+        id: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -301,6 +301,17 @@ pub(crate) async fn key(command: KeyCommand) -> anyhow::Result<()> {
                 .await?;
             output::revoked(&result)
         }
+        KeyCommand::Resume { id, admin } => {
+            let id = keyforge_types::KeyId::parse(&id)?;
+            let key: KeyView = AdminClient::resolve(&admin)?
+                .call(
+                    reqwest::Method::POST,
+                    &format!("/keys/{id}/resume"),
+                    NO_BODY,
+                )
+                .await?;
+            output::line(&format!("Key {} is {} again.", key.id, key.status))
+        }
     }
 }
 

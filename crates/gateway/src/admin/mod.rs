@@ -39,6 +39,7 @@ pub(crate) fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
         .route("/keys", get(list_keys).post(create_key))
         .route("/keys/{id}", get(show_key))
         .route("/keys/{id}/revoke", post(revoke_key))
+        .route("/keys/{id}/resume", post(resume_key))
         .route("/budgets", get(budgets::list).post(budgets::set))
         .route("/budgets/{id}", axum::routing::delete(budgets::delete))
         .route("/alerts", get(alerts::list).post(alerts::add))
@@ -488,6 +489,34 @@ async fn revoke_key(
         id,
         outcome: outcome.to_owned(),
     }))
+}
+
+/// Lifts a suspension (set by anomaly detection).
+async fn resume_key(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> Result<axum::Json<KeyView>, AdminError> {
+    let id = parse_key_id(&id)?;
+    let _guard = state.admin_write.lock().await;
+    if !state
+        .store
+        .set_key_suspension(&id, None)
+        .await
+        .map_err(AdminError::store)?
+    {
+        return Err(AdminError::new(
+            StatusCode::NOT_FOUND,
+            "key_not_found",
+            format!("no key with id {id}"),
+        ));
+    }
+    reload(&state).await?;
+    tracing::info!(key_id = %id, "virtual key resumed");
+    let snapshot = state.snapshot.load();
+    let entry = snapshot
+        .key_by_id(&id)
+        .ok_or_else(|| AdminError::internal("the key is missing from the reloaded snapshot"))?;
+    Ok(axum::Json(key_view(entry, state.clock.now())))
 }
 
 #[derive(Debug, serde::Deserialize)]

@@ -22,12 +22,13 @@ use super::RequestContext;
 use super::authenticate::Authenticated;
 use super::authorize::Target;
 use crate::error::GatewayError;
-use crate::snapshot::{KeyLimiters, unix_ns};
+use crate::snapshot::{KeyEntry, KeyLimiters, unix_ns};
 use crate::state::AppState;
 
 /// What a request holds while it is in flight.
 #[derive(Debug)]
 pub(crate) struct Admission {
+    pub(crate) entry: Arc<KeyEntry>,
     limiters: Arc<KeyLimiters>,
     in_flight: Option<InFlightGuard>,
     reservation: Reservation,
@@ -98,6 +99,7 @@ pub(crate) fn admit(
     let entry = &key.entry;
     let limiters = entry.limiters.clone();
     let mut admission = Admission {
+        entry: entry.clone(),
         limiters: limiters.clone(),
         in_flight: None,
         reservation: Reservation::none(),

@@ -50,6 +50,7 @@ pub(crate) fn authenticate(
             )
         })?;
     ctx.key_id = Some(entry.record.id.clone());
+    ctx.key = Some(entry.clone());
     Ok(Authenticated {
         entry,
         key: credential.key,

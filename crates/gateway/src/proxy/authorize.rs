@@ -30,6 +30,20 @@ pub(crate) fn key_is_usable(key: &Authenticated, now: OffsetDateTime) -> Result<
             format!("KeyForge key {} has been revoked", record.id),
         ));
     }
+    if record.suspended.is_some() || key.entry.watch.is_suspended() {
+        let reason = record
+            .suspended
+            .as_ref()
+            .map_or("anomaly detected", |s| s.reason.as_str());
+        return Err(GatewayError::client(
+            ErrorClass::PermissionDenied,
+            "key_suspended",
+            format!(
+                "KeyForge key {} is suspended ({reason}); an operator can resume it with `keyforge key resume {}`",
+                record.id, record.id
+            ),
+        ));
+    }
     if let Some(expires_at) = record.expires_at
         && now >= expires_at
     {

@@ -256,6 +256,7 @@ pub(crate) fn settlement(
         admission,
         clock: state.clock.clone(),
         alerts: state.alerts.clone(),
+        anomaly: state.config.anomaly,
     }
 }
 

@@ -34,6 +34,7 @@ pub(crate) struct Settlement {
     pub(crate) admission: Admission,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) alerts: Alerts,
+    pub(crate) anomaly: keyforge_control::AnomalyConfig,
 }
 
 impl Settlement {
@@ -70,10 +71,17 @@ impl Settlement {
         record.priced_by = priced_by;
         record.latency_ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
         let tokens = usage.input_tokens.saturating_add(usage.output_tokens);
-        let changes = self
-            .admission
-            .settle(NanoUsd(cost), tokens, self.clock.now());
+        let now = self.clock.now();
+        let entry = self.admission.entry.clone();
+        let changes = self.admission.settle(NanoUsd(cost), tokens, now);
         self.alerts.observe(&changes);
+        if let Some(finding) =
+            entry
+                .watch
+                .on_tokens(crate::snapshot::unix_ms(now), tokens, &self.anomaly)
+        {
+            super::watch::report(&self.alerts, &entry, [finding], now);
+        }
         self.ledger.record(self.record);
     }
 }

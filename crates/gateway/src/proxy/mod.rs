@@ -11,6 +11,7 @@ mod forward;
 mod meter;
 mod route;
 mod scrub;
+mod watch;
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -20,7 +21,7 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::Response;
 use futures_util::FutureExt;
-use keyforge_providers::Api;
+use keyforge_providers::{Api, ErrorClass};
 use keyforge_types::{KeyId, ProviderName, random_base62};
 use tracing::Instrument;
 
@@ -42,6 +43,10 @@ pub(crate) struct RequestContext {
     /// then the provider's.
     pub(crate) api: Api,
     pub(crate) key_id: Option<KeyId>,
+    /// The authenticated key, once known (for anomaly detection on refusals).
+    pub(crate) key: Option<Arc<crate::snapshot::KeyEntry>>,
+    /// The TCP peer's address.
+    pub(crate) client: Option<std::net::IpAddr>,
     pub(crate) provider: Option<ProviderName>,
     pub(crate) model: Option<String>,
     /// Time spent in the gateway itself, excluding the wait for the upstream.
@@ -59,6 +64,11 @@ pub(crate) async fn handle(State(state): State<Arc<AppState>>, request: Request)
         arrived: state.clock.now(),
         api: Api::guess(request.uri().path(), request.headers()),
         key_id: None,
+        key: None,
+        client: request
+            .extensions()
+            .get::<crate::ClientAddr>()
+            .map(|addr| addr.0),
         provider: None,
         model: None,
         overhead_us: 0,
@@ -80,6 +90,16 @@ pub(crate) async fn handle(State(state): State<Arc<AppState>>, request: Request)
                 response
             }
             Err(error) => {
+                // Refusals of a known key (revoked, expired, suspended, out
+                // of scope) count towards its auth-failure burst.
+                if let Some(entry) = &ctx.key
+                    && matches!(error.class, ErrorClass::Authentication | ErrorClass::PermissionDenied)
+                {
+                    let now = state.clock.now();
+                    if let Some(finding) = entry.watch.on_refused(crate::snapshot::unix_ms(now), &state.config.anomaly) {
+                        watch::report(&state.alerts, entry, [finding], now);
+                    }
+                }
                 match error.fault {
                     Fault::Client => tracing::info!(request_id = %ctx.request_id, code = error.code, key_id = ?ctx.key_id, "request refused"),
                     Fault::Upstream => tracing::warn!(request_id = %ctx.request_id, code = error.code, key_id = ?ctx.key_id, provider = ?ctx.provider, "upstream failed"),
@@ -107,6 +127,12 @@ async fn pipeline(
     let body = body::read(&state.config, &parts, body).await?;
     let target = authorize::target(&snapshot, &key, &route, &parts, &body, ctx)?;
     let admission = admit::admit(state, ctx, &key, &target, &parts.method, &body)?;
+    let findings = key.entry.watch.on_request(
+        crate::snapshot::unix_ms(ctx.arrived),
+        ctx.client,
+        &state.config.anomaly,
+    );
+    watch::report(&state.alerts, &key.entry, findings, ctx.arrived);
     let upstream = forward::send(state, ctx, &target, &key, parts, body, admission).await?;
     forward::respond(state, ctx, &target, &key, upstream).await
 }
