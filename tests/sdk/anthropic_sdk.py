@@ -7,6 +7,7 @@ BASE = os.environ["KF_BASE"]
 KEY = os.environ["KF_KEY"]
 SCOPED = os.environ["KF_SCOPED_KEY"]
 BAD = os.environ["KF_BAD_KEY"]
+BROKE = os.environ["KF_BROKE_KEY"]
 
 messages = [{"role": "user", "content": "hi there"}]
 # The SDK's two ways of sending a key: x-api-key (api_key) and Authorization: Bearer (auth_token).
@@ -42,4 +43,6 @@ bad = anthropic.Anthropic(base_url=f"{BASE}/anthropic", api_key=BAD, max_retries
 expect(anthropic.PermissionDeniedError, 403, "may not use model `claude-3-5-haiku-latest`", lambda: scoped.messages.create(model="claude-3-5-haiku-latest", max_tokens=5, messages=messages))
 expect(anthropic.AuthenticationError, 401, "checksum", lambda: bad.messages.create(model="claude-3-5-haiku-latest", max_tokens=5, messages=messages))
 expect(anthropic.InternalServerError, 500, "server had an error", lambda: anthropic.Anthropic(base_url=f"{BASE}/anthropic", api_key=KEY, max_retries=0).messages.create(model="fake-error-500", max_tokens=5, messages=messages))
+broke = anthropic.Anthropic(base_url=f"{BASE}/anthropic", api_key=BROKE)
+expect(anthropic.RateLimitError, 429, "budget exhausted", lambda: broke.messages.create(model="claude-3-5-haiku-latest", max_tokens=5, messages=messages))
 print("anthropic sdk: all checks passed")

@@ -2,6 +2,7 @@
 import asyncio
 import os
 
+import httpx2  # the HTTP client this openai release is built on
 import openai
 
 BASE = os.environ["KF_BASE"]
@@ -9,6 +10,8 @@ KEY = os.environ["KF_KEY"]
 SCOPED = os.environ["KF_SCOPED_KEY"]
 BAD = os.environ["KF_BAD_KEY"]
 PROVIDER_LIKE = os.environ["KF_PROVIDER_LIKE_KEY"]
+LIMITED = os.environ["KF_LIMITED_KEY"]  # --rpm 1
+BROKE = os.environ["KF_BROKE_KEY"]  # a budget smaller than any request
 
 client = openai.OpenAI(base_url=f"{BASE}/openai/v1", api_key=KEY, max_retries=0)
 messages = [{"role": "user", "content": "say hello please"}]
@@ -74,4 +77,27 @@ expect(openai.PermissionDeniedError, 403, "model_not_allowed", "may not use mode
 expect(openai.AuthenticationError, 401, "invalid_api_key", "checksum", lambda: bad.models.list())
 expect(openai.AuthenticationError, 401, "provider_key_not_allowed", "provider keys stay inside KeyForge", lambda: provider_like.models.list())
 expect(openai.InternalServerError, 500, "server_error", "server had an error", lambda: client.chat.completions.create(model="fake-error-500", messages=messages))
+
+# Spend control as the SDK sees it. A spent budget asks the SDK not to
+# retry (x-should-retry: false): with its default retries, it sends once.
+sent = []
+broke = openai.OpenAI(
+    base_url=f"{BASE}/openai/v1",
+    api_key=BROKE,
+    http_client=httpx2.Client(event_hooks={"request": [sent.append]}),
+)
+expect(openai.RateLimitError, 429, "budget_exhausted", "budget exhausted", lambda: broke.chat.completions.create(model="gpt-4o-mini", messages=messages))
+assert len(sent) == 1, f"the SDK retried a spent budget {len(sent)} times"
+# A rate limit says when to come back, in the headers the SDK reads.
+limited = openai.OpenAI(base_url=f"{BASE}/openai/v1", api_key=LIMITED, max_retries=0)
+first = limited.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=messages)
+assert first.headers["x-ratelimit-limit-requests"] == "1", first.headers
+assert first.headers["x-ratelimit-remaining-requests"] == "0", first.headers
+try:
+    limited.chat.completions.create(model="gpt-4o-mini", messages=messages)
+    raise AssertionError("expected RateLimitError")
+except openai.RateLimitError as error:
+    assert error.code == "rate_limit_exceeded", error
+    assert 1 <= int(error.response.headers["retry-after"]) <= 60, error.response.headers
+    assert "requests per minute" in error.message, error.message
 print("openai sdk: all checks passed")

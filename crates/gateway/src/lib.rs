@@ -42,6 +42,7 @@ use tokio::net::TcpListener;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::GatewayConfig;
 pub use error::Fault;
+pub use keyforge_control::AnomalyConfig;
 pub use snapshot::SnapshotError;
 
 use state::AppState;

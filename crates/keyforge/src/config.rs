@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use keyforge_gateway::GatewayConfig;
+use keyforge_gateway::{AnomalyConfig, GatewayConfig};
 use keyforge_providers::{PriceTable, RawPrice, TokenPrices, parse_usd_per_million};
 use keyforge_types::Ttl;
 use serde::Deserialize;
@@ -25,6 +25,10 @@ pub(crate) struct RawConfig {
     limits: RawLimits,
     #[serde(default)]
     pricing: RawPricing,
+    #[serde(default)]
+    budgets: RawBudgets,
+    #[serde(default)]
+    anomaly: RawAnomaly,
     /// Price entries that extend or override the shipped table.
     #[serde(default)]
     price: Vec<RawPrice>,
@@ -36,6 +40,25 @@ struct RawPricing {
     /// USD per million tokens for models the table does not know.
     fallback_input: Option<String>,
     fallback_output: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBudgets {
+    /// Output tokens reserved for a request that sets no max tokens.
+    reserve_output_tokens: Option<u64>,
+}
+
+/// Rogue-client detection (see `keyforge_control::anomaly`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAnomaly {
+    spike_factor: Option<f64>,
+    spike_min_requests: Option<u64>,
+    spike_min_tokens: Option<u64>,
+    learning_minutes: Option<u32>,
+    new_address_after: Option<String>,
+    auth_failure_burst: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -146,6 +169,11 @@ pub(crate) fn resolve(args: &ServeArgs, env: &EnvOverrides) -> anyhow::Result<Se
             "upstream_response_timeout",
             defaults.upstream_response_timeout,
         )?,
+        reserve_output_tokens: raw
+            .budgets
+            .reserve_output_tokens
+            .unwrap_or(defaults.reserve_output_tokens),
+        anomaly: anomaly_config(raw.anomaly, defaults.anomaly)?,
         ..defaults
     };
     let shipped = PriceTable::shipped().context("the shipped price table is invalid")?;
@@ -177,6 +205,34 @@ pub(crate) fn resolve(args: &ServeArgs, env: &EnvOverrides) -> anyhow::Result<Se
         data_dir,
         gateway,
         prices,
+    })
+}
+
+fn anomaly_config(raw: RawAnomaly, defaults: AnomalyConfig) -> anyhow::Result<AnomalyConfig> {
+    let spike_factor = raw.spike_factor.unwrap_or(defaults.spike_factor);
+    if !(spike_factor.is_finite() && spike_factor > 1.0) {
+        bail!("config `anomaly.spike_factor` must be a number greater than 1");
+    }
+    let auth_failure_burst = raw
+        .auth_failure_burst
+        .unwrap_or(defaults.auth_failure_burst);
+    if auth_failure_burst == 0 {
+        bail!("config `anomaly.auth_failure_burst` must be at least 1");
+    }
+    Ok(AnomalyConfig {
+        spike_factor,
+        spike_min_requests: raw
+            .spike_min_requests
+            .unwrap_or(defaults.spike_min_requests),
+        spike_min_tokens: raw.spike_min_tokens.unwrap_or(defaults.spike_min_tokens),
+        learning_minutes: raw.learning_minutes.unwrap_or(defaults.learning_minutes),
+        new_address_after: match raw.new_address_after {
+            None => defaults.new_address_after,
+            Some(text) => Ttl::parse(&text)
+                .map(|ttl| ttl.as_duration())
+                .context("config `anomaly.new_address_after`")?,
+        },
+        auth_failure_burst,
     })
 }
 
@@ -271,6 +327,12 @@ mod tests {
                 "limits.body_read_timeout",
             ),
             ("[limits]\nmax_request_body_bytes = 0", "greater than zero"),
+            ("[anomaly]\nspike_factor = 0.5", "anomaly.spike_factor"),
+            (
+                "[anomaly]\nnew_address_after = \"later\"",
+                "anomaly.new_address_after",
+            ),
+            ("[budgets]\nreserve = 1", "unknown field"),
             (
                 "[pricing]\nfallback_output = \"lots\"",
                 "pricing.fallback_output",

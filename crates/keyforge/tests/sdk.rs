@@ -62,6 +62,29 @@ async fn official_sdks_work_through_keyforge() {
             )
             .await,
     );
+    let limited = key_of(
+        server
+            .create_key(
+                home.path(),
+                &["--name", "limited", "--env", "dev", "--rpm", "1"],
+            )
+            .await,
+    );
+    let broke = key_of(
+        server
+            .create_key(
+                home.path(),
+                &[
+                    "--name",
+                    "broke",
+                    "--env",
+                    "dev",
+                    "--budget",
+                    "0.000001usd/day",
+                ],
+            )
+            .await,
+    );
     let mut bad = key.clone();
     let last = bad.pop().unwrap();
     bad.push(if last == 'A' { 'B' } else { 'A' });
@@ -76,6 +99,8 @@ async fn official_sdks_work_through_keyforge() {
             .env("KF_SCOPED_KEY", &scoped)
             .env("KF_BAD_KEY", &bad)
             .env("KF_PROVIDER_LIKE_KEY", &provider_like)
+            .env("KF_LIMITED_KEY", &limited)
+            .env("KF_BROKE_KEY", &broke)
             .env_remove("OPENAI_API_KEY")
             .env_remove("ANTHROPIC_API_KEY")
             .env_remove("GEMINI_API_KEY")
@@ -91,13 +116,13 @@ async fn official_sdks_work_through_keyforge() {
         );
         assert!(stdout.contains("all checks passed"), "{script}: {stdout}");
     }
-    // Exactly the allowed calls reached the fake (openai 10, anthropic 2 x 3
-    // + 1, gemini 2; the refused ones never left the gateway), each with the
-    // provider key and never with a kf_ key.
+    // Exactly the allowed calls reached the fake (openai 10 + 1 within its
+    // rate limit, anthropic 2 x 3 + 1, gemini 2; the refused ones never left
+    // the gateway), each with the provider key and never with a kf_ key.
     let received = upstream.requests();
     assert_eq!(
         received.len(),
-        19,
+        20,
         "{:?}",
         received.iter().map(|r| &r.path).collect::<Vec<_>>()
     );
