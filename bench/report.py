@@ -8,7 +8,10 @@ import sys
 
 results = pathlib.Path(sys.argv[1])
 duration = sys.argv[2]
-targets = ["direct", "nginx", "keyforge"]
+# keyforge: a key with budgets, rate limits and anomaly detection;
+# keyforge-open: a key with none (JSON loads only), for their cost.
+# keyforge-baseline: an earlier revision (BASELINE_REV), JSON loads only.
+targets = ["direct", "nginx", "keyforge", "keyforge-open", "keyforge-baseline"]
 runs = ["json-c16", "json-c64", "json-r1000", "json-r5000", "stream-c16", "stream-c64", "paced-stream-c64"]
 
 
@@ -33,8 +36,10 @@ print(f"Measured {duration} per cell on {platform.machine()}, {cpu} cores; load 
 print("| load | target | requests/s | p50 ms | p99 ms | non-2xx | vs nginx rps | added p99 vs direct (ms) |")
 print("|---|---|---:|---:|---:|---:|---:|---:|")
 for name in runs:
-    cells = {t: load(name, t) for t in targets}
-    for target in targets:
+    if not (results / f"{name}.direct.raw").exists():
+        continue
+    cells = {t: load(name, t) for t in targets if (results / f"{name}.{t}.raw").exists()}
+    for target in cells:
         c = cells[target]
         ratio = c["rps"] / cells["nginx"]["rps"] * 100 if target != "direct" else None
         added = c["p99"] - cells["direct"]["p99"] if target != "direct" else None

@@ -236,6 +236,18 @@ impl Drop for Admission {
     }
 }
 
+/// OpenAI's header names, per kind: limit, remaining, reset.
+const REQUEST_HEADERS: [HeaderName; 3] = [
+    HeaderName::from_static("x-ratelimit-limit-requests"),
+    HeaderName::from_static("x-ratelimit-remaining-requests"),
+    HeaderName::from_static("x-ratelimit-reset-requests"),
+];
+const TOKEN_HEADERS: [HeaderName; 3] = [
+    HeaderName::from_static("x-ratelimit-limit-tokens"),
+    HeaderName::from_static("x-ratelimit-remaining-tokens"),
+    HeaderName::from_static("x-ratelimit-reset-tokens"),
+];
+
 fn write_rate_headers(
     headers: &mut HeaderMap,
     kind: &str,
@@ -243,21 +255,15 @@ fn write_rate_headers(
     remaining: u64,
     reset: Duration,
 ) {
-    let mut put = |name: String, value: HeaderValue| {
-        if let Ok(name) = HeaderName::try_from(name) {
-            headers.insert(name, value);
-        }
+    let [limit_name, remaining_name, reset_name] = if kind == "requests" {
+        REQUEST_HEADERS
+    } else {
+        TOKEN_HEADERS
     };
-    put(
-        format!("x-ratelimit-limit-{kind}"),
-        HeaderValue::from(limit),
-    );
-    put(
-        format!("x-ratelimit-remaining-{kind}"),
-        HeaderValue::from(remaining),
-    );
+    headers.insert(limit_name, HeaderValue::from(limit));
+    headers.insert(remaining_name, HeaderValue::from(remaining));
     if let Ok(value) = HeaderValue::from_str(&human(reset)) {
-        put(format!("x-ratelimit-reset-{kind}"), value);
+        headers.insert(reset_name, value);
     }
 }
 
