@@ -162,6 +162,60 @@ mod tests {
         ) -> Result<(), StoreError> {
             self.inner.insert_virtual_key(key, budgets).await
         }
+        async fn rotate_virtual_key(
+            &self,
+            rotation: &keyforge_store::KeyRotation,
+        ) -> Result<keyforge_store::KeyRotationOutcome, StoreError> {
+            self.inner.rotate_virtual_key(rotation).await
+        }
+        async fn list_grace_secrets(
+            &self,
+            now: OffsetDateTime,
+        ) -> Result<Vec<keyforge_store::GraceSecret>, StoreError> {
+            self.inner.list_grace_secrets(now).await
+        }
+        async fn revoke_virtual_keys_where(
+            &self,
+            env: Option<&EnvName>,
+            project: Option<&keyforge_types::ProjectName>,
+            at: OffsetDateTime,
+        ) -> Result<Vec<KeyId>, StoreError> {
+            self.inner.revoke_virtual_keys_where(env, project, at).await
+        }
+        async fn insert_credential(
+            &self,
+            provider_id: &keyforge_types::ProviderId,
+            credential: &keyforge_store::CredentialRecord,
+            stage: keyforge_store::CredentialStage,
+        ) -> Result<(), StoreError> {
+            self.inner
+                .insert_credential(provider_id, credential, stage)
+                .await
+        }
+        async fn list_credentials(
+            &self,
+            provider_id: &keyforge_types::ProviderId,
+        ) -> Result<Vec<keyforge_store::CredentialInfo>, StoreError> {
+            self.inner.list_credentials(provider_id).await
+        }
+        async fn set_credential_stages(
+            &self,
+            provider_id: &keyforge_types::ProviderId,
+            stages: &[(u32, keyforge_store::CredentialStage)],
+            rollout_percent: u8,
+        ) -> Result<(), StoreError> {
+            self.inner
+                .set_credential_stages(provider_id, stages, rollout_percent)
+                .await
+        }
+        async fn version_usage(
+            &self,
+            env: &EnvName,
+            provider: &ProviderName,
+            since_ms: i64,
+        ) -> Result<Vec<keyforge_store::VersionUsage>, StoreError> {
+            self.inner.version_usage(env, provider, since_ms).await
+        }
         async fn set_key_suspension(
             &self,
             id: &KeyId,

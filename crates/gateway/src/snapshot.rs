@@ -13,10 +13,11 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use keyforge_control::{BudgetCell, InFlight, KeyWatch, RateLimiter};
 use keyforge_providers::ProviderKind;
-use keyforge_store::{ProviderRecord, Store, StoreError, VirtualKeyRecord};
+use keyforge_store::{CredentialRecord, ProviderRecord, Store, StoreError, VirtualKeyRecord};
 use keyforge_types::{
     BudgetId, BudgetScope, EnvName, KeyHash, KeyId, KeyLimits, NanoUsd, ProviderName,
     ProviderSecret,
@@ -59,6 +60,13 @@ pub(crate) struct KeyEntry {
     pub(crate) budgets: Vec<Arc<BudgetCell>>,
 }
 
+/// A version of a provider's key, decrypted.
+#[derive(Debug)]
+pub(crate) struct Credential {
+    pub(crate) version: u32,
+    pub(crate) secret: ProviderSecret,
+}
+
 /// A provider as the request path needs it.
 #[derive(Debug)]
 pub(crate) struct ProviderEntry {
@@ -66,12 +74,40 @@ pub(crate) struct ProviderEntry {
     pub(crate) kind: ProviderKind,
     /// The base URL without a trailing slash.
     pub(crate) base_url: String,
-    pub(crate) secret: ProviderSecret,
+    pub(crate) current: Credential,
+    /// Being rotated in: serves `record.rollout_percent` % of requests.
+    pub(crate) pending: Option<Credential>,
+    /// Requests so far, to give the pending version exactly its share.
+    rollout_counter: AtomicU64,
+}
+
+impl ProviderEntry {
+    /// The key version this request uses: the pending one for its share of
+    /// requests during a gradual rollout, else the current one. A request
+    /// keeps the version it was given to the end (it holds this entry), so
+    /// promotions never switch keys under a request in flight.
+    pub(crate) fn pick(&self) -> &Credential {
+        let percent = u64::from(self.record.rollout_percent);
+        if let Some(pending) = &self.pending
+            && percent > 0
+        {
+            // Multiplying by 37 (coprime with 100) spreads the pending
+            // version's share evenly over every hundred requests.
+            let n = self.rollout_counter.fetch_add(1, Ordering::Relaxed);
+            if (n.wrapping_mul(37)) % 100 < percent {
+                return pending;
+            }
+        }
+        &self.current
+    }
 }
 
 #[derive(Debug, Default)]
 pub(crate) struct Snapshot {
     pub(crate) keys: HashMap<KeyHash, Arc<KeyEntry>>,
+    /// Earlier secrets of rotated keys, with the end of their grace window
+    /// (kept for a month after it, to say why they are refused).
+    pub(crate) grace: HashMap<KeyHash, (Arc<KeyEntry>, OffsetDateTime)>,
     pub(crate) providers: HashMap<(EnvName, ProviderName), Arc<ProviderEntry>>,
     pub(crate) budgets: HashMap<BudgetId, Arc<BudgetCell>>,
     /// Alert webhooks with their URLs decrypted (for the alert dispatcher).
@@ -182,6 +218,21 @@ impl Snapshot {
         if previous.is_none() {
             replay_recent_requests(store, &fresh_limiters, now).await?;
         }
+        let by_id: HashMap<&KeyId, &Arc<KeyEntry>> = snapshot
+            .keys
+            .values()
+            .map(|entry| (&entry.record.id, entry))
+            .collect();
+        let mut grace = HashMap::new();
+        for secret in store
+            .list_grace_secrets(now - time::Duration::days(30))
+            .await?
+        {
+            if let Some(entry) = by_id.get(&secret.key_id) {
+                grace.insert(secret.hash, (Arc::clone(entry), secret.valid_until));
+            }
+        }
+        snapshot.grace = grace;
         for record in store.list_alert_webhooks().await? {
             let plaintext = sealer
                 .open(&record.sealed_url, &webhook_aad(record.id.as_str()))
@@ -280,19 +331,28 @@ fn provider_entry(record: ProviderRecord, sealer: &Sealer) -> Result<ProviderEnt
         .ok_or_else(|| fail("has no base URL".into()))?
         .trim_end_matches('/')
         .to_owned();
-    let plaintext = sealer
-        .open(
-            &record.current.sealed,
-            &credential_aad(record.id.as_str(), record.current.version),
-        )
-        .map_err(|error| fail(format!("credential v{}: {error}", record.current.version)))?;
-    let text =
-        std::str::from_utf8(&plaintext).map_err(|_| fail("credential is not text".into()))?;
-    let secret = ProviderSecret::parse(text).map_err(|error| fail(error.to_string()))?;
+    let open = |credential: &CredentialRecord| -> Result<Credential, SnapshotError> {
+        let plaintext = sealer
+            .open(
+                &credential.sealed,
+                &credential_aad(record.id.as_str(), credential.version),
+            )
+            .map_err(|error| fail(format!("credential v{}: {error}", credential.version)))?;
+        let text =
+            std::str::from_utf8(&plaintext).map_err(|_| fail("credential is not text".into()))?;
+        Ok(Credential {
+            version: credential.version,
+            secret: ProviderSecret::parse(text).map_err(|error| fail(error.to_string()))?,
+        })
+    };
+    let current = open(&record.current)?;
+    let pending = record.pending.as_ref().map(open).transpose()?;
     Ok(ProviderEntry {
-        record,
         kind,
         base_url,
-        secret,
+        current,
+        pending,
+        rollout_counter: AtomicU64::new(0),
+        record,
     })
 }

@@ -166,3 +166,155 @@ async fn bad_admin_input_is_refused_clearly() {
         .await;
     assert_eq!(status, 400);
 }
+
+#[tokio::test]
+async fn keys_are_revoked_by_project_and_environment_in_one_call() {
+    let harness = Harness::start().await;
+    harness.add_provider("openai", "openai", "dev").await;
+    harness.add_provider("openai", "openai", "prod").await;
+    let (dev_a, dev_a_key) = harness
+        .create_key(json!({"name": "a", "env": "dev", "project": "shop"}))
+        .await;
+    let (dev_b, dev_b_key) = harness
+        .create_key(json!({"name": "b", "env": "dev", "project": "blog"}))
+        .await;
+    let (prod_a, prod_a_key) = harness
+        .create_key(json!({"name": "c", "env": "prod", "project": "shop"}))
+        .await;
+    let status_of = |key: String| {
+        let harness = &harness;
+        async move {
+            harness
+                .http
+                .post(harness.url("/openai/v1/chat/completions"))
+                .bearer_auth(&key)
+                .json(&json!({"model": "gpt-4o-mini", "messages": []}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    let (status, body) = harness
+        .admin(reqwest::Method::POST, "/keys/revoke", Some(json!({})))
+        .await;
+    assert_eq!(status, 400, "{body}");
+
+    let (status, body) = harness
+        .admin(
+            reqwest::Method::POST,
+            "/keys/revoke",
+            Some(json!({"env": "dev", "project": "shop"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["revoked"], json!([dev_a]));
+    assert_eq!(status_of(dev_a_key.clone()).await, 401);
+    assert_eq!(status_of(dev_b_key.clone()).await, 200);
+    assert_eq!(status_of(prod_a_key.clone()).await, 200);
+
+    let (status, body) = harness
+        .admin(
+            reqwest::Method::POST,
+            "/keys/revoke",
+            Some(json!({"env": "dev"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["revoked"],
+        json!([dev_b]),
+        "already revoked keys are not listed"
+    );
+    assert_eq!(status_of(dev_b_key).await, 401);
+    assert_eq!(status_of(prod_a_key).await, 200);
+    let (_, view) = harness
+        .admin(reqwest::Method::GET, &format!("/keys/{prod_a}"), None)
+        .await;
+    assert_eq!(view["status"], "active");
+}
+
+#[tokio::test]
+async fn a_rotated_key_works_beside_its_successor_for_the_grace_period() {
+    let harness = Harness::start().await;
+    harness.add_provider("openai", "openai", "dev").await;
+    let (id, old) = harness
+        .create_key(json!({"name": "app", "env": "dev", "budgets": [{"amount": 1_000_000_000, "period": "day"}]}))
+        .await;
+    let ask = |key: String| {
+        let harness = &harness;
+        async move {
+            let response = harness
+                .http
+                .post(harness.url("/openai/v1/chat/completions"))
+                .bearer_auth(&key)
+                .json(&json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}))
+                .send()
+                .await
+                .unwrap();
+            let status = response.status().as_u16();
+            (
+                status,
+                response.json::<Value>().await.unwrap_or(Value::Null),
+            )
+        }
+    };
+    assert_eq!(ask(old.clone()).await.0, 200);
+    let rotate = |body: Value| {
+        let harness = &harness;
+        let url = format!("/keys/{id}/rotate");
+        async move { harness.admin(reqwest::Method::POST, &url, Some(body)).await }
+    };
+    let (status, rotated) = rotate(json!({"grace": "1h", "idempotency_key": "deploy-42"})).await;
+    assert_eq!(status, 200, "{rotated}");
+    let new = rotated["key"].as_str().unwrap().to_owned();
+    assert_ne!(new, old);
+    assert!(new.starts_with("kf_dev_"));
+    assert_eq!(rotated["id"], id.as_str(), "the key id is stable");
+    assert_eq!(rotated["grace_until"], "2026-06-01T13:00:00Z");
+    assert_eq!(rotated["budgets"].as_array().unwrap().len(), 1);
+
+    // A retried call does not create a second successor.
+    let (status, again) = rotate(json!({"grace": "1h", "idempotency_key": "deploy-42"})).await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(again["key"], new.as_str());
+    let (status, refused) = rotate(json!({"grace": "1h"})).await;
+    assert_eq!(status, 409, "{refused}");
+    assert_eq!(refused["error"]["code"], "rotation_in_grace");
+
+    // Both secrets work during the grace period, as one key.
+    assert_eq!(ask(old.clone()).await.0, 200);
+    assert_eq!(ask(new.clone()).await.0, 200);
+    let (_, usage) = harness
+        .admin(reqwest::Method::GET, &format!("/usage?key={id}"), None)
+        .await;
+    assert_eq!(usage["total"]["requests"], 3, "{usage}");
+
+    // After it, the old secret is refused with the reason.
+    harness.clock.advance(std::time::Duration::from_secs(3601));
+    let (status, error) = ask(old.clone()).await;
+    assert_eq!(status, 401);
+    assert_eq!(error["error"]["code"], "key_rotated");
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("grace period ended at 2026-06-01T13:00:00Z"),
+        "{error}"
+    );
+    assert_eq!(ask(new.clone()).await.0, 200);
+    // Revoking the key revokes every secret it has.
+    let (status, _) = rotate(json!({"grace": "1h"})).await;
+    assert_eq!(status, 200);
+    let (status, _) = harness
+        .admin(reqwest::Method::POST, &format!("/keys/{id}/revoke"), None)
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(ask(new).await.0, 401);
+    let (status, refused) = rotate(json!({})).await;
+    assert_eq!(
+        (status, refused["error"]["code"].as_str().unwrap()),
+        (409, "key_revoked")
+    );
+}

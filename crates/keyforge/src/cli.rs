@@ -27,6 +27,9 @@ pub(crate) enum Command {
     /// Create, inspect and revoke virtual keys (kf_...).
     #[command(subcommand)]
     Key(KeyCommand),
+    /// Blue/green rotation of a provider's API key, with zero downtime.
+    #[command(subcommand)]
+    Rotate(RotateCommand),
     /// Set, list and remove budgets of projects and environments.
     #[command(subcommand)]
     Budget(BudgetCommand),
@@ -176,9 +179,43 @@ pub(crate) enum KeyCommand {
         #[command(flatten)]
         admin: AdminArgs,
     },
-    /// Revoke a key: refused from the very next request.
+    /// Revoke a key, or every key of an environment or project: refused
+    /// from the very next request.
     Revoke {
+        /// The key's id (key_...).
+        #[arg(required_unless_present_any = ["env", "all_env", "project"], conflicts_with_all = ["env", "all_env", "project"])]
+        id: Option<String>,
+        /// Every key of this environment (with --yes).
+        #[arg(long, conflicts_with = "all_env")]
+        env: Option<String>,
+        /// Everything a leaked key of this environment could reach: every key
+        /// of the environment (with --yes).
+        #[arg(long)]
+        all_env: Option<String>,
+        /// Every key of this project (with --yes; with --env, only there).
+        #[arg(long)]
+        project: Option<String>,
+        /// Confirm a bulk revocation.
+        #[arg(long)]
+        yes: bool,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Issue a successor secret for a key (same id, scope, budgets and
+    /// history); the current secret keeps working for the grace period.
+    Rotate {
         id: String,
+        /// How long the current secret keeps working: 30m, 24h, 7d.
+        #[arg(long, default_value = "24h")]
+        grace: String,
+        /// Re-running with the same idempotency key returns the same successor.
+        #[arg(long)]
+        idempotency_key: Option<String>,
+        /// Rotate even though an earlier secret is still in its grace period.
+        #[arg(long)]
+        force: bool,
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         admin: AdminArgs,
     },
@@ -254,6 +291,88 @@ pub(crate) enum AlertsCommand {
     Log {
         #[arg(long, default_value_t = 50)]
         limit: u32,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+}
+
+/// Which provider a rotation command acts on.
+#[derive(Debug, Args, Clone)]
+pub(crate) struct ProviderTarget {
+    /// Provider name (or its id, prv_...).
+    pub(crate) provider: String,
+    /// Environment, when the name exists in several.
+    #[arg(long)]
+    pub(crate) env: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum RotateCommand {
+    /// Add a new key as "pending", after checking it against the provider. The
+    /// key is read from stdin (or --from-env / --from-file), never from argv.
+    Start {
+        #[command(flatten)]
+        target: ProviderTarget,
+        #[arg(long, conflicts_with = "from_file")]
+        from_env: Option<String>,
+        #[arg(long)]
+        from_file: Option<PathBuf>,
+        /// Do not test the key with an authenticated call first (for
+        /// providers without a models endpoint).
+        #[arg(long)]
+        no_check: bool,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Each key version's stage and its requests in the last hour, day and week.
+    Status {
+        #[command(flatten)]
+        target: ProviderTarget,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Pending -> current (the old current stays valid as "previous"), or with
+    /// --percent N let the pending key serve N % of requests first.
+    Promote {
+        #[command(flatten)]
+        target: ProviderTarget,
+        #[arg(long)]
+        percent: Option<u8>,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Retire the previous key; refused while it still carries traffic, unless --force.
+    Finish {
+        #[command(flatten)]
+        target: ProviderTarget,
+        #[arg(long)]
+        force: bool,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Make the previous key current again (or stop a gradual rollout).
+    Rollback {
+        #[command(flatten)]
+        target: ProviderTarget,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Drop the pending key.
+    Cancel {
+        #[command(flatten)]
+        target: ProviderTarget,
         #[arg(long)]
         json: bool,
         #[command(flatten)]

@@ -5,9 +5,11 @@ use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use keyforge_gateway::admin::api::{
-    AlertLog, AlertWebhookList, AlertWebhookView, BudgetList, BudgetView, CreateAlertRequest,
-    CreateKeyRequest, CreateProviderRequest, CreatedKey, ErrorBody, KeyList, KeyView, PriceList,
-    ProviderList, ProviderView, RevokeResult, SetBudgetRequest, UsageReport,
+    AlertLog, AlertWebhookList, AlertWebhookView, BudgetList, BudgetView, BulkRevokeRequest,
+    BulkRevokeResult, CreateAlertRequest, CreateKeyRequest, CreateProviderRequest, CreatedKey,
+    ErrorBody, FinishRequest, KeyList, KeyView, PriceList, PromoteRequest, ProviderList,
+    ProviderView, RevokeResult, RotateKeyRequest, RotatedKey, RotationStatus, SetBudgetRequest,
+    StartRotationRequest, UsageReport,
 };
 use keyforge_types::{
     AlertId, AnomalyAction, BudgetId, BudgetLimit, BudgetScope, EnvName, KeyLimits, ModelPattern,
@@ -17,7 +19,10 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::cli::{AdminArgs, AlertsCommand, BudgetCommand, KeyCommand, ProviderCommand};
+use crate::cli::{
+    AdminArgs, AlertsCommand, BudgetCommand, KeyCommand, ProviderCommand, ProviderTarget,
+    RotateCommand,
+};
 use crate::config::{DEFAULT_LISTEN, default_data_dir};
 use crate::output;
 use crate::serve::{ADMIN_TOKEN_ENV, ADMIN_TOKEN_FILE, read_admin_token_file};
@@ -290,7 +295,58 @@ pub(crate) async fn key(command: KeyCommand) -> anyhow::Result<()> {
                 output::key_detail(&key)
             }
         }
-        KeyCommand::Revoke { id, admin } => {
+        KeyCommand::Revoke {
+            id: None,
+            env,
+            all_env,
+            project,
+            yes,
+            admin,
+        } => {
+            let env = env
+                .or(all_env)
+                .as_deref()
+                .map(EnvName::parse)
+                .transpose()
+                .context("--env")?;
+            let project = project
+                .as_deref()
+                .map(ProjectName::parse)
+                .transpose()
+                .context("--project")?;
+            let what = match (&env, &project) {
+                (Some(env), Some(project)) => {
+                    format!("every key of project `{project}` in environment `{env}`")
+                }
+                (Some(env), None) => format!("every key of environment `{env}`"),
+                (None, Some(project)) => format!("every key of project `{project}`"),
+                (None, None) => bail!("give a key id, --env, --all-env or --project"),
+            };
+            if !yes {
+                bail!("this revokes {what}; add --yes to confirm");
+            }
+            let result: BulkRevokeResult = AdminClient::resolve(&admin)?
+                .call(
+                    reqwest::Method::POST,
+                    "/keys/revoke",
+                    Some(&BulkRevokeRequest { env, project }),
+                )
+                .await?;
+            output::line(&format!(
+                "Revoked {} keys ({what}); they are refused from the next request on.{}",
+                result.revoked.len(),
+                result
+                    .revoked
+                    .iter()
+                    .map(|id| format!("\n  {id}"))
+                    .collect::<String>()
+            ))
+        }
+        KeyCommand::Revoke {
+            id: Some(id),
+            admin,
+            ..
+        } => {
             let id = keyforge_types::KeyId::parse(&id)?;
             let result: RevokeResult = AdminClient::resolve(&admin)?
                 .call(
@@ -300,6 +356,34 @@ pub(crate) async fn key(command: KeyCommand) -> anyhow::Result<()> {
                 )
                 .await?;
             output::revoked(&result)
+        }
+        KeyCommand::Rotate {
+            id,
+            grace,
+            idempotency_key,
+            force,
+            json,
+            admin,
+        } => {
+            let id = keyforge_types::KeyId::parse(&id)?;
+            Ttl::parse(&grace).with_context(|| format!("--grace {grace}"))?;
+            let request = RotateKeyRequest {
+                grace: Some(grace),
+                idempotency_key,
+                force,
+            };
+            let rotated: RotatedKey = AdminClient::resolve(&admin)?
+                .call(
+                    reqwest::Method::POST,
+                    &format!("/keys/{id}/rotate"),
+                    Some(&request),
+                )
+                .await?;
+            if json {
+                output::json(&rotated)
+            } else {
+                output::key_rotated(&rotated)
+            }
         }
         KeyCommand::Resume { id, admin } => {
             let id = keyforge_types::KeyId::parse(&id)?;
@@ -406,6 +490,145 @@ pub(crate) async fn budget(command: BudgetCommand) -> anyhow::Result<()> {
                 .await?;
             output::line(&format!("Removed budget {id}."))
         }
+    }
+}
+
+/// Finds a provider's id from its name (and environment, when the name is
+/// in several).
+async fn resolve_provider(
+    client: &AdminClient,
+    target: &ProviderTarget,
+) -> anyhow::Result<keyforge_types::ProviderId> {
+    if target.provider.starts_with("prv_") {
+        return Ok(keyforge_types::ProviderId::parse(&target.provider)?);
+    }
+    let name = ProviderName::parse(&target.provider)?;
+    let env = target.env.as_deref().map(EnvName::parse).transpose()?;
+    let list: ProviderList = client
+        .call(reqwest::Method::GET, "/providers", NO_BODY)
+        .await?;
+    let matches: Vec<&ProviderView> = list
+        .providers
+        .iter()
+        .filter(|p| p.name == name && env.as_ref().is_none_or(|env| &p.env == env))
+        .collect();
+    match matches.as_slice() {
+        [one] => Ok(one.id.clone()),
+        [] => match env {
+            Some(env) => bail!("no provider named `{name}` in environment `{env}`"),
+            None => bail!("no provider named `{name}`"),
+        },
+        several => bail!(
+            "provider `{name}` exists in environments {}: add --env",
+            several
+                .iter()
+                .map(|p| p.env.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
+pub(crate) async fn rotate(command: RotateCommand) -> anyhow::Result<()> {
+    let (target, admin, json) = match &command {
+        RotateCommand::Start {
+            target,
+            admin,
+            json,
+            ..
+        }
+        | RotateCommand::Status {
+            target,
+            admin,
+            json,
+            ..
+        }
+        | RotateCommand::Promote {
+            target,
+            admin,
+            json,
+            ..
+        }
+        | RotateCommand::Finish {
+            target,
+            admin,
+            json,
+            ..
+        }
+        | RotateCommand::Rollback {
+            target,
+            admin,
+            json,
+            ..
+        }
+        | RotateCommand::Cancel {
+            target,
+            admin,
+            json,
+            ..
+        } => (target, admin, *json),
+    };
+    let client = AdminClient::resolve(admin)?;
+    let id = resolve_provider(&client, target).await?;
+    let base = format!("/providers/{id}/rotation");
+    let status: RotationStatus = match &command {
+        RotateCommand::Start {
+            from_env,
+            from_file,
+            no_check,
+            ..
+        } => {
+            let secret =
+                read_provider_key(&target.provider, from_env.as_deref(), from_file.as_ref())?;
+            #[expect(
+                clippy::disallowed_methods,
+                reason = "the new provider key is sent once to the admin API, which seals it"
+            )]
+            let api_key = secret.expose().to_owned();
+            let request = StartRotationRequest {
+                api_key,
+                skip_check: *no_check,
+            };
+            client
+                .call(reqwest::Method::POST, &base, Some(&request))
+                .await?
+        }
+        RotateCommand::Status { .. } => client.call(reqwest::Method::GET, &base, NO_BODY).await?,
+        RotateCommand::Promote { percent, .. } => {
+            let request = PromoteRequest { percent: *percent };
+            client
+                .call(
+                    reqwest::Method::POST,
+                    &format!("{base}/promote"),
+                    Some(&request),
+                )
+                .await?
+        }
+        RotateCommand::Finish { force, .. } => {
+            let request = FinishRequest { force: *force };
+            client
+                .call(
+                    reqwest::Method::POST,
+                    &format!("{base}/finish"),
+                    Some(&request),
+                )
+                .await?
+        }
+        RotateCommand::Rollback { .. } => {
+            client
+                .call(reqwest::Method::POST, &format!("{base}/rollback"), NO_BODY)
+                .await?
+        }
+        RotateCommand::Cancel { .. } => {
+            client
+                .call(reqwest::Method::POST, &format!("{base}/cancel"), NO_BODY)
+                .await?
+        }
+    };
+    if json {
+        output::json(&status)
+    } else {
+        output::rotation_status(&status)
     }
 }
 

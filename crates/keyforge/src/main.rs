@@ -43,6 +43,7 @@ fn main() -> ExitCode {
             Command::Provider(command) => client::provider(command).await,
             Command::Key(command) => client::key(command).await,
             Command::Budget(command) => client::budget(command).await,
+            Command::Rotate(command) => client::rotate(command).await,
             Command::Alerts(command) => client::alerts(command).await,
             Command::Usage {
                 key,

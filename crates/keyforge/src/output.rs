@@ -5,7 +5,7 @@ use std::io::Write;
 
 use keyforge_gateway::admin::api::{
     AlertView, AlertWebhookView, BudgetView, CreatedKey, KeyView, PriceList, ProviderView,
-    RevokeResult, UsageReport, UsageRowView,
+    RevokeResult, RotatedKey, RotationStatus, UsageReport, UsageRowView,
 };
 use serde::Serialize;
 
@@ -116,6 +116,30 @@ pub(crate) fn key_created(created: &CreatedKey) -> anyhow::Result<()> {
     writeln!(
         out,
         "This is the only time the key is shown. Store it in your app's secret store; KeyForge keeps only a hash."
+    )?;
+    Ok(())
+}
+
+pub(crate) fn key_rotated(rotated: &RotatedKey) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "Rotated key {} ({}): its id, scope, budgets and history stay the same.",
+        rotated.view.id, rotated.view.name
+    )?;
+    match &rotated.grace_until {
+        Some(until) => writeln!(out, "The previous secret keeps working until {until}.")?,
+        None => writeln!(
+            out,
+            "This rotation was done before (same idempotency key): here is its successor again."
+        )?,
+    }
+    writeln!(out)?;
+    writeln!(out, "    {}", rotated.key)?;
+    writeln!(out)?;
+    writeln!(
+        out,
+        "Deploy the new key before the grace period ends. KeyForge keeps only a hash."
     )?;
     Ok(())
 }
@@ -253,6 +277,56 @@ pub(crate) fn alert_log(alerts: &[AlertView]) -> anyhow::Result<()> {
         &["AT", "KIND", "MESSAGE", "DELIVERIES"],
         &rows,
         "no alerts raised yet",
+    )
+}
+
+pub(crate) fn rotation_status(status: &RotationStatus) -> anyhow::Result<()> {
+    let provider = &status.provider;
+    {
+        let mut out = std::io::stdout().lock();
+        write!(
+            out,
+            "Provider {} ({}, environment {}, {})",
+            provider.name, provider.kind, provider.env, provider.id
+        )?;
+        if status.rollout_percent > 0 {
+            write!(
+                out,
+                "; the pending key serves {} % of requests",
+                status.rollout_percent
+            )?;
+        }
+        writeln!(out)?;
+    }
+    let rows: Vec<Vec<String>> = status
+        .versions
+        .iter()
+        .map(|v| {
+            vec![
+                format!("v{}", v.version),
+                v.stage.clone(),
+                v.created_at.clone(),
+                format!("{}d", v.age_days),
+                v.requests_last_hour.to_string(),
+                v.requests_last_day.to_string(),
+                v.requests_last_week.to_string(),
+                v.last_used.clone().unwrap_or_else(|| "-".into()),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "VERSION",
+            "STAGE",
+            "CREATED",
+            "AGE",
+            "LAST HOUR",
+            "LAST DAY",
+            "LAST WEEK",
+            "LAST USED",
+        ],
+        &rows,
+        "no key versions",
     )
 }
 

@@ -756,3 +756,101 @@ async fn alert_webhooks_come_from_stdin_and_stay_sealed() {
         );
     }
 }
+
+/// The rotation commands, end to end through the CLI: the new key comes
+/// from stdin, a name resolves to its provider, and status shows which
+/// version served what.
+#[tokio::test(flavor = "multi_thread")]
+async fn rotate_commands_walk_a_provider_key_through_blue_green() {
+    let home = tempfile::tempdir().unwrap();
+    let old_key = fake_provider_key("rotate-old");
+    let upstream = FakeUpstream::start(&old_key).await.unwrap();
+    let server = Server::start_in(home.path(), &[]).await;
+    server
+        .add_provider(
+            home.path(),
+            "openai",
+            "openai",
+            "dev",
+            &upstream.base_url(),
+            &old_key,
+        )
+        .await;
+    let key = server
+        .create_key(home.path(), &["--name", "app", "--env", "dev"])
+        .await["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let http = reqwest::Client::new();
+    let ask = || {
+        http.post(format!("{}/openai/v1/chat/completions", server.addr))
+            .bearer_auth(&key)
+            .json(&json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}))
+            .send()
+    };
+    assert_eq!(ask().await.unwrap().status(), 200);
+
+    let new_key = fake_provider_key("rotate-new");
+    // A key the provider rejects never becomes pending.
+    let (ok, _, err) = server
+        .cli(home.path(), &["rotate", "start", "openai"], Some(&new_key))
+        .await;
+    assert!(!ok && err.contains("rejected the new key"), "{err}");
+    assert!(!err.contains(&new_key), "{err}");
+    upstream.accept_key(&new_key);
+    let (ok, out, err) = server
+        .cli(home.path(), &["rotate", "start", "openai"], Some(&new_key))
+        .await;
+    assert!(ok, "{err}");
+    assert!(out.contains("v2") && out.contains("pending"), "{out}");
+    let (ok, out, err) = server
+        .cli(
+            home.path(),
+            &["rotate", "promote", "openai", "--env", "dev"],
+            None,
+        )
+        .await;
+    assert!(ok && out.contains("previous"), "{out}{err}");
+    assert_eq!(ask().await.unwrap().status(), 200);
+    let (ok, status, err) = server
+        .cli(home.path(), &["rotate", "status", "openai", "--json"], None)
+        .await;
+    assert!(ok, "{err}");
+    let status: Value = serde_json::from_str(&status).unwrap();
+    let version = |v: u64| {
+        status["versions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["version"] == v)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(version(2)["stage"], "current");
+    assert_eq!(version(2)["requests_last_hour"], 1);
+    assert_eq!(version(1)["stage"], "previous");
+    assert_eq!(version(1)["requests_last_hour"], 1);
+    // The old key served a request moments ago.
+    let (ok, _, err) = server
+        .cli(home.path(), &["rotate", "finish", "openai"], None)
+        .await;
+    assert!(!ok && err.contains("--force"), "{err}");
+    let (ok, out, err) = server
+        .cli(home.path(), &["rotate", "rollback", "openai"], None)
+        .await;
+    assert!(ok && out.contains("retired"), "{out}{err}");
+    let (ok, _, err) = server
+        .cli(home.path(), &["rotate", "status", "nope"], None)
+        .await;
+    assert!(!ok && err.contains("no provider named `nope`"), "{err}");
+    let logs = server.stop().await;
+    assert!(!logs.contains(&new_key), "{logs}");
+    for (path, bytes) in all_files(home.path()) {
+        assert!(
+            !contains(&bytes, &new_key),
+            "{} holds the new key",
+            path.display()
+        );
+    }
+}

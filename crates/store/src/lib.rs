@@ -10,14 +10,15 @@ mod model;
 mod sqlite;
 
 pub use model::{
-    AlertDelivery, AlertEvent, AlertWebhookRecord, BudgetRecord, CredentialRecord, LedgerRecord,
-    NewProvider, ProviderRecord, RecentRequest, RevokeOutcome, StoredAlert, Suspension, UsageGroup,
-    UsageQuery, UsageRow, VirtualKeyRecord,
+    AlertDelivery, AlertEvent, AlertWebhookRecord, BudgetRecord, CredentialInfo, CredentialRecord,
+    CredentialStage, GraceSecret, KeyRotation, KeyRotationOutcome, LedgerRecord, NewProvider,
+    ProviderRecord, RecentRequest, RevokeOutcome, StoredAlert, Suspension, UsageGroup, UsageQuery,
+    UsageRow, VersionUsage, VirtualKeyRecord,
 };
 pub use sqlite::SqliteStore;
 
 use async_trait::async_trait;
-use keyforge_types::{AlertId, BudgetId, BudgetScope, KeyId};
+use keyforge_types::{AlertId, BudgetId, BudgetScope, EnvName, KeyId, ProviderId, ProviderName};
 use time::OffsetDateTime;
 
 #[derive(Debug, thiserror::Error)]
@@ -47,8 +48,35 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Adds a provider and its first credential version. The name is unique
     /// within its environment.
     async fn insert_provider(&self, provider: &NewProvider) -> Result<(), StoreError>;
-    /// Every provider with its current credential.
+    /// Every provider with its current, pending and previous credentials.
     async fn list_providers(&self) -> Result<Vec<ProviderRecord>, StoreError>;
+    /// Adds a version of a provider's key. Versions are unique per provider.
+    async fn insert_credential(
+        &self,
+        provider_id: &ProviderId,
+        credential: &CredentialRecord,
+        stage: CredentialStage,
+    ) -> Result<(), StoreError>;
+    /// Every version of a provider's key, newest first, without secrets.
+    async fn list_credentials(
+        &self,
+        provider_id: &ProviderId,
+    ) -> Result<Vec<CredentialInfo>, StoreError>;
+    /// Moves versions between stages and sets the pending version's share of
+    /// requests, in one transaction.
+    async fn set_credential_stages(
+        &self,
+        provider_id: &ProviderId,
+        stages: &[(u32, CredentialStage)],
+        rollout_percent: u8,
+    ) -> Result<(), StoreError>;
+    /// Requests per provider key version since a time (from the ledger).
+    async fn version_usage(
+        &self,
+        env: &EnvName,
+        provider: &ProviderName,
+        since_ms: i64,
+    ) -> Result<Vec<VersionUsage>, StoreError>;
 
     /// Adds a key and its own budgets, in one transaction.
     async fn insert_virtual_key(
@@ -63,6 +91,23 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         id: &KeyId,
         at: OffsetDateTime,
     ) -> Result<RevokeOutcome, StoreError>;
+    /// Gives a key a new secret; the current one stays valid until the
+    /// rotation's grace ends. The key id is unchanged.
+    async fn rotate_virtual_key(
+        &self,
+        rotation: &KeyRotation,
+    ) -> Result<KeyRotationOutcome, StoreError>;
+    /// Earlier secrets of rotated keys still in their grace window.
+    async fn list_grace_secrets(&self, now: OffsetDateTime)
+    -> Result<Vec<GraceSecret>, StoreError>;
+    /// Revokes every unrevoked key of an environment and/or project (at
+    /// least one is given); returns the ids revoked.
+    async fn revoke_virtual_keys_where(
+        &self,
+        env: Option<&EnvName>,
+        project: Option<&keyforge_types::ProjectName>,
+        at: OffsetDateTime,
+    ) -> Result<Vec<KeyId>, StoreError>;
     /// Suspends (`Some`) or resumes (`None`) a key; `false` if there is no
     /// such key.
     async fn set_key_suspension(

@@ -46,6 +46,62 @@ pub struct ProviderRecord {
     pub base_url: Option<String>,
     pub created_at: OffsetDateTime,
     pub current: CredentialRecord,
+    /// Being rotated in; serves `rollout_percent` % of requests until it is
+    /// promoted.
+    pub pending: Option<CredentialRecord>,
+    /// The version `current` replaced, still valid at the provider until the
+    /// rotation is finished (and the one a rollback returns to).
+    pub previous: Option<CredentialRecord>,
+    pub rollout_percent: u8,
+}
+
+/// Where a provider key version stands in blue/green rotation (after AWS
+/// Secrets Manager's staging labels).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CredentialStage {
+    Current,
+    Pending,
+    Previous,
+    Retired,
+}
+
+impl CredentialStage {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Current => "current",
+            Self::Pending => "pending",
+            Self::Previous => "previous",
+            Self::Retired => "retired",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "current" => Some(Self::Current),
+            "pending" => Some(Self::Pending),
+            "previous" => Some(Self::Previous),
+            "retired" => Some(Self::Retired),
+            _ => None,
+        }
+    }
+}
+
+/// A provider key version without its secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CredentialInfo {
+    pub version: u32,
+    pub stage: CredentialStage,
+    pub created_at: OffsetDateTime,
+}
+
+/// How much one provider key version was used since a time (from the
+/// ledger).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VersionUsage {
+    pub version: u32,
+    pub requests: u64,
+    /// Unix milliseconds of the latest request.
+    pub last_ms: i64,
 }
 
 #[derive(Debug, Clone)]
@@ -214,4 +270,39 @@ pub struct AlertDelivery {
     pub status: String,
     pub attempts: u32,
     pub last_error: Option<String>,
+}
+
+/// An earlier secret of a rotated key, valid until `valid_until`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GraceSecret {
+    pub key_id: KeyId,
+    pub hash: KeyHash,
+    pub prefix: String,
+    pub valid_until: OffsetDateTime,
+}
+
+/// A key rotation to apply.
+#[derive(Debug, Clone)]
+pub struct KeyRotation {
+    pub key_id: KeyId,
+    pub new_hash: KeyHash,
+    pub new_prefix: String,
+    /// When the current secret stops working.
+    pub grace_until: OffsetDateTime,
+    /// Rotate even though an earlier secret is still in its grace window.
+    pub force: bool,
+    /// With the successor's text sealed, so a retry returns it.
+    pub idempotency: Option<(String, Vec<u8>)>,
+    pub at: OffsetDateTime,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyRotationOutcome {
+    Rotated,
+    /// A retry of an earlier rotation: its sealed successor.
+    Repeated(Vec<u8>),
+    NotFound,
+    Revoked,
+    /// The key was rotated at this time and that secret is still in grace.
+    InGrace(OffsetDateTime),
 }

@@ -47,7 +47,13 @@ pub struct RecordedRequest {
 
 #[derive(Debug)]
 struct FakeState {
-    expected_key: String,
+    /// The provider keys this fake accepts (a provider accepts several while
+    /// a key is being rotated).
+    #[expect(
+        clippy::disallowed_types,
+        reason = "test support: a tiny critical section that never crosses an await"
+    )]
+    keys: std::sync::Mutex<Vec<String>>,
     #[expect(
         clippy::disallowed_types,
         reason = "test support: a tiny critical section that never crosses an await"
@@ -65,8 +71,8 @@ pub struct FakeUpstream {
 }
 
 impl FakeUpstream {
-    /// Starts on 127.0.0.1 with an OS-chosen port; `expected_key` is the only
-    /// provider key it accepts (in each dialect's header).
+    /// Starts on 127.0.0.1 with an OS-chosen port, accepting `expected_key`
+    /// (in each dialect's header); see [`Self::accept_key`] for more.
     pub async fn start(expected_key: &str) -> std::io::Result<Self> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         Self::serve_on(listener, expected_key)
@@ -77,8 +83,13 @@ impl FakeUpstream {
         expected_key: &str,
     ) -> std::io::Result<Self> {
         let addr = listener.local_addr()?;
+        #[expect(
+            clippy::disallowed_types,
+            reason = "test support: a tiny critical section that never crosses an await"
+        )]
+        let keys = std::sync::Mutex::new(vec![expected_key.to_owned()]);
         let state = Arc::new(FakeState {
-            expected_key: expected_key.to_owned(),
+            keys,
             requests: Default::default(),
             streams_started: AtomicUsize::new(0),
             streams_cancelled: AtomicUsize::new(0),
@@ -104,6 +115,20 @@ impl FakeUpstream {
             .lock()
             .map(|guard| guard.clone())
             .unwrap_or_default()
+    }
+
+    /// Accepts another provider key too (a key created during a rotation).
+    pub fn accept_key(&self, key: &str) {
+        if let Ok(mut keys) = self.state.keys.lock() {
+            keys.push(key.to_owned());
+        }
+    }
+
+    /// Stops accepting a key, as a provider does once it is revoked there.
+    pub fn revoke_key(&self, key: &str) {
+        if let Ok(mut keys) = self.state.keys.lock() {
+            keys.retain(|k| k != key);
+        }
     }
 
     pub fn streams_started(&self) -> usize {
@@ -146,7 +171,11 @@ async fn handle(State(state): State<Arc<FakeState>>, request: Request) -> Respon
         } else {
             Dialect::OpenAi
         };
-    if let Some(rejection) = check_key(dialect, &parts.headers, &state.expected_key) {
+    let rejection = match state.keys.lock() {
+        Ok(keys) => check_key(dialect, &parts.headers, &keys),
+        Err(_) => None,
+    };
+    if let Some(rejection) = rejection {
         return rejection;
     }
     let request: Value = if body.is_empty() {
@@ -189,7 +218,7 @@ async fn handle(State(state): State<Arc<FakeState>>, request: Request) -> Respon
     }
 }
 
-fn check_key(dialect: Dialect, headers: &HeaderMap, expected: &str) -> Option<Response> {
+fn check_key(dialect: Dialect, headers: &HeaderMap, accepted: &[String]) -> Option<Response> {
     let presented = match dialect {
         Dialect::OpenAi => headers
             .get("authorization")
@@ -206,7 +235,7 @@ fn check_key(dialect: Dialect, headers: &HeaderMap, expected: &str) -> Option<Re
             .map(str::to_owned),
     };
     match presented {
-        Some(key) if key == expected => None,
+        Some(key) if accepted.contains(&key) => None,
         // Like real providers, echo what was presented: the gateway must
         // scrub it before the client sees it.
         Some(key) => Some(error_response(

@@ -149,6 +149,56 @@ pub struct RevokeResult {
     pub outcome: String,
 }
 
+/// Rotates a virtual key: a successor secret for the same key id.
+#[derive(Debug, Default, Deserialize, Serialize)]
+pub struct RotateKeyRequest {
+    /// How long the current secret keeps working: `30m`, `24h`, `7d`
+    /// (default 24h; `0s` is not allowed, revoke instead).
+    #[serde(default)]
+    pub grace: Option<String>,
+    /// A retry with the same idempotency key returns the same successor.
+    #[serde(default)]
+    pub idempotency_key: Option<String>,
+    /// Rotate even though an earlier secret is still in its grace window.
+    #[serde(default)]
+    pub force: bool,
+}
+
+/// The answer to a key rotation: the successor's text, shown this once
+/// (and again only to a retry with the same idempotency key).
+#[derive(Deserialize, Serialize)]
+pub struct RotatedKey {
+    pub key: String,
+    /// When the earlier secret stops working (absent on a repeated answer).
+    pub grace_until: Option<String>,
+    #[serde(flatten)]
+    pub view: KeyView,
+}
+
+impl std::fmt::Debug for RotatedKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RotatedKey")
+            .field("grace_until", &self.grace_until)
+            .field("view", &self.view)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Revokes every key of an environment and/or a project.
+#[derive(Debug, Default, Deserialize, Serialize)]
+pub struct BulkRevokeRequest {
+    #[serde(default)]
+    pub env: Option<EnvName>,
+    #[serde(default)]
+    pub project: Option<ProjectName>,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+pub struct BulkRevokeResult {
+    /// The keys revoked now (keys revoked before are not listed).
+    pub revoked: Vec<KeyId>,
+}
+
 #[derive(Debug, Deserialize, Serialize)]
 pub struct ErrorBody {
     pub error: ErrorDetail,
@@ -264,4 +314,60 @@ pub struct AlertView {
 #[derive(Debug, Deserialize, Serialize)]
 pub struct AlertLog {
     pub alerts: Vec<AlertView>,
+}
+
+/// Starts a rotation: the new provider key becomes `pending`.
+#[derive(Deserialize, Serialize)]
+pub struct StartRotationRequest {
+    /// The new provider key. Sealed before it is stored, never returned.
+    pub api_key: String,
+    /// Skip the authenticated test call (for providers without a models
+    /// endpoint).
+    #[serde(default)]
+    pub skip_check: bool,
+}
+
+impl std::fmt::Debug for StartRotationRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StartRotationRequest")
+            .field("skip_check", &self.skip_check)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+pub struct PromoteRequest {
+    /// Share of requests for the pending key, 1 to 100; absent or 100
+    /// promotes it to current.
+    #[serde(default)]
+    pub percent: Option<u8>,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+pub struct FinishRequest {
+    /// Retire the previous key even though it served requests recently.
+    #[serde(default)]
+    pub force: bool,
+}
+
+/// One version of a provider's key and its recent traffic.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct KeyVersionView {
+    pub version: u32,
+    /// `current`, `pending`, `previous` or `retired`.
+    pub stage: String,
+    pub created_at: String,
+    pub age_days: i64,
+    pub requests_last_hour: u64,
+    pub requests_last_day: u64,
+    pub requests_last_week: u64,
+    pub last_used: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct RotationStatus {
+    pub provider: ProviderView,
+    /// Share of requests the pending key serves.
+    pub rollout_percent: u8,
+    pub versions: Vec<KeyVersionView>,
 }

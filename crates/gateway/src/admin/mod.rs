@@ -4,6 +4,7 @@
 mod alerts;
 pub mod api;
 mod budgets;
+mod rotation;
 
 use std::sync::Arc;
 
@@ -36,10 +37,23 @@ use crate::state::AppState;
 pub(crate) fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
     Router::new()
         .route("/providers", get(list_providers).post(create_provider))
+        .route(
+            "/providers/{id}/rotation",
+            get(rotation::status).post(rotation::start),
+        )
+        .route("/providers/{id}/rotation/promote", post(rotation::promote))
+        .route("/providers/{id}/rotation/finish", post(rotation::finish))
+        .route(
+            "/providers/{id}/rotation/rollback",
+            post(rotation::rollback),
+        )
+        .route("/providers/{id}/rotation/cancel", post(rotation::cancel))
         .route("/keys", get(list_keys).post(create_key))
         .route("/keys/{id}", get(show_key))
+        .route("/keys/revoke", post(revoke_keys))
         .route("/keys/{id}/revoke", post(revoke_key))
         .route("/keys/{id}/resume", post(resume_key))
+        .route("/keys/{id}/rotate", post(rotate_key))
         .route("/budgets", get(budgets::list).post(budgets::set))
         .route("/budgets/{id}", axum::routing::delete(budgets::delete))
         .route("/alerts", get(alerts::list).post(alerts::add))
@@ -489,6 +503,149 @@ async fn revoke_key(
         id,
         outcome: outcome.to_owned(),
     }))
+}
+
+/// Issues a successor secret for a key (same id, scope, budgets and
+/// history); the current secret keeps working for the grace window.
+async fn rotate_key(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<axum::Json<api::RotatedKey>, AdminError> {
+    let id = parse_key_id(&id)?;
+    let request: api::RotateKeyRequest = if body.is_empty() {
+        api::RotateKeyRequest::default()
+    } else {
+        parse_json(&body)?
+    };
+    let grace = Ttl::parse(request.grace.as_deref().unwrap_or("24h"))
+        .map_err(|error| AdminError::bad_request(format!("grace: {error}")))?;
+    if let Some(key) = &request.idempotency_key
+        && (key.is_empty() || key.len() > 128 || !key.bytes().all(|b| b.is_ascii_graphic()))
+    {
+        return Err(AdminError::bad_request(
+            "an idempotency key is 1 to 128 printable ASCII characters",
+        ));
+    }
+    let _guard = state.admin_write.lock().await;
+    let env = state
+        .snapshot
+        .load()
+        .key_by_id(&id)
+        .map(|entry| entry.record.env.clone())
+        .ok_or_else(|| {
+            AdminError::new(
+                StatusCode::NOT_FOUND,
+                "key_not_found",
+                format!("no key with id {id}"),
+            )
+        })?;
+    let successor = VirtualKey::generate(&env);
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "the successor is sealed for idempotent retries and shown once to the admin"
+    )]
+    let successor_text = successor.secret().expose_secret().to_owned();
+    let now = state.clock.now();
+    let aad = |idempotency_key: &str| {
+        format!("keyforge/key-rotation/{id}/{idempotency_key}").into_bytes()
+    };
+    let rotation = keyforge_store::KeyRotation {
+        key_id: id.clone(),
+        new_hash: state.hasher.hash(&successor),
+        new_prefix: successor.display_prefix(),
+        grace_until: now + grace.as_duration(),
+        force: request.force,
+        idempotency: request.idempotency_key.as_ref().map(|key| {
+            (
+                key.clone(),
+                state.sealer.seal(successor_text.as_bytes(), &aad(key)),
+            )
+        }),
+        at: now,
+    };
+    let outcome = state
+        .store
+        .rotate_virtual_key(&rotation)
+        .await
+        .map_err(AdminError::store)?;
+    let (key, grace_until) = match outcome {
+        keyforge_store::KeyRotationOutcome::Rotated => {
+            (successor_text, Some(rfc3339(rotation.grace_until)))
+        }
+        keyforge_store::KeyRotationOutcome::Repeated(sealed) => {
+            let idempotency_key = request.idempotency_key.as_deref().unwrap_or_default();
+            let plaintext = state
+                .sealer
+                .open(&sealed, &aad(idempotency_key))
+                .map_err(|_| AdminError::internal("cannot open the stored successor"))?;
+            let text = String::from_utf8(plaintext.to_vec())
+                .map_err(|_| AdminError::internal("the stored successor is not text"))?;
+            (text, None)
+        }
+        keyforge_store::KeyRotationOutcome::NotFound => {
+            return Err(AdminError::new(
+                StatusCode::NOT_FOUND,
+                "key_not_found",
+                format!("no key with id {id}"),
+            ));
+        }
+        keyforge_store::KeyRotationOutcome::Revoked => {
+            return Err(AdminError::new(
+                StatusCode::CONFLICT,
+                "key_revoked",
+                format!("key {id} is revoked; create a new key instead"),
+            ));
+        }
+        keyforge_store::KeyRotationOutcome::InGrace(until) => {
+            return Err(AdminError::new(
+                StatusCode::CONFLICT,
+                "rotation_in_grace",
+                format!(
+                    "key {id} was rotated recently and its earlier secret works until {}; a retry with the same idempotency key returns that successor, or rotate again with --force",
+                    rfc3339(until)
+                ),
+            ));
+        }
+    };
+    reload(&state).await?;
+    tracing::info!(key_id = %id, "virtual key rotated");
+    let snapshot = state.snapshot.load();
+    let entry = snapshot
+        .key_by_id(&id)
+        .ok_or_else(|| AdminError::internal("the key is missing from the reloaded snapshot"))?;
+    Ok(axum::Json(api::RotatedKey {
+        key,
+        grace_until,
+        view: key_view(entry, now),
+    }))
+}
+
+/// Revokes every key of an environment and/or project at once (a leak's
+/// blast radius), effective on the next request.
+async fn revoke_keys(
+    State(state): State<Arc<AppState>>,
+    body: Bytes,
+) -> Result<axum::Json<api::BulkRevokeResult>, AdminError> {
+    let request: api::BulkRevokeRequest = parse_json(&body)?;
+    if request.env.is_none() && request.project.is_none() {
+        return Err(AdminError::bad_request(
+            "give an environment, a project or both: every key matching them is revoked",
+        ));
+    }
+    let _guard = state.admin_write.lock().await;
+    let revoked = state
+        .store
+        .revoke_virtual_keys_where(
+            request.env.as_ref(),
+            request.project.as_ref(),
+            state.clock.now(),
+        )
+        .await
+        .map_err(AdminError::store)?;
+    reload(&state).await?;
+    tracing::info!(env = ?request.env, project = ?request.project, count = revoked.len(), "virtual keys revoked in bulk");
+    Ok(axum::Json(api::BulkRevokeResult { revoked }))
 }
 
 /// Lifts a suspension (set by anomaly detection).

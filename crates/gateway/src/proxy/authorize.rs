@@ -13,12 +13,24 @@ use super::RequestContext;
 use super::authenticate::Authenticated;
 use super::route::{Route, Selector};
 use crate::error::GatewayError;
-use crate::snapshot::{ProviderEntry, Snapshot};
+use crate::snapshot::{Credential, ProviderEntry, Snapshot};
 
 /// Where a request goes.
 pub(crate) struct Target {
     pub(crate) provider: Arc<ProviderEntry>,
+    /// Serve with the pending key version (a gradual rollout's share).
+    pending: bool,
     pub(crate) upstream_path: String,
+}
+
+impl Target {
+    /// The provider key version this request uses, from start to end.
+    pub(crate) fn credential(&self) -> &Credential {
+        match (&self.provider.pending, self.pending) {
+            (Some(pending), true) => pending,
+            _ => &self.provider.current,
+        }
+    }
 }
 
 pub(crate) fn key_is_usable(key: &Authenticated, now: OffsetDateTime) -> Result<(), GatewayError> {
@@ -120,8 +132,10 @@ pub(crate) fn target(
         }
         RequestModel::Unknown => {}
     }
+    let pending = !std::ptr::eq(provider.pick(), &provider.current);
     Ok(Target {
         provider,
+        pending,
         upstream_path: route.upstream_path.clone(),
     })
 }

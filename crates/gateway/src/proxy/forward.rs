@@ -106,7 +106,12 @@ async fn send_once(
         _ => body,
     };
     let mut headers = sanitize_request_headers(&parts.headers);
-    inject_provider_key(provider.kind.api(), &mut headers, &provider.secret).map_err(|_| {
+    inject_provider_key(
+        provider.kind.api(),
+        &mut headers,
+        &target.credential().secret,
+    )
+    .map_err(|_| {
         GatewayError::internal(
             "bad_provider_key",
             format!("the stored key of provider `{name}` cannot be sent in an HTTP header"),
@@ -201,7 +206,7 @@ pub(crate) async fn respond(
             clippy::disallowed_methods,
             reason = "the provider key is only searched for, to scrub it from the upstream's error body"
         )]
-        let provider_key = target.provider.secret.expose();
+        let provider_key = target.credential().secret.expose();
         Body::from(state.scrubber.scrub(&raw, &[provider_key, client_key]))
     };
 
@@ -233,7 +238,7 @@ pub(crate) fn settlement(
         env: key.entry.record.env.clone(),
         project: key.entry.record.project.clone(),
         provider: target.provider.record.name.clone(),
-        provider_key_version: target.provider.record.current.version,
+        provider_key_version: target.credential().version,
         model: ctx.model.clone(),
         input_tokens: 0,
         cached_input_tokens: 0,

@@ -16,18 +16,20 @@ use sqlx::{Row, SqliteConnection};
 use time::OffsetDateTime;
 
 use crate::model::{
-    AlertDelivery, AlertEvent, AlertWebhookRecord, BudgetRecord, CredentialRecord, LedgerRecord,
-    NewProvider, ProviderRecord, RecentRequest, RevokeOutcome, StoredAlert, Suspension, UsageGroup,
-    UsageQuery, UsageRow, VirtualKeyRecord,
+    AlertDelivery, AlertEvent, AlertWebhookRecord, BudgetRecord, CredentialInfo, CredentialRecord,
+    CredentialStage, GraceSecret, KeyRotation, KeyRotationOutcome, LedgerRecord, NewProvider,
+    ProviderRecord, RecentRequest, RevokeOutcome, StoredAlert, Suspension, UsageGroup, UsageQuery,
+    UsageRow, VersionUsage, VirtualKeyRecord,
 };
 use crate::{Store, StoreError};
 
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
 /// 18 columns x 100 rows stays far below SQLite's bound-parameter limit.
 const LEDGER_ROWS_PER_STATEMENT: usize = 100;
 const SCHEMA_V1: &str = include_str!("schema.sql");
 const SCHEMA_V2: &str = include_str!("schema_v2.sql");
 const SCHEMA_V3: &str = include_str!("schema_v3.sql");
+const SCHEMA_V4: &str = include_str!("schema_v4.sql");
 
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
@@ -99,6 +101,9 @@ impl SqliteStore {
         if version < 3 {
             sqlx::raw_sql(SCHEMA_V3).execute(&mut *tx).await?;
         }
+        if version < 4 {
+            sqlx::raw_sql(SCHEMA_V4).execute(&mut *tx).await?;
+        }
         if version < SCHEMA_VERSION {
             sqlx::raw_sql(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))
                 .execute(&mut *tx)
@@ -141,20 +146,45 @@ fn corrupt<E: std::fmt::Display>(what: &'static str) -> impl FnOnce(E) -> StoreE
     move |error| StoreError::Corrupt(format!("{what}: {error}"))
 }
 
-fn provider_from_row(row: &SqliteRow) -> Result<ProviderRecord, StoreError> {
+fn credential_from_row(row: &SqliteRow) -> Result<CredentialRecord, StoreError> {
+    Ok(CredentialRecord {
+        version: u32::try_from(row.try_get::<i64, _>("version")?)
+            .map_err(corrupt("credential version"))?,
+        sealed: row.try_get("sealed")?,
+        created_at: from_unix(row.try_get("created_at")?)?,
+    })
+}
+
+fn provider_from_row(
+    row: &SqliteRow,
+    credentials: &mut std::collections::HashMap<String, Vec<(CredentialStage, CredentialRecord)>>,
+) -> Result<ProviderRecord, StoreError> {
+    let id: String = row.try_get("id")?;
+    let mut current = None;
+    let mut pending = None;
+    let mut previous = None;
+    for (stage, credential) in credentials.remove(&id).unwrap_or_default() {
+        match stage {
+            CredentialStage::Current => current = Some(credential),
+            CredentialStage::Pending => pending = Some(credential),
+            CredentialStage::Previous => previous = Some(credential),
+            CredentialStage::Retired => {}
+        }
+    }
+    let current =
+        current.ok_or_else(|| StoreError::Corrupt(format!("provider {id} has no current key")))?;
     Ok(ProviderRecord {
-        id: ProviderId::parse(row.try_get("id")?).map_err(corrupt("provider id"))?,
+        id: ProviderId::parse(&id).map_err(corrupt("provider id"))?,
         name: ProviderName::parse(row.try_get("name")?).map_err(corrupt("provider name"))?,
         env: EnvName::parse(row.try_get("env")?).map_err(corrupt("provider environment"))?,
         kind: row.try_get("kind")?,
         base_url: row.try_get("base_url")?,
         created_at: from_unix(row.try_get("created_at")?)?,
-        current: CredentialRecord {
-            version: u32::try_from(row.try_get::<i64, _>("version")?)
-                .map_err(corrupt("credential version"))?,
-            sealed: row.try_get("sealed")?,
-            created_at: from_unix(row.try_get("credential_created_at")?)?,
-        },
+        current,
+        pending,
+        previous,
+        rollout_percent: u8::try_from(row.try_get::<i64, _>("rollout_percent")?)
+            .map_err(corrupt("rollout percent"))?,
     })
 }
 
@@ -339,14 +369,148 @@ impl Store for SqliteStore {
     }
 
     async fn list_providers(&self) -> Result<Vec<ProviderRecord>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT p.id, p.name, p.env, p.kind, p.base_url, p.created_at, c.version, c.sealed, c.created_at AS credential_created_at \
-             FROM providers p JOIN provider_credentials c ON c.provider_id = p.id AND c.stage = 'current' \
-             ORDER BY p.env, p.name",
+        let mut tx = self.pool.begin().await?;
+        let mut credentials: std::collections::HashMap<String, Vec<_>> =
+            std::collections::HashMap::new();
+        for row in sqlx::query(
+            "SELECT provider_id, version, stage, sealed, created_at FROM provider_credentials WHERE stage != 'retired'",
         )
+        .fetch_all(&mut *tx)
+        .await?
+        {
+            let stage: String = row.try_get("stage")?;
+            let stage = CredentialStage::parse(&stage)
+                .ok_or_else(|| StoreError::Corrupt(format!("credential stage {stage}")))?;
+            credentials
+                .entry(row.try_get("provider_id")?)
+                .or_default()
+                .push((stage, credential_from_row(&row)?));
+        }
+        let rows = sqlx::query(
+            "SELECT id, name, env, kind, base_url, created_at, rollout_percent FROM providers ORDER BY env, name",
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        rows.iter()
+            .map(|row| provider_from_row(row, &mut credentials))
+            .collect()
+    }
+
+    async fn insert_credential(
+        &self,
+        provider_id: &ProviderId,
+        credential: &CredentialRecord,
+        stage: CredentialStage,
+    ) -> Result<(), StoreError> {
+        let mut connection = self.pool.acquire().await?;
+        match insert_credential(&mut connection, provider_id, credential, stage.as_str()).await {
+            Err(StoreError::Database(error)) if is_unique_violation(&error) => {
+                Err(StoreError::Conflict(format!(
+                    "provider {provider_id} already has a key version {}",
+                    credential.version
+                )))
+            }
+            other => other,
+        }
+    }
+
+    async fn list_credentials(
+        &self,
+        provider_id: &ProviderId,
+    ) -> Result<Vec<CredentialInfo>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT version, stage, created_at FROM provider_credentials WHERE provider_id = ? ORDER BY version DESC",
+        )
+        .bind(provider_id.as_str())
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(provider_from_row).collect()
+        rows.iter()
+            .map(|row| {
+                let stage: String = row.try_get("stage")?;
+                Ok(CredentialInfo {
+                    version: u32::try_from(row.try_get::<i64, _>("version")?)
+                        .map_err(corrupt("credential version"))?,
+                    stage: CredentialStage::parse(&stage)
+                        .ok_or_else(|| StoreError::Corrupt(format!("credential stage {stage}")))?,
+                    created_at: from_unix(row.try_get("created_at")?)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn set_credential_stages(
+        &self,
+        provider_id: &ProviderId,
+        stages: &[(u32, CredentialStage)],
+        rollout_percent: u8,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        for (version, stage) in stages {
+            sqlx::query(
+                "UPDATE provider_credentials SET stage = ? WHERE provider_id = ? AND version = ?",
+            )
+            .bind(stage.as_str())
+            .bind(provider_id.as_str())
+            .bind(i64::from(*version))
+            .execute(&mut *tx)
+            .await?;
+        }
+        sqlx::query("UPDATE providers SET rollout_percent = ? WHERE id = ?")
+            .bind(i64::from(rollout_percent))
+            .bind(provider_id.as_str())
+            .execute(&mut *tx)
+            .await?;
+        // Exactly one current version, at most one pending and one previous.
+        let counts: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT stage, COUNT(*) FROM provider_credentials WHERE provider_id = ? AND stage != 'retired' GROUP BY stage",
+        )
+        .bind(provider_id.as_str())
+        .fetch_all(&mut *tx)
+        .await?;
+        let count = |stage: &str| {
+            counts
+                .iter()
+                .find(|(s, _)| s == stage)
+                .map_or(0, |(_, n)| *n)
+        };
+        if count("current") != 1 || count("pending") > 1 || count("previous") > 1 {
+            return Err(StoreError::Conflict(format!(
+                "provider {provider_id}: the stage change would leave {} current, {} pending and {} previous versions",
+                count("current"),
+                count("pending"),
+                count("previous")
+            )));
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn version_usage(
+        &self,
+        env: &EnvName,
+        provider: &ProviderName,
+        since_ms: i64,
+    ) -> Result<Vec<VersionUsage>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT provider_key_version, COUNT(*) AS requests, MAX(at_ms) AS last_ms FROM ledger \
+             WHERE env = ? AND provider = ? AND at_ms >= ? GROUP BY provider_key_version ORDER BY provider_key_version DESC",
+        )
+        .bind(env.as_str())
+        .bind(provider.as_str())
+        .bind(since_ms)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(VersionUsage {
+                    version: u32::try_from(row.try_get::<i64, _>("provider_key_version")?)
+                        .map_err(corrupt("ledger key version"))?,
+                    requests: to_u64(row.try_get("requests")?),
+                    last_ms: row.try_get("last_ms")?,
+                })
+            })
+            .collect()
     }
 
     async fn insert_virtual_key(
@@ -514,6 +678,134 @@ impl Store for SqliteStore {
                 })
             })
             .collect()
+    }
+
+    async fn rotate_virtual_key(
+        &self,
+        rotation: &KeyRotation,
+    ) -> Result<KeyRotationOutcome, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let id = rotation.key_id.as_str();
+        if let Some((idempotency_key, _)) = &rotation.idempotency {
+            let earlier: Option<Vec<u8>> = sqlx::query_scalar(
+                "SELECT sealed_key FROM key_rotations WHERE key_id = ? AND idempotency_key = ?",
+            )
+            .bind(id)
+            .bind(idempotency_key)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some(sealed) = earlier {
+                return Ok(KeyRotationOutcome::Repeated(sealed));
+            }
+        }
+        let key: Option<(Vec<u8>, String, Option<i64>)> =
+            sqlx::query_as("SELECT hash, prefix, revoked_at FROM virtual_keys WHERE id = ?")
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some((hash, prefix, revoked_at)) = key else {
+            return Ok(KeyRotationOutcome::NotFound);
+        };
+        if revoked_at.is_some() {
+            return Ok(KeyRotationOutcome::Revoked);
+        }
+        if !rotation.force {
+            let in_grace: Option<i64> = sqlx::query_scalar(
+                "SELECT MAX(valid_until) FROM key_grace WHERE key_id = ? AND valid_until > ?",
+            )
+            .bind(id)
+            .bind(to_unix(rotation.at))
+            .fetch_one(&mut *tx)
+            .await?;
+            if let Some(until) = in_grace {
+                return Ok(KeyRotationOutcome::InGrace(from_unix(until)?));
+            }
+        }
+        sqlx::query(
+            "INSERT INTO key_grace (hash, key_id, prefix, valid_until) VALUES (?, ?, ?, ?)",
+        )
+        .bind(&hash)
+        .bind(id)
+        .bind(&prefix)
+        .bind(to_unix(rotation.grace_until))
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("UPDATE virtual_keys SET hash = ?, prefix = ? WHERE id = ?")
+            .bind(rotation.new_hash.as_bytes().as_slice())
+            .bind(&rotation.new_prefix)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        if let Some((idempotency_key, sealed)) = &rotation.idempotency {
+            sqlx::query("INSERT INTO key_rotations (key_id, idempotency_key, sealed_key, created_at) VALUES (?, ?, ?, ?)")
+                .bind(id)
+                .bind(idempotency_key)
+                .bind(sealed)
+                .bind(to_unix(rotation.at))
+                .execute(&mut *tx)
+                .await?;
+        }
+        // Sealed successors are only kept for retries within the grace window.
+        sqlx::query("DELETE FROM key_rotations WHERE created_at < ?")
+            .bind(to_unix(rotation.at) - 7 * 86_400)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(KeyRotationOutcome::Rotated)
+    }
+
+    async fn list_grace_secrets(
+        &self,
+        now: OffsetDateTime,
+    ) -> Result<Vec<GraceSecret>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT hash, key_id, prefix, valid_until FROM key_grace WHERE valid_until > ?",
+        )
+        .bind(to_unix(now))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let hash: Vec<u8> = row.try_get("hash")?;
+                Ok(GraceSecret {
+                    key_id: KeyId::parse(row.try_get("key_id")?).map_err(corrupt("key id"))?,
+                    hash: KeyHash::from_slice(&hash)
+                        .ok_or_else(|| StoreError::Corrupt("grace hash length".into()))?,
+                    prefix: row.try_get("prefix")?,
+                    valid_until: from_unix(row.try_get("valid_until")?)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn revoke_virtual_keys_where(
+        &self,
+        env: Option<&EnvName>,
+        project: Option<&ProjectName>,
+        at: OffsetDateTime,
+    ) -> Result<Vec<KeyId>, StoreError> {
+        if env.is_none() && project.is_none() {
+            return Err(StoreError::Conflict(
+                "bulk revocation needs an environment or a project".into(),
+            ));
+        }
+        let ids: Vec<String> = sqlx::query_scalar(
+            "UPDATE virtual_keys SET revoked_at = ? WHERE revoked_at IS NULL \
+             AND (? IS NULL OR env = ?) AND (? IS NULL OR project = ?) RETURNING id",
+        )
+        .bind(to_unix(at))
+        .bind(env.map(EnvName::as_str))
+        .bind(env.map(EnvName::as_str))
+        .bind(project.map(ProjectName::as_str))
+        .bind(project.map(ProjectName::as_str))
+        .fetch_all(&self.pool)
+        .await?;
+        let mut ids = ids
+            .iter()
+            .map(|id| KeyId::parse(id).map_err(corrupt("key id")))
+            .collect::<Result<Vec<_>, _>>()?;
+        ids.sort();
+        Ok(ids)
     }
 
     async fn set_key_suspension(

@@ -2,7 +2,7 @@ use keyforge_types::{ModelPattern, VirtualKey};
 use time::macros::datetime;
 
 use super::*;
-use crate::model::{LedgerRecord, UsageGroup, UsageQuery};
+use crate::model::{CredentialStage, LedgerRecord, UsageGroup, UsageQuery};
 
 fn provider(name: &str, env: &str) -> NewProvider {
     NewProvider {
@@ -499,4 +499,62 @@ async fn alerts_are_raised_once_and_track_deliveries() {
     assert_eq!(alerts[0].deliveries, [delivered]);
     assert!(store.delete_alert_webhook(&webhook.id).await.unwrap());
     assert!(store.list_alert_webhooks().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn credential_stages_keep_one_current_version() {
+    let store = SqliteStore::open_in_memory().await.unwrap();
+    let new = provider("openai", "dev");
+    store.insert_provider(&new).await.unwrap();
+    let v2 = CredentialRecord {
+        version: 2,
+        sealed: vec![4, 5],
+        created_at: datetime!(2026-02-01 00:00 UTC),
+    };
+    store
+        .insert_credential(&new.id, &v2, CredentialStage::Pending)
+        .await
+        .unwrap();
+    let duplicate = store
+        .insert_credential(&new.id, &v2, CredentialStage::Pending)
+        .await
+        .unwrap_err();
+    assert!(matches!(duplicate, StoreError::Conflict(_)), "{duplicate}");
+    let listed = store.list_providers().await.unwrap();
+    assert_eq!(listed[0].pending.as_ref().map(|c| c.version), Some(2));
+    assert!(listed[0].previous.is_none());
+
+    // Two current versions would be a broken provider: refused, nothing changed.
+    let refused = store
+        .set_credential_stages(&new.id, &[(2, CredentialStage::Current)], 0)
+        .await
+        .unwrap_err();
+    assert!(matches!(refused, StoreError::Conflict(_)), "{refused}");
+    store
+        .set_credential_stages(
+            &new.id,
+            &[
+                (2, CredentialStage::Current),
+                (1, CredentialStage::Previous),
+            ],
+            0,
+        )
+        .await
+        .unwrap();
+    let listed = store.list_providers().await.unwrap();
+    assert_eq!(listed[0].current.version, 2);
+    assert_eq!(listed[0].current.sealed, [4, 5]);
+    assert_eq!(listed[0].previous.as_ref().map(|c| c.version), Some(1));
+    assert!(listed[0].pending.is_none());
+    let versions = store.list_credentials(&new.id).await.unwrap();
+    assert_eq!(
+        versions
+            .iter()
+            .map(|v| (v.version, v.stage))
+            .collect::<Vec<_>>(),
+        [
+            (2, CredentialStage::Current),
+            (1, CredentialStage::Previous)
+        ]
+    );
 }
