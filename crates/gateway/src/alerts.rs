@@ -51,6 +51,14 @@ pub(crate) enum Raised {
         /// The budget refused a request (it is effectively spent).
         blocked: bool,
     },
+    /// A provider rejected one of its keys (401/403).
+    KeyRejected {
+        provider_id: keyforge_types::ProviderId,
+        provider: keyforge_types::ProviderName,
+        env: keyforge_types::EnvName,
+        version: u32,
+        status: u16,
+    },
     /// A key behaved unlike itself.
     Anomaly {
         key_id: KeyId,
@@ -290,6 +298,39 @@ fn event_of(raised: &Raised, now: OffsetDateTime) -> (AlertEvent, Option<u8>) {
                 payload: payload.to_string(),
             };
             (event, Some(*percent))
+        }
+        Raised::KeyRejected {
+            provider_id,
+            provider,
+            env,
+            version,
+            status,
+        } => {
+            let message = format!(
+                "KeyForge: provider `{provider}` ({env}) rejected its key version {version} with HTTP {status}: the key was revoked or lost its permissions at the provider; rotate it with `keyforge rotate start {provider} --env {env}`"
+            );
+            let payload = json!({
+                "text": message,
+                "kind": "provider",
+                "at": at,
+                "provider": {"id": provider_id, "name": provider, "env": env},
+                "key_version": version,
+                "status": status,
+            });
+            let event = AlertEvent {
+                at_ms: unix_ms(now),
+                kind: "provider".to_owned(),
+                // Once an hour per key version.
+                dedup: Some(format!(
+                    "provider/{provider_id}/v{version}/rejected/{}",
+                    unix_ms(now).div_euclid(3_600_000)
+                )),
+                key_id: None,
+                budget_id: None,
+                message,
+                payload: payload.to_string(),
+            };
+            (event, None)
         }
         Raised::Anomaly {
             key_id,

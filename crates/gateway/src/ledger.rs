@@ -208,6 +208,12 @@ mod tests {
                 .set_credential_stages(provider_id, stages, rollout_percent)
                 .await
         }
+        async fn upstream_health(
+            &self,
+            since_ms: i64,
+        ) -> Result<Vec<keyforge_store::UpstreamHealth>, StoreError> {
+            self.inner.upstream_health(since_ms).await
+        }
         async fn version_usage(
             &self,
             env: &EnvName,

@@ -13,7 +13,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use keyforge_control::{BudgetCell, InFlight, KeyWatch, RateLimiter};
 use keyforge_providers::ProviderKind;
@@ -79,9 +79,18 @@ pub(crate) struct ProviderEntry {
     pub(crate) pending: Option<Credential>,
     /// Requests so far, to give the pending version exactly its share.
     rollout_counter: AtomicU64,
+    /// The hour (Unix hours) of the last "key rejected" alert, so a storm of
+    /// rejections raises one alert, not one per request.
+    rejection_alert_hour: AtomicI64,
 }
 
 impl ProviderEntry {
+    /// True once per hour: whether a rejection seen now should alert.
+    pub(crate) fn first_rejection_this_hour(&self, now: time::OffsetDateTime) -> bool {
+        let hour = unix_ms(now).div_euclid(3_600_000);
+        self.rejection_alert_hour.swap(hour, Ordering::Relaxed) != hour
+    }
+
     /// The key version this request uses: the pending one for its share of
     /// requests during a gradual rollout, else the current one. A request
     /// keeps the version it was given to the end (it holds this entry), so
@@ -353,6 +362,7 @@ fn provider_entry(record: ProviderRecord, sealer: &Sealer) -> Result<ProviderEnt
         current,
         pending,
         rollout_counter: AtomicU64::new(0),
+        rejection_alert_hour: AtomicI64::new(i64::MIN),
         record,
     })
 }

@@ -58,6 +58,14 @@ pub(crate) enum Command {
         #[command(flatten)]
         admin: AdminArgs,
     },
+    /// Each provider's health over the last 15 minutes: key rejected,
+    /// provider failing or rate limiting, or healthy.
+    Status {
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
     /// The price table in force (shipped prices and configured overrides).
     Prices {
         #[arg(long)]

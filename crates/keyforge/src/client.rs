@@ -9,7 +9,7 @@ use keyforge_gateway::admin::api::{
     BulkRevokeResult, CreateAlertRequest, CreateKeyRequest, CreateProviderRequest, CreatedKey,
     ErrorBody, FinishRequest, KeyList, KeyView, PriceList, PromoteRequest, ProviderList,
     ProviderView, RevokeResult, RotateKeyRequest, RotatedKey, RotationStatus, SetBudgetRequest,
-    StartRotationRequest, UsageReport,
+    StartRotationRequest, StatusReport, UsageReport,
 };
 use keyforge_types::{
     AlertId, AnomalyAction, BudgetId, BudgetLimit, BudgetScope, EnvName, KeyLimits, ModelPattern,
@@ -706,6 +706,17 @@ fn read_stdin_line(what: &str) -> anyhow::Result<String> {
         bail!("no {what} on stdin");
     }
     Ok(line)
+}
+
+pub(crate) async fn status(json: bool, admin: AdminArgs) -> anyhow::Result<()> {
+    let report: StatusReport = AdminClient::resolve(&admin)?
+        .call(reqwest::Method::GET, "/status", NO_BODY)
+        .await?;
+    if json {
+        output::json(&report)
+    } else {
+        output::status(&report)
+    }
 }
 
 pub(crate) async fn prices(json: bool, admin: AdminArgs) -> anyhow::Result<()> {

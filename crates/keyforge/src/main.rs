@@ -58,6 +58,7 @@ fn main() -> ExitCode {
                 client::usage(filter, since, by, json, admin).await
             }
             Command::Prices { json, admin } => client::prices(json, admin).await,
+            Command::Status { json, admin } => client::status(json, admin).await,
         }
     });
     match result {

@@ -5,7 +5,7 @@ use std::io::Write;
 
 use keyforge_gateway::admin::api::{
     AlertView, AlertWebhookView, BudgetView, CreatedKey, KeyView, PriceList, ProviderView,
-    RevokeResult, RotatedKey, RotationStatus, UsageReport, UsageRowView,
+    RevokeResult, RotatedKey, RotationStatus, StatusReport, UsageReport, UsageRowView,
 };
 use serde::Serialize;
 
@@ -118,6 +118,36 @@ pub(crate) fn key_created(created: &CreatedKey) -> anyhow::Result<()> {
         "This is the only time the key is shown. Store it in your app's secret store; KeyForge keeps only a hash."
     )?;
     Ok(())
+}
+
+pub(crate) fn status(report: &StatusReport) -> anyhow::Result<()> {
+    {
+        let mut out = std::io::stdout().lock();
+        writeln!(
+            out,
+            "KeyForge: {} providers, {} virtual keys; provider health over the last {}:",
+            report.providers.len(),
+            report.virtual_keys,
+            report.window
+        )?;
+    }
+    let rows: Vec<Vec<String>> = report
+        .providers
+        .iter()
+        .map(|p| {
+            vec![
+                p.name.to_string(),
+                p.env.to_string(),
+                p.verdict.clone(),
+                p.detail.clone(),
+            ]
+        })
+        .collect();
+    table(
+        &["PROVIDER", "ENV", "STATE", "DETAIL"],
+        &rows,
+        "no providers yet",
+    )
 }
 
 pub(crate) fn key_rotated(rotated: &RotatedKey) -> anyhow::Result<()> {

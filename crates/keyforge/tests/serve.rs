@@ -844,6 +844,11 @@ async fn rotate_commands_walk_a_provider_key_through_blue_green() {
         .cli(home.path(), &["rotate", "status", "nope"], None)
         .await;
     assert!(!ok && err.contains("no provider named `nope`"), "{err}");
+    let (ok, status, err) = server.cli(home.path(), &["status"], None).await;
+    assert!(
+        ok && status.contains("openai") && status.contains("healthy"),
+        "{status}{err}"
+    );
     let logs = server.stop().await;
     assert!(!logs.contains(&new_key), "{logs}");
     for (path, bytes) in all_files(home.path()) {

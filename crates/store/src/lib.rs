@@ -12,8 +12,8 @@ mod sqlite;
 pub use model::{
     AlertDelivery, AlertEvent, AlertWebhookRecord, BudgetRecord, CredentialInfo, CredentialRecord,
     CredentialStage, GraceSecret, KeyRotation, KeyRotationOutcome, LedgerRecord, NewProvider,
-    ProviderRecord, RecentRequest, RevokeOutcome, StoredAlert, Suspension, UsageGroup, UsageQuery,
-    UsageRow, VersionUsage, VirtualKeyRecord,
+    ProviderRecord, RecentRequest, RevokeOutcome, StoredAlert, Suspension, UpstreamHealth,
+    UsageGroup, UsageQuery, UsageRow, VersionUsage, VirtualKeyRecord,
 };
 pub use sqlite::SqliteStore;
 
@@ -70,6 +70,8 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         stages: &[(u32, CredentialStage)],
         rollout_percent: u8,
     ) -> Result<(), StoreError>;
+    /// Outcomes per provider and key version since a time (from the ledger).
+    async fn upstream_health(&self, since_ms: i64) -> Result<Vec<UpstreamHealth>, StoreError>;
     /// Requests per provider key version since a time (from the ledger).
     async fn version_usage(
         &self,

@@ -306,3 +306,24 @@ pub enum KeyRotationOutcome {
     /// The key was rotated at this time and that secret is still in grace.
     InGrace(OffsetDateTime),
 }
+
+/// How a provider key version's requests went since a time (from the
+/// ledger), by outcome.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UpstreamHealth {
+    pub env: String,
+    pub provider: String,
+    pub version: u32,
+    /// 2xx and 3xx.
+    pub ok: u64,
+    /// 401 and 403: the provider rejected the key.
+    pub rejected: u64,
+    /// 429: the provider's own rate limit.
+    pub rate_limited: u64,
+    /// 5xx, unreachable, timed out.
+    pub failed: u64,
+    /// Other 4xx (the request itself was wrong).
+    pub client_errors: u64,
+    pub last_status: u16,
+    pub last_ms: i64,
+}

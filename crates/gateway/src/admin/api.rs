@@ -371,3 +371,43 @@ pub struct RotationStatus {
     pub rollout_percent: u8,
     pub versions: Vec<KeyVersionView>,
 }
+
+/// One provider key version's outcomes in the status window.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct VersionHealthView {
+    pub version: u32,
+    pub stage: String,
+    pub ok: u64,
+    /// 401/403 from the provider: it rejects the key.
+    pub rejected: u64,
+    /// 429 from the provider: its own rate limit.
+    pub rate_limited: u64,
+    /// 5xx, unreachable or timed out: the provider is failing.
+    pub failed: u64,
+    /// Other 4xx: the requests themselves were wrong.
+    pub client_errors: u64,
+    pub last_status: u16,
+    pub last_at: String,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct ProviderHealthView {
+    pub id: ProviderId,
+    pub name: ProviderName,
+    pub env: EnvName,
+    pub kind: String,
+    /// `healthy`, `idle`, `key_rejected`, `provider_failing` or
+    /// `provider_rate_limited`.
+    pub verdict: String,
+    /// One sentence for people, with what to do.
+    pub detail: String,
+    pub versions: Vec<VersionHealthView>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct StatusReport {
+    /// The window the counts cover (`15m`).
+    pub window: String,
+    pub virtual_keys: usize,
+    pub providers: Vec<ProviderHealthView>,
+}

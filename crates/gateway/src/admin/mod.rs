@@ -5,6 +5,7 @@ mod alerts;
 pub mod api;
 mod budgets;
 mod rotation;
+mod status;
 
 use std::sync::Arc;
 
@@ -59,6 +60,7 @@ pub(crate) fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
         .route("/alerts", get(alerts::list).post(alerts::add))
         .route("/alerts/log", get(alerts::log))
         .route("/alerts/{id}", axum::routing::delete(alerts::remove))
+        .route("/status", get(status::status))
         .route("/usage", get(usage))
         .route("/prices", get(prices))
         .fallback(|| async {

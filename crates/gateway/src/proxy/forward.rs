@@ -187,6 +187,19 @@ pub(crate) async fn respond(
         let stripper = (ctx.strip_usage && event_stream).then(UsageStripper::new);
         Body::new(MeteredBody::new(incoming, meter, stripper, settlement))
     } else {
+        if (parts.status == http::StatusCode::UNAUTHORIZED
+            || parts.status == http::StatusCode::FORBIDDEN)
+            && target.provider.first_rejection_this_hour(state.clock.now())
+        {
+            // The provider refuses its own key: tell an operator.
+            state.alerts.raise(crate::alerts::Raised::KeyRejected {
+                provider_id: target.provider.record.id.clone(),
+                provider: target.provider.record.name.clone(),
+                env: target.provider.record.env.clone(),
+                version: target.credential().version,
+                status: parts.status.as_u16(),
+            });
+        }
         // A provider error carries no usage: nothing is billed.
         settlement.settle(Usage::default(), UsageSource::None);
         // Errors are small and may echo credentials: read (bounded), scrub.

@@ -18,8 +18,8 @@ use time::OffsetDateTime;
 use crate::model::{
     AlertDelivery, AlertEvent, AlertWebhookRecord, BudgetRecord, CredentialInfo, CredentialRecord,
     CredentialStage, GraceSecret, KeyRotation, KeyRotationOutcome, LedgerRecord, NewProvider,
-    ProviderRecord, RecentRequest, RevokeOutcome, StoredAlert, Suspension, UsageGroup, UsageQuery,
-    UsageRow, VersionUsage, VirtualKeyRecord,
+    ProviderRecord, RecentRequest, RevokeOutcome, StoredAlert, Suspension, UpstreamHealth,
+    UsageGroup, UsageQuery, UsageRow, VersionUsage, VirtualKeyRecord,
 };
 use crate::{Store, StoreError};
 
@@ -484,6 +484,39 @@ impl Store for SqliteStore {
         }
         tx.commit().await?;
         Ok(())
+    }
+
+    async fn upstream_health(&self, since_ms: i64) -> Result<Vec<UpstreamHealth>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT env, provider, provider_key_version AS version, \
+             SUM(status < 400) AS ok, SUM(status IN (401, 403)) AS rejected, SUM(status = 429) AS rate_limited, \
+             SUM(status >= 500) AS failed, SUM(status >= 400 AND status < 500 AND status NOT IN (401, 403, 429)) AS client_errors, \
+             MAX(at_ms) AS last_ms, \
+             (SELECT l2.status FROM ledger l2 WHERE l2.env = l.env AND l2.provider = l.provider \
+                AND l2.provider_key_version = l.provider_key_version ORDER BY l2.at_ms DESC, l2.id DESC LIMIT 1) AS last_status \
+             FROM ledger l WHERE at_ms >= ? GROUP BY env, provider, provider_key_version ORDER BY env, provider, version DESC",
+        )
+        .bind(since_ms)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(UpstreamHealth {
+                    env: row.try_get("env")?,
+                    provider: row.try_get("provider")?,
+                    version: u32::try_from(row.try_get::<i64, _>("version")?)
+                        .map_err(corrupt("ledger key version"))?,
+                    ok: to_u64(row.try_get("ok")?),
+                    rejected: to_u64(row.try_get("rejected")?),
+                    rate_limited: to_u64(row.try_get("rate_limited")?),
+                    failed: to_u64(row.try_get("failed")?),
+                    client_errors: to_u64(row.try_get("client_errors")?),
+                    last_status: u16::try_from(row.try_get::<i64, _>("last_status")?)
+                        .map_err(corrupt("ledger status"))?,
+                    last_ms: row.try_get("last_ms")?,
+                })
+            })
+            .collect()
     }
 
     async fn version_usage(
