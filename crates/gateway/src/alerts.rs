@@ -59,6 +59,15 @@ pub(crate) enum Raised {
         version: u32,
         status: u16,
     },
+    /// A provider key is older than the rotation policy allows.
+    RotationOverdue {
+        provider_id: keyforge_types::ProviderId,
+        /// "provider `openai` (dev)".
+        subject: String,
+        version: u32,
+        age_days: i64,
+        max_age_days: i64,
+    },
     /// A key behaved unlike itself.
     Anomaly {
         key_id: KeyId,
@@ -324,6 +333,40 @@ fn event_of(raised: &Raised, now: OffsetDateTime) -> (AlertEvent, Option<u8>) {
                 dedup: Some(format!(
                     "provider/{provider_id}/v{version}/rejected/{}",
                     unix_ms(now).div_euclid(3_600_000)
+                )),
+                key_id: None,
+                budget_id: None,
+                message,
+                payload: payload.to_string(),
+            };
+            (event, None)
+        }
+        Raised::RotationOverdue {
+            provider_id,
+            subject,
+            version,
+            age_days,
+            max_age_days,
+        } => {
+            let message = format!(
+                "KeyForge: {subject}: key version {version} is {age_days} days old, past the {max_age_days}-day rotation policy; rotate it with `keyforge rotate start`"
+            );
+            let payload = json!({
+                "text": message,
+                "kind": "rotation",
+                "at": at,
+                "provider_id": provider_id,
+                "key_version": version,
+                "age_days": age_days,
+                "max_age_days": max_age_days,
+            });
+            let event = AlertEvent {
+                at_ms: unix_ms(now),
+                kind: "rotation".to_owned(),
+                // Once a week per key version.
+                dedup: Some(format!(
+                    "rotation/{provider_id}/v{version}/{}",
+                    crate::admin::doctor::week_of(now)
                 )),
                 key_id: None,
                 budget_id: None,

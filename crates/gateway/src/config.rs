@@ -25,6 +25,8 @@ pub struct GatewayConfig {
     pub alert_retry_base: Duration,
     /// Rogue-client detection thresholds.
     pub anomaly: keyforge_control::AnomalyConfig,
+    /// Rotation policy: provider keys older than this are overdue.
+    pub rotation_max_age: Duration,
 }
 
 impl Default for GatewayConfig {
@@ -39,6 +41,7 @@ impl Default for GatewayConfig {
             reserve_output_tokens: 4096,
             alert_retry_base: Duration::from_secs(1),
             anomaly: keyforge_control::AnomalyConfig::default(),
+            rotation_max_age: Duration::from_secs(90 * 86_400),
         }
     }
 }

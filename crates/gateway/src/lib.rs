@@ -119,6 +119,7 @@ impl Gateway {
         // The dispatcher holds the state weakly: it stops when the gateway
         // is dropped, as its queue closes.
         tokio::spawn(alerts::dispatch(Arc::downgrade(&state), raised));
+        tokio::spawn(admin::doctor::watch(Arc::downgrade(&state)));
         Ok(Self { state })
     }
 

@@ -337,3 +337,129 @@ async fn rollback_cancel_and_the_refusals_that_keep_rotation_safe() {
     };
     assert_eq!((requests(1), requests(3)), (1, 1), "{status_now}");
 }
+
+#[tokio::test]
+async fn doctor_reports_the_rotation_policy_and_half_done_rotations() {
+    let harness = Harness::start().await;
+    harness.add_provider("openai", "openai", "dev").await;
+    let id = provider_id(&harness).await;
+    let (key_id, _) = harness
+        .create_key(json!({"name": "forever", "env": "dev"}))
+        .await;
+    let doctor = || async {
+        let (status, report) = harness.admin(reqwest::Method::GET, "/doctor", None).await;
+        assert_eq!(status, 200, "{report}");
+        report
+    };
+    let checks = |report: &Value| -> Vec<String> {
+        report["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["check"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let fresh = doctor().await;
+    assert_eq!(fresh["max_age_days"], 90);
+    assert_eq!(checks(&fresh), ["provider_key_never_rotated"]);
+
+    harness.clock.advance(Duration::from_secs(91 * 86_400));
+    let overdue = doctor().await;
+    assert_eq!(
+        checks(&overdue),
+        [
+            "provider_key_overdue",
+            "provider_key_never_rotated",
+            "virtual_key_old"
+        ],
+        "{overdue}"
+    );
+    let message = overdue["findings"][0]["message"].as_str().unwrap();
+    assert!(
+        message.contains("91 days old, past the 90-day rotation policy"),
+        "{message}"
+    );
+    assert!(
+        message.contains("keyforge rotate start openai --env dev"),
+        "{message}"
+    );
+    // Overdue keys alert, once a week however often the check runs.
+    doctor().await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, log) = harness
+            .admin(reqwest::Method::GET, "/alerts/log", None)
+            .await;
+        let rotation: Vec<&Value> = log["alerts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|a| a["kind"] == "rotation")
+            .collect();
+        if !rotation.is_empty() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let (_, log) = harness
+                .admin(reqwest::Method::GET, "/alerts/log", None)
+                .await;
+            let count = log["alerts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|a| a["kind"] == "rotation")
+                .count();
+            assert_eq!(count, 1, "{log}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no rotation alert: {log}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // A rotation started and left pending for two days is flagged.
+    let new_key = fake_provider_key("policy");
+    harness.upstream.accept_key(&new_key);
+    let base = format!("/providers/{id}/rotation");
+    let (status, _) = harness
+        .admin(
+            reqwest::Method::POST,
+            &base,
+            Some(json!({"api_key": new_key})),
+        )
+        .await;
+    assert_eq!(status, 201);
+    harness.clock.advance(Duration::from_secs(2 * 86_400));
+    let pending = doctor().await;
+    assert!(
+        checks(&pending).contains(&"rotation_unfinished".to_owned()),
+        "{pending}"
+    );
+    assert!(!checks(&pending).contains(&"provider_key_never_rotated".to_owned()));
+    // Promoted but never finished: the old key is still valid a week later.
+    let (status, _) = harness
+        .admin(reqwest::Method::POST, &format!("{base}/promote"), None)
+        .await;
+    assert_eq!(status, 200);
+    harness.clock.advance(Duration::from_secs(8 * 86_400));
+    let unfinished = doctor().await;
+    assert!(
+        unfinished["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["message"]
+                .as_str()
+                .unwrap()
+                .contains("previous key (version 1) is still valid")),
+        "{unfinished}"
+    );
+    assert!(!checks(&unfinished).contains(&"provider_key_overdue".to_owned()));
+    // Rotating the old virtual key clears its finding.
+    let (status, _) = harness
+        .admin(
+            reqwest::Method::POST,
+            &format!("/keys/{key_id}/rotate"),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert!(!checks(&doctor().await).contains(&"virtual_key_old".to_owned()));
+}

@@ -66,6 +66,14 @@ pub(crate) enum Command {
         #[command(flatten)]
         admin: AdminArgs,
     },
+    /// Check the rotation policy and half-done rotations; exits 1 when it
+    /// finds something to act on (for cron and CI).
+    Doctor {
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
     /// The price table in force (shipped prices and configured overrides).
     Prices {
         #[arg(long)]

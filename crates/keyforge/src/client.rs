@@ -7,9 +7,9 @@ use anyhow::{Context, bail};
 use keyforge_gateway::admin::api::{
     AlertLog, AlertWebhookList, AlertWebhookView, BudgetList, BudgetView, BulkRevokeRequest,
     BulkRevokeResult, CreateAlertRequest, CreateKeyRequest, CreateProviderRequest, CreatedKey,
-    ErrorBody, FinishRequest, KeyList, KeyView, PriceList, PromoteRequest, ProviderList,
-    ProviderView, RevokeResult, RotateKeyRequest, RotatedKey, RotationStatus, SetBudgetRequest,
-    StartRotationRequest, StatusReport, UsageReport,
+    DoctorReport, ErrorBody, FinishRequest, KeyList, KeyView, PriceList, PromoteRequest,
+    ProviderList, ProviderView, RevokeResult, RotateKeyRequest, RotatedKey, RotationStatus,
+    SetBudgetRequest, StartRotationRequest, StatusReport, UsageReport,
 };
 use keyforge_types::{
     AlertId, AnomalyAction, BudgetId, BudgetLimit, BudgetScope, EnvName, KeyLimits, ModelPattern,
@@ -717,6 +717,26 @@ pub(crate) async fn status(json: bool, admin: AdminArgs) -> anyhow::Result<()> {
     } else {
         output::status(&report)
     }
+}
+
+pub(crate) async fn doctor(json: bool, admin: AdminArgs) -> anyhow::Result<()> {
+    let report: DoctorReport = AdminClient::resolve(&admin)?
+        .call(reqwest::Method::GET, "/doctor", NO_BODY)
+        .await?;
+    if json {
+        output::json(&report)?;
+    } else {
+        output::doctor(&report)?;
+    }
+    let warnings = report
+        .findings
+        .iter()
+        .filter(|f| f.severity == "warning")
+        .count();
+    if warnings > 0 {
+        bail!("{warnings} findings to act on");
+    }
+    Ok(())
 }
 
 pub(crate) async fn prices(json: bool, admin: AdminArgs) -> anyhow::Result<()> {

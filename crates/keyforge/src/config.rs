@@ -29,6 +29,8 @@ pub(crate) struct RawConfig {
     budgets: RawBudgets,
     #[serde(default)]
     anomaly: RawAnomaly,
+    #[serde(default)]
+    rotation: RawRotation,
     /// Price entries that extend or override the shipped table.
     #[serde(default)]
     price: Vec<RawPrice>,
@@ -47,6 +49,13 @@ struct RawPricing {
 struct RawBudgets {
     /// Output tokens reserved for a request that sets no max tokens.
     reserve_output_tokens: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRotation {
+    /// Provider keys older than this are overdue (`90d`).
+    max_age: Option<String>,
 }
 
 /// Rogue-client detection (see `keyforge_control::anomaly`).
@@ -174,6 +183,12 @@ pub(crate) fn resolve(args: &ServeArgs, env: &EnvOverrides) -> anyhow::Result<Se
             .reserve_output_tokens
             .unwrap_or(defaults.reserve_output_tokens),
         anomaly: anomaly_config(raw.anomaly, defaults.anomaly)?,
+        rotation_max_age: match raw.rotation.max_age {
+            None => defaults.rotation_max_age,
+            Some(text) => Ttl::parse(&text)
+                .map(|ttl| ttl.as_duration())
+                .context("config `rotation.max_age`")?,
+        },
         ..defaults
     };
     let shipped = PriceTable::shipped().context("the shipped price table is invalid")?;
@@ -333,6 +348,7 @@ mod tests {
                 "anomaly.new_address_after",
             ),
             ("[budgets]\nreserve = 1", "unknown field"),
+            ("[rotation]\nmax_age = \"ninety days\"", "rotation.max_age"),
             (
                 "[pricing]\nfallback_output = \"lots\"",
                 "pricing.fallback_output",

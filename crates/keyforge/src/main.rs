@@ -59,6 +59,7 @@ fn main() -> ExitCode {
             }
             Command::Prices { json, admin } => client::prices(json, admin).await,
             Command::Status { json, admin } => client::status(json, admin).await,
+            Command::Doctor { json, admin } => client::doctor(json, admin).await,
         }
     });
     match result {

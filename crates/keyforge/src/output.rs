@@ -4,8 +4,9 @@
 use std::io::Write;
 
 use keyforge_gateway::admin::api::{
-    AlertView, AlertWebhookView, BudgetView, CreatedKey, KeyView, PriceList, ProviderView,
-    RevokeResult, RotatedKey, RotationStatus, StatusReport, UsageReport, UsageRowView,
+    AlertView, AlertWebhookView, BudgetView, CreatedKey, DoctorReport, KeyView, PriceList,
+    ProviderView, RevokeResult, RotatedKey, RotationStatus, StatusReport, UsageReport,
+    UsageRowView,
 };
 use serde::Serialize;
 
@@ -117,6 +118,29 @@ pub(crate) fn key_created(created: &CreatedKey) -> anyhow::Result<()> {
         out,
         "This is the only time the key is shown. Store it in your app's secret store; KeyForge keeps only a hash."
     )?;
+    Ok(())
+}
+
+pub(crate) fn doctor(report: &DoctorReport) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "Rotation policy: provider keys at most {} days old.",
+        report.max_age_days
+    )?;
+    if report.findings.is_empty() {
+        writeln!(
+            out,
+            "All good: nothing overdue, no rotation left half done."
+        )?;
+    }
+    for finding in &report.findings {
+        writeln!(
+            out,
+            "{:<8} {}: {}",
+            finding.severity, finding.subject, finding.message
+        )?;
+    }
     Ok(())
 }
 

@@ -411,3 +411,24 @@ pub struct StatusReport {
     pub virtual_keys: usize,
     pub providers: Vec<ProviderHealthView>,
 }
+
+/// One thing `keyforge doctor` found.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct Finding {
+    /// `warning` or `info`.
+    pub severity: String,
+    /// `provider_key_overdue`, `provider_key_never_rotated`,
+    /// `rotation_unfinished`, `virtual_key_old`.
+    pub check: String,
+    /// The provider or key concerned.
+    pub subject: String,
+    /// What is wrong and what to do.
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct DoctorReport {
+    /// The rotation policy in force (`90d`).
+    pub max_age_days: u64,
+    pub findings: Vec<Finding>,
+}

@@ -4,6 +4,7 @@
 mod alerts;
 pub mod api;
 mod budgets;
+pub(crate) mod doctor;
 mod rotation;
 mod status;
 
@@ -61,6 +62,7 @@ pub(crate) fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
         .route("/alerts/log", get(alerts::log))
         .route("/alerts/{id}", axum::routing::delete(alerts::remove))
         .route("/status", get(status::status))
+        .route("/doctor", get(doctor::doctor))
         .route("/usage", get(usage))
         .route("/prices", get(prices))
         .fallback(|| async {
