@@ -1,6 +1,11 @@
-//! The ledger writer: the request path hands records to a bounded queue and
-//! one background task writes them in batches, one transaction each (group
-//! commit). Nothing on the request path waits for the database.
+//! The ledger and audit writer: the request path hands records to a bounded
+//! queue and one background task writes them in batches, one transaction
+//! each (group commit). Nothing on the request path waits for the database.
+//!
+//! The same task appends the audit log, so the hash chain has one writer:
+//! every ledger record becomes a `key.use` entry, admin actions arrive as
+//! entries of their own (their caller waits for the commit), and each batch
+//! ends with a signed checkpoint, all in the batch's transaction.
 //!
 //! A full queue is back-pressure, never silent loss: the record waits in a
 //! task of its own for room, and the condition is logged. A failing store is
@@ -9,8 +14,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use keyforge_store::{LedgerRecord, Store};
+use keyforge_store::{AuditCheckpoint, AuditRow, LedgerRecord, Store};
+use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
+
+use crate::audit::{AuditEvent, Chain};
 
 const QUEUE: usize = 16 * 1024;
 const BATCH: usize = 1024;
@@ -20,6 +28,8 @@ const LINGER: Duration = Duration::from_millis(50);
 #[derive(Debug)]
 enum Message {
     Record(Box<LedgerRecord>),
+    /// An audit entry; answered once it is committed.
+    Audit(Box<AuditEvent>, oneshot::Sender<()>),
     /// Answered once everything queued before it is written.
     Flush(oneshot::Sender<()>),
 }
@@ -30,10 +40,24 @@ pub(crate) struct LedgerWriter {
 }
 
 impl LedgerWriter {
-    pub(crate) fn spawn(store: Arc<dyn Store>) -> Self {
+    pub(crate) fn spawn(store: Arc<dyn Store>, chain: Chain) -> Self {
         let (tx, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(run(store, rx));
+        tokio::spawn(run(store, chain, rx));
         Self { tx }
+    }
+
+    /// Appends an audit entry and waits until it is committed, for at most
+    /// `limit`. `false`: the audit log could not be written in time.
+    pub(crate) async fn audit(&self, event: AuditEvent, limit: Duration) -> bool {
+        let (done, wait) = oneshot::channel();
+        let written = async {
+            self.tx
+                .send(Message::Audit(Box::new(event), done))
+                .await
+                .is_ok()
+                && wait.await.is_ok()
+        };
+        tokio::time::timeout(limit, written).await.unwrap_or(false)
     }
 
     pub(crate) fn record(&self, record: LedgerRecord) {
@@ -77,41 +101,100 @@ impl LedgerWriter {
     }
 }
 
-async fn run(store: Arc<dyn Store>, mut rx: mpsc::Receiver<Message>) {
-    let mut batch: Vec<LedgerRecord> = Vec::with_capacity(BATCH);
-    let mut waiting: Vec<oneshot::Sender<()>> = Vec::new();
+/// What one batch carries.
+#[derive(Default)]
+struct Batch {
+    ledger: Vec<LedgerRecord>,
+    /// In arrival order: ledger records' `key.use` entries and admin entries.
+    audit: Vec<AuditEvent>,
+    audited: Vec<oneshot::Sender<()>>,
+    flushed: Vec<oneshot::Sender<()>>,
+}
+
+impl Batch {
+    fn take(&mut self, message: Message) {
+        match message {
+            Message::Record(record) => {
+                self.audit.push(key_use(&record));
+                self.ledger.push(*record);
+            }
+            Message::Audit(event, done) => {
+                self.audit.push(*event);
+                self.audited.push(done);
+            }
+            Message::Flush(done) => self.flushed.push(done),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.audit.len()
+    }
+}
+
+/// The audit entry of one request that reached a provider.
+fn key_use(record: &LedgerRecord) -> AuditEvent {
+    AuditEvent {
+        at: time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(record.at_ms) * 1_000_000)
+            .unwrap_or(time::OffsetDateTime::UNIX_EPOCH),
+        kind: "key.use".to_owned(),
+        actor: "gateway",
+        data: json!({
+            "request_id": record.request_id,
+            "key_id": record.key_id,
+            "env": record.env,
+            "provider": record.provider,
+            "provider_key_version": record.provider_key_version,
+            "status": record.status,
+        }),
+    }
+}
+
+async fn run(store: Arc<dyn Store>, mut chain: Chain, mut rx: mpsc::Receiver<Message>) {
     while let Some(first) = rx.recv().await {
-        take(first, &mut batch, &mut waiting);
+        let mut batch = Batch::default();
+        batch.take(first);
         // Linger briefly so a busy gateway writes hundreds of records per
         // transaction instead of one. The writer sleeps rather than waiting
         // on the queue, so senders meanwhile wake nobody (a wake-up per
-        // record cost a fifth of throughput). A flush waits at most LINGER.
-        if waiting.is_empty() {
+        // record cost a fifth of throughput). A flush or an admin entry
+        // waits at most LINGER.
+        if batch.flushed.is_empty() && batch.audited.is_empty() {
             tokio::time::sleep(LINGER).await;
         }
         while batch.len() < BATCH {
             match rx.try_recv() {
-                Ok(message) => take(message, &mut batch, &mut waiting),
+                Ok(message) => batch.take(message),
                 Err(_) => break,
             }
         }
+        let entries = chain.entries(&batch.audit);
+        let rows: Vec<AuditRow> = entries
+            .iter()
+            .map(|entry| AuditRow {
+                seq: entry.seq,
+                at_ms: entry.at_ms,
+                kind: entry.kind.clone(),
+                line: entry.line.clone(),
+                hash: entry.hash.to_vec(),
+            })
+            .collect();
+        let checkpoint = entries.last().map(|last| AuditCheckpoint {
+            seq: last.seq,
+            line: chain.checkpoint(last),
+        });
         let mut backoff = Duration::from_millis(100);
-        while let Err(error) = store.insert_ledger(&batch).await {
-            tracing::error!(error = %error, records = batch.len(), "cannot write the ledger; retrying");
+        while let Err(error) = store
+            .commit_batch(&batch.ledger, &rows, checkpoint.as_ref())
+            .await
+        {
+            tracing::error!(error = %error, records = batch.ledger.len(), audit_entries = rows.len(), "cannot write the ledger and audit log; retrying");
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_secs(10));
         }
-        batch.clear();
-        for done in waiting.drain(..) {
+        chain.commit(&entries);
+        for done in batch.audited.drain(..).chain(batch.flushed.drain(..)) {
             let _ = done.send(());
         }
-    }
-}
-
-fn take(message: Message, batch: &mut Vec<LedgerRecord>, waiting: &mut Vec<oneshot::Sender<()>>) {
-    match message {
-        Message::Record(record) => batch.push(*record),
-        Message::Flush(done) => waiting.push(done),
     }
 }
 
@@ -292,6 +375,30 @@ mod tests {
         ) -> Result<RevokeOutcome, StoreError> {
             self.inner.revoke_virtual_key(id, at).await
         }
+        async fn commit_batch(
+            &self,
+            ledger: &[LedgerRecord],
+            audit: &[keyforge_store::AuditRow],
+            checkpoint: Option<&keyforge_store::AuditCheckpoint>,
+        ) -> Result<(), StoreError> {
+            if self.failing.load(Ordering::SeqCst) {
+                return Err(StoreError::Conflict("disk full (simulated)".into()));
+            }
+            self.inner.commit_batch(ledger, audit, checkpoint).await
+        }
+        async fn audit_head(&self) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
+            self.inner.audit_head().await
+        }
+        async fn audit_lines(
+            &self,
+            after_seq: u64,
+            limit: u32,
+        ) -> Result<Vec<(u64, String)>, StoreError> {
+            self.inner.audit_lines(after_seq, limit).await
+        }
+        async fn audit_seq_since(&self, since_ms: i64) -> Result<Option<u64>, StoreError> {
+            self.inner.audit_seq_since(since_ms).await
+        }
         async fn insert_ledger(&self, records: &[LedgerRecord]) -> Result<(), StoreError> {
             if self.failing.load(Ordering::SeqCst) {
                 return Err(StoreError::Conflict("disk full (simulated)".into()));
@@ -332,7 +439,10 @@ mod tests {
             inner: SqliteStore::open_in_memory().await.unwrap(),
             failing: AtomicBool::new(true),
         });
-        let writer = LedgerWriter::spawn(store.clone());
+        let writer = LedgerWriter::spawn(
+            store.clone(),
+            Chain::resume(None, crate::audit::CheckpointKey::new(&[1; 32])),
+        );
         for n in 0..100 {
             writer.record(record(n));
         }

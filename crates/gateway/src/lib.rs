@@ -14,6 +14,7 @@
 
 pub mod admin;
 mod alerts;
+pub mod audit;
 mod clock;
 mod config;
 mod error;
@@ -66,6 +67,8 @@ pub enum GatewayInitError {
     Snapshot(#[from] SnapshotError),
     #[error("cannot build the upstream HTTP client: {0}")]
     HttpClient(String),
+    #[error("cannot write the audit log (is the store writable?)")]
+    Audit,
     #[error("cannot build the secret scrubber: {0}")]
     Scrubber(String),
 }
@@ -95,8 +98,16 @@ impl Gateway {
         let snapshot =
             snapshot::Snapshot::load(parts.store.as_ref(), &sealer, None, parts.clock.now())
                 .await?;
+        let snapshot_counts = (snapshot.providers.len(), snapshot.keys.len());
         let http = upstream::build(&parts.config).map_err(GatewayInitError::HttpClient)?;
-        let ledger = ledger::LedgerWriter::spawn(parts.store.clone());
+        let head =
+            parts.store.audit_head().await?.and_then(|(seq, hash)| {
+                <[u8; 32]>::try_from(hash.as_slice()).ok().map(|h| (seq, h))
+            });
+        let checkpoint_key = parts.master_key.derive(audit::CHECKPOINT_KEY_LABEL);
+        let chain =
+            audit::Chain::resume(head, audit::CheckpointKey::new(checkpoint_key.as_slice()));
+        let ledger = ledger::LedgerWriter::spawn(parts.store.clone(), chain);
         let (alerts, raised) = alerts::Alerts::new();
         alerts.set_webhooks(&snapshot.webhooks);
         let state = AppState {
@@ -114,7 +125,27 @@ impl Gateway {
             prices: Arc::new(parts.prices),
             ledger,
             alerts,
+            audit_key: audit::CheckpointKey::new(checkpoint_key.as_slice()),
+            audit_failing: std::sync::atomic::AtomicBool::new(false),
         };
+        // The gateway's start (with its configuration) opens its stretch of
+        // the audit log; a gateway that cannot audit does not start.
+        let started = audit::AuditEvent {
+            at: state.clock.now(),
+            kind: "gateway.start".to_owned(),
+            actor: "gateway",
+            data: serde_json::json!({
+                "version": env!("CARGO_PKG_VERSION"),
+                "providers": snapshot_counts.0,
+                "virtual_keys": snapshot_counts.1,
+                "max_request_body_bytes": state.config.max_request_body_bytes,
+                "reserve_output_tokens": state.config.reserve_output_tokens,
+                "rotation_max_age_days": state.config.rotation_max_age.as_secs() / 86_400,
+            }),
+        };
+        if !state.ledger.audit(started, Duration::from_secs(30)).await {
+            return Err(GatewayInitError::Audit);
+        }
         let state = Arc::new(state);
         // The dispatcher holds the state weakly: it stops when the gateway
         // is dropped, as its queue closes.

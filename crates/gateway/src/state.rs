@@ -28,6 +28,10 @@ pub(crate) struct AppState {
     pub(crate) prices: Arc<keyforge_providers::PriceTable>,
     pub(crate) ledger: crate::ledger::LedgerWriter,
     pub(crate) alerts: crate::alerts::Alerts,
+    /// Signs audit checkpoints and export end markers.
+    pub(crate) audit_key: crate::audit::CheckpointKey,
+    /// The last admin action could not be audited (reported by `status`).
+    pub(crate) audit_failing: std::sync::atomic::AtomicBool,
     /// Serializes admin writes with the snapshot rebuild that follows them,
     /// so two concurrent changes cannot publish snapshots out of order. Only
     /// the admin API takes it; the request path never does.

@@ -33,6 +33,9 @@ pub(crate) enum Command {
     /// Set, list and remove budgets of projects and environments.
     #[command(subcommand)]
     Budget(BudgetCommand),
+    /// The tamper-evident audit log: follow it, export it, verify it.
+    #[command(subcommand)]
+    Audit(AuditCommand),
     /// Alert webhooks (budget thresholds, anomalies) and the log of alerts raised.
     #[command(subcommand)]
     Alerts(AlertsCommand),
@@ -391,6 +394,38 @@ pub(crate) enum RotateCommand {
         target: ProviderTarget,
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum AuditCommand {
+    /// Print audit entries as JSON lines (with -f, keep following).
+    Tail {
+        /// Start after this sequence number (default: the beginning).
+        #[arg(long)]
+        after: Option<u64>,
+        #[arg(short = 'f', long)]
+        follow: bool,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Write the log (or its last stretch) as JSON lines with signed
+    /// checkpoints and end marker, for a SIEM; verifiable with `audit verify --file`.
+    Export {
+        /// Only entries from this far back: 24h, 7d.
+        #[arg(long)]
+        since: Option<String>,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Check the hash chain and signatures: of the running gateway's log, or
+    /// of an exported file (offline, with the master key).
+    Verify {
+        /// An exported file to verify instead of the gateway's log.
+        #[arg(long)]
+        file: Option<PathBuf>,
         #[command(flatten)]
         admin: AdminArgs,
     },

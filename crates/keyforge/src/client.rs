@@ -20,8 +20,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::cli::{
-    AdminArgs, AlertsCommand, BudgetCommand, KeyCommand, ProviderCommand, ProviderTarget,
-    RotateCommand,
+    AdminArgs, AlertsCommand, AuditCommand, BudgetCommand, KeyCommand, ProviderCommand,
+    ProviderTarget, RotateCommand,
 };
 use crate::config::{DEFAULT_LISTEN, default_data_dir};
 use crate::output;
@@ -87,6 +87,12 @@ impl AdminClient {
         let bytes = self.send(method, path, body).await?;
         serde_json::from_slice(&bytes)
             .with_context(|| format!("unexpected answer from {}/admin/v1{path}", self.base))
+    }
+
+    /// For endpoints that answer text (JSON lines).
+    async fn text(&self, path: &str) -> anyhow::Result<String> {
+        let bytes = self.send(reqwest::Method::GET, path, NO_BODY).await?;
+        String::from_utf8(bytes).context("the audit log is not text")
     }
 
     /// For endpoints that answer `204 No Content`.
@@ -629,6 +635,117 @@ pub(crate) async fn rotate(command: RotateCommand) -> anyhow::Result<()> {
         output::json(&status)
     } else {
         output::rotation_status(&status)
+    }
+}
+
+pub(crate) async fn audit(command: AuditCommand) -> anyhow::Result<()> {
+    match command {
+        AuditCommand::Tail {
+            after,
+            follow,
+            admin,
+        } => {
+            let client = AdminClient::resolve(&admin)?;
+            let mut after = after.unwrap_or(0);
+            loop {
+                let text = client
+                    .text(&format!("/audit?after={after}&limit=1000"))
+                    .await?;
+                for line in text.lines() {
+                    if let Ok(entry) = serde_json::from_str::<serde_json::Value>(line)
+                        && let Some(seq) = entry.get("seq").and_then(serde_json::Value::as_u64)
+                    {
+                        after = after.max(seq);
+                    }
+                    output::line(line)?;
+                }
+                if !follow {
+                    return Ok(());
+                }
+                if text.is_empty() {
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                }
+            }
+        }
+        AuditCommand::Export { since, admin } => {
+            let path = match &since {
+                Some(since) => {
+                    Ttl::parse(since).with_context(|| format!("--since {since}"))?;
+                    format!("/audit/export?since={since}")
+                }
+                None => "/audit/export".to_owned(),
+            };
+            let text = AdminClient::resolve(&admin)?.text(&path).await?;
+            use std::io::Write;
+            let mut out = std::io::stdout().lock();
+            out.write_all(text.as_bytes())?;
+            Ok(())
+        }
+        AuditCommand::Verify { file: None, admin } => {
+            let verification: keyforge_gateway::audit::Verification = AdminClient::resolve(&admin)?
+                .call(reqwest::Method::GET, "/audit/verify", NO_BODY)
+                .await?;
+            report_verification(&verification, "the gateway's audit log")
+        }
+        AuditCommand::Verify {
+            file: Some(file),
+            admin,
+        } => {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("cannot read {}", file.display()))?;
+            let master = offline_master_key(&admin)?;
+            let key = master.derive(keyforge_gateway::audit::CHECKPOINT_KEY_LABEL);
+            let verification = keyforge_gateway::audit::verify(
+                text.lines(),
+                &keyforge_gateway::audit::CheckpointKey::new(key.as_slice()),
+            );
+            report_verification(&verification, &file.display().to_string())
+        }
+    }
+}
+
+/// The master key for offline verification: `KEYFORGE_MASTER_KEY`, or the
+/// data directory's `master.key` (never created here).
+fn offline_master_key(admin: &AdminArgs) -> anyhow::Result<keyforge_vault::MasterKey> {
+    if let Ok(text) = std::env::var(keyforge_vault::MASTER_KEY_ENV)
+        && !text.is_empty()
+    {
+        return Ok(keyforge_vault::MasterKey::from_base64(
+            &text,
+            keyforge_vault::MASTER_KEY_ENV,
+        )?);
+    }
+    let data_dir = match &admin.data_dir {
+        Some(dir) => dir.clone(),
+        None => match std::env::var_os("KEYFORGE_DATA_DIR") {
+            Some(dir) => PathBuf::from(dir),
+            None => default_data_dir()?,
+        },
+    };
+    let path = data_dir.join("master.key");
+    if !path.exists() {
+        bail!(
+            "verifying a file needs the master key: set {} or point --data-dir at the data directory holding master.key",
+            keyforge_vault::MASTER_KEY_ENV
+        );
+    }
+    let (key, _) = keyforge_vault::MasterKey::load_or_create(None, &path)?;
+    Ok(key)
+}
+
+fn report_verification(
+    verification: &keyforge_gateway::audit::Verification,
+    what: &str,
+) -> anyhow::Result<()> {
+    match &verification.problem {
+        None => output::line(&format!(
+            "{what}: intact ({} entries, {} signed checkpoints).",
+            verification.entries, verification.checkpoints
+        )),
+        Some(problem) => bail!(
+            "{what} has been tampered with: {problem} ({} entries read before it)",
+            verification.entries
+        ),
     }
 }
 

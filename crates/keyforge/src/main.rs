@@ -45,6 +45,7 @@ fn main() -> ExitCode {
             Command::Budget(command) => client::budget(command).await,
             Command::Rotate(command) => client::rotate(command).await,
             Command::Alerts(command) => client::alerts(command).await,
+            Command::Audit(command) => client::audit(command).await,
             Command::Usage {
                 key,
                 env,

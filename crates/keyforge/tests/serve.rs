@@ -859,3 +859,155 @@ async fn rotate_commands_walk_a_provider_key_through_blue_green() {
         );
     }
 }
+
+/// The audit log records admin actions and every key use, survives a
+/// kill -9 under load with its chain intact, and catches each kind of
+/// tampering, in the database and in an export.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_audit_log_is_tamper_evident_and_survives_kill_9() {
+    let home = tempfile::tempdir().unwrap();
+    let provider_key = fake_provider_key("audit");
+    let upstream = FakeUpstream::start(&provider_key).await.unwrap();
+    let server = Server::start_in(home.path(), &[]).await;
+    server
+        .add_provider(
+            home.path(),
+            "openai",
+            "openai",
+            "dev",
+            &upstream.base_url(),
+            &provider_key,
+        )
+        .await;
+    let key = server
+        .create_key(home.path(), &["--name", "app", "--env", "dev"])
+        .await["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // Load from eight clients, then kill -9 in the middle of it.
+    let addr = server.addr.clone();
+    let load: Vec<_> = (0..8)
+        .map(|_| {
+            let (addr, key) = (addr.clone(), key.clone());
+            tokio::spawn(async move {
+                let http = reqwest::Client::new();
+                for _ in 0..1000 {
+                    let sent = http
+                        .post(format!("{addr}/openai/v1/chat/completions"))
+                        .bearer_auth(&key)
+                        .json(&json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}))
+                        .send()
+                        .await;
+                    if sent.is_err() {
+                        break;
+                    }
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+    // SIGKILL: no shutdown, no flush.
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", &server.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    drop(server);
+    for client in load {
+        client.await.unwrap();
+    }
+
+    let server = Server::start_in(home.path(), &[]).await;
+    let (ok, out, err) = server.cli(home.path(), &["audit", "verify"], None).await;
+    assert!(ok && out.contains("intact"), "{out}{err}");
+    let (ok, tail, err) = server.cli(home.path(), &["audit", "tail"], None).await;
+    assert!(ok, "{err}");
+    for kind in [
+        "gateway.start",
+        "admin.provider.add",
+        "admin.key.create",
+        "key.use",
+    ] {
+        assert!(
+            tail.contains(&format!("\"kind\":\"{kind}\"")),
+            "no {kind} entry"
+        );
+    }
+    assert!(
+        !tail.contains(&provider_key) && !tail.contains(&key),
+        "a secret in the audit log"
+    );
+    let uses = tail.matches("\"kind\":\"key.use\"").count();
+    assert!(uses > 10, "{uses} key uses recorded before the kill");
+
+    // An export verifies offline with the master key...
+    let (ok, export, err) = server.cli(home.path(), &["audit", "export"], None).await;
+    assert!(ok, "{err}");
+    let data = home.path().join("data");
+    let data_arg = data.to_str().unwrap();
+    let verify_file = |lines: Vec<&str>| {
+        let path = home.path().join("export.jsonl");
+        std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+        let server = &server;
+        let home = home.path();
+        let path = path.to_str().unwrap().to_owned();
+        async move {
+            server
+                .cli(
+                    home,
+                    &["audit", "verify", "--file", &path, "--data-dir", data_arg],
+                    None,
+                )
+                .await
+        }
+    };
+    let lines: Vec<&str> = export.lines().collect();
+    let (ok, out, err) = verify_file(lines.clone()).await;
+    assert!(ok && out.contains("intact"), "{out}{err}");
+    // ...and every kind of tampering is caught, and located.
+    let created = lines
+        .iter()
+        .position(|l| l.contains("\"kind\":\"admin.key.create\""))
+        .unwrap();
+    let edited = lines[created].replace("admin.key.create", "admin.nothing");
+    let mut with_edit = lines.clone();
+    with_edit[created] = &edited;
+    // Two neighbouring key uses (entries, not checkpoints).
+    let uses: Vec<usize> = (0..lines.len() - 1)
+        .filter(|&i| lines[i].contains("\"key.use\"") && lines[i + 1].contains("\"key.use\""))
+        .collect();
+    let mut removed = lines.clone();
+    removed.remove(uses[0]);
+    let mut reordered = lines.clone();
+    reordered.swap(uses[0], uses[0] + 1);
+    let truncated = lines[..lines.len() - 3].to_vec();
+    for (what, tampered, needle) in [
+        ("edited", with_edit, "was edited"),
+        ("removed", removed, "were removed or reordered"),
+        ("reordered", reordered, "were removed or reordered"),
+        ("truncated", truncated, "truncated"),
+    ] {
+        let (ok, _, err) = verify_file(tampered).await;
+        assert!(
+            !ok && err.contains("tampered with") && err.contains(needle),
+            "{what}: {err}"
+        );
+    }
+
+    // Editing the stored log is caught too.
+    let python = std::env::var("KEYFORGE_TEST_PYTHON").unwrap_or_else(|_| "python3".to_owned());
+    let db = data.join("keyforge.db");
+    let edited = std::process::Command::new(python)
+        .args([
+            "-c",
+            "import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); c.execute(\"UPDATE audit_log SET line = replace(line, 'admin.key.create', 'admin.nothing') WHERE kind = 'admin.key.create'\"); c.commit()",
+            db.to_str().unwrap(),
+        ])
+        .status()
+        .unwrap();
+    assert!(edited.success());
+    let (ok, _, err) = server.cli(home.path(), &["audit", "verify"], None).await;
+    assert!(!ok && err.contains("tampered with"), "{err}");
+    server.stop().await;
+}

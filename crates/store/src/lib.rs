@@ -10,10 +10,11 @@ mod model;
 mod sqlite;
 
 pub use model::{
-    AlertDelivery, AlertEvent, AlertWebhookRecord, BudgetRecord, CredentialInfo, CredentialRecord,
-    CredentialStage, GraceSecret, KeyRotation, KeyRotationOutcome, LedgerRecord, NewProvider,
-    ProviderRecord, RecentRequest, RevokeOutcome, StoredAlert, Suspension, UpstreamHealth,
-    UsageGroup, UsageQuery, UsageRow, VersionUsage, VirtualKeyRecord,
+    AlertDelivery, AlertEvent, AlertWebhookRecord, AuditCheckpoint, AuditRow, BudgetRecord,
+    CredentialInfo, CredentialRecord, CredentialStage, GraceSecret, KeyRotation,
+    KeyRotationOutcome, LedgerRecord, NewProvider, ProviderRecord, RecentRequest, RevokeOutcome,
+    StoredAlert, Suspension, UpstreamHealth, UsageGroup, UsageQuery, UsageRow, VersionUsage,
+    VirtualKeyRecord,
 };
 pub use sqlite::SqliteStore;
 
@@ -150,6 +151,25 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 
     /// Appends a batch of ledger records in one transaction.
     async fn insert_ledger(&self, records: &[LedgerRecord]) -> Result<(), StoreError>;
+    /// Appends ledger records, audit entries and the checkpoint after them
+    /// in one transaction: all or nothing.
+    async fn commit_batch(
+        &self,
+        ledger: &[LedgerRecord],
+        audit: &[AuditRow],
+        checkpoint: Option<&AuditCheckpoint>,
+    ) -> Result<(), StoreError>;
+    /// The last audit entry's sequence number and hash.
+    async fn audit_head(&self) -> Result<Option<(u64, Vec<u8>)>, StoreError>;
+    /// Audit entries after `after_seq` (at most `limit`), with the
+    /// checkpoints among them, in order: (sequence, line).
+    async fn audit_lines(
+        &self,
+        after_seq: u64,
+        limit: u32,
+    ) -> Result<Vec<(u64, String)>, StoreError>;
+    /// The sequence number of the first audit entry at or after a time.
+    async fn audit_seq_since(&self, since_ms: i64) -> Result<Option<u64>, StoreError>;
     /// Sums the ledger since a time, optionally for one key, project or
     /// environment, grouped by key, model, day, environment or project.
     async fn query_usage(&self, query: &UsageQuery) -> Result<Vec<UsageRow>, StoreError>;

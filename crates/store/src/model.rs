@@ -327,3 +327,21 @@ pub struct UpstreamHealth {
     pub last_status: u16,
     pub last_ms: i64,
 }
+
+/// An audit log entry, chained and ready to store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditRow {
+    pub seq: u64,
+    pub at_ms: i64,
+    pub kind: String,
+    /// The exact JSON line; `hash` is its SHA-256.
+    pub line: String,
+    pub hash: Vec<u8>,
+}
+
+/// A signed checkpoint line after the entry `seq`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditCheckpoint {
+    pub seq: u64,
+    pub line: String,
+}

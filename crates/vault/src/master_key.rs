@@ -73,6 +73,17 @@ impl MasterKey {
         &self.0
     }
 
+    /// A key for one purpose, derived from the master key (HMAC-SHA-256 of
+    /// the label under the master key), so one secret serves many uses
+    /// without any of them revealing another.
+    pub fn derive(&self, label: &str) -> zeroize::Zeroizing<[u8; 32]> {
+        let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &self.0);
+        let tag = aws_lc_rs::hmac::sign(&key, label.as_bytes());
+        let mut out = zeroize::Zeroizing::new([0u8; 32]);
+        out.copy_from_slice(tag.as_ref());
+        out
+    }
+
     /// Reads the key from `env_value` if given (the caller reads
     /// `KEYFORGE_MASTER_KEY`), else from `path`, creating the file with a
     /// fresh key if it does not exist.

@@ -68,6 +68,7 @@ pub(super) async fn add(
         created_at: state.clock.now(),
     };
     let _guard = state.admin_write.lock().await;
+    super::audit(&state, "alert_webhook.add", serde_json::json!({"id": record.id, "webhook": record.display_url, "thresholds": record.thresholds})).await?;
     state
         .store
         .insert_alert_webhook(&record)
@@ -97,6 +98,12 @@ pub(super) async fn remove(
 ) -> Result<StatusCode, AdminError> {
     let id = AlertId::parse(&id).map_err(|error| AdminError::bad_request(error.to_string()))?;
     let _guard = state.admin_write.lock().await;
+    super::audit(
+        &state,
+        "alert_webhook.remove",
+        serde_json::json!({"id": id}),
+    )
+    .await?;
     if !state
         .store
         .delete_alert_webhook(&id)

@@ -76,6 +76,12 @@ pub(super) async fn set(
         created_at: now,
     };
     let _guard = state.admin_write.lock().await;
+    super::audit(
+        &state,
+        "budget.set",
+        serde_json::json!({"scope": record.scope, "limit": record.limit.to_string()}),
+    )
+    .await?;
     // A new budget counts this period's spend from the ledger: write out
     // what is still queued first.
     state.ledger.flush(std::time::Duration::from_secs(5)).await;
@@ -108,6 +114,7 @@ pub(super) async fn delete(
 ) -> Result<StatusCode, AdminError> {
     let id = BudgetId::parse(&id).map_err(|error| AdminError::bad_request(error.to_string()))?;
     let _guard = state.admin_write.lock().await;
+    super::audit(&state, "budget.remove", serde_json::json!({"id": id})).await?;
     if !state
         .store
         .delete_budget(&id)

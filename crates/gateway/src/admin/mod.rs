@@ -3,6 +3,7 @@
 
 mod alerts;
 pub mod api;
+mod audit_log;
 mod budgets;
 pub(crate) mod doctor;
 mod rotation;
@@ -62,6 +63,9 @@ pub(crate) fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
         .route("/alerts/log", get(alerts::log))
         .route("/alerts/{id}", axum::routing::delete(alerts::remove))
         .route("/status", get(status::status))
+        .route("/audit", get(audit_log::tail))
+        .route("/audit/export", get(audit_log::export))
+        .route("/audit/verify", get(audit_log::check))
         .route("/doctor", get(doctor::doctor))
         .route("/usage", get(usage))
         .route("/prices", get(prices))
@@ -227,6 +231,41 @@ fn key_view(entry: &KeyEntry, now: OffsetDateTime) -> KeyView {
     }
 }
 
+/// Records an admin action in the audit log before it is carried out. If
+/// the audit log cannot be written, the action is refused: nothing happens
+/// unaudited.
+async fn audit(state: &AppState, kind: &str, data: serde_json::Value) -> Result<(), AdminError> {
+    let event = crate::audit::AuditEvent {
+        at: state.clock.now(),
+        kind: format!("admin.{kind}"),
+        actor: "admin",
+        data,
+    };
+    if state
+        .ledger
+        .audit(event, std::time::Duration::from_secs(5))
+        .await
+    {
+        state
+            .audit_failing
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    } else {
+        state
+            .audit_failing
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        tracing::error!(
+            kind,
+            "the audit log cannot be written: admin action refused"
+        );
+        Err(AdminError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "audit_unavailable",
+            "the audit log cannot be written, so the change was not made; check the store (see the gateway's log)",
+        ))
+    }
+}
+
 async fn reload(state: &AppState) -> Result<(), AdminError> {
     state.reload().await.map_err(|error| {
         tracing::error!(error = %error, "could not rebuild the in-memory snapshot after a change");
@@ -291,6 +330,7 @@ async fn create_provider(
         },
     };
     let _guard = state.admin_write.lock().await;
+    audit(&state, "provider.add", serde_json::json!({"id": id, "name": request.name, "env": request.env, "kind": kind.as_str()})).await?;
     state
         .store
         .insert_provider(&provider)
@@ -432,6 +472,7 @@ async fn create_key(
         })
         .collect();
     let _guard = state.admin_write.lock().await;
+    audit(&state, "key.create", serde_json::json!({"id": record.id, "name": record.name, "env": record.env, "project": record.project, "scope": record.scope, "limits": record.limits, "budgets": budgets.iter().map(|b| b.limit.to_string()).collect::<Vec<_>>(), "ttl": request.ttl})).await?;
     state
         .store
         .insert_virtual_key(&record, &budgets)
@@ -485,6 +526,7 @@ async fn revoke_key(
 ) -> Result<axum::Json<RevokeResult>, AdminError> {
     let id = parse_key_id(&id)?;
     let _guard = state.admin_write.lock().await;
+    audit(&state, "key.revoke", serde_json::json!({"id": id})).await?;
     let outcome = state
         .store
         .revoke_virtual_key(&id, state.clock.now())
@@ -532,6 +574,12 @@ async fn rotate_key(
         ));
     }
     let _guard = state.admin_write.lock().await;
+    audit(
+        &state,
+        "key.rotate",
+        serde_json::json!({"id": id, "grace": request.grace, "force": request.force}),
+    )
+    .await?;
     let env = state
         .snapshot
         .load()
@@ -638,6 +686,12 @@ async fn revoke_keys(
         ));
     }
     let _guard = state.admin_write.lock().await;
+    audit(
+        &state,
+        "key.revoke_bulk",
+        serde_json::json!({"env": request.env, "project": request.project}),
+    )
+    .await?;
     let revoked = state
         .store
         .revoke_virtual_keys_where(
@@ -659,6 +713,7 @@ async fn resume_key(
 ) -> Result<axum::Json<KeyView>, AdminError> {
     let id = parse_key_id(&id)?;
     let _guard = state.admin_write.lock().await;
+    audit(&state, "key.resume", serde_json::json!({"id": id})).await?;
     if !state
         .store
         .set_key_suspension(&id, None)

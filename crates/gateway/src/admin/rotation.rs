@@ -160,6 +160,7 @@ pub(super) async fn start(
         check_key(&state, &entry, &secret).await?;
     }
     let _guard = state.admin_write.lock().await;
+    super::audit(&state, "rotation.start", serde_json::json!({"provider_id": entry.record.id, "provider": entry.record.name, "env": entry.record.env})).await?;
     let versions = state
         .store
         .list_credentials(&entry.record.id)
@@ -318,6 +319,12 @@ pub(super) async fn promote(
         return Err(AdminError::bad_request("--percent is from 1 to 100"));
     }
     let _guard = state.admin_write.lock().await;
+    super::audit(
+        &state,
+        "rotation.promote",
+        serde_json::json!({"provider_id": id, "percent": percent}),
+    )
+    .await?;
     let entry = provider(&state, &id)?;
     let Some(pending) = &entry.pending else {
         return Err(missing(
@@ -346,6 +353,12 @@ pub(super) async fn finish(
 ) -> Result<axum::Json<RotationStatus>, AdminError> {
     let request: FinishRequest = optional_json(&body)?;
     let _guard = state.admin_write.lock().await;
+    super::audit(
+        &state,
+        "rotation.finish",
+        serde_json::json!({"provider_id": id, "force": request.force}),
+    )
+    .await?;
     let entry = provider(&state, &id)?;
     let Some(previous) = &entry.record.previous else {
         return Err(missing(
@@ -396,6 +409,12 @@ pub(super) async fn rollback(
     Path(id): Path<String>,
 ) -> Result<axum::Json<RotationStatus>, AdminError> {
     let _guard = state.admin_write.lock().await;
+    super::audit(
+        &state,
+        "rotation.rollback",
+        serde_json::json!({"provider_id": id}),
+    )
+    .await?;
     let entry = provider(&state, &id)?;
     match (&entry.record.previous, &entry.pending) {
         (Some(previous), _) => {
@@ -422,6 +441,12 @@ pub(super) async fn cancel(
     Path(id): Path<String>,
 ) -> Result<axum::Json<RotationStatus>, AdminError> {
     let _guard = state.admin_write.lock().await;
+    super::audit(
+        &state,
+        "rotation.cancel",
+        serde_json::json!({"provider_id": id}),
+    )
+    .await?;
     let entry = provider(&state, &id)?;
     let Some(pending) = &entry.pending else {
         return Err(missing(

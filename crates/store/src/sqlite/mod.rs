@@ -16,20 +16,22 @@ use sqlx::{Row, SqliteConnection};
 use time::OffsetDateTime;
 
 use crate::model::{
-    AlertDelivery, AlertEvent, AlertWebhookRecord, BudgetRecord, CredentialInfo, CredentialRecord,
-    CredentialStage, GraceSecret, KeyRotation, KeyRotationOutcome, LedgerRecord, NewProvider,
-    ProviderRecord, RecentRequest, RevokeOutcome, StoredAlert, Suspension, UpstreamHealth,
-    UsageGroup, UsageQuery, UsageRow, VersionUsage, VirtualKeyRecord,
+    AlertDelivery, AlertEvent, AlertWebhookRecord, AuditCheckpoint, AuditRow, BudgetRecord,
+    CredentialInfo, CredentialRecord, CredentialStage, GraceSecret, KeyRotation,
+    KeyRotationOutcome, LedgerRecord, NewProvider, ProviderRecord, RecentRequest, RevokeOutcome,
+    StoredAlert, Suspension, UpstreamHealth, UsageGroup, UsageQuery, UsageRow, VersionUsage,
+    VirtualKeyRecord,
 };
 use crate::{Store, StoreError};
 
-const SCHEMA_VERSION: i64 = 4;
+const SCHEMA_VERSION: i64 = 5;
 /// 18 columns x 100 rows stays far below SQLite's bound-parameter limit.
 const LEDGER_ROWS_PER_STATEMENT: usize = 100;
 const SCHEMA_V1: &str = include_str!("schema.sql");
 const SCHEMA_V2: &str = include_str!("schema_v2.sql");
 const SCHEMA_V3: &str = include_str!("schema_v3.sql");
 const SCHEMA_V4: &str = include_str!("schema_v4.sql");
+const SCHEMA_V5: &str = include_str!("schema_v5.sql");
 
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
@@ -103,6 +105,9 @@ impl SqliteStore {
         }
         if version < 4 {
             sqlx::raw_sql(SCHEMA_V4).execute(&mut *tx).await?;
+        }
+        if version < 5 {
+            sqlx::raw_sql(SCHEMA_V5).execute(&mut *tx).await?;
         }
         if version < SCHEMA_VERSION {
             sqlx::raw_sql(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))
@@ -628,13 +633,22 @@ impl Store for SqliteStore {
     }
 
     async fn insert_ledger(&self, records: &[LedgerRecord]) -> Result<(), StoreError> {
-        if records.is_empty() {
+        self.commit_batch(records, &[], None).await
+    }
+
+    async fn commit_batch(
+        &self,
+        ledger: &[LedgerRecord],
+        audit: &[AuditRow],
+        checkpoint: Option<&AuditCheckpoint>,
+    ) -> Result<(), StoreError> {
+        if ledger.is_empty() && audit.is_empty() {
             return Ok(());
         }
         // One transaction per batch, and many rows per statement: each
         // statement is a round trip to SQLite's worker thread.
         let mut tx = self.pool.begin().await?;
-        for chunk in records.chunks(LEDGER_ROWS_PER_STATEMENT) {
+        for chunk in ledger.chunks(LEDGER_ROWS_PER_STATEMENT) {
             let mut insert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
                 "INSERT INTO ledger (at_ms, request_id, key_id, env, project, provider, provider_key_version, model, input_tokens, cached_input_tokens, \
                  cache_write_tokens, output_tokens, reasoning_tokens, usage_source, cost_nano_usd, priced_by, status, latency_ms) ",
@@ -661,8 +675,78 @@ impl Store for SqliteStore {
             });
             insert.build().execute(&mut *tx).await?;
         }
+        for chunk in audit.chunks(LEDGER_ROWS_PER_STATEMENT) {
+            let mut insert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+                "INSERT INTO audit_log (seq, at_ms, kind, line, hash) ",
+            );
+            insert.push_values(chunk, |mut row, r| {
+                row.push_bind(to_i64(r.seq))
+                    .push_bind(r.at_ms)
+                    .push_bind(r.kind.as_str())
+                    .push_bind(r.line.as_str())
+                    .push_bind(r.hash.as_slice());
+            });
+            insert.build().execute(&mut *tx).await?;
+        }
+        if let Some(checkpoint) = checkpoint {
+            sqlx::query("INSERT INTO audit_checkpoints (seq, line) VALUES (?, ?)")
+                .bind(to_i64(checkpoint.seq))
+                .bind(&checkpoint.line)
+                .execute(&mut *tx)
+                .await?;
+        }
         tx.commit().await?;
         Ok(())
+    }
+
+    async fn audit_head(&self) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
+        let row: Option<(i64, Vec<u8>)> =
+            sqlx::query_as("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(row.map(|(seq, hash)| (to_u64(seq), hash)))
+    }
+
+    async fn audit_lines(
+        &self,
+        after_seq: u64,
+        limit: u32,
+    ) -> Result<Vec<(u64, String)>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let entries: Vec<(i64, String)> =
+            sqlx::query_as("SELECT seq, line FROM audit_log WHERE seq > ? ORDER BY seq LIMIT ?")
+                .bind(to_i64(after_seq))
+                .bind(i64::from(limit))
+                .fetch_all(&mut *tx)
+                .await?;
+        let last = entries.last().map_or(0, |(seq, _)| *seq);
+        let checkpoints: Vec<(i64, String)> = sqlx::query_as(
+            "SELECT seq, line FROM audit_checkpoints WHERE seq > ? AND seq <= ? ORDER BY seq",
+        )
+        .bind(to_i64(after_seq))
+        .bind(last)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        // Each checkpoint goes right after the entry it covers.
+        let mut out = Vec::with_capacity(entries.len() + checkpoints.len());
+        let mut pending = checkpoints.into_iter().peekable();
+        for (seq, line) in entries {
+            out.push((to_u64(seq), line));
+            while let Some((_, checkpoint)) = pending.next_if(|(at, _)| *at == seq) {
+                out.push((to_u64(seq), checkpoint));
+            }
+        }
+        Ok(out)
+    }
+
+    async fn audit_seq_since(&self, since_ms: i64) -> Result<Option<u64>, StoreError> {
+        let seq: Option<i64> =
+            sqlx::query_scalar("SELECT MIN(seq) FROM audit_log WHERE at_ms >= ?")
+                .bind(since_ms)
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(seq.map(to_u64))
     }
 
     async fn query_usage(&self, query: &UsageQuery) -> Result<Vec<UsageRow>, StoreError> {
