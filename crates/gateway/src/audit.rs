@@ -20,6 +20,29 @@ use time::format_description::well_known::Rfc3339;
 
 /// Label of the checkpoint signing key, derived from the master key.
 pub const CHECKPOINT_KEY_LABEL: &str = "keyforge/audit/checkpoint/v1";
+/// Label of the key that hashes sensitive identifiers (client addresses).
+pub const ID_KEY_LABEL: &str = "keyforge/audit/ids/v1";
+
+/// Keyed hashes of identifiers that could be sensitive: `hmac:` and the
+/// first 16 bytes of HMAC-SHA-256, in hex.
+pub(crate) struct IdHasher(hmac::Key);
+
+impl std::fmt::Debug for IdHasher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("IdHasher(..)")
+    }
+}
+
+impl IdHasher {
+    pub(crate) fn new(secret: &[u8]) -> Self {
+        Self(hmac::Key::new(hmac::HMAC_SHA256, secret))
+    }
+
+    pub(crate) fn hash(&self, value: &str) -> String {
+        let tag = hmac::sign(&self.0, value.as_bytes());
+        format!("hmac:{}", hex(&tag.as_ref()[..16]))
+    }
+}
 
 /// Something to record.
 #[derive(Debug, Clone)]

@@ -18,7 +18,7 @@ use keyforge_store::{AuditCheckpoint, AuditRow, LedgerRecord, Store};
 use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::audit::{AuditEvent, Chain};
+use crate::audit::{AuditEvent, Chain, IdHasher};
 
 const QUEUE: usize = 16 * 1024;
 const BATCH: usize = 1024;
@@ -27,7 +27,9 @@ const LINGER: Duration = Duration::from_millis(50);
 
 #[derive(Debug)]
 enum Message {
-    Record(Box<LedgerRecord>),
+    /// A ledger record and the request's client address (for its audit
+    /// entry, keyed-hashed).
+    Record(Box<LedgerRecord>, Option<std::net::IpAddr>),
     /// An audit entry; answered once it is committed.
     Audit(Box<AuditEvent>, oneshot::Sender<()>),
     /// Answered once everything queued before it is written.
@@ -40,9 +42,9 @@ pub(crate) struct LedgerWriter {
 }
 
 impl LedgerWriter {
-    pub(crate) fn spawn(store: Arc<dyn Store>, chain: Chain) -> Self {
+    pub(crate) fn spawn(store: Arc<dyn Store>, chain: Chain, ids: IdHasher) -> Self {
         let (tx, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(run(store, chain, rx));
+        tokio::spawn(run(store, chain, ids, rx));
         Self { tx }
     }
 
@@ -60,8 +62,8 @@ impl LedgerWriter {
         tokio::time::timeout(limit, written).await.unwrap_or(false)
     }
 
-    pub(crate) fn record(&self, record: LedgerRecord) {
-        match self.tx.try_send(Message::Record(Box::new(record))) {
+    pub(crate) fn record(&self, record: LedgerRecord, client: Option<std::net::IpAddr>) {
+        match self.tx.try_send(Message::Record(Box::new(record), client)) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(message)) => {
                 tracing::warn!(
@@ -112,10 +114,10 @@ struct Batch {
 }
 
 impl Batch {
-    fn take(&mut self, message: Message) {
+    fn take(&mut self, message: Message, ids: &IdHasher) {
         match message {
-            Message::Record(record) => {
-                self.audit.push(key_use(&record));
+            Message::Record(record, client) => {
+                self.audit.push(key_use(&record, client, ids));
                 self.ledger.push(*record);
             }
             Message::Audit(event, done) => {
@@ -131,8 +133,11 @@ impl Batch {
     }
 }
 
-/// The audit entry of one request that reached a provider.
-fn key_use(record: &LedgerRecord) -> AuditEvent {
+/// The audit entry of one request that reached a provider. The client's
+/// address is recorded as a keyed hash (as Vault does): the same address
+/// always maps to the same value, so it can be correlated, but the log does
+/// not reveal it.
+fn key_use(record: &LedgerRecord, client: Option<std::net::IpAddr>, ids: &IdHasher) -> AuditEvent {
     AuditEvent {
         at: time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(record.at_ms) * 1_000_000)
             .unwrap_or(time::OffsetDateTime::UNIX_EPOCH),
@@ -145,14 +150,20 @@ fn key_use(record: &LedgerRecord) -> AuditEvent {
             "provider": record.provider,
             "provider_key_version": record.provider_key_version,
             "status": record.status,
+            "client": client.map(|ip| ids.hash(&ip.to_string())),
         }),
     }
 }
 
-async fn run(store: Arc<dyn Store>, mut chain: Chain, mut rx: mpsc::Receiver<Message>) {
+async fn run(
+    store: Arc<dyn Store>,
+    mut chain: Chain,
+    ids: IdHasher,
+    mut rx: mpsc::Receiver<Message>,
+) {
     while let Some(first) = rx.recv().await {
         let mut batch = Batch::default();
-        batch.take(first);
+        batch.take(first, &ids);
         // Linger briefly so a busy gateway writes hundreds of records per
         // transaction instead of one. The writer sleeps rather than waiting
         // on the queue, so senders meanwhile wake nobody (a wake-up per
@@ -163,7 +174,7 @@ async fn run(store: Arc<dyn Store>, mut chain: Chain, mut rx: mpsc::Receiver<Mes
         }
         while batch.len() < BATCH {
             match rx.try_recv() {
-                Ok(message) => batch.take(message),
+                Ok(message) => batch.take(message, &ids),
                 Err(_) => break,
             }
         }
@@ -442,9 +453,10 @@ mod tests {
         let writer = LedgerWriter::spawn(
             store.clone(),
             Chain::resume(None, crate::audit::CheckpointKey::new(&[1; 32])),
+            IdHasher::new(&[2; 32]),
         );
         for n in 0..100 {
-            writer.record(record(n));
+            writer.record(record(n), None);
         }
         assert!(
             !writer.flush(Duration::from_millis(300)).await,

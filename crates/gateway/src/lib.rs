@@ -107,7 +107,8 @@ impl Gateway {
         let checkpoint_key = parts.master_key.derive(audit::CHECKPOINT_KEY_LABEL);
         let chain =
             audit::Chain::resume(head, audit::CheckpointKey::new(checkpoint_key.as_slice()));
-        let ledger = ledger::LedgerWriter::spawn(parts.store.clone(), chain);
+        let ids = audit::IdHasher::new(parts.master_key.derive(audit::ID_KEY_LABEL).as_slice());
+        let ledger = ledger::LedgerWriter::spawn(parts.store.clone(), chain, ids);
         let (alerts, raised) = alerts::Alerts::new();
         alerts.set_webhooks(&snapshot.webhooks);
         let state = AppState {

@@ -154,6 +154,12 @@ pub(crate) fn status(report: &StatusReport) -> anyhow::Result<()> {
             report.virtual_keys,
             report.window
         )?;
+        if report.audit_failing {
+            writeln!(
+                out,
+                "WARNING: the audit log could not be written; admin changes are refused until it can (see the gateway's log)."
+            )?;
+        }
     }
     let rows: Vec<Vec<String>> = report
         .providers

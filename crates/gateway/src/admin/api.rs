@@ -409,6 +409,8 @@ pub struct StatusReport {
     /// The window the counts cover (`15m`).
     pub window: String,
     pub virtual_keys: usize,
+    /// The last admin action could not be written to the audit log.
+    pub audit_failing: bool,
     pub providers: Vec<ProviderHealthView>,
 }
 

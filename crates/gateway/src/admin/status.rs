@@ -36,6 +36,9 @@ pub(super) async fn status(
     Ok(axum::Json(StatusReport {
         window: format!("{WINDOW_MINUTES}m"),
         virtual_keys: snapshot.keys.len(),
+        audit_failing: state
+            .audit_failing
+            .load(std::sync::atomic::Ordering::Relaxed),
         providers,
     }))
 }

@@ -275,6 +275,7 @@ pub(crate) fn settlement(
         clock: state.clock.clone(),
         alerts: state.alerts.clone(),
         anomaly: state.config.anomaly,
+        client: ctx.client,
     }
 }
 

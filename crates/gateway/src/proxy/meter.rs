@@ -35,6 +35,8 @@ pub(crate) struct Settlement {
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) alerts: Alerts,
     pub(crate) anomaly: keyforge_control::AnomalyConfig,
+    /// The client's address, for the audit entry (keyed-hashed there).
+    pub(crate) client: Option<std::net::IpAddr>,
 }
 
 impl Settlement {
@@ -82,7 +84,7 @@ impl Settlement {
         {
             super::watch::report(&self.alerts, &entry, [finding], now);
         }
-        self.ledger.record(self.record);
+        self.ledger.record(self.record, self.client);
     }
 }
 
