@@ -497,15 +497,15 @@ async fn cli_at(home: &Path, addr: &str, data_dir: &Path, args: &[&str]) -> (boo
     )
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn usage_and_prices_commands_report_the_ledger_across_restarts() {
-    let home = tempfile::tempdir().unwrap();
-    let provider_key = fake_provider_key("usage");
+/// A gateway in `home` with an `openai` provider (environment `dev`) in
+/// front of a fake upstream: (server, upstream, the provider's key).
+async fn with_openai(home: &Path, tag: &str) -> (Server, FakeUpstream, String) {
+    let provider_key = fake_provider_key(tag);
     let upstream = FakeUpstream::start(&provider_key).await.unwrap();
-    let server = Server::start_in(home.path(), &[]).await;
+    let server = Server::start_in(home, &[]).await;
     server
         .add_provider(
-            home.path(),
+            home,
             "openai",
             "openai",
             "dev",
@@ -513,12 +513,24 @@ async fn usage_and_prices_commands_report_the_ledger_across_restarts() {
             &provider_key,
         )
         .await;
-    let key = server
-        .create_key(home.path(), &["--name", "app", "--env", "dev"])
-        .await["key"]
+    (server, upstream, provider_key)
+}
+
+/// `keyforge key create --name app --env dev ARGS...`; the key's text.
+async fn app_key(server: &Server, home: &Path, args: &[&str]) -> String {
+    let mut all = vec!["--name", "app", "--env", "dev"];
+    all.extend_from_slice(args);
+    server.create_key(home, &all).await["key"]
         .as_str()
         .unwrap()
-        .to_owned();
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn usage_and_prices_commands_report_the_ledger_across_restarts() {
+    let home = tempfile::tempdir().unwrap();
+    let (server, _upstream, _provider_key) = with_openai(home.path(), "usage").await;
+    let key = app_key(&server, home.path(), &[]).await;
     let http = reqwest::Client::new();
     for _ in 0..2 {
         let response = http
@@ -575,19 +587,7 @@ async fn usage_and_prices_commands_report_the_ledger_across_restarts() {
 #[tokio::test(flavor = "multi_thread")]
 async fn budgets_and_limits_survive_a_restart() {
     let home = tempfile::tempdir().unwrap();
-    let provider_key = fake_provider_key("limits");
-    let upstream = FakeUpstream::start(&provider_key).await.unwrap();
-    let server = Server::start_in(home.path(), &[]).await;
-    server
-        .add_provider(
-            home.path(),
-            "openai",
-            "openai",
-            "dev",
-            &upstream.base_url(),
-            &provider_key,
-        )
-        .await;
+    let (server, _upstream, _provider_key) = with_openai(home.path(), "limits").await;
     let created = server
         .create_key(
             home.path(),
@@ -763,25 +763,8 @@ async fn alert_webhooks_come_from_stdin_and_stay_sealed() {
 #[tokio::test(flavor = "multi_thread")]
 async fn rotate_commands_walk_a_provider_key_through_blue_green() {
     let home = tempfile::tempdir().unwrap();
-    let old_key = fake_provider_key("rotate-old");
-    let upstream = FakeUpstream::start(&old_key).await.unwrap();
-    let server = Server::start_in(home.path(), &[]).await;
-    server
-        .add_provider(
-            home.path(),
-            "openai",
-            "openai",
-            "dev",
-            &upstream.base_url(),
-            &old_key,
-        )
-        .await;
-    let key = server
-        .create_key(home.path(), &["--name", "app", "--env", "dev"])
-        .await["key"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let (server, upstream, _old_key) = with_openai(home.path(), "rotate-old").await;
+    let key = app_key(&server, home.path(), &[]).await;
     let http = reqwest::Client::new();
     let ask = || {
         http.post(format!("{}/openai/v1/chat/completions", server.addr))
@@ -866,25 +849,8 @@ async fn rotate_commands_walk_a_provider_key_through_blue_green() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_audit_log_is_tamper_evident_and_survives_kill_9() {
     let home = tempfile::tempdir().unwrap();
-    let provider_key = fake_provider_key("audit");
-    let upstream = FakeUpstream::start(&provider_key).await.unwrap();
-    let server = Server::start_in(home.path(), &[]).await;
-    server
-        .add_provider(
-            home.path(),
-            "openai",
-            "openai",
-            "dev",
-            &upstream.base_url(),
-            &provider_key,
-        )
-        .await;
-    let key = server
-        .create_key(home.path(), &["--name", "app", "--env", "dev"])
-        .await["key"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let (server, _upstream, provider_key) = with_openai(home.path(), "audit").await;
+    let key = app_key(&server, home.path(), &[]).await;
     // Load from eight clients, then kill -9 in the middle of it.
     let addr = server.addr.clone();
     let load: Vec<_> = (0..8)
