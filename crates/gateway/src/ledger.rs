@@ -3,9 +3,11 @@
 //! each (group commit). Nothing on the request path waits for the database.
 //!
 //! The same task appends the audit log, so the hash chain has one writer:
-//! every ledger record becomes a `key.use` entry, admin actions arrive as
-//! entries of their own (their caller waits for the commit), and each batch
-//! ends with a signed checkpoint, all in the batch's transaction.
+//! the ledger records of a batch become one `key.use` entry listing every
+//! use (one line, one hash and one row per batch rather than per request),
+//! admin actions arrive as entries of their own (their caller waits for the
+//! commit), and each batch ends with a signed checkpoint, all in the batch's
+//! transaction.
 //!
 //! A full queue is back-pressure, never silent loss: the record waits in a
 //! task of its own for room, and the condition is logged. A failing store is
@@ -107,7 +109,11 @@ impl LedgerWriter {
 #[derive(Default)]
 struct Batch {
     ledger: Vec<LedgerRecord>,
-    /// In arrival order: ledger records' `key.use` entries and admin entries.
+    /// Key uses not yet gathered into a `key.use` entry.
+    uses: Vec<serde_json::Value>,
+    /// First arrival time of those uses (Unix ms).
+    uses_from_ms: i64,
+    /// In order: `key.use` entries and admin entries.
     audit: Vec<AuditEvent>,
     audited: Vec<oneshot::Sender<()>>,
     flushed: Vec<oneshot::Sender<()>>,
@@ -117,10 +123,15 @@ impl Batch {
     fn take(&mut self, message: Message, ids: &IdHasher) {
         match message {
             Message::Record(record, client) => {
-                self.audit.push(key_use(&record, client, ids));
+                if self.uses.is_empty() {
+                    self.uses_from_ms = record.at_ms;
+                }
+                self.uses.push(key_use(&record, client, ids));
                 self.ledger.push(*record);
             }
             Message::Audit(event, done) => {
+                // Keep the order: the uses before this action come first.
+                self.close_uses();
                 self.audit.push(*event);
                 self.audited.push(done);
             }
@@ -128,31 +139,47 @@ impl Batch {
         }
     }
 
+    /// Gathers the pending key uses into one `key.use` entry.
+    fn close_uses(&mut self) {
+        if self.uses.is_empty() {
+            return;
+        }
+        let uses = std::mem::take(&mut self.uses);
+        self.audit.push(AuditEvent {
+            at: time::OffsetDateTime::from_unix_timestamp_nanos(
+                i128::from(self.uses_from_ms) * 1_000_000,
+            )
+            .unwrap_or(time::OffsetDateTime::UNIX_EPOCH),
+            kind: "key.use".to_owned(),
+            actor: "gateway",
+            data: json!({"count": uses.len(), "uses": uses}),
+        });
+    }
+
     fn len(&self) -> usize {
-        self.audit.len()
+        self.ledger.len() + self.audit.len()
     }
 }
 
-/// The audit entry of one request that reached a provider. The client's
+/// One request that reached a provider, for the audit log. The client's
 /// address is recorded as a keyed hash (as Vault does): the same address
 /// always maps to the same value, so it can be correlated, but the log does
 /// not reveal it.
-fn key_use(record: &LedgerRecord, client: Option<std::net::IpAddr>, ids: &IdHasher) -> AuditEvent {
-    AuditEvent {
-        at: time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(record.at_ms) * 1_000_000)
-            .unwrap_or(time::OffsetDateTime::UNIX_EPOCH),
-        kind: "key.use".to_owned(),
-        actor: "gateway",
-        data: json!({
-            "request_id": record.request_id,
-            "key_id": record.key_id,
-            "env": record.env,
-            "provider": record.provider,
-            "provider_key_version": record.provider_key_version,
-            "status": record.status,
-            "client": client.map(|ip| ids.hash(&ip.to_string())),
-        }),
-    }
+fn key_use(
+    record: &LedgerRecord,
+    client: Option<std::net::IpAddr>,
+    ids: &IdHasher,
+) -> serde_json::Value {
+    json!({
+        "at_ms": record.at_ms,
+        "request_id": record.request_id,
+        "key_id": record.key_id,
+        "env": record.env,
+        "provider": record.provider,
+        "provider_key_version": record.provider_key_version,
+        "status": record.status,
+        "client": client.map(|ip| ids.hash(&ip.to_string())),
+    })
 }
 
 async fn run(
@@ -178,6 +205,7 @@ async fn run(
                 Err(_) => break,
             }
         }
+        batch.close_uses();
         let entries = chain.entries(&batch.audit);
         let rows: Vec<AuditRow> = entries
             .iter()
