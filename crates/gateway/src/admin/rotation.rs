@@ -50,6 +50,21 @@ fn provider(state: &AppState, id: &str) -> Result<Arc<ProviderEntry>, AdminError
         })
 }
 
+/// Takes the admin lock, finds the provider and records the step in the
+/// audit log: what every rotation step does first.
+async fn begin<'a>(
+    state: &'a AppState,
+    id: &str,
+    action: &str,
+    data: serde_json::Value,
+) -> Result<(tokio::sync::MutexGuard<'a, ()>, Arc<ProviderEntry>), AdminError> {
+    let guard = state.admin_write.lock().await;
+    // Resolve first, so an unknown provider is refused without an entry.
+    let entry = provider(state, id)?;
+    super::audit(state, action, data).await?;
+    Ok((guard, entry))
+}
+
 /// A body that may be empty (then the request's defaults apply).
 fn optional_json<T: serde::de::DeserializeOwned + Default>(body: &Bytes) -> Result<T, AdminError> {
     if body.is_empty() {
@@ -318,14 +333,13 @@ pub(super) async fn promote(
     if !(1..=100).contains(&percent) {
         return Err(AdminError::bad_request("--percent is from 1 to 100"));
     }
-    let _guard = state.admin_write.lock().await;
-    super::audit(
+    let (_guard, entry) = begin(
         &state,
+        &id,
         "rotation.promote",
         serde_json::json!({"provider_id": id, "percent": percent}),
     )
     .await?;
-    let entry = provider(&state, &id)?;
     let Some(pending) = &entry.pending else {
         return Err(missing(
             "no_pending_key",
@@ -352,14 +366,13 @@ pub(super) async fn finish(
     body: Bytes,
 ) -> Result<axum::Json<RotationStatus>, AdminError> {
     let request: FinishRequest = optional_json(&body)?;
-    let _guard = state.admin_write.lock().await;
-    super::audit(
+    let (_guard, entry) = begin(
         &state,
+        &id,
         "rotation.finish",
         serde_json::json!({"provider_id": id, "force": request.force}),
     )
     .await?;
-    let entry = provider(&state, &id)?;
     let Some(previous) = &entry.record.previous else {
         return Err(missing(
             "no_previous_key",
@@ -408,14 +421,13 @@ pub(super) async fn rollback(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
 ) -> Result<axum::Json<RotationStatus>, AdminError> {
-    let _guard = state.admin_write.lock().await;
-    super::audit(
+    let (_guard, entry) = begin(
         &state,
+        &id,
         "rotation.rollback",
         serde_json::json!({"provider_id": id}),
     )
     .await?;
-    let entry = provider(&state, &id)?;
     match (&entry.record.previous, &entry.pending) {
         (Some(previous), _) => {
             let stages = [
@@ -440,14 +452,13 @@ pub(super) async fn cancel(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
 ) -> Result<axum::Json<RotationStatus>, AdminError> {
-    let _guard = state.admin_write.lock().await;
-    super::audit(
+    let (_guard, entry) = begin(
         &state,
+        &id,
         "rotation.cancel",
         serde_json::json!({"provider_id": id}),
     )
     .await?;
-    let entry = provider(&state, &id)?;
     let Some(pending) = &entry.pending else {
         return Err(missing(
             "no_pending_key",
