@@ -51,7 +51,7 @@ pub(crate) struct AuditEvent {
     /// `admin.key.create`, `key.use`, ...
     pub(crate) kind: String,
     /// `admin` for admin API calls, `gateway` for the gateway's own acts.
-    pub(crate) actor: &'static str,
+    pub(crate) actor: String,
     /// Ids, names and outcomes; never a secret.
     pub(crate) data: serde_json::Value,
 }
@@ -181,7 +181,7 @@ impl Chain {
                     seq,
                     at: event.at.format(&Rfc3339).unwrap_or_default(),
                     kind: event.kind.clone(),
-                    actor: event.actor.to_owned(),
+                    actor: event.actor.clone(),
                     data: event.data.clone(),
                     prev: hex(&prev),
                 };
@@ -405,7 +405,7 @@ mod tests {
                 .map(|n| AuditEvent {
                     at: datetime!(2026-11-23 10:00 UTC),
                     kind: "key.use".into(),
-                    actor: "gateway",
+                    actor: "gateway".to_owned(),
                     data: json!({"n": n}),
                 })
                 .collect();
@@ -498,7 +498,7 @@ mod tests {
         let events = vec![AuditEvent {
             at: datetime!(2026-11-23 10:00 UTC),
             kind: "admin.key.create".into(),
-            actor: "admin",
+            actor: "admin".to_owned(),
             data: json!({"forged": true}),
         }];
         let entries = chain.entries(&events);

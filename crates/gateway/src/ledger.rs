@@ -151,7 +151,7 @@ impl Batch {
             )
             .unwrap_or(time::OffsetDateTime::UNIX_EPOCH),
             kind: "key.use".to_owned(),
-            actor: "gateway",
+            actor: "gateway".to_owned(),
             data: json!({"count": uses.len(), "uses": uses}),
         });
     }

@@ -134,7 +134,7 @@ impl Gateway {
         let started = audit::AuditEvent {
             at: state.clock.now(),
             kind: "gateway.start".to_owned(),
-            actor: "gateway",
+            actor: "gateway".to_owned(),
             data: serde_json::json!({
                 "version": env!("CARGO_PKG_VERSION"),
                 "providers": snapshot_counts.0,
@@ -155,13 +155,15 @@ impl Gateway {
         Ok(Self { state })
     }
 
-    /// The whole HTTP surface. `/healthz` is the only route that needs no
-    /// credential; `/admin/v1` needs the admin token; everything else is the
-    /// proxy and needs a `kf_` key.
+    /// The whole HTTP surface. `/healthz` and the OIDC exchange are the only
+    /// routes that need no credential (the exchange's credential is the
+    /// token it is given); `/admin/v1` needs the admin token; `/keyforge/v1`
+    /// (a key acting on itself) and the proxy need a `kf_` key.
     pub fn router(&self) -> Router {
         Router::new()
             .route("/healthz", get(|| async { "ok\n" }))
             .nest("/admin/v1", admin::router(self.state.clone()))
+            .nest("/keyforge/v1", admin::self_service::router())
             .fallback(proxy::handle)
             .with_state(self.state.clone())
     }

@@ -55,10 +55,16 @@ pub(crate) struct KeyEntry {
     pub(crate) limiters: Arc<KeyLimiters>,
     /// The key's recent behaviour, for anomaly detection.
     pub(crate) watch: Arc<KeyWatch>,
-    /// The key's own budgets, its project's and its environment's, sorted
-    /// by id (the order their locks are taken in).
+    /// The key's own budgets, its ancestors', its project's and its
+    /// environment's, sorted by id (the order their locks are taken in).
     pub(crate) budgets: Vec<Arc<BudgetCell>>,
+    /// The key's parent, grandparent and so on: a child is usable only while
+    /// every one of them is.
+    pub(crate) ancestors: Vec<Arc<KeyEntry>>,
 }
+
+/// How deep a tree of keys may grow (a root key is depth 0).
+pub(crate) const MAX_KEY_DEPTH: usize = 8;
 
 /// A version of a provider's key, decrypted.
 #[derive(Debug)]
@@ -114,6 +120,7 @@ impl ProviderEntry {
 #[derive(Debug, Default)]
 pub(crate) struct Snapshot {
     pub(crate) keys: HashMap<KeyHash, Arc<KeyEntry>>,
+    pub(crate) keys_by_id: HashMap<KeyId, Arc<KeyEntry>>,
     /// Earlier secrets of rotated keys, with the end of their grace window
     /// (kept for a month after it, to say why they are refused).
     pub(crate) grace: HashMap<KeyHash, (Arc<KeyEntry>, OffsetDateTime)>,
@@ -193,7 +200,9 @@ impl Snapshot {
             })
             .unwrap_or_default();
         let mut fresh_limiters = HashMap::new();
-        for record in store.list_virtual_keys().await? {
+        // Parents before children, so each child can hold its ancestors.
+        let records = parents_first(store.list_virtual_keys().await?);
+        for record in records {
             let earlier = previous_keys.get(&record.id);
             let watch = earlier.map_or_else(|| Arc::new(KeyWatch::new()), |e| e.watch.clone());
             // The store is the truth for suspension: a resumed key is
@@ -207,31 +216,38 @@ impl Snapshot {
                     limiters
                 }
             };
+            let mut ancestors: Vec<Arc<KeyEntry>> = Vec::new();
+            let mut parent = record.parent.as_ref();
+            while let Some(id) = parent {
+                let Some(entry) = snapshot.keys_by_id.get(id) else {
+                    break;
+                };
+                ancestors.push(entry.clone());
+                parent = entry.record.parent.as_ref();
+            }
             let mut budgets: Vec<Arc<BudgetCell>> = snapshot
                 .budgets
                 .values()
-                .filter(|cell| applies_to(cell.scope(), &record))
+                .filter(|cell| applies_to(cell.scope(), &record, &ancestors))
                 .cloned()
                 .collect();
             budgets.sort_by(|a, b| a.id().cmp(b.id()));
-            snapshot.keys.insert(
-                record.hash,
-                Arc::new(KeyEntry {
-                    record,
-                    limiters,
-                    watch,
-                    budgets,
-                }),
-            );
+            let entry = Arc::new(KeyEntry {
+                record,
+                limiters,
+                watch,
+                budgets,
+                ancestors,
+            });
+            snapshot
+                .keys_by_id
+                .insert(entry.record.id.clone(), entry.clone());
+            snapshot.keys.insert(entry.record.hash, entry);
         }
         if previous.is_none() {
             replay_recent_requests(store, &fresh_limiters, now).await?;
         }
-        let by_id: HashMap<&KeyId, &Arc<KeyEntry>> = snapshot
-            .keys
-            .values()
-            .map(|entry| (&entry.record.id, entry))
-            .collect();
+        let by_id = &snapshot.keys_by_id;
         let mut grace = HashMap::new();
         for secret in store
             .list_grace_secrets(now - time::Duration::days(30))
@@ -272,7 +288,7 @@ impl Snapshot {
     }
 
     pub(crate) fn key_by_id(&self, id: &KeyId) -> Option<&Arc<KeyEntry>> {
-        self.keys.values().find(|entry| &entry.record.id == id)
+        self.keys_by_id.get(id)
     }
 
     pub(crate) fn providers_in(&self, env: &EnvName) -> impl Iterator<Item = &Arc<ProviderEntry>> {
@@ -282,9 +298,40 @@ impl Snapshot {
     }
 }
 
-fn applies_to(scope: &BudgetScope, key: &VirtualKeyRecord) -> bool {
+/// Orders keys so that every parent comes before its children (a key whose
+/// parent is missing is treated as a root).
+fn parents_first(records: Vec<VirtualKeyRecord>) -> Vec<VirtualKeyRecord> {
+    let ids: std::collections::HashSet<KeyId> =
+        records.iter().map(|record| record.id.clone()).collect();
+    let mut placed: std::collections::HashSet<KeyId> = std::collections::HashSet::new();
+    let mut pending = records;
+    let mut ordered = Vec::with_capacity(pending.len());
+    while !pending.is_empty() {
+        let before = ordered.len();
+        let (ready, waiting): (Vec<_>, Vec<_>) = pending.into_iter().partition(|record| {
+            record
+                .parent
+                .as_ref()
+                .is_none_or(|parent| placed.contains(parent) || !ids.contains(parent))
+        });
+        for record in &ready {
+            placed.insert(record.id.clone());
+        }
+        ordered.extend(ready);
+        pending = waiting;
+        if ordered.len() == before {
+            // A cycle cannot be created through the API; keep the keys anyway.
+            ordered.append(&mut pending);
+        }
+    }
+    ordered
+}
+
+fn applies_to(scope: &BudgetScope, key: &VirtualKeyRecord, ancestors: &[Arc<KeyEntry>]) -> bool {
     match scope {
-        BudgetScope::Key(id) => id == &key.id,
+        BudgetScope::Key(id) => {
+            id == &key.id || ancestors.iter().any(|entry| &entry.record.id == id)
+        }
         BudgetScope::Project(project) => key.project.as_ref() == Some(project),
         BudgetScope::Env(env) => env == &key.env,
     }

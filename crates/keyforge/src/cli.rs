@@ -149,8 +149,17 @@ pub(crate) enum KeyCommand {
     Create {
         #[arg(long)]
         name: String,
+        /// The key's environment (a child key is in its parent's).
+        #[arg(long, required_unless_present = "parent")]
+        env: Option<String>,
+        /// Mint a child of this key (key_...): its scope, limits, budgets and
+        /// lifetime can only narrow the parent's, its spend counts against the
+        /// parent's budgets, and revoking the parent revokes it.
         #[arg(long)]
-        env: String,
+        parent: Option<String>,
+        /// Let the new key mint child keys itself (through POST /keyforge/v1/keys).
+        #[arg(long)]
+        can_mint: bool,
         /// Provider this key may use (repeatable; default: every provider of its environment).
         #[arg(long = "provider")]
         providers: Vec<String>,

@@ -212,6 +212,8 @@ pub(crate) async fn key(command: KeyCommand) -> anyhow::Result<()> {
         KeyCommand::Create {
             name,
             env,
+            parent,
+            can_mint,
             providers,
             models,
             ttl,
@@ -224,7 +226,12 @@ pub(crate) async fn key(command: KeyCommand) -> anyhow::Result<()> {
             json,
             admin,
         } => {
-            let env = EnvName::parse(&env)?;
+            let env = env.as_deref().map(EnvName::parse).transpose()?;
+            let parent = parent
+                .as_deref()
+                .map(keyforge_types::KeyId::parse)
+                .transpose()
+                .context("--parent")?;
             let project = project
                 .as_deref()
                 .map(ProjectName::parse)
@@ -259,6 +266,8 @@ pub(crate) async fn key(command: KeyCommand) -> anyhow::Result<()> {
             let request = CreateKeyRequest {
                 name,
                 env,
+                parent,
+                can_mint,
                 providers,
                 models,
                 ttl,

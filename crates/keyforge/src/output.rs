@@ -99,6 +99,12 @@ pub(crate) fn key_created(created: &CreatedKey) -> anyhow::Result<()> {
     if let Some(project) = &view.project {
         writeln!(out, "Project: {project}")?;
     }
+    if let Some(parent) = &view.parent {
+        writeln!(out, "Parent: {parent} (this key can only narrow it)")?;
+    }
+    if view.can_mint {
+        writeln!(out, "May mint child keys")?;
+    }
     let limits = limits_text(view);
     if limits != "none" {
         writeln!(out, "Limits: {limits}")?;
@@ -252,6 +258,17 @@ pub(crate) fn key_detail(key: &KeyView) -> anyhow::Result<()> {
         ),
         ("limits", limits_text(key)),
         ("on anomaly", key.on_anomaly.as_str().to_owned()),
+        (
+            "parent",
+            key.parent
+                .as_ref()
+                .map_or_else(|| "-".into(), ToString::to_string),
+        ),
+        (
+            "can mint",
+            if key.can_mint { "yes" } else { "no" }.to_owned(),
+        ),
+        ("origin", key.origin.clone()),
     ] {
         writeln!(out, "{label:<12} {value}")?;
     }
@@ -435,6 +452,15 @@ pub(crate) fn revoked(result: &RevokeResult) -> anyhow::Result<()> {
             "Revoked key {}: it is refused from the next request on.",
             result.id
         )?,
+    }
+    if !result.descendants.is_empty() {
+        let ids: Vec<String> = result.descendants.iter().map(ToString::to_string).collect();
+        writeln!(
+            out,
+            "Also revoked its {} descendant key(s): {}",
+            ids.len(),
+            ids.join(", ")
+        )?;
     }
     Ok(())
 }

@@ -121,6 +121,14 @@ pub struct VirtualKeyRecord {
     pub revoked_at: Option<OffsetDateTime>,
     /// Suspended by anomaly detection, until an operator resumes the key.
     pub suspended: Option<Suspension>,
+    /// The key this one was minted under: it can only narrow the parent, its
+    /// spend counts against the parent's budgets, and revoking the parent
+    /// revokes it.
+    pub parent: Option<KeyId>,
+    /// Whether the key itself may mint child keys.
+    pub can_mint: bool,
+    /// Who created the key: `admin`, `key:<parent id>` or `oidc:<role>`.
+    pub origin: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -130,10 +138,12 @@ pub struct Suspension {
     pub reason: String,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What a revocation did. `descendants` are the key's children (and
+/// theirs) that were still in force and are revoked with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RevokeOutcome {
-    Revoked,
-    AlreadyRevoked,
+    Revoked { descendants: Vec<KeyId> },
+    AlreadyRevoked { descendants: Vec<KeyId> },
     NotFound,
 }
 

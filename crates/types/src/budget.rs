@@ -197,7 +197,36 @@ impl KeyLimits {
     pub fn is_empty(&self) -> bool {
         self.rpm.is_none() && self.tpm.is_none() && self.max_parallel.is_none()
     }
+
+    /// A child key's limits under these (its parent's): each requested
+    /// limit must be at most the parent's, and a limit left out is the
+    /// parent's.
+    pub fn narrow(&self, requested: KeyLimits) -> Result<KeyLimits, NarrowError> {
+        fn one<T: Copy + Ord + fmt::Display>(
+            name: &'static str,
+            parent: Option<T>,
+            child: Option<T>,
+        ) -> Result<Option<T>, NarrowError> {
+            match (parent, child) {
+                (Some(parent), Some(child)) if child > parent => Err(NarrowError(format!(
+                    "{name} {child} is above the parent key's {parent}"
+                ))),
+                (parent, None) => Ok(parent),
+                (_, child) => Ok(child),
+            }
+        }
+        Ok(KeyLimits {
+            rpm: one("rpm", self.rpm, requested.rpm)?,
+            tpm: one("tpm", self.tpm, requested.tpm)?,
+            max_parallel: one("max-parallel", self.max_parallel, requested.max_parallel)?,
+        })
+    }
 }
+
+/// Why a child key cannot have what it asked for: it would widen its parent.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+#[error("a child key can only narrow its parent: {0}")]
+pub struct NarrowError(pub String);
 
 /// What the gateway does when it sees a key behave unlike itself.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -245,6 +274,40 @@ fn parse_usd(text: &str) -> Result<NanoUsd, BudgetError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn child_limits_narrow_or_inherit() {
+        let parent = KeyLimits {
+            rpm: Some(60),
+            tpm: None,
+            max_parallel: Some(4),
+        };
+        let child = parent
+            .narrow(KeyLimits {
+                rpm: Some(10),
+                tpm: Some(1_000),
+                max_parallel: None,
+            })
+            .unwrap();
+        assert_eq!(
+            child,
+            KeyLimits {
+                rpm: Some(10),
+                tpm: Some(1_000),
+                max_parallel: Some(4)
+            }
+        );
+        let error = parent
+            .narrow(KeyLimits {
+                rpm: Some(61),
+                ..KeyLimits::default()
+            })
+            .unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "a child key can only narrow its parent: rpm 61 is above the parent key's 60"
+        );
+    }
     use time::macros::datetime;
 
     #[test]

@@ -17,7 +17,9 @@ mod secret;
 mod virtual_key;
 
 pub use base62::{decode_u32 as base62_decode_u32, encode_u32_fixed as base62_encode_u32_fixed};
-pub use budget::{AnomalyAction, BudgetError, BudgetLimit, BudgetScope, KeyLimits, Period};
+pub use budget::{
+    AnomalyAction, BudgetError, BudgetLimit, BudgetScope, KeyLimits, NarrowError, Period,
+};
 pub use duration::{DurationError, Ttl};
 pub use ids::{AlertId, BudgetId, IdError, KeyId, ProviderId, random_base62};
 pub use money::{NanoUsd, parse_fixed_decimal};

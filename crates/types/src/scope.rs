@@ -6,6 +6,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::budget::NarrowError;
 use crate::names::ProviderName;
 
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
@@ -44,6 +45,15 @@ impl ModelPattern {
 
     pub fn matches(&self, model: &str) -> bool {
         glob_match(self.0.as_bytes(), model.as_bytes())
+    }
+
+    /// Whether every model `other` matches is matched by `self`. Matching
+    /// `other`'s text with its `*` taken literally is sound: only a `*` of
+    /// `self` can absorb a `*` of `other`, and it absorbs any run. (It may
+    /// say no for some exotic pairs that are in fact covered; a refused
+    /// child scope can always be written more plainly.)
+    pub fn covers(&self, other: &ModelPattern) -> bool {
+        self.matches(&other.0)
     }
 }
 
@@ -112,6 +122,48 @@ impl Scope {
     pub fn restricts_models(&self) -> bool {
         !self.models.is_empty()
     }
+
+    /// A child key's scope under this one (its parent's): every requested
+    /// provider and model pattern must be within the parent's, and a list
+    /// left empty is the parent's.
+    pub fn narrow(&self, requested: Scope) -> Result<Scope, NarrowError> {
+        let providers = if requested.providers.is_empty() {
+            self.providers.clone()
+        } else {
+            if let Some(outside) = requested
+                .providers
+                .iter()
+                .find(|provider| !self.allows_provider(provider))
+            {
+                return Err(NarrowError(format!(
+                    "provider `{outside}` is outside the parent key's scope"
+                )));
+            }
+            requested.providers
+        };
+        let models = if requested.models.is_empty() {
+            self.models.clone()
+        } else {
+            if !self.models.is_empty()
+                && let Some(outside) = requested
+                    .models
+                    .iter()
+                    .find(|child| !self.models.iter().any(|parent| parent.covers(child)))
+            {
+                return Err(NarrowError(format!(
+                    "model pattern `{}` is outside the parent key's models ({})",
+                    outside.as_str(),
+                    self.models
+                        .iter()
+                        .map(ModelPattern::as_str)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )));
+            }
+            requested.models
+        };
+        Ok(Scope { providers, models })
+    }
 }
 
 #[cfg(test)]
@@ -153,6 +205,80 @@ mod tests {
         assert!(!scoped.allows_provider(&ProviderName::parse("anthropic").unwrap()));
         assert!(scoped.allows_model("gpt-4o-mini"));
         assert!(!scoped.allows_model("o3"));
+    }
+
+    fn patterns(list: &[&str]) -> Vec<ModelPattern> {
+        list.iter()
+            .map(|p| ModelPattern::parse(p).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn covering_is_sound_for_globs() {
+        let covers = |a: &str, b: &str| {
+            ModelPattern::parse(a)
+                .unwrap()
+                .covers(&ModelPattern::parse(b).unwrap())
+        };
+        assert!(covers("*", "gpt-4o*"));
+        assert!(covers("gpt-4*", "gpt-4o-mini"));
+        assert!(covers("gpt-4*", "gpt-4o*"));
+        assert!(covers("claude-*-haiku-*", "claude-3-5-haiku-*"));
+        assert!(covers("gpt-4o", "gpt-4o"));
+        assert!(!covers("gpt-4o*", "gpt-4*"));
+        assert!(!covers("gpt-4o", "gpt-4o*"));
+        assert!(!covers("gpt-4o-mini", "*"));
+    }
+
+    #[test]
+    fn a_child_scope_narrows_or_inherits() {
+        let openai = ProviderName::parse("openai").unwrap();
+        let anthropic = ProviderName::parse("anthropic").unwrap();
+        let parent = Scope {
+            providers: vec![openai.clone()],
+            models: patterns(&["gpt-4o*"]),
+        };
+        assert_eq!(parent.narrow(Scope::default()).unwrap(), parent);
+        let narrower = Scope {
+            providers: vec![],
+            models: patterns(&["gpt-4o-mini"]),
+        };
+        assert_eq!(
+            parent.narrow(narrower).unwrap(),
+            Scope {
+                providers: vec![openai],
+                models: patterns(&["gpt-4o-mini"])
+            }
+        );
+        let wider_provider = Scope {
+            providers: vec![anthropic.clone()],
+            models: vec![],
+        };
+        assert!(
+            parent
+                .narrow(wider_provider)
+                .unwrap_err()
+                .to_string()
+                .contains("provider `anthropic`")
+        );
+        let wider_model = Scope {
+            providers: vec![],
+            models: patterns(&["gpt-4*"]),
+        };
+        assert!(
+            parent
+                .narrow(wider_model)
+                .unwrap_err()
+                .to_string()
+                .contains("`gpt-4*`")
+        );
+        // An open parent allows any narrowing.
+        let open = Scope::default();
+        let child = Scope {
+            providers: vec![anthropic],
+            models: patterns(&["claude-*"]),
+        };
+        assert_eq!(open.narrow(child.clone()).unwrap(), child);
     }
 
     #[test]

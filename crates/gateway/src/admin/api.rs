@@ -48,7 +48,15 @@ pub struct ProviderList {
 #[derive(Debug, Deserialize, Serialize)]
 pub struct CreateKeyRequest {
     pub name: String,
-    pub env: EnvName,
+    /// Required for a root key; a child key is in its parent's.
+    #[serde(default)]
+    pub env: Option<EnvName>,
+    /// Mint a child of this key: it can only narrow the parent.
+    #[serde(default)]
+    pub parent: Option<KeyId>,
+    /// Whether the new key may itself mint child keys.
+    #[serde(default)]
+    pub can_mint: bool,
     #[serde(default)]
     pub providers: Vec<ProviderName>,
     #[serde(default)]
@@ -89,6 +97,30 @@ pub struct KeyView {
     pub revoked_at: Option<String>,
     pub suspended_at: Option<String>,
     pub suspended_reason: Option<String>,
+    #[serde(default)]
+    pub parent: Option<KeyId>,
+    #[serde(default)]
+    pub can_mint: bool,
+    /// Who created the key: `admin`, `key:<parent id>`, `oidc:<role>`.
+    #[serde(default)]
+    pub origin: String,
+}
+
+/// `GET /keyforge/v1/keys/self`: the presenting key and the providers it
+/// can reach (what `keyforge run` sets a child process up with).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct SelfView {
+    pub key: KeyView,
+    pub providers: Vec<ReachableProvider>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct ReachableProvider {
+    pub name: ProviderName,
+    /// `openai`, `anthropic`, `gemini`, `openai-compatible`.
+    pub kind: String,
+    /// The gateway path serving it (`/p/NAME`).
+    pub path: String,
 }
 
 /// A budget and where it stands in its current period.
@@ -147,6 +179,9 @@ pub struct RevokeResult {
     pub id: KeyId,
     /// `revoked`, or `already_revoked` when the key was revoked before.
     pub outcome: String,
+    /// Its child keys (and theirs) revoked with it.
+    #[serde(default)]
+    pub descendants: Vec<KeyId>,
 }
 
 /// Rotates a virtual key: a successor secret for the same key id.

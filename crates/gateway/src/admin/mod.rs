@@ -6,7 +6,9 @@ pub mod api;
 mod audit_log;
 mod budgets;
 pub(crate) mod doctor;
+pub(crate) mod mint;
 mod rotation;
+pub(crate) mod self_service;
 mod status;
 
 use std::sync::Arc;
@@ -19,12 +21,8 @@ use axum::routing::{get, post};
 use bytes::Bytes;
 use http::StatusCode;
 use keyforge_providers::ProviderKind;
-use keyforge_store::{
-    BudgetRecord, CredentialRecord, NewProvider, RevokeOutcome, StoreError, VirtualKeyRecord,
-};
-use keyforge_types::{
-    BudgetId, BudgetScope, KeyId, Period, ProviderId, ProviderSecret, Scope, Ttl, VirtualKey,
-};
+use keyforge_store::{CredentialRecord, NewProvider, RevokeOutcome, StoreError};
+use keyforge_types::{KeyId, ProviderId, ProviderSecret, Ttl, VirtualKey};
 use secrecy::ExposeSecret;
 use subtle::ConstantTimeEq;
 use time::OffsetDateTime;
@@ -84,7 +82,7 @@ pub(crate) struct AdminError {
 }
 
 impl AdminError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         Self {
             status,
             code,
@@ -92,16 +90,16 @@ impl AdminError {
         }
     }
 
-    fn bad_request(message: impl Into<String>) -> Self {
+    pub(crate) fn bad_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "invalid_request", message)
     }
 
-    fn internal(message: &'static str) -> Self {
+    pub(crate) fn internal(message: &'static str) -> Self {
         tracing::error!(message, "admin request failed");
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", message)
     }
 
-    fn store(error: StoreError) -> Self {
+    pub(crate) fn store(error: StoreError) -> Self {
         match error {
             StoreError::Conflict(message) => Self::new(StatusCode::CONFLICT, "conflict", message),
             other => {
@@ -176,12 +174,12 @@ async fn require_admin_token(
     }
 }
 
-fn parse_json<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, AdminError> {
+pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, AdminError> {
     serde_json::from_slice(body)
         .map_err(|error| AdminError::bad_request(format!("invalid request body: {error}")))
 }
 
-fn rfc3339(time: OffsetDateTime) -> String {
+pub(crate) fn rfc3339(time: OffsetDateTime) -> String {
     time.format(&Rfc3339).unwrap_or_default()
 }
 
@@ -197,7 +195,7 @@ fn provider_view(entry: &ProviderEntry) -> ProviderView {
     }
 }
 
-fn key_view(entry: &KeyEntry, now: OffsetDateTime) -> KeyView {
+pub(crate) fn key_view(entry: &KeyEntry, now: OffsetDateTime) -> KeyView {
     let record = &entry.record;
     let status = if record.revoked_at.is_some() {
         "revoked"
@@ -228,6 +226,9 @@ fn key_view(entry: &KeyEntry, now: OffsetDateTime) -> KeyView {
         revoked_at: record.revoked_at.map(rfc3339),
         suspended_at: record.suspended.as_ref().map(|s| rfc3339(s.at)),
         suspended_reason: record.suspended.as_ref().map(|s| s.reason.clone()),
+        parent: record.parent.clone(),
+        can_mint: record.can_mint,
+        origin: record.origin.clone(),
     }
 }
 
@@ -235,10 +236,21 @@ fn key_view(entry: &KeyEntry, now: OffsetDateTime) -> KeyView {
 /// the audit log cannot be written, the action is refused: nothing happens
 /// unaudited.
 async fn audit(state: &AppState, kind: &str, data: serde_json::Value) -> Result<(), AdminError> {
+    audit_as(state, "admin", &format!("admin.{kind}"), data).await
+}
+
+/// Records an action by `actor` (`admin`, `key:<id>`, `oidc:<role>`) in the
+/// audit log before it is carried out; refused if it cannot be recorded.
+pub(crate) async fn audit_as(
+    state: &AppState,
+    actor: &str,
+    kind: &str,
+    data: serde_json::Value,
+) -> Result<(), AdminError> {
     let event = crate::audit::AuditEvent {
         at: state.clock.now(),
-        kind: format!("admin.{kind}"),
-        actor: "admin",
+        kind: kind.to_owned(),
+        actor: actor.to_owned(),
         data,
     };
     if state
@@ -266,7 +278,7 @@ async fn audit(state: &AppState, kind: &str, data: serde_json::Value) -> Result<
     }
 }
 
-async fn reload(state: &AppState) -> Result<(), AdminError> {
+pub(crate) async fn reload(state: &AppState) -> Result<(), AdminError> {
     state.reload().await.map_err(|error| {
         tracing::error!(error = %error, "could not rebuild the in-memory snapshot after a change");
         AdminError::new(
@@ -394,113 +406,50 @@ async fn create_key(
     body: Bytes,
 ) -> Result<(StatusCode, axum::Json<CreatedKey>), AdminError> {
     let request: CreateKeyRequest = parse_json(&body)?;
-    let name = request.name.trim();
-    if name.is_empty() || name.len() > 100 || name.chars().any(char::is_control) {
-        return Err(AdminError::bad_request(
-            "key name must be 1 to 100 printable characters",
-        ));
-    }
     let ttl = request
         .ttl
         .as_deref()
         .map(Ttl::parse)
         .transpose()
         .map_err(|error| AdminError::bad_request(error.to_string()))?;
-    {
-        let snapshot = state.snapshot.load();
-        for provider in &request.providers {
-            if !snapshot
-                .providers
-                .contains_key(&(request.env.clone(), provider.clone()))
-            {
-                return Err(AdminError::bad_request(format!(
-                    "no provider named `{provider}` in environment `{}`",
-                    request.env
-                )));
-            }
-        }
-    }
-    let limits = request.limits;
-    if limits.rpm == Some(0) || limits.tpm == Some(0) || limits.max_parallel == Some(0) {
-        return Err(AdminError::bad_request(
-            "rpm, tpm and max-parallel must be at least 1 (leave a limit out for none)",
-        ));
-    }
-    let mut periods: Vec<Period> = Vec::new();
-    for limit in &request.budgets {
-        if limit.amount.0 <= 0 {
-            return Err(AdminError::bad_request(
-                "a budget must be greater than zero",
-            ));
-        }
-        if periods.contains(&limit.period) {
-            return Err(AdminError::bad_request(format!(
-                "two budgets for the same period ({}): give one per period",
-                limit.period
-            )));
-        }
-        periods.push(limit.period);
-    }
-    let virtual_key = VirtualKey::generate(&request.env);
-    let now = state.clock.now();
-    let record = VirtualKeyRecord {
-        id: KeyId::generate(),
-        name: name.to_owned(),
-        env: request.env.clone(),
-        hash: state.hasher.hash(&virtual_key),
-        prefix: virtual_key.display_prefix(),
-        scope: Scope {
-            providers: request.providers,
-            models: request.models,
-        },
+    let spec = mint::KeySpec {
+        name: request.name,
+        env: request.env,
+        providers: request.providers,
+        models: request.models,
+        ttl,
         project: request.project,
-        limits,
+        budgets: request.budgets,
+        limits: request.limits,
         on_anomaly: request.on_anomaly,
-        created_at: now,
-        expires_at: ttl.map(|ttl| now + ttl.as_duration()),
-        revoked_at: None,
-        suspended: None,
+        can_mint: request.can_mint,
     };
-    let budgets: Vec<BudgetRecord> = request
-        .budgets
-        .iter()
-        .map(|limit| BudgetRecord {
-            id: BudgetId::generate(),
-            scope: BudgetScope::Key(record.id.clone()),
-            limit: *limit,
-            created_at: now,
-        })
-        .collect();
-    let _guard = state.admin_write.lock().await;
-    audit(&state, "key.create", serde_json::json!({"id": record.id, "name": record.name, "env": record.env, "project": record.project, "scope": record.scope, "limits": record.limits, "budgets": budgets.iter().map(|b| b.limit.to_string()).collect::<Vec<_>>(), "ttl": request.ttl})).await?;
-    state
-        .store
-        .insert_virtual_key(&record, &budgets)
-        .await
-        .map_err(AdminError::store)?;
-    reload(&state).await?;
-    let entry = state
-        .snapshot
-        .load()
-        .key_by_id(&record.id)
-        .cloned()
-        .ok_or_else(|| AdminError::internal("the new key is missing from the reloaded snapshot"))?;
-    tracing::info!(key_id = %record.id, env = %record.env, "virtual key created");
-    #[expect(
-        clippy::disallowed_methods,
-        reason = "the one time a new key is shown: in the creation response to the admin"
-    )]
-    let key = virtual_key.secret().expose_secret().to_owned();
+    let minter = mint::Minter {
+        actor: "admin".to_owned(),
+        origin: "admin".to_owned(),
+        detail: serde_json::Value::Null,
+    };
+    let minted = mint::mint(&state, spec, request.parent.as_ref(), minter).await?;
     Ok((
         StatusCode::CREATED,
-        axum::Json(CreatedKey {
-            key,
-            view: key_view(&entry, now),
-        }),
+        axum::Json(created_key(&minted, state.clock.now())),
     ))
 }
 
-fn parse_key_id(text: &str) -> Result<KeyId, AdminError> {
+/// The creation response: the one time a key's secret is shown.
+pub(crate) fn created_key(minted: &mint::Minted, now: OffsetDateTime) -> CreatedKey {
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "the one time a new key is shown: in the response to whoever minted it"
+    )]
+    let key = minted.key.secret().expose_secret().to_owned();
+    CreatedKey {
+        key,
+        view: key_view(&minted.entry, now),
+    }
+}
+
+pub(crate) fn parse_key_id(text: &str) -> Result<KeyId, AdminError> {
     KeyId::parse(text).map_err(|error| AdminError::bad_request(error.to_string()))
 }
 
@@ -540,14 +489,16 @@ async fn revoke_key(
                 format!("no key with id {id}"),
             ));
         }
-        RevokeOutcome::AlreadyRevoked => "already_revoked",
-        RevokeOutcome::Revoked => "revoked",
+        RevokeOutcome::AlreadyRevoked { descendants } => ("already_revoked", descendants),
+        RevokeOutcome::Revoked { descendants } => ("revoked", descendants),
     };
+    let (outcome, descendants) = outcome;
     reload(&state).await?;
-    tracing::info!(key_id = %id, outcome, "virtual key revoked");
+    tracing::info!(key_id = %id, outcome, descendants = descendants.len(), "virtual key revoked");
     Ok(axum::Json(RevokeResult {
         id,
         outcome: outcome.to_owned(),
+        descendants,
     }))
 }
 

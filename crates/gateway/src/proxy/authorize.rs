@@ -13,7 +13,7 @@ use super::RequestContext;
 use super::authenticate::Authenticated;
 use super::route::{Route, Selector};
 use crate::error::GatewayError;
-use crate::snapshot::{Credential, ProviderEntry, Snapshot};
+use crate::snapshot::{Credential, KeyEntry, ProviderEntry, Snapshot};
 
 /// Where a request goes.
 pub(crate) struct Target {
@@ -34,15 +34,40 @@ impl Target {
 }
 
 pub(crate) fn key_is_usable(key: &Authenticated, now: OffsetDateTime) -> Result<(), GatewayError> {
-    let record: &VirtualKeyRecord = &key.entry.record;
+    entry_is_usable(&key.entry, now)
+}
+
+/// A key is usable while it and every ancestor are: revoking, suspending or
+/// the expiry of a parent stops its whole tree at once.
+pub(crate) fn entry_is_usable(entry: &KeyEntry, now: OffsetDateTime) -> Result<(), GatewayError> {
+    own_status(entry, now, None)?;
+    for ancestor in &entry.ancestors {
+        own_status(ancestor, now, Some(&entry.record))?;
+    }
+    Ok(())
+}
+
+fn own_status(
+    entry: &KeyEntry,
+    now: OffsetDateTime,
+    child: Option<&VirtualKeyRecord>,
+) -> Result<(), GatewayError> {
+    let record: &VirtualKeyRecord = &entry.record;
+    let say = |what: &str| match child {
+        None => format!("KeyForge key {} {what}", record.id),
+        Some(child) => format!(
+            "KeyForge key {} cannot be used: its parent key {} {what}",
+            child.id, record.id
+        ),
+    };
     if record.revoked_at.is_some() {
         return Err(GatewayError::client(
             ErrorClass::Authentication,
             "key_revoked",
-            format!("KeyForge key {} has been revoked", record.id),
+            say("has been revoked"),
         ));
     }
-    if record.suspended.is_some() || key.entry.watch.is_suspended() {
+    if record.suspended.is_some() || entry.watch.is_suspended() {
         let reason = record
             .suspended
             .as_ref()
@@ -50,23 +75,21 @@ pub(crate) fn key_is_usable(key: &Authenticated, now: OffsetDateTime) -> Result<
         return Err(GatewayError::client(
             ErrorClass::PermissionDenied,
             "key_suspended",
-            format!(
-                "KeyForge key {} is suspended ({reason}); an operator can resume it with `keyforge key resume {}`",
-                record.id, record.id
-            ),
+            say(&format!(
+                "is suspended ({reason}); an operator can resume it with `keyforge key resume {}`",
+                record.id
+            )),
         ));
     }
     if let Some(expires_at) = record.expires_at
         && now >= expires_at
     {
-        {
-            let when = expires_at.format(&Rfc3339).unwrap_or_default();
-            return Err(GatewayError::client(
-                ErrorClass::Authentication,
-                "key_expired",
-                format!("KeyForge key {} expired at {when}", record.id),
-            ));
-        }
+        let when = expires_at.format(&Rfc3339).unwrap_or_default();
+        return Err(GatewayError::client(
+            ErrorClass::Authentication,
+            "key_expired",
+            say(&format!("expired at {when}")),
+        ));
     }
     Ok(())
 }

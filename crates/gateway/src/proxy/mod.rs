@@ -28,6 +28,7 @@ use tracing::Instrument;
 use crate::error::{Fault, GatewayError};
 use crate::state::AppState;
 
+pub(crate) use authorize::entry_is_usable;
 pub(crate) use scrub::Scrubber;
 
 /// Per-request state, filled in as the pipeline learns things. It is what

@@ -24,7 +24,7 @@ use crate::model::{
 };
 use crate::{Store, StoreError};
 
-const SCHEMA_VERSION: i64 = 5;
+const SCHEMA_VERSION: i64 = 6;
 /// 18 columns x 100 rows stays far below SQLite's bound-parameter limit.
 const LEDGER_ROWS_PER_STATEMENT: usize = 100;
 const SCHEMA_V1: &str = include_str!("schema.sql");
@@ -32,6 +32,7 @@ const SCHEMA_V2: &str = include_str!("schema_v2.sql");
 const SCHEMA_V3: &str = include_str!("schema_v3.sql");
 const SCHEMA_V4: &str = include_str!("schema_v4.sql");
 const SCHEMA_V5: &str = include_str!("schema_v5.sql");
+const SCHEMA_V6: &str = include_str!("schema_v6.sql");
 
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
@@ -108,6 +109,9 @@ impl SqliteStore {
         }
         if version < 5 {
             sqlx::raw_sql(SCHEMA_V5).execute(&mut *tx).await?;
+        }
+        if version < 6 {
+            sqlx::raw_sql(SCHEMA_V6).execute(&mut *tx).await?;
         }
         if version < SCHEMA_VERSION {
             sqlx::raw_sql(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))
@@ -238,6 +242,13 @@ fn key_from_row(row: &SqliteRow) -> Result<VirtualKeyRecord, StoreError> {
             .try_get::<Option<i64>, _>("revoked_at")?
             .map(from_unix)
             .transpose()?,
+        parent: row
+            .try_get::<Option<String>, _>("parent_id")?
+            .map(|id| KeyId::parse(&id))
+            .transpose()
+            .map_err(corrupt("key parent id"))?,
+        can_mint: row.try_get::<i64, _>("can_mint")? != 0,
+        origin: row.try_get("origin")?,
     })
 }
 
@@ -249,7 +260,8 @@ fn optional_u32(row: &SqliteRow, column: &'static str) -> Result<Option<u32>, St
 }
 
 const KEY_COLUMNS: &str = "id, name, env, hash, prefix, scope, created_at, expires_at, revoked_at, \
-     project, rpm, tpm, max_parallel, on_anomaly, suspended_at, suspended_reason";
+     project, rpm, tpm, max_parallel, on_anomaly, suspended_at, suspended_reason, parent_id, can_mint, \
+     origin";
 
 fn budget_from_row(row: &SqliteRow) -> Result<BudgetRecord, StoreError> {
     let kind: String = row.try_get("scope_kind")?;
@@ -559,7 +571,7 @@ impl Store for SqliteStore {
         let scope = serde_json::to_string(&key.scope).map_err(corrupt("key scope"))?;
         let mut tx = self.pool.begin().await?;
         sqlx::query(&format!(
-            "INSERT INTO virtual_keys ({KEY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            "INSERT INTO virtual_keys ({KEY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
         ))
         .bind(key.id.as_str())
         .bind(&key.name)
@@ -577,6 +589,9 @@ impl Store for SqliteStore {
         .bind(key.on_anomaly.as_str())
         .bind(key.suspended.as_ref().map(|s| to_unix(s.at)))
         .bind(key.suspended.as_ref().map(|s| s.reason.as_str()))
+        .bind(key.parent.as_ref().map(KeyId::as_str))
+        .bind(i64::from(key.can_mint))
+        .bind(&key.origin)
         .execute(&mut *tx)
         .await?;
         for budget in budgets {
@@ -616,20 +631,36 @@ impl Store for SqliteStore {
                 .bind(id.as_str())
                 .fetch_optional(&mut *tx)
                 .await?;
-        let outcome = match revoked_at {
-            None => RevokeOutcome::NotFound,
-            Some(Some(_)) => RevokeOutcome::AlreadyRevoked,
-            Some(None) => {
-                sqlx::query("UPDATE virtual_keys SET revoked_at = ? WHERE id = ?")
-                    .bind(to_unix(at))
-                    .bind(id.as_str())
-                    .execute(&mut *tx)
-                    .await?;
-                RevokeOutcome::Revoked
+        let already = match revoked_at {
+            None => {
+                tx.commit().await?;
+                return Ok(RevokeOutcome::NotFound);
             }
+            Some(at) => at.is_some(),
         };
+        // The key and every descendant still in force, in one statement.
+        let ids: Vec<String> = sqlx::query_scalar(
+            "WITH RECURSIVE tree (id) AS ( \
+                 SELECT ? UNION SELECT k.id FROM virtual_keys k JOIN tree ON k.parent_id = tree.id) \
+             UPDATE virtual_keys SET revoked_at = ? \
+             WHERE revoked_at IS NULL AND id IN (SELECT id FROM tree) RETURNING id",
+        )
+        .bind(id.as_str())
+        .bind(to_unix(at))
+        .fetch_all(&mut *tx)
+        .await?;
         tx.commit().await?;
-        Ok(outcome)
+        let mut descendants = ids
+            .iter()
+            .filter(|revoked| revoked.as_str() != id.as_str())
+            .map(|id| KeyId::parse(id).map_err(corrupt("key id")))
+            .collect::<Result<Vec<_>, _>>()?;
+        descendants.sort();
+        Ok(if already {
+            RevokeOutcome::AlreadyRevoked { descendants }
+        } else {
+            RevokeOutcome::Revoked { descendants }
+        })
     }
 
     async fn insert_ledger(&self, records: &[LedgerRecord]) -> Result<(), StoreError> {
@@ -965,7 +996,20 @@ impl Store for SqliteStore {
 
     async fn spend_since(&self, scope: &BudgetScope, since_ms: i64) -> Result<i64, StoreError> {
         let column = match scope {
-            BudgetScope::Key(_) => "key_id",
+            // A key's budget counts its descendants' spend too.
+            BudgetScope::Key(id) => {
+                let spent: Option<i64> = sqlx::query_scalar(
+                    "WITH RECURSIVE tree (id) AS ( \
+                         SELECT ? UNION SELECT k.id FROM virtual_keys k JOIN tree ON k.parent_id = tree.id) \
+                     SELECT SUM(cost_nano_usd) FROM ledger \
+                     WHERE key_id IN (SELECT id FROM tree) AND at_ms >= ?",
+                )
+                .bind(id.as_str())
+                .bind(since_ms)
+                .fetch_one(&self.pool)
+                .await?;
+                return Ok(spent.unwrap_or(0));
+            }
             BudgetScope::Project(_) => "project",
             BudgetScope::Env(_) => "env",
         };

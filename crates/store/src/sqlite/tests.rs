@@ -44,6 +44,9 @@ fn key(env: &str) -> VirtualKeyRecord {
         expires_at: Some(datetime!(2026-02-02 03:04:05 UTC)),
         revoked_at: None,
         suspended: None,
+        parent: None,
+        can_mint: false,
+        origin: "admin".into(),
     }
 }
 
@@ -84,11 +87,15 @@ async fn keys_round_trip_and_revoke_once() {
     let at = datetime!(2026-01-03 00:00:00 UTC);
     assert_eq!(
         store.revoke_virtual_key(&record.id, at).await.unwrap(),
-        RevokeOutcome::Revoked
+        RevokeOutcome::Revoked {
+            descendants: vec![]
+        }
     );
     assert_eq!(
         store.revoke_virtual_key(&record.id, at).await.unwrap(),
-        RevokeOutcome::AlreadyRevoked
+        RevokeOutcome::AlreadyRevoked {
+            descendants: vec![]
+        }
     );
     assert_eq!(
         store
@@ -557,4 +564,70 @@ async fn credential_stages_keep_one_current_version() {
             (1, CredentialStage::Previous)
         ]
     );
+}
+
+#[tokio::test]
+async fn revoking_a_parent_revokes_its_whole_tree_and_its_budget_counts_the_tree() {
+    let store = SqliteStore::open_in_memory().await.unwrap();
+    let root = key("dev");
+    let mut child = key("dev");
+    child.parent = Some(root.id.clone());
+    child.origin = format!("key:{}", root.id);
+    let mut grandchild = key("dev");
+    grandchild.parent = Some(child.id.clone());
+    let sibling = key("dev");
+    for record in [&root, &child, &grandchild, &sibling] {
+        store.insert_virtual_key(record, &[]).await.unwrap();
+    }
+    let loaded = store
+        .get_virtual_key(&grandchild.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(loaded.parent.as_ref(), Some(&child.id));
+    assert_eq!(
+        store
+            .get_virtual_key(&child.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .origin,
+        format!("key:{}", root.id)
+    );
+
+    store
+        .insert_ledger(&[
+            ledger(&root.id, "dev", "gpt-4o", 1_000, 5),
+            ledger(&child.id, "dev", "gpt-4o", 1_000, 7),
+            ledger(&grandchild.id, "dev", "gpt-4o", 1_000, 11),
+            ledger(&sibling.id, "dev", "gpt-4o", 1_000, 13),
+        ])
+        .await
+        .unwrap();
+    let spent = |id: &KeyId| {
+        let scope = BudgetScope::Key(id.clone());
+        let store = &store;
+        async move { store.spend_since(&scope, 0).await.unwrap() }
+    };
+    assert_eq!(spent(&root.id).await, 5 + 7 + 11);
+    assert_eq!(spent(&child.id).await, 7 + 11);
+    assert_eq!(spent(&grandchild.id).await, 11);
+
+    // A grandchild revoked on its own is not listed again.
+    let at = datetime!(2026-01-03 00:00:00 UTC);
+    store.revoke_virtual_key(&grandchild.id, at).await.unwrap();
+    let mut expected = vec![child.id.clone()];
+    expected.sort();
+    assert_eq!(
+        store.revoke_virtual_key(&root.id, at).await.unwrap(),
+        RevokeOutcome::Revoked {
+            descendants: expected
+        }
+    );
+    for id in [&root.id, &child.id, &grandchild.id] {
+        let record = store.get_virtual_key(id).await.unwrap().unwrap();
+        assert_eq!(record.revoked_at, Some(at), "{id}");
+    }
+    let sibling = store.get_virtual_key(&sibling.id).await.unwrap().unwrap();
+    assert_eq!(sibling.revoked_at, None);
 }
