@@ -27,6 +27,8 @@ pub struct GatewayConfig {
     pub anomaly: keyforge_control::AnomalyConfig,
     /// Rotation policy: provider keys older than this are overdue.
     pub rotation_max_age: Duration,
+    /// Workload identity: trusted OIDC issuers and roles.
+    pub oidc: crate::oidc::config::OidcConfig,
 }
 
 impl Default for GatewayConfig {
@@ -42,6 +44,7 @@ impl Default for GatewayConfig {
             alert_retry_base: Duration::from_secs(1),
             anomaly: keyforge_control::AnomalyConfig::default(),
             rotation_max_age: Duration::from_secs(90 * 86_400),
+            oidc: crate::oidc::config::OidcConfig::default(),
         }
     }
 }

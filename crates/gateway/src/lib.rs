@@ -19,6 +19,7 @@ mod clock;
 mod config;
 mod error;
 mod ledger;
+pub mod oidc;
 mod proxy;
 mod snapshot;
 mod state;
@@ -109,6 +110,7 @@ impl Gateway {
             audit::Chain::resume(head, audit::CheckpointKey::new(checkpoint_key.as_slice()));
         let ids = audit::IdHasher::new(parts.master_key.derive(audit::ID_KEY_LABEL).as_slice());
         let ledger = ledger::LedgerWriter::spawn(parts.store.clone(), chain, ids);
+        let oidc = oidc::Oidc::new(&parts.config.oidc);
         let (alerts, raised) = alerts::Alerts::new();
         alerts.set_webhooks(&snapshot.webhooks);
         let state = AppState {
@@ -128,6 +130,7 @@ impl Gateway {
             alerts,
             audit_key: audit::CheckpointKey::new(checkpoint_key.as_slice()),
             audit_failing: std::sync::atomic::AtomicBool::new(false),
+            oidc,
         };
         // The gateway's start (with its configuration) opens its stretch of
         // the audit log; a gateway that cannot audit does not start.

@@ -36,6 +36,8 @@ pub(crate) struct AppState {
     /// so two concurrent changes cannot publish snapshots out of order. Only
     /// the admin API takes it; the request path never does.
     pub(crate) admin_write: tokio::sync::Mutex<()>,
+    /// Trusted OIDC issuers and roles (workload identity).
+    pub(crate) oidc: crate::oidc::Oidc,
 }
 
 impl AppState {

@@ -139,7 +139,9 @@ async fn a_child_inherits_what_it_leaves_out_and_every_widening_is_refused() {
     assert_eq!(body["limits"]["rpm"], 5);
 
     // The child inherited the parent's expiry: both end together.
-    harness.clock.advance(std::time::Duration::from_secs(2 * 3600 + 60));
+    harness
+        .clock
+        .advance(std::time::Duration::from_secs(2 * 3600 + 60));
     let (status, body) = call(&harness, &child_key).await;
     assert_eq!(status, 401, "{body}");
     assert!(
@@ -265,7 +267,10 @@ async fn a_minting_key_mints_children_whose_spend_counts_against_it() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     assert!(child_spend > 0);
-    assert_eq!(parent_budget["spent_nano_usd"], child_spend, "{parent_budget}");
+    assert_eq!(
+        parent_budget["spent_nano_usd"], child_spend,
+        "{parent_budget}"
+    );
     // The parent is refused too: the budget is shared.
     assert_eq!(call(&harness, &parent_key).await.0, 429);
 

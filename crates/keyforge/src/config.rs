@@ -31,6 +31,9 @@ pub(crate) struct RawConfig {
     anomaly: RawAnomaly,
     #[serde(default)]
     rotation: RawRotation,
+    /// Workload identity: `[[oidc.issuer]]` and `[[oidc.role]]`.
+    #[serde(default)]
+    oidc: keyforge_gateway::oidc::config::RawOidc,
     /// Price entries that extend or override the shipped table.
     #[serde(default)]
     price: Vec<RawPrice>,
@@ -116,10 +119,16 @@ pub(crate) fn default_data_dir() -> anyhow::Result<PathBuf> {
 }
 
 pub(crate) fn resolve(args: &ServeArgs, env: &EnvOverrides) -> anyhow::Result<ServeConfig> {
-    let raw = match args.config.as_ref().or(env.config.as_ref()) {
+    let config_path = args.config.as_ref().or(env.config.as_ref());
+    let raw = match config_path {
         Some(path) => load_file(path)?,
         None => RawConfig::default(),
     };
+    // Files named in the configuration are relative to it.
+    let config_dir = config_path
+        .and_then(|path| path.parent())
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
     let listen = match (args.listen, &env.listen, &raw.listen) {
         (Some(addr), _, _) => addr,
         (None, Some(text), _) => text.parse().with_context(|| {
@@ -189,6 +198,11 @@ pub(crate) fn resolve(args: &ServeArgs, env: &EnvOverrides) -> anyhow::Result<Se
                 .map(|ttl| ttl.as_duration())
                 .context("config `rotation.max_age`")?,
         },
+        oidc: raw
+            .oidc
+            .validate(&config_dir)
+            .map_err(anyhow::Error::msg)
+            .context("config `[oidc]`")?,
         ..defaults
     };
     let shipped = PriceTable::shipped().context("the shipped price table is invalid")?;
@@ -293,6 +307,39 @@ mod tests {
         let config = resolve(&flags, &env).unwrap();
         assert_eq!(config.listen.port(), 3333);
         assert_eq!(config.data_dir, PathBuf::from("/from/flag"));
+    }
+
+    #[test]
+    fn oidc_files_are_found_beside_the_config_and_open_roles_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("cluster-jwks.json"),
+            r#"{"keys":[{"kty":"EC","crv":"P-256","kid":"k1","x":"MKBCTNIcKUSDii11ySs3526iDZ8AiTo7Tu6KPAqv7D4","y":"4Etl6SRW2YiLUrN5vfvVHuhp7x8PxltmWWlbbM4IFyM"}]}"#,
+        )
+        .unwrap();
+        let file = dir.path().join("keyforge.toml");
+        let issuer = "[[oidc.issuer]]\nname = \"cluster\"\npreset = \"kubernetes\"\nurl = \"https://kubernetes.default.svc\"\naudience = \"keyforge\"\njwks_file = \"cluster-jwks.json\"\n";
+        std::fs::write(
+            &file,
+            format!("{issuer}[[oidc.role]]\nname = \"batch\"\nissuer = \"cluster\"\nenv = \"prod\"\nbound_claims = {{ sub = \"system:serviceaccount:jobs:*\" }}\n"),
+        )
+        .unwrap();
+        let env = EnvOverrides {
+            config: Some(file.clone()),
+            ..Default::default()
+        };
+        let config = resolve(&args(), &env).unwrap();
+        assert_eq!(config.gateway.oidc.roles[0].name, "batch");
+
+        std::fs::write(
+            &file,
+            format!(
+                "{issuer}[[oidc.role]]\nname = \"open\"\nissuer = \"cluster\"\nenv = \"prod\"\n"
+            ),
+        )
+        .unwrap();
+        let error = format!("{:#}", resolve(&args(), &env).unwrap_err());
+        assert!(error.contains("binds no claim"), "{error}");
     }
 
     #[test]

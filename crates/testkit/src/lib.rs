@@ -12,12 +12,16 @@
 //! every 100 ms, for cancellation tests).
 //!
 //! [`WebhookSink`] receives alert webhooks and can fail the first few.
+//! [`TestIssuer`] is an OIDC issuer (discovery, JWKS, signing) for workload
+//! identity tests.
 //!
 //! Only ever a dev-dependency of KeyForge's crates (and the fake-upstream
 //! binary the benchmarks run).
 
 mod fake;
+mod oidc;
 mod webhook;
 
 pub use fake::{FakeUpstream, RecordedRequest, fake_provider_key};
+pub use oidc::{TestIssuer, github_claims, kubernetes_claims};
 pub use webhook::WebhookSink;

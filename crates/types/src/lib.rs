@@ -24,6 +24,6 @@ pub use duration::{DurationError, Ttl};
 pub use ids::{AlertId, BudgetId, IdError, KeyId, ProviderId, random_base62};
 pub use money::{NanoUsd, parse_fixed_decimal};
 pub use names::{EnvName, NameError, ProjectName, ProviderName};
-pub use scope::{ModelPattern, PatternError, Scope};
+pub use scope::{ModelPattern, PatternError, Scope, glob_match};
 pub use secret::{ProviderSecret, SecretError};
 pub use virtual_key::{KeyHash, KeyHasher, VirtualKey, VirtualKeyError};

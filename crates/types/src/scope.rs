@@ -58,7 +58,7 @@ impl ModelPattern {
 }
 
 /// Iterative glob matching with `*` only; linear in practice, no recursion.
-fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
+pub fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
     let (mut p, mut t) = (0, 0);
     let mut backtrack: Option<(usize, usize)> = None;
     while t < text.len() {

@@ -30,6 +30,7 @@ pub(crate) fn router() -> Router<Arc<AppState>> {
         .route("/keys/self/revoke", post(revoke_self))
         .route("/keys", post(mint_child))
         .route("/keys/{id}/revoke", post(revoke_descendant))
+        .route("/oidc/login", post(crate::oidc::login))
         .fallback(|| async {
             AdminError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
         })

@@ -1,0 +1,212 @@
+//! Workload identity: a CI job or a pod trades the OIDC token its platform
+//! gives it (GitHub Actions, Kubernetes service accounts, any OIDC issuer)
+//! for a short-lived `kf_` key, at `POST /keyforge/v1/oidc/login`. No
+//! static key is handed out, so none can leak from a CI variable.
+//!
+//! The token is verified against the role's issuer ([`verify`]), its claims
+//! against the role's bindings, and a key is minted from the role's template
+//! (scope, budgets, limits, a lifetime of at most 24 hours). Every exchange is
+//! audited with the token's issuer and subject; a valid token that a role
+//! refuses is audited too (an invalid one is only logged: anyone can send
+//! one).
+
+pub mod config;
+mod jwks;
+mod verify;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::extract::State;
+use bytes::Bytes;
+use http::StatusCode;
+use keyforge_types::Ttl;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use self::config::{IssuerConfig, OidcConfig, RoleConfig};
+use self::jwks::Jwks;
+use self::verify::Refusal;
+use crate::admin::api::CreatedKey;
+use crate::admin::{AdminError, audit_as, created_key, mint, parse_json};
+use crate::state::AppState;
+
+/// The configured issuers and roles, with each issuer's key cache.
+#[derive(Debug, Default)]
+pub(crate) struct Oidc {
+    leeway: std::time::Duration,
+    issuers: HashMap<String, (IssuerConfig, Jwks)>,
+    roles: HashMap<String, RoleConfig>,
+}
+
+impl Oidc {
+    pub(crate) fn new(config: &OidcConfig) -> Self {
+        Self {
+            leeway: config.leeway,
+            issuers: config
+                .issuers
+                .iter()
+                .map(|issuer| (issuer.name.clone(), (issuer.clone(), Jwks::new(issuer))))
+                .collect(),
+            roles: config
+                .roles
+                .iter()
+                .map(|role| (role.name.clone(), role.clone()))
+                .collect(),
+        }
+    }
+}
+
+/// `POST /keyforge/v1/oidc/login`. No `Debug`: it holds the token.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LoginRequest {
+    role: String,
+    token: String,
+    /// A shorter (or, up to the role's `max_ttl`, longer) lifetime.
+    #[serde(default)]
+    ttl: Option<String>,
+    /// A name for the key (default: the role and the token's subject).
+    #[serde(default)]
+    name: Option<String>,
+}
+
+fn refused(refusal: Refusal) -> AdminError {
+    let status = if refusal.forbidden {
+        StatusCode::FORBIDDEN
+    } else {
+        StatusCode::UNAUTHORIZED
+    };
+    AdminError::new(status, refusal.code, refusal.message)
+}
+
+fn claim_text(claims: &serde_json::Map<String, Value>, name: &str) -> String {
+    claims
+        .get(name)
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .chars()
+        .take(300)
+        .collect()
+}
+
+pub(crate) async fn login(
+    State(state): State<Arc<AppState>>,
+    body: Bytes,
+) -> Result<(StatusCode, axum::Json<CreatedKey>), AdminError> {
+    let request: LoginRequest = parse_json(&body)?;
+    let oidc = &state.oidc;
+    let role = oidc.roles.get(&request.role).ok_or_else(|| {
+        let shown: String = request.role.chars().take(64).collect();
+        AdminError::new(
+            StatusCode::BAD_REQUEST,
+            "unknown_role",
+            format!("no OIDC role named `{shown}` is configured on this gateway"),
+        )
+    })?;
+    let Some((issuer, jwks)) = oidc.issuers.get(&role.issuer) else {
+        return Err(AdminError::internal("the role's issuer is not configured"));
+    };
+    let ttl = match &request.ttl {
+        None => role.ttl,
+        Some(text) => {
+            let asked = Ttl::parse(text)
+                .map_err(|error| AdminError::bad_request(format!("ttl: {error}")))?
+                .as_duration();
+            if asked > role.max_ttl {
+                return Err(AdminError::bad_request(format!(
+                    "ttl {text} is longer than role `{}` allows ({}s)",
+                    role.name,
+                    role.max_ttl.as_secs()
+                )));
+            }
+            asked
+        }
+    };
+    let outcome = async {
+        let header = verify::header(&request.token)?;
+        let keys = jwks
+            .keys_for(&state.http, header.kid.as_deref(), state.clock.now())
+            .await
+            .map_err(|error| Refusal {
+                forbidden: false,
+                code: "issuer_unavailable",
+                message: format!(
+                    "cannot get the signing keys of issuer `{}`: {}",
+                    issuer.name, error.0
+                ),
+            })?;
+        verify::signature(&request.token, &header, &keys, issuer)
+    }
+    .await;
+    let claims = match outcome {
+        Ok(claims) => claims,
+        Err(refusal) => {
+            tracing::info!(role = %role.name, code = refusal.code, reason = %refusal.message, "OIDC login refused");
+            if refusal.code == "issuer_unavailable" {
+                return Err(AdminError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    refusal.code,
+                    refusal.message,
+                ));
+            }
+            return Err(refused(refusal));
+        }
+    };
+    // The signature holds: from here on the claims are the issuer's word,
+    // and refusals are audited under them.
+    let subject = claim_text(&claims, "sub");
+    let token_issuer = claim_text(&claims, "iss");
+    let actor = format!("oidc:{}", role.name);
+    let now = state.clock.now();
+    let checked = verify::registered_claims(&claims, issuer, role, now, oidc.leeway)
+        .and_then(|()| verify::bound_claims(&claims, &role.bound_claims, &role.name));
+    if let Err(refusal) = checked {
+        tracing::info!(role = %role.name, subject = %subject, code = refusal.code, reason = %refusal.message, "OIDC login refused");
+        // Refused either way; an audit failure does not change the answer.
+        let _ = audit_as(
+            &state,
+            &actor,
+            "oidc.refused",
+            json!({"role": role.name, "issuer": token_issuer, "subject": subject, "reason": refusal.message}),
+        )
+        .await;
+        return Err(refused(refusal));
+    }
+    let name = request.name.unwrap_or_else(|| {
+        let mut name = format!("{}: {subject}", role.name);
+        name.truncate(name.char_indices().nth(100).map_or(name.len(), |(i, _)| i));
+        name
+    });
+    let spec = mint::KeySpec {
+        name,
+        env: Some(role.env.clone()),
+        providers: role.providers.clone(),
+        models: role.models.clone(),
+        ttl: Some(
+            Ttl::from_seconds(ttl.as_secs().max(1))
+                .map_err(|error| AdminError::bad_request(error.to_string()))?,
+        ),
+        project: role.project.clone(),
+        budgets: role.budgets.clone(),
+        limits: role.limits,
+        on_anomaly: role.on_anomaly,
+        can_mint: role.can_mint,
+    };
+    let minter = mint::Minter {
+        actor: actor.clone(),
+        origin: actor,
+        detail: json!({"oidc": {
+            "role": role.name,
+            "issuer": token_issuer,
+            "subject": subject,
+            "jti": claim_text(&claims, "jti"),
+        }}),
+    };
+    let minted = mint::mint(&state, spec, None, minter).await?;
+    tracing::info!(role = %role.name, subject = %subject, key_id = %minted.entry.record.id, "OIDC login: key minted");
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(created_key(&minted, state.clock.now())),
+    ))
+}
