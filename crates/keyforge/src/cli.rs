@@ -77,6 +77,12 @@ pub(crate) enum Command {
         #[command(flatten)]
         admin: AdminArgs,
     },
+    /// Trade a workload's OIDC token (GitHub Actions, Kubernetes) for a
+    /// short-lived key; prints the key on stdout.
+    Login(LoginArgs),
+    /// Run a command with a short-lived key in its environment (the SDKs'
+    /// API key and base URL variables), revoked when the command exits.
+    Run(RunArgs),
     /// The price table in force (shipped prices and configured overrides).
     Prices {
         #[arg(long)]
@@ -97,6 +103,79 @@ pub(crate) struct ServeArgs {
     /// TOML configuration file [env: KEYFORGE_CONFIG].
     #[arg(long)]
     pub(crate) config: Option<PathBuf>,
+}
+
+/// Where a workload's OIDC token comes from (never argv).
+#[derive(Debug, Args, Clone)]
+pub(crate) struct TokenSource {
+    /// A file holding the token (a Kubernetes projected service-account token).
+    #[arg(long, conflicts_with_all = ["oidc_token_env", "github_actions"])]
+    pub(crate) oidc_token_file: Option<PathBuf>,
+    /// An environment variable holding the token.
+    #[arg(long, conflicts_with = "github_actions")]
+    pub(crate) oidc_token_env: Option<String>,
+    /// Ask GitHub Actions' token service (needs `permissions: id-token: write`).
+    #[arg(long)]
+    pub(crate) github_actions: bool,
+    /// The audience to ask GitHub for (the issuer's `audience` in KeyForge's config).
+    #[arg(long, default_value = "keyforge")]
+    pub(crate) audience: String,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct LoginArgs {
+    /// The OIDC role to log in as (configured in `[[oidc.role]]`).
+    #[arg(long)]
+    pub(crate) role: String,
+    #[command(flatten)]
+    pub(crate) token: TokenSource,
+    /// A lifetime for the key, up to the role's max_ttl (default: the role's ttl).
+    #[arg(long)]
+    pub(crate) ttl: Option<String>,
+    /// Gateway address [env: KEYFORGE_ADDR; default: http://127.0.0.1:8787].
+    #[arg(long)]
+    pub(crate) addr: Option<String>,
+    /// Print the whole answer as JSON (the key included).
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RunArgs {
+    /// Mint the key from an OIDC token for this role (else with the admin token).
+    #[arg(long)]
+    pub(crate) role: Option<String>,
+    #[command(flatten)]
+    pub(crate) token: TokenSource,
+    /// The key's lifetime (default 1h; with --role, the role's ttl).
+    #[arg(long)]
+    pub(crate) key_ttl: Option<String>,
+    /// Environment of the key (with the admin token).
+    #[arg(long, conflicts_with = "role")]
+    pub(crate) env: Option<String>,
+    /// Provider the key may use (repeatable; default: every provider of the environment).
+    #[arg(long = "provider", conflicts_with = "role")]
+    pub(crate) providers: Vec<String>,
+    /// Model name or glob the key may use (repeatable; default: all).
+    #[arg(long = "model", conflicts_with = "role")]
+    pub(crate) models: Vec<String>,
+    /// Project the key's spend counts against.
+    #[arg(long, conflicts_with = "role")]
+    pub(crate) project: Option<String>,
+    /// A budget for the key (repeatable, one per period): 1usd/day.
+    #[arg(long = "budget", conflicts_with = "role")]
+    pub(crate) budgets: Vec<String>,
+    /// Name of the key (default: `run: <command>`).
+    #[arg(long, conflicts_with = "role")]
+    pub(crate) name: Option<String>,
+    /// Prefix for every variable set in the child (`APP_` gives APP_OPENAI_API_KEY).
+    #[arg(long, default_value = "")]
+    pub(crate) env_prefix: String,
+    #[command(flatten)]
+    pub(crate) admin: AdminArgs,
+    /// The command and its arguments, after `--`.
+    #[arg(last = true, required = true)]
+    pub(crate) command: Vec<String>,
 }
 
 /// How admin commands find the running server.

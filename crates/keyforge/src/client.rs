@@ -28,28 +28,34 @@ use crate::output;
 use crate::serve::{ADMIN_TOKEN_ENV, ADMIN_TOKEN_FILE, read_admin_token_file};
 
 /// A resolved connection to the admin API.
-struct AdminClient {
+pub(crate) struct AdminClient {
     base: String,
     token: SecretString,
     http: reqwest::Client,
 }
 
+/// The gateway's base URL: `--addr`, else `KEYFORGE_ADDR`, else the
+/// default listen address.
+pub(crate) fn gateway_base(addr: Option<&str>) -> String {
+    let base = addr
+        .map(str::to_owned)
+        .or_else(|| {
+            std::env::var("KEYFORGE_ADDR")
+                .ok()
+                .filter(|value| !value.is_empty())
+        })
+        .unwrap_or_else(|| format!("http://{DEFAULT_LISTEN}"));
+    let base = if base.contains("://") {
+        base
+    } else {
+        format!("http://{base}")
+    };
+    base.trim_end_matches('/').to_owned()
+}
+
 impl AdminClient {
-    fn resolve(args: &AdminArgs) -> anyhow::Result<Self> {
-        let base = args
-            .addr
-            .clone()
-            .or_else(|| {
-                std::env::var("KEYFORGE_ADDR")
-                    .ok()
-                    .filter(|value| !value.is_empty())
-            })
-            .unwrap_or_else(|| format!("http://{DEFAULT_LISTEN}"));
-        let base = if base.contains("://") {
-            base
-        } else {
-            format!("http://{base}")
-        };
+    pub(crate) fn resolve(args: &AdminArgs) -> anyhow::Result<Self> {
+        let base = gateway_base(args.addr.as_deref());
         let token = match std::env::var(ADMIN_TOKEN_ENV)
             .ok()
             .filter(|value| !value.trim().is_empty())
@@ -78,7 +84,11 @@ impl AdminClient {
         })
     }
 
-    async fn call<T: DeserializeOwned>(
+    pub(crate) fn base(&self) -> &str {
+        &self.base
+    }
+
+    pub(crate) async fn call<T: DeserializeOwned>(
         &self,
         method: reqwest::Method,
         path: &str,

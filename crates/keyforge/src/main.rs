@@ -8,6 +8,7 @@ mod client;
 mod config;
 mod output;
 mod panic_hook;
+mod run;
 mod serve;
 
 use std::io::Write;
@@ -34,8 +35,20 @@ fn main() -> ExitCode {
         Ok(runtime) => runtime,
         Err(error) => return fail(&anyhow::Error::from(error)),
     };
+    // `run` exits with its child's code.
+    let command = match cli.command {
+        Command::Run(args) => {
+            return match runtime.block_on(run::run(args)) {
+                Ok(code) => code,
+                Err(error) => fail(&error),
+            };
+        }
+        other => other,
+    };
     let result = runtime.block_on(async {
-        match cli.command {
+        match command {
+            Command::Run(_) => Ok(()),
+            Command::Login(args) => run::login(args).await,
             Command::Serve(args) => {
                 let config = config::resolve(&args, &config::EnvOverrides::from_process())?;
                 serve::run(config).await

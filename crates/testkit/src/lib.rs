@@ -23,5 +23,5 @@ mod oidc;
 mod webhook;
 
 pub use fake::{FakeUpstream, RecordedRequest, fake_provider_key};
-pub use oidc::{TestIssuer, github_claims, kubernetes_claims};
+pub use oidc::{ACTIONS_REQUEST_TOKEN, TestIssuer, github_claims, kubernetes_claims};
 pub use webhook::WebhookSink;

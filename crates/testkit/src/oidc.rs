@@ -36,7 +36,17 @@ struct IssuerState {
     )]
     keys: std::sync::Mutex<Vec<(String, Arc<SigningKey>)>>,
     jwks_fetches: AtomicUsize,
+    /// Claims of the token the fake GitHub Actions token service hands out.
+    #[expect(
+        clippy::disallowed_types,
+        reason = "test support: a tiny critical section that never crosses an await"
+    )]
+    actions_claims: std::sync::Mutex<Option<Value>>,
 }
+
+/// The bearer token the fake GitHub Actions token service expects (what
+/// GitHub puts in `ACTIONS_ID_TOKEN_REQUEST_TOKEN`).
+pub const ACTIONS_REQUEST_TOKEN: &str = "actions-request-token-for-tests";
 
 /// A running test issuer. It stops when the test's runtime ends.
 #[derive(Debug, Clone)]
@@ -113,18 +123,23 @@ impl TestIssuer {
             clippy::disallowed_types,
             reason = "test support: a tiny critical section that never crosses an await"
         )]
-        let keys = std::sync::Mutex::new(vec![
-            ("rsa-1".to_owned(), Arc::new(generate_rsa()?)),
-            ("ec-1".to_owned(), Arc::new(generate_ec()?)),
-        ]);
+        let (keys, actions_claims) = (
+            std::sync::Mutex::new(vec![
+                ("rsa-1".to_owned(), Arc::new(generate_rsa()?)),
+                ("ec-1".to_owned(), Arc::new(generate_ec()?)),
+            ]),
+            std::sync::Mutex::new(None),
+        );
         let state = Arc::new(IssuerState {
             url: format!("http://{addr}"),
             keys,
             jwks_fetches: AtomicUsize::new(0),
+            actions_claims,
         });
         let app = Router::new()
             .route("/.well-known/openid-configuration", get(discovery))
             .route("/jwks", get(jwks))
+            .route("/actions-token", get(actions_token))
             .with_state(state.clone());
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
@@ -140,6 +155,20 @@ impl TestIssuer {
     /// The JWKS document as served (for configuring it inline or as a file).
     pub fn jwks(&self) -> Value {
         jwks_document(&self.state)
+    }
+
+    /// Serves GitHub Actions' token service at [`Self::actions_url`]: it
+    /// answers `{"value": <token>}` with these claims, `aud` set to the
+    /// requested audience, to a request bearing [`ACTIONS_REQUEST_TOKEN`].
+    pub fn serve_actions_token(&self, claims: Value) {
+        if let Ok(mut slot) = self.state.actions_claims.lock() {
+            *slot = Some(claims);
+        }
+    }
+
+    /// What GitHub puts in `ACTIONS_ID_TOKEN_REQUEST_URL`.
+    pub fn actions_url(&self) -> String {
+        format!("{}/actions-token?api-version=2.0", self.state.url)
     }
 
     /// How many times the JWKS was fetched.
@@ -256,6 +285,38 @@ async fn discovery(State(state): State<Arc<IssuerState>>) -> axum::Json<Value> {
         "response_types_supported": ["id_token"],
         "subject_types_supported": ["public"],
     }))
+}
+
+async fn actions_token(
+    State(state): State<Arc<IssuerState>>,
+    headers: http::HeaderMap,
+    axum::extract::Query(query): axum::extract::Query<std::collections::HashMap<String, String>>,
+) -> Result<axum::Json<Value>, http::StatusCode> {
+    let authorized = headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        == Some(&format!("Bearer {ACTIONS_REQUEST_TOKEN}"));
+    if !authorized {
+        return Err(http::StatusCode::UNAUTHORIZED);
+    }
+    let mut claims = state
+        .actions_claims
+        .lock()
+        .ok()
+        .and_then(|slot| slot.clone())
+        .ok_or(http::StatusCode::NOT_FOUND)?;
+    if let Some(audience) = query.get("audience") {
+        claims["aud"] = json!(audience);
+    }
+    let issuer = TestIssuer {
+        addr: "127.0.0.1:0"
+            .parse()
+            .map_err(|_| http::StatusCode::INTERNAL_SERVER_ERROR)?,
+        state,
+    };
+    Ok(axum::Json(
+        json!({"value": issuer.sign_rs256(&claims), "count": 1}),
+    ))
 }
 
 async fn jwks(State(state): State<Arc<IssuerState>>) -> axum::Json<Value> {
