@@ -431,3 +431,35 @@ async fn a_gateway_without_oidc_configuration_refuses_every_login() {
     assert_eq!(body["error"]["code"], "unknown_role");
     assert!(!body.to_string().contains(&key));
 }
+
+/// Anyone on GitHub can get a validly signed GitHub token for any audience:
+/// refusals of such tokens are audited, but at a bounded rate, so they
+/// cannot flood the audit log.
+#[tokio::test]
+async fn audited_refusals_are_bounded_so_strangers_cannot_flood_the_log() {
+    let issuer = TestIssuer::start().await.unwrap();
+    let harness = gateway(&issuer, "").await;
+    let stranger = github_claims(
+        &issuer.url(),
+        "keyforge",
+        "stranger/repo",
+        "refs/heads/main",
+        NOW,
+    );
+    let token = issuer.sign_rs256(&stranger);
+    for _ in 0..80 {
+        let (status, _) = login(&harness, "deploy", &token).await;
+        assert_eq!(status, 403);
+    }
+    let count = |lines: &[Value]| {
+        lines
+            .iter()
+            .filter(|line| line["kind"] == "oidc.refused")
+            .count()
+    };
+    assert_eq!(count(&audit_lines(&harness).await), 60);
+    harness.clock.advance(Duration::from_secs(60));
+    let (status, _) = login(&harness, "deploy", &token).await;
+    assert_eq!(status, 403);
+    assert_eq!(count(&audit_lines(&harness).await), 61);
+}

@@ -31,12 +31,19 @@ use crate::admin::api::CreatedKey;
 use crate::admin::{AdminError, audit_as, created_key, mint, parse_json};
 use crate::state::AppState;
 
+/// Refusals of signed tokens audited per minute, at most. Anyone on a
+/// shared issuer (every GitHub repository can get a GitHub token for any
+/// audience) can send validly signed tokens that no role accepts; past this
+/// rate they are only logged, so they cannot flood the audit log.
+const REFUSALS_AUDITED_PER_MINUTE: u64 = 60;
+
 /// The configured issuers and roles, with each issuer's key cache.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Oidc {
     leeway: std::time::Duration,
     issuers: HashMap<String, (IssuerConfig, Jwks)>,
     roles: HashMap<String, RoleConfig>,
+    refusals_audited: keyforge_control::RateLimiter,
 }
 
 impl Oidc {
@@ -53,6 +60,7 @@ impl Oidc {
                 .iter()
                 .map(|role| (role.name.clone(), role.clone()))
                 .collect(),
+            refusals_audited: keyforge_control::RateLimiter::new(REFUSALS_AUDITED_PER_MINUTE),
         }
     }
 }
@@ -164,13 +172,16 @@ pub(crate) async fn login(
     if let Err(refusal) = checked {
         tracing::info!(role = %role.name, subject = %subject, code = refusal.code, reason = %refusal.message, "OIDC login refused");
         // Refused either way; an audit failure does not change the answer.
-        let _ = audit_as(
-            &state,
-            &actor,
-            "oidc.refused",
-            json!({"role": role.name, "issuer": token_issuer, "subject": subject, "reason": refusal.message}),
-        )
-        .await;
+        let now_ns = i64::try_from(now.unix_timestamp_nanos()).unwrap_or(i64::MAX);
+        if oidc.refusals_audited.acquire(1, now_ns).is_ok() {
+            let _ = audit_as(
+                &state,
+                &actor,
+                "oidc.refused",
+                json!({"role": role.name, "issuer": token_issuer, "subject": subject, "reason": refusal.message}),
+            )
+            .await;
+        }
         return Err(refused(refusal));
     }
     let name = request.name.unwrap_or_else(|| {
