@@ -245,7 +245,7 @@ impl Snapshot {
             snapshot.keys.insert(entry.record.hash, entry);
         }
         if previous.is_none() {
-            replay_recent_requests(store, &fresh_limiters, now).await?;
+            replay_recent_requests(store, &snapshot.keys_by_id, &fresh_limiters, now).await?;
         }
         let by_id = &snapshot.keys_by_id;
         let mut grace = HashMap::new();
@@ -346,9 +346,11 @@ pub(crate) fn unix_ns(time: OffsetDateTime) -> i64 {
 }
 
 /// Feeds the last minute of the ledger through fresh rate limiters, so a
-/// restart does not hand every key a new minute's allowance.
+/// restart does not hand every key a new minute's allowance. A request
+/// counts for its key and for each of the key's ancestors.
 async fn replay_recent_requests(
     store: &dyn Store,
+    keys: &HashMap<KeyId, Arc<KeyEntry>>,
     limiters: &HashMap<KeyId, Arc<KeyLimiters>>,
     now: OffsetDateTime,
 ) -> Result<(), StoreError> {
@@ -359,15 +361,23 @@ async fn replay_recent_requests(
         return Ok(());
     }
     for request in store.recent_requests(unix_ms(now) - RATE_WINDOW_MS).await? {
-        let Some(limiters) = limiters.get(&request.key_id) else {
-            continue;
-        };
+        let ancestors = keys
+            .get(&request.key_id)
+            .map(|entry| entry.ancestors.as_slice())
+            .unwrap_or_default();
+        let chain = std::iter::once(&request.key_id)
+            .chain(ancestors.iter().map(|ancestor| &ancestor.record.id));
         let at_ns = request.at_ms.saturating_mul(1_000_000);
-        if let Some(rpm) = &limiters.rpm {
-            rpm.replay(1, at_ns);
-        }
-        if let Some(tpm) = &limiters.tpm {
-            tpm.replay(request.tokens, at_ns);
+        for id in chain {
+            let Some(limiters) = limiters.get(id) else {
+                continue;
+            };
+            if let Some(rpm) = &limiters.rpm {
+                rpm.replay(1, at_ns);
+            }
+            if let Some(tpm) = &limiters.tpm {
+                tpm.replay(request.tokens, at_ns);
+            }
         }
     }
     Ok(())

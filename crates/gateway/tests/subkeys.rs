@@ -398,3 +398,34 @@ async fn a_key_revokes_itself_and_its_children() {
     let (status, _) = as_key(&harness, &parent_key, Method::GET, "/keys/self", None).await;
     assert_eq!(status, 401);
 }
+
+/// A parent's rate limits bound its whole tree: ten agents under a parent
+/// limited to 3 requests a minute make 3 requests a minute between them,
+/// not 30.
+#[tokio::test]
+async fn a_parents_rate_limit_covers_all_its_children_together() {
+    let harness = setup().await;
+    let (parent, _) = harness
+        .create_key(json!({"name": "team", "env": "dev", "limits": {"rpm": 3}}))
+        .await;
+    let (_, first) = harness
+        .create_key(json!({"name": "agent-a", "parent": parent}))
+        .await;
+    let (_, second) = harness
+        .create_key(json!({"name": "agent-b", "parent": parent}))
+        .await;
+    assert_eq!(call(&harness, &first).await.0, 200);
+    assert_eq!(call(&harness, &first).await.0, 200);
+    assert_eq!(call(&harness, &second).await.0, 200);
+    let (status, body) = call(&harness, &second).await;
+    assert_eq!(status, 429, "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains(&format!("ancestor {parent}"))
+            && message.contains("3 requests per minute"),
+        "{message}"
+    );
+    // A minute later the tree has its allowance back.
+    harness.clock.advance(std::time::Duration::from_secs(61));
+    assert_eq!(call(&harness, &second).await.0, 200);
+}

@@ -29,16 +29,26 @@ use crate::state::AppState;
 #[derive(Debug)]
 pub(crate) struct Admission {
     pub(crate) entry: Arc<KeyEntry>,
-    limiters: Arc<KeyLimiters>,
-    in_flight: Option<InFlightGuard>,
+    /// What the request took from the key's limiters and from each
+    /// ancestor's (a parent's limits bound its whole tree of keys).
+    levels: Vec<Level>,
     reservation: Reservation,
-    /// Tokens taken from the TPM limiter on the request's estimate.
-    tpm_estimate: u64,
     arrived_ns: i64,
     /// The key's own limits as OpenAI-style headers for the response.
     requests: Option<RateGrant>,
     tokens: Option<RateGrant>,
     settled: bool,
+}
+
+/// One key's limiters, and what this request took from them.
+#[derive(Debug)]
+struct Level {
+    limiters: Arc<KeyLimiters>,
+    in_flight: Option<InFlightGuard>,
+    /// A place taken from the RPM limiter (given back if a later check fails).
+    request_taken: bool,
+    /// Tokens taken from the TPM limiter on the request's estimate.
+    tpm_taken: u64,
 }
 
 /// The request's worst case, computed only when something needs it.
@@ -97,88 +107,40 @@ pub(crate) fn admit(
     body: &[u8],
 ) -> Result<Admission, GatewayError> {
     let entry = &key.entry;
-    let limiters = entry.limiters.clone();
     let mut admission = Admission {
         entry: entry.clone(),
-        limiters: limiters.clone(),
-        in_flight: None,
+        levels: Vec::new(),
         reservation: Reservation::none(),
-        tpm_estimate: 0,
         arrived_ns: unix_ns(ctx.arrived),
         requests: None,
         tokens: None,
         settled: false,
     };
-    if limiters.rpm.is_none()
-        && limiters.tpm.is_none()
-        && limiters.in_flight.is_none()
-        && entry.budgets.is_empty()
-    {
+    let chain = std::iter::once(entry).chain(entry.ancestors.iter());
+    let limited: Vec<&Arc<KeyEntry>> = chain
+        .filter(|level| {
+            let l = &level.limiters;
+            l.rpm.is_some() || l.tpm.is_some() || l.in_flight.is_some()
+        })
+        .collect();
+    if limited.is_empty() && entry.budgets.is_empty() {
         return Ok(admission);
     }
-    let key_id = &entry.record.id;
     let now_ns = unix_ns(ctx.arrived);
-
-    if let Some(in_flight) = &limiters.in_flight {
-        admission.in_flight = Some(in_flight.try_acquire().ok_or_else(|| {
-            GatewayError::client(
-                ErrorClass::RateLimited,
-                "too_many_parallel_requests",
-                format!(
-                    "KeyForge key {key_id} already has {} requests in flight, its limit; retry when one finishes",
-                    in_flight.max()
-                ),
-            )
-            .with_header(http::header::RETRY_AFTER, HeaderValue::from_static("1"))
-        })?);
-    }
-    if let Some(rpm) = &limiters.rpm {
-        match rpm.acquire(1, now_ns) {
-            Ok(grant) => admission.requests = Some(grant),
-            Err(denied) => {
-                return Err(rate_limited(
-                    format!(
-                        "KeyForge key {key_id} is over its limit of {} requests per minute; retry in {}",
-                        denied.limit,
-                        human(denied.retry_after)
-                    ),
-                    denied,
-                    "requests",
-                ));
+    let estimate = (limited.iter().any(|level| level.limiters.tpm.is_some())
+        || !entry.budgets.is_empty())
+    .then(|| Estimate::of(state, target, method, body));
+    // On a refusal, what was taken so far is given back: in-flight places
+    // and TPM tokens when `admission` drops, RPM places here.
+    for level in limited {
+        let own = Arc::ptr_eq(level, entry);
+        if let Err(error) = admit_level(&mut admission, level, own, estimate.as_ref(), now_ns) {
+            for taken in &admission.levels {
+                if let (true, Some(rpm)) = (taken.request_taken, &taken.limiters.rpm) {
+                    rpm.adjust(-1, now_ns);
+                }
             }
-        }
-    }
-    let estimate = (limiters.tpm.is_some() || !entry.budgets.is_empty())
-        .then(|| Estimate::of(state, target, method, body));
-    if let (Some(tpm), Some(estimate)) = (&limiters.tpm, &estimate) {
-        let tokens = estimate.rate_tokens();
-        match tpm.acquire(tokens, now_ns) {
-            Ok(grant) => {
-                admission.tokens = Some(grant);
-                admission.tpm_estimate = tokens;
-            }
-            Err(denied) if denied.too_large => {
-                return Err(GatewayError::client(
-                    ErrorClass::RateLimited,
-                    "request_too_large_for_limit",
-                    format!(
-                        "this request may use up to {tokens} tokens (input estimate plus its output cap), more than the {} tokens per minute KeyForge key {key_id} may use; lower the request's max tokens",
-                        denied.limit
-                    ),
-                )
-                .with_header(HeaderName::from_static("x-should-retry"), HeaderValue::from_static("false")));
-            }
-            Err(denied) => {
-                return Err(rate_limited(
-                    format!(
-                        "KeyForge key {key_id} is over its limit of {} tokens per minute (this request may use up to {tokens}); retry in {}",
-                        denied.limit,
-                        human(denied.retry_after)
-                    ),
-                    denied,
-                    "tokens",
-                ));
-            }
+            return Err(error);
         }
     }
     if let (false, Some(estimate)) = (entry.budgets.is_empty(), &estimate) {
@@ -194,6 +156,102 @@ pub(crate) fn admit(
     Ok(admission)
 }
 
+/// Takes the request's place from one key's limiters: its own (`own`) or an
+/// ancestor's.
+fn admit_level(
+    admission: &mut Admission,
+    level: &KeyEntry,
+    own: bool,
+    estimate: Option<&Estimate>,
+    now_ns: i64,
+) -> Result<(), GatewayError> {
+    let limiters = &level.limiters;
+    let whose = if own {
+        format!("KeyForge key {}", level.record.id)
+    } else {
+        format!(
+            "KeyForge key {}'s ancestor {} (its limits cover all its descendants)",
+            admission.entry.record.id, level.record.id
+        )
+    };
+    admission.levels.push(Level {
+        limiters: limiters.clone(),
+        in_flight: None,
+        request_taken: false,
+        tpm_taken: 0,
+    });
+    let index = admission.levels.len() - 1;
+    if let Some(in_flight) = &limiters.in_flight {
+        let guard = in_flight.try_acquire().ok_or_else(|| {
+            GatewayError::client(
+                ErrorClass::RateLimited,
+                "too_many_parallel_requests",
+                format!(
+                    "{whose} already has {} requests in flight, its limit; retry when one finishes",
+                    in_flight.max()
+                ),
+            )
+            .with_header(http::header::RETRY_AFTER, HeaderValue::from_static("1"))
+        })?;
+        admission.levels[index].in_flight = Some(guard);
+    }
+    if let Some(rpm) = &limiters.rpm {
+        match rpm.acquire(1, now_ns) {
+            Ok(grant) => {
+                admission.levels[index].request_taken = true;
+                if own {
+                    admission.requests = Some(grant);
+                }
+            }
+            Err(denied) => {
+                return Err(rate_limited(
+                    format!(
+                        "{whose} is over its limit of {} requests per minute; retry in {}",
+                        denied.limit,
+                        human(denied.retry_after)
+                    ),
+                    denied,
+                    "requests",
+                ));
+            }
+        }
+    }
+    if let (Some(tpm), Some(estimate)) = (&limiters.tpm, estimate) {
+        let tokens = estimate.rate_tokens();
+        match tpm.acquire(tokens, now_ns) {
+            Ok(grant) => {
+                admission.levels[index].tpm_taken = tokens;
+                if own {
+                    admission.tokens = Some(grant);
+                }
+            }
+            Err(denied) if denied.too_large => {
+                return Err(GatewayError::client(
+                    ErrorClass::RateLimited,
+                    "request_too_large_for_limit",
+                    format!(
+                        "this request may use up to {tokens} tokens (input estimate plus its output cap), more than the {} tokens per minute {whose} may use; lower the request's max tokens",
+                        denied.limit
+                    ),
+                )
+                .with_header(HeaderName::from_static("x-should-retry"), HeaderValue::from_static("false")));
+            }
+            Err(denied) => {
+                return Err(rate_limited(
+                    format!(
+                        "{whose} is over its limit of {} tokens per minute (this request may use up to {tokens}); retry in {}",
+                        denied.limit,
+                        human(denied.retry_after)
+                    ),
+                    denied,
+                    "tokens",
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 impl Admission {
     /// The request is over: charge its actual cost to its budgets and give
     /// back what it did not use. Returns how each budget's spend moved.
@@ -204,10 +262,12 @@ impl Admission {
         now: OffsetDateTime,
     ) -> Vec<SpendChange> {
         self.settled = true;
-        if let Some(tpm) = &self.limiters.tpm {
-            let delta = i64::try_from(tokens).unwrap_or(i64::MAX)
-                - i64::try_from(self.tpm_estimate).unwrap_or(i64::MAX);
-            tpm.adjust(delta, unix_ns(now));
+        for level in &self.levels {
+            if let Some(tpm) = &level.limiters.tpm {
+                let delta = i64::try_from(tokens).unwrap_or(i64::MAX)
+                    - i64::try_from(level.tpm_taken).unwrap_or(i64::MAX);
+                tpm.adjust(delta, unix_ns(now));
+            }
         }
         std::mem::replace(&mut self.reservation, Reservation::none()).settle(cost, now)
     }
@@ -223,15 +283,19 @@ impl Admission {
 }
 
 impl Drop for Admission {
-    /// Never settled (the request failed before reaching the provider): it
-    /// used no tokens. The reservation and the in-flight place free
+    /// Never settled (refused by a later check, or failed before reaching
+    /// the provider): it used no tokens, and a refused request takes no
+    /// place in any limiter. Reservations and in-flight places free
     /// themselves.
     fn drop(&mut self) {
-        if !self.settled
-            && let Some(tpm) = &self.limiters.tpm
-        {
-            let estimate = i64::try_from(self.tpm_estimate).unwrap_or(i64::MAX);
-            tpm.adjust(-estimate, self.arrived_ns);
+        if self.settled {
+            return;
+        }
+        for level in &self.levels {
+            if let Some(tpm) = &level.limiters.tpm {
+                let taken = i64::try_from(level.tpm_taken).unwrap_or(i64::MAX);
+                tpm.adjust(-taken, self.arrived_ns);
+            }
         }
     }
 }
