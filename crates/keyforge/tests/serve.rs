@@ -708,6 +708,130 @@ async fn budgets_and_limits_survive_a_restart() {
     server.stop().await;
 }
 
+/// `key create --parent`: a child narrows its parent, its spend counts
+/// against the parent's budget and rate limit across a restart, and
+/// revoking the parent revokes it.
+#[tokio::test(flavor = "multi_thread")]
+async fn child_keys_share_their_parents_budget_and_limits_across_a_restart() {
+    let home = tempfile::tempdir().unwrap();
+    let (server, _upstream, _provider_key) = with_openai(home.path(), "tree").await;
+    let parent = server
+        .create_key(
+            home.path(),
+            &[
+                "--name",
+                "team",
+                "--env",
+                "dev",
+                "--budget",
+                "5usd/day",
+                "--rpm",
+                "2",
+                "--can-mint",
+            ],
+        )
+        .await;
+    let parent_id = parent["id"].as_str().unwrap().to_owned();
+    assert_eq!(parent["can_mint"], true);
+    let child = server
+        .create_key(home.path(), &["--name", "agent", "--parent", &parent_id])
+        .await;
+    assert_eq!(child["parent"], parent_id.as_str());
+    assert_eq!(child["env"], "dev");
+    assert_eq!(child["limits"]["rpm"], 2);
+    let child_key = child["key"].as_str().unwrap().to_owned();
+    let child_id = child["id"].as_str().unwrap().to_owned();
+    let sibling = server
+        .create_key(home.path(), &["--name", "agent-2", "--parent", &parent_id])
+        .await;
+    let sibling_key = sibling["key"].as_str().unwrap().to_owned();
+    let sibling_id = sibling["id"].as_str().unwrap().to_owned();
+    let (ok, _, err) = server
+        .cli(
+            home.path(),
+            &[
+                "key", "create", "--name", "wide", "--parent", &parent_id, "--rpm", "3",
+            ],
+            None,
+        )
+        .await;
+    assert!(
+        !ok && err.contains("rpm 3 is above the parent key's 2") && err.contains("exceeds_parent"),
+        "{err}"
+    );
+
+    let http = reqwest::Client::new();
+    let ask = || {
+        http.post(format!("{}/openai/v1/chat/completions", server.addr))
+            .bearer_auth(&child_key)
+            .json(&json!({"model": "gpt-4o", "max_tokens": 5, "messages": [{"role": "user", "content": "one two"}]}))
+            .send()
+    };
+    for _ in 0..2 {
+        let response = ask().await.unwrap();
+        assert_eq!(response.status(), 200);
+        response.text().await.unwrap();
+    }
+    let parent_spend = |text: &str| -> i64 {
+        let list: Value = serde_json::from_str(text).unwrap();
+        list["budgets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|b| b["scope"]["name"] == parent_id.as_str())
+            .unwrap()["spent_nano_usd"]
+            .as_i64()
+            .unwrap()
+    };
+    let (ok, before, err) = server
+        .cli(home.path(), &["budget", "list", "--json"], None)
+        .await;
+    assert!(ok, "{err}");
+    let spent_before = parent_spend(&before);
+    assert!(spent_before > 0, "{before}");
+    server.stop().await;
+
+    let server = Server::start_in(home.path(), &[]).await;
+    let (ok, after, err) = server
+        .cli(home.path(), &["budget", "list", "--json"], None)
+        .await;
+    assert!(ok, "{err}");
+    assert_eq!(
+        parent_spend(&after),
+        spent_before,
+        "the parent's budget was rebuilt from its child's ledger rows"
+    );
+    // The parent's minute (2 requests) was spent by one child, and the
+    // restart replayed it into the parent's limiter: the other child, which
+    // has made no request, is refused by its parent's limit.
+    let response = http
+        .post(format!("{}/openai/v1/chat/completions", server.addr))
+        .bearer_auth(&sibling_key)
+        .json(&json!({"model": "gpt-4o", "max_tokens": 5, "messages": [{"role": "user", "content": "one"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 429);
+
+    let (ok, text, err) = server
+        .cli(home.path(), &["key", "revoke", &parent_id], None)
+        .await;
+    assert!(
+        ok && text.contains("Also revoked its 2 descendant key(s)")
+            && text.contains(&child_id)
+            && text.contains(&sibling_id),
+        "{text}{err}"
+    );
+    let (ok, shown, _) = server
+        .cli(home.path(), &["key", "show", &child_id], None)
+        .await;
+    assert!(
+        ok && shown.contains("revoked") && shown.contains(&parent_id),
+        "{shown}"
+    );
+    server.stop().await;
+}
+
 /// A webhook URL read from stdin is sealed at rest and shown only as its
 /// scheme and host.
 #[tokio::test(flavor = "multi_thread")]
