@@ -398,8 +398,11 @@ mod tests {
         async fn list_alerts(&self, limit: u32) -> Result<Vec<StoredAlert>, StoreError> {
             self.inner.list_alerts(limit).await
         }
-        async fn list_virtual_keys(&self) -> Result<Vec<VirtualKeyRecord>, StoreError> {
-            self.inner.list_virtual_keys().await
+        async fn list_virtual_keys(
+            &self,
+            retired_before: Option<OffsetDateTime>,
+        ) -> Result<Vec<VirtualKeyRecord>, StoreError> {
+            self.inner.list_virtual_keys(retired_before).await
         }
         async fn get_virtual_key(
             &self,

@@ -63,6 +63,19 @@ pub(crate) struct KeyEntry {
     pub(crate) ancestors: Vec<Arc<KeyEntry>>,
 }
 
+impl KeyEntry {
+    /// A key that is not in the snapshot (archived), for display only.
+    pub(crate) fn detached(record: VirtualKeyRecord) -> Self {
+        Self {
+            limiters: Arc::new(KeyLimiters::new(record.limits)),
+            watch: Arc::new(KeyWatch::new()),
+            budgets: Vec::new(),
+            ancestors: Vec::new(),
+            record,
+        }
+    }
+}
+
 /// How deep a tree of keys may grow (a root key is depth 0).
 pub(crate) const MAX_KEY_DEPTH: usize = 8;
 
@@ -154,6 +167,12 @@ pub(crate) fn credential_aad(record_id: &str, version: u32) -> Vec<u8> {
     format!("keyforge/provider/{record_id}/v{version}").into_bytes()
 }
 
+/// Keys revoked or expired longer ago than this are archived: left out of
+/// the snapshot (and of listings), so the short-lived keys of workloads do
+/// not pile up in memory. They stay in the store (`key show` finds them) and
+/// are refused as unknown.
+pub(crate) const ARCHIVE_AFTER: time::Duration = time::Duration::days(30);
+
 /// Rate limits are per minute: the ledger's last minute rebuilds them.
 const RATE_WINDOW_MS: i64 = 60_000;
 
@@ -201,7 +220,11 @@ impl Snapshot {
             .unwrap_or_default();
         let mut fresh_limiters = HashMap::new();
         // Parents before children, so each child can hold its ancestors.
-        let records = parents_first(store.list_virtual_keys().await?);
+        let records = parents_first(
+            store
+                .list_virtual_keys(Some(now - ARCHIVE_AFTER))
+                .await?,
+        );
         for record in records {
             let earlier = previous_keys.get(&record.id);
             let watch = earlier.map_or_else(|| Arc::new(KeyWatch::new()), |e| e.watch.clone());

@@ -194,6 +194,33 @@ async fn a_github_actions_token_becomes_a_key_that_works_then_expires() {
             .contains("expired"),
         "{answer}"
     );
+
+    // A month on, short-lived keys are archived: gone from listings (and
+    // from memory) at the next change, still shown by id.
+    harness.clock.advance(Duration::from_secs(31 * 86_400));
+    let later = github_claims(
+        &issuer.url(),
+        "keyforge",
+        "acme/app",
+        "refs/heads/main",
+        NOW + 3601 + 31 * 86_400,
+    );
+    let (status, body) = login(&harness, "deploy", &issuer.sign_rs256(&later)).await;
+    assert_eq!(status, 201, "{body}");
+    let (_, keys) = harness.admin(reqwest::Method::GET, "/keys", None).await;
+    let listed: Vec<&str> = keys["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(listed, [body["id"].as_str().unwrap()]);
+    let (status, shown) = harness
+        .admin(reqwest::Method::GET, &format!("/keys/{id}"), None)
+        .await;
+    assert_eq!(status, 200, "{shown}");
+    assert_eq!(shown["status"], "expired");
+    assert_eq!(chat(&harness, &key).await.0, 401);
 }
 
 #[tokio::test]

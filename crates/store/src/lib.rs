@@ -87,7 +87,12 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         key: &VirtualKeyRecord,
         budgets: &[BudgetRecord],
     ) -> Result<(), StoreError>;
-    async fn list_virtual_keys(&self) -> Result<Vec<VirtualKeyRecord>, StoreError>;
+    /// Every key, or with `retired_before`, every key except those revoked
+    /// or expired before that instant (archived: short-lived keys pile up).
+    async fn list_virtual_keys(
+        &self,
+        retired_before: Option<OffsetDateTime>,
+    ) -> Result<Vec<VirtualKeyRecord>, StoreError>;
     async fn get_virtual_key(&self, id: &KeyId) -> Result<Option<VirtualKeyRecord>, StoreError>;
     async fn revoke_virtual_key(
         &self,

@@ -458,15 +458,24 @@ async fn show_key(
     Path(id): Path<String>,
 ) -> Result<axum::Json<KeyView>, AdminError> {
     let id = parse_key_id(&id)?;
-    let snapshot = state.snapshot.load();
-    let entry = snapshot.key_by_id(&id).ok_or_else(|| {
-        AdminError::new(
-            StatusCode::NOT_FOUND,
-            "key_not_found",
-            format!("no key with id {id}"),
-        )
-    })?;
-    Ok(axum::Json(key_view(entry, state.clock.now())))
+    let now = state.clock.now();
+    if let Some(entry) = state.snapshot.load().key_by_id(&id) {
+        return Ok(axum::Json(key_view(entry, now)));
+    }
+    // Archived (revoked or expired long ago): still in the store.
+    let record = state
+        .store
+        .get_virtual_key(&id)
+        .await
+        .map_err(AdminError::store)?
+        .ok_or_else(|| {
+            AdminError::new(
+                StatusCode::NOT_FOUND,
+                "key_not_found",
+                format!("no key with id {id}"),
+            )
+        })?;
+    Ok(axum::Json(key_view(&KeyEntry::detached(record), now)))
 }
 
 async fn revoke_key(

@@ -64,7 +64,7 @@ pub(crate) fn authenticate(
                 return Err(GatewayError::client(
                     ErrorClass::Authentication,
                     "invalid_api_key",
-                    "unknown KeyForge key: this gateway never issued it",
+                    "unknown KeyForge key: this gateway never issued it, or it was revoked or expired more than 30 days ago",
                 ));
             }
         },

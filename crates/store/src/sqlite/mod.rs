@@ -601,10 +601,17 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn list_virtual_keys(&self) -> Result<Vec<VirtualKeyRecord>, StoreError> {
+    async fn list_virtual_keys(
+        &self,
+        retired_before: Option<OffsetDateTime>,
+    ) -> Result<Vec<VirtualKeyRecord>, StoreError> {
+        let cutoff = retired_before.map(to_unix);
         let rows = sqlx::query(&format!(
-            "SELECT {KEY_COLUMNS} FROM virtual_keys ORDER BY created_at, id"
+            "SELECT {KEY_COLUMNS} FROM virtual_keys \
+             WHERE ?1 IS NULL OR (COALESCE(revoked_at, ?1) >= ?1 AND COALESCE(expires_at, ?1) >= ?1) \
+             ORDER BY created_at, id"
         ))
+        .bind(cutoff)
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(key_from_row).collect()

@@ -105,7 +105,7 @@ async fn keys_round_trip_and_revoke_once() {
         RevokeOutcome::NotFound
     );
     assert_eq!(
-        store.list_virtual_keys().await.unwrap()[0].revoked_at,
+        store.list_virtual_keys(None).await.unwrap()[0].revoked_at,
         Some(at)
     );
 }
@@ -139,7 +139,7 @@ async fn file_database_is_private_and_reopens() {
         0o600
     );
     let store = SqliteStore::open(&path).await.unwrap();
-    assert_eq!(store.list_virtual_keys().await.unwrap().len(), 1);
+    assert_eq!(store.list_virtual_keys(None).await.unwrap().len(), 1);
 }
 
 #[tokio::test]
@@ -314,7 +314,7 @@ async fn a_version_1_database_is_upgraded_in_place() {
         pool.close().await;
     }
     let store = SqliteStore::open(&path).await.unwrap();
-    let keys = store.list_virtual_keys().await.unwrap();
+    let keys = store.list_virtual_keys(None).await.unwrap();
     assert_eq!(keys.len(), 1);
     assert_eq!(keys[0].name, "old");
     assert_eq!(keys[0].project, None);
@@ -630,4 +630,42 @@ async fn revoking_a_parent_revokes_its_whole_tree_and_its_budget_counts_the_tree
     }
     let sibling = store.get_virtual_key(&sibling.id).await.unwrap().unwrap();
     assert_eq!(sibling.revoked_at, None);
+}
+
+#[tokio::test]
+async fn keys_retired_before_a_cutoff_are_left_out_of_the_listing() {
+    let store = SqliteStore::open_in_memory().await.unwrap();
+    let mut live = key("dev");
+    live.expires_at = None;
+    let mut expired_long_ago = key("dev");
+    expired_long_ago.expires_at = Some(datetime!(2026-01-01 00:00:00 UTC));
+    let mut expired_lately = key("dev");
+    expired_lately.expires_at = Some(datetime!(2026-03-01 00:00:00 UTC));
+    let mut revoked_long_ago = key("dev");
+    revoked_long_ago.expires_at = None;
+    revoked_long_ago.revoked_at = Some(datetime!(2026-01-01 00:00:00 UTC));
+    for record in [&live, &expired_long_ago, &expired_lately, &revoked_long_ago] {
+        store.insert_virtual_key(record, &[]).await.unwrap();
+    }
+    let cutoff = datetime!(2026-02-01 00:00:00 UTC);
+    let mut listed: Vec<KeyId> = store
+        .list_virtual_keys(Some(cutoff))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|record| record.id)
+        .collect();
+    listed.sort();
+    let mut expected = vec![live.id.clone(), expired_lately.id.clone()];
+    expected.sort();
+    assert_eq!(listed, expected);
+    assert_eq!(store.list_virtual_keys(None).await.unwrap().len(), 4);
+    // Archived keys are still found by id.
+    assert!(
+        store
+            .get_virtual_key(&revoked_long_ago.id)
+            .await
+            .unwrap()
+            .is_some()
+    );
 }
