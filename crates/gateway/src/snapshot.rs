@@ -220,11 +220,7 @@ impl Snapshot {
             .unwrap_or_default();
         let mut fresh_limiters = HashMap::new();
         // Parents before children, so each child can hold its ancestors.
-        let records = parents_first(
-            store
-                .list_virtual_keys(Some(now - ARCHIVE_AFTER))
-                .await?,
-        );
+        let records = parents_first(store.list_virtual_keys(Some(now - ARCHIVE_AFTER)).await?);
         for record in records {
             let earlier = previous_keys.get(&record.id);
             let watch = earlier.map_or_else(|| Arc::new(KeyWatch::new()), |e| e.watch.clone());
