@@ -83,6 +83,13 @@ pub(crate) enum Command {
     /// Run a command with a short-lived key in its environment (the SDKs'
     /// API key and base URL variables), revoked when the command exits.
     Run(RunArgs),
+    /// Find leaked secrets (LLM keys, cloud tokens, private keys, kf_ keys)
+    /// in files and directories (default .) or stdin (-). Exits 0 when
+    /// nothing new is found, 1 on findings, 2 on usage or I/O errors.
+    Scan(ScanArgs),
+    /// Copy stdin to stdout with every secret replaced by [REDACTED:<rule>],
+    /// line by line (for log pipelines).
+    Redact(RedactArgs),
     /// The price table in force (shipped prices and configured overrides).
     Prices {
         #[arg(long)]
@@ -103,6 +110,65 @@ pub(crate) struct ServeArgs {
     /// TOML configuration file [env: KEYFORGE_CONFIG].
     #[arg(long)]
     pub(crate) config: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub(crate) enum ScanFormat {
+    Text,
+    Json,
+    Sarif,
+}
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub(crate) struct ScanArgs {
+    #[command(subcommand)]
+    pub(crate) command: Option<ScanCommand>,
+    /// Files and directories to scan (default: .); `-` reads stdin.
+    pub(crate) paths: Vec<PathBuf>,
+    #[arg(long, value_enum, default_value = "text")]
+    pub(crate) format: ScanFormat,
+    /// Leave out the findings recorded in this baseline file.
+    #[arg(long)]
+    pub(crate) baseline: Option<PathBuf>,
+    /// A rule file adding rules or overriding built-in ones by id.
+    #[arg(long)]
+    pub(crate) rules: Option<PathBuf>,
+    /// Scan configuration (default: ./.keyforge-scan.toml when present).
+    #[arg(long)]
+    pub(crate) config: Option<PathBuf>,
+    /// Show whole secrets instead of masked previews.
+    #[arg(long)]
+    pub(crate) show_secrets: bool,
+    /// Scan binary files too.
+    #[arg(long)]
+    pub(crate) binary: bool,
+    /// Print what was scanned and how fast on stderr (always on a terminal).
+    #[arg(long)]
+    pub(crate) stats: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ScanCommand {
+    /// Print a baseline of the current findings (fingerprints, no secrets):
+    /// `keyforge scan baseline create > .keyforge-baseline.json`.
+    #[command(subcommand)]
+    Baseline(BaselineCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum BaselineCommand {
+    Create {
+        /// Files and directories to scan (default: .).
+        paths: Vec<PathBuf>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RedactArgs {
+    /// A rule file adding rules or overriding built-in ones by id.
+    #[arg(long)]
+    pub(crate) rules: Option<PathBuf>,
 }
 
 /// Where a workload's OIDC token comes from (never argv).

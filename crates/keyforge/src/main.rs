@@ -9,6 +9,7 @@ mod config;
 mod output;
 mod panic_hook;
 mod run;
+mod scan;
 mod serve;
 
 use std::io::Write;
@@ -43,11 +44,14 @@ fn main() -> ExitCode {
                 Err(error) => fail(&error),
             };
         }
+        // `scan` has exit codes of its own (2 for usage and I/O errors).
+        Command::Scan(args) => return scan::scan(args),
         other => other,
     };
     let result = runtime.block_on(async {
         match command {
-            Command::Run(_) => Ok(()),
+            Command::Run(_) | Command::Scan(_) => Ok(()),
+            Command::Redact(args) => scan::redact(args),
             Command::Login(args) => run::login(args).await,
             Command::Serve(args) => {
                 let config = config::resolve(&args, &config::EnvOverrides::from_process())?;

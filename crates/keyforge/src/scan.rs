@@ -1,0 +1,181 @@
+//! `keyforge scan` and `keyforge redact`: the leak tools. Exit codes for
+//! `scan`: 0 nothing new found, 1 findings, 2 usage or I/O error.
+
+use std::io::{IsTerminal, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use keyforge_scan::baseline::Baseline;
+use keyforge_scan::walk::{WalkOptions, allowlist, scan_paths};
+use keyforge_scan::{Finding, Preview, Scanner, report};
+use serde::Deserialize;
+
+use crate::cli::{BaselineCommand, RedactArgs, ScanArgs, ScanCommand, ScanFormat};
+
+/// The repository's own scan configuration, read from the current directory
+/// when present (or `--config`).
+pub(crate) const CONFIG_FILE: &str = ".keyforge-scan.toml";
+
+/// Largest stdin scanned as one buffer.
+const MAX_STDIN_BYTES: u64 = 1024 * 1024 * 1024;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ScanConfig {
+    #[serde(default)]
+    allowlist: AllowList,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AllowList {
+    /// Globs of paths never reported (`crates/scan/rules/**`).
+    #[serde(default)]
+    paths: Vec<String>,
+}
+
+fn load_config(explicit: Option<&Path>) -> anyhow::Result<ScanConfig> {
+    let path = match explicit {
+        Some(path) => path.to_path_buf(),
+        None => {
+            let default = PathBuf::from(CONFIG_FILE);
+            if !default.exists() {
+                return Ok(ScanConfig::default());
+            }
+            default
+        }
+    };
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("invalid scan config {}", path.display()))
+}
+
+fn scanner(rules: Option<&Path>) -> anyhow::Result<Scanner> {
+    let extra = rules
+        .map(|path| {
+            std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
+        })
+        .transpose()?;
+    Scanner::new(extra.as_deref()).map_err(|error| anyhow::anyhow!("rules: {error}"))
+}
+
+/// Runs `keyforge scan`; usage and I/O errors exit 2.
+pub(crate) fn scan(args: ScanArgs) -> ExitCode {
+    match scan_inner(args) {
+        Ok(found) if found => ExitCode::from(1),
+        Ok(_) => ExitCode::SUCCESS,
+        Err(error) => {
+            let _ = writeln!(std::io::stderr().lock(), "error: {error:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn scan_inner(args: ScanArgs) -> anyhow::Result<bool> {
+    let config = load_config(args.config.as_deref())?;
+    let scanner = scanner(args.rules.as_deref())?;
+    let preview = if args.show_secrets {
+        Preview::Full
+    } else {
+        Preview::Masked
+    };
+    let options = WalkOptions {
+        binary: args.binary,
+        allow_paths: allowlist(&config.allowlist.paths).map_err(anyhow::Error::msg)?,
+        preview,
+        ..WalkOptions::default()
+    };
+    let (paths, creating_baseline) = match &args.command {
+        Some(ScanCommand::Baseline(BaselineCommand::Create { paths })) => (paths.clone(), true),
+        None => (args.paths.clone(), false),
+    };
+    let paths = if paths.is_empty() {
+        vec![PathBuf::from(".")]
+    } else {
+        paths
+    };
+    let started = std::time::Instant::now();
+    let mut findings: Vec<Finding> = Vec::new();
+    let mut scanned_paths: Vec<PathBuf> = Vec::new();
+    for path in paths {
+        if path.as_os_str() == "-" {
+            let mut data = Vec::new();
+            std::io::stdin()
+                .lock()
+                .take(MAX_STDIN_BYTES)
+                .read_to_end(&mut data)
+                .context("cannot read stdin")?;
+            findings.extend(scanner.findings("-", &data, preview));
+        } else {
+            if !path.exists() {
+                anyhow::bail!("{}: no such file or directory", path.display());
+            }
+            scanned_paths.push(path);
+        }
+    }
+    let mut stats = keyforge_scan::walk::Stats::default();
+    if !scanned_paths.is_empty() {
+        let (found, walked) = scan_paths(&scanner, &scanned_paths, &options);
+        findings.extend(found);
+        stats = walked;
+    }
+    if creating_baseline {
+        let baseline = Baseline::of(&findings);
+        let mut out = std::io::stdout().lock();
+        serde_json::to_writer_pretty(&mut out, &baseline)?;
+        writeln!(out)?;
+        let _ = writeln!(
+            std::io::stderr().lock(),
+            "baseline: {} finding(s) recorded by fingerprint (no secrets in the file)",
+            baseline.findings.len()
+        );
+        return Ok(false);
+    }
+    if let Some(path) = &args.baseline {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read baseline {}", path.display()))?;
+        let baseline = Baseline::parse(&text)
+            .map_err(anyhow::Error::msg)
+            .with_context(|| path.display().to_string())?;
+        findings = baseline.filter(findings);
+    }
+    let mut out = std::io::stdout().lock();
+    match args.format {
+        ScanFormat::Text => report::text(&mut out, &findings)?,
+        ScanFormat::Json => report::json(&mut out, &findings)?,
+        ScanFormat::Sarif => report::sarif(
+            &mut out,
+            &findings,
+            scanner.rules(),
+            env!("CARGO_PKG_VERSION"),
+        )?,
+    }
+    out.flush()?;
+    if std::io::stderr().is_terminal() || args.stats {
+        let seconds = started.elapsed().as_secs_f64();
+        let _ = writeln!(
+            std::io::stderr().lock(),
+            "scanned {} files, {:.1} MB in {:.2}s ({:.0} MB/s); skipped {} binary, {} too large",
+            stats.files,
+            stats.bytes as f64 / 1e6,
+            seconds,
+            stats.bytes as f64 / 1e6 / seconds.max(1e-9),
+            stats.skipped_binary,
+            stats.skipped_large
+        );
+    }
+    Ok(!findings.is_empty())
+}
+
+/// Runs `keyforge redact`: stdin to stdout, secrets replaced.
+pub(crate) fn redact(args: RedactArgs) -> anyhow::Result<()> {
+    let scanner = scanner(args.rules.as_deref())?;
+    let stdin = std::io::stdin();
+    let mut input = std::io::BufReader::with_capacity(64 * 1024, stdin.lock());
+    let stdout = std::io::stdout();
+    let mut output = stdout.lock();
+    keyforge_scan::redact::redact_stream(&scanner, &mut input, &mut output)
+        .context("redacting stdin")?;
+    Ok(())
+}

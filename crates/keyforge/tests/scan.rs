@@ -1,0 +1,344 @@
+//! `keyforge scan` and `keyforge redact` with the real binary, on fixtures
+//! whose fake keys are built at run time (never committed).
+
+#![expect(clippy::unwrap_used, reason = "tests: a failed setup must fail loudly")]
+
+use std::path::Path;
+use std::process::{Output, Stdio};
+
+use keyforge_types::random_base62;
+use serde_json::Value;
+use tokio::io::AsyncWriteExt;
+
+const BIN: &str = env!("CARGO_BIN_EXE_keyforge");
+
+async fn keyforge(dir: &Path, args: &[&str], stdin: Option<&[u8]>) -> Output {
+    let mut command = tokio::process::Command::new(BIN);
+    command
+        .current_dir(dir)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .args(args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = command.spawn().unwrap();
+    if let Some(bytes) = stdin {
+        let mut pipe = child.stdin.take().unwrap();
+        pipe.write_all(bytes).await.unwrap();
+        drop(pipe);
+    }
+    child.wait_with_output().await.unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// A fake OpenAI project key, random at run time.
+fn openai_key() -> String {
+    format!("sk-proj-{}T3BlbkFJ{}", random_base62(40), random_base62(40))
+}
+
+fn anthropic_key() -> String {
+    format!("sk-ant-api03-{}AA", random_base62(93))
+}
+
+fn kf_key() -> String {
+    use secrecy::ExposeSecret;
+    let key =
+        keyforge_types::VirtualKey::generate(&keyforge_types::EnvName::parse("prod").unwrap());
+    #[expect(clippy::disallowed_methods, reason = "the fixture plants the key")]
+    let text = key.secret().expose_secret().to_owned();
+    text
+}
+
+fn write(dir: &Path, name: &str, content: &[u8]) {
+    let path = dir.join(name);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, content).unwrap();
+}
+
+#[tokio::test]
+async fn a_tree_is_scanned_gitignore_aware_with_masked_output_and_exit_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let openai = openai_key();
+    let anthropic = anthropic_key();
+    let kf = kf_key();
+    write(
+        dir.path(),
+        ".env",
+        format!("OPENAI_API_KEY={openai}\n").as_bytes(),
+    );
+    write(
+        dir.path(),
+        "src/app.py",
+        format!("import os\n\nclient = Anthropic(api_key=\"{anthropic}\")\n").as_bytes(),
+    );
+    write(
+        dir.path(),
+        "notebook.ipynb",
+        format!("{{\"cells\": [{{\"source\": [\"key = '{kf}'\\n\"]}}]}}").as_bytes(),
+    );
+    write(
+        dir.path(),
+        "docs/allowed.md",
+        format!("example: {openai} <!-- keyforge:allow -->\n").as_bytes(),
+    );
+    // Ignored by .gitignore, and a binary file: neither is reported.
+    write(dir.path(), ".gitignore", b"build/\n");
+    write(
+        dir.path(),
+        "build/out.txt",
+        format!("{openai}\n").as_bytes(),
+    );
+    let mut binary = vec![0u8, 1, 2, 3];
+    binary.extend_from_slice(openai.as_bytes());
+    write(dir.path(), "image.bin", &binary);
+    write(
+        dir.path(),
+        "README.md",
+        b"Set OPENAI_API_KEY=sk-proj-your-key-here and ANTHROPIC_API_KEY=<your key>.\n",
+    );
+
+    let output = keyforge(dir.path(), &["scan"], None).await;
+    let stdout = text(&output.stdout);
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "{stdout}{}",
+        text(&output.stderr)
+    );
+    for secret in [&openai, &anthropic, &kf] {
+        assert!(
+            !stdout.contains(secret.as_str()),
+            "a secret was printed: {stdout}"
+        );
+    }
+    assert!(
+        stdout.contains(
+            ".env:1:16: openai-project-key: OpenAI project, service-account or admin key"
+        ),
+        "{stdout}"
+    );
+    assert!(stdout.contains("    secret: sk-proj-"), "{stdout}");
+    assert!(
+        stdout.contains("src/app.py:3:29: anthropic-api-key"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("notebook.ipynb:1:32: kf-virtual-key"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("3 secrets found."), "{stdout}");
+    assert!(
+        !stdout.contains("build/out.txt")
+            && !stdout.contains("image.bin")
+            && !stdout.contains("allowed.md")
+    );
+    assert!(
+        !stdout.contains("README.md"),
+        "placeholders are not secrets: {stdout}"
+    );
+
+    // --binary reads the binary file too; --show-secrets prints secrets.
+    let output = keyforge(
+        dir.path(),
+        &["scan", "--binary", "--show-secrets", "image.bin"],
+        None,
+    )
+    .await;
+    assert_eq!(output.status.code(), Some(1));
+    assert!(text(&output.stdout).contains(&openai));
+
+    // A clean tree exits 0; a missing path or a broken rule file exits 2.
+    let clean = tempfile::tempdir().unwrap();
+    write(
+        clean.path(),
+        "main.rs",
+        b"fn main() { println!(\"hello\"); }\n",
+    );
+    let output = keyforge(clean.path(), &["scan"], None).await;
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stdout));
+    assert!(text(&output.stdout).contains("No secrets found."));
+    let output = keyforge(clean.path(), &["scan", "nowhere"], None).await;
+    assert_eq!(output.status.code(), Some(2));
+    assert!(text(&output.stderr).contains("nowhere: no such file or directory"));
+    write(
+        clean.path(),
+        "rules.toml",
+        b"[[rule]]\nid = \"bad\"\ndescription = \"x\"\nregex = \"(\"\n",
+    );
+    let output = keyforge(clean.path(), &["scan", "--rules", "rules.toml"], None).await;
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        text(&output.stderr).contains("rule `bad`: regex does not compile"),
+        "{}",
+        text(&output.stderr)
+    );
+}
+
+#[tokio::test]
+async fn json_and_sarif_describe_each_finding() {
+    let dir = tempfile::tempdir().unwrap();
+    let kf = kf_key();
+    write(
+        dir.path(),
+        "config/app.yaml",
+        format!("llm:\n  key: {kf}\n").as_bytes(),
+    );
+    let output = keyforge(dir.path(), &["scan", "--format", "json"], None).await;
+    assert_eq!(output.status.code(), Some(1));
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let finding = &report["findings"][0];
+    assert_eq!(finding["path"], "config/app.yaml");
+    assert_eq!(finding["line"], 2);
+    assert_eq!(finding["column"], 8);
+    assert_eq!(finding["end_column"], 8 + kf.len());
+    assert_eq!(finding["rule"], "kf-virtual-key");
+    assert_eq!(finding["keyforge_key"], true);
+    assert_eq!(
+        finding["preview"],
+        format!("kf_prod_{}…({} chars)", &kf[8..12], kf.len())
+    );
+    assert_eq!(finding["fingerprint"].as_str().unwrap().len(), 32);
+    assert!(!output.stdout.windows(kf.len()).any(|w| w == kf.as_bytes()));
+
+    let output = keyforge(dir.path(), &["scan", "--format", "sarif"], None).await;
+    assert_eq!(output.status.code(), Some(1));
+    let sarif: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(sarif["version"], "2.1.0");
+    let run = &sarif["runs"][0];
+    assert_eq!(run["tool"]["driver"]["name"], "keyforge");
+    let rules = run["tool"]["driver"]["rules"].as_array().unwrap();
+    assert!(rules.len() >= 25);
+    let result = &run["results"][0];
+    assert_eq!(result["ruleId"], "kf-virtual-key");
+    let index = usize::try_from(result["ruleIndex"].as_u64().unwrap()).unwrap();
+    assert_eq!(rules[index]["id"], "kf-virtual-key");
+    assert_eq!(result["level"], "error");
+    let location = &result["locations"][0]["physicalLocation"];
+    assert_eq!(location["artifactLocation"]["uri"], "config/app.yaml");
+    assert_eq!(location["region"]["startLine"], 2);
+    assert_eq!(location["region"]["startColumn"], 8);
+    assert_eq!(
+        result["partialFingerprints"]["keyforgeSecret/v1"],
+        report["findings"][0]["fingerprint"]
+    );
+}
+
+#[tokio::test]
+async fn a_baseline_keeps_known_findings_from_blocking_new_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = openai_key();
+    write(
+        dir.path(),
+        "legacy.py",
+        format!("KEY = \"{old}\"\n").as_bytes(),
+    );
+    let output = keyforge(dir.path(), &["scan", "baseline", "create"], None).await;
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    let baseline = text(&output.stdout);
+    assert!(!baseline.contains(&old), "the baseline holds no secret");
+    write(dir.path(), ".keyforge-baseline.json", baseline.as_bytes());
+
+    let output = keyforge(
+        dir.path(),
+        &["scan", "--baseline", ".keyforge-baseline.json"],
+        None,
+    )
+    .await;
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stdout));
+
+    // The known secret moved: still known. A new one: reported.
+    let new = anthropic_key();
+    write(
+        dir.path(),
+        "legacy.py",
+        format!("\n\nKEY = \"{old}\"\nOTHER = \"{new}\"\n").as_bytes(),
+    );
+    let output = keyforge(
+        dir.path(),
+        &["scan", "--baseline", ".keyforge-baseline.json"],
+        None,
+    )
+    .await;
+    assert_eq!(output.status.code(), Some(1));
+    let stdout = text(&output.stdout);
+    assert!(
+        stdout.contains("legacy.py:4:") && stdout.contains("anthropic-api-key"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("1 secret found."), "{stdout}");
+}
+
+#[tokio::test]
+async fn stdin_is_scanned_and_user_rules_add_to_the_built_in_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = format!("acme_{}", random_base62(32));
+    let log = format!("2026-11-23 INFO calling acme with {token}\n");
+    let output = keyforge(dir.path(), &["scan", "-"], Some(log.as_bytes())).await;
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "no built-in rule knows acme_"
+    );
+    write(
+        dir.path(),
+        "acme.toml",
+        b"[[rule]]\nid = 'acme-token'\ndescription = 'ACME token'\nkeywords = ['acme_']\nregex = '''\\b(acme_[A-Za-z0-9]{32})\\b'''\nentropy = 3.0\nfix = 'Rotate it in the ACME console.'\n",
+    );
+    let output = keyforge(
+        dir.path(),
+        &["scan", "--rules", "acme.toml", "-"],
+        Some(log.as_bytes()),
+    )
+    .await;
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output.stderr));
+    let stdout = text(&output.stdout);
+    assert!(
+        stdout.contains("-:1:35: acme-token: ACME token"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("fix: Rotate it in the ACME console."),
+        "{stdout}"
+    );
+}
+
+#[tokio::test]
+async fn redact_scrubs_a_log_stream_and_keeps_other_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let kf = kf_key();
+    let openai = openai_key();
+    let mut log =
+        format!("req 1 key={kf} status=200\nupstream said: invalid key {openai}\n").into_bytes();
+    log.extend_from_slice(&[0xff, 0xfe, b' ', b'o', b'k', b'\n']);
+    let output = keyforge(dir.path(), &["redact"], Some(&log)).await;
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let mut expected = b"req 1 key=[REDACTED:kf-virtual-key] status=200\nupstream said: invalid key [REDACTED:openai-project-key]\n".to_vec();
+    expected.extend_from_slice(&[0xff, 0xfe, b' ', b'o', b'k', b'\n']);
+    assert_eq!(output.stdout, expected);
+}
+
+/// The project's own sources hold no secret: a corpus of ordinary code
+/// (Rust, Python, TOML, Markdown, shell, YAML) yields zero findings. The
+/// built-in rules' examples are the one allowlisted file.
+#[tokio::test]
+async fn the_projects_own_tree_is_clean() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let output = keyforge(&root, &["scan", "--stats"], None).await;
+    let stdout = text(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{stdout}");
+    let stderr = text(&output.stderr);
+    let files: u64 = stderr
+        .split_whitespace()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(files > 100, "{stderr}");
+}

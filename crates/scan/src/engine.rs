@@ -1,0 +1,346 @@
+//! The matching engine. All rules' keywords are found in one pass (an
+//! Aho-Corasick automaton, ASCII case-insensitive); only the rules whose
+//! keywords appeared run their regex, over bytes. Candidates are then
+//! confirmed: checksum where the format has one, entropy, placeholders
+//! (`sk-xxxx`, `your-key-here`, `<OPENAI_API_KEY>`, runs of one character),
+//! and inline `keyforge:allow` comments.
+
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
+
+use crate::rules::{Rule, RuleError, Validation, rules_with};
+
+/// A line containing this is never reported.
+pub const ALLOW_MARKER: &[u8] = b"keyforge:allow";
+
+/// Files whose first bytes contain a NUL are binary (as git decides).
+const BINARY_SNIFF_BYTES: usize = 8000;
+
+/// A secret found in a buffer: which rule, and the secret's byte span.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hit {
+    pub rule: usize,
+    pub start: usize,
+    pub end: usize,
+}
+
+/// Compiled rules and their prefilter. Cheap to share between threads.
+#[derive(Debug, Clone)]
+pub struct Scanner {
+    rules: Vec<Rule>,
+    prefilter: Option<AhoCorasick>,
+    /// For each prefilter pattern, the rules it anchors.
+    keyword_rules: Vec<Vec<usize>>,
+    /// Rules without keywords: they always run.
+    unanchored: Vec<usize>,
+}
+
+impl Scanner {
+    /// The built-in rules plus an optional user rule file.
+    pub fn new(extra_rules: Option<&str>) -> Result<Self, RuleError> {
+        Self::from_rules(rules_with(extra_rules)?)
+    }
+
+    pub fn from_rules(rules: Vec<Rule>) -> Result<Self, RuleError> {
+        let mut patterns: Vec<String> = Vec::new();
+        let mut keyword_rules: Vec<Vec<usize>> = Vec::new();
+        let mut unanchored = Vec::new();
+        for (index, rule) in rules.iter().enumerate() {
+            if rule.keywords.is_empty() {
+                unanchored.push(index);
+            }
+            for keyword in &rule.keywords {
+                match patterns.iter().position(|p| p == keyword) {
+                    Some(at) => keyword_rules[at].push(index),
+                    None => {
+                        patterns.push(keyword.clone());
+                        keyword_rules.push(vec![index]);
+                    }
+                }
+            }
+        }
+        let prefilter = if patterns.is_empty() {
+            None
+        } else {
+            Some(
+                AhoCorasickBuilder::new()
+                    .ascii_case_insensitive(true)
+                    .match_kind(MatchKind::Standard)
+                    .build(&patterns)
+                    .map_err(|error| RuleError::Rule {
+                        id: "(keywords)".into(),
+                        reason: error.to_string(),
+                    })?,
+            )
+        };
+        Ok(Self {
+            rules,
+            prefilter,
+            keyword_rules,
+            unanchored,
+        })
+    }
+
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+
+    /// Whether `data` looks binary (a NUL among its first bytes).
+    pub fn is_binary(data: &[u8]) -> bool {
+        memchr::memchr(0, &data[..data.len().min(BINARY_SNIFF_BYTES)]).is_some()
+    }
+
+    /// Every confirmed secret in `data`, in order of position.
+    pub fn scan(&self, data: &[u8]) -> Vec<Hit> {
+        let mut fired = vec![false; self.rules.len()];
+        for &index in &self.unanchored {
+            fired[index] = true;
+        }
+        if let Some(prefilter) = &self.prefilter {
+            let mut remaining = self.keyword_rules.len();
+            let mut seen = vec![false; self.keyword_rules.len()];
+            for found in prefilter.find_overlapping_iter(data) {
+                let pattern = found.pattern().as_usize();
+                if !seen[pattern] {
+                    seen[pattern] = true;
+                    remaining -= 1;
+                    for &rule in &self.keyword_rules[pattern] {
+                        fired[rule] = true;
+                    }
+                    if remaining == 0 {
+                        break;
+                    }
+                }
+            }
+        }
+        let mut hits: Vec<Hit> = Vec::new();
+        for (index, rule) in self.rules.iter().enumerate() {
+            if !fired[index] {
+                continue;
+            }
+            for captures in rule.regex.captures_iter(data) {
+                let span = (1..captures.len())
+                    .find_map(|group| captures.get(group))
+                    .or_else(|| captures.get(0));
+                let Some(span) = span else { continue };
+                let secret = &data[span.start()..span.end()];
+                if secret.is_empty() || !confirmed(rule, secret) {
+                    continue;
+                }
+                if allowed_inline(data, span.start()) {
+                    continue;
+                }
+                hits.push(Hit {
+                    rule: index,
+                    start: span.start(),
+                    end: span.end(),
+                });
+            }
+        }
+        // Rules earlier in the list are more specific: a later rule's hit
+        // inside an earlier rule's is the same secret seen twice.
+        hits.sort_by_key(|hit| (hit.start, hit.rule));
+        let mut kept: Vec<Hit> = Vec::with_capacity(hits.len());
+        for hit in hits {
+            match kept
+                .iter_mut()
+                .find(|other| other.start < hit.end && hit.start < other.end)
+            {
+                Some(other) => {
+                    if hit.rule < other.rule {
+                        *other = hit;
+                    }
+                }
+                None => kept.push(hit),
+            }
+        }
+        kept.sort_by_key(|hit| hit.start);
+        kept
+    }
+}
+
+fn confirmed(rule: &Rule, secret: &[u8]) -> bool {
+    match rule.validation {
+        Validation::KfChecksum => std::str::from_utf8(secret)
+            .is_ok_and(|text| keyforge_types::VirtualKey::parse(text).is_ok()),
+        Validation::None => {
+            if let Some(minimum) = rule.entropy
+                && entropy(secret) < minimum
+            {
+                return false;
+            }
+            !is_placeholder(secret)
+        }
+    }
+}
+
+/// Shannon entropy in bits per byte.
+pub fn entropy(data: &[u8]) -> f64 {
+    if data.is_empty() {
+        return 0.0;
+    }
+    let mut counts = [0u32; 256];
+    for &byte in data {
+        counts[usize::from(byte)] += 1;
+    }
+    let length = data.len() as f64;
+    counts
+        .iter()
+        .filter(|&&count| count > 0)
+        .map(|&count| {
+            let p = f64::from(count) / length;
+            -p * p.log2()
+        })
+        .sum()
+}
+
+/// Words and shapes that mark a value as a stand-in, not a secret.
+const PLACEHOLDER_WORDS: &[&[u8]] = &[
+    b"xxxx",
+    b"your",
+    b"example",
+    b"placeholder",
+    b"dummy",
+    b"changeme",
+    b"redacted",
+    b"insert",
+    b"replace",
+    b"fake",
+    b"sample",
+    b"****",
+    b"....",
+    b"${",
+    b"{{",
+    b"<",
+    b">",
+];
+
+pub fn is_placeholder(secret: &[u8]) -> bool {
+    let lower = secret.to_ascii_lowercase();
+    if PLACEHOLDER_WORDS
+        .iter()
+        .any(|word| memchr::memmem::find(&lower, word).is_some())
+    {
+        return true;
+    }
+    // Eight or more of one character in a row.
+    let mut run = 1;
+    for pair in secret.windows(2) {
+        if pair[0] == pair[1] {
+            run += 1;
+            if run >= 8 {
+                return true;
+            }
+        } else {
+            run = 1;
+        }
+    }
+    false
+}
+
+/// Whether the line holding `at` carries the allow marker.
+fn allowed_inline(data: &[u8], at: usize) -> bool {
+    let start = memchr::memrchr(b'\n', &data[..at]).map_or(0, |i| i + 1);
+    let end = memchr::memchr(b'\n', &data[at..]).map_or(data.len(), |i| at + i);
+    memchr::memmem::find(&data[start..end], ALLOW_MARKER).is_some()
+}
+
+/// 1-based line and column (in bytes) of each offset, for offsets given in
+/// increasing order.
+#[derive(Debug)]
+pub struct LineIndex<'a> {
+    data: &'a [u8],
+    line: usize,
+    line_start: usize,
+    scanned: usize,
+}
+
+impl<'a> LineIndex<'a> {
+    pub fn new(data: &'a [u8]) -> Self {
+        Self {
+            data,
+            line: 1,
+            line_start: 0,
+            scanned: 0,
+        }
+    }
+
+    /// The (line, column) of `offset`; offsets must not decrease.
+    pub fn locate(&mut self, offset: usize) -> (usize, usize) {
+        let offset = offset.min(self.data.len());
+        if offset < self.scanned {
+            // Out of order: count from the start.
+            *self = Self::new(self.data);
+        }
+        for newline in memchr::memchr_iter(b'\n', &self.data[self.scanned..offset]) {
+            self.line += 1;
+            self.line_start = self.scanned + newline + 1;
+        }
+        self.scanned = offset;
+        (self.line, offset - self.line_start + 1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scanner() -> Scanner {
+        Scanner::new(None).unwrap()
+    }
+
+    /// Every rule finds every one of its examples (as that rule) and none
+    /// of its negatives.
+    #[test]
+    fn every_rule_finds_its_examples_and_not_its_negatives() {
+        let scanner = scanner();
+        for (index, rule) in scanner.rules().iter().enumerate() {
+            assert!(!rule.examples.is_empty(), "{} has no example", rule.id);
+            for example in &rule.examples {
+                let hits = scanner.scan(example.as_bytes());
+                assert!(
+                    hits.iter().any(|hit| hit.rule == index),
+                    "{} misses its example {example:?} (found {:?})",
+                    rule.id,
+                    hits.iter()
+                        .map(|h| &scanner.rules()[h.rule].id)
+                        .collect::<Vec<_>>()
+                );
+            }
+            for negative in &rule.negatives {
+                let hits = scanner.scan(negative.as_bytes());
+                assert!(
+                    hits.is_empty(),
+                    "{}: negative {negative:?} was reported as {:?}",
+                    rule.id,
+                    hits.iter()
+                        .map(|h| &scanner.rules()[h.rule].id)
+                        .collect::<Vec<_>>()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn an_allow_comment_silences_its_line_only() {
+        use secrecy::ExposeSecret;
+        let scanner = scanner();
+        let env = keyforge_types::EnvName::parse("dev").unwrap();
+        let key = keyforge_types::VirtualKey::generate(&env);
+        #[expect(clippy::disallowed_methods, reason = "the test plants the key")]
+        let text = key.secret().expose_secret().to_owned();
+        let data = format!("a = \"{text}\"  # keyforge:allow\nb = \"{text}\"\n");
+        let hits = scanner.scan(data.as_bytes());
+        assert_eq!(hits.len(), 1);
+        let mut lines = LineIndex::new(data.as_bytes());
+        assert_eq!(lines.locate(hits[0].start), (2, 6));
+    }
+
+    #[test]
+    fn entropy_and_placeholders() {
+        assert!(entropy(b"aaaaaaaa") < 0.01);
+        assert!((entropy(b"abcdefgh") - 3.0).abs() < 1e-9);
+        assert!(is_placeholder(b"sk-proj-your-key-here"));
+        assert!(is_placeholder(b"AAAAAAAAAAAA"));
+        assert!(!is_placeholder(b"Zq81mK0pLr7TbW3x"));
+    }
+}

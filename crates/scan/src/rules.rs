@@ -1,0 +1,149 @@
+//! Rules are data: the built-in `rules/builtin.toml` is compiled in, and a
+//! user's rule file adds rules or replaces built-in ones by id.
+
+use regex::bytes::Regex;
+use serde::Deserialize;
+
+/// The built-in rules, as shipped.
+pub const BUILTIN_RULES: &str = include_str!("../rules/builtin.toml");
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRuleFile {
+    #[serde(default)]
+    rule: Vec<RawRule>,
+}
+
+/// A rule as written in a rule file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRule {
+    pub id: String,
+    pub description: String,
+    /// Literal anchors (case-insensitive); at least one must appear near a
+    /// match for the regex to run. A rule without keywords runs on every
+    /// input (slow: avoid).
+    #[serde(default)]
+    pub keywords: Vec<String>,
+    pub regex: String,
+    /// Minimum Shannon entropy of the secret, in bits per character.
+    pub entropy: Option<f64>,
+    /// `kf-checksum`: the secret must be a checksum-valid KeyForge key.
+    pub validate: Option<String>,
+    #[serde(default)]
+    pub examples: Vec<String>,
+    #[serde(default)]
+    pub negatives: Vec<String>,
+    #[serde(default)]
+    pub fix: String,
+}
+
+/// How a candidate is validated beyond its regex.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Validation {
+    None,
+    /// The KeyForge key's CRC32 checksum must match.
+    KfChecksum,
+}
+
+/// A compiled rule.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    pub id: String,
+    pub description: String,
+    pub keywords: Vec<String>,
+    pub regex: Regex,
+    pub entropy: Option<f64>,
+    pub validation: Validation,
+    pub examples: Vec<String>,
+    pub negatives: Vec<String>,
+    pub fix: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuleError {
+    #[error("rule file is not valid TOML: {0}")]
+    Toml(String),
+    #[error("rule `{id}`: {reason}")]
+    Rule { id: String, reason: String },
+}
+
+fn compile(raw: RawRule) -> Result<Rule, RuleError> {
+    let fail = |reason: String| RuleError::Rule {
+        id: raw.id.clone(),
+        reason,
+    };
+    if raw.id.is_empty()
+        || !raw
+            .id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err(fail("an id is letters, digits, `-` and `_`".into()));
+    }
+    let regex = regex::bytes::RegexBuilder::new(&raw.regex)
+        .size_limit(8 * 1024 * 1024)
+        .build()
+        .map_err(|error| fail(format!("regex does not compile: {error}")))?;
+    let validation = match raw.validate.as_deref() {
+        None => Validation::None,
+        Some("kf-checksum") => Validation::KfChecksum,
+        Some(other) => return Err(fail(format!("unknown validate `{other}`"))),
+    };
+    if raw.keywords.iter().any(String::is_empty) {
+        return Err(fail("a keyword may not be empty".into()));
+    }
+    if let Some(entropy) = raw.entropy
+        && !(0.0..=8.0).contains(&entropy)
+    {
+        return Err(fail("entropy is between 0 and 8 bits per character".into()));
+    }
+    Ok(Rule {
+        keywords: raw
+            .keywords
+            .iter()
+            .map(|k| k.to_ascii_lowercase())
+            .collect(),
+        id: raw.id,
+        description: raw.description,
+        regex,
+        entropy: raw.entropy,
+        validation,
+        examples: raw.examples,
+        negatives: raw.negatives,
+        fix: raw.fix,
+    })
+}
+
+/// Parses a rule file.
+pub fn parse_rules(text: &str) -> Result<Vec<Rule>, RuleError> {
+    let file: RawRuleFile =
+        toml::from_str(text).map_err(|error| RuleError::Toml(error.to_string()))?;
+    let mut rules: Vec<Rule> = Vec::with_capacity(file.rule.len());
+    for raw in file.rule {
+        let rule = compile(raw)?;
+        if rules.iter().any(|other| other.id == rule.id) {
+            return Err(RuleError::Rule {
+                id: rule.id,
+                reason: "defined twice in one file".into(),
+            });
+        }
+        rules.push(rule);
+    }
+    Ok(rules)
+}
+
+/// The built-in rules with `extra` added (a rule with a built-in id
+/// replaces it).
+pub fn rules_with(extra: Option<&str>) -> Result<Vec<Rule>, RuleError> {
+    let mut rules = parse_rules(BUILTIN_RULES)?;
+    if let Some(text) = extra {
+        for rule in parse_rules(text)? {
+            match rules.iter_mut().find(|existing| existing.id == rule.id) {
+                Some(existing) => *existing = rule,
+                None => rules.push(rule),
+            }
+        }
+    }
+    Ok(rules)
+}

@@ -1,0 +1,142 @@
+//! Files and directories: walked in parallel, honouring `.gitignore`,
+//! `.ignore` and `.git/info/exclude` (ripgrep's walker), skipping `.git`
+//! itself, binary files (unless asked) and files over a size limit.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use globset::{Glob, GlobSet, GlobSetBuilder};
+
+use crate::{Finding, Preview, Scanner};
+
+#[derive(Debug, Clone)]
+pub struct WalkOptions {
+    /// Scan binary files too.
+    pub binary: bool,
+    /// Files larger than this are skipped (and counted).
+    pub max_file_bytes: u64,
+    /// Worker threads (0: one per core).
+    pub threads: usize,
+    /// Paths never reported.
+    pub allow_paths: GlobSet,
+    pub preview: Preview,
+}
+
+impl Default for WalkOptions {
+    fn default() -> Self {
+        Self {
+            binary: false,
+            max_file_bytes: 100 * 1024 * 1024,
+            threads: 0,
+            allow_paths: GlobSet::empty(),
+            preview: Preview::Masked,
+        }
+    }
+}
+
+/// What a scan went through.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Stats {
+    pub files: u64,
+    pub bytes: u64,
+    pub skipped_binary: u64,
+    pub skipped_large: u64,
+    pub unreadable: u64,
+}
+
+/// Builds a path allowlist from globs (`crates/scan/rules/**`).
+pub fn allowlist(globs: &[String]) -> Result<GlobSet, String> {
+    let mut builder = GlobSetBuilder::new();
+    for glob in globs {
+        builder.add(Glob::new(glob).map_err(|error| format!("path glob `{glob}`: {error}"))?);
+    }
+    builder.build().map_err(|error| error.to_string())
+}
+
+/// `./a/b` → `a/b`, for reports and allowlists.
+pub fn display_path(path: &Path) -> String {
+    let text = path.to_string_lossy();
+    text.strip_prefix("./").unwrap_or(&text).to_owned()
+}
+
+#[derive(Default)]
+struct Counters {
+    files: AtomicU64,
+    bytes: AtomicU64,
+    skipped_binary: AtomicU64,
+    skipped_large: AtomicU64,
+    unreadable: AtomicU64,
+}
+
+/// Scans every file under `roots` (a root may be a single file).
+pub fn scan_paths(
+    scanner: &Scanner,
+    roots: &[PathBuf],
+    options: &WalkOptions,
+) -> (Vec<Finding>, Stats) {
+    let Some((first, rest)) = roots.split_first() else {
+        return (Vec::new(), Stats::default());
+    };
+    let mut builder = ignore::WalkBuilder::new(first);
+    for root in rest {
+        builder.add(root);
+    }
+    builder
+        .hidden(false)
+        .git_global(false)
+        .require_git(false)
+        .threads(options.threads)
+        .filter_entry(|entry| entry.file_name() != ".git");
+    let counters = Counters::default();
+    let (sender, receiver) = std::sync::mpsc::channel::<Vec<Finding>>();
+    builder.build_parallel().run(|| {
+        let sender = sender.clone();
+        let counters = &counters;
+        Box::new(move |entry| {
+            let Ok(entry) = entry else {
+                counters.unreadable.fetch_add(1, Ordering::Relaxed);
+                return ignore::WalkState::Continue;
+            };
+            if !entry.file_type().is_some_and(|kind| kind.is_file()) {
+                return ignore::WalkState::Continue;
+            }
+            let path = display_path(entry.path());
+            if options.allow_paths.is_match(&path) {
+                return ignore::WalkState::Continue;
+            }
+            let size = entry.metadata().map(|m| m.len()).unwrap_or(0);
+            if size > options.max_file_bytes {
+                counters.skipped_large.fetch_add(1, Ordering::Relaxed);
+                return ignore::WalkState::Continue;
+            }
+            let Ok(data) = std::fs::read(entry.path()) else {
+                counters.unreadable.fetch_add(1, Ordering::Relaxed);
+                return ignore::WalkState::Continue;
+            };
+            if !options.binary && Scanner::is_binary(&data) {
+                counters.skipped_binary.fetch_add(1, Ordering::Relaxed);
+                return ignore::WalkState::Continue;
+            }
+            counters.files.fetch_add(1, Ordering::Relaxed);
+            counters
+                .bytes
+                .fetch_add(data.len() as u64, Ordering::Relaxed);
+            let findings = scanner.findings(&path, &data, options.preview);
+            if !findings.is_empty() && sender.send(findings).is_err() {
+                return ignore::WalkState::Quit;
+            }
+            ignore::WalkState::Continue
+        })
+    });
+    drop(sender);
+    let mut findings: Vec<Finding> = receiver.into_iter().flatten().collect();
+    findings.sort_by(|a, b| (&a.path, a.line, a.column).cmp(&(&b.path, b.line, b.column)));
+    let stats = Stats {
+        files: counters.files.into_inner(),
+        bytes: counters.bytes.into_inner(),
+        skipped_binary: counters.skipped_binary.into_inner(),
+        skipped_large: counters.skipped_large.into_inner(),
+        unreadable: counters.unreadable.into_inner(),
+    };
+    (findings, stats)
+}
