@@ -87,6 +87,10 @@ pub(crate) enum Command {
     /// in files and directories (default .) or stdin (-). Exits 0 when
     /// nothing new is found, 1 on findings, 2 on usage or I/O errors.
     Scan(ScanArgs),
+    /// Git hooks: `keyforge hook install` makes `git commit` refuse commits
+    /// that add secrets (it runs `keyforge scan --staged`).
+    #[command(subcommand)]
+    Hook(HookCommand),
     /// Copy stdin to stdout with every secret replaced by [REDACTED:<rule>],
     /// line by line (for log pipelines).
     Redact(RedactArgs),
@@ -126,6 +130,16 @@ pub(crate) struct ScanArgs {
     pub(crate) command: Option<ScanCommand>,
     /// Files and directories to scan (default: .); `-` reads stdin.
     pub(crate) paths: Vec<PathBuf>,
+    /// Scan every blob in the git history of REPO (default: .), each once,
+    /// reporting the commit, author and path where it first appeared.
+    #[arg(long, num_args = 0..=1, default_missing_value = ".", conflicts_with_all = ["paths", "staged"])]
+    pub(crate) git: Option<PathBuf>,
+    /// With --git: only commits not reachable from REV.
+    #[arg(long, requires = "git")]
+    pub(crate) since: Option<String>,
+    /// Scan what `git commit` is about to record (for a pre-commit hook).
+    #[arg(long, conflicts_with = "paths")]
+    pub(crate) staged: bool,
     #[arg(long, value_enum, default_value = "text")]
     pub(crate) format: ScanFormat,
     /// Leave out the findings recorded in this baseline file.
@@ -161,6 +175,16 @@ pub(crate) enum BaselineCommand {
     Create {
         /// Files and directories to scan (default: .).
         paths: Vec<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum HookCommand {
+    /// Install the pre-commit hook in the repository of the current directory.
+    Install {
+        /// Replace an existing pre-commit hook.
+        #[arg(long)]
+        force: bool,
     },
 }
 

@@ -52,6 +52,7 @@ fn main() -> ExitCode {
         match command {
             Command::Run(_) | Command::Scan(_) => Ok(()),
             Command::Redact(args) => scan::redact(args),
+            Command::Hook(command) => scan::hook(command),
             Command::Login(args) => run::login(args).await,
             Command::Serve(args) => {
                 let config = config::resolve(&args, &config::EnvOverrides::from_process())?;

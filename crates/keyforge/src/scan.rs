@@ -86,6 +86,18 @@ fn scan_inner(args: ScanArgs) -> anyhow::Result<bool> {
         preview,
         ..WalkOptions::default()
     };
+    let started = std::time::Instant::now();
+    if args.git.is_some() || args.staged {
+        let repo = args.git.clone().unwrap_or_else(|| PathBuf::from("."));
+        let blobs = if args.staged {
+            keyforge_scan::git::staged(&repo)
+        } else {
+            keyforge_scan::git::history(&repo, args.since.as_deref())
+        }
+        .map_err(anyhow::Error::from)?;
+        let (findings, stats) = scanner.git_findings(&repo, &blobs, &options)?;
+        return finish(&args, &scanner, findings, stats, started, false);
+    }
     let (paths, creating_baseline) = match &args.command {
         Some(ScanCommand::Baseline(BaselineCommand::Create { paths })) => (paths.clone(), true),
         None => (args.paths.clone(), false),
@@ -95,7 +107,6 @@ fn scan_inner(args: ScanArgs) -> anyhow::Result<bool> {
     } else {
         paths
     };
-    let started = std::time::Instant::now();
     let mut findings: Vec<Finding> = Vec::new();
     let mut scanned_paths: Vec<PathBuf> = Vec::new();
     for path in paths {
@@ -120,6 +131,19 @@ fn scan_inner(args: ScanArgs) -> anyhow::Result<bool> {
         findings.extend(found);
         stats = walked;
     }
+    finish(&args, &scanner, findings, stats, started, creating_baseline)
+}
+
+/// Reports (or records as a baseline) what was found; true if anything new
+/// was.
+fn finish(
+    args: &ScanArgs,
+    scanner: &Scanner,
+    mut findings: Vec<Finding>,
+    stats: keyforge_scan::walk::Stats,
+    started: std::time::Instant,
+    creating_baseline: bool,
+) -> anyhow::Result<bool> {
     if creating_baseline {
         let baseline = Baseline::of(&findings);
         let mut out = std::io::stdout().lock();
@@ -177,5 +201,53 @@ pub(crate) fn redact(args: RedactArgs) -> anyhow::Result<()> {
     let mut output = stdout.lock();
     keyforge_scan::redact::redact_stream(&scanner, &mut input, &mut output)
         .context("redacting stdin")?;
+    Ok(())
+}
+
+/// Marks a hook file as ours, so `install` can tell it from someone else's.
+const HOOK_MARKER: &str = "# Installed by `keyforge hook install`";
+
+/// `keyforge hook install`: writes the repository's pre-commit hook.
+pub(crate) fn hook(command: crate::cli::HookCommand) -> anyhow::Result<()> {
+    let crate::cli::HookCommand::Install { force } = command;
+    let output = std::process::Command::new("git")
+        .args(["rev-parse", "--git-path", "hooks"])
+        .output()
+        .context("cannot run git (is it installed?)")?;
+    if !output.status.success() {
+        anyhow::bail!(
+            "not in a git repository: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    let hooks = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
+    std::fs::create_dir_all(&hooks)
+        .with_context(|| format!("cannot create {}", hooks.display()))?;
+    let path = hooks.join("pre-commit");
+    if let Ok(existing) = std::fs::read_to_string(&path)
+        && !existing.contains(HOOK_MARKER)
+        && !force
+    {
+        anyhow::bail!(
+            "{} already exists and is not KeyForge's; add `keyforge scan --staged` to it, or replace it with --force",
+            path.display()
+        );
+    }
+    let exe = std::env::current_exe().context("cannot find the keyforge binary")?;
+    let script = format!(
+        "#!/bin/sh\n{HOOK_MARKER}: refuses commits that add secrets.\n# Skip once with `git commit --no-verify`; silence a line with `keyforge:allow`.\nif command -v keyforge >/dev/null 2>&1; then exec keyforge scan --staged; fi\nexec '{}' scan --staged\n",
+        exe.display().to_string().replace('\'', "'\\''")
+    );
+    std::fs::write(&path, script).with_context(|| format!("cannot write {}", path.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))?;
+    }
+    let _ = writeln!(
+        std::io::stdout().lock(),
+        "Installed {}: `git commit` now runs `keyforge scan --staged`.",
+        path.display()
+    );
     Ok(())
 }

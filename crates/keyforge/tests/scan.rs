@@ -342,3 +342,141 @@ async fn the_projects_own_tree_is_clean() {
         .unwrap_or(0);
     assert!(files > 100, "{stderr}");
 }
+
+fn git(dir: &Path, args: &[&str]) {
+    let status = std::process::Command::new("git")
+        .current_dir(dir)
+        .args(args)
+        .env("GIT_AUTHOR_NAME", "Dev One")
+        .env("GIT_AUTHOR_EMAIL", "dev@example.com")
+        .env("GIT_COMMITTER_NAME", "Dev One")
+        .env("GIT_COMMITTER_EMAIL", "dev@example.com")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .status()
+        .unwrap();
+    assert!(status.success(), "git {args:?}");
+}
+
+fn head(dir: &Path) -> String {
+    let output = std::process::Command::new("git")
+        .current_dir(dir)
+        .args(["rev-parse", "HEAD"])
+        .output()
+        .unwrap();
+    text(&output.stdout).trim().to_owned()
+}
+
+/// A key committed and then deleted is gone from the tree but not from
+/// history: `--git` finds it, with the commit that introduced it.
+#[tokio::test]
+async fn git_history_finds_keys_deleted_long_ago_each_blob_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path();
+    git(repo, &["init", "-q", "-b", "main"]);
+    let key = openai_key();
+    write(
+        repo,
+        "app/.env",
+        format!("OPENAI_API_KEY={key}\n").as_bytes(),
+    );
+    write(
+        repo,
+        "copy/.env",
+        format!("OPENAI_API_KEY={key}\n").as_bytes(),
+    );
+    git(repo, &["add", "."]);
+    git(repo, &["commit", "-q", "-m", "add config"]);
+    let introduced = head(repo);
+    git(repo, &["rm", "-q", "-r", "app", "copy"]);
+    git(repo, &["commit", "-q", "-m", "remove config"]);
+    write(repo, "README.md", b"nothing to see\n");
+    git(repo, &["add", "."]);
+    git(repo, &["commit", "-q", "-m", "docs"]);
+    let docs = head(repo);
+
+    let output = keyforge(repo, &["scan"], None).await;
+    assert_eq!(output.status.code(), Some(0), "the tree is clean now");
+
+    let output = keyforge(repo, &["scan", "--git", "--format", "json"], None).await;
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output.stderr));
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let findings = report["findings"].as_array().unwrap();
+    // Two paths, one blob: reported once, where it first appeared.
+    assert_eq!(findings.len(), 1, "{report}");
+    assert_eq!(findings[0]["rule"], "openai-project-key");
+    assert_eq!(findings[0]["path"], "app/.env");
+    assert_eq!(findings[0]["commit"], introduced.as_str());
+    assert_eq!(findings[0]["author"], "Dev One <dev@example.com>");
+
+    let output = keyforge(repo, &["scan", "--git"], None).await;
+    let stdout = text(&output.stdout);
+    assert!(
+        stdout.contains(&format!(
+            "    commit: {introduced} (Dev One <dev@example.com>, "
+        )),
+        "{stdout}"
+    );
+
+    // Only what came after the docs commit: nothing.
+    let output = keyforge(repo, &["scan", "--git", ".", "--since", &docs], None).await;
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stdout));
+    // Not a repository: exit 2.
+    let plain = tempfile::tempdir().unwrap();
+    let output = keyforge(plain.path(), &["scan", "--git"], None).await;
+    assert_eq!(output.status.code(), Some(2));
+}
+
+/// The pre-commit hook: `keyforge hook install`, then a commit that adds a
+/// key is refused (only what is staged counts), and a clean one passes.
+#[tokio::test]
+async fn the_pre_commit_hook_refuses_commits_that_add_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path();
+    git(repo, &["init", "-q", "-b", "main"]);
+    write(repo, "main.py", b"print('hello')\n");
+    git(repo, &["add", "."]);
+    git(repo, &["commit", "-q", "-m", "start"]);
+
+    let output = keyforge(repo, &["hook", "install"], None).await;
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert!(repo.join(".git/hooks/pre-commit").exists());
+    // Installing again is fine (it is ours); someone else's hook is kept.
+    let output = keyforge(repo, &["hook", "install"], None).await;
+    assert!(output.status.success());
+
+    let key = anthropic_key();
+    write(repo, "config.py", format!("KEY = \"{key}\"\n").as_bytes());
+    // Unstaged: not part of the commit, not reported.
+    let output = keyforge(repo, &["scan", "--staged"], None).await;
+    assert_eq!(output.status.code(), Some(0));
+    git(repo, &["add", "config.py"]);
+    let output = keyforge(repo, &["scan", "--staged"], None).await;
+    assert_eq!(output.status.code(), Some(1));
+    assert!(text(&output.stdout).contains("config.py:1:8: anthropic-api-key"));
+
+    let commit = std::process::Command::new("git")
+        .current_dir(repo)
+        .args(["commit", "-q", "-m", "oops"])
+        .env("GIT_AUTHOR_NAME", "Dev One")
+        .env("GIT_AUTHOR_EMAIL", "dev@example.com")
+        .env("GIT_COMMITTER_NAME", "Dev One")
+        .env("GIT_COMMITTER_EMAIL", "dev@example.com")
+        .output()
+        .unwrap();
+    assert!(!commit.status.success(), "the hook must refuse the commit");
+    // Git passes a hook's output on to its own stderr.
+    let said = format!("{}{}", text(&commit.stdout), text(&commit.stderr));
+    assert!(said.contains("anthropic-api-key"), "{said}");
+    assert!(!said.contains(&key), "{said}");
+
+    write(
+        repo,
+        "config.py",
+        b"import os\nKEY = os.environ[\"ANTHROPIC_API_KEY\"]\n",
+    );
+    git(repo, &["add", "config.py"]);
+    git(
+        repo,
+        &["commit", "-q", "-m", "read the key from the environment"],
+    );
+}

@@ -16,6 +16,7 @@
 
 pub mod baseline;
 pub mod engine;
+pub mod git;
 pub mod redact;
 pub mod report;
 pub mod rules;
@@ -48,6 +49,14 @@ pub struct Finding {
     /// Filled by `--revoke` for KeyForge keys: what happened.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub revocation: Option<String>,
+    /// For a finding in git history: the commit where the blob first
+    /// appeared, its author and date.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub commit: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub author: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub date: Option<String>,
 }
 
 /// How much of a secret a preview shows.
@@ -117,9 +126,50 @@ impl Scanner {
                     fix: rule.fix.clone(),
                     keyforge_key: rule.validation == rules::Validation::KfChecksum,
                     revocation: None,
+                    commit: None,
+                    author: None,
+                    date: None,
                 }
             })
             .collect()
+    }
+
+    /// Scans git blobs (history or staged), each once; findings carry the
+    /// blob's path and, for history, the commit where it first appeared.
+    pub fn git_findings(
+        &self,
+        repo: &std::path::Path,
+        blobs: &[git::BlobOrigin],
+        options: &walk::WalkOptions,
+    ) -> Result<(Vec<Finding>, walk::Stats), git::GitError> {
+        let mut findings = Vec::new();
+        let mut stats = walk::Stats::default();
+        let wanted: Vec<git::BlobOrigin> = blobs
+            .iter()
+            .filter(|blob| !options.allow_paths.is_match(&blob.path))
+            .cloned()
+            .collect();
+        git::read_blobs(repo, &wanted, |blob, data| {
+            if data.len() as u64 > options.max_file_bytes {
+                stats.skipped_large += 1;
+                return;
+            }
+            if !options.binary && Scanner::is_binary(data) {
+                stats.skipped_binary += 1;
+                return;
+            }
+            stats.files += 1;
+            stats.bytes += data.len() as u64;
+            for mut finding in self.findings(&blob.path, data, options.preview) {
+                if !blob.commit.is_empty() {
+                    finding.commit = Some(blob.commit.clone());
+                    finding.author = Some(blob.author.clone());
+                    finding.date = Some(blob.date.clone());
+                }
+                findings.push(finding);
+            }
+        })?;
+        Ok((findings, stats))
     }
 
     /// The secrets of the KeyForge keys in `data` (for `--revoke`).

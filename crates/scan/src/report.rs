@@ -17,6 +17,14 @@ pub fn text(out: &mut impl Write, findings: &[Finding]) -> std::io::Result<()> {
             finding.path, finding.line, finding.column, finding.rule, finding.description
         )?;
         writeln!(out, "    secret: {}", finding.preview)?;
+        if let Some(commit) = &finding.commit {
+            writeln!(
+                out,
+                "    commit: {commit} ({}, {})",
+                finding.author.as_deref().unwrap_or(""),
+                finding.date.as_deref().unwrap_or("")
+            )?;
+        }
         if let Some(revocation) = &finding.revocation {
             writeln!(out, "    revoked: {revocation}")?;
         }
@@ -75,6 +83,12 @@ pub fn sarif_value(findings: &[Finding], rules: &[Rule], version: &str) -> Value
                 }],
                 "partialFingerprints": {"keyforgeSecret/v1": finding.fingerprint},
             });
+            if let (Some(commit), Some(object)) = (&finding.commit, result.as_object_mut()) {
+                object.insert(
+                    "properties".into(),
+                    json!({"commit": commit, "author": finding.author, "date": finding.date}),
+                );
+            }
             if let (Some(index), Some(object)) = (index, result.as_object_mut()) {
                 object.insert("ruleIndex".into(), json!(index));
             }

@@ -1,0 +1,237 @@
+//! Git sources, through the `git` command: every blob of a repository's
+//! history, each read once (with the commit, author and path where it first
+//! appeared), and what `git commit` is about to record (the index).
+//!
+//! Blob ids and paths come from `git log --raw` (every commit of every ref,
+//! merges against each parent, oldest first) or `git diff --cached --raw`;
+//! contents from one `git cat-file --batch` process.
+
+use std::collections::HashSet;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+/// Where a blob first appeared.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlobOrigin {
+    pub blob: String,
+    pub path: String,
+    /// Empty for staged blobs.
+    pub commit: String,
+    pub author: String,
+    pub date: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum GitError {
+    #[error("cannot run git: {0} (is git installed?)")]
+    Spawn(std::io::Error),
+    #[error("git {command} failed: {stderr}")]
+    Failed { command: String, stderr: String },
+    #[error("reading git's output: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("unexpected output from git: {0}")]
+    Parse(String),
+}
+
+const NULL_BLOB: &str = "0000000000000000000000000000000000000000";
+
+fn git(repo: &Path) -> Command {
+    let mut command = Command::new("git");
+    command
+        .arg("-C")
+        .arg(repo)
+        // Never page, never prompt, paths as they are.
+        .env("GIT_PAGER", "cat")
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .args(["-c", "core.quotePath=false"]);
+    command
+}
+
+fn output(repo: &Path, args: &[&str]) -> Result<Vec<u8>, GitError> {
+    let output = git(repo)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(GitError::Spawn)?;
+    if !output.status.success() {
+        return Err(GitError::Failed {
+            command: args.first().copied().unwrap_or_default().to_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+        });
+    }
+    Ok(output.stdout)
+}
+
+/// Parses `:old_mode new_mode old_blob new_blob status` and returns the new
+/// blob if it is file content (not a deletion, not a submodule).
+fn raw_new_blob(line: &str) -> Option<String> {
+    let mut fields = line
+        .trim_start_matches('\n')
+        .trim_start_matches(':')
+        .split(' ');
+    let _old_mode = fields.next()?;
+    let new_mode = fields.next()?;
+    let _old_blob = fields.next()?;
+    let new_blob = fields.next()?;
+    if new_blob == NULL_BLOB || new_mode == "160000" || new_mode == "000000" {
+        return None;
+    }
+    Some(new_blob.to_owned())
+}
+
+/// Every blob reachable in history (all refs, or only commits not
+/// reachable from `since`), each once, with where it first appeared.
+pub fn history(repo: &Path, since: Option<&str>) -> Result<Vec<BlobOrigin>, GitError> {
+    let mut args = vec![
+        "log",
+        "--reverse",
+        "--no-renames",
+        "-m",
+        "--raw",
+        "--no-abbrev",
+        "--format=%x01%H%x00%an <%ae>%x00%aI",
+        "-z",
+        "--all",
+    ];
+    let exclude;
+    if let Some(since) = since {
+        exclude = format!("^{since}");
+        args.push(&exclude);
+    }
+    let bytes = output(repo, &args)?;
+    let text = String::from_utf8_lossy(&bytes);
+    let mut seen: HashSet<String> = HashSet::new();
+    let mut blobs = Vec::new();
+    for record in text.split('\u{1}').filter(|r| !r.is_empty()) {
+        let mut tokens = record.split('\0');
+        let commit = tokens.next().unwrap_or_default().to_owned();
+        let author = tokens.next().unwrap_or_default().to_owned();
+        let date = tokens.next().unwrap_or_default().to_owned();
+        while let Some(token) = tokens.next() {
+            let token = token.trim_start_matches('\n');
+            if !token.starts_with(':') {
+                continue;
+            }
+            let path = tokens.next().unwrap_or_default();
+            if let Some(blob) = raw_new_blob(token)
+                && seen.insert(blob.clone())
+            {
+                blobs.push(BlobOrigin {
+                    blob,
+                    path: path.to_owned(),
+                    commit: commit.clone(),
+                    author: author.clone(),
+                    date: date.clone(),
+                });
+            }
+        }
+    }
+    Ok(blobs)
+}
+
+/// The blobs `git commit` would record: staged additions and changes.
+pub fn staged(repo: &Path) -> Result<Vec<BlobOrigin>, GitError> {
+    let bytes = output(
+        repo,
+        &[
+            "diff",
+            "--cached",
+            "--raw",
+            "--no-abbrev",
+            "--no-renames",
+            "-z",
+            "--diff-filter=ACMT",
+        ],
+    )?;
+    let text = String::from_utf8_lossy(&bytes);
+    let mut tokens = text.split('\0');
+    let mut blobs = Vec::new();
+    while let Some(token) = tokens.next() {
+        if !token.trim_start_matches('\n').starts_with(':') {
+            continue;
+        }
+        let path = tokens.next().unwrap_or_default();
+        if let Some(blob) = raw_new_blob(token) {
+            blobs.push(BlobOrigin {
+                blob,
+                path: path.to_owned(),
+                commit: String::new(),
+                author: String::new(),
+                date: String::new(),
+            });
+        }
+    }
+    Ok(blobs)
+}
+
+/// Reads each blob's content with one `git cat-file --batch` and hands it
+/// to `visit`, in order.
+pub fn read_blobs(
+    repo: &Path,
+    blobs: &[BlobOrigin],
+    mut visit: impl FnMut(&BlobOrigin, &[u8]),
+) -> Result<(), GitError> {
+    let mut child = git(repo)
+        .args(["cat-file", "--batch"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(GitError::Spawn)?;
+    let mut stdin = child
+        .stdin
+        .take()
+        .ok_or_else(|| GitError::Parse("no stdin".into()))?;
+    let ids: Vec<String> = blobs.iter().map(|b| b.blob.clone()).collect();
+    // Write the requests from another thread: git answers while we ask.
+    let writer = std::thread::spawn(move || -> std::io::Result<()> {
+        let mut stdin = std::io::BufWriter::new(&mut stdin);
+        for id in ids {
+            stdin.write_all(id.as_bytes())?;
+            stdin.write_all(b"\n")?;
+        }
+        stdin.flush()
+    });
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| GitError::Parse("no stdout".into()))?;
+    let mut reader = BufReader::with_capacity(256 * 1024, stdout);
+    let mut header = String::new();
+    let mut content = Vec::new();
+    for blob in blobs {
+        header.clear();
+        if reader.read_line(&mut header)? == 0 {
+            return Err(GitError::Parse("cat-file stopped early".into()));
+        }
+        let fields: Vec<&str> = header.trim_end().split(' ').collect();
+        match fields.as_slice() {
+            [_, "blob", size] => {
+                let size: u64 = size.parse().map_err(|_| GitError::Parse(header.clone()))?;
+                content.clear();
+                (&mut reader).take(size).read_to_end(&mut content)?;
+                let mut newline = [0u8; 1];
+                reader.read_exact(&mut newline)?;
+                visit(blob, &content);
+            }
+            [_, "missing"] => {}
+            _ => return Err(GitError::Parse(header.clone())),
+        }
+    }
+    writer
+        .join()
+        .map_err(|_| GitError::Parse("writer thread failed".into()))??;
+    let status = child.wait()?;
+    if !status.success() {
+        let mut stderr = String::new();
+        if let Some(mut pipe) = child.stderr.take() {
+            let _ = pipe.read_to_string(&mut stderr);
+        }
+        return Err(GitError::Failed {
+            command: "cat-file".into(),
+            stderr,
+        });
+    }
+    Ok(())
+}
