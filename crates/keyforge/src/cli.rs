@@ -160,6 +160,14 @@ pub(crate) struct ScanArgs {
     /// Print what was scanned and how fast on stderr (always on a terminal).
     #[arg(long)]
     pub(crate) stats: bool,
+    /// Revoke every valid kf_ key found, at the gateway that issued it
+    /// (KEYFORGE_ADDR or --addr); each is recorded in its audit log with
+    /// where it was found.
+    #[arg(long)]
+    pub(crate) revoke: bool,
+    /// Gateway address for --revoke [env: KEYFORGE_ADDR; default: http://127.0.0.1:8787].
+    #[arg(long, requires = "revoke")]
+    pub(crate) addr: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -75,7 +75,9 @@ pub(crate) fn scan(args: ScanArgs) -> ExitCode {
 fn scan_inner(args: ScanArgs) -> anyhow::Result<bool> {
     let config = load_config(args.config.as_deref())?;
     let scanner = scanner(args.rules.as_deref())?;
-    let preview = if args.show_secrets {
+    // `--revoke` needs the kf_ keys themselves; everything is masked again
+    // before it is shown (unless --show-secrets).
+    let preview = if args.show_secrets || args.revoke {
         Preview::Full
     } else {
         Preview::Masked
@@ -155,6 +157,14 @@ fn finish(
             baseline.findings.len()
         );
         return Ok(false);
+    }
+    if args.revoke {
+        revoke_found(args.addr.as_deref(), &mut findings)?;
+    }
+    if args.revoke && !args.show_secrets {
+        for finding in &mut findings {
+            finding.preview = keyforge_scan::mask(finding.preview.as_bytes());
+        }
     }
     if let Some(path) = &args.baseline {
         let text = std::fs::read_to_string(path)
@@ -249,5 +259,67 @@ pub(crate) fn hook(command: crate::cli::HookCommand) -> anyhow::Result<()> {
         "Installed {}: `git commit` now runs `keyforge scan --staged`.",
         path.display()
     );
+    Ok(())
+}
+
+/// Reports the kf_ keys among `findings` to the gateway's leak endpoint,
+/// which revokes those it issued, and notes the outcome on each finding.
+fn revoke_found(addr: Option<&str>, findings: &mut [Finding]) -> anyhow::Result<()> {
+    let indexes: Vec<usize> = findings
+        .iter()
+        .enumerate()
+        .filter(|(_, finding)| finding.keyforge_key)
+        .map(|(index, _)| index)
+        .collect();
+    if indexes.is_empty() {
+        return Ok(());
+    }
+    let base = crate::client::gateway_base(addr);
+    let reports: Vec<serde_json::Value> = indexes
+        .iter()
+        .map(|&index| {
+            let finding = &findings[index];
+            let location = match &finding.commit {
+                Some(commit) => format!("{}:{} at commit {commit}", finding.path, finding.line),
+                None => format!("{}:{}", finding.path, finding.line),
+            };
+            serde_json::json!({
+                "token": finding.preview,
+                "type": "keyforge_virtual_key",
+                "url": location,
+                "source": "keyforge-scan",
+            })
+        })
+        .collect();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let labels: Vec<serde_json::Value> = runtime.block_on(async {
+        let response = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(std::time::Duration::from_secs(30))
+            .build()?
+            .post(format!("{base}/keyforge/v1/leaks"))
+            .json(&reports)
+            .send()
+            .await
+            .map_err(|error| {
+                anyhow::anyhow!(
+                    "cannot reach KeyForge at {base} to revoke: {} (set KEYFORGE_ADDR or --addr)",
+                    error.without_url()
+                )
+            })?;
+        let status = response.status();
+        if !status.is_success() {
+            anyhow::bail!("the gateway refused the leak report: HTTP {status}");
+        }
+        Ok::<_, anyhow::Error>(response.json().await?)
+    })?;
+    for (&index, label) in indexes.iter().zip(labels) {
+        findings[index].revocation = Some(match label.get("label").and_then(|l| l.as_str()) {
+            Some("true_positive") => format!("yes, by {base} (recorded in its audit log)"),
+            _ => format!("no: {base} did not issue this key"),
+        });
+    }
     Ok(())
 }

@@ -325,3 +325,86 @@ ttl = "20m"
     assert_eq!(view["origin"], "oidc:deploy");
     server.stop().await;
 }
+
+/// A kf_ key found by `keyforge scan --revoke` is revoked at the gateway
+/// that issued it and recorded in its audit log with where it was found; the
+/// leak endpoint takes GitHub's secret-scanning report shape.
+#[tokio::test(flavor = "multi_thread")]
+async fn leaked_keys_found_by_scan_are_revoked_and_audited() {
+    let home = tempfile::tempdir().unwrap();
+    let (server, _upstream) = server_with_openai(home.path(), None).await;
+    let leaked = server
+        .create_key(home.path(), &["--name", "leaky", "--env", "dev"])
+        .await;
+    let leaked_key = leaked["key"].as_str().unwrap().to_owned();
+    let leaked_id = leaked["id"].as_str().unwrap().to_owned();
+    let repo = home.path().join("repo");
+    std::fs::create_dir_all(&repo).unwrap();
+    std::fs::write(repo.join("notes.txt"), format!("\nkey: {leaked_key}\n")).unwrap();
+
+    let output = command(home.path())
+        .args(["scan", "--revoke"])
+        .arg(&repo)
+        .env("KEYFORGE_ADDR", &server.addr)
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("kf-virtual-key"), "{stdout}");
+    assert!(stdout.contains("    revoked: yes"), "{stdout}");
+    assert!(!stdout.contains(&leaked_key), "{stdout}");
+    assert_eq!(
+        key_status(&server, home.path(), &leaked_id).await,
+        "revoked"
+    );
+    let (ok, audit, _) = server.cli(home.path(), &["audit", "tail"], None).await;
+    assert!(ok);
+    let entry = audit
+        .lines()
+        .map(|line| serde_json::from_str::<Value>(line).unwrap())
+        .find(|line| line["kind"] == "key.leaked")
+        .unwrap();
+    assert_eq!(entry["data"]["id"], leaked_id.as_str());
+    assert!(
+        entry["data"]["url"]
+            .as_str()
+            .unwrap()
+            .ends_with("notes.txt:2"),
+        "{entry}"
+    );
+    assert!(!audit.contains(&leaked_key));
+
+    // GitHub's partner-program shape: labels per token, by SHA-256.
+    let other = server
+        .create_key(home.path(), &["--name", "other", "--env", "dev"])
+        .await["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let answer: Vec<Value> = reqwest::Client::new()
+        .post(format!("{}/keyforge/v1/leaks", server.addr))
+        .json(&serde_json::json!([
+            {"token": other, "type": "keyforge_virtual_key", "url": "https://github.com/acme/app/blob/abc/config.py", "source": "content"},
+            {"token": "kf_dev_notarealkeynotarealkeynotarea", "type": "keyforge_virtual_key", "url": "https://gist.github.com/x", "source": "gist"},
+        ]))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(answer.len(), 2);
+    assert_eq!(answer[0]["label"], "true_positive");
+    assert_eq!(answer[1]["label"], "false_positive");
+    assert_eq!(answer[0]["token_hash"].as_str().unwrap().len(), 64);
+    let refused = reqwest::Client::new()
+        .post(format!("{}/openai/v1/chat/completions", server.addr))
+        .bearer_auth(&other)
+        .json(&serde_json::json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 401);
+    server.stop().await;
+}

@@ -31,6 +31,7 @@ pub(crate) fn router() -> Router<Arc<AppState>> {
         .route("/keys", post(mint_child))
         .route("/keys/{id}/revoke", post(revoke_descendant))
         .route("/oidc/login", post(crate::oidc::login))
+        .route("/leaks", post(report_leaks))
         .fallback(|| async {
             AdminError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
         })
@@ -243,4 +244,113 @@ async fn mint_child(
     };
     let minted = mint::mint(&state, spec, Some(&entry.record.id), minter).await?;
     Ok((StatusCode::CREATED, axum::Json(created_key(&minted, now))))
+}
+
+/// Most tokens one leak report may carry.
+const MAX_REPORTED_TOKENS: usize = 1_000;
+
+/// One reported token, in the shape of GitHub's secret-scanning partner
+/// program (`[{"token", "type", "url", "source"}]`). No `Debug`: it holds
+/// the token.
+#[derive(serde::Deserialize)]
+struct ReportedToken {
+    token: String,
+    #[serde(rename = "type", default)]
+    kind: Option<String>,
+    #[serde(default)]
+    url: Option<String>,
+    #[serde(default)]
+    source: Option<String>,
+}
+
+#[derive(Debug, serde::Serialize)]
+struct LeakLabel {
+    /// SHA-256 of the token, hex (as GitHub expects it back).
+    token_hash: String,
+    token_type: String,
+    /// `true_positive` (a key this gateway issued: now revoked) or
+    /// `false_positive`.
+    label: &'static str,
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, data)
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// `POST /keyforge/v1/leaks`: revokes every reported key this gateway
+/// issued (with its descendants) and records where it leaked. It needs no
+/// credential: the report carries the keys themselves, and whoever holds a
+/// key may already revoke it (`/keys/self/revoke`).
+async fn report_leaks(
+    State(state): State<Arc<AppState>>,
+    body: Bytes,
+) -> Result<axum::Json<Vec<LeakLabel>>, AdminError> {
+    let reports: Vec<ReportedToken> = parse_json(&body)?;
+    if reports.len() > MAX_REPORTED_TOKENS {
+        return Err(AdminError::bad_request(format!(
+            "at most {MAX_REPORTED_TOKENS} tokens per report"
+        )));
+    }
+    let mut labels = Vec::with_capacity(reports.len());
+    let mut changed = false;
+    let _guard = state.admin_write.lock().await;
+    for report in reports {
+        let token_hash = sha256_hex(report.token.as_bytes());
+        let token_type = report
+            .kind
+            .clone()
+            .unwrap_or_else(|| "keyforge_virtual_key".to_owned());
+        let entry = keyforge_types::VirtualKey::parse(report.token.trim())
+            .ok()
+            .and_then(|key| {
+                let hash = state.hasher.hash(&key);
+                let snapshot = state.snapshot.load();
+                snapshot
+                    .keys
+                    .get(&hash)
+                    .filter(|entry| entry.record.hash.ct_eq(&hash))
+                    .cloned()
+                    .or_else(|| snapshot.grace.get(&hash).map(|(entry, _)| entry.clone()))
+            });
+        let Some(entry) = entry else {
+            labels.push(LeakLabel {
+                token_hash,
+                token_type,
+                label: "false_positive",
+            });
+            continue;
+        };
+        let id = entry.record.id.clone();
+        let url: Option<String> = report.url.map(|u| u.chars().take(2048).collect());
+        let source: Option<String> = report.source.map(|s| s.chars().take(100).collect());
+        audit_as(
+            &state,
+            "leak-report",
+            "key.leaked",
+            serde_json::json!({"id": id, "url": url, "source": source, "already_revoked": entry.record.revoked_at.is_some()}),
+        )
+        .await?;
+        if entry.record.revoked_at.is_none() {
+            state
+                .store
+                .revoke_virtual_key(&id, state.clock.now())
+                .await
+                .map_err(AdminError::store)?;
+            changed = true;
+        }
+        tracing::warn!(key_id = %id, url = url.as_deref().unwrap_or(""), "leaked KeyForge key reported: revoked");
+        labels.push(LeakLabel {
+            token_hash,
+            token_type,
+            label: "true_positive",
+        });
+    }
+    if changed {
+        reload(&state).await?;
+    }
+    Ok(axum::Json(labels))
 }
