@@ -140,6 +140,11 @@ pub(crate) struct ScanArgs {
     /// Scan what `git commit` is about to record (for a pre-commit hook).
     #[arg(long, conflicts_with = "paths")]
     pub(crate) staged: bool,
+    /// Scan a container image archive (`docker save IMAGE -o image.tar`, or
+    /// an OCI layout in a tar): every layer, files deleted by later layers
+    /// included, and the image config.
+    #[arg(long, conflicts_with_all = ["paths", "git", "staged"])]
+    pub(crate) image: Option<PathBuf>,
     #[arg(long, value_enum, default_value = "text")]
     pub(crate) format: ScanFormat,
     /// Leave out the findings recorded in this baseline file.

@@ -89,6 +89,10 @@ fn scan_inner(args: ScanArgs) -> anyhow::Result<bool> {
         ..WalkOptions::default()
     };
     let started = std::time::Instant::now();
+    if let Some(image) = &args.image {
+        let (findings, stats) = keyforge_scan::image::scan_image(&scanner, image, &options)?;
+        return finish(&args, &scanner, findings, stats, started, false);
+    }
     if args.git.is_some() || args.staged {
         let repo = args.git.clone().unwrap_or_else(|| PathBuf::from("."));
         let blobs = if args.staged {

@@ -480,3 +480,97 @@ async fn the_pre_commit_hook_refuses_commits_that_add_secrets() {
         &["commit", "-q", "-m", "read the key from the environment"],
     );
 }
+
+fn tar_bytes(files: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut builder = tar::Builder::new(Vec::new());
+    for (name, content) in files {
+        let mut header = tar::Header::new_ustar();
+        header.set_size(content.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        builder.append_data(&mut header, name, *content).unwrap();
+    }
+    builder.into_inner().unwrap()
+}
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    encoder.write_all(data).unwrap();
+    encoder.finish().unwrap()
+}
+
+/// A `docker save`-style archive: a key added by the first layer and
+/// deleted by the second is still found (in the first), as are keys in a
+/// gzip-compressed OCI layer and in the image config's `Env`.
+#[tokio::test]
+async fn image_archives_are_scanned_layer_by_layer() {
+    let dir = tempfile::tempdir().unwrap();
+    let deleted = openai_key();
+    let in_gzip_layer = anthropic_key();
+    let in_env = kf_key();
+    let first = tar_bytes(&[
+        ("app/main.py", b"print('hi')\n".as_slice()),
+        ("app/.env", format!("OPENAI_API_KEY={deleted}\n").as_bytes()),
+    ]);
+    let second = tar_bytes(&[("app/.wh..env", b"".as_slice())]);
+    let third = gzip(&tar_bytes(&[(
+        "etc/llm.yaml",
+        format!("anthropic:\n  key: {in_gzip_layer}\n").as_bytes(),
+    )]));
+    let config = format!(
+        "{{\"config\":{{\"Env\":[\"PATH=/usr/bin\",\"KEYFORGE_KEY={in_env}\"]}},\"history\":[]}}"
+    );
+    let image = tar_bytes(&[
+        ("manifest.json", b"[{\"Config\":\"config.json\",\"Layers\":[\"l1/layer.tar\",\"l2/layer.tar\",\"blobs/sha256/l3\"]}]".as_slice()),
+        ("config.json", config.as_bytes()),
+        ("l1/layer.tar", &first),
+        ("l2/layer.tar", &second),
+        ("blobs/sha256/l3", &third),
+    ]);
+    std::fs::write(dir.path().join("image.tar"), &image).unwrap();
+
+    let output = keyforge(
+        dir.path(),
+        &["scan", "--image", "image.tar", "--format", "json"],
+        None,
+    )
+    .await;
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output.stderr));
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let found: Vec<(String, String)> = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            (
+                f["path"].as_str().unwrap().to_owned(),
+                f["rule"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert!(
+        found.contains(&(
+            "image.tar:l1/layer.tar:/app/.env".into(),
+            "openai-project-key".into()
+        )),
+        "{found:?}"
+    );
+    assert!(
+        found.contains(&(
+            "image.tar:blobs/sha256/l3:/etc/llm.yaml".into(),
+            "anthropic-api-key".into()
+        )),
+        "{found:?}"
+    );
+    assert!(
+        found.contains(&("image.tar:config.json".into(), "kf-virtual-key".into())),
+        "{found:?}"
+    );
+    assert_eq!(found.len(), 3, "{found:?}");
+
+    std::fs::write(dir.path().join("not.tar"), b"hello").unwrap();
+    let output = keyforge(dir.path(), &["scan", "--image", "not.tar"], None).await;
+    assert_eq!(output.status.code(), Some(2));
+    assert!(text(&output.stderr).contains("is not a tar archive"));
+}

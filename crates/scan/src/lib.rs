@@ -17,6 +17,7 @@
 pub mod baseline;
 pub mod engine;
 pub mod git;
+pub mod image;
 pub mod redact;
 pub mod report;
 pub mod rules;
