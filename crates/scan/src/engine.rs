@@ -158,6 +158,124 @@ impl Scanner {
     }
 }
 
+/// A transformed copy of a buffer (string concatenations joined, or
+/// percent-encoding decoded) with the way back to the original offsets.
+#[derive(Debug)]
+pub struct View {
+    pub bytes: Vec<u8>,
+    /// Segment starts: (offset in the view, offset in the original), sorted.
+    map: Vec<(usize, usize)>,
+}
+
+impl View {
+    /// The original offset of a view offset.
+    pub fn original(&self, offset: usize) -> usize {
+        let index = self.map.partition_point(|(view, _)| *view <= offset);
+        match index.checked_sub(1).and_then(|i| self.map.get(i)) {
+            Some((view, original)) => original + (offset - view),
+            None => offset,
+        }
+    }
+}
+
+/// `"sk-ant-api03-" + "…"`, `'…' '…'` (implicit concatenation), `"…" . "…"`
+/// (PHP), `"…" ..` (Lua) and the same across a line break: a quote, the
+/// joiner, the next quote.
+#[expect(
+    clippy::expect_used,
+    reason = "a constant pattern, exercised by the tests"
+)]
+fn concatenation_joints() -> &'static regex::bytes::Regex {
+    static JOINTS: std::sync::OnceLock<regex::bytes::Regex> = std::sync::OnceLock::new();
+    JOINTS.get_or_init(|| {
+        regex::bytes::Regex::new(
+            r#"["'`][ \t]*(?:\+|\.\.?|\\)?[ \t]*(?:\r?\n[ \t]*(?:\+|\.\.?)?[ \t]*)?["'`]"#,
+        )
+        .expect("constant regex")
+    })
+}
+
+/// The buffer with string concatenations joined, if it has any.
+fn joined(data: &[u8]) -> Option<View> {
+    let joints = concatenation_joints();
+    let mut found = joints.find_iter(data).peekable();
+    found.peek()?;
+    let mut bytes = Vec::with_capacity(data.len());
+    let mut map = vec![(0, 0)];
+    let mut at = 0;
+    for joint in found {
+        bytes.extend_from_slice(&data[at..joint.start()]);
+        at = joint.end();
+        map.push((bytes.len(), at));
+    }
+    bytes.extend_from_slice(&data[at..]);
+    Some(View { bytes, map })
+}
+
+/// The buffer with `%XX` escapes decoded, if it has any.
+fn percent_decoded(data: &[u8]) -> Option<View> {
+    let hex = |b: u8| match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    };
+    let mut bytes = Vec::with_capacity(data.len());
+    let mut map = vec![(0, 0)];
+    let mut i = 0;
+    let mut any = false;
+    while i < data.len() {
+        if data[i] == b'%'
+            && i + 2 < data.len()
+            && let (Some(high), Some(low)) = (hex(data[i + 1]), hex(data[i + 2]))
+        {
+            bytes.push(high * 16 + low);
+            i += 3;
+            map.push((bytes.len(), i));
+            any = true;
+        } else {
+            bytes.push(data[i]);
+            i += 1;
+        }
+    }
+    any.then_some(View { bytes, map })
+}
+
+impl Scanner {
+    /// Every confirmed secret, including those split across string
+    /// concatenations or percent-encoded, with spans in `data`'s offsets.
+    /// The third field is the secret as found (joined or decoded).
+    pub fn scan_deep(&self, data: &[u8]) -> Vec<(Hit, Vec<u8>)> {
+        let mut all: Vec<(Hit, Vec<u8>)> = self
+            .scan(data)
+            .into_iter()
+            .map(|hit| (hit, data[hit.start..hit.end].to_vec()))
+            .collect();
+        for view in [joined(data), percent_decoded(data)].into_iter().flatten() {
+            for hit in self.scan(&view.bytes) {
+                let start = view.original(hit.start);
+                let end = view.original(hit.end.saturating_sub(1)) + 1;
+                let known = all
+                    .iter()
+                    .any(|(other, _)| other.start < end && start < other.end);
+                if !known {
+                    let secret = view.bytes[hit.start..hit.end].to_vec();
+                    all.push((
+                        Hit {
+                            rule: hit.rule,
+                            start,
+                            end,
+                        },
+                        secret,
+                    ));
+                }
+            }
+        }
+        all.sort_by_key(|(hit, _)| hit.start);
+        all
+    }
+}
+
 fn confirmed(rule: &Rule, secret: &[u8]) -> bool {
     match rule.validation {
         Validation::KfChecksum => std::str::from_utf8(secret)
@@ -333,6 +451,43 @@ mod tests {
         assert_eq!(hits.len(), 1);
         let mut lines = LineIndex::new(data.as_bytes());
         assert_eq!(lines.locate(hits[0].start), (2, 6));
+    }
+
+    fn planted_kf() -> String {
+        use secrecy::ExposeSecret;
+        let env = keyforge_types::EnvName::parse("dev").unwrap();
+        let key = keyforge_types::VirtualKey::generate(&env);
+        #[expect(clippy::disallowed_methods, reason = "the test plants the key")]
+        let text = key.secret().expose_secret().to_owned();
+        text
+    }
+
+    #[test]
+    fn keys_split_across_concatenations_or_percent_encoded_are_found() {
+        let scanner = scanner();
+        let key = planted_kf();
+        let (a, b) = key.split_at(15);
+        let cases = [
+            format!("const k = \"{a}\" + \"{b}\";"),
+            format!("KEY = ('{a}'\n       '{b}')"),
+            format!("$k = \"{a}\" . \"{b}\";"),
+            format!("url = \"https://x.test/?key={}\"", key.replace('_', "%5F")),
+        ];
+        for case in cases {
+            let hits = scanner.scan_deep(case.as_bytes());
+            assert_eq!(hits.len(), 1, "{case}");
+            let (hit, secret) = &hits[0];
+            assert_eq!(secret, key.as_bytes(), "{case}");
+            assert_eq!(scanner.rules()[hit.rule].id, "kf-virtual-key");
+            // The span points at the original text.
+            assert!(case[hit.start..].starts_with("kf"), "{case}");
+        }
+        // Two ordinary strings side by side are not a secret.
+        assert!(
+            scanner
+                .scan_deep(b"print(\"hello\" + \"world\")")
+                .is_empty()
+        );
     }
 
     #[test]

@@ -102,12 +102,12 @@ pub fn fingerprint(rule: &str, secret: &[u8]) -> String {
 impl Scanner {
     /// Scans one buffer and describes its findings, located at `path`.
     pub fn findings(&self, path: &str, data: &[u8], preview: Preview) -> Vec<Finding> {
-        let hits = self.scan(data);
+        let hits = self.scan_deep(data);
         let mut lines = LineIndex::new(data);
         hits.iter()
-            .map(|hit| {
+            .map(|(hit, secret)| {
                 let rule = &self.rules()[hit.rule];
-                let secret = &data[hit.start..hit.end];
+                let secret = secret.as_slice();
                 let (line, byte_column) = lines.locate(hit.start);
                 // Columns count characters (SARIF's unicodeCodePoints).
                 let chars = |bytes: &[u8]| String::from_utf8_lossy(bytes).chars().count();
@@ -116,7 +116,7 @@ impl Scanner {
                     path: path.to_owned(),
                     line,
                     column,
-                    end_column: column + chars(secret),
+                    end_column: column + chars(&data[hit.start..hit.end]),
                     rule: rule.id.clone(),
                     description: rule.description.clone(),
                     preview: match preview {
