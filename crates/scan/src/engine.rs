@@ -40,6 +40,11 @@ impl Scanner {
         Self::from_rules(rules_with(extra_rules)?)
     }
 
+    /// How many literals the prefilter searches for.
+    pub fn prefilter_patterns(&self) -> usize {
+        self.keyword_rules.len()
+    }
+
     pub fn from_rules(rules: Vec<Rule>) -> Result<Self, RuleError> {
         let mut patterns: Vec<String> = Vec::new();
         let mut keyword_rules: Vec<Vec<usize>> = Vec::new();
@@ -58,13 +63,43 @@ impl Scanner {
                 }
             }
         }
+        // A keyword containing another (`aws_secret` holds `secret`) adds
+        // nothing to the search: the shorter one finds every place the
+        // longer one would, so it takes over the longer one's rules. Fewer
+        // patterns keep the search on its SIMD path; and with no pattern
+        // inside another, leftmost-first non-overlapping matches miss none.
+        let mut keep = vec![true; patterns.len()];
+        for i in 0..patterns.len() {
+            for j in 0..patterns.len() {
+                if i != j
+                    && keep[j]
+                    && patterns[i].len() > patterns[j].len()
+                    && patterns[i].contains(patterns[j].as_str())
+                {
+                    keep[i] = false;
+                    let moved = keyword_rules[i].clone();
+                    for rule in moved {
+                        if !keyword_rules[j].contains(&rule) {
+                            keyword_rules[j].push(rule);
+                        }
+                    }
+                    break;
+                }
+            }
+        }
+        let (patterns, keyword_rules): (Vec<String>, Vec<Vec<usize>>) = patterns
+            .into_iter()
+            .zip(keyword_rules)
+            .zip(keep)
+            .filter(|(_, keep)| *keep)
+            .map(|(pair, _)| pair)
+            .unzip();
         let prefilter = if patterns.is_empty() {
             None
         } else {
             Some(
                 AhoCorasickBuilder::new()
-                    .ascii_case_insensitive(true)
-                    .match_kind(MatchKind::Standard)
+                    .match_kind(MatchKind::LeftmostFirst)
                     .build(&patterns)
                     .map_err(|error| RuleError::Rule {
                         id: "(keywords)".into(),
@@ -91,49 +126,30 @@ impl Scanner {
 
     /// Every confirmed secret in `data`, in order of position.
     pub fn scan(&self, data: &[u8]) -> Vec<Hit> {
-        let mut fired = vec![false; self.rules.len()];
-        for &index in &self.unanchored {
-            fired[index] = true;
-        }
-        if let Some(prefilter) = &self.prefilter {
-            let mut remaining = self.keyword_rules.len();
-            let mut seen = vec![false; self.keyword_rules.len()];
-            for found in prefilter.find_overlapping_iter(data) {
-                let pattern = found.pattern().as_usize();
-                if !seen[pattern] {
-                    seen[pattern] = true;
-                    remaining -= 1;
-                    for &rule in &self.keyword_rules[pattern] {
-                        fired[rule] = true;
-                    }
-                    if remaining == 0 {
-                        break;
-                    }
-                }
-            }
-        }
+        let windows = self.windows(data);
         let mut hits: Vec<Hit> = Vec::new();
         for (index, rule) in self.rules.iter().enumerate() {
-            if !fired[index] {
-                continue;
-            }
-            for captures in rule.regex.captures_iter(data) {
-                let span = (1..captures.len())
-                    .find_map(|group| captures.get(group))
-                    .or_else(|| captures.get(0));
-                let Some(span) = span else { continue };
-                let secret = &data[span.start()..span.end()];
-                if secret.is_empty() || !confirmed(rule, secret) {
-                    continue;
+            for &(from, to) in &windows[index] {
+                let window = &data[from..to];
+                for captures in rule.regex.captures_iter(window) {
+                    let span = (1..captures.len())
+                        .find_map(|group| captures.get(group))
+                        .or_else(|| captures.get(0));
+                    let Some(span) = span else { continue };
+                    let (start, end) = (from + span.start(), from + span.end());
+                    let secret = &data[start..end];
+                    if secret.is_empty() || !confirmed(rule, secret) {
+                        continue;
+                    }
+                    if allowed_inline(data, start) {
+                        continue;
+                    }
+                    hits.push(Hit {
+                        rule: index,
+                        start,
+                        end,
+                    });
                 }
-                if allowed_inline(data, span.start()) {
-                    continue;
-                }
-                hits.push(Hit {
-                    rule: index,
-                    start: span.start(),
-                    end: span.end(),
-                });
             }
         }
         // Rules earlier in the list are more specific: a later rule's hit
@@ -155,6 +171,58 @@ impl Scanner {
         }
         kept.sort_by_key(|hit| hit.start);
         kept
+    }
+}
+
+/// Bytes around a keyword that a rule's regex looks at: a secret sits on
+/// the keyword's line (or, for `key:` then value, the next one), within a
+/// few hundred bytes of it.
+const WINDOW_BEFORE: usize = 512;
+const WINDOW_AFTER: usize = 1024;
+
+impl Scanner {
+    /// For each rule, the merged byte ranges its regex must look at: around
+    /// each occurrence of one of its keywords (the whole buffer for a rule
+    /// without keywords). Rules whose keywords do not occur get none.
+    fn windows(&self, data: &[u8]) -> Vec<Vec<(usize, usize)>> {
+        let mut windows: Vec<Vec<(usize, usize)>> = vec![Vec::new(); self.rules.len()];
+        for &index in &self.unanchored {
+            windows[index].push((0, data.len()));
+        }
+        let Some(prefilter) = &self.prefilter else {
+            return windows;
+        };
+        for found in prefilter.find_iter(data) {
+            let (start, end) = (found.start(), found.end());
+            let low = start.saturating_sub(WINDOW_BEFORE);
+            let from = memchr::memrchr(b'\n', &data[low..start]).map_or(low, |i| low + i + 1);
+            let high = (end + WINDOW_AFTER).min(data.len());
+            // The rest of the line, and the next one.
+            let to = match memchr::memchr(b'\n', &data[end..high]) {
+                Some(i) => {
+                    let next = end + i + 1;
+                    memchr::memchr(b'\n', &data[next..high]).map_or(high, |j| next + j)
+                }
+                None => high,
+            };
+            for &rule in &self.keyword_rules[found.pattern().as_usize()] {
+                let list = &mut windows[rule];
+                match list.last_mut() {
+                    Some(last) if from <= last.1 => last.1 = last.1.max(to),
+                    _ => list.push((from, to)),
+                }
+            }
+        }
+        windows
+    }
+
+    /// Whether any rule's keyword occurs in `data`.
+    fn any_keyword(&self, data: &[u8]) -> bool {
+        !self.unanchored.is_empty()
+            || self
+                .prefilter
+                .as_ref()
+                .is_some_and(|prefilter| prefilter.is_match(data))
     }
 }
 
@@ -212,6 +280,23 @@ fn joined(data: &[u8]) -> Option<View> {
     Some(View { bytes, map })
 }
 
+/// Whether `data` percent-encodes a character keys are made of (`_`, `-`,
+/// `/`, `+`, `=`): only then is a decoded view worth scanning.
+fn has_key_escapes(data: &[u8]) -> bool {
+    let mut at = 0;
+    while let Some(i) = memchr::memchr(b'%', &data[at..]) {
+        let p = at + i;
+        if let Some(pair) = data.get(p + 1..p + 3) {
+            let upper = [pair[0], pair[1].to_ascii_uppercase()];
+            if matches!(&upper, b"5F" | b"2D" | b"2F" | b"2B" | b"3D") {
+                return true;
+            }
+        }
+        at = p + 1;
+    }
+    false
+}
+
 /// The buffer with `%XX` escapes decoded, if it has any.
 fn percent_decoded(data: &[u8]) -> Option<View> {
     let hex = |b: u8| match b {
@@ -251,7 +336,14 @@ impl Scanner {
             .into_iter()
             .map(|hit| (hit, data[hit.start..hit.end].to_vec()))
             .collect();
-        for view in [joined(data), percent_decoded(data)].into_iter().flatten() {
+        let mut views = Vec::new();
+        if self.any_keyword(data) {
+            views.extend(joined(data));
+        }
+        if has_key_escapes(data) {
+            views.extend(percent_decoded(data));
+        }
+        for view in views {
             for hit in self.scan(&view.bytes) {
                 let start = view.original(hit.start);
                 let end = view.original(hit.end.saturating_sub(1)) + 1;

@@ -99,11 +99,7 @@ fn compile(raw: RawRule) -> Result<Rule, RuleError> {
         return Err(fail("entropy is between 0 and 8 bits per character".into()));
     }
     Ok(Rule {
-        keywords: raw
-            .keywords
-            .iter()
-            .map(|k| k.to_ascii_lowercase())
-            .collect(),
+        keywords: raw.keywords,
         id: raw.id,
         description: raw.description,
         regex,
