@@ -86,6 +86,7 @@ fn scan_inner(args: ScanArgs) -> anyhow::Result<bool> {
         binary: args.binary,
         allow_paths: allowlist(&config.allowlist.paths).map_err(anyhow::Error::msg)?,
         preview,
+        progress: std::io::stderr().is_terminal(),
         ..WalkOptions::default()
     };
     let started = std::time::Instant::now();

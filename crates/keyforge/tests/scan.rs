@@ -326,11 +326,16 @@ async fn redact_scrubs_a_log_stream_and_keeps_other_bytes() {
 }
 
 /// The project's own sources hold no secret: a corpus of ordinary code
-/// (Rust, Python, TOML, Markdown, shell, YAML) yields zero findings. The
-/// built-in rules' examples are the one allowlisted file.
+/// (Rust, Python, TOML, Markdown, shell, YAML) yields zero findings, in the
+/// tree and in every commit of its history. The built-in rules' examples
+/// are the one allowlisted file.
 #[tokio::test]
-async fn the_projects_own_tree_is_clean() {
+async fn the_projects_own_tree_and_history_are_clean() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    if root.join(".git").exists() {
+        let output = keyforge(&root, &["scan", "--git"], None).await;
+        assert_eq!(output.status.code(), Some(0), "{}", text(&output.stdout));
+    }
     let output = keyforge(&root, &["scan", "--stats"], None).await;
     let stdout = text(&output.stdout);
     assert_eq!(output.status.code(), Some(0), "{stdout}");
@@ -573,4 +578,114 @@ async fn image_archives_are_scanned_layer_by_layer() {
     let output = keyforge(dir.path(), &["scan", "--image", "not.tar"], None).await;
     assert_eq!(output.status.code(), Some(2));
     assert!(text(&output.stderr).contains("is not a tar archive"));
+}
+
+/// `--format sarif` validates against the SARIF 2.1.0 JSON schema (the
+/// test command installs jsonschema and the schema; under CI=true this test
+/// never skips).
+#[tokio::test]
+async fn sarif_output_validates_against_the_sarif_2_1_0_schema() {
+    let (Some(python), Some(schema)) = (
+        std::env::var_os("KEYFORGE_TEST_PYTHON"),
+        std::env::var_os("KEYFORGE_TEST_SARIF_SCHEMA"),
+    ) else {
+        assert!(
+            std::env::var("CI").is_err(),
+            "CI=true but KEYFORGE_TEST_PYTHON or KEYFORGE_TEST_SARIF_SCHEMA is not set (see scripts/test)"
+        );
+        eprintln!("SKIPPED: run scripts/test to install jsonschema and the SARIF schema");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "src/a b.py",
+        format!("KEY = \"{}\"\n", anthropic_key()).as_bytes(),
+    );
+    write(
+        dir.path(),
+        "config.yaml",
+        format!("token: {}\n", kf_key()).as_bytes(),
+    );
+    let output = keyforge(dir.path(), &["scan", "--format", "sarif"], None).await;
+    assert_eq!(output.status.code(), Some(1));
+    std::fs::write(dir.path().join("out.sarif"), &output.stdout).unwrap();
+    let check = std::process::Command::new(python)
+        .arg("-c")
+        .arg(
+            "import json, sys, jsonschema\n\
+             schema = json.load(open(sys.argv[1]))\n\
+             log = json.load(open(sys.argv[2]))\n\
+             jsonschema.Draft202012Validator(schema).validate(log)\n\
+             print('valid', len(log['runs'][0]['results']))",
+        )
+        .arg(schema)
+        .arg(dir.path().join("out.sarif"))
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}{}",
+        text(&check.stdout),
+        text(&check.stderr)
+    );
+    assert_eq!(text(&check.stdout).trim(), "valid 2");
+}
+
+/// Fixed fake keys, assembled at run time from pieces (the source never
+/// holds one whole), so the output is the same every run.
+fn fixed_fixture(dir: &Path) {
+    let openai = format!(
+        "sk-{}{}{}",
+        "Q7wE9rT2yU4iO6pA8sD1", "T3BlbkFJ", "fG3hJ5kL7zX9cV2bN4mQ"
+    );
+    let stripe = ["sk", "live", "Zq81mK0pLr7TbW3xQ2vN9cYh"].join("_");
+    write(
+        dir,
+        "app/settings.py",
+        format!("DEBUG = False\nOPENAI_API_KEY = \"{openai}\"\n").as_bytes(),
+    );
+    write(
+        dir,
+        "deploy/billing.env",
+        format!("STRIPE_KEY={stripe}\n").as_bytes(),
+    );
+}
+
+/// Compares `actual` with the snapshot file `name` (rewritten instead when
+/// KEYFORGE_UPDATE_SNAPSHOTS=1).
+fn snapshot(name: &str, actual: &str) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/snapshots")
+        .join(name);
+    if std::env::var_os("KEYFORGE_UPDATE_SNAPSHOTS").is_some() {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, actual).unwrap();
+        return;
+    }
+    let expected = std::fs::read_to_string(&path).unwrap_or_default();
+    assert_eq!(
+        actual, expected,
+        "{name} changed; if intended, rerun with KEYFORGE_UPDATE_SNAPSHOTS=1"
+    );
+}
+
+#[tokio::test]
+async fn text_json_and_sarif_output_match_their_snapshots() {
+    let dir = tempfile::tempdir().unwrap();
+    fixed_fixture(dir.path());
+    for (format, name) in [
+        ("text", "scan.txt"),
+        ("json", "scan.json"),
+        ("sarif", "scan.sarif"),
+    ] {
+        let output = keyforge(dir.path(), &["scan", "--format", format], None).await;
+        assert_eq!(output.status.code(), Some(1), "{format}");
+        let stdout = text(&output.stdout);
+        assert!(
+            !stdout.contains("Q7wE9rT2yU4iO6pA8sD1T3BlbkFJ"),
+            "{format} showed a secret"
+        );
+        snapshot(name, &stdout);
+    }
 }

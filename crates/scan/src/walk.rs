@@ -20,6 +20,8 @@ pub struct WalkOptions {
     /// Paths never reported.
     pub allow_paths: GlobSet,
     pub preview: Preview,
+    /// Show progress on stderr (for a terminal).
+    pub progress: bool,
 }
 
 impl Default for WalkOptions {
@@ -30,6 +32,7 @@ impl Default for WalkOptions {
             threads: 0,
             allow_paths: GlobSet::empty(),
             preview: Preview::Masked,
+            progress: false,
         }
     }
 }
@@ -89,44 +92,52 @@ pub fn scan_paths(
         .filter_entry(|entry| entry.file_name() != ".git");
     let counters = Counters::default();
     let (sender, receiver) = std::sync::mpsc::channel::<Vec<Finding>>();
-    builder.build_parallel().run(|| {
-        let sender = sender.clone();
-        let counters = &counters;
-        Box::new(move |entry| {
-            let Ok(entry) = entry else {
-                counters.unreadable.fetch_add(1, Ordering::Relaxed);
-                return ignore::WalkState::Continue;
-            };
-            if !entry.file_type().is_some_and(|kind| kind.is_file()) {
-                return ignore::WalkState::Continue;
-            }
-            let path = display_path(entry.path());
-            if options.allow_paths.is_match(&path) {
-                return ignore::WalkState::Continue;
-            }
-            let size = entry.metadata().map(|m| m.len()).unwrap_or(0);
-            if size > options.max_file_bytes {
-                counters.skipped_large.fetch_add(1, Ordering::Relaxed);
-                return ignore::WalkState::Continue;
-            }
-            let Ok(data) = std::fs::read(entry.path()) else {
-                counters.unreadable.fetch_add(1, Ordering::Relaxed);
-                return ignore::WalkState::Continue;
-            };
-            if !options.binary && Scanner::is_binary(&data) {
-                counters.skipped_binary.fetch_add(1, Ordering::Relaxed);
-                return ignore::WalkState::Continue;
-            }
-            counters.files.fetch_add(1, Ordering::Relaxed);
-            counters
-                .bytes
-                .fetch_add(data.len() as u64, Ordering::Relaxed);
-            let findings = scanner.findings(&path, &data, options.preview);
-            if !findings.is_empty() && sender.send(findings).is_err() {
-                return ignore::WalkState::Quit;
-            }
-            ignore::WalkState::Continue
-        })
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        if options.progress {
+            let (counters, done) = (&counters, &done);
+            scope.spawn(move || progress(counters, done));
+        }
+        builder.build_parallel().run(|| {
+            let sender = sender.clone();
+            let counters = &counters;
+            Box::new(move |entry| {
+                let Ok(entry) = entry else {
+                    counters.unreadable.fetch_add(1, Ordering::Relaxed);
+                    return ignore::WalkState::Continue;
+                };
+                if !entry.file_type().is_some_and(|kind| kind.is_file()) {
+                    return ignore::WalkState::Continue;
+                }
+                let path = display_path(entry.path());
+                if options.allow_paths.is_match(&path) {
+                    return ignore::WalkState::Continue;
+                }
+                let size = entry.metadata().map(|m| m.len()).unwrap_or(0);
+                if size > options.max_file_bytes {
+                    counters.skipped_large.fetch_add(1, Ordering::Relaxed);
+                    return ignore::WalkState::Continue;
+                }
+                let Ok(data) = std::fs::read(entry.path()) else {
+                    counters.unreadable.fetch_add(1, Ordering::Relaxed);
+                    return ignore::WalkState::Continue;
+                };
+                if !options.binary && Scanner::is_binary(&data) {
+                    counters.skipped_binary.fetch_add(1, Ordering::Relaxed);
+                    return ignore::WalkState::Continue;
+                }
+                counters.files.fetch_add(1, Ordering::Relaxed);
+                counters
+                    .bytes
+                    .fetch_add(data.len() as u64, Ordering::Relaxed);
+                let findings = scanner.findings(&path, &data, options.preview);
+                if !findings.is_empty() && sender.send(findings).is_err() {
+                    return ignore::WalkState::Quit;
+                }
+                ignore::WalkState::Continue
+            })
+        });
+        done.store(true, Ordering::Relaxed);
     });
     drop(sender);
     let mut findings: Vec<Finding> = receiver.into_iter().flatten().collect();
@@ -139,4 +150,30 @@ pub fn scan_paths(
         unreadable: counters.unreadable.into_inner(),
     };
     (findings, stats)
+}
+
+/// A one-line progress report on stderr, redrawn every 200 ms, erased at
+/// the end.
+fn progress(counters: &Counters, done: &std::sync::atomic::AtomicBool) {
+    use std::io::Write;
+    let started = std::time::Instant::now();
+    let mut shown = false;
+    while !done.load(Ordering::Relaxed) {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        if started.elapsed() < std::time::Duration::from_millis(500) {
+            continue;
+        }
+        let bytes = counters.bytes.load(Ordering::Relaxed) as f64;
+        let _ = write!(
+            std::io::stderr().lock(),
+            "\r\x1b[2Kscanning: {} files, {:.0} MB ({:.0} MB/s)",
+            counters.files.load(Ordering::Relaxed),
+            bytes / 1e6,
+            bytes / 1e6 / started.elapsed().as_secs_f64()
+        );
+        shown = true;
+    }
+    if shown {
+        let _ = write!(std::io::stderr().lock(), "\r\x1b[2K");
+    }
 }
