@@ -348,17 +348,22 @@ async fn the_projects_own_tree_and_history_are_clean() {
     assert!(files > 100, "{stderr}");
 }
 
-fn git(dir: &Path, args: &[&str]) {
-    let status = std::process::Command::new("git")
+/// `git` in `dir` as a fixed author, ignoring the user's configuration.
+fn git_command(dir: &Path, args: &[&str]) -> std::process::Command {
+    let mut command = std::process::Command::new("git");
+    command
         .current_dir(dir)
         .args(args)
         .env("GIT_AUTHOR_NAME", "Dev One")
         .env("GIT_AUTHOR_EMAIL", "dev@example.com")
         .env("GIT_COMMITTER_NAME", "Dev One")
         .env("GIT_COMMITTER_EMAIL", "dev@example.com")
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .status()
-        .unwrap();
+        .env("GIT_CONFIG_GLOBAL", "/dev/null");
+    command
+}
+
+fn git(dir: &Path, args: &[&str]) {
+    let status = git_command(dir, args).status().unwrap();
     assert!(status.success(), "git {args:?}");
 }
 
@@ -459,13 +464,7 @@ async fn the_pre_commit_hook_refuses_commits_that_add_secrets() {
     assert_eq!(output.status.code(), Some(1));
     assert!(text(&output.stdout).contains("config.py:1:8: anthropic-api-key"));
 
-    let commit = std::process::Command::new("git")
-        .current_dir(repo)
-        .args(["commit", "-q", "-m", "oops"])
-        .env("GIT_AUTHOR_NAME", "Dev One")
-        .env("GIT_AUTHOR_EMAIL", "dev@example.com")
-        .env("GIT_COMMITTER_NAME", "Dev One")
-        .env("GIT_COMMITTER_EMAIL", "dev@example.com")
+    let commit = git_command(repo, &["commit", "-q", "-m", "oops"])
         .output()
         .unwrap();
     assert!(!commit.status.success(), "the hook must refuse the commit");
