@@ -157,8 +157,11 @@ pub(crate) struct ScanArgs {
     #[arg(long)]
     pub(crate) config: Option<PathBuf>,
     /// Show whole secrets instead of masked previews.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "redact")]
     pub(crate) show_secrets: bool,
+    /// Show no character of any secret (for CI logs): `[REDACTED] (N chars)`.
+    #[arg(long)]
+    pub(crate) redact: bool,
     /// Scan binary files too.
     #[arg(long)]
     pub(crate) binary: bool,

@@ -79,6 +79,8 @@ fn scan_inner(args: ScanArgs) -> anyhow::Result<bool> {
     // before it is shown (unless --show-secrets).
     let preview = if args.show_secrets || args.revoke {
         Preview::Full
+    } else if args.redact {
+        Preview::Redacted
     } else {
         Preview::Masked
     };
@@ -168,7 +170,11 @@ fn finish(
     }
     if args.revoke && !args.show_secrets {
         for finding in &mut findings {
-            finding.preview = keyforge_scan::mask(finding.preview.as_bytes());
+            finding.preview = if args.redact {
+                keyforge_scan::redacted(finding.preview.as_bytes())
+            } else {
+                keyforge_scan::mask(finding.preview.as_bytes())
+            };
         }
     }
     if let Some(path) = &args.baseline {

@@ -145,6 +145,15 @@ async fn a_tree_is_scanned_gitignore_aware_with_masked_output_and_exit_codes() {
         "placeholders are not secrets: {stdout}"
     );
 
+    // --redact shows no character of any secret.
+    let output = keyforge(dir.path(), &["scan", "--redact", ".env"], None).await;
+    let stdout = text(&output.stdout);
+    assert!(
+        stdout.contains(&format!("    secret: [REDACTED] ({} chars)", openai.len())),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("sk-proj-"), "{stdout}");
+
     // --binary reads the binary file too; --show-secrets prints secrets.
     let output = keyforge(
         dir.path(),

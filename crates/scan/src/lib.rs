@@ -64,7 +64,17 @@ pub struct Finding {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Preview {
     Masked,
+    /// Not a character of the secret: `[REDACTED] (164 chars)`.
+    Redacted,
     Full,
+}
+
+/// `[REDACTED] (164 chars)`.
+pub fn redacted(secret: &[u8]) -> String {
+    format!(
+        "[REDACTED] ({} chars)",
+        String::from_utf8_lossy(secret).chars().count()
+    )
 }
 
 /// Characters of the secret shown after its recognisable prefix.
@@ -121,6 +131,7 @@ impl Scanner {
                     description: rule.description.clone(),
                     preview: match preview {
                         Preview::Masked => mask(secret),
+                        Preview::Redacted => redacted(secret),
                         Preview::Full => String::from_utf8_lossy(secret).into_owned(),
                     },
                     fingerprint: fingerprint(&rule.id, secret),
