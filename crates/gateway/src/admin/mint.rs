@@ -39,6 +39,31 @@ pub(crate) struct KeySpec {
     pub(crate) can_mint: bool,
 }
 
+impl KeySpec {
+    /// The spec of a `POST .../keys` body (the parent, if any, is handled
+    /// by the caller).
+    pub(crate) fn from_request(request: super::api::CreateKeyRequest) -> Result<Self, AdminError> {
+        let ttl = request
+            .ttl
+            .as_deref()
+            .map(Ttl::parse)
+            .transpose()
+            .map_err(|error| AdminError::bad_request(error.to_string()))?;
+        Ok(Self {
+            name: request.name,
+            env: request.env,
+            providers: request.providers,
+            models: request.models,
+            ttl,
+            project: request.project,
+            budgets: request.budgets,
+            limits: request.limits,
+            on_anomaly: request.on_anomaly,
+            can_mint: request.can_mint,
+        })
+    }
+}
+
 /// Who is minting, for the record and the audit log.
 #[derive(Debug, Clone)]
 pub(crate) struct Minter {

@@ -406,30 +406,14 @@ async fn create_key(
     body: Bytes,
 ) -> Result<(StatusCode, axum::Json<CreatedKey>), AdminError> {
     let request: CreateKeyRequest = parse_json(&body)?;
-    let ttl = request
-        .ttl
-        .as_deref()
-        .map(Ttl::parse)
-        .transpose()
-        .map_err(|error| AdminError::bad_request(error.to_string()))?;
-    let spec = mint::KeySpec {
-        name: request.name,
-        env: request.env,
-        providers: request.providers,
-        models: request.models,
-        ttl,
-        project: request.project,
-        budgets: request.budgets,
-        limits: request.limits,
-        on_anomaly: request.on_anomaly,
-        can_mint: request.can_mint,
-    };
+    let parent = request.parent.clone();
+    let spec = mint::KeySpec::from_request(request)?;
     let minter = mint::Minter {
         actor: "admin".to_owned(),
         origin: "admin".to_owned(),
         detail: serde_json::Value::Null,
     };
-    let minted = mint::mint(&state, spec, request.parent.as_ref(), minter).await?;
+    let minted = mint::mint(&state, spec, parent.as_ref(), minter).await?;
     Ok((
         StatusCode::CREATED,
         axum::Json(created_key(&minted, state.clock.now())),

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use http::{HeaderMap, StatusCode, Uri};
 use keyforge_providers::{CredentialError, extract_client_credential};
 use keyforge_store::RevokeOutcome;
-use keyforge_types::{KeyId, Ttl};
+use keyforge_types::KeyId;
 
 use super::api::{CreateKeyRequest, CreatedKey, ReachableProvider, RevokeResult, SelfView};
 use super::{AdminError, audit_as, created_key, key_view, mint, parse_json, parse_key_id, reload};
@@ -219,24 +219,7 @@ async fn mint_child(
             ),
         ));
     }
-    let ttl = request
-        .ttl
-        .as_deref()
-        .map(Ttl::parse)
-        .transpose()
-        .map_err(|error| AdminError::bad_request(error.to_string()))?;
-    let spec = mint::KeySpec {
-        name: request.name,
-        env: request.env,
-        providers: request.providers,
-        models: request.models,
-        ttl,
-        project: request.project,
-        budgets: request.budgets,
-        limits: request.limits,
-        on_anomaly: request.on_anomaly,
-        can_mint: request.can_mint,
-    };
+    let spec = mint::KeySpec::from_request(request)?;
     let minter = mint::Minter {
         actor: format!("key:{}", entry.record.id),
         origin: format!("key:{}", entry.record.id),
