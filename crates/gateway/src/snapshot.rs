@@ -306,6 +306,27 @@ impl Snapshot {
         Ok(snapshot)
     }
 
+    /// The key a secret's hash belongs to, and for an earlier secret of a
+    /// rotated key, the end of its grace window. The map lookup is on a
+    /// keyed hash, which leaks nothing; the final comparison is
+    /// constant-time as a matter of principle.
+    pub(crate) fn find_key(
+        &self,
+        hash: &KeyHash,
+    ) -> Option<(&Arc<KeyEntry>, Option<OffsetDateTime>)> {
+        match self
+            .keys
+            .get(hash)
+            .filter(|entry| entry.record.hash.ct_eq(hash))
+        {
+            Some(entry) => Some((entry, None)),
+            None => self
+                .grace
+                .get(hash)
+                .map(|(entry, valid_until)| (entry, Some(*valid_until))),
+        }
+    }
+
     pub(crate) fn key_by_id(&self, id: &KeyId) -> Option<&Arc<KeyEntry>> {
         self.keys_by_id.get(id)
     }

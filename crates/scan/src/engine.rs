@@ -40,11 +40,6 @@ impl Scanner {
         Self::from_rules(rules_with(extra_rules)?)
     }
 
-    /// How many literals the prefilter searches for.
-    pub fn prefilter_patterns(&self) -> usize {
-        self.keyword_rules.len()
-    }
-
     pub fn from_rules(rules: Vec<Rule>) -> Result<Self, RuleError> {
         let mut patterns: Vec<String> = Vec::new();
         let mut keyword_rules: Vec<Vec<usize>> = Vec::new();
@@ -126,7 +121,11 @@ impl Scanner {
 
     /// Every confirmed secret in `data`, in order of position.
     pub fn scan(&self, data: &[u8]) -> Vec<Hit> {
-        let windows = self.windows(data);
+        self.hits(data, &self.windows(data))
+    }
+
+    /// The confirmed secrets inside each rule's windows.
+    fn hits(&self, data: &[u8], windows: &[Vec<(usize, usize)>]) -> Vec<Hit> {
         let mut hits: Vec<Hit> = Vec::new();
         for (index, rule) in self.rules.iter().enumerate() {
             for &(from, to) in &windows[index] {
@@ -214,15 +213,6 @@ impl Scanner {
             }
         }
         windows
-    }
-
-    /// Whether any rule's keyword occurs in `data`.
-    fn any_keyword(&self, data: &[u8]) -> bool {
-        !self.unanchored.is_empty()
-            || self
-                .prefilter
-                .as_ref()
-                .is_some_and(|prefilter| prefilter.is_match(data))
     }
 }
 
@@ -331,13 +321,16 @@ impl Scanner {
     /// concatenations or percent-encoded, with spans in `data`'s offsets.
     /// The third field is the secret as found (joined or decoded).
     pub fn scan_deep(&self, data: &[u8]) -> Vec<(Hit, Vec<u8>)> {
+        // One keyword search serves both the buffer and the decision
+        // whether a joined view is worth building.
+        let windows = self.windows(data);
         let mut all: Vec<(Hit, Vec<u8>)> = self
-            .scan(data)
+            .hits(data, &windows)
             .into_iter()
             .map(|hit| (hit, data[hit.start..hit.end].to_vec()))
             .collect();
         let mut views = Vec::new();
-        if self.any_keyword(data) {
+        if windows.iter().any(|rule| !rule.is_empty()) {
             views.extend(joined(data));
         }
         if has_key_escapes(data) {

@@ -183,15 +183,6 @@ impl Scanner {
         })?;
         Ok((findings, stats))
     }
-
-    /// The secrets of the KeyForge keys in `data` (for `--revoke`).
-    pub fn keyforge_keys(&self, data: &[u8]) -> Vec<String> {
-        self.scan(data)
-            .iter()
-            .filter(|hit| self.rules()[hit.rule].validation == rules::Validation::KfChecksum)
-            .map(|hit| String::from_utf8_lossy(&data[hit.start..hit.end]).into_owned())
-            .collect()
-    }
 }
 
 #[cfg(test)]

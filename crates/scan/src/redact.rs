@@ -17,7 +17,11 @@ pub const OVERLAP: usize = 4096;
 
 /// Replaces each secret of `data` by `[REDACTED:<rule>]`.
 pub fn redact_bytes(scanner: &Scanner, data: &[u8]) -> Vec<u8> {
-    let hits = scanner.scan(data);
+    replace(scanner, data, &scanner.scan(data))
+}
+
+/// `data` with the secrets at `hits` replaced.
+fn replace(scanner: &Scanner, data: &[u8], hits: &[crate::Hit]) -> Vec<u8> {
     if hits.is_empty() {
         return data.to_vec();
     }
@@ -86,13 +90,13 @@ pub fn redact_stream(
 }
 
 fn emit(scanner: &Scanner, piece: &[u8], output: &mut impl Write) -> std::io::Result<usize> {
-    let count = scanner.scan(piece).len();
-    if count == 0 {
+    let hits = scanner.scan(piece);
+    if hits.is_empty() {
         output.write_all(piece)?;
     } else {
-        output.write_all(&redact_bytes(scanner, piece))?;
+        output.write_all(&replace(scanner, piece, &hits))?;
     }
-    Ok(count)
+    Ok(hits.len())
 }
 
 #[cfg(test)]

@@ -474,7 +474,15 @@ async fn revoke_key(
         .revoke_virtual_key(&id, state.clock.now())
         .await
         .map_err(AdminError::store)?;
-    let outcome = match outcome {
+    let result = revoke_result(id, outcome)?;
+    reload(&state).await?;
+    tracing::info!(key_id = %result.id, outcome = %result.outcome, descendants = result.descendants.len(), "virtual key revoked");
+    Ok(axum::Json(result))
+}
+
+/// What a revocation answers; a key that does not exist is a 404.
+pub(crate) fn revoke_result(id: KeyId, outcome: RevokeOutcome) -> Result<RevokeResult, AdminError> {
+    let (outcome, descendants) = match outcome {
         RevokeOutcome::NotFound => {
             return Err(AdminError::new(
                 StatusCode::NOT_FOUND,
@@ -485,14 +493,11 @@ async fn revoke_key(
         RevokeOutcome::AlreadyRevoked { descendants } => ("already_revoked", descendants),
         RevokeOutcome::Revoked { descendants } => ("revoked", descendants),
     };
-    let (outcome, descendants) = outcome;
-    reload(&state).await?;
-    tracing::info!(key_id = %id, outcome, descendants = descendants.len(), "virtual key revoked");
-    Ok(axum::Json(RevokeResult {
+    Ok(RevokeResult {
         id,
         outcome: outcome.to_owned(),
         descendants,
-    }))
+    })
 }
 
 /// Issues a successor secret for a key (same id, scope, budgets and

@@ -12,7 +12,6 @@ use axum::routing::{get, post};
 use bytes::Bytes;
 use http::{HeaderMap, StatusCode, Uri};
 use keyforge_providers::{CredentialError, extract_client_credential};
-use keyforge_store::RevokeOutcome;
 use keyforge_types::KeyId;
 
 use super::api::{CreateKeyRequest, CreatedKey, ReachableProvider, RevokeResult, SelfView};
@@ -50,22 +49,16 @@ fn caller(state: &AppState, headers: &HeaderMap, uri: &Uri) -> Result<Arc<KeyEnt
     let hash = state.hasher.hash(&credential.key);
     let snapshot = state.snapshot.load();
     let now = state.clock.now();
-    let entry = match snapshot
-        .keys
-        .get(&hash)
-        .filter(|entry| entry.record.hash.ct_eq(&hash))
-    {
-        Some(entry) => entry.clone(),
-        None => match snapshot.grace.get(&hash) {
-            Some((entry, valid_until)) if now < *valid_until => entry.clone(),
-            _ => {
-                return Err(AdminError::new(
-                    StatusCode::UNAUTHORIZED,
-                    "invalid_api_key",
-                    "unknown KeyForge key, or a rotated secret past its grace period",
-                ));
-            }
-        },
+    let entry = match snapshot.find_key(&hash) {
+        Some((entry, None)) => entry.clone(),
+        Some((entry, Some(valid_until))) if now < valid_until => entry.clone(),
+        _ => {
+            return Err(AdminError::new(
+                StatusCode::UNAUTHORIZED,
+                "invalid_api_key",
+                "unknown KeyForge key, or a rotated secret past its grace period",
+            ));
+        }
     };
     entry_is_usable(&entry, now)
         .map_err(|error| AdminError::new(StatusCode::UNAUTHORIZED, error.code, error.message))?;
@@ -152,24 +145,10 @@ async fn revoke(
         .revoke_virtual_key(&id, state.clock.now())
         .await
         .map_err(AdminError::store)?;
-    let (outcome, descendants) = match outcome {
-        RevokeOutcome::NotFound => {
-            return Err(AdminError::new(
-                StatusCode::NOT_FOUND,
-                "key_not_found",
-                format!("no key with id {id}"),
-            ));
-        }
-        RevokeOutcome::AlreadyRevoked { descendants } => ("already_revoked", descendants),
-        RevokeOutcome::Revoked { descendants } => ("revoked", descendants),
-    };
+    let result = super::revoke_result(id, outcome)?;
     reload(state).await?;
-    tracing::info!(key_id = %id, by = %caller.record.id, outcome, descendants = descendants.len(), "virtual key revoked by a key");
-    Ok(axum::Json(RevokeResult {
-        id,
-        outcome: outcome.to_owned(),
-        descendants,
-    }))
+    tracing::info!(key_id = %result.id, by = %caller.record.id, outcome = %result.outcome, descendants = result.descendants.len(), "virtual key revoked by a key");
+    Ok(axum::Json(result))
 }
 
 async fn mint_child(
@@ -291,13 +270,11 @@ async fn report_leaks(
             .ok()
             .and_then(|key| {
                 let hash = state.hasher.hash(&key);
-                let snapshot = state.snapshot.load();
-                snapshot
-                    .keys
-                    .get(&hash)
-                    .filter(|entry| entry.record.hash.ct_eq(&hash))
-                    .cloned()
-                    .or_else(|| snapshot.grace.get(&hash).map(|(entry, _)| entry.clone()))
+                state
+                    .snapshot
+                    .load()
+                    .find_key(&hash)
+                    .map(|(entry, _)| entry.clone())
             });
         let Some(entry) = entry else {
             labels.push(LeakLabel {

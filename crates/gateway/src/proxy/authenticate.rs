@@ -35,39 +35,31 @@ pub(crate) fn authenticate(
             GatewayError::client(ErrorClass::Authentication, code, error.to_string())
         })?;
     let hash = state.hasher.hash(&credential.key);
-    let entry = match snapshot
-        .keys
-        .get(&hash)
-        // The map lookup is on a keyed hash, which leaks nothing; this final
-        // comparison is constant-time as a matter of principle.
-        .filter(|entry| entry.record.hash.ct_eq(&hash))
-    {
-        Some(entry) => entry.clone(),
+    let entry = match snapshot.find_key(&hash) {
+        Some((entry, None)) => entry.clone(),
         // An earlier secret of a rotated key, in (or past) its grace window.
-        None => match snapshot.grace.get(&hash) {
-            Some((entry, valid_until)) if state.clock.now() < *valid_until => entry.clone(),
-            Some((entry, valid_until)) => {
-                let ended = valid_until
-                    .format(&time::format_description::well_known::Rfc3339)
-                    .unwrap_or_default();
-                ctx.key_id = Some(entry.record.id.clone());
-                return Err(GatewayError::client(
-                    ErrorClass::Authentication,
-                    "key_rotated",
-                    format!(
-                        "this secret of KeyForge key {} was replaced by a rotation; its grace period ended at {ended}: use the new key",
-                        entry.record.id
-                    ),
-                ));
-            }
-            None => {
-                return Err(GatewayError::client(
-                    ErrorClass::Authentication,
-                    "invalid_api_key",
-                    "unknown KeyForge key: this gateway never issued it, or it was revoked or expired more than 30 days ago",
-                ));
-            }
-        },
+        Some((entry, Some(valid_until))) if state.clock.now() < valid_until => entry.clone(),
+        Some((entry, Some(valid_until))) => {
+            let ended = valid_until
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default();
+            ctx.key_id = Some(entry.record.id.clone());
+            return Err(GatewayError::client(
+                ErrorClass::Authentication,
+                "key_rotated",
+                format!(
+                    "this secret of KeyForge key {} was replaced by a rotation; its grace period ended at {ended}: use the new key",
+                    entry.record.id
+                ),
+            ));
+        }
+        None => {
+            return Err(GatewayError::client(
+                ErrorClass::Authentication,
+                "invalid_api_key",
+                "unknown KeyForge key: this gateway never issued it, or it was revoked or expired more than 30 days ago",
+            ));
+        }
     };
     ctx.key_id = Some(entry.record.id.clone());
     ctx.key = Some(entry.clone());
