@@ -24,4 +24,6 @@ pub use prices::{
     PriceEntry, PriceError, PriceSource, PriceTable, RawPrice, TokenPrices, parse_usd_per_million,
 };
 pub use strip::{UsageStripper, request_usage_in_stream};
-pub use usage::{Meter, Usage, UsageSource, usage_from_json};
+pub use usage::{
+    ImageQuality, ImageSize, ImageVariant, Meter, ServiceTier, Usage, UsageSource, usage_from_json,
+};

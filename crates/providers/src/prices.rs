@@ -337,6 +337,7 @@ mod tests {
             cache_write_tokens: 7,
             output_tokens: 11,
             reasoning_tokens: 4,
+            ..Usage::default()
         };
         // 7.5e6 + 6.25e6 + 21e6 + 110e6 pico = 144_750 nano exactly.
         assert_eq!(prices.cost(&usage), NanoUsd(144_750));

@@ -17,14 +17,95 @@ use serde_json::Value;
 
 use crate::kind::Api;
 
-/// Normalised token counts of one response.
+/// Normalised usage of one response: token counts, and the units that
+/// endpoints priced by something other than tokens bill (images, audio
+/// minutes, characters of speech).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Usage {
+    /// Uncached input tokens, billed at the input rate.
     pub input_tokens: u64,
+    /// Input tokens read from the provider's prompt cache.
     pub cached_input_tokens: u64,
+    /// Input tokens written to a five-minute prompt cache (Anthropic's
+    /// `cache_creation_input_tokens`, less the one-hour part below).
     pub cache_write_tokens: u64,
+    /// Input tokens written to a one-hour prompt cache (Anthropic's
+    /// `cache_creation.ephemeral_1h_input_tokens`), billed at twice the base
+    /// input rate (Anthropic pricing page, "Prompt caching", 2025-08).
+    pub cache_write_1h_tokens: u64,
+    /// Output tokens, reasoning included.
     pub output_tokens: u64,
+    /// The part of `output_tokens` spent on reasoning.
     pub reasoning_tokens: u64,
+    /// The processing tier the provider says it used (OpenAI's
+    /// `service_tier` in the response), which scales token prices.
+    pub service_tier: ServiceTier,
+    /// Images generated or edited (OpenAI `/v1/images/*`: the `data` items).
+    pub images: u64,
+    /// The size and quality the images were asked for, which price them.
+    pub image_variant: ImageVariant,
+    /// Milliseconds of input audio billed per minute (transcription and
+    /// translation).
+    pub audio_ms: u64,
+    /// Characters of text turned into speech (`/v1/audio/speech`), billed per
+    /// million characters.
+    pub speech_chars: u64,
+}
+
+/// OpenAI's processing tiers (`service_tier`: `auto`/`default`, `flex`,
+/// `priority`) and the Batch API, each priced differently for the same
+/// model (OpenAI API pricing page, "Flex processing", "Priority
+/// processing", "Batch API", 2025-10).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ServiceTier {
+    #[default]
+    Standard,
+    Flex,
+    Priority,
+    Batch,
+}
+
+/// What an image request asked for: the two fields OpenAI's per-image
+/// prices depend on (`size`, `quality`; OpenAI API pricing page, "Image
+/// generation", 2025-10). `Unspecified` where the request left it out.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ImageVariant {
+    pub size: ImageSize,
+    pub quality: ImageQuality,
+}
+
+/// `size` of an OpenAI image request.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ImageSize {
+    #[default]
+    Unspecified,
+    /// `256x256`
+    S256,
+    /// `512x512`
+    S512,
+    /// `1024x1024`
+    S1024,
+    /// `1792x1024` or `1024x1792` (DALL-E 3)
+    Wide1792,
+    /// `1536x1024` or `1024x1536` (GPT Image)
+    Wide1536,
+    /// `auto`, or any size the table does not list: priced at the largest.
+    Other,
+}
+
+/// `quality` of an OpenAI image request.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ImageQuality {
+    #[default]
+    Unspecified,
+    Standard,
+    Hd,
+    Low,
+    Medium,
+    High,
+    /// `auto`, or any quality the table does not list: priced at the highest.
+    Other,
 }
 
 /// How a [`Usage`] was obtained.
@@ -90,9 +171,9 @@ impl RawUsage {
                     Usage {
                         input_tokens: prompt.saturating_sub(cached),
                         cached_input_tokens: cached,
-                        cache_write_tokens: 0,
                         output_tokens: self.completion_tokens,
                         reasoning_tokens: self.completion_tokens_details.reasoning_tokens,
+                        ..Usage::default()
                     }
                 }
                 // The Responses API.
@@ -101,9 +182,9 @@ impl RawUsage {
                     Usage {
                         input_tokens: self.input_tokens.saturating_sub(cached),
                         cached_input_tokens: cached,
-                        cache_write_tokens: 0,
                         output_tokens: self.output_tokens,
                         reasoning_tokens: self.output_tokens_details.reasoning_tokens,
+                        ..Usage::default()
                     }
                 }
             },
@@ -112,16 +193,16 @@ impl RawUsage {
                 cached_input_tokens: self.cache_read_input_tokens,
                 cache_write_tokens: self.cache_creation_input_tokens,
                 output_tokens: self.output_tokens,
-                reasoning_tokens: 0,
+                ..Usage::default()
             },
             Api::Gemini => {
                 let cached = self.cached_content_token_count;
                 Usage {
                     input_tokens: self.prompt_token_count.saturating_sub(cached),
                     cached_input_tokens: cached,
-                    cache_write_tokens: 0,
                     output_tokens: self.candidates_token_count + self.thoughts_token_count,
                     reasoning_tokens: self.thoughts_token_count,
+                    ..Usage::default()
                 }
             }
         }
@@ -376,7 +457,7 @@ impl Meter {
                         .max(previous.cached_input_tokens),
                     cache_write_tokens: usage.cache_write_tokens.max(previous.cache_write_tokens),
                     output_tokens: usage.output_tokens.max(previous.output_tokens),
-                    reasoning_tokens: 0,
+                    ..Usage::default()
                 },
                 // OpenAI reports once at the end; Gemini's counts are cumulative.
                 _ => usage,

@@ -7,6 +7,7 @@ fn usage(input: u64, cached: u64, cache_write: u64, output: u64, reasoning: u64)
         cache_write_tokens: cache_write,
         output_tokens: output,
         reasoning_tokens: reasoning,
+        ..Usage::default()
     }
 }
 
