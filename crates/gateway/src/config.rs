@@ -29,6 +29,50 @@ pub struct GatewayConfig {
     pub rotation_max_age: Duration,
     /// Workload identity: trusted OIDC issuers and roles.
     pub oidc: crate::oidc::config::OidcConfig,
+    /// How spend is bounded and billed where a response or request does
+    /// not say it all.
+    pub spend: SpendConfig,
+}
+
+/// Spend control where the request or the response leaves the cost open.
+#[derive(Debug, Clone)]
+pub struct SpendConfig {
+    /// Charged against budgets, and recorded with `priced_by = unmetered`,
+    /// for a successful generating request (a POST) whose response carried
+    /// nothing the price table can price: no token usage, no priced unit.
+    /// Reserved up front for every POST too, so a budget always binds.
+    pub unmetered_request_cost: keyforge_types::NanoUsd,
+    /// How long the gateway keeps reading an upstream response after its
+    /// client went away before the response's headers arrived, to bill what
+    /// the provider reports (the provider runs the request either way).
+    pub cancelled_drain_timeout: Duration,
+    /// What a key with a budget may do when the request's input is not in
+    /// the request (stored conversation state, files by id).
+    pub unknown_input: UnknownInput,
+}
+
+/// The operator's choice for requests whose input the gateway cannot see.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnknownInput {
+    /// Reserve this many input tokens; `None`: the model's context window
+    /// from the limits table (a true upper bound).
+    Bound(Option<u64>),
+    /// Refuse such requests for keys that have a budget (400
+    /// `unknown_input`), naming the field.
+    Refuse,
+}
+
+impl Default for SpendConfig {
+    fn default() -> Self {
+        Self {
+            // Five cents: above what one image, one minute of audio or one
+            // file operation costs at the providers' list prices, so an
+            // unpriced endpoint is never cheaper to abuse than a priced one.
+            unmetered_request_cost: keyforge_types::NanoUsd(50_000_000),
+            cancelled_drain_timeout: Duration::from_secs(120),
+            unknown_input: UnknownInput::Bound(None),
+        }
+    }
 }
 
 impl Default for GatewayConfig {
@@ -45,6 +89,7 @@ impl Default for GatewayConfig {
             anomaly: keyforge_control::AnomalyConfig::default(),
             rotation_max_age: Duration::from_secs(90 * 86_400),
             oidc: crate::oidc::config::OidcConfig::default(),
+            spend: SpendConfig::default(),
         }
     }
 }

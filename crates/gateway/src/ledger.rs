@@ -178,6 +178,8 @@ fn key_use(
         "provider": record.provider,
         "provider_key_version": record.provider_key_version,
         "status": record.status,
+        "outcome": record.outcome,
+        "cost_nano_usd": record.cost_nano_usd,
         "client": client.map(|ip| ids.hash(&ip.to_string())),
     })
 }
@@ -472,6 +474,7 @@ mod tests {
             priced_by: "table",
             status: 200,
             latency_ms: 1,
+            outcome: "ok",
         }
     }
 

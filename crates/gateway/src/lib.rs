@@ -42,7 +42,7 @@ use secrecy::SecretString;
 use tokio::net::TcpListener;
 
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use config::GatewayConfig;
+pub use config::{GatewayConfig, SpendConfig, UnknownInput};
 pub use error::Fault;
 pub use keyforge_control::AnomalyConfig;
 pub use snapshot::SnapshotError;

@@ -477,6 +477,18 @@ pub(crate) fn usage_table(report: &UsageReport) -> anyhow::Result<()> {
                 r.fallback_priced
             ));
         }
+        if r.unmetered > 0 {
+            flags.push(format!(
+                "{} unmetered (no usage or priced unit in the response: charged the per-request fallback)",
+                r.unmetered
+            ));
+        }
+        if r.client_cancelled > 0 {
+            flags.push(format!(
+                "{} cancelled by the client (billed: the provider ran them)",
+                r.client_cancelled
+            ));
+        }
         if r.errors > 0 {
             flags.push(format!("{} errors", r.errors));
         }

@@ -167,11 +167,17 @@ pub struct LedgerRecord {
     /// `reported`, `estimated` or `none`.
     pub usage_source: &'static str,
     pub cost_nano_usd: i64,
-    /// `table`, `fallback` or `none`.
+    /// `table` (the price table), `fallback` (a model the table does not
+    /// know: the fallback token prices), `unmetered` (a response that
+    /// carried nothing the table can price: the per-request fallback
+    /// charge) or `none` (nothing billable: an error, a listing).
     pub priced_by: &'static str,
     pub status: u16,
     /// From arrival to the last byte of the response (or the cut).
     pub latency_ms: u64,
+    /// How the request ended: `ok`, `client_cancelled`, `upstream_cut`,
+    /// `upstream_error` or `upstream_failed` (see schema_v7.sql).
+    pub outcome: &'static str,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -206,6 +212,12 @@ pub struct UsageRow {
     pub estimated: u64,
     /// Requests priced with the fallback price (model not in the table).
     pub fallback_priced: u64,
+    /// Requests whose response carried nothing the price table can price,
+    /// charged the per-request fallback instead.
+    pub unmetered: u64,
+    /// Requests whose client went away before the response ended (the
+    /// provider ran them all the same).
+    pub client_cancelled: u64,
     pub errors: u64,
 }
 

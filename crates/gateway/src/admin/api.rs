@@ -262,6 +262,14 @@ pub struct UsageRowView {
     pub estimated: u64,
     /// Requests priced at the fallback price: their model is not in the price table.
     pub fallback_priced: u64,
+    /// Requests whose response carried nothing the price table can price
+    /// (no usage, no priced unit): charged the per-request fallback.
+    #[serde(default)]
+    pub unmetered: u64,
+    /// Requests whose client went away before the response ended; the
+    /// provider ran them and they are billed.
+    #[serde(default)]
+    pub client_cancelled: u64,
     pub errors: u64,
 }
 

@@ -707,6 +707,8 @@ fn usage_row_view(row: &keyforge_store::UsageRow) -> UsageRowView {
         cost_usd: keyforge_types::NanoUsd(row.cost_nano_usd).to_string(),
         estimated: row.estimated,
         fallback_priced: row.fallback_priced,
+        unmetered: row.unmetered,
+        client_cancelled: row.client_cancelled,
         errors: row.errors,
     }
 }
@@ -774,6 +776,8 @@ async fn usage(
         total.cost_nano_usd = total.cost_nano_usd.saturating_add(row.cost_nano_usd);
         total.estimated += row.estimated;
         total.fallback_priced += row.fallback_priced;
+        total.unmetered += row.unmetered;
+        total.client_cancelled += row.client_cancelled;
         total.errors += row.errors;
     }
     total.cost_usd = keyforge_types::NanoUsd(total.cost_nano_usd).to_string();

@@ -38,6 +38,13 @@ pub(crate) struct Admission {
     requests: Option<RateGrant>,
     tokens: Option<RateGrant>,
     settled: bool,
+    /// The request's input in tokens, as estimated: what is billed when the
+    /// provider ran it but never reported its usage.
+    input_estimate: u64,
+    /// What was reserved, when a budget applies: charged to a request of a
+    /// token endpoint whose response reported no usage (an upstream that
+    /// omits it), so the charge never exceeds the reservation.
+    worst_cost: Option<NanoUsd>,
 }
 
 /// One key's limiters, and what this request took from them.
@@ -98,6 +105,35 @@ impl Estimate {
     }
 }
 
+/// Whether a request can cost money: every POST except token counting
+/// (Anthropic `/v1/messages/count_tokens`, Gemini `:countTokens`), which
+/// providers do not bill.
+pub(crate) fn is_billable(method: &Method, upstream_path: &str) -> bool {
+    let path = upstream_path.split('?').next().unwrap_or(upstream_path);
+    method == Method::POST && !path.ends_with("/count_tokens") && !path.ends_with(":countTokens")
+}
+
+/// Endpoints whose responses report token usage, which the meter reads:
+/// OpenAI chat completions, completions, responses and embeddings,
+/// Anthropic messages, Gemini content generation and embeddings. Other
+/// endpoints (images, audio, moderation, files, batches, ...) bill units or
+/// nothing the gateway can read.
+pub(crate) fn reports_tokens(upstream_path: &str) -> bool {
+    let path = upstream_path.split('?').next().unwrap_or(upstream_path);
+    const SUFFIXES: [&str; 9] = [
+        "/chat/completions",
+        "/completions",
+        "/responses",
+        "/embeddings",
+        "/messages",
+        ":generateContent",
+        ":streamGenerateContent",
+        ":embedContent",
+        ":batchEmbedContents",
+    ];
+    SUFFIXES.iter().any(|suffix| path.ends_with(suffix))
+}
+
 pub(crate) fn admit(
     state: &AppState,
     ctx: &RequestContext,
@@ -115,6 +151,8 @@ pub(crate) fn admit(
         requests: None,
         tokens: None,
         settled: false,
+        input_estimate: u64::try_from(body.len()).unwrap_or(u64::MAX).div_ceil(4),
+        worst_cost: None,
     };
     let chain = std::iter::once(entry).chain(entry.ancestors.iter());
     let limited: Vec<&Arc<KeyEntry>> = chain
@@ -144,7 +182,13 @@ pub(crate) fn admit(
         }
     }
     if let (false, Some(estimate)) = (entry.budgets.is_empty(), &estimate) {
-        let worst = estimate.worst_cost(state, ctx, target);
+        let mut worst = estimate.worst_cost(state, ctx, target);
+        if ctx.billable && !reports_tokens(&target.upstream_path) {
+            // An endpoint that bills no tokens: a success it reports
+            // nothing priceable for is charged the unmetered fallback.
+            worst = NanoUsd(worst.0.max(state.config.spend.unmetered_request_cost.0));
+        }
+        admission.worst_cost = Some(worst);
         admission.reservation = keyforge_control::reserve(&entry.budgets, worst, ctx.arrived)
             .map_err(|exhausted| {
                 if exhausted.first_in_period {
@@ -253,6 +297,21 @@ fn admit_level(
 }
 
 impl Admission {
+    pub(crate) fn input_estimate(&self) -> u64 {
+        self.input_estimate
+    }
+
+    /// What a success that reported nothing priceable is charged: the
+    /// request's reserved worst case for token endpoints, else the
+    /// configured per-request fallback.
+    pub(crate) fn unmetered_cost(&self, upstream_path: &str, fallback: NanoUsd) -> NanoUsd {
+        match self.worst_cost {
+            Some(worst) if reports_tokens(upstream_path) => worst,
+            Some(worst) => NanoUsd(worst.0.max(fallback.0)),
+            None => fallback,
+        }
+    }
+
     /// The request is over: charge its actual cost to its budgets and give
     /// back what it did not use. Returns how each budget's spend moved.
     pub(crate) fn settle(

@@ -17,23 +17,29 @@ use keyforge_providers::{
     request_usage_in_stream, sanitize_query, sanitize_request_headers, strip_response_headers,
 };
 use keyforge_store::LedgerRecord;
+use tokio::sync::oneshot;
 
 use super::RequestContext;
 use super::admit::Admission;
 use super::authenticate::Authenticated;
 use super::authorize::Target;
-use super::meter::{MeteredBody, Settlement};
-use crate::error::{Fault, GatewayError};
+use super::meter::{MeteredBody, Outcome, Pending, Settlement};
+use crate::error::GatewayError;
 use crate::state::AppState;
 
 pub(crate) struct Upstream {
     response: http::Response<Incoming>,
     headers_received: Instant,
-    admission: Admission,
+    settlement: Settlement,
 }
 
-/// Sends the request upstream. A request the provider failed to answer
-/// (unreachable, timed out) is still recorded in the ledger, with no usage.
+/// Sends the request upstream and waits for the response's headers.
+///
+/// The exchange runs in a task of its own, so it survives the client: if
+/// the client goes away before the provider answers, the task keeps reading
+/// the response (for at most `cancelled_drain_timeout`) and bills what the
+/// provider reports, with the outcome `client_cancelled`. A request the
+/// provider failed to answer (unreachable, timed out) is recorded too.
 pub(crate) async fn send(
     state: &AppState,
     ctx: &mut RequestContext,
@@ -43,36 +49,50 @@ pub(crate) async fn send(
     body: Bytes,
     admission: Admission,
 ) -> Result<Upstream, GatewayError> {
-    match send_once(state, ctx, target, parts, body).await {
-        Ok((response, headers_received)) => Ok(Upstream {
-            response,
-            headers_received,
-            admission,
-        }),
-        Err(error) => {
-            if error.fault == Fault::Upstream {
-                settlement(
-                    state,
-                    ctx,
-                    target,
-                    key,
-                    error.class.status().as_u16(),
-                    admission,
-                )
-                .settle(Usage::default(), UsageSource::None);
+    let request = build_request(ctx, target, parts, body)?;
+    let mut settlement = settlement(state, ctx, target, key, admission);
+    let http = state.http.clone();
+    let response_timeout = state.config.upstream_response_timeout;
+    let drain_timeout = state.config.spend.cancelled_drain_timeout;
+    let name = target.provider.record.name.clone();
+    let (answer, answered) = oneshot::channel::<Result<Upstream, GatewayError>>();
+    ctx.overhead_us = elapsed_us(ctx.started, Instant::now());
+    tokio::spawn(async move {
+        match exchange(&http, request, response_timeout, &name).await {
+            Ok(response) => {
+                let upstream = Upstream {
+                    response,
+                    headers_received: Instant::now(),
+                    settlement,
+                };
+                if let Err(Ok(upstream)) = answer.send(Ok(upstream)) {
+                    // The client went away while the provider worked.
+                    upstream.drain(drain_timeout).await;
+                }
             }
-            Err(error)
+            Err((error, outcome)) => {
+                settlement.set_status(error.class.status().as_u16());
+                settlement.settle(Usage::default(), UsageSource::None, outcome);
+                let _ = answer.send(Err(error));
+            }
         }
-    }
+    });
+    answered.await.unwrap_or_else(|_| {
+        Err(GatewayError::internal(
+            "internal_error",
+            "KeyForge lost track of the upstream request",
+        ))
+    })
 }
 
-async fn send_once(
-    state: &AppState,
+/// The request as it goes upstream: the provider's URL, the client's body
+/// (asking OpenAI streams for usage), the provider's credential.
+fn build_request(
     ctx: &mut RequestContext,
     target: &Target,
     parts: Parts,
     body: Bytes,
-) -> Result<(http::Response<Incoming>, Instant), GatewayError> {
+) -> Result<http::Request<Full<Bytes>>, GatewayError> {
     let provider = &target.provider;
     let name = &provider.record.name;
     let mut url = String::with_capacity(provider.base_url.len() + target.upstream_path.len() + 64);
@@ -121,39 +141,98 @@ async fn send_once(
     *request.method_mut() = parts.method;
     *request.uri_mut() = uri;
     *request.headers_mut() = headers;
+    Ok(request)
+}
 
-    let sent = Instant::now();
-    ctx.overhead_us = elapsed_us(ctx.started, sent);
-    let response = match tokio::time::timeout(
-        state.config.upstream_response_timeout,
-        state.http.request(request),
-    )
-    .await
-    {
-        Err(_) => {
-            return Err(GatewayError::upstream(
+/// One round trip to the provider, up to its response headers. On failure,
+/// also says whether the request may have reached the provider.
+async fn exchange(
+    http: &crate::upstream::UpstreamClient,
+    request: http::Request<Full<Bytes>>,
+    response_timeout: std::time::Duration,
+    name: &keyforge_types::ProviderName,
+) -> Result<http::Response<Incoming>, (GatewayError, Outcome)> {
+    match tokio::time::timeout(response_timeout, http.request(request)).await {
+        Err(_) => Err((
+            GatewayError::upstream(
                 ErrorClass::GatewayTimeout,
                 "upstream_timeout",
                 format!("provider `{name}` did not answer in time"),
-            ));
-        }
+            ),
+            Outcome::UpstreamFailed,
+        )),
         Ok(Err(error)) => {
-            let (code, what) = if error.is_connect() {
-                ("upstream_unreachable", "could not be reached")
+            let (code, what, outcome) = if error.is_connect() {
+                (
+                    "upstream_unreachable",
+                    "could not be reached",
+                    Outcome::Unreached,
+                )
             } else {
-                ("upstream_failed", "closed the connection without an answer")
+                (
+                    "upstream_failed",
+                    "closed the connection without an answer",
+                    Outcome::UpstreamFailed,
+                )
             };
             // The error's chain names host and port at most, never headers.
             tracing::warn!(provider = %name, error = %error, "upstream request failed");
-            return Err(GatewayError::upstream(
-                ErrorClass::BadGateway,
-                code,
-                format!("provider `{name}` {what}"),
-            ));
+            Err((
+                GatewayError::upstream(
+                    ErrorClass::BadGateway,
+                    code,
+                    format!("provider `{name}` {what}"),
+                ),
+                outcome,
+            ))
         }
-        Ok(Ok(response)) => response,
-    };
-    Ok((response, Instant::now()))
+        Ok(Ok(response)) => Ok(response),
+    }
+}
+
+impl Upstream {
+    /// The client is gone: read the response to its end (bounded in time),
+    /// metering it, and bill what the provider reports.
+    async fn drain(self, limit: std::time::Duration) {
+        let Upstream {
+            response,
+            mut settlement,
+            ..
+        } = self;
+        let (parts, mut body) = response.into_parts();
+        settlement.set_status(parts.status.as_u16());
+        let Some(api) = settlement.api() else {
+            return;
+        };
+        if !parts.status.is_success() {
+            settlement.settle(Usage::default(), UsageSource::None, Outcome::UpstreamError);
+            return;
+        }
+        let mut meter = Meter::new(api, is_event_stream(&parts.headers), None);
+        let read_all = async {
+            while let Some(frame) = body.frame().await {
+                match frame {
+                    Ok(frame) => {
+                        if let Some(data) = frame.data_ref() {
+                            meter.feed(data);
+                        }
+                    }
+                    Err(_) => return false,
+                }
+            }
+            true
+        };
+        let complete = tokio::time::timeout(limit, read_all).await.unwrap_or(false);
+        let (usage, source) = meter.finish(complete);
+        settlement.settle(usage, source, Outcome::ClientCancelled);
+    }
+}
+
+fn is_event_stream(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.starts_with("text/event-stream"))
 }
 
 pub(crate) async fn respond(
@@ -166,22 +245,18 @@ pub(crate) async fn respond(
     let Upstream {
         response,
         headers_received,
-        admission,
+        mut settlement,
     } = upstream;
     let (mut parts, incoming) = response.into_parts();
     strip_response_headers(&mut parts.headers);
-    admission.write_headers(&mut parts.headers);
-    let settlement = settlement(state, ctx, target, key, parts.status.as_u16(), admission);
+    settlement.write_rate_headers(&mut parts.headers);
+    settlement.set_status(parts.status.as_u16());
 
     let body = if parts.status.is_success()
         || parts.status.is_informational()
         || parts.status.is_redirection()
     {
-        let event_stream = parts
-            .headers
-            .get(http::header::CONTENT_TYPE)
-            .and_then(|value| value.to_str().ok())
-            .is_some_and(|value| value.starts_with("text/event-stream"));
+        let event_stream = is_event_stream(&parts.headers);
         let length = http_body::Body::size_hint(&incoming).exact();
         let meter = Meter::new(target.provider.kind.api(), event_stream, length);
         let stripper = (ctx.strip_usage && event_stream).then(UsageStripper::new);
@@ -201,7 +276,7 @@ pub(crate) async fn respond(
             });
         }
         // A provider error carries no usage: nothing is billed.
-        settlement.settle(Usage::default(), UsageSource::None);
+        settlement.settle(Usage::default(), UsageSource::None, Outcome::UpstreamError);
         // Errors are small and may echo credentials: read (bounded), scrub.
         parts.headers.remove(http::header::CONTENT_LENGTH);
         let limited = http_body_util::Limited::new(incoming, state.config.max_upstream_error_bytes);
@@ -235,13 +310,12 @@ pub(crate) async fn respond(
     Ok(out)
 }
 
-/// The ledger record of this request, still without its usage.
+/// The ledger record of this request, still without its status and usage.
 pub(crate) fn settlement(
     state: &AppState,
     ctx: &RequestContext,
     target: &Target,
     key: &Authenticated,
-    status: u16,
     admission: Admission,
 ) -> Settlement {
     let record = LedgerRecord {
@@ -261,10 +335,16 @@ pub(crate) fn settlement(
         usage_source: "none",
         cost_nano_usd: 0,
         priced_by: "none",
-        status,
+        status: 0,
         latency_ms: 0,
+        outcome: "ok",
     };
-    Settlement {
+    let input_estimate = admission.input_estimate();
+    let unmetered_cost = admission.unmetered_cost(
+        &target.upstream_path,
+        state.config.spend.unmetered_request_cost,
+    );
+    Settlement::new(Pending {
         record,
         api: target.provider.kind.api(),
         arrived: ctx.arrived,
@@ -276,7 +356,10 @@ pub(crate) fn settlement(
         alerts: state.alerts.clone(),
         anomaly: state.config.anomaly,
         client: ctx.client,
-    }
+        billable: ctx.billable,
+        input_estimate,
+        unmetered_cost,
+    })
 }
 
 fn elapsed_us(from: Instant, to: Instant) -> u64 {

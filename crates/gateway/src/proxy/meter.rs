@@ -21,9 +21,49 @@ use crate::alerts::Alerts;
 use crate::clock::Clock;
 use crate::ledger::LedgerWriter;
 
-/// Everything the ledger record needs besides the usage.
+/// How a request that was sent upstream ended: the ledger's `outcome`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// The response was delivered to its end.
+    Ok,
+    /// The client went away before the end; the provider ran the request.
+    ClientCancelled,
+    /// The provider's body broke off mid-way.
+    UpstreamCut,
+    /// The provider answered with an error status.
+    UpstreamError,
+    /// The provider gave no answer after the request was sent (timed out,
+    /// closed the connection): it may have run the request.
+    UpstreamFailed,
+    /// The provider could not be reached: nothing was sent.
+    Unreached,
+}
+
+impl Outcome {
+    fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::ClientCancelled => "client_cancelled",
+            Outcome::UpstreamCut => "upstream_cut",
+            Outcome::UpstreamError => "upstream_error",
+            Outcome::UpstreamFailed | Outcome::Unreached => "upstream_failed",
+        }
+    }
+}
+
+/// A request that was handed to the upstream, until its ledger record is
+/// written. It is written exactly once: by [`Settlement::settle`], or, if
+/// the settlement is dropped first (the client went away at any point), on
+/// drop, billed at least the request's input. So whatever reached a
+/// provider leaves a ledger row and a `key.use` audit entry.
 #[derive(Debug)]
 pub(crate) struct Settlement {
+    pending: Option<Pending>,
+}
+
+/// Everything the ledger record needs besides the usage.
+#[derive(Debug)]
+pub(crate) struct Pending {
     pub(crate) record: LedgerRecord,
     pub(crate) api: Api,
     pub(crate) arrived: OffsetDateTime,
@@ -37,37 +77,121 @@ pub(crate) struct Settlement {
     pub(crate) anomaly: keyforge_control::AnomalyConfig,
     /// The client's address, for the audit entry (keyed-hashed there).
     pub(crate) client: Option<std::net::IpAddr>,
+    /// A POST that can be billed (not a token count): a success without
+    /// usage is charged `unmetered_cost`, never recorded as free.
+    pub(crate) billable: bool,
+    /// What the request's input is estimated at, in tokens: billed when the
+    /// provider ran the request but never said what it used.
+    pub(crate) input_estimate: u64,
+    pub(crate) unmetered_cost: NanoUsd,
 }
 
 impl Settlement {
+    pub(crate) fn new(pending: Pending) -> Self {
+        Self {
+            pending: Some(pending),
+        }
+    }
+
+    pub(crate) fn api(&self) -> Option<Api> {
+        self.pending.as_ref().map(|pending| pending.api)
+    }
+
+    /// The key's own rate limits, as OpenAI-style response headers.
+    pub(crate) fn write_rate_headers(&self, headers: &mut http::HeaderMap) {
+        if let Some(pending) = self.pending.as_ref() {
+            pending.admission.write_headers(headers);
+        }
+    }
+
+    /// The upstream's status code, once known.
+    pub(crate) fn set_status(&mut self, status: u16) {
+        if let Some(pending) = self.pending.as_mut() {
+            pending.record.status = status;
+        }
+    }
+
     /// Prices `usage`, settles the request's budgets and limits, and writes
-    /// the record.
-    pub(crate) fn settle(mut self, usage: Usage, source: UsageSource) {
+    /// the record. Only the first call does anything.
+    pub(crate) fn settle(&mut self, usage: Usage, source: UsageSource, outcome: Outcome) {
+        if let Some(pending) = self.pending.take() {
+            pending.settle(usage, source, outcome);
+        }
+    }
+}
+
+impl Drop for Settlement {
+    /// Never settled: the client went away while the request was with the
+    /// provider (or between steps). The provider ran it: bill its input.
+    fn drop(&mut self) {
+        self.settle(
+            Usage::default(),
+            UsageSource::None,
+            Outcome::ClientCancelled,
+        );
+    }
+}
+
+impl Pending {
+    fn settle(mut self, mut usage: Usage, mut source: UsageSource, outcome: Outcome) {
+        let success = (200..400).contains(&self.record.status);
+        // The provider ran the request but its usage never arrived (cut
+        // before it was reported, or no answer at all): its input is billed
+        // on the request's estimate.
+        let ran_unreported = match outcome {
+            Outcome::ClientCancelled | Outcome::UpstreamCut => success || self.record.status == 0,
+            Outcome::UpstreamFailed => true,
+            Outcome::Ok | Outcome::UpstreamError | Outcome::Unreached => false,
+        };
+        if self.billable
+            && ran_unreported
+            && usage.input_tokens == 0
+            && usage.cached_input_tokens == 0
+        {
+            usage.input_tokens = self.input_estimate;
+            if source == UsageSource::None && self.input_estimate > 0 {
+                source = UsageSource::Estimated;
+            }
+        }
         let record = &mut self.record;
         record.input_tokens = usage.input_tokens;
         record.cached_input_tokens = usage.cached_input_tokens;
-        record.cache_write_tokens = usage.cache_write_tokens;
+        record.cache_write_tokens = usage.cache_write_tokens + usage.cache_write_1h_tokens;
         record.output_tokens = usage.output_tokens;
         record.reasoning_tokens = usage.reasoning_tokens;
+        record.outcome = outcome.as_str();
         record.usage_source = match source {
             UsageSource::Reported => "reported",
             UsageSource::Estimated => "estimated",
             UsageSource::None => "none",
         };
-        let (cost, priced_by) = match (&record.model, source) {
-            (_, UsageSource::None) => (0, "none"),
-            (model, _) => {
-                let (prices, price_source) = self.prices.lookup(
-                    self.api,
-                    model.as_deref().unwrap_or(""),
-                    self.arrived.date(),
-                );
+        let model = record.model.as_deref().unwrap_or("");
+        let (cost, priced_by) = match source {
+            UsageSource::Reported | UsageSource::Estimated => {
+                let (prices, price_source) =
+                    self.prices.lookup(self.api, model, self.arrived.date());
                 let priced_by = match price_source {
                     PriceSource::Table(_) => "table",
                     PriceSource::Fallback => "fallback",
                 };
                 (prices.cost(&usage).0, priced_by)
             }
+            // A success that said nothing the table can price: charged the
+            // per-request fallback and flagged, unless the table prices the
+            // model at zero (moderation).
+            UsageSource::None if self.billable && success && outcome != Outcome::Unreached => {
+                let (prices, price_source) =
+                    self.prices.lookup(self.api, model, self.arrived.date());
+                let free = matches!(price_source, PriceSource::Table(_))
+                    && prices.input == 0
+                    && prices.output == 0;
+                if free {
+                    (0, "table")
+                } else {
+                    (self.unmetered_cost.0, "unmetered")
+                }
+            }
+            UsageSource::None => (0, "none"),
         };
         record.cost_nano_usd = cost;
         record.priced_by = priced_by;
@@ -115,10 +239,10 @@ impl MeteredBody {
         }
     }
 
-    fn finish(&mut self, complete: bool) {
-        if let (Some(meter), Some(settlement)) = (self.meter.take(), self.settlement.take()) {
+    fn finish(&mut self, complete: bool, outcome: Outcome) {
+        if let (Some(meter), Some(mut settlement)) = (self.meter.take(), self.settlement.take()) {
             let (usage, source) = meter.finish(complete);
-            settlement.settle(usage, source);
+            settlement.settle(usage, source, outcome);
         }
     }
 }
@@ -139,7 +263,7 @@ impl Body for MeteredBody {
             let frame = match Pin::new(&mut this.inner).poll_frame(cx) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Some(Err(error))) => {
-                    this.finish(false);
+                    this.finish(false, Outcome::UpstreamCut);
                     return Poll::Ready(Some(Err(error)));
                 }
                 Poll::Ready(None) => {
@@ -150,7 +274,7 @@ impl Body for MeteredBody {
                         .as_mut()
                         .map(UsageStripper::finish)
                         .filter(|tail| !tail.is_empty());
-                    this.finish(true);
+                    this.finish(true, Outcome::Ok);
                     return Poll::Ready(tail.map(|tail| Ok(Frame::data(tail))));
                 }
                 Poll::Ready(Some(Ok(frame))) => frame,
@@ -176,7 +300,7 @@ impl Body for MeteredBody {
             };
             if ended {
                 this.done = true;
-                this.finish(true);
+                this.finish(true, Outcome::Ok);
             }
             if !data.is_empty() {
                 return Poll::Ready(Some(Ok(Frame::data(data))));
@@ -207,7 +331,12 @@ impl Drop for MeteredBody {
     /// was delivered.
     fn drop(&mut self) {
         let complete = self.inner.is_end_stream();
-        self.finish(complete);
+        let outcome = if complete {
+            Outcome::Ok
+        } else {
+            Outcome::ClientCancelled
+        };
+        self.finish(complete, outcome);
     }
 }
 

@@ -55,6 +55,10 @@ pub(crate) struct RequestContext {
     /// The gateway asked for stream usage the client did not ask for, and
     /// strips it from the response.
     pub(crate) strip_usage: bool,
+    /// The request can cost money (a POST other than a token count): a
+    /// success that reports nothing priceable is charged the unmetered
+    /// fallback.
+    pub(crate) billable: bool,
 }
 
 /// Entry point of every proxied request.
@@ -74,6 +78,7 @@ pub(crate) async fn handle(State(state): State<Arc<AppState>>, request: Request)
         model: None,
         overhead_us: 0,
         strip_usage: false,
+        billable: false,
     };
     // A debug span: at the default info level it costs nothing per request
     // (an info span's fields are formatted eagerly, about 2 % of the
@@ -126,6 +131,7 @@ async fn pipeline(
     let key = authenticate::authenticate(state, &snapshot, &parts, ctx)?;
     authorize::key_is_usable(&key, state.clock.now())?;
     let body = body::read(&state.config, &parts, body).await?;
+    ctx.billable = admit::is_billable(&parts.method, &route.upstream_path);
     let target = authorize::target(&snapshot, &key, &route, &parts, &body, ctx)?;
     let admission = admit::admit(state, ctx, &key, &target, &parts.method, &body)?;
     let findings = key.entry.watch.on_request(

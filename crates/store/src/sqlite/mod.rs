@@ -24,7 +24,7 @@ use crate::model::{
 };
 use crate::{Store, StoreError};
 
-const SCHEMA_VERSION: i64 = 6;
+const SCHEMA_VERSION: i64 = 7;
 /// 18 columns x 100 rows stays far below SQLite's bound-parameter limit.
 const LEDGER_ROWS_PER_STATEMENT: usize = 100;
 const SCHEMA_V1: &str = include_str!("schema.sql");
@@ -33,6 +33,7 @@ const SCHEMA_V3: &str = include_str!("schema_v3.sql");
 const SCHEMA_V4: &str = include_str!("schema_v4.sql");
 const SCHEMA_V5: &str = include_str!("schema_v5.sql");
 const SCHEMA_V6: &str = include_str!("schema_v6.sql");
+const SCHEMA_V7: &str = include_str!("schema_v7.sql");
 
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
@@ -112,6 +113,9 @@ impl SqliteStore {
         }
         if version < 6 {
             sqlx::raw_sql(SCHEMA_V6).execute(&mut *tx).await?;
+        }
+        if version < 7 {
+            sqlx::raw_sql(SCHEMA_V7).execute(&mut *tx).await?;
         }
         if version < SCHEMA_VERSION {
             sqlx::raw_sql(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))
@@ -689,7 +693,7 @@ impl Store for SqliteStore {
         for chunk in ledger.chunks(LEDGER_ROWS_PER_STATEMENT) {
             let mut insert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
                 "INSERT INTO ledger (at_ms, request_id, key_id, env, project, provider, provider_key_version, model, input_tokens, cached_input_tokens, \
-                 cache_write_tokens, output_tokens, reasoning_tokens, usage_source, cost_nano_usd, priced_by, status, latency_ms) ",
+                 cache_write_tokens, output_tokens, reasoning_tokens, usage_source, cost_nano_usd, priced_by, status, latency_ms, outcome) ",
             );
             insert.push_values(chunk, |mut row, r| {
                 row.push_bind(r.at_ms)
@@ -709,7 +713,8 @@ impl Store for SqliteStore {
                     .push_bind(r.cost_nano_usd)
                     .push_bind(r.priced_by)
                     .push_bind(i64::from(r.status))
-                    .push_bind(to_i64(r.latency_ms));
+                    .push_bind(to_i64(r.latency_ms))
+                    .push_bind(r.outcome);
             });
             insert.build().execute(&mut *tx).await?;
         }
@@ -799,6 +804,7 @@ impl Store for SqliteStore {
             "SELECT {group} AS grp, COUNT(*) AS requests, SUM(input_tokens) AS input_tokens, SUM(cached_input_tokens) AS cached_input_tokens, \
              SUM(cache_write_tokens) AS cache_write_tokens, SUM(output_tokens) AS output_tokens, SUM(reasoning_tokens) AS reasoning_tokens, \
              SUM(cost_nano_usd) AS cost_nano_usd, SUM(usage_source = 'estimated') AS estimated, SUM(priced_by = 'fallback') AS fallback_priced, \
+             SUM(priced_by = 'unmetered') AS unmetered, SUM(outcome = 'client_cancelled') AS client_cancelled, \
              SUM(status >= 400) AS errors \
              FROM ledger WHERE at_ms >= ? AND (? IS NULL OR key_id = ?) AND (? IS NULL OR env = ?) AND (? IS NULL OR project = ?) \
              GROUP BY grp ORDER BY grp"
@@ -829,6 +835,8 @@ impl Store for SqliteStore {
                     cost_nano_usd: row.try_get("cost_nano_usd")?,
                     estimated: to_u64(row.try_get("estimated")?),
                     fallback_priced: to_u64(row.try_get("fallback_priced")?),
+                    unmetered: to_u64(row.try_get("unmetered")?),
+                    client_cancelled: to_u64(row.try_get("client_cancelled")?),
                     errors: to_u64(row.try_get("errors")?),
                 })
             })

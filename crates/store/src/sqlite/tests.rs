@@ -185,6 +185,7 @@ fn ledger(key: &KeyId, env: &str, model: &str, at_ms: i64, cost: i64) -> LedgerR
         priced_by: "table",
         status: 200,
         latency_ms: 12,
+        outcome: "ok",
     }
 }
 
@@ -199,11 +200,17 @@ async fn ledger_sums_by_key_model_day_and_env() {
             ledger(&a, "dev", "gpt-4o-mini", day1, 100),
             LedgerRecord {
                 usage_source: "estimated",
+                outcome: "client_cancelled",
                 ..ledger(&a, "dev", "gpt-4o", day2, 300)
             },
             LedgerRecord {
                 priced_by: "fallback",
                 ..ledger(&b, "prod", "my-model", day2 + 5, 1000)
+            },
+            LedgerRecord {
+                usage_source: "none",
+                priced_by: "unmetered",
+                ..ledger(&b, "prod", "dall-e-3", day2 + 5, 50_000_000)
             },
             LedgerRecord {
                 usage_source: "none",
@@ -233,9 +240,10 @@ async fn ledger_sums_by_key_model_day_and_env() {
             a_row.input_tokens,
             a_row.output_tokens,
             a_row.cost_nano_usd,
-            a_row.estimated
+            a_row.estimated,
+            a_row.client_cancelled
         ),
-        (2, 20, 10, 400, 1)
+        (2, 20, 10, 400, 1, 1)
     );
     let b_row = by_key.iter().find(|r| r.group == b.as_str()).unwrap();
     assert_eq!(
@@ -243,9 +251,10 @@ async fn ledger_sums_by_key_model_day_and_env() {
             b_row.requests,
             b_row.fallback_priced,
             b_row.errors,
+            b_row.unmetered,
             b_row.cost_nano_usd
         ),
-        (2, 1, 1, 1000)
+        (3, 1, 1, 1, 50_001_000)
     );
 
     let by_day = store
@@ -257,7 +266,7 @@ async fn ledger_sums_by_key_model_day_and_env() {
             .iter()
             .map(|r| (r.group.as_str(), r.requests))
             .collect::<Vec<_>>(),
-        [("2026-01-01", 1), ("2026-01-02", 3)]
+        [("2026-01-01", 1), ("2026-01-02", 4)]
     );
 
     let by_model_for_a = store
@@ -279,7 +288,7 @@ async fn ledger_sums_by_key_model_day_and_env() {
     assert_eq!(recent_prod.len(), 1);
     assert_eq!(
         (recent_prod[0].group.as_str(), recent_prod[0].requests),
-        ("prod", 2)
+        ("prod", 3)
     );
     assert!(
         store
