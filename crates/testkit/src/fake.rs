@@ -61,6 +61,26 @@ struct FakeState {
     requests: std::sync::Mutex<Vec<RecordedRequest>>,
     streams_started: AtomicUsize,
     streams_cancelled: AtomicUsize,
+    /// Bill the most each request allows (see [`FakeUpstream::bill_maximum`]).
+    #[expect(
+        clippy::disallowed_types,
+        reason = "test support: a tiny critical section that never crosses an await"
+    )]
+    bill_maximum: std::sync::Mutex<Option<MaxBilling>>,
+    /// Hold a stream's connection open this long after its last event.
+    pause_after_end_ms: std::sync::atomic::AtomicU64,
+}
+
+/// How an upstream in "bill the maximum" mode bills: what a real provider
+/// could bill for each request, at most.
+#[derive(Debug, Clone, Copy)]
+pub struct MaxBilling {
+    /// Output tokens per copy for a request that sets no cap (the model's
+    /// maximum output).
+    pub uncapped_output_tokens: u64,
+    /// Input tokens of state the request refers to but does not carry
+    /// (`previous_response_id`, files by id).
+    pub stored_input_tokens: u64,
 }
 
 /// A running fake upstream. It stops when the test's runtime ends.
@@ -93,6 +113,8 @@ impl FakeUpstream {
             requests: Default::default(),
             streams_started: AtomicUsize::new(0),
             streams_cancelled: AtomicUsize::new(0),
+            bill_maximum: Default::default(),
+            pause_after_end_ms: Default::default(),
         });
         let app = Router::new().fallback(handle).with_state(state.clone());
         tokio::spawn(async move {
@@ -139,6 +161,25 @@ impl FakeUpstream {
     pub fn streams_cancelled(&self) -> usize {
         self.state.streams_cancelled.load(Ordering::SeqCst)
     }
+
+    /// From now on, report usage as the most each request allows a real
+    /// provider to bill: output = its cap (`max_tokens` and every other
+    /// spelling, floats included; 16 on legacy completions; else
+    /// `uncapped_output_tokens`) times its copies (`n`, `best_of`,
+    /// `candidateCount`), input = its prompt words plus `stored_input_tokens`
+    /// when it refers to stored state. `None` goes back to honest counts.
+    pub fn bill_maximum(&self, billing: Option<MaxBilling>) {
+        if let Ok(mut guard) = self.state.bill_maximum.lock() {
+            *guard = billing;
+        }
+    }
+
+    /// Keep each stream's connection open this long after its last event,
+    /// as real providers sometimes do (the client closes first).
+    pub fn pause_after_end(&self, pause: Duration) {
+        let ms = u64::try_from(pause.as_millis()).unwrap_or(u64::MAX);
+        self.state.pause_after_end_ms.store(ms, Ordering::SeqCst);
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -153,6 +194,11 @@ async fn handle(State(state): State<Arc<FakeState>>, request: Request) -> Respon
     let body = axum::body::to_bytes(body, 64 * 1024 * 1024)
         .await
         .unwrap_or_default();
+    // `fake-wait` in the body: think for a while before answering, like a
+    // provider on a long non-streamed generation.
+    if body.windows(11).any(|w| w == b"\"fake-wait\"") {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
     let path = parts.uri.path().to_owned();
     if let Ok(mut requests) = state.requests.lock() {
         requests.push(RecordedRequest {
@@ -375,9 +421,19 @@ fn generate(
         }
         _ => {}
     }
-    let input_tokens = count_prompt_words(request);
+    let mut input_tokens = count_prompt_words(request);
     let n = max_tokens(request);
     let words: Vec<&str> = WORDS[..n].to_vec();
+    let mut output = words.len();
+    let billing = state.bill_maximum.lock().ok().and_then(|guard| *guard);
+    if let Some(billing) = billing {
+        let (most_in, most_out) = most_billable(dialect, path, request, billing);
+        input_tokens = most_in;
+        output = most_out;
+    }
+    if let Some(response) = non_token_endpoint(path, request, &model) {
+        return response;
+    }
     let streaming = request
         .get("stream")
         .and_then(Value::as_bool)
@@ -402,7 +458,7 @@ fn generate(
         (Dialect::OpenAi, false) if path.ends_with("/responses") => {
             return json_response(
                 StatusCode::OK,
-                openai_response_object(&model, &words, input_tokens),
+                openai_response_object(&model, &words, input_tokens, output),
             );
         }
         (Dialect::OpenAi, false)
@@ -413,7 +469,7 @@ fn generate(
                 json!({
                     "id": "cmpl-fake", "object": "text_completion", "created": 1_700_000_000, "model": model,
                     "choices": [{"text": words.join(" "), "index": 0, "logprobs": null, "finish_reason": "length"}],
-                    "usage": {"prompt_tokens": input_tokens, "completion_tokens": words.len(), "total_tokens": input_tokens + words.len()}
+                    "usage": {"prompt_tokens": input_tokens, "completion_tokens": output, "total_tokens": input_tokens + output}
                 }),
             );
         }
@@ -423,7 +479,7 @@ fn generate(
                 json!({
                     "id": "chatcmpl-fake", "object": "chat.completion", "created": 1_700_000_000, "model": model,
                     "choices": [{"index": 0, "message": {"role": "assistant", "content": words.join(" "), "refusal": null}, "logprobs": null, "finish_reason": "stop"}],
-                    "usage": {"prompt_tokens": input_tokens, "completion_tokens": words.len(), "total_tokens": input_tokens + words.len()}
+                    "usage": {"prompt_tokens": input_tokens, "completion_tokens": output, "total_tokens": input_tokens + output}
                 }),
             );
         }
@@ -434,7 +490,7 @@ fn generate(
                     "id": "msg_fake", "type": "message", "role": "assistant", "model": model,
                     "content": [{"type": "text", "text": words.join(" ")}],
                     "stop_reason": "end_turn", "stop_sequence": null,
-                    "usage": {"input_tokens": input_tokens, "output_tokens": words.len()}
+                    "usage": {"input_tokens": input_tokens, "output_tokens": output}
                 }),
             );
         }
@@ -443,44 +499,161 @@ fn generate(
                 StatusCode::OK,
                 json!({
                     "candidates": [{"content": {"parts": [{"text": words.join(" ")}], "role": "model"}, "finishReason": "STOP", "index": 0}],
-                    "usageMetadata": {"promptTokenCount": input_tokens, "candidatesTokenCount": words.len(), "totalTokenCount": input_tokens + words.len()},
+                    "usageMetadata": {"promptTokenCount": input_tokens, "candidatesTokenCount": output, "totalTokenCount": input_tokens + output},
                     "modelVersion": model
                 }),
             );
         }
         (Dialect::OpenAi, true) if path.ends_with("/responses") => {
-            openai_responses_events(&model, &words, input_tokens)
+            openai_responses_events(&model, &words, input_tokens, output)
         }
         (Dialect::OpenAi, true) => {
             let include_usage = request
                 .pointer("/stream_options/include_usage")
                 .and_then(Value::as_bool)
                 .unwrap_or(false);
-            openai_chat_events(&model, &words, input_tokens, include_usage)
+            openai_chat_events(&model, &words, input_tokens, output, include_usage)
         }
-        (Dialect::Anthropic, true) => anthropic_events(&model, &words, input_tokens),
-        (Dialect::Gemini, true) => {
-            if !query.split('&').any(|pair| pair == "alt=sse") {
-                return error_response(
-                    dialect,
-                    StatusCode::BAD_REQUEST,
-                    "bad_request",
-                    "this fake only streams with alt=sse",
-                );
-            }
-            gemini_events(&model, &words, input_tokens)
-        }
+        (Dialect::Anthropic, true) => anthropic_events(&model, &words, input_tokens, output),
+        (Dialect::Gemini, true) => gemini_events(&model, &words, input_tokens, output),
     };
     state.streams_started.fetch_add(1, Ordering::SeqCst);
+    if dialect == Dialect::Gemini && !query.split('&').any(|pair| pair == "alt=sse") {
+        return gemini_json_array_response(state.clone(), events, slow);
+    }
     sse_response(state.clone(), events, slow)
 }
 
-fn openai_response_object(model: &str, words: &[&str], input_tokens: usize) -> Value {
+/// Endpoints billed by something other than tokens, answered as OpenAI
+/// does: images (`data` items, no usage, as DALL-E answers), speech (audio
+/// bytes), transcriptions (`{"text"}`), moderations (no usage).
+fn non_token_endpoint(path: &str, request: &Value, model: &str) -> Option<Response> {
+    if path.ends_with("/images/generations")
+        || path.ends_with("/images/edits")
+        || path.ends_with("/images/variations")
+    {
+        let n = request
+            .get("n")
+            .and_then(Value::as_f64)
+            .unwrap_or(1.0)
+            .max(1.0) as usize;
+        let data: Vec<Value> = (0..n.min(10))
+            .map(|i| json!({"url": format!("http://images.invalid/{i}.png"), "revised_prompt": "a picture"}))
+            .collect();
+        return Some(json_response(
+            StatusCode::OK,
+            json!({"created": 1_700_000_000, "data": data}),
+        ));
+    }
+    if path.ends_with("/audio/speech") {
+        let mut response = Response::new(Body::from(vec![0xff_u8, 0xf3, 0x44, 0xc4, 0, 0, 0, 0]));
+        response
+            .headers_mut()
+            .insert("content-type", http::HeaderValue::from_static("audio/mpeg"));
+        return Some(response);
+    }
+    if path.ends_with("/audio/transcriptions") || path.ends_with("/audio/translations") {
+        return Some(json_response(
+            StatusCode::OK,
+            json!({"text": "Hello from the fake upstream."}),
+        ));
+    }
+    if path.ends_with("/moderations") {
+        return Some(json_response(
+            StatusCode::OK,
+            json!({"id": "modr-fake", "model": model, "results": [{"flagged": false, "categories": {}, "category_scores": {}}]}),
+        ));
+    }
+    None
+}
+
+/// A number as providers accept it: an integer or a float (`8.0`),
+/// rounded up.
+fn number(value: Option<&Value>) -> Option<u64> {
+    let value = value?.as_f64()?;
+    (value >= 0.0).then(|| value.ceil().min(1e15) as u64)
+}
+
+/// The most a provider could bill for `request`: the oracle of the
+/// "bill the maximum" mode, written independently of the gateway's code.
+fn most_billable(
+    dialect: Dialect,
+    path: &str,
+    request: &Value,
+    billing: MaxBilling,
+) -> (usize, usize) {
+    let config = request
+        .get("generationConfig")
+        .or_else(|| request.get("generation_config"));
+    let get = |key: &str| number(request.get(key));
+    let gemini = |camel: &str, snake: &str| {
+        config.and_then(|c| number(c.get(camel)).or_else(|| number(c.get(snake))))
+    };
+    let legacy_completions = path.ends_with("/completions") && !path.ends_with("/chat/completions");
+    let (cap, copies) = match dialect {
+        Dialect::OpenAi => {
+            let cap = get("max_completion_tokens")
+                .or_else(|| get("max_output_tokens"))
+                .or_else(|| get("max_tokens"))
+                .or(legacy_completions.then_some(16));
+            let n = get("n").unwrap_or(1).max(1);
+            let best_of = if legacy_completions {
+                get("best_of").unwrap_or(1).max(n)
+            } else {
+                n
+            };
+            (cap, best_of)
+        }
+        Dialect::Anthropic => (get("max_tokens"), 1),
+        Dialect::Gemini => {
+            let thinking = config
+                .and_then(|c| c.get("thinkingConfig").or_else(|| c.get("thinking_config")))
+                .and_then(|t| {
+                    number(t.get("thinkingBudget")).or_else(|| number(t.get("thinking_budget")))
+                })
+                .unwrap_or(0);
+            (
+                gemini("maxOutputTokens", "max_output_tokens").map(|cap| cap + thinking),
+                gemini("candidateCount", "candidate_count")
+                    .unwrap_or(1)
+                    .max(1),
+            )
+        }
+    };
+    let output = cap
+        .unwrap_or(billing.uncapped_output_tokens)
+        .saturating_mul(copies);
+    let refers_to_stored = ["previous_response_id", "conversation", "prompt"]
+        .iter()
+        .any(|key| {
+            request
+                .get(*key)
+                .is_some_and(|v| !v.is_string() || *key != "prompt")
+        })
+        || request.to_string().contains("\"file_id\"");
+    let input = count_prompt_words(request) as u64
+        + if refers_to_stored {
+            billing.stored_input_tokens
+        } else {
+            0
+        };
+    (
+        usize::try_from(input).unwrap_or(usize::MAX),
+        usize::try_from(output).unwrap_or(usize::MAX),
+    )
+}
+
+fn openai_response_object(
+    model: &str,
+    words: &[&str],
+    input_tokens: usize,
+    output: usize,
+) -> Value {
     json!({
         "id": "resp_fake", "object": "response", "created_at": 1_700_000_000, "status": "completed", "model": model,
         "output": [{"type": "message", "id": "msg_fake", "status": "completed", "role": "assistant",
                     "content": [{"type": "output_text", "text": words.join(" "), "annotations": []}]}],
-        "usage": {"input_tokens": input_tokens, "output_tokens": words.len(), "total_tokens": input_tokens + words.len(),
+        "usage": {"input_tokens": input_tokens, "output_tokens": output, "total_tokens": input_tokens + output,
                   "input_tokens_details": {"cached_tokens": 0}, "output_tokens_details": {"reasoning_tokens": 0}}
     })
 }
@@ -496,6 +669,7 @@ fn openai_chat_events(
     model: &str,
     words: &[&str],
     input_tokens: usize,
+    output: usize,
     include_usage: bool,
 ) -> Vec<Bytes> {
     let chunk = |delta: Value, finish: Value| {
@@ -521,13 +695,18 @@ fn openai_chat_events(
     events.push(chunk(json!({}), json!("stop")));
     if include_usage {
         events.push(sse(None, &json!({"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 1_700_000_000, "model": model, "choices": [],
-            "usage": {"prompt_tokens": input_tokens, "completion_tokens": words.len(), "total_tokens": input_tokens + words.len()}})));
+            "usage": {"prompt_tokens": input_tokens, "completion_tokens": output, "total_tokens": input_tokens + output}})));
     }
     events.push(Bytes::from_static(b"data: [DONE]\n\n"));
     events
 }
 
-fn openai_responses_events(model: &str, words: &[&str], input_tokens: usize) -> Vec<Bytes> {
+fn openai_responses_events(
+    model: &str,
+    words: &[&str],
+    input_tokens: usize,
+    output: usize,
+) -> Vec<Bytes> {
     // The event sequence of the real Responses API: the item and its content
     // part are announced before any text delta.
     let text = words.join(" ");
@@ -569,11 +748,11 @@ fn openai_responses_events(model: &str, words: &[&str], input_tokens: usize) -> 
     events.push(sse(Some("response.output_text.done"), &json!({"type": "response.output_text.done", "sequence_number": next(), "item_id": "msg_fake", "output_index": 0, "content_index": 0, "text": text, "logprobs": []})));
     events.push(sse(Some("response.content_part.done"), &json!({"type": "response.content_part.done", "sequence_number": next(), "item_id": "msg_fake", "output_index": 0, "content_index": 0, "part": part(&text)})));
     events.push(sse(Some("response.output_item.done"), &json!({"type": "response.output_item.done", "sequence_number": next(), "output_index": 0, "item": item("completed", json!([part(&text)]))})));
-    events.push(sse(Some("response.completed"), &json!({"type": "response.completed", "sequence_number": next(), "response": openai_response_object(model, words, input_tokens)})));
+    events.push(sse(Some("response.completed"), &json!({"type": "response.completed", "sequence_number": next(), "response": openai_response_object(model, words, input_tokens, output)})));
     events
 }
 
-fn anthropic_events(model: &str, words: &[&str], input_tokens: usize) -> Vec<Bytes> {
+fn anthropic_events(model: &str, words: &[&str], input_tokens: usize, output: usize) -> Vec<Bytes> {
     let mut events = vec![
         sse(
             Some("message_start"),
@@ -598,12 +777,12 @@ fn anthropic_events(model: &str, words: &[&str], input_tokens: usize) -> Vec<Byt
         Some("content_block_stop"),
         &json!({"type": "content_block_stop", "index": 0}),
     ));
-    events.push(sse(Some("message_delta"), &json!({"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": null}, "usage": {"output_tokens": words.len()}})));
+    events.push(sse(Some("message_delta"), &json!({"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": null}, "usage": {"output_tokens": output}})));
     events.push(sse(Some("message_stop"), &json!({"type": "message_stop"})));
     events
 }
 
-fn gemini_events(model: &str, words: &[&str], input_tokens: usize) -> Vec<Bytes> {
+fn gemini_events(model: &str, words: &[&str], input_tokens: usize, output: usize) -> Vec<Bytes> {
     let mut events = Vec::new();
     for (i, word) in words.iter().enumerate() {
         let last = i + 1 == words.len();
@@ -619,7 +798,7 @@ fn gemini_events(model: &str, words: &[&str], input_tokens: usize) -> Vec<Bytes>
         }
         events.push(Bytes::from(format!(
             "data: {}\r\n\r\n",
-            json!({"candidates": [candidate], "usageMetadata": {"promptTokenCount": input_tokens, "candidatesTokenCount": i + 1, "totalTokenCount": input_tokens + i + 1}, "modelVersion": model})
+            json!({"candidates": [candidate], "usageMetadata": {"promptTokenCount": input_tokens, "candidatesTokenCount": if last { output } else { i + 1 }, "totalTokenCount": input_tokens + if last { output } else { i + 1 }}, "modelVersion": model})
         )));
     }
     events
@@ -639,8 +818,40 @@ impl Drop for CancelGuard {
     }
 }
 
+/// Gemini's `streamGenerateContent` without `alt=sse`: one JSON array,
+/// written element by element as generation goes (`[{…}\r\n,{…}\r\n]`).
+fn gemini_json_array_response(state: Arc<FakeState>, events: Vec<Bytes>, slow: bool) -> Response {
+    let total = events.len();
+    let framed: Vec<Bytes> = events
+        .iter()
+        .enumerate()
+        .map(|(i, event)| {
+            let json = event
+                .strip_prefix(b"data: ")
+                .unwrap_or(event)
+                .strip_suffix(b"\r\n\r\n")
+                .unwrap_or(event);
+            let mut out = Vec::with_capacity(json.len() + 4);
+            out.extend_from_slice(if i == 0 { b"[" } else { b"," });
+            out.extend_from_slice(json);
+            out.extend_from_slice(b"\r\n");
+            if i + 1 == total {
+                out.push(b']');
+            }
+            Bytes::from(out)
+        })
+        .collect();
+    let mut response = sse_response(state, framed, slow);
+    response.headers_mut().insert(
+        "content-type",
+        http::HeaderValue::from_static("application/json; charset=UTF-8"),
+    );
+    response
+}
+
 fn sse_response(state: Arc<FakeState>, events: Vec<Bytes>, slow: bool) -> Response {
     let total = events.len();
+    let pause_after_end = Duration::from_millis(state.pause_after_end_ms.load(Ordering::SeqCst));
     let guard = CancelGuard {
         state,
         finished: false,
@@ -648,7 +859,14 @@ fn sse_response(state: Arc<FakeState>, events: Vec<Bytes>, slow: bool) -> Respon
     let stream = futures_util::stream::unfold(
         (events.into_iter(), guard, 0usize),
         move |(mut events, mut guard, sent)| async move {
-            let event = events.next()?;
+            let Some(event) = events.next() else {
+                // Some servers keep the connection open a while after the
+                // last event; the client is expected to close first.
+                if !pause_after_end.is_zero() && sent == total {
+                    tokio::time::sleep(pause_after_end).await;
+                }
+                return None;
+            };
             // Paced like a model generating: each event waits, except the
             // usage and end markers, which a provider sends right after the
             // last token.

@@ -22,6 +22,6 @@ mod fake;
 mod oidc;
 mod webhook;
 
-pub use fake::{FakeUpstream, RecordedRequest, fake_provider_key};
+pub use fake::{FakeUpstream, MaxBilling, RecordedRequest, fake_provider_key};
 pub use oidc::{ACTIONS_REQUEST_TOKEN, TestIssuer, github_claims, kubernetes_claims};
 pub use webhook::WebhookSink;

@@ -68,6 +68,14 @@ struct Estimate {
 
 impl Estimate {
     fn of(state: &AppState, target: &Target, method: &Method, body: &[u8]) -> Self {
+        if !reports_tokens(&target.upstream_path) {
+            // Billed per unit or not at all: the reservation is the
+            // endpoint's fallback charge (see `admit`), not tokens.
+            return Self {
+                input_tokens: 0,
+                output_tokens: 0,
+            };
+        }
         let generates = method == Method::POST;
         let output_tokens = if generates {
             max_output_tokens(target.provider.kind.api(), &target.upstream_path, body)

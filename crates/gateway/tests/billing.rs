@@ -1,0 +1,184 @@
+//! Nothing sent to a provider goes unbilled or unaudited: clients that
+//! leave before the answer, responses without usage, endpoints billed by
+//! something other than tokens. Each case checks what an operator would:
+//! the ledger (`/usage`), the budget, and the audit log's `key.use` entries.
+
+#![expect(
+    clippy::unwrap_used,
+    clippy::panic,
+    reason = "test helpers: a malformed answer must fail the test loudly"
+)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::Harness;
+use serde_json::{Value, json};
+
+async fn usage_row(harness: &Harness, key_id: &str) -> Option<Value> {
+    let (status, report) = harness
+        .admin(reqwest::Method::GET, "/usage?by=key&since=1d", None)
+        .await;
+    assert_eq!(status, 200, "{report}");
+    report["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|row| row["group"] == key_id)
+        .cloned()
+}
+
+/// Polls the ledger until the key has `requests` rows (a drained request
+/// is settled in the background).
+async fn wait_for_rows(harness: &Harness, key_id: &str, requests: u64) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(row) = usage_row(harness, key_id).await
+            && row["requests"].as_u64() == Some(requests)
+        {
+            return row;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the ledger never reached {requests} rows for {key_id}: {:?}",
+            usage_row(harness, key_id).await
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+async fn key_uses(harness: &Harness) -> Vec<Value> {
+    let text = harness
+        .http
+        .get(harness.url("/admin/v1/audit?limit=200"))
+        .bearer_auth(&harness.admin_token)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .map(|line| serde_json::from_str::<Value>(line).unwrap())
+        .filter(|entry| entry["kind"] == "key.use")
+        .flat_map(|entry| {
+            entry["data"]["uses"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .collect()
+}
+
+async fn budget_of(harness: &Harness, key_id: &str) -> Value {
+    let (status, key) = harness
+        .admin(reqwest::Method::GET, &format!("/keys/{key_id}"), None)
+        .await;
+    assert_eq!(status, 200, "{key}");
+    let budget_id = key["budgets"][0]["id"].as_str().unwrap().to_owned();
+    let (_, list) = harness.admin(reqwest::Method::GET, "/budgets", None).await;
+    list["budgets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["id"] == budget_id.as_str())
+        .cloned()
+        .unwrap_or_else(|| panic!("no budget {budget_id} in {list}"))
+}
+
+#[tokio::test]
+async fn a_client_that_leaves_before_the_answer_is_billed_and_audited() {
+    let harness = Harness::start().await;
+    harness.add_provider("openai", "openai", "dev").await;
+    let (key_id, key) = harness
+        .create_key(json!({"name": "impatient", "env": "dev", "budgets": [{"amount": 1_000_000_000, "period": "day"}]}))
+        .await;
+    // The upstream thinks for 400 ms; the client gives up after 100 ms,
+    // once with a plain request and once with a stream.
+    for stream in [false, true] {
+        let body = json!({"model": "gpt-4o-mini", "user": "fake-wait", "stream": stream, "max_tokens": 5,
+                          "messages": [{"role": "user", "content": "one two three four"}]});
+        let error = harness
+            .http
+            .post(harness.url("/openai/v1/chat/completions"))
+            .bearer_auth(&key)
+            .timeout(Duration::from_millis(100))
+            .json(&body)
+            .send()
+            .await
+            .unwrap_err();
+        assert!(error.is_timeout(), "{error}");
+    }
+    let row = wait_for_rows(&harness, &key_id, 2).await;
+    // The gateway kept reading the provider's answers to their end: the
+    // provider's own counts (4 prompt words + the role, 5 words out), not
+    // estimates.
+    assert_eq!(row["client_cancelled"], 2, "{row}");
+    assert_eq!(row["estimated"], 0, "{row}");
+    assert_eq!(row["output_tokens"], 10, "{row}");
+    assert!(row["input_tokens"].as_u64().unwrap() >= 8, "{row}");
+    assert!(row["cost_nano_usd"].as_i64().unwrap() > 0, "{row}");
+    // Both are in the audit log, with their outcome.
+    let uses = key_uses(&harness).await;
+    let cancelled: Vec<&Value> = uses
+        .iter()
+        .filter(|u| u["key_id"] == key_id.as_str() && u["outcome"] == "client_cancelled")
+        .collect();
+    assert_eq!(cancelled.len(), 2, "{uses:#?}");
+    // The budget holds the spend and nothing stays reserved.
+    let budget = budget_of(&harness, &key_id).await;
+    assert_eq!(budget["reserved_nano_usd"], 0, "{budget}");
+    assert_eq!(budget["spent_nano_usd"], row["cost_nano_usd"], "{budget}");
+}
+
+#[tokio::test]
+async fn responses_without_anything_priceable_are_charged_the_fallback_and_flagged() {
+    let harness = Harness::start().await;
+    harness.add_provider("openai", "openai", "dev").await;
+    let (key_id, key) = harness
+        .create_key(json!({"name": "painter", "env": "dev", "budgets": [{"amount": 120_000_000, "period": "day"}]}))
+        .await;
+    // An image model the price table does not know: its response (like
+    // DALL-E's) carries no usage at all.
+    let generate = || {
+        harness
+            .http
+            .post(harness.url("/openai/v1/images/generations"))
+            .bearer_auth(&key)
+            .json(&json!({"model": "fake-image-model", "prompt": "a lighthouse", "n": 1}))
+            .send()
+    };
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        let response = generate().await.unwrap();
+        statuses.push(response.status().as_u16());
+        response.bytes().await.unwrap();
+    }
+    // $0.05 a request against $0.12: two fit, the third is refused up front.
+    assert_eq!(statuses, [200, 200, 429]);
+    let row = wait_for_rows(&harness, &key_id, 2).await;
+    assert_eq!(row["unmetered"], 2, "{row}");
+    assert_eq!(row["cost_nano_usd"], 100_000_000, "{row}");
+    let budget = budget_of(&harness, &key_id).await;
+    assert_eq!(budget["spent_nano_usd"], 100_000_000, "{budget}");
+    assert_eq!(budget["reserved_nano_usd"], 0, "{budget}");
+    // Reading models costs nothing and is never flagged.
+    let response = harness
+        .http
+        .get(harness.url("/openai/v1/models"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    response.bytes().await.unwrap();
+    let row = wait_for_rows(&harness, &key_id, 3).await;
+    assert_eq!(row["unmetered"], 2, "{row}");
+    assert_eq!(row["cost_nano_usd"], 100_000_000, "{row}");
+    // The next day, the daily budget admits a generation again.
+    harness.clock.advance(Duration::from_secs(86_400));
+    let response = generate().await.unwrap();
+    assert_eq!(response.status(), 200);
+    response.bytes().await.unwrap();
+}
