@@ -807,7 +807,7 @@ fn worst_case_output_is_every_copy_at_its_cap() {
         r#"{"generationConfig":{"maxOutputTokens":1000,"candidateCount":2,"thinkingConfig":{"thinkingBudget":500}}}"#,
         "gemini-2.5-pro",
         (
-            16 + 15 + 4 + 14 + 3 + 14 + 14 + 3 + 4 * 3 + 3 + 1 + 64,
+            16 + 15 + 4 + 14 + 1 + 14 + 14 + 3 + 5 + 7 + 5 + 64,
             3_000,
             Cap,
         ),
