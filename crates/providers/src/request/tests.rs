@@ -813,3 +813,193 @@ fn worst_case_output_is_every_copy_at_its_cap() {
         ),
     );
 }
+
+fn check_insert(body: &str, expected: Option<&str>) {
+    let got = insert_include_usage(body.as_bytes()).map(|b| String::from_utf8(b).unwrap());
+    assert_eq!(got.as_deref(), expected, "{body}");
+}
+
+#[test]
+fn include_usage_is_inserted_by_editing_bytes() {
+    check_insert(
+        r#"{"model":"m","stream":true}"#,
+        Some(r#"{"model":"m","stream":true,"stream_options":{"include_usage":true}}"#),
+    );
+    check_insert(
+        r#"{"stream":true,"stream_options":{ }}"#,
+        Some(r#"{"stream":true,"stream_options":{"include_usage":true }}"#),
+    );
+    check_insert(
+        r#"{"stream":true,"stream_options":{"x":1}}"#,
+        Some(r#"{"stream":true,"stream_options":{"x":1,"include_usage":true}}"#),
+    );
+    check_insert(
+        r#"{"stream":true,"stream_options":{"include_usage" : false }}"#,
+        Some(r#"{"stream":true,"stream_options":{"include_usage" : true }}"#),
+    );
+    check_insert(
+        r#"{"stream":true,"stream_options":null}"#,
+        Some(r#"{"stream":true,"stream_options":{"include_usage":true}}"#),
+    );
+    check_insert(
+        r#"{"stream":true,"stream_options":{"include_usage":true}}"#,
+        None,
+    );
+    check_insert(r#"{"stream":false}"#, None);
+    check_insert(r#"{"stream":true,"stream_options":5}"#, None);
+    check_insert(r#"{"stream":true,"stream":true}"#, None);
+    check_insert(r#"["stream"]"#, None);
+}
+
+#[test]
+fn include_usage_keeps_every_other_byte() {
+    // Unsorted schema properties, a 30-digit integer, odd whitespace,
+    // unicode escapes: all must survive untouched.
+    let body = "{ \"model\" : \"gpt-4o\",\n\t\"stream\":true ,\"response_format\":{\"type\":\"json_schema\",\"json_schema\":{\"schema\":{\"type\":\"object\",\"properties\":{\"zeta\":{\"type\":\"string\"},\"alpha\":{\"type\":\"integer\"},\"mid\":{\"type\":\"number\"}}}}},\n  \"seed\": 123456789012345678901234567890, \"messages\":[{\"role\":\"user\",\"content\":\"caf\\u00e9 \\ud83d\\ude00 \\\"q\\\"\"}]   \n}  ";
+    let out = insert_include_usage(body.as_bytes()).unwrap();
+    let inserted = br#","stream_options":{"include_usage":true}"#;
+    let at = out
+        .windows(inserted.len())
+        .position(|w| w == inserted)
+        .unwrap();
+    let mut without = out[..at].to_vec();
+    without.extend_from_slice(&out[at + inserted.len()..]);
+    assert_eq!(without, body.as_bytes());
+    let mut want: serde_json::Value = serde_json::from_str(body).unwrap();
+    want["stream_options"] = serde_json::json!({"include_usage": true});
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&out).unwrap(),
+        want
+    );
+}
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    encoder.write_all(data).unwrap();
+    encoder.finish().unwrap()
+}
+
+fn zlib(data: &[u8]) -> Vec<u8> {
+    let mut encoder = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
+    encoder.write_all(data).unwrap();
+    encoder.finish().unwrap()
+}
+
+fn raw_deflate(data: &[u8]) -> Vec<u8> {
+    let mut encoder = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::fast());
+    encoder.write_all(data).unwrap();
+    encoder.finish().unwrap()
+}
+
+/// A brotli stream of one uncompressed meta-block (RFC 7932 §9.2): there
+/// is no pure-Rust brotli encoder among the dependencies.
+fn brotli_stored(data: &[u8]) -> Vec<u8> {
+    assert!(!data.is_empty() && data.len() <= 1 << 16);
+    // WBITS=16 (one 0 bit), ISLAST=0, MNIBBLES=4 (00), MLEN-1 in 16 bits,
+    // ISUNCOMPRESSED=1, then padding to the byte.
+    let header: u32 = (u32::try_from(data.len() - 1).unwrap() << 4) | (1 << 20);
+    let mut out = header.to_le_bytes()[..3].to_vec();
+    out.extend_from_slice(data);
+    // ISLAST=1, ISLASTEMPTY=1.
+    out.push(0b11);
+    out
+}
+
+fn zstd(data: &[u8]) -> Vec<u8> {
+    ruzstd::encoding::compress_to_vec(data, ruzstd::encoding::CompressionLevel::Fastest)
+}
+
+fn check_decode(
+    encoding: Option<&str>,
+    body: &[u8],
+    limit: usize,
+    expected: Result<&[u8], DecodeError>,
+) {
+    let got = decode_request_body(encoding, body, limit);
+    assert_eq!(
+        got.as_deref().map_err(Clone::clone),
+        expected,
+        "{encoding:?}"
+    );
+}
+
+#[test]
+fn request_bodies_decode_from_every_coding() {
+    let json: &[u8] = br#"{"model":"gpt-4o","messages":[]}"#;
+    let ok = |b| Ok(b);
+    check_decode(None, json, 100, ok(json));
+    check_decode(Some("identity"), json, 100, ok(json));
+    check_decode(Some("gzip"), &gzip(json), 100, ok(json));
+    check_decode(Some("X-GZIP"), &gzip(json), 100, ok(json));
+    check_decode(Some("deflate"), &zlib(json), 100, ok(json));
+    check_decode(Some("deflate"), &raw_deflate(json), 100, ok(json));
+    check_decode(Some("br"), &brotli_stored(json), 100, ok(json));
+    check_decode(Some("zstd"), &zstd(json), 100, ok(json));
+    // Applied left to right, undone right to left.
+    check_decode(Some("gzip, br"), &brotli_stored(&gzip(json)), 100, ok(json));
+    check_decode(
+        Some("zstd,identity, deflate"),
+        &zlib(&zstd(json)),
+        100,
+        ok(json),
+    );
+    check_decode(
+        Some("compress"),
+        json,
+        100,
+        Err(DecodeError::UnknownEncoding("compress".into())),
+    );
+    check_decode(
+        Some("gzip, bogus"),
+        json,
+        100,
+        Err(DecodeError::UnknownEncoding("bogus".into())),
+    );
+    assert!(matches!(
+        decode_request_body(Some("gzip"), json, 100),
+        Err(DecodeError::Corrupt {
+            encoding: "gzip",
+            ..
+        })
+    ));
+    assert!(matches!(
+        decode_request_body(Some("zstd"), json, 100),
+        Err(DecodeError::Corrupt {
+            encoding: "zstd",
+            ..
+        })
+    ));
+    // The limit holds exactly, at every stage of a stack.
+    check_decode(Some("gzip"), &gzip(json), json.len(), ok(json));
+    check_decode(
+        Some("gzip"),
+        &gzip(json),
+        json.len() - 1,
+        Err(DecodeError::TooLarge {
+            limit: json.len() - 1,
+        }),
+    );
+}
+
+#[test]
+fn a_decompression_bomb_stops_at_the_limit() {
+    // 64 MiB of zeros is about 64 kB of gzip, and far less once more.
+    let zeros = vec![0u8; 64 << 20];
+    let bomb = gzip(&gzip(&zeros));
+    assert!(bomb.len() < 100_000, "{}", bomb.len());
+    let limit = 1 << 20;
+    check_decode(
+        Some("gzip, gzip"),
+        &bomb,
+        limit,
+        Err(DecodeError::TooLarge { limit }),
+    );
+    check_decode(
+        Some("zstd"),
+        &zstd(&zeros[..4 << 20]),
+        limit,
+        Err(DecodeError::TooLarge { limit }),
+    );
+    let message = DecodeError::TooLarge { limit }.to_string();
+    assert!(message.contains("more than 1048576 bytes"), "{message}");
+}
