@@ -499,6 +499,8 @@ fn stream_and_service_tier() {
 }
 
 /// The input side of one request: (text bytes, images, unknown input).
+type InputExpected = (u64, u64, Option<&'static str>);
+
 fn check_input(api: Api, path: &str, body: &str, expected: (u64, u64, Option<&str>)) {
     let facts = facts(api, path, body);
     assert_eq!(
@@ -515,7 +517,7 @@ fn check_input(api: Api, path: &str, body: &str, expected: (u64, u64, Option<&st
 #[test]
 fn input_counts_text_never_punctuation_and_images_by_count() {
     let chat = "/v1/chat/completions";
-    let cases: &[(Api, &str, &str, (u64, u64, Option<&str>))] = &[
+    let cases: &[(Api, &str, &str, InputExpected)] = &[
         // "messages" 8 + "role" 4 + "user" 4 + "content" 7 + "hi" 2.
         (
             Api::OpenAi,
