@@ -10,6 +10,7 @@ mod error_shape;
 mod kind;
 mod model;
 mod prices;
+mod request;
 mod strip;
 mod usage;
 
@@ -22,6 +23,11 @@ pub use kind::{Api, KindError, ProviderKind};
 pub use model::{ModelError, RequestModel, max_output_tokens, request_model};
 pub use prices::{
     PriceEntry, PriceError, PriceSource, PriceTable, RawPrice, TokenPrices, parse_usd_per_million,
+};
+pub use request::{
+    DecodeError, InputSize, LimitEntry, LimitError, LimitSource, LimitTable, ModelLimits,
+    OutputBound, OutputFrom, RawLimit, RequestError, RequestFacts, Units, WorstCase,
+    decode_request_body, insert_include_usage, inspect,
 };
 pub use strip::{UsageStripper, request_usage_in_stream};
 pub use usage::{

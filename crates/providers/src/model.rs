@@ -3,6 +3,7 @@
 //! `deployments/NAME`).
 
 use crate::kind::Api;
+use crate::request::{OutputBound, RequestError};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RequestModel {
@@ -23,7 +24,8 @@ pub enum ModelError {
 }
 
 /// Finds the model a request names. `path` is the part forwarded upstream
-/// (below the gateway prefix), `body` the buffered request body.
+/// (below the gateway prefix), `body` the buffered request body. A thin
+/// wrapper over [`crate::inspect`], for callers that need only the model.
 pub fn request_model(
     api: Api,
     method: &http::Method,
@@ -31,33 +33,18 @@ pub fn request_model(
     content_type: Option<&str>,
     body: &[u8],
 ) -> Result<RequestModel, ModelError> {
-    if let Some(model) = model_from_path(api, path) {
-        return Ok(model);
-    }
-    let content_type = content_type
-        .map(|ct| ct.trim_start().to_ascii_lowercase())
-        .unwrap_or_default();
-    let is_json = content_type.starts_with("application/json");
-    // curl's `-d` labels JSON as a form; a body that opens with `{` is read as
-    // JSON whatever its label says, except real multipart uploads.
-    let looks_like_json = !content_type.starts_with("multipart/")
-        && body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
-    if method == http::Method::POST && (is_json || looks_like_json) {
-        if body.is_empty() {
-            return Ok(RequestModel::Unknown);
+    match crate::request::inspect(api, method, path, content_type, body) {
+        Ok(facts) => Ok(facts.model),
+        Err(RequestError::ModelNotString) => Err(ModelError::ModelNotString),
+        // A duplicate key is malformed for the gateway: the message names it.
+        Err(error @ RequestError::DuplicateKey { .. }) => {
+            Err(ModelError::MalformedJson(error.to_string()))
         }
-        let value: serde_json::Value = serde_json::from_slice(body)
-            .map_err(|error| ModelError::MalformedJson(error.to_string()))?;
-        return match value.get("model") {
-            None => Ok(RequestModel::Unknown),
-            Some(serde_json::Value::String(model)) => Ok(RequestModel::Named(model.clone())),
-            Some(_) => Err(ModelError::ModelNotString),
-        };
+        Err(RequestError::MalformedJson(what)) => Err(ModelError::MalformedJson(what)),
     }
-    Ok(RequestModel::Unknown)
 }
 
-fn model_from_path(api: Api, path: &str) -> Option<RequestModel> {
+pub(crate) fn model_from_path(api: Api, path: &str) -> Option<RequestModel> {
     let path = path.split('?').next().unwrap_or(path);
     let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     // `.../models` alone is the listing in every dialect.
@@ -94,56 +81,27 @@ fn model_from_path(api: Api, path: &str) -> Option<RequestModel> {
     }
 }
 
-/// Output-token caps as each dialect writes them in a request body.
-#[derive(Debug, Default, serde::Deserialize)]
-struct OutputCaps {
-    max_tokens: Option<u64>,
-    max_completion_tokens: Option<u64>,
-    max_output_tokens: Option<u64>,
-    /// OpenAI: choices generated per request.
-    n: Option<u64>,
-    #[serde(rename = "generationConfig")]
-    generation_config: Option<GeminiGenerationConfig>,
-}
-
-#[derive(Debug, Default, serde::Deserialize)]
-struct GeminiGenerationConfig {
-    #[serde(rename = "maxOutputTokens")]
-    max_output_tokens: Option<u64>,
-    #[serde(rename = "candidateCount")]
-    candidate_count: Option<u64>,
-}
-
-/// The most output tokens a request can be billed for, from its own caps
-/// (`max_tokens`, `max_completion_tokens`, `max_output_tokens`,
-/// `generationConfig.maxOutputTokens`, times `n` or `candidateCount`).
-/// `Some(0)` for embeddings (they generate nothing); `None` when the
-/// request sets no cap, or its body is not JSON the gateway can read.
+/// The most output tokens a request can be billed for, from its own caps,
+/// times its copies (see [`crate::inspect`] for the fields read). `Some(0)`
+/// for endpoints that generate nothing; `None` when the request sets no
+/// usable cap (the model's maximum applies), or its body is not JSON the
+/// gateway can read. A thin wrapper for callers without a limits table.
 pub fn max_output_tokens(api: Api, path: &str, body: &[u8]) -> Option<u64> {
-    let path = path.split('?').next().unwrap_or(path);
-    if path.ends_with("/embeddings")
-        || path.ends_with(":embedContent")
-        || path.ends_with(":batchEmbedContents")
-        || path.ends_with(":countTokens")
-        || path.ends_with("/count_tokens")
-    {
-        return Some(0);
-    }
-    let caps: OutputCaps = serde_json::from_slice(body).ok()?;
-    let (cap, copies) = match api {
-        Api::OpenAi => (
-            caps.max_completion_tokens
-                .or(caps.max_output_tokens)
-                .or(caps.max_tokens),
-            caps.n,
-        ),
-        Api::Anthropic => (caps.max_tokens, None),
-        Api::Gemini => {
-            let config = caps.generation_config.unwrap_or_default();
-            (config.max_output_tokens, config.candidate_count)
+    let facts = crate::request::inspect(
+        api,
+        &http::Method::POST,
+        path,
+        Some("application/json"),
+        body,
+    )
+    .ok()?;
+    match facts.output {
+        OutputBound::Nothing => Some(0),
+        OutputBound::Capped { tokens } | OutputBound::EndpointDefault { tokens } => {
+            Some(tokens.saturating_mul(facts.copies))
         }
-    };
-    cap.map(|cap| cap.saturating_mul(copies.unwrap_or(1).max(1)))
+        OutputBound::Uncapped => None,
+    }
 }
 
 #[cfg(test)]
@@ -163,8 +121,10 @@ mod tests {
             (
                 Api::OpenAi,
                 "/v1/chat/completions",
+                // Two caps: the bound takes the larger (providers differ on
+                // which one applies).
                 r#"{"max_completion_tokens":50,"max_tokens":100,"n":3}"#,
-                Some(150),
+                Some(300),
             ),
             (
                 Api::OpenAi,

@@ -10,34 +10,9 @@
 
 use bytes::{Bytes, BytesMut};
 
-/// Rewrites a request body to ask for usage, if it is a stream that does not
-/// already. Returns the new body, or `None` when nothing needs to change (not
-/// a stream, usage already requested, or not a JSON object).
-pub fn request_usage_in_stream(body: &[u8]) -> Option<Vec<u8>> {
-    // Most requests do not stream: skip parsing them a second time (the
-    // model was already read from the body).
-    if !contains(body, b"\"stream\"") {
-        return None;
-    }
-    let mut value: serde_json::Value = serde_json::from_slice(body).ok()?;
-    let object = value.as_object_mut()?;
-    if object.get("stream").and_then(serde_json::Value::as_bool) != Some(true) {
-        return None;
-    }
-    let options = object
-        .entry("stream_options")
-        .or_insert_with(|| serde_json::json!({}));
-    let options = options.as_object_mut()?;
-    if options
-        .get("include_usage")
-        .and_then(serde_json::Value::as_bool)
-        == Some(true)
-    {
-        return None;
-    }
-    options.insert("include_usage".to_owned(), serde_json::Value::Bool(true));
-    serde_json::to_vec(&value).ok()
-}
+/// The former name of [`crate::insert_include_usage`], which edits the
+/// body's bytes instead of re-serializing it.
+pub use crate::request::insert_include_usage as request_usage_in_stream;
 
 /// Removes usage the client did not ask for from an SSE stream, event by
 /// event. Bytes of an event still incomplete at the end of a chunk are held
