@@ -84,6 +84,9 @@ pub struct GatewayParts {
     pub clock: Arc<dyn Clock>,
     /// Prices for metering (the shipped table, with the operator's overrides).
     pub prices: keyforge_providers::PriceTable,
+    /// Models' output and input limits, which bound requests that set no
+    /// cap (the shipped table, with the operator's overrides).
+    pub limits: keyforge_providers::LimitTable,
 }
 
 /// A gateway ready to serve.
@@ -126,6 +129,7 @@ impl Gateway {
                 .map_err(|error| GatewayInitError::Scrubber(error.to_string()))?,
             admin_write: tokio::sync::Mutex::new(()),
             prices: Arc::new(parts.prices),
+            limits: Arc::new(parts.limits),
             ledger,
             alerts,
             audit_key: audit::CheckpointKey::new(checkpoint_key.as_slice()),

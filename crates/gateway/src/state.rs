@@ -26,6 +26,7 @@ pub(crate) struct AppState {
     pub(crate) http: crate::upstream::UpstreamClient,
     pub(crate) scrubber: Scrubber,
     pub(crate) prices: Arc<keyforge_providers::PriceTable>,
+    pub(crate) limits: Arc<keyforge_providers::LimitTable>,
     pub(crate) ledger: crate::ledger::LedgerWriter,
     pub(crate) alerts: crate::alerts::Alerts,
     /// Signs audit checkpoints and export end markers.

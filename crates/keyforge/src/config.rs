@@ -8,7 +8,10 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use keyforge_gateway::{AnomalyConfig, GatewayConfig};
-use keyforge_providers::{PriceTable, RawPrice, TokenPrices, parse_usd_per_million};
+use keyforge_gateway::{SpendConfig, UnknownInput};
+use keyforge_providers::{
+    LimitTable, ModelLimits, PriceTable, RawLimit, RawPrice, TokenPrices, parse_usd_per_million,
+};
 use keyforge_types::Ttl;
 use serde::Deserialize;
 
@@ -37,6 +40,10 @@ pub(crate) struct RawConfig {
     /// Price entries that extend or override the shipped table.
     #[serde(default)]
     price: Vec<RawPrice>,
+    /// Model limits (max output, context window) that extend or override
+    /// the shipped table.
+    #[serde(default)]
+    limit: Vec<RawLimit>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -50,8 +57,18 @@ struct RawPricing {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawBudgets {
-    /// Output tokens reserved for a request that sets no max tokens.
+    /// Output tokens reserved for a request that sets no max tokens, for
+    /// a model the limits table does not know.
     reserve_output_tokens: Option<u64>,
+    /// Charged for a success that reports nothing the price table can
+    /// price (`"0.05usd"`).
+    unmetered_request_cost: Option<String>,
+    /// How long a response is still read after its client left (`2m`).
+    cancelled_drain_timeout: Option<String>,
+    /// `"bound"` (reserve the model's context window, or
+    /// `unknown_input_tokens`) or `"refuse"` (for keys with a budget).
+    unknown_input: Option<String>,
+    unknown_input_tokens: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -89,6 +106,7 @@ pub(crate) struct ServeConfig {
     pub(crate) data_dir: PathBuf,
     pub(crate) gateway: GatewayConfig,
     pub(crate) prices: PriceTable,
+    pub(crate) limits: LimitTable,
 }
 
 /// Values read from the environment, passed in so tests need not mutate it.
@@ -191,6 +209,7 @@ pub(crate) fn resolve(args: &ServeArgs, env: &EnvOverrides) -> anyhow::Result<Se
             .budgets
             .reserve_output_tokens
             .unwrap_or(defaults.reserve_output_tokens),
+        spend: spend_config(&raw.budgets, defaults.spend.clone())?,
         anomaly: anomaly_config(raw.anomaly, defaults.anomaly)?,
         rotation_max_age: match raw.rotation.max_age {
             None => defaults.rotation_max_age,
@@ -229,11 +248,58 @@ pub(crate) fn resolve(args: &ServeArgs, env: &EnvOverrides) -> anyhow::Result<Se
             cache_write: fallback_input,
             output: fallback_output,
         });
+    let limits = LimitTable::shipped()
+        .context("the shipped limits table is invalid")?
+        .with_overrides(&raw.limit)
+        .context("config `[[limit]]`")?;
+    let limits = match raw.budgets.reserve_output_tokens {
+        // The operator's figure for models the table does not know.
+        Some(tokens) => {
+            let fallback = limits.fallback;
+            limits.with_fallback(ModelLimits {
+                max_output_tokens: tokens,
+                ..fallback
+            })
+        }
+        None => limits,
+    };
     Ok(ServeConfig {
         listen,
         data_dir,
         gateway,
         prices,
+        limits,
+    })
+}
+
+fn spend_config(raw: &RawBudgets, defaults: SpendConfig) -> anyhow::Result<SpendConfig> {
+    let unmetered_request_cost = match &raw.unmetered_request_cost {
+        None => defaults.unmetered_request_cost,
+        Some(text) => keyforge_types::BudgetLimit::parse(&format!("{text}/day"))
+            .map(|limit| limit.amount)
+            .map_err(|error| anyhow::anyhow!("{error}"))
+            .context("config `budgets.unmetered_request_cost` (an amount like \"0.05usd\")")?,
+    };
+    let cancelled_drain_timeout = match &raw.cancelled_drain_timeout {
+        None => defaults.cancelled_drain_timeout,
+        Some(text) => Ttl::parse(text)
+            .map(|ttl| ttl.as_duration())
+            .context("config `budgets.cancelled_drain_timeout`")?,
+    };
+    let unknown_input = match (raw.unknown_input.as_deref(), raw.unknown_input_tokens) {
+        (None | Some("bound"), tokens) => UnknownInput::Bound(tokens),
+        (Some("refuse"), None) => UnknownInput::Refuse,
+        (Some("refuse"), Some(_)) => bail!(
+            "config `budgets.unknown_input_tokens` is only used with `unknown_input = \"bound\"`"
+        ),
+        (Some(other), _) => bail!(
+            "config `budgets.unknown_input` is `{other}`: expected \"bound\" or \"refuse\""
+        ),
+    };
+    Ok(SpendConfig {
+        unmetered_request_cost,
+        cancelled_drain_timeout,
+        unknown_input,
     })
 }
 

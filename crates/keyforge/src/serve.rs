@@ -43,6 +43,7 @@ pub(crate) async fn run(config: ServeConfig) -> anyhow::Result<()> {
         admin_token,
         clock: Arc::new(SystemClock),
         prices: config.prices,
+        limits: config.limits,
     })
     .await?;
     let listener = tokio::net::TcpListener::bind(config.listen)

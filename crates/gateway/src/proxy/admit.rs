@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use keyforge_control::{Exhausted, InFlightGuard, RateDenied, RateGrant, Reservation, SpendChange};
-use keyforge_providers::{ErrorClass, Usage, max_output_tokens};
+use keyforge_providers::{ErrorClass, Usage};
 use keyforge_types::NanoUsd;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -23,6 +23,7 @@ use super::authenticate::Authenticated;
 use super::authorize::Target;
 use crate::error::GatewayError;
 use crate::snapshot::{KeyEntry, KeyLimiters, unix_ns};
+use crate::config::UnknownInput;
 use crate::state::AppState;
 
 /// What a request holds while it is in flight.
@@ -38,9 +39,10 @@ pub(crate) struct Admission {
     requests: Option<RateGrant>,
     tokens: Option<RateGrant>,
     settled: bool,
-    /// The request's input in tokens, as estimated: what is billed when the
-    /// provider ran it but never reported its usage.
-    input_estimate: u64,
+    /// The request's input in tokens, as estimated, when admission needed
+    /// it: what is billed when the provider ran the request but never
+    /// reported its usage.
+    input_estimate: Option<u64>,
     /// What was reserved, when a budget applies: charged to a request of a
     /// token endpoint whose response reported no usage (an upstream that
     /// omits it), so the charge never exceeds the reservation.
@@ -60,41 +62,66 @@ struct Level {
 
 /// The request's worst case, computed only when something needs it.
 struct Estimate {
-    /// Upper bound of input tokens: one per byte of the body (a token is
-    /// never shorter than a byte of text).
+    /// Upper bound of input tokens (see `RequestFacts::worst_case`): bytes
+    /// of the text the model reads, per-image bounds, or the model's context
+    /// window where the input is not in the request.
     input_tokens: u64,
+    /// A realistic input estimate, for rate limits.
+    input_estimate_tokens: u64,
+    /// Upper bound of output tokens: every copy at its cap, or at the
+    /// model's maximum output where the request sets none.
     output_tokens: u64,
 }
 
 impl Estimate {
-    fn of(state: &AppState, target: &Target, method: &Method, body: &[u8]) -> Self {
+    fn of(
+        state: &AppState,
+        ctx: &RequestContext,
+        target: &Target,
+        has_budget: bool,
+    ) -> Result<Self, GatewayError> {
         if !reports_tokens(&target.upstream_path) {
             // Billed per unit or not at all: the reservation is the
             // endpoint's fallback charge (see `admit`), not tokens.
-            return Self {
+            return Ok(Self {
                 input_tokens: 0,
+                input_estimate_tokens: 0,
                 output_tokens: 0,
-            };
+            });
         }
-        let generates = method == Method::POST;
-        let output_tokens = if generates {
-            max_output_tokens(target.provider.kind.api(), &target.upstream_path, body)
-                .unwrap_or(state.config.reserve_output_tokens)
-        } else {
-            0
-        };
-        Self {
-            input_tokens: u64::try_from(body.len()).unwrap_or(u64::MAX),
-            output_tokens,
+        let worst = target.facts.worst_case(
+            &state.limits,
+            target.provider.kind.api(),
+            ctx.model.as_deref().unwrap_or(""),
+        );
+        let mut input_tokens = worst.input_tokens;
+        if let Some(field) = worst.unknown_input {
+            match state.config.spend.unknown_input {
+                UnknownInput::Refuse if has_budget => {
+                    return Err(GatewayError::client(
+                        ErrorClass::InvalidRequest,
+                        "unknown_input",
+                        format!(
+                            "this request's input is not in the request (`{field}`), so its cost cannot be bounded, and this gateway refuses such requests for keys with a budget; send the input itself"
+                        ),
+                    ));
+                }
+                UnknownInput::Bound(Some(tokens)) => input_tokens = tokens,
+                UnknownInput::Bound(None) | UnknownInput::Refuse => {}
+            }
         }
+        Ok(Self {
+            input_tokens,
+            input_estimate_tokens: worst.input_estimate_tokens.min(input_tokens),
+            output_tokens: worst.output_tokens,
+        })
     }
 
-    /// Tokens counted against a TPM limit: the input as OpenAI estimates it
-    /// (about four bytes a token) plus the output cap. A rate limit smooths
-    /// traffic; only budgets need the strict upper bound.
+    /// Tokens counted against a TPM limit: the input as estimated plus the
+    /// output bound. A rate limit smooths traffic; only budgets need the
+    /// strict upper bound.
     fn rate_tokens(&self) -> u64 {
-        self.input_tokens
-            .div_ceil(4)
+        self.input_estimate_tokens
             .saturating_add(self.output_tokens)
     }
 
@@ -147,8 +174,6 @@ pub(crate) fn admit(
     ctx: &RequestContext,
     key: &Authenticated,
     target: &Target,
-    method: &Method,
-    body: &[u8],
 ) -> Result<Admission, GatewayError> {
     let entry = &key.entry;
     let mut admission = Admission {
@@ -159,7 +184,7 @@ pub(crate) fn admit(
         requests: None,
         tokens: None,
         settled: false,
-        input_estimate: u64::try_from(body.len()).unwrap_or(u64::MAX).div_ceil(4),
+        input_estimate: None,
         worst_cost: None,
     };
     let chain = std::iter::once(entry).chain(entry.ancestors.iter());
@@ -173,9 +198,15 @@ pub(crate) fn admit(
         return Ok(admission);
     }
     let now_ns = unix_ns(ctx.arrived);
-    let estimate = (limited.iter().any(|level| level.limiters.tpm.is_some())
-        || !entry.budgets.is_empty())
-    .then(|| Estimate::of(state, target, method, body));
+    let estimate = if limited.iter().any(|level| level.limiters.tpm.is_some())
+        || !entry.budgets.is_empty()
+    {
+        let estimate = Estimate::of(state, ctx, target, !entry.budgets.is_empty())?;
+        admission.input_estimate = Some(estimate.input_estimate_tokens);
+        Some(estimate)
+    } else {
+        None
+    };
     // On a refusal, what was taken so far is given back: in-flight places
     // and TPM tokens when `admission` drops, RPM places here.
     for level in limited {
@@ -305,7 +336,7 @@ fn admit_level(
 }
 
 impl Admission {
-    pub(crate) fn input_estimate(&self) -> u64 {
+    pub(crate) fn input_estimate(&self) -> Option<u64> {
         self.input_estimate
     }
 

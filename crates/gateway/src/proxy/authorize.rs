@@ -4,7 +4,9 @@
 use std::sync::Arc;
 
 use http::request::Parts;
-use keyforge_providers::{ErrorClass, ModelError, RequestModel, request_model};
+use keyforge_providers::{
+    DecodeError, ErrorClass, RequestError, RequestFacts, RequestModel, decode_request_body, inspect,
+};
 use keyforge_store::VirtualKeyRecord;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -21,6 +23,11 @@ pub(crate) struct Target {
     /// Serve with the pending key version (a gradual rollout's share).
     pending: bool,
     pub(crate) upstream_path: String,
+    /// What the request body says: model, caps, copies, input size, units.
+    pub(crate) facts: RequestFacts,
+    /// The body was sent compressed (`Content-Encoding`): it is forwarded
+    /// as received, so the gateway cannot edit it.
+    pub(crate) encoded: bool,
 }
 
 impl Target {
@@ -100,6 +107,7 @@ pub(crate) fn target(
     route: &Route,
     parts: &Parts,
     body: &[u8],
+    max_decoded: usize,
     ctx: &mut RequestContext,
 ) -> Result<Target, GatewayError> {
     let record = &key.entry.record;
@@ -107,25 +115,34 @@ pub(crate) fn target(
     ctx.api = provider.kind.api();
     ctx.provider = Some(provider.record.name.clone());
 
-    let content_type = parts
-        .headers
-        .get(http::header::CONTENT_TYPE)
-        .and_then(|value| value.to_str().ok());
-    let model = request_model(
+    let header = |name: http::header::HeaderName| {
+        parts
+            .headers
+            .get(name)
+            .and_then(|value| value.to_str().ok())
+    };
+    let content_encoding = header(http::header::CONTENT_ENCODING)
+        .map(str::trim)
+        .filter(|coding| !coding.is_empty() && !coding.eq_ignore_ascii_case("identity"));
+    // A compressed body is inspected decompressed (bounded like any body)
+    // and forwarded as received.
+    let decoded = decode_request_body(content_encoding, body, max_decoded)
+        .map_err(decode_error)?;
+    let facts = inspect(
         provider.kind.api(),
         &parts.method,
         &route.upstream_path,
-        content_type,
-        body,
+        header(http::header::CONTENT_TYPE),
+        &decoded,
     )
-    .map_err(|error| match error {
-        ModelError::MalformedJson(_) | ModelError::ModelNotString => GatewayError::client(
-            ErrorClass::InvalidRequest,
-            "invalid_json",
-            error.to_string(),
-        ),
+    .map_err(|error| {
+        let code = match error {
+            RequestError::DuplicateKey { .. } => "duplicate_json_key",
+            RequestError::MalformedJson(_) | RequestError::ModelNotString => "invalid_json",
+        };
+        GatewayError::client(ErrorClass::InvalidRequest, code, error.to_string())
     })?;
-    match model {
+    match facts.model.clone() {
         RequestModel::Named(model) => {
             if !record.scope.allows_model(&model) {
                 let shown: String = model.chars().take(100).collect();
@@ -160,7 +177,26 @@ pub(crate) fn target(
         provider,
         pending,
         upstream_path: route.upstream_path.clone(),
+        facts,
+        encoded: content_encoding.is_some(),
     })
+}
+
+fn decode_error(error: DecodeError) -> GatewayError {
+    match error {
+        DecodeError::TooLarge { .. } => GatewayError::client(
+            ErrorClass::RequestTooLarge,
+            "body_too_large",
+            error.to_string(),
+        ),
+        DecodeError::UnknownEncoding(_) | DecodeError::Corrupt { .. } => {
+            GatewayError::client(
+                ErrorClass::InvalidRequest,
+                "invalid_content_encoding",
+                error.to_string(),
+            )
+        }
+    }
 }
 
 fn allowed_models(record: &VirtualKeyRecord) -> String {

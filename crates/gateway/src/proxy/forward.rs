@@ -14,7 +14,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use keyforge_providers::{
     Api, ErrorClass, Meter, Usage, UsageSource, UsageStripper, inject_provider_key,
-    request_usage_in_stream, sanitize_query, sanitize_request_headers, strip_response_headers,
+    insert_include_usage, sanitize_query, sanitize_request_headers, strip_response_headers,
 };
 use keyforge_store::LedgerRecord;
 use tokio::sync::oneshot;
@@ -112,11 +112,12 @@ fn build_request(
 
     // Meter every OpenAI stream from the provider's own count: ask for
     // usage on the client's behalf, and strip it from the response again.
+    // A compressed body is forwarded as received: it cannot be edited.
     let body = match (
         provider.kind.api(),
-        target.upstream_path.ends_with("/completions"),
+        target.upstream_path.ends_with("/completions") && !target.encoded,
     ) {
-        (Api::OpenAi, true) => match request_usage_in_stream(&body) {
+        (Api::OpenAi, true) => match insert_include_usage(&body) {
             Some(rewritten) => {
                 ctx.strip_usage = true;
                 Bytes::from(rewritten)
@@ -358,6 +359,8 @@ pub(crate) fn settlement(
         client: ctx.client,
         billable: ctx.billable,
         input_estimate,
+        input: target.facts.input,
+        limits: state.limits.clone(),
         unmetered_cost,
     })
 }

@@ -81,8 +81,11 @@ pub(crate) struct Pending {
     /// usage is charged `unmetered_cost`, never recorded as free.
     pub(crate) billable: bool,
     /// What the request's input is estimated at, in tokens: billed when the
-    /// provider ran the request but never said what it used.
-    pub(crate) input_estimate: u64,
+    /// provider ran the request but never said what it used. Computed at
+    /// admission when a limit needed it, else from `input` on that rare path.
+    pub(crate) input_estimate: Option<u64>,
+    pub(crate) input: keyforge_providers::InputSize,
+    pub(crate) limits: Arc<keyforge_providers::LimitTable>,
     pub(crate) unmetered_cost: NanoUsd,
 }
 
@@ -148,8 +151,13 @@ impl Pending {
             && usage.input_tokens == 0
             && usage.cached_input_tokens == 0
         {
-            usage.input_tokens = self.input_estimate;
-            if source == UsageSource::None && self.input_estimate > 0 {
+            let estimate = self.input_estimate.unwrap_or_else(|| {
+                let model = self.record.model.as_deref().unwrap_or("");
+                let (limits, _) = self.limits.lookup(self.api, model);
+                self.input.estimate(limits.image_tokens)
+            });
+            usage.input_tokens = estimate;
+            if source == UsageSource::None && estimate > 0 {
                 source = UsageSource::Estimated;
             }
         }

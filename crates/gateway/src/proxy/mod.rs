@@ -132,8 +132,16 @@ async fn pipeline(
     authorize::key_is_usable(&key, state.clock.now())?;
     let body = body::read(&state.config, &parts, body).await?;
     ctx.billable = admit::is_billable(&parts.method, &route.upstream_path);
-    let target = authorize::target(&snapshot, &key, &route, &parts, &body, ctx)?;
-    let admission = admit::admit(state, ctx, &key, &target, &parts.method, &body)?;
+    let target = authorize::target(
+        &snapshot,
+        &key,
+        &route,
+        &parts,
+        &body,
+        state.config.max_request_body_bytes,
+        ctx,
+    )?;
+    let admission = admit::admit(state, ctx, &key, &target)?;
     let findings = key.entry.watch.on_request(
         crate::snapshot::unix_ms(ctx.arrived),
         ctx.client,

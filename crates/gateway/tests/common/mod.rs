@@ -53,6 +53,7 @@ impl Harness {
             admin_token: SecretString::from(admin_token.clone()),
             clock: Arc::new(clock.clone()),
             prices: keyforge_providers::PriceTable::shipped().unwrap(),
+            limits: keyforge_providers::LimitTable::shipped().unwrap(),
         })
         .await
         .unwrap();

@@ -61,13 +61,14 @@ impl InputSize {
     }
 
     /// Input tokens, a realistic estimate: about four bytes of text a token,
-    /// images and overhead as in the bound.
+    /// images as in the bound, and the template overhead at a quarter of
+    /// its bound (the bound's per-object allowance is generous: OpenAI
+    /// frames a message in about 4 tokens, not 4 per nested object).
     pub fn estimate(&self, image_tokens: u64) -> u64 {
         self.text_bytes
             .div_ceil(BYTES_PER_TOKEN)
             .saturating_add(self.images.saturating_mul(image_tokens))
-            .saturating_add(self.overhead_tokens)
-            .saturating_add(REQUEST_TOKENS)
+            .saturating_add(self.overhead_tokens.div_ceil(4))
     }
 }
 
