@@ -15,7 +15,7 @@ pub(super) struct ArraySplitter {
     in_string: bool,
     escaped: bool,
     /// The element being read, carried over between chunks.
-    element: Vec<u8>,
+    pub(super) element: Vec<u8>,
     /// The current element outgrew the limit: its bytes are not kept.
     oversized: bool,
     /// The closing `]` was seen.

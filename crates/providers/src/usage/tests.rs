@@ -574,3 +574,146 @@ event: response.completed\ndata: {\"type\":\"response.completed\",\"response\":{
         check(*api, *stream, body, (*expected, UsageSource::Reported));
     }
 }
+
+// Fault 4: Gemini's `streamGenerateContent` without `?alt=sse`, one JSON
+// array streamed over time (measured: 0 tokens).
+
+const GEMINI_ARRAY: &str = "[{\"candidates\": [{\"content\": {\"parts\": [{\"text\": \"He said \\\"}]\\\" and\"}],\"role\": \"model\"}}],\"usageMetadata\": {\"promptTokenCount\": 12,\"totalTokenCount\": 12}}\r\n,{\"candidates\": [{\"content\": {\"parts\": [{\"text\": \" {left}\"}],\"role\": \"model\"},\"finishReason\": \"STOP\"}],\"usageMetadata\": {\"promptTokenCount\": 12,\"candidatesTokenCount\": 9,\"thoughtsTokenCount\": 3,\"totalTokenCount\": 24}}\r\n]";
+
+#[test]
+fn gemini_json_arrays_are_metered_element_by_element() {
+    let expected = (usage(12, 0, 0, 12, 3), UsageSource::Reported);
+    check(Api::Gemini, false, GEMINI_ARRAY, expected);
+    // The last element arrived: reported even if the connection was then
+    // cut.
+    check_with(Api::Gemini, false, 500, false, GEMINI_ARRAY, expected);
+    // Cut inside the second element: input from the first, output from the
+    // 16 delivered characters (`He said "}]" and`).
+    let cut = &GEMINI_ARRAY[..GEMINI_ARRAY.find("{left}").unwrap()];
+    check_with(
+        Api::Gemini,
+        false,
+        500,
+        false,
+        cut,
+        (usage(12, 0, 0, 4, 0), UsageSource::Estimated),
+    );
+    // Leading blanks, an empty array.
+    check(
+        Api::Gemini,
+        false,
+        "\n [\r\n]",
+        (Usage::default(), UsageSource::None),
+    );
+}
+
+#[test]
+fn an_oversized_array_element_is_skipped_and_the_next_metered() {
+    let big = format!(
+        "[{{\"candidates\":[{{\"content\":{{\"parts\":[{{\"text\":\"{}\"}}]}}}}]}},{{\"candidates\":[{{\"finishReason\":\"STOP\"}}],\"usageMetadata\":{{\"promptTokenCount\":2,\"candidatesTokenCount\":1}}}}]",
+        "x".repeat(2 * MAX_EVENT)
+    );
+    let mut meter = Meter::new(Api::Gemini, false, None);
+    for piece in big.as_bytes().chunks(64 * 1024) {
+        meter.feed(piece);
+        let Mode::Array(splitter) = &meter.mode else {
+            panic!("a JSON array is split");
+        };
+        assert!(splitter.element.len() <= MAX_EVENT, "memory is bounded");
+    }
+    assert_eq!(
+        meter.finish(false),
+        (usage(2, 0, 0, 1, 0), UsageSource::Reported)
+    );
+}
+
+// Fault 7: usage in other shapes, and bodies with no usage at all.
+
+#[test]
+fn images_transcriptions_and_bodies_without_usage() {
+    let images = |n, size, quality, u: Usage| Usage {
+        images: n,
+        image_variant: ImageVariant { size, quality },
+        ..u
+    };
+    let audio = |ms, u: Usage| Usage { audio_ms: ms, ..u };
+    let cases: &[(&str, (Usage, UsageSource))] = &[
+        // DALL-E: the images, no tokens.
+        (
+            r#"{"created":1,"data":[{"url":"https://example.com/a.png","revised_prompt":"a"},{"url":"https://example.com/b.png"}]}"#,
+            (
+                images(
+                    2,
+                    ImageSize::Unspecified,
+                    ImageQuality::Unspecified,
+                    Usage::default(),
+                ),
+                UsageSource::Reported,
+            ),
+        ),
+        // GPT Image: images, what they were, and tokens.
+        (
+            r#"{"created":1,"background":"opaque","data":[{"b64_json":"iVBORw0KGgo="}],"output_format":"png","quality":"high","size":"1536x1024","usage":{"input_tokens":50,"input_tokens_details":{"image_tokens":40,"text_tokens":10},"output_tokens":6208,"total_tokens":6258}}"#,
+            (
+                images(
+                    1,
+                    ImageSize::Wide1536,
+                    ImageQuality::High,
+                    usage(50, 0, 0, 6208, 0),
+                ),
+                UsageSource::Reported,
+            ),
+        ),
+        // Whisper `verbose_json`: seconds of audio, rounded up to the ms.
+        (
+            r#"{"task":"transcribe","language":"english","duration":8.4701,"text":"Hi","segments":[]}"#,
+            (audio(8471, Usage::default()), UsageSource::Reported),
+        ),
+        // `json` with duration usage.
+        (
+            r#"{"text":"Hi","usage":{"type":"duration","seconds":9}}"#,
+            (audio(9000, Usage::default()), UsageSource::Reported),
+        ),
+        // gpt-4o-transcribe: tokens.
+        (
+            r#"{"text":"Hi","usage":{"type":"tokens","input_tokens":14,"input_token_details":{"text_tokens":0,"audio_tokens":14},"output_tokens":45,"total_tokens":59}}"#,
+            (usage(14, 0, 0, 45, 0), UsageSource::Reported),
+        ),
+        // Embeddings data items are not images.
+        (
+            OPENAI_EMBEDDINGS,
+            (usage(8, 0, 0, 0, 0), UsageSource::Reported),
+        ),
+        // Moderation and files report nothing.
+        (
+            r#"{"id":"modr-1","model":"omni-moderation-latest","results":[{"flagged":false,"categories":{},"category_scores":{}}]}"#,
+            (Usage::default(), UsageSource::None),
+        ),
+        (
+            r#"{"object":"list","data":[{"id":"file-1","object":"file","bytes":120,"filename":"a.jsonl","purpose":"batch"}]}"#,
+            (Usage::default(), UsageSource::None),
+        ),
+        // A transcription as plain text.
+        ("Hello there.\n", (Usage::default(), UsageSource::None)),
+    ];
+    for (body, expected) in cases {
+        check(Api::OpenAi, false, body, *expected);
+    }
+}
+
+#[test]
+fn binary_bodies_are_not_copied() {
+    // An MP3 frame header, then audio: the first byte says it is not JSON.
+    let mut meter = Meter::new(Api::OpenAi, false, Some(10 * 1024 * 1024));
+    meter.feed(&[0xff, 0xfb, 0x90, 0x64]);
+    meter.feed(&vec![0x55; 1024 * 1024]);
+    assert!(matches!(meter.mode, Mode::Opaque));
+    assert_eq!(meter.finish(true), (Usage::default(), UsageSource::None));
+    // A cut one still bills the request's input estimate.
+    let mut meter = Meter::new(Api::OpenAi, false, None).with_input_estimate(30);
+    meter.feed(b"ID3\x04");
+    assert_eq!(
+        meter.finish(false),
+        (usage(30, 0, 0, 0, 0), UsageSource::Estimated)
+    );
+}
