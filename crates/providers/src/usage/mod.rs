@@ -240,13 +240,8 @@ impl Tally {
             self.service_tier = Some(tier);
         }
         if api == Api::OpenAi {
-            let images = event
-                .data
-                .iter()
-                .flatten()
-                .filter(|item| item.is_image())
-                .count();
-            self.images += images as u64;
+            let images = event.data.0;
+            self.images += images;
             if images > 0 {
                 self.image_variant = event.image_variant();
             }

@@ -717,3 +717,27 @@ fn binary_bodies_are_not_copied() {
         (usage(30, 0, 0, 0, 0), UsageSource::Estimated)
     );
 }
+
+#[test]
+fn members_of_an_unexpected_type_never_lose_the_usage() {
+    let cases: &[(Api, &str, Usage)] = &[
+        (
+            Api::OpenAi,
+            r#"{"type":3,"service_tier":{"name":"flex"},"data":"x","size":1024,"quality":null,"duration":"n/a","usage":{"prompt_tokens":"6","completion_tokens":true}}"#,
+            usage(6, 0, 0, 0, 0),
+        ),
+        (
+            Api::OpenAi,
+            r#"{"data":[[0.1,0.2],"s",null,{"url":null}],"usage":{"prompt_tokens":2,"completion_tokens":1}}"#,
+            usage(2, 0, 0, 1, 0),
+        ),
+        (
+            Api::Anthropic,
+            r#"{"type":["message"],"usage":{"input_tokens":4,"output_tokens":-1,"service_tier":7}}"#,
+            usage(4, 0, 0, 0, 0),
+        ),
+    ];
+    for (api, body, expected) in cases {
+        check(*api, false, body, (*expected, UsageSource::Reported));
+    }
+}

@@ -249,7 +249,7 @@ pub(super) struct RawUsage {
     #[serde(deserialize_with = "nullable")]
     cache_creation: CacheCreation,
     /// Anthropic's `usage.service_tier` (`standard`, `priority`, `batch`).
-    service_tier: Option<RawTier>,
+    service_tier: Tagged<ServiceTier>,
     /// Transcription billed by duration: `{"type":"duration","seconds":..}`.
     seconds: SecondsAsMs,
     #[serde(rename = "promptTokenCount")]
@@ -279,28 +279,91 @@ struct CacheCreation {
     ephemeral_1h_input_tokens: Count,
 }
 
-/// A `service_tier` as written by OpenAI (`auto`, `default`, `flex`,
-/// `priority`, `scale`) or Anthropic (`standard`, `priority`, `batch`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub(super) enum RawTier {
-    Flex,
-    Priority,
-    Batch,
-    /// `default`, `auto`, `scale`, `standard` and any tier not listed: the
-    /// standard price.
-    #[serde(other)]
-    Standard,
+/// A value named by a string on the wire; any other string, or any other
+/// JSON type, is `None` rather than an error, so one odd member never fails
+/// the whole event and loses its usage.
+pub(super) trait FromWire: Sized {
+    fn from_wire(text: &str) -> Option<Self>;
 }
 
-impl RawTier {
-    pub(super) fn tier(self) -> ServiceTier {
-        match self {
-            RawTier::Flex => ServiceTier::Flex,
-            RawTier::Priority => ServiceTier::Priority,
-            RawTier::Batch => ServiceTier::Batch,
-            RawTier::Standard => ServiceTier::Standard,
+/// A [`FromWire`] value, `None` when absent, `null`, unknown or not a string.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Tagged<T>(pub(super) Option<T>);
+
+impl<T> Default for Tagged<T> {
+    fn default() -> Self {
+        Self(None)
+    }
+}
+
+impl<'de, T: FromWire> Deserialize<'de> for Tagged<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct TagVisitor<T>(std::marker::PhantomData<T>);
+        impl<'de, T: FromWire> Visitor<'de> for TagVisitor<T> {
+            type Value = Tagged<T>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a name")
+            }
+            fn visit_str<E>(self, value: &str) -> Result<Tagged<T>, E> {
+                Ok(Tagged(T::from_wire(value)))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Tagged<T>, E> {
+                Ok(Tagged(None))
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Tagged<T>, E> {
+                Ok(Tagged(None))
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Tagged<T>, E> {
+                Ok(Tagged(None))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Tagged<T>, E> {
+                Ok(Tagged(None))
+            }
+            fn visit_unit<E>(self) -> Result<Tagged<T>, E> {
+                Ok(Tagged(None))
+            }
+            fn visit_none<E>(self) -> Result<Tagged<T>, E> {
+                Ok(Tagged(None))
+            }
+            fn visit_some<D: Deserializer<'de>>(self, inner: D) -> Result<Tagged<T>, D::Error> {
+                Tagged::deserialize(inner)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Tagged<T>, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Tagged(None))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Tagged<T>, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(Tagged(None))
+            }
         }
+        deserializer.deserialize_any(TagVisitor(std::marker::PhantomData))
+    }
+}
+
+/// A `service_tier` as written by OpenAI (`auto`, `default`, `flex`,
+/// `priority`, `scale`) or Anthropic (`standard`, `priority`, `batch`):
+/// every tier not priced apart is the standard one.
+impl FromWire for ServiceTier {
+    fn from_wire(text: &str) -> Option<Self> {
+        Some(match text {
+            "flex" => ServiceTier::Flex,
+            "priority" => ServiceTier::Priority,
+            "batch" => ServiceTier::Batch,
+            _ => ServiceTier::Standard,
+        })
+    }
+}
+
+impl FromWire for ImageSize {
+    fn from_wire(text: &str) -> Option<Self> {
+        Some(ImageSize::from_wire(text))
+    }
+}
+
+impl FromWire for ImageQuality {
+    fn from_wire(text: &str) -> Option<Self> {
+        Some(ImageQuality::from_wire(text))
     }
 }
 
@@ -373,7 +436,7 @@ impl RawUsage {
         self.cache_creation
             .ephemeral_1h_input_tokens
             .merge(newer.cache_creation.ephemeral_1h_input_tokens);
-        if newer.service_tier.is_some() {
+        if newer.service_tier.0.is_some() {
             self.service_tier = newer.service_tier;
         }
         self.seconds = self.seconds.max(newer.seconds);
@@ -434,9 +497,7 @@ impl RawUsage {
                     cache_write_tokens: five_minutes,
                     cache_write_1h_tokens: one_hour,
                     output_tokens: self.output_tokens.get(),
-                    service_tier: self
-                        .service_tier
-                        .map_or(ServiceTier::Standard, RawTier::tier),
+                    service_tier: self.service_tier.0.unwrap_or_default(),
                     ..Usage::default()
                 }
             }
@@ -456,26 +517,31 @@ impl RawUsage {
     }
 }
 
-/// The `type` of an event, where it says the response is over (or not).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+/// The `type` of an event, where it says the response is over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum EventType {
     /// OpenAI Responses: the last event of a stream, whatever its outcome
-    /// (OpenAI API reference, "Streaming events", 2025-10).
-    #[serde(
-        rename = "response.completed",
-        alias = "response.incomplete",
-        alias = "response.failed"
-    )]
+    /// (`response.completed`, `response.incomplete`, `response.failed`;
+    /// OpenAI API reference, "Streaming events", 2025-10).
     ResponseEnded,
-    /// OpenAI streaming transcription's last event.
-    #[serde(rename = "transcript.text.done")]
+    /// OpenAI streaming transcription's last event, `transcript.text.done`.
     TranscriptDone,
-    /// Anthropic's last event (Messages API reference, "Streaming
-    /// messages", 2025-10).
-    #[serde(rename = "message_stop")]
+    /// Anthropic's last event, `message_stop` (Messages API reference,
+    /// "Streaming messages", 2025-10).
     MessageStop,
-    #[serde(other)]
-    Other,
+}
+
+impl FromWire for EventType {
+    fn from_wire(text: &str) -> Option<Self> {
+        match text {
+            "response.completed" | "response.incomplete" | "response.failed" => {
+                Some(Self::ResponseEnded)
+            }
+            "transcript.text.done" => Some(Self::TranscriptDone),
+            "message_stop" => Some(Self::MessageStop),
+            _ => None,
+        }
+    }
 }
 
 /// The parts of a response body or stream event that metering reads.
@@ -483,7 +549,7 @@ pub(super) enum EventType {
 #[serde(default)]
 pub(super) struct Event {
     #[serde(rename = "type")]
-    pub(super) kind: Option<EventType>,
+    pub(super) kind: Tagged<EventType>,
     pub(super) usage: Option<RawUsage>,
     #[serde(rename = "usageMetadata")]
     pub(super) usage_metadata: Option<RawUsage>,
@@ -492,16 +558,16 @@ pub(super) struct Event {
     pub(super) message: Option<Nested>,
     pub(super) response: Option<Nested>,
     /// OpenAI chat: the tier that served the request (in every chunk).
-    pub(super) service_tier: Option<RawTier>,
+    pub(super) service_tier: Tagged<ServiceTier>,
     pub(super) choices: Option<Vec<Choice>>,
     /// Anthropic deltas are objects; OpenAI Responses deltas are strings.
     pub(super) delta: DeltaLen,
     pub(super) candidates: Option<Vec<Candidate>>,
     /// OpenAI images: one item per image generated.
-    pub(super) data: Option<Vec<DataItem>>,
+    pub(super) data: ImageCount,
     /// GPT Image responses say the size and quality they produced.
-    pub(super) size: Option<String>,
-    pub(super) quality: Option<String>,
+    pub(super) size: Tagged<ImageSize>,
+    pub(super) quality: Tagged<ImageQuality>,
     /// OpenAI transcription, `verbose_json`: seconds of audio.
     pub(super) duration: SecondsAsMs,
 }
@@ -510,7 +576,7 @@ pub(super) struct Event {
 #[serde(default)]
 pub(super) struct Nested {
     pub(super) usage: Option<RawUsage>,
-    pub(super) service_tier: Option<RawTier>,
+    pub(super) service_tier: Tagged<ServiceTier>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -668,18 +734,124 @@ struct GeminiCode {
     output: TextLen,
 }
 
-/// One item of an OpenAI images response: an image when it carries one.
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-pub(super) struct DataItem {
-    b64_json: Option<IgnoredAny>,
-    url: Option<IgnoredAny>,
+/// The images in an OpenAI images response's `data`: the items carrying a
+/// `b64_json` or `url` (OpenAI API reference, "The image generation
+/// response", 2025-10). Embeddings, files and model listings also have a
+/// `data` list, whose items carry neither; any other shape counts 0.
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct ImageCount(pub(super) u64);
+
+impl<'de> Deserialize<'de> for ImageCount {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ListVisitor;
+        impl<'de> Visitor<'de> for ListVisitor {
+            type Value = ImageCount;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a data list")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<ImageCount, A::Error> {
+                let mut images = 0;
+                while let Some(IsImage(is_image)) = seq.next_element()? {
+                    images += u64::from(is_image);
+                }
+                Ok(ImageCount(images))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ImageCount, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(ImageCount(0))
+            }
+            fn visit_str<E>(self, _: &str) -> Result<ImageCount, E> {
+                Ok(ImageCount(0))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<ImageCount, E> {
+                Ok(ImageCount(0))
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<ImageCount, E> {
+                Ok(ImageCount(0))
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<ImageCount, E> {
+                Ok(ImageCount(0))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<ImageCount, E> {
+                Ok(ImageCount(0))
+            }
+            fn visit_unit<E>(self) -> Result<ImageCount, E> {
+                Ok(ImageCount(0))
+            }
+            fn visit_none<E>(self) -> Result<ImageCount, E> {
+                Ok(ImageCount(0))
+            }
+            fn visit_some<D: Deserializer<'de>>(self, inner: D) -> Result<ImageCount, D::Error> {
+                ImageCount::deserialize(inner)
+            }
+        }
+        deserializer.deserialize_any(ListVisitor)
+    }
 }
 
-impl DataItem {
-    pub(super) fn is_image(&self) -> bool {
-        self.b64_json.is_some() || self.url.is_some()
+/// Whether one `data` item is an image: an object with a non-null
+/// `b64_json` or `url`.
+struct IsImage(bool);
+
+impl<'de> Deserialize<'de> for IsImage {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ItemVisitor;
+        impl<'de> Visitor<'de> for ItemVisitor {
+            type Value = IsImage;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a data item")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<IsImage, A::Error> {
+                let mut is_image = false;
+                while let Some(key) = map.next_key::<ImageKey>()? {
+                    match key {
+                        ImageKey::Image => {
+                            is_image |= map.next_value::<Option<IgnoredAny>>()?.is_some();
+                        }
+                        ImageKey::Other => {
+                            map.next_value::<IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(IsImage(is_image))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<IsImage, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(IsImage(false))
+            }
+            fn visit_str<E>(self, _: &str) -> Result<IsImage, E> {
+                Ok(IsImage(false))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<IsImage, E> {
+                Ok(IsImage(false))
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<IsImage, E> {
+                Ok(IsImage(false))
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<IsImage, E> {
+                Ok(IsImage(false))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<IsImage, E> {
+                Ok(IsImage(false))
+            }
+            fn visit_unit<E>(self) -> Result<IsImage, E> {
+                Ok(IsImage(false))
+            }
+            fn visit_none<E>(self) -> Result<IsImage, E> {
+                Ok(IsImage(false))
+            }
+        }
+        deserializer.deserialize_any(ItemVisitor)
     }
+}
+
+#[derive(Deserialize)]
+#[serde(field_identifier)]
+enum ImageKey {
+    #[serde(rename = "b64_json", alias = "url")]
+    Image,
+    #[serde(other)]
+    Other,
 }
 
 impl Event {
@@ -703,8 +875,8 @@ impl Event {
     /// Responses inside `response`).
     pub(super) fn service_tier(&self) -> Option<ServiceTier> {
         self.service_tier
-            .or_else(|| self.response.as_ref().and_then(|r| r.service_tier))
-            .map(RawTier::tier)
+            .0
+            .or_else(|| self.response.as_ref().and_then(|r| r.service_tier.0))
     }
 
     /// Bytes of output this event delivers, for estimating cut streams.
@@ -762,10 +934,10 @@ impl Event {
     pub(super) fn ends_response(&self, api: Api) -> bool {
         match api {
             Api::OpenAi => matches!(
-                self.kind,
+                self.kind.0,
                 Some(EventType::ResponseEnded | EventType::TranscriptDone)
             ),
-            Api::Anthropic => self.kind == Some(EventType::MessageStop),
+            Api::Anthropic => self.kind.0 == Some(EventType::MessageStop),
             // The chunk that says why generation stopped and carries the
             // final counts.
             Api::Gemini => {
@@ -787,14 +959,8 @@ impl Event {
     /// The image variant a GPT Image response reports.
     pub(super) fn image_variant(&self) -> ImageVariant {
         ImageVariant {
-            size: self
-                .size
-                .as_deref()
-                .map_or(ImageSize::Unspecified, ImageSize::from_wire),
-            quality: self
-                .quality
-                .as_deref()
-                .map_or(ImageQuality::Unspecified, ImageQuality::from_wire),
+            size: self.size.0.unwrap_or_default(),
+            quality: self.quality.0.unwrap_or_default(),
         }
     }
 }
