@@ -195,7 +195,14 @@ enum Mode {
     /// sizes the copy once it is known to be a JSON object.
     Undecided { capacity: usize },
     /// A JSON object: a bounded copy is kept, parsed at the end.
-    Object { copy: Vec<u8>, overflowed: bool },
+    /// `image_keys` counts the images in the part of a large body dropped
+    /// from the copy (the images of a big `b64_json` response precede its
+    /// usage block).
+    Object {
+        copy: Vec<u8>,
+        overflowed: bool,
+        image_keys: ImageKeys,
+    },
     /// A JSON array streamed element by element.
     Array(ArraySplitter),
     /// An SSE stream: complete lines are read as they arrive; `partial`
@@ -327,6 +334,7 @@ impl Meter {
                 b'{' => Mode::Object {
                     copy: Vec::with_capacity(capacity),
                     overflowed: false,
+                    image_keys: ImageKeys::default(),
                 },
                 b'[' => Mode::Array(ArraySplitter::default()),
                 _ => Mode::Opaque,
@@ -334,10 +342,17 @@ impl Meter {
         }
         match &mut self.mode {
             Mode::Undecided { .. } | Mode::Opaque => {}
-            Mode::Object { copy, overflowed } => {
+            Mode::Object {
+                copy,
+                overflowed,
+                image_keys,
+            } => {
                 copy.extend_from_slice(chunk);
                 if copy.len() > MAX_JSON_COPY {
                     let cut = copy.len() - JSON_TAIL;
+                    if api == Api::OpenAi {
+                        image_keys.count(copy, cut);
+                    }
                     copy.drain(..cut);
                     *overflowed = true;
                 }
@@ -389,8 +404,16 @@ impl Meter {
         let mode = std::mem::replace(&mut self.mode, Mode::Opaque);
         match mode {
             Mode::Undecided { .. } | Mode::Opaque => self.unreported(complete),
-            Mode::Object { copy, overflowed } => {
+            Mode::Object {
+                copy,
+                overflowed,
+                mut image_keys,
+            } => {
                 let event = if overflowed {
+                    if api == Api::OpenAi {
+                        image_keys.count(&copy, copy.len());
+                        self.tally.images += image_keys.images();
+                    }
                     event_from_tail(api, &copy)
                 } else {
                     serde_json::from_slice::<Event>(&copy).ok()
@@ -469,6 +492,46 @@ fn sse_line(api: Api, tally: &mut Tally, line: &[u8]) {
     if let Ok(event) = serde_json::from_slice::<Event>(data) {
         tally.event(api, &event);
     }
+}
+
+/// Image keys (`"b64_json":`, `"url":`) seen in a large JSON body, each
+/// counted once by where it starts. A key cannot hide inside a string: there
+/// its quotes would be escaped.
+#[derive(Debug, Default, Clone, Copy)]
+struct ImageKeys {
+    b64_json: u64,
+    url: u64,
+}
+
+impl ImageKeys {
+    /// Counts the keys starting in `buffer[..end]`; bytes after `end` are
+    /// only looked at to see the colon.
+    fn count(&mut self, buffer: &[u8], end: usize) {
+        self.b64_json += count_keys(buffer, end, b"\"b64_json\"");
+        self.url += count_keys(buffer, end, b"\"url\"");
+    }
+
+    /// An image carries one of the two, as `response_format` asked.
+    fn images(&self) -> u64 {
+        self.b64_json.max(self.url)
+    }
+}
+
+fn count_keys(buffer: &[u8], end: usize, key: &[u8]) -> u64 {
+    let mut count = 0;
+    let mut at = 0;
+    while let Some(offset) = buffer[at..].windows(key.len()).position(|w| w == key) {
+        let start = at + offset;
+        if start >= end {
+            break;
+        }
+        let after = &buffer[start + key.len()..];
+        if after.trim_ascii_start().first() == Some(&b':') {
+            count += 1;
+        }
+        at = start + 1;
+    }
+    count
 }
 
 /// Finds the usage object in the tail of a large JSON body.
