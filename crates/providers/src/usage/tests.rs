@@ -747,16 +747,18 @@ fn large_image_bodies_count_every_image() {
     // Four images of about 1.5 MB of base64 each: the body outgrows the
     // copy, and its head, where the images are, is dropped.
     let image = "A".repeat(1_500_000);
-    let items: Vec<String> = (0..4)
+    let mut items: Vec<String> = (0..4)
         .map(|_| format!(r#"{{"b64_json": "{image}", "revised_prompt": "a \"url\": x"}}"#))
         .collect();
+    // And a small one near the end, in the part that is kept.
+    items.push(r#"{"b64_json": "AAAA"}"#.to_owned());
     let body = format!(
         r#"{{"created":1,"data":[{}],"usage":{{"input_tokens":5,"output_tokens":7}}}}"#,
         items.join(",")
     );
     assert!(body.len() > MAX_JSON_COPY);
     let expected = Usage {
-        images: 4,
+        images: 5,
         ..usage(5, 0, 0, 7, 0)
     };
     for chunk in [16 * 1024, 1_000_003] {
