@@ -769,3 +769,20 @@ fn large_image_bodies_count_every_image() {
         );
     }
 }
+
+#[test]
+fn image_keys_are_counted_once_by_where_they_start() {
+    let body =
+        br#"[{"b64_json": "QQ"}, {"b64_json" : "QQ"}, {"url":"u", "x": "\"url\": 1", "y": "url"}]"#;
+    let second = body
+        .windows(10)
+        .rposition(|w| w == b"\"b64_json\"")
+        .unwrap();
+    // The first call counts keys before `second`; the second the rest.
+    let mut keys = ImageKeys::default();
+    keys.count(body, second);
+    assert_eq!((keys.b64_json, keys.url), (1, 0));
+    keys.count(&body[second..], body.len() - second);
+    assert_eq!((keys.b64_json, keys.url), (2, 1));
+    assert_eq!(keys.images(), 2);
+}
