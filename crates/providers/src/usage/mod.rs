@@ -1,16 +1,33 @@
-//! Usage metering: token counts read from responses as they pass through,
-//! JSON bodies and SSE streams alike, never by buffering a whole stream.
+//! Usage metering: token counts and other billed units read from responses
+//! as they pass through, JSON bodies, SSE streams and streamed JSON arrays
+//! alike, never by buffering a whole stream.
 //!
-//! Providers count tokens differently; [`Usage`] normalises them so each
-//! field is priced once:
+//! Providers count differently; [`Usage`] normalises them so each field is
+//! priced once (sources: OpenAI API reference, chat completion, responses,
+//! images and transcription objects; Anthropic Messages API reference,
+//! `usage`; Gemini API reference, `UsageMetadata`; read 2025-10):
 //!
 //! | field | OpenAI | Anthropic | Gemini |
 //! |---|---|---|---|
-//! | `input_tokens` (uncached) | `prompt_tokens` - cached | `input_tokens` | `promptTokenCount` - cached |
-//! | `cached_input_tokens` | `prompt_tokens_details.cached_tokens` | `cache_read_input_tokens` | `cachedContentTokenCount` |
-//! | `cache_write_tokens` | - | `cache_creation_input_tokens` | - |
+//! | `input_tokens` (uncached) | `prompt_tokens` / `input_tokens` - cached | `input_tokens` | `promptTokenCount` + `toolUsePromptTokenCount` - cached |
+//! | `cached_input_tokens` | `*_tokens_details.cached_tokens` | `cache_read_input_tokens` | `cachedContentTokenCount` |
+//! | `cache_write_tokens` (5 min) | - | `cache_creation.ephemeral_5m_input_tokens`, else `cache_creation_input_tokens` - 1 h | - |
+//! | `cache_write_1h_tokens` | - | `cache_creation.ephemeral_1h_input_tokens` | - |
 //! | `output_tokens` (reasoning included) | `completion_tokens` / `output_tokens` | `output_tokens` | `candidatesTokenCount` + `thoughtsTokenCount` |
 //! | `reasoning_tokens` (part of output) | `*_tokens_details.reasoning_tokens` | - | `thoughtsTokenCount` |
+//! | `service_tier` | `service_tier` (`flex`, `priority`; others standard) | `usage.service_tier` (`priority`, `batch`) | - |
+//! | `images` | `data` items with `b64_json` or `url` | - | - |
+//! | `audio_ms` | `duration` / `usage.seconds` (transcription) | - | - |
+//!
+//! Every count may be `null`, absent or a float on the wire (OpenAI-compatible
+//! servers write all three); streams report cumulative counts, merged so a
+//! later `null` never erases an earlier value. A stream is `Reported` once
+//! its dialect's terminal event arrived with usage (`[DONE]`,
+//! `response.completed`/`incomplete`/`failed`, `message_stop`, Gemini's
+//! chunk with `finishReason` and `usageMetadata`), even if the connection is
+//! then cut; otherwise it is estimated from every kind of output delivered
+//! (text, tool-call arguments, reasoning, refusals, code) and the request's
+//! input estimate.
 
 mod split;
 mod wire;
