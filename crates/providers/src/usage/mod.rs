@@ -35,8 +35,8 @@ mod wire;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use self::split::ArraySplitter;
-use self::wire::{Event, RawUsage};
+use self::split::{ArraySplitter, Element, LongEvent};
+use self::wire::{Candidate, Event, EventType, FromWire, RawUsage, Tagged};
 use crate::kind::Api;
 
 /// Normalised usage of one response: token counts, and the units that
@@ -224,7 +224,11 @@ enum Mode {
     Array(ArraySplitter),
     /// An SSE stream: complete lines are read as they arrive; `partial`
     /// holds the unfinished last line between chunks.
-    Sse { partial: Vec<u8> },
+    /// A line longer than [`MAX_EVENT`] keeps only its ends in `long`.
+    Sse {
+        partial: Vec<u8>,
+        long: Option<LongEvent>,
+    },
     /// Not JSON (audio, an uploaded file's content): nothing is kept.
     Opaque,
 }
@@ -316,6 +320,7 @@ impl Meter {
         let mode = if event_stream {
             Mode::Sse {
                 partial: Vec::new(),
+                long: None,
             }
         } else {
             Mode::Undecided { capacity }
@@ -374,33 +379,43 @@ impl Meter {
                     *overflowed = true;
                 }
             }
-            Mode::Array(splitter) => splitter.feed(chunk, MAX_EVENT, |element| {
-                if let Ok(event) = serde_json::from_slice::<Event>(element) {
-                    tally.event(api, &event);
+            Mode::Array(splitter) => splitter.feed(chunk, MAX_EVENT, |element| match element {
+                Element::Whole(bytes) => {
+                    if let Ok(event) = serde_json::from_slice::<Event>(bytes) {
+                        tally.event(api, &event);
+                    }
                 }
+                Element::Long(long) => long_event(api, tally, &long.head, &long.tail),
             }),
-            Mode::Sse { partial } => {
+            Mode::Sse { partial, long } => {
                 let mut rest = chunk;
-                while let Some(end) = rest.iter().position(|&b| b == b'\n') {
-                    let (line, after) = rest.split_at(end);
-                    if partial.is_empty() {
-                        sse_line(api, tally, line);
+                loop {
+                    let newline = rest.iter().position(|&b| b == b'\n');
+                    let piece = &rest[..newline.unwrap_or(rest.len())];
+                    if let Some(long) = long {
+                        long.push(piece);
+                    } else if partial.is_empty() && newline.is_some() {
+                        // A whole line in this chunk: read in place.
+                        sse_line(api, tally, piece);
+                    } else if partial.len() + piece.len() > MAX_EVENT {
+                        let mut ends = LongEvent::default();
+                        ends.push(partial);
+                        ends.push(piece);
+                        *long = Some(ends);
+                        partial.clear();
                     } else {
-                        if partial.len() + line.len() <= MAX_EVENT {
-                            partial.extend_from_slice(line);
-                            sse_line(api, tally, partial);
-                        }
+                        partial.extend_from_slice(piece);
+                    }
+                    let Some(end) = newline else {
+                        break;
+                    };
+                    if let Some(ends) = long.take() {
+                        long_sse_line(api, tally, &ends);
+                    } else if !partial.is_empty() {
+                        sse_line(api, tally, partial);
                         partial.clear();
                     }
-                    rest = &after[1..];
-                }
-                if partial.len() + rest.len() <= MAX_EVENT {
-                    partial.extend_from_slice(rest);
-                } else {
-                    // Too long to keep: dropped, and so is the rest of the
-                    // line (it no longer starts with `data:`).
-                    partial.clear();
-                    partial.extend_from_slice(b":");
+                    rest = &rest[end + 1..];
                 }
             }
         }
@@ -444,8 +459,10 @@ impl Meter {
                     self.unreported(complete)
                 }
             }
-            Mode::Sse { partial } => {
-                if !partial.is_empty() {
+            Mode::Sse { partial, long } => {
+                if let Some(ends) = long {
+                    long_sse_line(api, &mut self.tally, &ends);
+                } else if !partial.is_empty() {
                     sse_line(api, &mut self.tally, &partial);
                 }
                 self.stream_usage(complete)
@@ -551,7 +568,42 @@ fn count_keys(buffer: &[u8], end: usize, key: &[u8]) -> u64 {
     count
 }
 
-/// Finds the usage object in the tail of a large JSON body.
+/// Reads an SSE line too long to keep whole from its two ends.
+fn long_sse_line(api: Api, tally: &mut Tally, long: &LongEvent) {
+    let Some(head) = long.head.strip_prefix(b"data:") else {
+        return;
+    };
+    long_event(api, tally, head, &long.tail);
+}
+
+/// Reads an event too long to keep whole from its two ends: the usage block
+/// from its tail (where providers put it), and whether it ends the response
+/// from its `type` (at its head) or, for Gemini, a `finishReason` in its
+/// tail. Its output is not estimated: what makes an event this long is an
+/// image or audio, whose tokens text length does not tell.
+fn long_event(api: Api, tally: &mut Tally, head: &[u8], tail: &[u8]) {
+    let Some(mut event) = event_from_tail(api, tail) else {
+        return;
+    };
+    event.kind = Tagged(string_member(head, b"\"type\"").and_then(EventType::from_wire));
+    if api == Api::Gemini && string_member(tail, b"\"finishReason\"").is_some() {
+        event.candidates = Some(vec![Candidate::finished()]);
+    }
+    tally.event(api, &event);
+}
+
+/// The string value of the first member named `key` (quotes included) in
+/// `text`, read without parsing the rest.
+fn string_member<'a>(text: &'a [u8], key: &[u8]) -> Option<&'a str> {
+    let start = text.windows(key.len()).position(|window| window == key)?;
+    let after = text[start + key.len()..].trim_ascii_start();
+    let after = after.strip_prefix(b":")?.trim_ascii_start();
+    let value = after.strip_prefix(b"\"")?;
+    let end = value.iter().position(|&b| b == b'"' || b == b'\\')?;
+    std::str::from_utf8(&value[..end]).ok()
+}
+
+/// Finds the usage object in the tail of a large JSON body or event.
 fn event_from_tail(api: Api, tail: &[u8]) -> Option<Event> {
     let key: &[u8] = if api == Api::Gemini {
         b"\"usageMetadata\""
@@ -559,10 +611,12 @@ fn event_from_tail(api: Api, tail: &[u8]) -> Option<Event> {
         b"\"usage\""
     };
     let start = tail.windows(key.len()).rposition(|window| window == key)?;
-    let after_key = &tail[start + key.len()..];
-    let open = after_key.iter().position(|&b| b == b'{')?;
-    let mut stream =
-        serde_json::Deserializer::from_slice(&after_key[open..]).into_iter::<RawUsage>();
+    let after_key = tail[start + key.len()..].trim_ascii_start();
+    let object = after_key.strip_prefix(b":")?.trim_ascii_start();
+    if !object.starts_with(b"{") {
+        return None;
+    }
+    let mut stream = serde_json::Deserializer::from_slice(object).into_iter::<RawUsage>();
     let usage = stream.next()?.ok()?;
     Some(if api == Api::Gemini {
         Event {

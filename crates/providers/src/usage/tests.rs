@@ -786,3 +786,49 @@ fn image_keys_are_counted_once_by_where_they_start() {
     assert_eq!((keys.b64_json, keys.url), (2, 1));
     assert_eq!(keys.images(), 2);
 }
+
+#[test]
+fn events_too_long_to_keep_are_read_from_their_ends() {
+    // An image generated through the Responses API arrives inline in
+    // `response.completed`, and Gemini's inline images in its chunks: events
+    // longer than the meter keeps. Their usage comes last.
+    let image = "A".repeat(3 * MAX_EVENT);
+    let responses = format!(
+        "event: response.output_text.delta\ndata: {{\"type\":\"response.output_text.delta\",\"delta\":\"Hi\"}}\n\n\
+event: response.completed\ndata: {{\"type\":\"response.completed\",\"response\":{{\"output\":[{{\"type\":\"image_generation_call\",\"result\":\"{image}\"}}],\"usage\":{{\"input_tokens\":30,\"output_tokens\":1500}}}}}}\n\n"
+    );
+    let gemini_chunk = format!(
+        "{{\"candidates\":[{{\"content\":{{\"parts\":[{{\"inlineData\":{{\"mimeType\":\"image/png\",\"data\":\"{image}\"}}}}]}},\"finishReason\":\"STOP\"}}],\"usageMetadata\":{{\"promptTokenCount\":8,\"candidatesTokenCount\":1290}}}}"
+    );
+    let gemini_sse = format!("data: {gemini_chunk}\r\n\r\n");
+    let gemini_array = format!("[{gemini_chunk}]");
+    let cases: &[(Api, bool, &str, Usage)] = &[
+        (Api::OpenAi, true, &responses, usage(30, 0, 0, 1500, 0)),
+        (Api::Gemini, true, &gemini_sse, usage(8, 0, 0, 1290, 0)),
+        (Api::Gemini, false, &gemini_array, usage(8, 0, 0, 1290, 0)),
+    ];
+    for (api, stream, body, expected) in cases {
+        for chunk in [64 * 1024, 1_000_003] {
+            let mut meter = Meter::new(*api, *stream, None);
+            for piece in body.as_bytes().chunks(chunk) {
+                meter.feed(piece);
+                let (held, long) = match &meter.mode {
+                    Mode::Sse { partial, long } => (partial.len(), long.as_ref()),
+                    Mode::Array(splitter) => (splitter.element.len(), splitter.long.as_ref()),
+                    _ => (0, None),
+                };
+                assert!(held <= MAX_EVENT + chunk, "memory is bounded");
+                if let Some(long) = long {
+                    assert!(long.tail.len() <= 2 * split::TAIL, "memory is bounded");
+                }
+            }
+            // Cut right after the last event: its terminal type or
+            // `finishReason` was read from its ends.
+            assert_eq!(
+                meter.finish(false),
+                (*expected, UsageSource::Reported),
+                "{api:?} {stream} chunks of {chunk}"
+            );
+        }
+    }
+}

@@ -699,6 +699,16 @@ pub(super) struct Candidate {
     pub(super) finish_reason: Option<IgnoredAny>,
 }
 
+impl Candidate {
+    /// A candidate that finished, as a long event's tail says.
+    pub(super) fn finished() -> Self {
+        Self {
+            finish_reason: Some(IgnoredAny),
+            ..Self::default()
+        }
+    }
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 struct CandidateContent {
