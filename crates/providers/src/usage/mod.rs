@@ -445,6 +445,13 @@ impl Meter {
                     if api == Api::OpenAi {
                         image_keys.count(&copy, copy.len());
                         self.tally.images += image_keys.images();
+                        // GPT Image writes `quality` and `size` after `data`.
+                        self.tally.image_variant = ImageVariant {
+                            size: string_member(&copy, b"\"size\"")
+                                .map_or(ImageSize::Unspecified, ImageSize::from_wire),
+                            quality: string_member(&copy, b"\"quality\"")
+                                .map_or(ImageQuality::Unspecified, ImageQuality::from_wire),
+                        };
                     }
                     event_from_tail(api, &copy)
                 } else {

@@ -306,6 +306,13 @@ fn null_absent_and_float_counts_in_every_dialect() {
             r#"{"candidates":[],"usageMetadata":{"promptTokenCount":11,"cachedContentTokenCount":null,"candidatesTokenCount":3.0}}"#,
             usage(11, 0, 0, 3, 0),
         ),
+        // Absurd counts saturate, never wrap.
+        (
+            Api::Gemini,
+            false,
+            r#"{"usageMetadata":{"promptTokenCount":1e30,"toolUsePromptTokenCount":5,"candidatesTokenCount":18446744073709551615,"thoughtsTokenCount":2}}"#,
+            usage(u64::MAX, 0, 0, u64::MAX, 2),
+        ),
         // A chunk repeating the count as null never erases it.
         (
             Api::OpenAi,
@@ -753,12 +760,16 @@ fn large_image_bodies_count_every_image() {
     // And a small one near the end, in the part that is kept.
     items.push(r#"{"b64_json": "AAAA"}"#.to_owned());
     let body = format!(
-        r#"{{"created":1,"data":[{}],"usage":{{"input_tokens":5,"output_tokens":7}}}}"#,
+        r#"{{"created":1,"data":[{}],"quality": "medium","size":"1024x1024","usage":{{"input_tokens":5,"output_tokens":7}}}}"#,
         items.join(",")
     );
     assert!(body.len() > MAX_JSON_COPY);
     let expected = Usage {
         images: 5,
+        image_variant: ImageVariant {
+            size: ImageSize::S1024,
+            quality: ImageQuality::Medium,
+        },
         ..usage(5, 0, 0, 7, 0)
     };
     for chunk in [16 * 1024, 1_000_003] {

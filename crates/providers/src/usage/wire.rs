@@ -503,12 +503,16 @@ impl RawUsage {
             }
             Api::Gemini => {
                 let cached = self.cached_content_token_count.get();
-                let prompt = self.prompt_token_count.get() + self.tool_use_prompt_token_count.get();
+                // Counts come from the wire: a huge one saturates, never wraps.
+                let prompt = self
+                    .prompt_token_count
+                    .get()
+                    .saturating_add(self.tool_use_prompt_token_count.get());
                 let thoughts = self.thoughts_token_count.get();
                 Usage {
                     input_tokens: prompt.saturating_sub(cached),
                     cached_input_tokens: cached,
-                    output_tokens: self.candidates_token_count.get() + thoughts,
+                    output_tokens: self.candidates_token_count.get().saturating_add(thoughts),
                     reasoning_tokens: thoughts,
                     ..Usage::default()
                 }
