@@ -268,7 +268,8 @@ impl Tally {
             self.service_tier = Some(tier);
         }
         if api == Api::OpenAi {
-            let images = event.data.0;
+            let streamed_image = event.kind.0 == Some(EventType::ImageCompleted);
+            let images = event.data.0 + u64::from(streamed_image);
             self.images += images;
             if images > 0 {
                 self.image_variant = event.image_variant();
@@ -305,8 +306,8 @@ impl Tally {
 /// every provider puts its usage block.
 const MAX_JSON_COPY: usize = 4 * 1024 * 1024;
 const JSON_TAIL: usize = 64 * 1024;
-/// Longest SSE line or array element kept while waiting for its end; a
-/// longer one is skipped.
+/// Longest SSE line or array element kept whole while waiting for its end;
+/// of a longer one only its two ends are kept.
 const MAX_EVENT: usize = 4 * 1024 * 1024;
 
 impl Meter {
@@ -593,6 +594,12 @@ fn long_event(api: Api, tally: &mut Tally, head: &[u8], tail: &[u8]) {
         return;
     };
     event.kind = Tagged(string_member(head, b"\"type\"").and_then(EventType::from_wire));
+    if api == Api::OpenAi {
+        // A streamed GPT Image's final event says what it made after the
+        // image itself.
+        event.size = Tagged(string_member(tail, b"\"size\"").map(ImageSize::from_wire));
+        event.quality = Tagged(string_member(tail, b"\"quality\"").map(ImageQuality::from_wire));
+    }
     if api == Api::Gemini && string_member(tail, b"\"finishReason\"").is_some() {
         event.candidates = Some(vec![Candidate::finished()]);
     }

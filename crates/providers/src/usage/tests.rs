@@ -813,8 +813,21 @@ event: response.completed\ndata: {{\"type\":\"response.completed\",\"response\":
     );
     let gemini_sse = format!("data: {gemini_chunk}\r\n\r\n");
     let gemini_array = format!("[{gemini_chunk}]");
+    let streamed_image = format!(
+        "event: image_generation.partial_image\ndata: {{\"type\":\"image_generation.partial_image\",\"b64_json\":\"QUFB\",\"partial_image_index\":0}}\n\n\
+event: image_generation.completed\ndata: {{\"type\":\"image_generation.completed\",\"b64_json\":\"{image}\",\"quality\":\"high\",\"size\":\"1024x1024\",\"usage\":{{\"input_tokens\":20,\"input_tokens_details\":{{\"text_tokens\":20,\"image_tokens\":0}},\"output_tokens\":4160}}}}\n\n"
+    );
+    let one_image = Usage {
+        images: 1,
+        image_variant: ImageVariant {
+            size: ImageSize::S1024,
+            quality: ImageQuality::High,
+        },
+        ..usage(20, 0, 0, 4160, 0)
+    };
     let cases: &[(Api, bool, &str, Usage)] = &[
         (Api::OpenAi, true, &responses, usage(30, 0, 0, 1500, 0)),
+        (Api::OpenAi, true, &streamed_image, one_image),
         (Api::Gemini, true, &gemini_sse, usage(8, 0, 0, 1290, 0)),
         (Api::Gemini, false, &gemini_array, usage(8, 0, 0, 1290, 0)),
     ];

@@ -533,6 +533,10 @@ pub(super) enum EventType {
     /// Anthropic's last event, `message_stop` (Messages API reference,
     /// "Streaming messages", 2025-10).
     MessageStop,
+    /// A streamed GPT Image's final event, `image_generation.completed` or
+    /// `image_edit.completed`: one image, its `usage` (OpenAI API reference,
+    /// "Image streaming events", 2025-10).
+    ImageCompleted,
 }
 
 impl FromWire for EventType {
@@ -543,6 +547,7 @@ impl FromWire for EventType {
             }
             "transcript.text.done" => Some(Self::TranscriptDone),
             "message_stop" => Some(Self::MessageStop),
+            "image_generation.completed" | "image_edit.completed" => Some(Self::ImageCompleted),
             _ => None,
         }
     }
@@ -949,7 +954,11 @@ impl Event {
         match api {
             Api::OpenAi => matches!(
                 self.kind.0,
-                Some(EventType::ResponseEnded | EventType::TranscriptDone)
+                Some(
+                    EventType::ResponseEnded
+                        | EventType::TranscriptDone
+                        | EventType::ImageCompleted
+                )
             ),
             Api::Anthropic => self.kind.0 == Some(EventType::MessageStop),
             // The chunk that says why generation stopped and carries the
