@@ -16,6 +16,61 @@ use serde::{Deserialize, Serialize};
 use super::{ImageQuality, ImageSize, ImageVariant, ServiceTier, Usage};
 use crate::kind::Api;
 
+/// Visitor methods reading the JSON types a visitor does not care about as
+/// `$default` (draining arrays and objects), so that one member of an odd
+/// type never fails the whole event and loses its usage. `null` stands for
+/// both `visit_unit` and `visit_none`.
+macro_rules! other_types_are {
+    ($de:lifetime, $value:ty, $default:expr; $($kind:ident),+ $(,)?) => {
+        $(other_types_are!(@ $kind, $de, $value, $default);)+
+    };
+    (@ bool, $de:lifetime, $value:ty, $default:expr) => {
+        fn visit_bool<E>(self, _: bool) -> Result<$value, E> {
+            Ok($default)
+        }
+    };
+    (@ u64, $de:lifetime, $value:ty, $default:expr) => {
+        fn visit_u64<E>(self, _: u64) -> Result<$value, E> {
+            Ok($default)
+        }
+    };
+    (@ i64, $de:lifetime, $value:ty, $default:expr) => {
+        fn visit_i64<E>(self, _: i64) -> Result<$value, E> {
+            Ok($default)
+        }
+    };
+    (@ f64, $de:lifetime, $value:ty, $default:expr) => {
+        fn visit_f64<E>(self, _: f64) -> Result<$value, E> {
+            Ok($default)
+        }
+    };
+    (@ str, $de:lifetime, $value:ty, $default:expr) => {
+        fn visit_str<E>(self, _: &str) -> Result<$value, E> {
+            Ok($default)
+        }
+    };
+    (@ null, $de:lifetime, $value:ty, $default:expr) => {
+        fn visit_unit<E>(self) -> Result<$value, E> {
+            Ok($default)
+        }
+        fn visit_none<E>(self) -> Result<$value, E> {
+            Ok($default)
+        }
+    };
+    (@ seq, $de:lifetime, $value:ty, $default:expr) => {
+        fn visit_seq<A: SeqAccess<$de>>(self, mut seq: A) -> Result<$value, A::Error> {
+            while seq.next_element::<IgnoredAny>()?.is_some() {}
+            Ok($default)
+        }
+    };
+    (@ map, $de:lifetime, $value:ty, $default:expr) => {
+        fn visit_map<A: MapAccess<$de>>(self, mut map: A) -> Result<$value, A::Error> {
+            while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+            Ok($default)
+        }
+    };
+}
+
 /// A token count as any server writes it: an integer, a float (rounded up:
 /// a counted token is never free), a numeric string; `None` when absent,
 /// `null`, negative or of another type.
@@ -51,6 +106,7 @@ impl<'de> Deserialize<'de> for Count {
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("a token count")
             }
+            other_types_are!('de, Count, Count(None); bool, null, seq, map);
             fn visit_u64<E>(self, value: u64) -> Result<Count, E> {
                 Ok(Count(Some(value)))
             }
@@ -66,25 +122,8 @@ impl<'de> Deserialize<'de> for Count {
                     value.parse::<f64>().ok().and_then(count_from_f64)
                 })))
             }
-            fn visit_bool<E>(self, _: bool) -> Result<Count, E> {
-                Ok(Count(None))
-            }
-            fn visit_unit<E>(self) -> Result<Count, E> {
-                Ok(Count(None))
-            }
-            fn visit_none<E>(self) -> Result<Count, E> {
-                Ok(Count(None))
-            }
             fn visit_some<D: Deserializer<'de>>(self, inner: D) -> Result<Count, D::Error> {
                 Count::deserialize(inner)
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Count, A::Error> {
-                while seq.next_element::<IgnoredAny>()?.is_some() {}
-                Ok(Count(None))
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Count, A::Error> {
-                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-                Ok(Count(None))
             }
         }
         deserializer.deserialize_any(CountVisitor)
@@ -106,6 +145,7 @@ impl<'de> Deserialize<'de> for SecondsAsMs {
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("a duration in seconds")
             }
+            other_types_are!('de, SecondsAsMs, SecondsAsMs::default(); bool, null, seq, map);
             fn visit_u64<E>(self, value: u64) -> Result<SecondsAsMs, E> {
                 Ok(SecondsAsMs(Count(Some(value.saturating_mul(1000)))))
             }
@@ -123,25 +163,8 @@ impl<'de> Deserialize<'de> for SecondsAsMs {
                     Err(_) => Ok(SecondsAsMs::default()),
                 }
             }
-            fn visit_bool<E>(self, _: bool) -> Result<SecondsAsMs, E> {
-                Ok(SecondsAsMs::default())
-            }
-            fn visit_unit<E>(self) -> Result<SecondsAsMs, E> {
-                Ok(SecondsAsMs::default())
-            }
-            fn visit_none<E>(self) -> Result<SecondsAsMs, E> {
-                Ok(SecondsAsMs::default())
-            }
             fn visit_some<D: Deserializer<'de>>(self, inner: D) -> Result<SecondsAsMs, D::Error> {
                 SecondsAsMs::deserialize(inner)
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<SecondsAsMs, A::Error> {
-                while seq.next_element::<IgnoredAny>()?.is_some() {}
-                Ok(SecondsAsMs::default())
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<SecondsAsMs, A::Error> {
-                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-                Ok(SecondsAsMs::default())
             }
         }
         deserializer.deserialize_any(MsVisitor)
@@ -167,6 +190,11 @@ impl<'de> Deserialize<'de> for TextLen {
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("generated text")
             }
+            fn visit_f64<E>(self, _: f64) -> Result<TextLen, E> {
+                // About the length of a float as a model writes one.
+                Ok(TextLen(4))
+            }
+            other_types_are!('de, TextLen, TextLen(0); null);
             fn visit_str<E>(self, value: &str) -> Result<TextLen, E> {
                 Ok(TextLen(value.len() as u64))
             }
@@ -176,17 +204,8 @@ impl<'de> Deserialize<'de> for TextLen {
             fn visit_i64<E>(self, value: i64) -> Result<TextLen, E> {
                 Ok(TextLen(digits(value.unsigned_abs()) + 1))
             }
-            fn visit_f64<E>(self, _: f64) -> Result<TextLen, E> {
-                Ok(TextLen(4))
-            }
             fn visit_bool<E>(self, value: bool) -> Result<TextLen, E> {
                 Ok(TextLen(if value { 4 } else { 5 }))
-            }
-            fn visit_unit<E>(self) -> Result<TextLen, E> {
-                Ok(TextLen(0))
-            }
-            fn visit_none<E>(self) -> Result<TextLen, E> {
-                Ok(TextLen(0))
             }
             fn visit_some<D: Deserializer<'de>>(self, inner: D) -> Result<TextLen, D::Error> {
                 TextLen::deserialize(inner)
@@ -304,37 +323,12 @@ impl<'de, T: FromWire> Deserialize<'de> for Tagged<T> {
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("a name")
             }
+            other_types_are!('de, Tagged<T>, Tagged(None); bool, u64, i64, f64, null, seq, map);
             fn visit_str<E>(self, value: &str) -> Result<Tagged<T>, E> {
                 Ok(Tagged(T::from_wire(value)))
             }
-            fn visit_bool<E>(self, _: bool) -> Result<Tagged<T>, E> {
-                Ok(Tagged(None))
-            }
-            fn visit_u64<E>(self, _: u64) -> Result<Tagged<T>, E> {
-                Ok(Tagged(None))
-            }
-            fn visit_i64<E>(self, _: i64) -> Result<Tagged<T>, E> {
-                Ok(Tagged(None))
-            }
-            fn visit_f64<E>(self, _: f64) -> Result<Tagged<T>, E> {
-                Ok(Tagged(None))
-            }
-            fn visit_unit<E>(self) -> Result<Tagged<T>, E> {
-                Ok(Tagged(None))
-            }
-            fn visit_none<E>(self) -> Result<Tagged<T>, E> {
-                Ok(Tagged(None))
-            }
             fn visit_some<D: Deserializer<'de>>(self, inner: D) -> Result<Tagged<T>, D::Error> {
                 Tagged::deserialize(inner)
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Tagged<T>, A::Error> {
-                while seq.next_element::<IgnoredAny>()?.is_some() {}
-                Ok(Tagged(None))
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Tagged<T>, A::Error> {
-                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-                Ok(Tagged(None))
             }
         }
         deserializer.deserialize_any(TagVisitor(std::marker::PhantomData))
@@ -645,6 +639,7 @@ impl<'de> Deserialize<'de> for DeltaLen {
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("a delta")
             }
+            other_types_are!('de, DeltaLen, DeltaLen(0); bool, u64, i64, f64, null, seq);
             fn visit_str<E>(self, value: &str) -> Result<DeltaLen, E> {
                 Ok(DeltaLen(value.len() as u64))
             }
@@ -660,30 +655,8 @@ impl<'de> Deserialize<'de> for DeltaLen {
                 }
                 Ok(DeltaLen(total))
             }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<DeltaLen, A::Error> {
-                while seq.next_element::<IgnoredAny>()?.is_some() {}
-                Ok(DeltaLen(0))
-            }
-            fn visit_unit<E>(self) -> Result<DeltaLen, E> {
-                Ok(DeltaLen(0))
-            }
-            fn visit_none<E>(self) -> Result<DeltaLen, E> {
-                Ok(DeltaLen(0))
-            }
             fn visit_some<D: Deserializer<'de>>(self, inner: D) -> Result<DeltaLen, D::Error> {
                 DeltaLen::deserialize(inner)
-            }
-            fn visit_bool<E>(self, _: bool) -> Result<DeltaLen, E> {
-                Ok(DeltaLen(0))
-            }
-            fn visit_u64<E>(self, _: u64) -> Result<DeltaLen, E> {
-                Ok(DeltaLen(0))
-            }
-            fn visit_i64<E>(self, _: i64) -> Result<DeltaLen, E> {
-                Ok(DeltaLen(0))
-            }
-            fn visit_f64<E>(self, _: f64) -> Result<DeltaLen, E> {
-                Ok(DeltaLen(0))
             }
         }
         deserializer.deserialize_any(DeltaVisitor)
@@ -768,37 +741,13 @@ impl<'de> Deserialize<'de> for ImageCount {
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("a data list")
             }
+            other_types_are!('de, ImageCount, ImageCount(0); str, bool, u64, i64, f64, null, map);
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<ImageCount, A::Error> {
                 let mut images = 0;
                 while let Some(IsImage(is_image)) = seq.next_element()? {
                     images += u64::from(is_image);
                 }
                 Ok(ImageCount(images))
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ImageCount, A::Error> {
-                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-                Ok(ImageCount(0))
-            }
-            fn visit_str<E>(self, _: &str) -> Result<ImageCount, E> {
-                Ok(ImageCount(0))
-            }
-            fn visit_bool<E>(self, _: bool) -> Result<ImageCount, E> {
-                Ok(ImageCount(0))
-            }
-            fn visit_u64<E>(self, _: u64) -> Result<ImageCount, E> {
-                Ok(ImageCount(0))
-            }
-            fn visit_i64<E>(self, _: i64) -> Result<ImageCount, E> {
-                Ok(ImageCount(0))
-            }
-            fn visit_f64<E>(self, _: f64) -> Result<ImageCount, E> {
-                Ok(ImageCount(0))
-            }
-            fn visit_unit<E>(self) -> Result<ImageCount, E> {
-                Ok(ImageCount(0))
-            }
-            fn visit_none<E>(self) -> Result<ImageCount, E> {
-                Ok(ImageCount(0))
             }
             fn visit_some<D: Deserializer<'de>>(self, inner: D) -> Result<ImageCount, D::Error> {
                 ImageCount::deserialize(inner)
@@ -820,6 +769,7 @@ impl<'de> Deserialize<'de> for IsImage {
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("a data item")
             }
+            other_types_are!('de, IsImage, IsImage(false); str, bool, u64, i64, f64, null, seq);
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<IsImage, A::Error> {
                 let mut is_image = false;
                 while let Some(key) = map.next_key::<ImageKey>()? {
@@ -833,31 +783,6 @@ impl<'de> Deserialize<'de> for IsImage {
                     }
                 }
                 Ok(IsImage(is_image))
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<IsImage, A::Error> {
-                while seq.next_element::<IgnoredAny>()?.is_some() {}
-                Ok(IsImage(false))
-            }
-            fn visit_str<E>(self, _: &str) -> Result<IsImage, E> {
-                Ok(IsImage(false))
-            }
-            fn visit_bool<E>(self, _: bool) -> Result<IsImage, E> {
-                Ok(IsImage(false))
-            }
-            fn visit_u64<E>(self, _: u64) -> Result<IsImage, E> {
-                Ok(IsImage(false))
-            }
-            fn visit_i64<E>(self, _: i64) -> Result<IsImage, E> {
-                Ok(IsImage(false))
-            }
-            fn visit_f64<E>(self, _: f64) -> Result<IsImage, E> {
-                Ok(IsImage(false))
-            }
-            fn visit_unit<E>(self) -> Result<IsImage, E> {
-                Ok(IsImage(false))
-            }
-            fn visit_none<E>(self) -> Result<IsImage, E> {
-                Ok(IsImage(false))
             }
         }
         deserializer.deserialize_any(ItemVisitor)
