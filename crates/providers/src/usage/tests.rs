@@ -313,6 +313,31 @@ fn null_absent_and_float_counts_in_every_dialect() {
             r#"{"usageMetadata":{"promptTokenCount":1e30,"toolUsePromptTokenCount":5,"candidatesTokenCount":18446744073709551615,"thoughtsTokenCount":2}}"#,
             usage(u64::MAX, 0, 0, u64::MAX, 2),
         ),
+        // Streams: vLLM's last chunk, a Responses stream with null
+        // details, Groq's `x_groq.usage`.
+        (
+            Api::OpenAi,
+            true,
+            "data: {\"choices\":[{\"delta\":{\"content\":\"Hi\"},\"finish_reason\":null}],\"usage\":null}\n\n\
+data: {\"choices\":[],\"usage\":{\"prompt_tokens\":5.0,\"completion_tokens\":3,\"total_tokens\":8,\"prompt_tokens_details\":null,\"completion_tokens_details\":null}}\n\n\
+data: [DONE]\n\n",
+            usage(5, 0, 0, 3, 0),
+        ),
+        (
+            Api::OpenAi,
+            true,
+            "event: response.created\ndata: {\"type\":\"response.created\",\"response\":{\"usage\":null}}\n\n\
+event: response.completed\ndata: {\"type\":\"response.completed\",\"response\":{\"usage\":{\"input_tokens\":6,\"input_tokens_details\":null,\"output_tokens\":2,\"output_tokens_details\":{\"reasoning_tokens\":null}}}}\n\n",
+            usage(6, 0, 0, 2, 0),
+        ),
+        (
+            Api::OpenAi,
+            true,
+            "data: {\"choices\":[{\"delta\":{\"content\":\"Hi\"}}]}\n\n\
+data: {\"choices\":[{\"delta\":{},\"finish_reason\":\"stop\"}],\"x_groq\":{\"id\":\"req_1\",\"usage\":{\"prompt_tokens\":11,\"completion_tokens\":1}}}\n\n\
+data: [DONE]\n\n",
+            usage(11, 0, 0, 1, 0),
+        ),
         // A chunk repeating the count as null never erases it.
         (
             Api::OpenAi,

@@ -560,6 +560,9 @@ pub(super) struct Event {
     /// their usage one level down.
     pub(super) message: Option<Nested>,
     pub(super) response: Option<Nested>,
+    /// Groq's streams report usage in `x_groq.usage` (Groq API reference,
+    /// "Chat completions", streaming, 2025-10).
+    pub(super) x_groq: Option<Nested>,
     /// OpenAI chat: the tier that served the request (in every chunk).
     pub(super) service_tier: Tagged<ServiceTier>,
     pub(super) choices: Option<Vec<Choice>>,
@@ -805,7 +808,10 @@ impl Event {
             Api::Gemini => (self.usage_metadata.as_ref(), None),
             Api::OpenAi => (
                 self.usage.as_ref(),
-                self.response.as_ref().and_then(|r| r.usage.as_ref()),
+                self.response
+                    .as_ref()
+                    .or(self.x_groq.as_ref())
+                    .and_then(|nested| nested.usage.as_ref()),
             ),
             Api::Anthropic => (
                 self.usage.as_ref(),
