@@ -61,6 +61,7 @@ pub struct UsageStripper {
 const MAX_EVENT: usize = 1024 * 1024;
 
 impl UsageStripper {
+    /// A stripper for one response stream.
     pub fn new() -> Self {
         Self::default()
     }

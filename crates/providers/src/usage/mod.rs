@@ -344,6 +344,8 @@ impl Meter {
         }
     }
 
+    /// Reads the next chunk of the body, as it passes to the client. Work
+    /// is bounded per byte, and memory to a few MiB whatever the body.
     pub fn feed(&mut self, chunk: &[u8]) {
         let api = self.api;
         let tally = &mut self.tally;
