@@ -208,9 +208,10 @@ pub struct Meter {
 
 #[derive(Debug)]
 enum Mode {
-    /// A body whose first non-blank byte has not arrived yet; `capacity`
-    /// sizes the copy once it is known to be a JSON object.
-    Undecided { capacity: usize },
+    /// A body whose kind its first bytes have not told yet: `prefix` holds
+    /// them from the first non-blank one (a few bytes at most, unless the
+    /// first chunk was larger); `capacity` sizes the copy of a JSON object.
+    Undecided { capacity: usize, prefix: Vec<u8> },
     /// A JSON object: a bounded copy is kept, parsed at the end.
     /// `image_keys` counts the images in the part of a large body dropped
     /// from the copy (the images of a big `b64_json` response precede its
@@ -319,12 +320,12 @@ impl Meter {
             usize::try_from(length).unwrap_or(0).min(MAX_JSON_COPY)
         });
         let mode = if event_stream {
-            Mode::Sse {
-                partial: Vec::new(),
-                long: None,
-            }
+            BodyKind::EventStream.mode(0)
         } else {
-            Mode::Undecided { capacity }
+            Mode::Undecided {
+                capacity,
+                prefix: Vec::new(),
+            }
         };
         Self {
             api,
@@ -347,24 +348,34 @@ impl Meter {
     /// Reads the next chunk of the body, as it passes to the client. Work
     /// is bounded per byte, and memory to a few MiB whatever the body.
     pub fn feed(&mut self, chunk: &[u8]) {
-        let api = self.api;
-        let tally = &mut self.tally;
-        let mut chunk = chunk;
-        if let Mode::Undecided { capacity } = self.mode {
-            let Some(first) = chunk.iter().position(|b| !b.is_ascii_whitespace()) else {
+        let Mode::Undecided { capacity, prefix } = &mut self.mode else {
+            return self.feed_decided(chunk);
+        };
+        let capacity = *capacity;
+        if prefix.is_empty() {
+            // The usual case: the first chunk tells, and nothing is copied
+            // (an audio body is never held).
+            let chunk = chunk.trim_ascii_start();
+            let Some(kind) = BodyKind::sniff(chunk) else {
+                prefix.extend_from_slice(chunk);
                 return;
             };
-            chunk = &chunk[first..];
-            self.mode = match chunk[0] {
-                b'{' => Mode::Object {
-                    copy: Vec::with_capacity(capacity),
-                    overflowed: false,
-                    image_keys: ImageKeys::default(),
-                },
-                b'[' => Mode::Array(ArraySplitter::default()),
-                _ => Mode::Opaque,
-            };
+            self.mode = kind.mode(capacity);
+            return self.feed_decided(chunk);
         }
+        // The first chunks were too short to tell (`da`): decide with this one.
+        prefix.extend_from_slice(chunk);
+        let Some(kind) = BodyKind::sniff(prefix) else {
+            return;
+        };
+        let held = std::mem::take(prefix);
+        self.mode = kind.mode(capacity);
+        self.feed_decided(&held);
+    }
+
+    fn feed_decided(&mut self, chunk: &[u8]) {
+        let api = self.api;
+        let tally = &mut self.tally;
         match &mut self.mode {
             Mode::Undecided { .. } | Mode::Opaque => {}
             Mode::Object {
@@ -517,6 +528,57 @@ impl Meter {
                 },
                 UsageSource::Estimated,
             )
+        }
+    }
+}
+
+/// What a body's first bytes say it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BodyKind {
+    Object,
+    Array,
+    /// SSE, even when labelled otherwise (some OpenAI-compatible servers
+    /// and proxies send their streams as `application/json` or
+    /// `text/plain`).
+    EventStream,
+    Opaque,
+}
+
+impl BodyKind {
+    /// `start` begins at the body's first non-blank byte; `None` while too
+    /// few bytes arrived to tell.
+    fn sniff(start: &[u8]) -> Option<BodyKind> {
+        match start.first()? {
+            b'{' => Some(BodyKind::Object),
+            b'[' => Some(BodyKind::Array),
+            b':' => Some(BodyKind::EventStream),
+            _ => {
+                for field in [&b"data:"[..], b"event:"] {
+                    if start.starts_with(field) {
+                        return Some(BodyKind::EventStream);
+                    }
+                    if field.starts_with(start) {
+                        return None;
+                    }
+                }
+                Some(BodyKind::Opaque)
+            }
+        }
+    }
+
+    fn mode(self, capacity: usize) -> Mode {
+        match self {
+            BodyKind::Object => Mode::Object {
+                copy: Vec::with_capacity(capacity),
+                overflowed: false,
+                image_keys: ImageKeys::default(),
+            },
+            BodyKind::Array => Mode::Array(ArraySplitter::default()),
+            BodyKind::EventStream => Mode::Sse {
+                partial: Vec::new(),
+                long: None,
+            },
+            BodyKind::Opaque => Mode::Opaque,
         }
     }
 }

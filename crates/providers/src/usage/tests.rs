@@ -881,3 +881,34 @@ event: image_generation.completed\ndata: {{\"type\":\"image_generation.completed
         }
     }
 }
+
+#[test]
+fn bodies_are_told_apart_by_their_first_bytes() {
+    // An SSE stream labelled `application/json` is still read as one.
+    check(
+        Api::OpenAi,
+        false,
+        OPENAI_STREAM,
+        (usage(9, 0, 0, 2, 0), UsageSource::Reported),
+    );
+    check(
+        Api::Anthropic,
+        false,
+        &format!(": ping\n\n{ANTHROPIC_STREAM}"),
+        (usage(25, 5, 0, 12, 0), UsageSource::Reported),
+    );
+    // Blank lines before a JSON body.
+    check(
+        Api::OpenAi,
+        false,
+        &format!("\r\n \n{OPENAI_CHAT}"),
+        (usage(20, 100, 0, 30, 12), UsageSource::Reported),
+    );
+    // Text that starts like a field name is not a stream.
+    check(
+        Api::OpenAi,
+        false,
+        "dat a: {\"usage\":{\"prompt_tokens\":1}}\n\n",
+        (Usage::default(), UsageSource::None),
+    );
+}
