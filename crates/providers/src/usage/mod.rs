@@ -1,20 +1,42 @@
-//! Usage metering: token counts read from responses as they pass through,
-//! JSON bodies and SSE streams alike, never by buffering a whole stream.
+//! Usage metering: token counts and other billed units read from responses
+//! as they pass through, JSON bodies, SSE streams and streamed JSON arrays
+//! alike, never by buffering a whole stream.
 //!
-//! Providers count tokens differently; [`Usage`] normalises them so each
-//! field is priced once:
+//! Providers count differently; [`Usage`] normalises them so each field is
+//! priced once (sources: OpenAI API reference, chat completion, responses,
+//! images and transcription objects; Anthropic Messages API reference,
+//! `usage`; Gemini API reference, `UsageMetadata`; read 2025-10):
 //!
 //! | field | OpenAI | Anthropic | Gemini |
 //! |---|---|---|---|
-//! | `input_tokens` (uncached) | `prompt_tokens` - cached | `input_tokens` | `promptTokenCount` - cached |
-//! | `cached_input_tokens` | `prompt_tokens_details.cached_tokens` | `cache_read_input_tokens` | `cachedContentTokenCount` |
-//! | `cache_write_tokens` | - | `cache_creation_input_tokens` | - |
+//! | `input_tokens` (uncached) | `prompt_tokens` / `input_tokens` - cached | `input_tokens` | `promptTokenCount` + `toolUsePromptTokenCount` - cached |
+//! | `cached_input_tokens` | `*_tokens_details.cached_tokens` | `cache_read_input_tokens` | `cachedContentTokenCount` |
+//! | `cache_write_tokens` (5 min) | - | `cache_creation.ephemeral_5m_input_tokens`, else `cache_creation_input_tokens` - 1 h | - |
+//! | `cache_write_1h_tokens` | - | `cache_creation.ephemeral_1h_input_tokens` | - |
 //! | `output_tokens` (reasoning included) | `completion_tokens` / `output_tokens` | `output_tokens` | `candidatesTokenCount` + `thoughtsTokenCount` |
 //! | `reasoning_tokens` (part of output) | `*_tokens_details.reasoning_tokens` | - | `thoughtsTokenCount` |
+//! | `service_tier` | `service_tier` (`flex`, `priority`; others standard) | `usage.service_tier` (`priority`, `batch`) | - |
+//! | `images` | `data` items with `b64_json` or `url` | - | - |
+//! | `audio_ms` | `duration` / `usage.seconds` (transcription) | - | - |
+//!
+//! Every count may be `null`, absent or a float on the wire (OpenAI-compatible
+//! servers write all three); streams report cumulative counts, merged so a
+//! later `null` never erases an earlier value. A stream is `Reported` once
+//! its dialect's terminal event arrived with usage (`[DONE]`,
+//! `response.completed`/`incomplete`/`failed`, `message_stop`, Gemini's
+//! chunk with `finishReason` and `usageMetadata`), even if the connection is
+//! then cut; otherwise it is estimated from every kind of output delivered
+//! (text, tool-call arguments, reasoning, refusals, code) and the request's
+//! input estimate.
+
+mod split;
+mod wire;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use self::split::{ArraySplitter, Element, LongEvent};
+use self::wire::{Candidate, Event, EventType, FromWire, RawUsage, Tagged};
 use crate::kind::Api;
 
 /// Normalised usage of one response: token counts, and the units that
@@ -122,246 +144,162 @@ pub enum UsageSource {
     None,
 }
 
+impl ImageSize {
+    /// Reads an OpenAI `size` (`1024x1024`, `1536x1024`, `auto`, ...), as a
+    /// request or a GPT Image response writes it.
+    pub fn from_wire(size: &str) -> Self {
+        match size {
+            "256x256" => Self::S256,
+            "512x512" => Self::S512,
+            "1024x1024" => Self::S1024,
+            "1792x1024" | "1024x1792" => Self::Wide1792,
+            "1536x1024" | "1024x1536" => Self::Wide1536,
+            _ => Self::Other,
+        }
+    }
+}
+
+impl ImageQuality {
+    /// Reads an OpenAI `quality` (`standard`, `hd`, `low`, `medium`, `high`,
+    /// `auto`).
+    pub fn from_wire(quality: &str) -> Self {
+        match quality {
+            "standard" => Self::Standard,
+            "hd" => Self::Hd,
+            "low" => Self::Low,
+            "medium" => Self::Medium,
+            "high" => Self::High,
+            _ => Self::Other,
+        }
+    }
+}
+
 /// Characters per token used to estimate output that was delivered but
 /// never reported (a cut stream). Rounds up: a delivered character is
 /// never free.
 const CHARS_PER_TOKEN: u64 = 4;
 
-/// A usage block as any provider writes it: OpenAI chat (`prompt_tokens`),
-/// OpenAI Responses and Anthropic (`input_tokens`), Anthropic caching, and
-/// Gemini (`usageMetadata`, camelCase). Parsed straight from the bytes: no
-/// JSON tree is built.
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-struct RawUsage {
-    prompt_tokens: Option<u64>,
-    completion_tokens: u64,
-    prompt_tokens_details: Details,
-    completion_tokens_details: Details,
-    input_tokens: u64,
-    output_tokens: u64,
-    input_tokens_details: Details,
-    output_tokens_details: Details,
-    cache_read_input_tokens: u64,
-    cache_creation_input_tokens: u64,
-    #[serde(rename = "promptTokenCount")]
-    prompt_token_count: u64,
-    #[serde(rename = "cachedContentTokenCount")]
-    cached_content_token_count: u64,
-    #[serde(rename = "candidatesTokenCount")]
-    candidates_token_count: u64,
-    #[serde(rename = "thoughtsTokenCount")]
-    thoughts_token_count: u64,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-struct Details {
-    cached_tokens: u64,
-    reasoning_tokens: u64,
-}
-
-impl RawUsage {
-    fn normalise(&self, api: Api) -> Usage {
-        match api {
-            Api::OpenAi => match self.prompt_tokens {
-                // Chat completions, completions, embeddings.
-                Some(prompt) => {
-                    let cached = self.prompt_tokens_details.cached_tokens;
-                    Usage {
-                        input_tokens: prompt.saturating_sub(cached),
-                        cached_input_tokens: cached,
-                        output_tokens: self.completion_tokens,
-                        reasoning_tokens: self.completion_tokens_details.reasoning_tokens,
-                        ..Usage::default()
-                    }
-                }
-                // The Responses API.
-                None => {
-                    let cached = self.input_tokens_details.cached_tokens;
-                    Usage {
-                        input_tokens: self.input_tokens.saturating_sub(cached),
-                        cached_input_tokens: cached,
-                        output_tokens: self.output_tokens,
-                        reasoning_tokens: self.output_tokens_details.reasoning_tokens,
-                        ..Usage::default()
-                    }
-                }
-            },
-            Api::Anthropic => Usage {
-                input_tokens: self.input_tokens,
-                cached_input_tokens: self.cache_read_input_tokens,
-                cache_write_tokens: self.cache_creation_input_tokens,
-                output_tokens: self.output_tokens,
-                ..Usage::default()
-            },
-            Api::Gemini => {
-                let cached = self.cached_content_token_count;
-                Usage {
-                    input_tokens: self.prompt_token_count.saturating_sub(cached),
-                    cached_input_tokens: cached,
-                    output_tokens: self.candidates_token_count + self.thoughts_token_count,
-                    reasoning_tokens: self.thoughts_token_count,
-                    ..Usage::default()
-                }
-            }
-        }
-    }
-}
-
-/// The parts of a response body or stream event that metering reads; serde
-/// skips everything else without building it.
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-struct Event {
-    usage: Option<RawUsage>,
-    #[serde(rename = "usageMetadata")]
-    usage_metadata: Option<RawUsage>,
-    /// Anthropic `message_start` and the OpenAI Responses events carry
-    /// their usage one level down.
-    message: Option<Nested>,
-    response: Option<Nested>,
-    choices: Option<Vec<Choice>>,
-    /// Anthropic deltas are objects; OpenAI Responses deltas are strings.
-    delta: Option<Delta>,
-    candidates: Option<Vec<Candidate>>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-struct Nested {
-    usage: Option<RawUsage>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-struct Choice {
-    delta: Option<ChoiceDelta>,
-    text: Option<String>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-struct ChoiceDelta {
-    content: Option<String>,
-    reasoning_content: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-enum Delta {
-    Text(String),
-    Block(BlockDelta),
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-struct BlockDelta {
-    text: Option<String>,
-    thinking: Option<String>,
-    partial_json: Option<String>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-struct Candidate {
-    content: Option<CandidateContent>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-struct CandidateContent {
-    parts: Option<Vec<Part>>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-struct Part {
-    text: Option<String>,
-}
-
-fn len(text: &Option<String>) -> usize {
-    text.as_ref().map_or(0, String::len)
-}
-
-impl Event {
-    fn usage(&self, api: Api) -> Option<Usage> {
-        let raw = match api {
-            Api::Gemini => self.usage_metadata.as_ref(),
-            Api::OpenAi => self
-                .usage
-                .as_ref()
-                .or_else(|| self.response.as_ref().and_then(|r| r.usage.as_ref())),
-            Api::Anthropic => self
-                .usage
-                .as_ref()
-                .or_else(|| self.message.as_ref().and_then(|m| m.usage.as_ref())),
-        }?;
-        Some(raw.normalise(api))
-    }
-
-    /// Text this event delivers to the user, for estimating cut streams.
-    fn delivered_text_len(&self, api: Api) -> usize {
-        match api {
-            Api::OpenAi => {
-                let chat: usize = self
-                    .choices
-                    .iter()
-                    .flatten()
-                    .map(|c| {
-                        c.delta
-                            .as_ref()
-                            .map_or(0, |d| len(&d.content) + len(&d.reasoning_content))
-                            + len(&c.text)
-                    })
-                    .sum();
-                let responses = match &self.delta {
-                    Some(Delta::Text(text)) => text.len(),
-                    _ => 0,
-                };
-                chat + responses
-            }
-            Api::Anthropic => match &self.delta {
-                Some(Delta::Block(block)) => {
-                    len(&block.text) + len(&block.thinking) + len(&block.partial_json)
-                }
-                _ => 0,
-            },
-            Api::Gemini => self
-                .candidates
-                .iter()
-                .flatten()
-                .filter_map(|c| c.content.as_ref())
-                .flat_map(|content| content.parts.iter().flatten())
-                .map(|p| len(&p.text))
-                .sum(),
-        }
-    }
-}
-
 /// Reads a usage block from a whole JSON response or one SSE event payload.
-/// Returns `None` when it carries no usage.
+/// Returns `None` when it reports nothing (no usage, no images, no audio
+/// duration).
 pub fn usage_from_json(api: Api, value: &Value) -> Option<Usage> {
-    Event::deserialize(value).ok()?.usage(api)
+    let event = Event::deserialize(value).ok()?;
+    let mut tally = Tally::default();
+    tally.event(api, &event);
+    tally.reports_anything().then(|| tally.usage(api))
 }
 
-/// Meters one response body as it streams past. Feed it every chunk in
-/// order, then call [`Meter::finish`] (also when the stream was cut).
+/// Meters one response body as it passes. Feed it every chunk in order,
+/// then call [`Meter::finish`] (also when the stream was cut).
+///
+/// Bodies are told apart by their first bytes: an SSE stream (the caller
+/// says so), a JSON object (a bounded copy, parsed at the end), a JSON array
+/// (Gemini's `streamGenerateContent` without `?alt=sse`: metered element by
+/// element like an SSE stream), or anything else (audio, files: not copied).
 #[derive(Debug)]
 pub struct Meter {
     api: Api,
     mode: Mode,
-    reported: Option<Usage>,
-    delivered_chars: u64,
+    tally: Tally,
+    /// The gateway's estimate of the request's input tokens, used when a
+    /// stream ends before the provider reported its input.
+    input_estimate: u64,
 }
 
 #[derive(Debug)]
 enum Mode {
-    /// A JSON body: a bounded copy is kept, parsed at the end.
-    Json { copy: Vec<u8>, overflowed: bool },
-    /// An SSE stream: complete lines are parsed as they arrive; `partial`
+    /// A body whose kind its first bytes have not told yet: `prefix` holds
+    /// them from the first non-blank one (a few bytes at most, unless the
+    /// first chunk was larger); `capacity` sizes the copy of a JSON object.
+    Undecided { capacity: usize, prefix: Vec<u8> },
+    /// A JSON object: a bounded copy is kept, parsed at the end.
+    /// `image_keys` counts the images in the part of a large body dropped
+    /// from the copy (the images of a big `b64_json` response precede its
+    /// usage block).
+    Object {
+        copy: Vec<u8>,
+        overflowed: bool,
+        image_keys: ImageKeys,
+    },
+    /// A JSON array streamed element by element.
+    Array(ArraySplitter),
+    /// An SSE stream: complete lines are read as they arrive; `partial`
     /// holds the unfinished last line between chunks.
-    Sse { partial: Vec<u8> },
+    /// A line longer than [`MAX_EVENT`] keeps only its ends in `long`.
+    Sse {
+        partial: Vec<u8>,
+        long: Option<LongEvent>,
+    },
+    /// Not JSON (audio, an uploaded file's content): nothing is kept.
+    Opaque,
+}
+
+/// What the events of one response told so far.
+#[derive(Debug, Default)]
+struct Tally {
+    /// Every usage report, merged (counts are cumulative; nulls erase
+    /// nothing).
+    reported: Option<RawUsage>,
+    service_tier: Option<ServiceTier>,
+    images: u64,
+    image_variant: ImageVariant,
+    /// Milliseconds of audio from a transcription's `duration`.
+    audio_ms: u64,
+    /// Bytes of output delivered (text, tool-call arguments, reasoning,
+    /// refusals, code), for estimating a cut stream.
+    delivered: u64,
+    /// The dialect's terminal event arrived: the response finished, even if
+    /// the connection was closed before the gateway saw the body end.
+    ended: bool,
+}
+
+impl Tally {
+    fn event(&mut self, api: Api, event: &Event) {
+        self.delivered += event.delivered_len(api);
+        for block in event.usage_blocks(api) {
+            if !block.reports_anything() {
+                continue;
+            }
+            match &mut self.reported {
+                Some(reported) => reported.merge(block),
+                None => self.reported = Some(block.clone()),
+            }
+        }
+        if let Some(tier) = event.service_tier() {
+            self.service_tier = Some(tier);
+        }
+        if api == Api::OpenAi {
+            let streamed_image = event.kind.0 == Some(EventType::ImageCompleted);
+            let images = event.data.0 + u64::from(streamed_image);
+            self.images += images;
+            if images > 0 {
+                self.image_variant = event.image_variant();
+            }
+            self.audio_ms = self.audio_ms.max(event.duration_ms());
+        }
+        if event.ends_response(api) {
+            self.ended = true;
+        }
+    }
+
+    fn reports_anything(&self) -> bool {
+        self.reported.is_some() || self.images > 0 || self.audio_ms > 0
+    }
+
+    /// The usage as reported (zero where nothing was).
+    fn usage(&self, api: Api) -> Usage {
+        let mut usage = self
+            .reported
+            .as_ref()
+            .map_or_else(Usage::default, |raw| raw.normalise(api));
+        if let Some(tier) = self.service_tier {
+            usage.service_tier = tier;
+        }
+        usage.images = self.images;
+        usage.image_variant = self.image_variant;
+        usage.audio_ms = usage.audio_ms.max(self.audio_ms);
+        usage
+    }
 }
 
 /// Largest JSON response copied for metering. Chat responses are a few KiB;
@@ -369,170 +307,406 @@ enum Mode {
 /// every provider puts its usage block.
 const MAX_JSON_COPY: usize = 4 * 1024 * 1024;
 const JSON_TAIL: usize = 64 * 1024;
-/// Longest SSE line kept while waiting for its end; a longer one is skipped.
-const MAX_SSE_LINE: usize = 4 * 1024 * 1024;
+/// Longest SSE line or array element kept whole while waiting for its end;
+/// of a longer one only its two ends are kept.
+const MAX_EVENT: usize = 4 * 1024 * 1024;
 
 impl Meter {
     /// `event_stream` is true when the response is `text/event-stream`.
     /// `length_hint` (the body's content length, when known) sizes the copy
-    /// of a JSON body up front.
+    /// of a JSON body.
     pub fn new(api: Api, event_stream: bool, length_hint: Option<u64>) -> Self {
         let capacity = length_hint.map_or(0, |length| {
             usize::try_from(length).unwrap_or(0).min(MAX_JSON_COPY)
         });
         let mode = if event_stream {
-            Mode::Sse {
-                partial: Vec::new(),
-            }
+            BodyKind::EventStream.mode(0)
         } else {
-            Mode::Json {
-                copy: Vec::with_capacity(capacity),
-                overflowed: false,
+            Mode::Undecided {
+                capacity,
+                prefix: Vec::new(),
             }
         };
         Self {
             api,
             mode,
-            reported: None,
-            delivered_chars: 0,
+            tally: Tally::default(),
+            input_estimate: 0,
         }
     }
 
+    /// The gateway's estimate of the request's input, in tokens: billed
+    /// (as uncached input, source `Estimated`) when a stream ends before
+    /// the provider reported its input.
+    pub fn with_input_estimate(self, tokens: u64) -> Self {
+        Self {
+            input_estimate: tokens,
+            ..self
+        }
+    }
+
+    /// Reads the next chunk of the body, as it passes to the client. Work
+    /// is bounded per byte, and memory to a few MiB whatever the body.
     pub fn feed(&mut self, chunk: &[u8]) {
+        let Mode::Undecided { capacity, prefix } = &mut self.mode else {
+            return self.feed_decided(chunk);
+        };
+        let capacity = *capacity;
+        if prefix.is_empty() {
+            // The usual case: the first chunk tells, and nothing is copied
+            // (an audio body is never held).
+            let chunk = chunk.trim_ascii_start();
+            let Some(kind) = BodyKind::sniff(chunk) else {
+                prefix.extend_from_slice(chunk);
+                return;
+            };
+            self.mode = kind.mode(capacity);
+            return self.feed_decided(chunk);
+        }
+        // The first chunks were too short to tell (`da`): decide with this one.
+        prefix.extend_from_slice(chunk);
+        let Some(kind) = BodyKind::sniff(prefix) else {
+            return;
+        };
+        let held = std::mem::take(prefix);
+        self.mode = kind.mode(capacity);
+        self.feed_decided(&held);
+    }
+
+    fn feed_decided(&mut self, chunk: &[u8]) {
+        let api = self.api;
+        let tally = &mut self.tally;
         match &mut self.mode {
-            Mode::Json { copy, overflowed } => {
+            Mode::Undecided { .. } | Mode::Opaque => {}
+            Mode::Object {
+                copy,
+                overflowed,
+                image_keys,
+            } => {
                 copy.extend_from_slice(chunk);
                 if copy.len() > MAX_JSON_COPY {
                     let cut = copy.len() - JSON_TAIL;
+                    if api == Api::OpenAi {
+                        image_keys.count(copy, cut);
+                    }
                     copy.drain(..cut);
                     *overflowed = true;
                 }
             }
-            Mode::Sse { partial } => {
-                let mut rest = chunk;
-                let mut lines: Vec<Vec<u8>> = Vec::new();
-                while let Some(end) = rest.iter().position(|&b| b == b'\n') {
-                    let (line, after) = rest.split_at(end);
-                    if partial.is_empty() {
-                        lines.push(line.to_vec());
-                    } else {
-                        partial.extend_from_slice(line);
-                        lines.push(std::mem::take(partial));
+            Mode::Array(splitter) => splitter.feed(chunk, MAX_EVENT, |element| match element {
+                Element::Whole(bytes) => {
+                    if let Ok(event) = serde_json::from_slice::<Event>(bytes) {
+                        tally.event(api, &event);
                     }
-                    rest = &after[1..];
                 }
-                if partial.len() + rest.len() <= MAX_SSE_LINE {
-                    partial.extend_from_slice(rest);
-                } else {
-                    partial.clear();
-                }
-                for line in lines {
-                    self.sse_line(&line);
+                Element::Long(long) => long_event(api, tally, &long.head, &long.tail),
+            }),
+            Mode::Sse { partial, long } => {
+                let mut rest = chunk;
+                loop {
+                    let newline = rest.iter().position(|&b| b == b'\n');
+                    let piece = &rest[..newline.unwrap_or(rest.len())];
+                    if let Some(long) = long {
+                        long.push(piece);
+                    } else if partial.is_empty() && newline.is_some() {
+                        // A whole line in this chunk: read in place.
+                        sse_line(api, tally, piece);
+                    } else if partial.len() + piece.len() > MAX_EVENT {
+                        let mut ends = LongEvent::default();
+                        ends.push(partial);
+                        ends.push(piece);
+                        *long = Some(ends);
+                        partial.clear();
+                    } else {
+                        partial.extend_from_slice(piece);
+                    }
+                    let Some(end) = newline else {
+                        break;
+                    };
+                    if let Some(ends) = long.take() {
+                        long_sse_line(api, tally, &ends);
+                    } else if !partial.is_empty() {
+                        sse_line(api, tally, partial);
+                        partial.clear();
+                    }
+                    rest = &rest[end + 1..];
                 }
             }
-        }
-    }
-
-    fn sse_line(&mut self, line: &[u8]) {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        let Some(data) = line.strip_prefix(b"data:") else {
-            return;
-        };
-        let data = data.strip_prefix(b" ").unwrap_or(data);
-        if data.is_empty() || data == b"[DONE]" {
-            return;
-        }
-        let Ok(event) = serde_json::from_slice::<Event>(data) else {
-            return;
-        };
-        self.delivered_chars += event.delivered_text_len(self.api) as u64;
-        if let Some(usage) = event.usage(self.api) {
-            self.reported = Some(match (self.api, self.reported) {
-                // Anthropic reports input in `message_start` and cumulative
-                // output in `message_delta` (whose input fields may be absent).
-                (Api::Anthropic, Some(previous)) => Usage {
-                    input_tokens: usage.input_tokens.max(previous.input_tokens),
-                    cached_input_tokens: usage
-                        .cached_input_tokens
-                        .max(previous.cached_input_tokens),
-                    cache_write_tokens: usage.cache_write_tokens.max(previous.cache_write_tokens),
-                    output_tokens: usage.output_tokens.max(previous.output_tokens),
-                    ..Usage::default()
-                },
-                // OpenAI reports once at the end; Gemini's counts are cumulative.
-                _ => usage,
-            });
         }
     }
 
     /// The usage of the response. `complete` says whether the body reached
-    /// its end (false for a stream cut by the client or the upstream).
+    /// its end (false for a body cut by the client or the upstream).
+    ///
+    /// A stream is `Reported` when the provider reported usage and either
+    /// the body ended or the dialect's terminal event arrived (the official
+    /// Python SDK closes the connection right after `data: [DONE]`, which
+    /// the gateway sees as a cut). Otherwise it is `Estimated`: the reported
+    /// counts, output at least what was delivered (four characters a
+    /// token), input from the request's estimate where the provider had not
+    /// told it; `None` when there is nothing at all to bill.
     pub fn finish(mut self, complete: bool) -> (Usage, UsageSource) {
-        if let Mode::Sse { partial } = &mut self.mode {
-            let last = std::mem::take(partial);
-            if !last.is_empty() {
-                self.sse_line(&last);
-            }
-        }
-        let estimated_output = self.delivered_chars.div_ceil(CHARS_PER_TOKEN);
-        match self.mode {
-            Mode::Json { copy, overflowed } => {
-                let parsed = if overflowed {
-                    usage_from_tail(self.api, &copy)
+        let api = self.api;
+        let mode = std::mem::replace(&mut self.mode, Mode::Opaque);
+        match mode {
+            Mode::Undecided { .. } | Mode::Opaque => self.unreported(complete),
+            Mode::Object {
+                copy,
+                overflowed,
+                mut image_keys,
+            } => {
+                let event = if overflowed {
+                    if api == Api::OpenAi {
+                        image_keys.count(&copy, copy.len());
+                        self.tally.images += image_keys.images();
+                        // GPT Image writes `quality` and `size` after `data`.
+                        self.tally.image_variant = ImageVariant {
+                            size: string_member(&copy, b"\"size\"")
+                                .map_or(ImageSize::Unspecified, ImageSize::from_wire),
+                            quality: string_member(&copy, b"\"quality\"")
+                                .map_or(ImageQuality::Unspecified, ImageQuality::from_wire),
+                        };
+                    }
+                    event_from_tail(api, &copy)
                 } else {
-                    usage_from_body(self.api, &copy)
+                    serde_json::from_slice::<Event>(&copy).ok()
                 };
-                match parsed {
-                    Some(usage) => (usage, UsageSource::Reported),
-                    None => (Usage::default(), UsageSource::None),
+                if let Some(event) = event {
+                    self.tally.event(api, &event);
+                }
+                if self.tally.reports_anything() {
+                    (self.tally.usage(api), UsageSource::Reported)
+                } else {
+                    self.unreported(complete)
                 }
             }
-            Mode::Sse { .. } => match (self.reported, complete) {
-                (Some(usage), true) => (usage, UsageSource::Reported),
-                // Cut short: whatever was reported (Anthropic reports input
-                // at the start), and at least the output that was delivered.
-                (Some(usage), false) => (
-                    Usage {
-                        output_tokens: usage.output_tokens.max(estimated_output),
-                        ..usage
-                    },
-                    UsageSource::Estimated,
-                ),
-                (None, _) if self.delivered_chars > 0 => (
-                    Usage {
-                        output_tokens: estimated_output,
-                        ..Usage::default()
-                    },
-                    UsageSource::Estimated,
-                ),
-                (None, _) => (Usage::default(), UsageSource::None),
-            },
+            Mode::Sse { partial, long } => {
+                if let Some(ends) = long {
+                    long_sse_line(api, &mut self.tally, &ends);
+                } else if !partial.is_empty() {
+                    sse_line(api, &mut self.tally, &partial);
+                }
+                self.stream_usage(complete)
+            }
+            Mode::Array(_) => self.stream_usage(complete),
+        }
+    }
+
+    fn stream_usage(self, complete: bool) -> (Usage, UsageSource) {
+        let api = self.api;
+        let tally = &self.tally;
+        if tally.reported.is_some() && (tally.ended || complete) {
+            return (tally.usage(api), UsageSource::Reported);
+        }
+        let mut usage = tally.usage(api);
+        usage.output_tokens = usage
+            .output_tokens
+            .max(tally.delivered.div_ceil(CHARS_PER_TOKEN));
+        let input_reported = tally
+            .reported
+            .as_ref()
+            .is_some_and(|raw| raw.reports_input(api));
+        if !input_reported {
+            usage.input_tokens = usage.input_tokens.max(self.input_estimate);
+        }
+        if usage == Usage::default() {
+            (usage, UsageSource::None)
+        } else {
+            (usage, UsageSource::Estimated)
+        }
+    }
+
+    /// A body that reported nothing: a cut one still cost its input.
+    fn unreported(&self, complete: bool) -> (Usage, UsageSource) {
+        if complete || self.input_estimate == 0 {
+            (Usage::default(), UsageSource::None)
+        } else {
+            (
+                Usage {
+                    input_tokens: self.input_estimate,
+                    ..Usage::default()
+                },
+                UsageSource::Estimated,
+            )
         }
     }
 }
 
-fn usage_from_body(api: Api, body: &[u8]) -> Option<Usage> {
-    serde_json::from_slice::<Event>(body).ok()?.usage(api)
+/// What a body's first bytes say it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BodyKind {
+    Object,
+    Array,
+    /// SSE, even when labelled otherwise (some OpenAI-compatible servers
+    /// and proxies send their streams as `application/json` or
+    /// `text/plain`).
+    EventStream,
+    Opaque,
 }
 
-/// Finds the usage object in the tail of a large JSON body.
-fn usage_from_tail(api: Api, tail: &[u8]) -> Option<Usage> {
+impl BodyKind {
+    /// `start` begins at the body's first non-blank byte; `None` while too
+    /// few bytes arrived to tell.
+    fn sniff(start: &[u8]) -> Option<BodyKind> {
+        match start.first()? {
+            b'{' => Some(BodyKind::Object),
+            b'[' => Some(BodyKind::Array),
+            b':' => Some(BodyKind::EventStream),
+            _ => {
+                for field in [&b"data:"[..], b"event:"] {
+                    if start.starts_with(field) {
+                        return Some(BodyKind::EventStream);
+                    }
+                    if field.starts_with(start) {
+                        return None;
+                    }
+                }
+                Some(BodyKind::Opaque)
+            }
+        }
+    }
+
+    fn mode(self, capacity: usize) -> Mode {
+        match self {
+            BodyKind::Object => Mode::Object {
+                copy: Vec::with_capacity(capacity),
+                overflowed: false,
+                image_keys: ImageKeys::default(),
+            },
+            BodyKind::Array => Mode::Array(ArraySplitter::default()),
+            BodyKind::EventStream => Mode::Sse {
+                partial: Vec::new(),
+                long: None,
+            },
+            BodyKind::Opaque => Mode::Opaque,
+        }
+    }
+}
+
+/// Reads one SSE line: a `data:` line holding a JSON event, or OpenAI's
+/// `data: [DONE]`, which ends a chat or completions stream.
+fn sse_line(api: Api, tally: &mut Tally, line: &[u8]) {
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let Some(data) = line.strip_prefix(b"data:") else {
+        return;
+    };
+    let data = data.trim_ascii();
+    if data == b"[DONE]" {
+        tally.ended = true;
+        return;
+    }
+    if let Ok(event) = serde_json::from_slice::<Event>(data) {
+        tally.event(api, &event);
+    }
+}
+
+/// Image keys (`"b64_json":`, `"url":`) seen in a large JSON body, each
+/// counted once by where it starts. A key cannot hide inside a string: there
+/// its quotes would be escaped.
+#[derive(Debug, Default, Clone, Copy)]
+struct ImageKeys {
+    b64_json: u64,
+    url: u64,
+}
+
+impl ImageKeys {
+    /// Counts the keys starting in `buffer[..end]`; bytes after `end` are
+    /// only looked at to see the colon.
+    fn count(&mut self, buffer: &[u8], end: usize) {
+        self.b64_json += count_keys(buffer, end, b"\"b64_json\"");
+        self.url += count_keys(buffer, end, b"\"url\"");
+    }
+
+    /// An image carries one of the two, as `response_format` asked.
+    fn images(&self) -> u64 {
+        self.b64_json.max(self.url)
+    }
+}
+
+fn count_keys(buffer: &[u8], end: usize, key: &[u8]) -> u64 {
+    let mut count = 0;
+    let mut at = 0;
+    while let Some(offset) = buffer[at..].windows(key.len()).position(|w| w == key) {
+        let start = at + offset;
+        if start >= end {
+            break;
+        }
+        let after = &buffer[start + key.len()..];
+        if after.trim_ascii_start().first() == Some(&b':') {
+            count += 1;
+        }
+        at = start + 1;
+    }
+    count
+}
+
+/// Reads an SSE line too long to keep whole from its two ends.
+fn long_sse_line(api: Api, tally: &mut Tally, long: &LongEvent) {
+    let Some(head) = long.head.strip_prefix(b"data:") else {
+        return;
+    };
+    long_event(api, tally, head, &long.tail);
+}
+
+/// Reads an event too long to keep whole from its two ends: the usage block
+/// from its tail (where providers put it), and whether it ends the response
+/// from its `type` (at its head) or, for Gemini, a `finishReason` in its
+/// tail. Its output is not estimated: what makes an event this long is an
+/// image or audio, whose tokens text length does not tell.
+fn long_event(api: Api, tally: &mut Tally, head: &[u8], tail: &[u8]) {
+    let Some(mut event) = event_from_tail(api, tail) else {
+        return;
+    };
+    event.kind = Tagged(string_member(head, b"\"type\"").and_then(EventType::from_wire));
+    if api == Api::OpenAi {
+        // A streamed GPT Image's final event says what it made after the
+        // image itself.
+        event.size = Tagged(string_member(tail, b"\"size\"").map(ImageSize::from_wire));
+        event.quality = Tagged(string_member(tail, b"\"quality\"").map(ImageQuality::from_wire));
+    }
+    if api == Api::Gemini && string_member(tail, b"\"finishReason\"").is_some() {
+        event.candidates = Some(vec![Candidate::finished()]);
+    }
+    tally.event(api, &event);
+}
+
+/// The string value of the first member named `key` (quotes included) in
+/// `text`, read without parsing the rest.
+fn string_member<'a>(text: &'a [u8], key: &[u8]) -> Option<&'a str> {
+    let start = text.windows(key.len()).position(|window| window == key)?;
+    let after = text[start + key.len()..].trim_ascii_start();
+    let after = after.strip_prefix(b":")?.trim_ascii_start();
+    let value = after.strip_prefix(b"\"")?;
+    let end = value.iter().position(|&b| b == b'"' || b == b'\\')?;
+    std::str::from_utf8(&value[..end]).ok()
+}
+
+/// Finds the usage object in the tail of a large JSON body or event.
+fn event_from_tail(api: Api, tail: &[u8]) -> Option<Event> {
     let key: &[u8] = if api == Api::Gemini {
         b"\"usageMetadata\""
     } else {
         b"\"usage\""
     };
     let start = tail.windows(key.len()).rposition(|window| window == key)?;
-    let after_key = &tail[start + key.len()..];
-    let open = after_key.iter().position(|&b| b == b'{')?;
-    let mut stream = serde_json::Deserializer::from_slice(&after_key[open..]).into_iter::<Value>();
-    let object = stream.next()?.ok()?;
-    let wrapper = if api == Api::Gemini {
-        serde_json::json!({ "usageMetadata": object })
+    let after_key = tail[start + key.len()..].trim_ascii_start();
+    let object = after_key.strip_prefix(b":")?.trim_ascii_start();
+    if !object.starts_with(b"{") {
+        return None;
+    }
+    let mut stream = serde_json::Deserializer::from_slice(object).into_iter::<RawUsage>();
+    let usage = stream.next()?.ok()?;
+    Some(if api == Api::Gemini {
+        Event {
+            usage_metadata: Some(usage),
+            ..Event::default()
+        }
     } else {
-        serde_json::json!({ "usage": object })
-    };
-    usage_from_json(api, &wrapper)
+        Event {
+            usage: Some(usage),
+            ..Event::default()
+        }
+    })
 }
 
 #[cfg(test)]
