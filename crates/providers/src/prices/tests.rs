@@ -419,7 +419,7 @@ fn anthropic_cache_writes_are_priced_by_duration() {
 #[test]
 fn long_context_bills_the_whole_request_above_the_threshold() {
     let table = PriceTable::shipped().unwrap();
-    let day = date!(2025 - 11 - 01);
+    let day = date!(2025 - 12 - 01);
     // Gemini pricing page, "Gemini 2.5 Pro" (2025-10): $1.25 / $10 up to
     // 200k prompt tokens, $2.50 / $15 and $0.625 cached above.
     let gemini = [
@@ -439,6 +439,24 @@ fn long_context_bills_the_whole_request_above_the_threshold() {
             &table,
             Api::Gemini,
             "gemini-2.5-pro",
+            day,
+            &usage,
+            &usd(nano, PRICED),
+        );
+    }
+    // Gemini pricing page, "Gemini 3 Pro Preview" (2025-11).
+    let gemini_3 = [
+        (tokens(200_000, 1_000), 400_000_000 + 12_000_000),
+        (
+            cached([100_001, 100_000, 0, 0], 1_000),
+            400_004_000 + 40_000_000 + 18_000_000,
+        ),
+    ];
+    for (usage, nano) in gemini_3 {
+        check(
+            &table,
+            Api::Gemini,
+            "gemini-3-pro-preview",
             day,
             &usage,
             &usd(nano, PRICED),
@@ -550,6 +568,32 @@ fn service_tiers_are_priced_per_tier() {
             "text-embedding-3-small",
             tier(T::Batch, M, 0, 0),
             usd(10_000_000, PRICED),
+        ),
+        // The pro models, not the cheaper models sharing their prefix.
+        (
+            "o3-pro",
+            tier(T::Standard, M, 0, M),
+            usd(100_000_000_000, PRICED),
+        ),
+        (
+            "o3-pro-2025-06-10",
+            tier(T::Batch, M, 0, M),
+            usd(50_000_000_000, PRICED),
+        ),
+        (
+            "gpt-5-pro",
+            tier(T::Standard, M, 0, M),
+            usd(135_000_000_000, PRICED),
+        ),
+        (
+            "o1",
+            tier(T::Standard, M, M, M),
+            usd(82_500_000_000, PRICED),
+        ),
+        (
+            "o1-pro",
+            tier(T::Standard, M, 0, M),
+            usd(750_000_000_000, PRICED),
         ),
         // No flex price for gpt-4o: standard, which flex never exceeds.
         (
