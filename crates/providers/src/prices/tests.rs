@@ -304,6 +304,35 @@ fn images_are_priced_by_model_size_and_quality() {
     for (model, usage, nano) in cases {
         check(&table, Api::OpenAi, model, day, &usage, &usd(nano, PRICED));
     }
+    // GPT Image bills images as output tokens ($40 per million): the larger
+    // of the two counts, never both. 4160 tokens is one high 1024x1024
+    // image ($0.1664, published as $0.167).
+    let with_output = |output_tokens, n, quality| Usage {
+        output_tokens,
+        ..images(n, S::S1024, quality)
+    };
+    let gpt_image = [
+        (with_output(4160, 1, Q::High), 167_000_000),
+        (with_output(10_000, 1, Q::Low), 400_000_000),
+        (with_output(1_000, 0, Q::Low), 40_000_000),
+        (
+            Usage {
+                input_tokens: 1_000,
+                ..with_output(0, 2, Q::Medium)
+            },
+            10_000_000 + 84_000_000,
+        ),
+    ];
+    for (usage, nano) in gpt_image {
+        check(
+            &table,
+            Api::OpenAi,
+            "gpt-image-1",
+            day,
+            &usage,
+            &usd(nano, PRICED),
+        );
+    }
 }
 
 #[test]
