@@ -738,9 +738,10 @@ impl PriceTable {
     /// The cost of `usage` for `model` on `date`, for the reservation
     /// (estimated usage) and the settlement (reported usage) alike: token
     /// prices after the long-context band and the service tier, plus
-    /// images, audio (whole seconds, rounded up: OpenAI bills audio "rounded
-    /// to the nearest second") and speech characters, rounded up once to
-    /// whole nano-USD.
+    /// images (or the output tokens, whichever costs more: GPT Image bills
+    /// images as output tokens), audio (whole seconds, rounded up: OpenAI
+    /// bills audio "rounded to the nearest second") and speech characters,
+    /// rounded up once to whole nano-USD.
     pub fn price(&self, api: Api, model: &str, date: Date, usage: &Usage) -> Priced<'_> {
         let entry = self.find(api, model, date);
         let (tokens, tier_bound) = match entry {
@@ -751,17 +752,27 @@ impl PriceTable {
         let units = entry.map_or(&no_units, |e| &e.units);
         let mut pico = tokens.pico(usage);
         let mut unpriced = false;
+        // GPT Image bills an image as output tokens; its per-image price is
+        // the published cost of those tokens. Counting both would bill an
+        // image twice, so the larger of the two counts: the tokens when
+        // the response reports them (exact), the images when only they are
+        // known (a reservation, a bound). Models without an output price
+        // (DALL-E) are simply priced per image.
+        match units.per_image(usage.image_variant) {
+            _ if usage.images == 0 => {}
+            Some(nano_each) => {
+                let images = u128::from(usage.images) * u128::from(nano_each) * 1000;
+                let output = u128::from(usage.output_tokens) * u128::from(tokens.output);
+                let larger = images.max(output);
+                pico = pico.saturating_sub(output).saturating_add(larger);
+            }
+            None => unpriced = true,
+        }
         let mut add = |count: u64, price: Option<u128>| match price {
             _ if count == 0 => {}
             Some(pico_each) => pico = pico.saturating_add(u128::from(count) * pico_each),
             None => unpriced = true,
         };
-        add(
-            usage.images,
-            units
-                .per_image(usage.image_variant)
-                .map(|nano| u128::from(nano) * 1000),
-        );
         // Audio as whole seconds at the per-minute price: pico-USD per
         // second, rounded up, so the sum stays an integer bound.
         add(
