@@ -58,12 +58,20 @@ impl TokenPrices {
         nano_rounded_up(self.pico(usage))
     }
 
+    /// Pico-USD. Each product fits a `u128`; the sum saturates, as five
+    /// of them might not (prices from the configuration are not capped).
     fn pico(&self, usage: &Usage) -> u128 {
-        u128::from(usage.input_tokens) * u128::from(self.input)
-            + u128::from(usage.cached_input_tokens) * u128::from(self.cached_input)
-            + u128::from(usage.cache_write_tokens) * u128::from(self.cache_write)
-            + u128::from(usage.cache_write_1h_tokens) * u128::from(self.cache_write_1h)
-            + u128::from(usage.output_tokens) * u128::from(self.output)
+        [
+            (usage.input_tokens, self.input),
+            (usage.cached_input_tokens, self.cached_input),
+            (usage.cache_write_tokens, self.cache_write),
+            (usage.cache_write_1h_tokens, self.cache_write_1h),
+            (usage.output_tokens, self.output),
+        ]
+        .iter()
+        .fold(0_u128, |sum, (tokens, rate)| {
+            sum.saturating_add(u128::from(*tokens) * u128::from(*rate))
+        })
     }
 
     /// Every rate times `multiplier`, each rounded up to a whole pico-USD.
@@ -318,18 +326,22 @@ fn total_input(usage: &Usage) -> u64 {
 }
 
 fn tiered(base: TokenPrices, tiers: &TierPrices, tier: ServiceTier) -> (TokenPrices, bool) {
-    let price = match tier {
-        ServiceTier::Standard => return (base, false),
-        ServiceTier::Flex => tiers.flex,
-        ServiceTier::Batch => tiers.batch,
-        ServiceTier::Priority => tiers.priority,
+    let priced = |price: Option<TierPrice>| {
+        price.map(|price| match price {
+            TierPrice::Multiplier(multiplier) => base.scaled(multiplier),
+            TierPrice::Prices(prices) => prices,
+        })
     };
-    match (price, tier) {
-        (Some(TierPrice::Multiplier(m)), _) => (base.scaled(m), false),
-        (Some(TierPrice::Prices(prices)), _) => (prices, false),
-        // Flex and Batch bill less than standard: standard is a bound.
-        (None, ServiceTier::Flex | ServiceTier::Batch | ServiceTier::Standard) => (base, false),
-        (None, ServiceTier::Priority) => (base.scaled(PRIORITY_BOUND), true),
+    match tier {
+        ServiceTier::Standard => (base, false),
+        // Flex and Batch bill less than standard: without a price of their
+        // own, standard is a bound.
+        ServiceTier::Flex => (priced(tiers.flex).unwrap_or(base), false),
+        ServiceTier::Batch => (priced(tiers.batch).unwrap_or(base), false),
+        ServiceTier::Priority => match priced(tiers.priority) {
+            Some(prices) => (prices, false),
+            None => (base.scaled(PRIORITY_BOUND), true),
+        },
     }
 }
 

@@ -142,6 +142,18 @@ fn every_token_kind_is_priced_and_rounded_up() {
         }),
         NanoUsd(1)
     );
+    // Absurd configured prices saturate instead of overflowing.
+    let most = TokenPrices {
+        input: u64::MAX,
+        cached_input: u64::MAX,
+        cache_write: u64::MAX,
+        cache_write_1h: u64::MAX,
+        output: u64::MAX,
+    };
+    assert_eq!(
+        most.cost(&cached([u64::MAX; 4], u64::MAX)),
+        NanoUsd(i64::MAX)
+    );
 }
 
 #[test]
