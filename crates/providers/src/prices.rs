@@ -280,6 +280,8 @@ struct RawTable {
     price: Vec<RawPrice>,
 }
 
+/// One validated entry: `model` priced from `since` on (a `YYYY-MM-DD` UTC
+/// day), all prices integers (see each field's type for its unit).
 #[derive(Debug, Clone, Serialize)]
 pub struct PriceEntry {
     pub api: &'static str,
@@ -345,6 +347,8 @@ fn tiered(base: TokenPrices, tiers: &TierPrices, tier: ServiceTier) -> (TokenPri
     }
 }
 
+/// Why a price table or an operator's entry was refused: `index` counts
+/// entries from 1 in the file they came from.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum PriceError {
     #[error("price entry {index} ({model}): {reason}")]
@@ -380,6 +384,8 @@ pub struct Priced<'a> {
     pub tier_bound: bool,
 }
 
+/// The shipped entries, the operator's on top, and the fallback token
+/// prices for models neither knows. Built once at start, then read-only.
 #[derive(Debug, Clone)]
 pub struct PriceTable {
     pub version: String,
