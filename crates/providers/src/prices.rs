@@ -107,13 +107,14 @@ impl Multiplier {
 }
 
 /// The multiplier on standard prices for a `priority` request to a model
-/// whose entry has no priority price. OpenAI publishes priority at 1.7 to 2
-/// times standard (gpt-4o-mini 1.67, gpt-4o 1.7, gpt-4.1 and o3 1.75,
-/// gpt-5-mini 1.8, gpt-5 and gpt-4.1-nano 2.0; OpenAI API pricing page,
-/// "Priority" tab, 2025-10): 2 is the highest ratio published, so the bound
-/// never prices below what OpenAI bills. Such a price is flagged
+/// whose entry has no priority price. OpenAI publishes priority at 1.7 to
+/// 2.5 times standard (gpt-4o-mini 1.67, gpt-4o 1.7, gpt-4.1 and o3 1.75,
+/// gpt-5-mini 1.8, gpt-5 and gpt-4.1-nano 2.0, OpenAI pricing page,
+/// "Priority" tab, 2025-10; gpt-5.5 2.5, per TokenMix quoting that page,
+/// 2026-06): 2.5 is the highest ratio published, so the bound does not
+/// price below what OpenAI bills. Such a price is flagged
 /// [`Priced::tier_bound`].
-pub const PRIORITY_BOUND: Multiplier = Multiplier(2 * Multiplier::ONE);
+pub const PRIORITY_BOUND: Multiplier = Multiplier(25_000);
 
 /// Higher token prices for the whole request when its input (uncached +
 /// cached + both cache writes) is above `above_input_tokens`.

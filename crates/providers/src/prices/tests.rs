@@ -642,17 +642,72 @@ fn service_tiers_are_priced_per_tier() {
             tier(T::Flex, M, M, M),
             usd(13_750_000_000, PRICED),
         ),
-        // No priority price for gpt-5-nano: 2 x standard, flagged.
+        // No priority price for gpt-5-nano: 2.5 x standard, flagged.
         (
             "gpt-5-nano",
             tier(T::Priority, M, M, M),
-            usd(910_000_000, bound),
+            usd(1_137_500_000, bound),
         ),
         // An unknown model: the fallback, and the bound on top of it.
         (
             "my-finetune",
             tier(T::Priority, M, 0, M),
-            usd(80_000_000_000, bound),
+            usd(100_000_000_000, bound),
+        ),
+    ];
+    for (model, usage, expected) in cases {
+        check(&table, Api::OpenAi, model, day, &usage, &expected);
+    }
+    // The GPT-5.x family (secondary sources quoting OpenAI's page, 2026-06),
+    // not gpt-5's rates; 100k tokens of each kind.
+    let day = date!(2026 - 07 - 01);
+    let k = M / 10;
+    let cases = [
+        (
+            "gpt-5.5",
+            tier(T::Standard, k, k, k),
+            usd(3_550_000_000, PRICED),
+        ),
+        (
+            "gpt-5.5",
+            tier(T::Priority, k, k, k),
+            usd(8_875_000_000, PRICED),
+        ),
+        (
+            "gpt-5.5-2026-04-23",
+            tier(T::Batch, k, 0, k),
+            usd(1_750_000_000, PRICED),
+        ),
+        (
+            "gpt-5.4",
+            tier(T::Priority, k, k, k),
+            usd(3_550_000_000, PRICED),
+        ),
+        (
+            "gpt-5.4-mini",
+            tier(T::Standard, k, k, k),
+            usd(532_500_000, PRICED),
+        ),
+        (
+            "gpt-5.4-nano",
+            tier(T::Flex, k, k, k),
+            usd(73_500_000, PRICED),
+        ),
+        (
+            "gpt-5.2",
+            tier(T::Standard, k, k, k),
+            usd(1_592_500_000, PRICED),
+        ),
+        (
+            "gpt-5.1",
+            tier(T::Standard, k, k, k),
+            usd(1_137_500_000, PRICED),
+        ),
+        // Above 270k tokens, the bound band at twice every rate.
+        (
+            "gpt-5.4",
+            tier(T::Standard, 270_001, 0, 0),
+            usd(1_350_005_000, PRICED),
         ),
     ];
     for (model, usage, expected) in cases {
