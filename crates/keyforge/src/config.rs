@@ -246,6 +246,8 @@ pub(crate) fn resolve(args: &ServeArgs, env: &EnvOverrides) -> anyhow::Result<Se
             input: fallback_input,
             cached_input: fallback_input,
             cache_write: fallback_input,
+            // Anthropic's one-hour writes cost twice the input price.
+            cache_write_1h: fallback_input.saturating_mul(2),
             output: fallback_output,
         });
     let limits = LimitTable::shipped()

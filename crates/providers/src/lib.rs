@@ -22,7 +22,9 @@ pub use error_shape::{ErrorClass, render_error};
 pub use kind::{Api, KindError, ProviderKind};
 pub use model::{ModelError, RequestModel, max_output_tokens, request_model};
 pub use prices::{
-    PriceEntry, PriceError, PriceSource, PriceTable, RawPrice, TokenPrices, parse_usd_per_million,
+    ImagePrice, LongContext, Multiplier, PRIORITY_BOUND, PriceEntry, PriceError, PriceSource,
+    PriceTable, Priced, RawImagePrice, RawLongContext, RawPrice, RawTier, TierPrice, TierPrices,
+    TokenPrices, UnitPrices, parse_usd_per_million,
 };
 pub use request::{
     DecodeError, InputSize, LimitEntry, LimitError, LimitSource, LimitTable, ModelLimits,
