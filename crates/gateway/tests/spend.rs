@@ -9,6 +9,8 @@
 )]
 
 mod common;
+#[path = "support/reserve.rs"]
+mod reserve;
 
 use std::time::Duration;
 
@@ -16,21 +18,13 @@ use common::Harness;
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 
-/// The shipped fallback price (unknown models): $10 in, $30 out per million
-/// tokens, in nano-USD per token.
-const FALLBACK_IN: i64 = 10_000;
-const FALLBACK_OUT: i64 = 30_000;
-
 fn chat(model: &str, max_tokens: u64, stream: bool) -> Value {
     json!({"model": model, "max_tokens": max_tokens, "stream": stream,
            "messages": [{"role": "user", "content": "hello there"}]})
 }
 
-/// The worst case the gateway reserves for a request: one input token per
-/// body byte plus the output cap, at the fallback price.
-fn worst_case(body: &Value) -> i64 {
-    let bytes = i64::try_from(serde_json::to_vec(body).unwrap().len()).unwrap();
-    bytes * FALLBACK_IN + body["max_tokens"].as_i64().unwrap() * FALLBACK_OUT
+async fn worst_case(harness: &Harness, body: &Value) -> i64 {
+    reserve::reserved_for(harness, "/openai/v1/chat/completions", body).await
 }
 
 async fn post(harness: &Harness, key: &str, path: &str, body: &Value) -> reqwest::Response {
@@ -85,7 +79,7 @@ async fn concurrent_requests_never_overshoot_a_budget_and_never_block_it_falsely
     // Each costs about a quarter of the budget (12 output tokens), so forty
     // admitted on a check without reservations would spend ten budgets.
     let body = chat("fake-slow", 12, true);
-    let fit_at_once = limit / worst_case(&body);
+    let fit_at_once = limit / worst_case(&harness, &body).await;
     assert!(fit_at_once >= 2);
     let responses = futures_util::future::join_all((0..40).map(|_| async {
         let response = post(&harness, &key, "/openai/v1/chat/completions", &body).await;
@@ -137,7 +131,7 @@ async fn concurrent_requests_never_overshoot_a_budget_and_never_block_it_falsely
     // Fill the rest one request at a time: each is admitted while its worst
     // case fits, and the first refusal comes exactly when it no longer does.
     let quick = chat("my-model", 2, false);
-    let worst = worst_case(&quick);
+    let worst = worst_case(&harness, &quick).await;
     loop {
         let spent = budget(&harness, &budget_id).await["spent_nano_usd"]
             .as_i64()
@@ -224,6 +218,7 @@ async fn project_and_environment_budgets_apply_to_their_keys_and_reset_with_thei
     // An environment budget covers every key of the environment. This one
     // leaves room for one more request in a fresh hour, but not on top of
     // what the environment spent this hour.
+    let worst = worst_case(&harness, &body).await;
     let (_, usage) = harness
         .admin(reqwest::Method::GET, "/usage?env=dev&since=1h", None)
         .await;
@@ -233,7 +228,7 @@ async fn project_and_environment_budgets_apply_to_their_keys_and_reset_with_thei
         .admin(
             reqwest::Method::POST,
             "/budgets",
-            Some(json!({"scope": {"kind": "env", "name": "dev"}, "limit": {"amount": spent_this_hour + worst_case(&body) - 1, "period": "hour"}})),
+            Some(json!({"scope": {"kind": "env", "name": "dev"}, "limit": {"amount": spent_this_hour + worst - 1, "period": "hour"}})),
         )
         .await;
     assert_eq!(status, 201, "{env_budget}");

@@ -8,6 +8,8 @@
 )]
 
 mod common;
+#[path = "support/reserve.rs"]
+mod reserve;
 
 use common::Harness;
 use reqwest::Method;
@@ -166,10 +168,8 @@ async fn a_child_inherits_what_it_leaves_out_and_every_widening_is_refused() {
 #[tokio::test]
 async fn a_minting_key_mints_children_whose_spend_counts_against_it() {
     let harness = setup().await;
-    let body_bytes = i64::try_from(serde_json::to_vec(&chat()).unwrap().len()).unwrap();
-    // One worst case (fallback price: $10 in, $30 out per million tokens)
-    // fits; after one real request, a second does not.
-    let worst = body_bytes * 10_000 + 16 * 30_000;
+    // One worst case fits; after one real request, a second does not.
+    let worst = reserve::reserved_for(&harness, "/openai/v1/chat/completions", &chat()).await;
     let (parent, parent_key) = harness
         .create_key(json!({
             "name": "orchestrator", "env": "dev", "can_mint": true,

@@ -294,9 +294,9 @@ fn spend_config(raw: &RawBudgets, defaults: SpendConfig) -> anyhow::Result<Spend
         (Some("refuse"), Some(_)) => bail!(
             "config `budgets.unknown_input_tokens` is only used with `unknown_input = \"bound\"`"
         ),
-        (Some(other), _) => bail!(
-            "config `budgets.unknown_input` is `{other}`: expected \"bound\" or \"refuse\""
-        ),
+        (Some(other), _) => {
+            bail!("config `budgets.unknown_input` is `{other}`: expected \"bound\" or \"refuse\"")
+        }
     };
     Ok(SpendConfig {
         unmetered_request_cost,

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use keyforge_control::{Exhausted, InFlightGuard, RateDenied, RateGrant, Reservation, SpendChange};
-use keyforge_providers::{ErrorClass, Usage};
+use keyforge_providers::{Api, ErrorClass, Units, Usage};
 use keyforge_types::NanoUsd;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -21,9 +21,9 @@ use time::format_description::well_known::Rfc3339;
 use super::RequestContext;
 use super::authenticate::Authenticated;
 use super::authorize::Target;
+use crate::config::UnknownInput;
 use crate::error::GatewayError;
 use crate::snapshot::{KeyEntry, KeyLimiters, unix_ns};
-use crate::config::UnknownInput;
 use crate::state::AppState;
 
 /// What a request holds while it is in flight.
@@ -81,8 +81,8 @@ impl Estimate {
         has_budget: bool,
     ) -> Result<Self, GatewayError> {
         if !reports_tokens(&target.upstream_path) {
-            // Billed per unit or not at all: the reservation is the
-            // endpoint's fallback charge (see `admit`), not tokens.
+            // Billed per unit or not at all: the reservation is the units'
+            // price or the endpoint's fallback charge (see `admit`).
             return Ok(Self {
                 input_tokens: 0,
                 input_estimate_tokens: 0,
@@ -125,19 +125,68 @@ impl Estimate {
             .saturating_add(self.output_tokens)
     }
 
-    fn worst_cost(&self, state: &AppState, ctx: &RequestContext, target: &Target) -> NanoUsd {
-        let (prices, _) = state.prices.lookup(
-            target.provider.kind.api(),
-            ctx.model.as_deref().unwrap_or(""),
-            ctx.arrived.date(),
-        );
-        let usage = Usage {
+    /// The most the request can cost: its token bounds, tier and units
+    /// priced as the provider would (long-context rates apply when the
+    /// input bound crosses their threshold; Anthropic input may be written
+    /// to a one-hour cache at twice the input rate, so it is priced at the
+    /// dearer of the two). Also says whether some unit has no price.
+    fn worst_cost(
+        &self,
+        state: &AppState,
+        ctx: &RequestContext,
+        target: &Target,
+    ) -> (NanoUsd, bool) {
+        let api = target.provider.kind.api();
+        let model = ctx.model.as_deref().unwrap_or("");
+        let date = ctx.arrived.date();
+        let facts = &target.facts;
+        let mut usage = Usage {
             input_tokens: self.input_tokens,
             output_tokens: self.output_tokens,
+            service_tier: facts.service_tier.unwrap_or_default(),
             ..Usage::default()
         };
-        NanoUsd(prices.cost(&usage).0)
+        match facts.units {
+            Units::Images { count, variant } => {
+                usage.images = count;
+                usage.image_variant = variant;
+            }
+            Units::SpeechCharacters(chars) => usage.speech_chars = chars,
+            Units::Tokens => {}
+        }
+        if reads_audio(&target.upstream_path) {
+            usage.audio_ms = facts
+                .input
+                .text_bytes
+                .saturating_mul(1000)
+                .div_ceil(AUDIO_MIN_BYTES_PER_SECOND);
+        }
+        let priced = state.prices.price(api, model, date, &usage);
+        let mut cost = priced.cost;
+        if api == Api::Anthropic {
+            let cached = Usage {
+                input_tokens: 0,
+                cache_write_1h_tokens: self.input_tokens,
+                ..usage
+            };
+            cost = NanoUsd(
+                cost.0
+                    .max(state.prices.price(api, model, date, &cached).cost.0),
+            );
+        }
+        (cost, priced.unpriced)
     }
+}
+
+/// The fewest bytes a second of audio takes in any format OpenAI's audio
+/// endpoints accept (Opus's lowest bitrate, 6 kbit/s, RFC 6716 §2.1.1):
+/// an upload's bytes so bound its duration, which is billed per minute.
+const AUDIO_MIN_BYTES_PER_SECOND: u64 = 750;
+
+/// OpenAI's endpoints billed per minute of input audio.
+fn reads_audio(upstream_path: &str) -> bool {
+    let path = upstream_path.split('?').next().unwrap_or(upstream_path);
+    path.ends_with("/audio/transcriptions") || path.ends_with("/audio/translations")
 }
 
 /// Whether a request can cost money: every POST except token counting
@@ -198,15 +247,14 @@ pub(crate) fn admit(
         return Ok(admission);
     }
     let now_ns = unix_ns(ctx.arrived);
-    let estimate = if limited.iter().any(|level| level.limiters.tpm.is_some())
-        || !entry.budgets.is_empty()
-    {
-        let estimate = Estimate::of(state, ctx, target, !entry.budgets.is_empty())?;
-        admission.input_estimate = Some(estimate.input_estimate_tokens);
-        Some(estimate)
-    } else {
-        None
-    };
+    let estimate =
+        if limited.iter().any(|level| level.limiters.tpm.is_some()) || !entry.budgets.is_empty() {
+            let estimate = Estimate::of(state, ctx, target, !entry.budgets.is_empty())?;
+            admission.input_estimate = Some(estimate.input_estimate_tokens);
+            Some(estimate)
+        } else {
+            None
+        };
     // On a refusal, what was taken so far is given back: in-flight places
     // and TPM tokens when `admission` drops, RPM places here.
     for level in limited {
@@ -221,11 +269,16 @@ pub(crate) fn admit(
         }
     }
     if let (false, Some(estimate)) = (entry.budgets.is_empty(), &estimate) {
-        let mut worst = estimate.worst_cost(state, ctx, target);
+        let (mut worst, unpriced) = estimate.worst_cost(state, ctx, target);
+        let fallback = state.config.spend.unmetered_request_cost;
+        if unpriced {
+            // Units no entry prices are charged the fallback on top.
+            worst = worst.saturating_add(fallback);
+        }
         if ctx.billable && !reports_tokens(&target.upstream_path) {
             // An endpoint that bills no tokens: a success it reports
-            // nothing priceable for is charged the unmetered fallback.
-            worst = NanoUsd(worst.0.max(state.config.spend.unmetered_request_cost.0));
+            // nothing priceable for is charged at least the fallback.
+            worst = NanoUsd(worst.0.max(fallback.0));
         }
         admission.worst_cost = Some(worst);
         admission.reservation = keyforge_control::reserve(&entry.budgets, worst, ctx.arrived)
@@ -377,6 +430,11 @@ impl Admission {
                 write_rate_headers(headers, kind, grant.limit, grant.remaining, grant.reset);
             }
         }
+        // What this request's worst case held against its budgets, so an
+        // operator can see why a budget refused or how tight it is.
+        if let Some(worst) = self.worst_cost {
+            headers.insert(RESERVED_HEADER, HeaderValue::from(worst.0));
+        }
     }
 }
 
@@ -397,6 +455,9 @@ impl Drop for Admission {
         }
     }
 }
+
+/// Nano-USD reserved against the request's budgets (its worst case).
+const RESERVED_HEADER: HeaderName = HeaderName::from_static("x-keyforge-reserved-nano-usd");
 
 /// OpenAI's header names, per kind: limit, remaining, reset.
 const REQUEST_HEADERS: [HeaderName; 3] = [

@@ -126,8 +126,7 @@ pub(crate) fn target(
         .filter(|coding| !coding.is_empty() && !coding.eq_ignore_ascii_case("identity"));
     // A compressed body is inspected decompressed (bounded like any body)
     // and forwarded as received.
-    let decoded = decode_request_body(content_encoding, body, max_decoded)
-        .map_err(decode_error)?;
+    let decoded = decode_request_body(content_encoding, body, max_decoded).map_err(decode_error)?;
     let facts = inspect(
         provider.kind.api(),
         &parts.method,
@@ -189,13 +188,11 @@ fn decode_error(error: DecodeError) -> GatewayError {
             "body_too_large",
             error.to_string(),
         ),
-        DecodeError::UnknownEncoding(_) | DecodeError::Corrupt { .. } => {
-            GatewayError::client(
-                ErrorClass::InvalidRequest,
-                "invalid_content_encoding",
-                error.to_string(),
-            )
-        }
+        DecodeError::UnknownEncoding(_) | DecodeError::Corrupt { .. } => GatewayError::client(
+            ErrorClass::InvalidRequest,
+            "invalid_content_encoding",
+            error.to_string(),
+        ),
     }
 }
 

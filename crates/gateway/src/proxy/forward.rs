@@ -209,7 +209,8 @@ impl Upstream {
             settlement.settle(Usage::default(), UsageSource::None, Outcome::UpstreamError);
             return;
         }
-        let mut meter = Meter::new(api, is_event_stream(&parts.headers), None);
+        let mut meter = Meter::new(api, is_event_stream(&parts.headers), None)
+            .with_input_estimate(settlement.input_estimate());
         let read_all = async {
             while let Some(frame) = body.frame().await {
                 match frame {
@@ -259,7 +260,8 @@ pub(crate) async fn respond(
     {
         let event_stream = is_event_stream(&parts.headers);
         let length = http_body::Body::size_hint(&incoming).exact();
-        let meter = Meter::new(target.provider.kind.api(), event_stream, length);
+        let meter = Meter::new(target.provider.kind.api(), event_stream, length)
+            .with_input_estimate(settlement.input_estimate());
         let stripper = (ctx.strip_usage && event_stream).then(UsageStripper::new);
         Body::new(MeteredBody::new(incoming, meter, stripper, settlement))
     } else {
@@ -360,8 +362,10 @@ pub(crate) fn settlement(
         billable: ctx.billable,
         input_estimate,
         input: target.facts.input,
+        units: target.facts.units,
         limits: state.limits.clone(),
         unmetered_cost,
+        unpriced_fallback: state.config.spend.unmetered_request_cost,
     })
 }
 

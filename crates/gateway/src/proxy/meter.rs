@@ -11,7 +11,10 @@ use std::time::Instant;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
-use keyforge_providers::{Api, Meter, PriceSource, PriceTable, Usage, UsageSource, UsageStripper};
+use keyforge_providers::{
+    Api, ImageQuality, ImageSize, Meter, PriceSource, PriceTable, Units, Usage, UsageSource,
+    UsageStripper,
+};
 use keyforge_store::LedgerRecord;
 use keyforge_types::NanoUsd;
 use time::OffsetDateTime;
@@ -85,8 +88,12 @@ pub(crate) struct Pending {
     /// admission when a limit needed it, else from `input` on that rare path.
     pub(crate) input_estimate: Option<u64>,
     pub(crate) input: keyforge_providers::InputSize,
+    /// What a non-token endpoint bills, as the request asked for it.
+    pub(crate) units: Units,
     pub(crate) limits: Arc<keyforge_providers::LimitTable>,
     pub(crate) unmetered_cost: NanoUsd,
+    /// Added to the priced cost when the usage holds units no entry prices.
+    pub(crate) unpriced_fallback: NanoUsd,
 }
 
 impl Settlement {
@@ -105,6 +112,12 @@ impl Settlement {
         if let Some(pending) = self.pending.as_ref() {
             pending.admission.write_headers(headers);
         }
+    }
+
+    /// The request's input in tokens, as estimated: the meter bills it for a
+    /// stream cut before the provider reported its input.
+    pub(crate) fn input_estimate(&self) -> u64 {
+        self.pending.as_ref().map_or(0, Pending::input_estimate)
     }
 
     /// The upstream's status code, once known.
@@ -136,6 +149,15 @@ impl Drop for Settlement {
 }
 
 impl Pending {
+    /// The request's input in tokens, as estimated (see `input_estimate`).
+    fn input_estimate(&self) -> u64 {
+        self.input_estimate.unwrap_or_else(|| {
+            let model = self.record.model.as_deref().unwrap_or("");
+            let (limits, _) = self.limits.lookup(self.api, model);
+            self.input.estimate(limits.image_tokens)
+        })
+    }
+
     fn settle(mut self, mut usage: Usage, mut source: UsageSource, outcome: Outcome) {
         let success = (200..400).contains(&self.record.status);
         // The provider ran the request but its usage never arrived (cut
@@ -151,14 +173,36 @@ impl Pending {
             && usage.input_tokens == 0
             && usage.cached_input_tokens == 0
         {
-            let estimate = self.input_estimate.unwrap_or_else(|| {
-                let model = self.record.model.as_deref().unwrap_or("");
-                let (limits, _) = self.limits.lookup(self.api, model);
-                self.input.estimate(limits.image_tokens)
-            });
+            let estimate = self.input_estimate();
             usage.input_tokens = estimate;
             if source == UsageSource::None && estimate > 0 {
                 source = UsageSource::Estimated;
+            }
+        }
+        // Units the request fixes and the response does not repeat: the
+        // characters of speech (the response is audio), the images asked
+        // for when the response did not say.
+        if success && outcome != Outcome::Unreached {
+            match self.units {
+                Units::Images { count, variant } => {
+                    if usage.images == 0 && source == UsageSource::None {
+                        usage.images = count;
+                        source = UsageSource::Estimated;
+                    }
+                    if usage.image_variant.size == ImageSize::Unspecified {
+                        usage.image_variant.size = variant.size;
+                    }
+                    if usage.image_variant.quality == ImageQuality::Unspecified {
+                        usage.image_variant.quality = variant.quality;
+                    }
+                }
+                Units::SpeechCharacters(chars) => {
+                    usage.speech_chars = chars;
+                    if source == UsageSource::None {
+                        source = UsageSource::Reported;
+                    }
+                }
+                Units::Tokens => {}
             }
         }
         let record = &mut self.record;
@@ -176,13 +220,22 @@ impl Pending {
         let model = record.model.as_deref().unwrap_or("");
         let (cost, priced_by) = match source {
             UsageSource::Reported | UsageSource::Estimated => {
-                let (prices, price_source) =
-                    self.prices.lookup(self.api, model, self.arrived.date());
-                let priced_by = match price_source {
+                let priced = self
+                    .prices
+                    .price(self.api, model, self.arrived.date(), &usage);
+                let priced_by = match priced.source {
                     PriceSource::Table(_) => "table",
                     PriceSource::Fallback => "fallback",
                 };
-                (prices.cost(&usage).0, priced_by)
+                if priced.unpriced {
+                    // Units no entry prices: the per-request fallback on top.
+                    (
+                        priced.cost.0.saturating_add(self.unpriced_fallback.0),
+                        "unmetered",
+                    )
+                } else {
+                    (priced.cost.0, priced_by)
+                }
             }
             // A success that said nothing the table can price: charged the
             // per-request fallback and flagged, unless the table prices the
@@ -250,6 +303,13 @@ impl MeteredBody {
     fn finish(&mut self, complete: bool, outcome: Outcome) {
         if let (Some(meter), Some(mut settlement)) = (self.meter.take(), self.settlement.take()) {
             let (usage, source) = meter.finish(complete);
+            // A stream whose last event and usage arrived ended normally,
+            // even if the client closed the connection before its end (the
+            // official SDKs close right after `[DONE]`).
+            let outcome = match (outcome, source) {
+                (Outcome::ClientCancelled, UsageSource::Reported) => Outcome::Ok,
+                (outcome, _) => outcome,
+            };
             settlement.settle(usage, source, outcome);
         }
     }

@@ -287,13 +287,5 @@ fn value_end(text: &[u8], start: usize) -> Option<usize> {
     }
 }
 
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
-}
-
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    find(haystack, needle).is_some()
-}
-
 #[cfg(test)]
 mod tests;
