@@ -22,6 +22,7 @@ const DATABASE_FILE: &str = "keyforge.db";
 
 pub(crate) async fn run(config: ServeConfig) -> anyhow::Result<()> {
     disable_core_dumps()?;
+    forbid_inspection()?;
     prepare_data_dir(&config.data_dir)?;
 
     let master_env = std::env::var(MASTER_KEY_ENV)
@@ -101,6 +102,17 @@ async fn shutdown_signal() {
 /// A core dump of the gateway would hold decrypted provider keys.
 fn disable_core_dumps() -> anyhow::Result<()> {
     rlimit::setrlimit(rlimit::Resource::CORE, 0, 0).context("cannot disable core dumps")
+}
+
+/// Makes the process non-dumpable (`PR_SET_DUMPABLE` 0, prctl(2)): beyond
+/// core dumps, Linux then lets no process of the same user `ptrace` it or
+/// read its memory (`/proc/<pid>/mem`), and makes its `/proc/<pid>` files,
+/// `environ` among them, owned by root. A compromised tool running as the
+/// same user can no longer lift decrypted provider keys, the master key or
+/// the admin token out of the gateway. (Root still can.)
+fn forbid_inspection() -> anyhow::Result<()> {
+    rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)
+        .context("cannot make the process non-dumpable (prctl PR_SET_DUMPABLE)")
 }
 
 fn prepare_data_dir(dir: &Path) -> anyhow::Result<()> {

@@ -496,6 +496,48 @@ mod tests {
     }
 
     #[test]
+    fn issuer_urls_are_compared_without_trailing_slashes() {
+        fn check(url: &str, expected: &str) {
+            assert_eq!(normalize_issuer(url), expected, "{url}");
+        }
+        check(
+            "https://token.actions.githubusercontent.com",
+            "https://token.actions.githubusercontent.com",
+        );
+        check("https://example.okta.com/", "https://example.okta.com");
+        check(
+            "https://login.example.com/tenant/v2.0/",
+            "https://login.example.com/tenant/v2.0",
+        );
+        check("https://x//", "https://x");
+        let config = load(
+            r#"[[issuer]]
+            name = "okta"
+            url = "https://example.okta.com/"
+            audience = "a""#,
+        )
+        .unwrap();
+        assert_eq!(config.issuers[0].url, "https://example.okta.com");
+    }
+
+    #[test]
+    fn a_role_is_single_use_only_when_it_says_so() {
+        let issuer = r#"
+            [[issuer]]
+            name = "k8s"
+            url = "https://kubernetes.default.svc"
+            audience = "keyforge"
+        "#;
+        let role = |extra: &str| {
+            format!(
+                "{issuer}\n[[role]]\nname = \"r\"\nissuer = \"k8s\"\nenv = \"dev\"\nbound_claims = {{ sub = \"x\" }}\n{extra}"
+            )
+        };
+        assert!(!load(&role("")).unwrap().roles[0].single_use);
+        assert!(load(&role("single_use = true")).unwrap().roles[0].single_use);
+    }
+
+    #[test]
     fn unsafe_or_broken_roles_are_refused_when_loaded() {
         let issuer = r#"
             [[issuer]]
