@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant};
 
 use axum::extract::{Request, State};
@@ -35,6 +35,10 @@ const ACCEPT_BACKOFF_FIRST: Duration = Duration::from_millis(5);
 const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 /// Counts of open connections, global and per client address.
+#[expect(
+    clippy::disallowed_types,
+    reason = "a few integer operations per connection accepted or closed, never across an await, never on the request path"
+)]
 #[derive(Debug)]
 pub(crate) struct ConnectionLimits {
     max: usize,
@@ -43,7 +47,7 @@ pub(crate) struct ConnectionLimits {
     /// when a connection is accepted and once when it closes, for a few
     /// integer operations, never across an `.await`; the request path
     /// never takes it.
-    open: Mutex<(usize, HashMap<IpAddr, usize>)>,
+    open: std::sync::Mutex<(usize, HashMap<IpAddr, usize>)>,
 }
 
 /// Why a connection was refused.
@@ -63,11 +67,15 @@ pub(crate) struct ConnectionSlot {
 }
 
 impl ConnectionLimits {
+    #[expect(
+        clippy::disallowed_types,
+        reason = "the connection counts' lock, explained at the field"
+    )]
     pub(crate) fn new(max: usize, per_client: usize) -> Arc<Self> {
         Arc::new(Self {
             max: max.max(1),
             per_client: per_client.max(1),
-            open: Mutex::new((0, HashMap::new())),
+            open: std::sync::Mutex::new((0, HashMap::new())),
         })
     }
 

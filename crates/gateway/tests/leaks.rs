@@ -7,6 +7,7 @@
     reason = "test helpers: a malformed answer must fail the test loudly"
 )]
 
+#[expect(dead_code, reason = "this test needs only part of the shared harness")]
 mod common;
 
 use std::time::Duration;

@@ -8,9 +8,11 @@
 #![expect(
     clippy::unwrap_used,
     clippy::expect_used,
+    clippy::panic,
     reason = "test helpers: a failed setup must fail the test loudly"
 )]
 
+#[expect(dead_code, reason = "this test needs only part of the shared harness")]
 mod common;
 
 use std::net::SocketAddr;

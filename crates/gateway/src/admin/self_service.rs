@@ -235,6 +235,10 @@ const MAX_TRACKED_REPORTERS: usize = 10_000;
 /// Per-client-address rate limit of leak reports. The endpoint needs no
 /// credential, so this (with the size and count bounds) is what keeps a
 /// flood of reports from filling the audit log.
+#[expect(
+    clippy::disallowed_types,
+    reason = "one map operation per leak report, never across an await, never on the request path"
+)]
 #[derive(Debug)]
 pub(crate) struct LeakReportLimiter {
     per_minute: u64,
@@ -247,6 +251,10 @@ pub(crate) struct LeakReportLimiter {
 }
 
 impl LeakReportLimiter {
+    #[expect(
+        clippy::disallowed_types,
+        reason = "the reporters' lock, explained at the field"
+    )]
     pub(crate) fn new(per_minute: u64) -> Self {
         Self {
             per_minute,

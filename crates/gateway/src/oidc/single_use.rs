@@ -11,7 +11,7 @@
 //! token be replayed.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, PoisonError};
+use std::sync::PoisonError;
 
 /// Tokens remembered at once, at most. An entry is an issuer name, a `jti`
 /// of at most [`MAX_JTI_BYTES`] and a timestamp, so the set stays under
@@ -31,13 +31,17 @@ pub(crate) enum Reuse {
     Full,
 }
 
+#[expect(
+    clippy::disallowed_types,
+    reason = "one map operation per single-use login, never across an await, never on the request path"
+)]
 #[derive(Debug, Default)]
 pub(crate) struct UsedTokens {
     /// (issuer name, `jti`) to the Unix second after which the token is
     /// refused anyway. A `std::sync::Mutex`: held for one map operation
     /// (an eviction pass at worst, when full), never across an `.await`,
     /// and only by single-use logins, never by the request path.
-    used: Mutex<HashMap<(String, String), i64>>,
+    used: std::sync::Mutex<HashMap<(String, String), i64>>,
 }
 
 impl UsedTokens {
