@@ -326,6 +326,21 @@ struct LeakLabel {
     outcome: LeakOutcome,
 }
 
+impl LeakLabel {
+    fn new(token_hash: String, token_type: String, outcome: LeakOutcome) -> Self {
+        Self {
+            token_hash,
+            token_type,
+            label: if outcome == LeakOutcome::NotFound {
+                "false_positive"
+            } else {
+                "true_positive"
+            },
+            outcome,
+        }
+    }
+}
+
 fn sha256_hex(data: &[u8]) -> String {
     aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, data)
         .as_ref()
@@ -376,8 +391,9 @@ fn live_key(
 ///
 /// Bounds: [`MAX_LEAK_REPORT_BYTES`] and [`MAX_REPORTED_TOKENS`] (413),
 /// [`LEAK_REPORTS_PER_MINUTE`] per client address (429 with
-/// `Retry-After`); duplicate tokens are answered once; URLs and labels are
-/// cut to a bounded length.
+/// `Retry-After`); a repeated token is looked at and audited once (each
+/// entry still gets its label); URLs and labels are cut to a bounded
+/// length.
 async fn report_leaks(
     State(state): State<Arc<AppState>>,
     client: Option<axum::Extension<crate::ClientAddr>>,
@@ -417,20 +433,25 @@ async fn report_leaks(
             ),
         ));
     }
-    let mut seen: std::collections::HashSet<String> = std::collections::HashSet::new();
+    // Each distinct token is looked at once; its repeats get the same answer
+    // (one label per entry, as GitHub and `keyforge scan --revoke` match
+    // labels to entries by position) but no further work or audit entry.
+    let mut decided: std::collections::HashMap<String, LeakOutcome> =
+        std::collections::HashMap::new();
     let mut revoked: std::collections::HashSet<KeyId> = std::collections::HashSet::new();
     let mut labels = Vec::with_capacity(reports.len());
     let _guard = state.admin_write.lock().await;
     let snapshot = state.snapshot.load_full();
     for report in reports {
         let token_hash = sha256_hex(report.token.as_bytes());
-        if !seen.insert(token_hash.clone()) {
-            continue;
-        }
         let token_type = report.kind.as_deref().map_or_else(
             || "keyforge_virtual_key".to_owned(),
             |kind| truncated(kind, MAX_LEAK_LABEL_CHARS),
         );
+        if let Some(outcome) = decided.get(&token_hash).copied() {
+            labels.push(LeakLabel::new(token_hash, token_type, outcome));
+            continue;
+        }
         let found = keyforge_types::VirtualKey::parse(report.token.trim())
             .ok()
             .and_then(|key| live_key(&snapshot, &state.hasher.hash(&key), now));
@@ -469,16 +490,8 @@ async fn report_leaks(
         if outcome == LeakOutcome::Inactive {
             tracing::info!(client = %address, "leak report names a KeyForge secret that no longer authenticates: nothing to revoke");
         }
-        labels.push(LeakLabel {
-            token_hash,
-            token_type,
-            label: if outcome == LeakOutcome::NotFound {
-                "false_positive"
-            } else {
-                "true_positive"
-            },
-            outcome,
-        });
+        decided.insert(token_hash.clone(), outcome);
+        labels.push(LeakLabel::new(token_hash, token_type, outcome));
     }
     if !revoked.is_empty() {
         reload(&state).await?;
