@@ -19,6 +19,7 @@ mod clock;
 mod config;
 mod error;
 mod ledger;
+mod listen;
 pub mod oidc;
 mod proxy;
 mod snapshot;
@@ -135,6 +136,9 @@ impl Gateway {
             audit_key: audit::CheckpointKey::new(checkpoint_key.as_slice()),
             audit_failing: std::sync::atomic::AtomicBool::new(false),
             oidc,
+            leak_reports: admin::self_service::LeakReportLimiter::new(
+                admin::self_service::LEAK_REPORTS_PER_MINUTE,
+            ),
         };
         // The gateway's start (with its configuration) opens its stretch of
         // the audit log; a gateway that cannot audit does not start.
@@ -167,10 +171,20 @@ impl Gateway {
     /// token it is given); `/admin/v1` needs the admin token; `/keyforge/v1`
     /// (a key acting on itself) and the proxy need a `kf_` key.
     pub fn router(&self) -> Router {
+        // The API routes read their bodies whole, within the body deadline
+        // (the proxy bounds its bodies itself, as it streams them).
+        let bounded_body =
+            || axum::middleware::from_fn_with_state(self.state.clone(), listen::bounded_body);
         Router::new()
             .route("/healthz", get(|| async { "ok\n" }))
-            .nest("/admin/v1", admin::router(self.state.clone()))
-            .nest("/keyforge/v1", admin::self_service::router())
+            .nest(
+                "/admin/v1",
+                admin::router(self.state.clone()).layer(bounded_body()),
+            )
+            .nest(
+                "/keyforge/v1",
+                admin::self_service::router().layer(bounded_body()),
+            )
             .fallback(proxy::handle)
             .with_state(self.state.clone())
     }
@@ -216,6 +230,11 @@ pub(crate) struct ClientAddr(pub(crate) std::net::IpAddr);
 
 /// Serves `gateway` on `listener` until `shutdown` completes, then lets
 /// in-flight requests finish (for up to 30 seconds).
+///
+/// Connections past `max_connections`, or past `max_connections_per_client`
+/// from one address, get a 503 with `Retry-After: 1` and are closed at
+/// once; a failing `accept` (out of file descriptors) is retried with a
+/// backoff of 5 ms doubling to 1 s. Both are logged at most once a second.
 pub async fn serve(
     listener: TcpListener,
     gateway: Gateway,
@@ -229,38 +248,69 @@ pub async fn serve(
         .header_read_timeout(gateway.config().header_read_timeout)
         .keep_alive(true)
         .max_header_size(MAX_REQUEST_HEAD_BYTES);
+    let limits = listen::ConnectionLimits::new(
+        gateway.config().max_connections,
+        gateway.config().max_connections_per_client,
+    );
+    let refusals_logged = listen::WarnLimiter::new(Duration::from_secs(1));
+    let accept_errors_logged = listen::WarnLimiter::new(Duration::from_secs(1));
+    let mut backoff = listen::AcceptBackoff::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let (stream, peer) = match accepted {
-                    Ok(accepted) => accepted,
-                    Err(error) => {
-                        // Usually out of file descriptors: back off briefly
-                        // instead of spinning.
-                        tracing::warn!(error = %error, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let _ = stream.set_nodelay(true);
-                // The client's address rides along in each request's
-                // extensions, for anomaly detection.
-                let client = ClientAddr(peer.ip());
-                let service = tower::ServiceExt::map_request(router.clone(), move |mut request: http::Request<hyper::body::Incoming>| {
-                    request.extensions_mut().insert(client);
-                    request
-                });
-                let connection = builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
-                let connection = graceful.watch(connection);
-                tokio::spawn(async move {
-                    if let Err(error) = connection.await {
-                        tracing::debug!(error = %error, "connection closed with an error");
-                    }
-                });
-            }
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
             () = &mut shutdown => break,
-        }
+        };
+        let (stream, peer) = match accepted {
+            Ok(accepted) => {
+                backoff.succeeded();
+                accepted
+            }
+            Err(error) => {
+                let wait = backoff.failed();
+                if let Some(suppressed) = accept_errors_logged.allow() {
+                    tracing::warn!(error = %error, retry_in_ms = wait.as_millis(), suppressed, "accept failed (out of file descriptors?); backing off");
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(wait) => continue,
+                    () = &mut shutdown => break,
+                }
+            }
+        };
+        let slot = match limits.admit(peer.ip()) {
+            Ok(slot) => slot,
+            Err(refusal) => {
+                if let Some(suppressed) = refusals_logged.allow() {
+                    tracing::warn!(client = %peer.ip(), cap = ?refusal, suppressed, "connection refused: too many open connections");
+                }
+                // A best-effort answer into the socket's send buffer, which
+                // a fresh connection always has room for; the connection is
+                // closed when `stream` drops.
+                let _ = stream.try_write(&listen::refusal_response(refusal));
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        // The client's address rides along in each request's extensions,
+        // for anomaly detection and per-address limits.
+        let client = ClientAddr(peer.ip());
+        let service = tower::ServiceExt::map_request(
+            router.clone(),
+            move |mut request: http::Request<hyper::body::Incoming>| {
+                request.extensions_mut().insert(client);
+                request
+            },
+        );
+        let connection =
+            builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            // The slot is held for as long as the connection is open.
+            let _slot = slot;
+            if let Err(error) = connection.await {
+                tracing::debug!(error = %error, "connection closed with an error");
+            }
+        });
     }
     drop(listener);
     if tokio::time::timeout(Duration::from_secs(30), graceful.shutdown())

@@ -39,6 +39,9 @@ pub(crate) struct AppState {
     pub(crate) admin_write: tokio::sync::Mutex<()>,
     /// Trusted OIDC issuers and roles (workload identity).
     pub(crate) oidc: crate::oidc::Oidc,
+    /// Leak reports accepted per client address (the endpoint needs no
+    /// credential).
+    pub(crate) leak_reports: crate::admin::self_service::LeakReportLimiter,
 }
 
 impl AppState {

@@ -490,3 +490,99 @@ async fn audited_refusals_are_bounded_so_strangers_cannot_flood_the_log() {
     assert_eq!(status, 403);
     assert_eq!(count(&audit_lines(&harness).await), 61);
 }
+
+/// A role with `single_use = true` exchanges each token once: a token
+/// copied from a job's log after it logged in is refused while still valid.
+#[tokio::test]
+async fn a_single_use_role_refuses_a_second_exchange_of_the_same_token() {
+    let issuer = TestIssuer::start().await.unwrap();
+    let harness = gateway(
+        &issuer,
+        r#"
+        [[role]]
+        name = "once"
+        issuer = "github"
+        env = "ci"
+        bound_claims = { repository = "acme/app" }
+        single_use = true
+        "#,
+    )
+    .await;
+    let claims = main_branch(&issuer);
+    let token = issuer.sign_rs256(&claims);
+    let (status, body) = login(&harness, "once", &token).await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = login(&harness, "once", &token).await;
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(body["error"]["code"], "token_already_used", "{body}");
+    assert!(
+        audit_lines(&harness)
+            .await
+            .iter()
+            .any(|line| line["kind"] == "oidc.refused"
+                && line["data"]["reason"]
+                    .as_str()
+                    .unwrap()
+                    .contains("already exchanged")),
+        "the replay is audited"
+    );
+
+    // Another token (another jti) of the same job is fine, and a role
+    // without `single_use` still takes the first token again.
+    let mut fresh = claims.clone();
+    fresh["jti"] = json!("another-jti");
+    let (status, body) = login(&harness, "once", &issuer.sign_rs256(&fresh)).await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = login(&harness, "deploy", &token).await;
+    assert_eq!(status, 201, "{body}");
+
+    // A token a replay could not be told apart from is refused.
+    let mut nameless = claims;
+    nameless.as_object_mut().unwrap().remove("jti");
+    let (status, body) = login(&harness, "once", &issuer.sign_rs256(&nameless)).await;
+    assert_eq!(status, 401, "{body}");
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains("jti"),
+        "{body}"
+    );
+}
+
+/// `https://issuer/` and `https://issuer` name the same issuer, whichever
+/// side carries the slash.
+#[tokio::test]
+async fn a_trailing_slash_on_the_issuer_url_does_not_matter() {
+    let issuer = TestIssuer::start().await.unwrap();
+    for (configured, in_token) in [
+        (format!("{}/", issuer.url()), issuer.url()),
+        (issuer.url(), format!("{}/", issuer.url())),
+    ] {
+        let text = format!(
+            r#"
+            [[issuer]]
+            name = "cluster"
+            url = "{configured}"
+            audience = "keyforge"
+            jwks = '{jwks}'
+
+            [[role]]
+            name = "batch"
+            issuer = "cluster"
+            env = "ci"
+            bound_claims = {{ sub = "system:serviceaccount:jobs:summarizer" }}
+            "#,
+            jwks = issuer.jwks(),
+        );
+        let raw: RawOidc = toml::from_str(&text).unwrap();
+        let harness = Harness::start_with(GatewayConfig {
+            oidc: raw.validate(std::path::Path::new(".")).unwrap(),
+            ..GatewayConfig::default()
+        })
+        .await;
+        let claims = kubernetes_claims(&in_token, "keyforge", "jobs", "summarizer", NOW);
+        let (status, body) = login(&harness, "batch", &issuer.sign_rs256(&claims)).await;
+        assert_eq!(
+            status, 201,
+            "configured {configured}, token {in_token}: {body}"
+        );
+    }
+}

@@ -98,6 +98,8 @@ struct RawLimits {
     body_read_timeout: Option<String>,
     upstream_connect_timeout: Option<String>,
     upstream_response_timeout: Option<String>,
+    max_connections: Option<usize>,
+    max_connections_per_client: Option<usize>,
 }
 
 #[derive(Debug)]
@@ -183,8 +185,24 @@ pub(crate) fn resolve(args: &ServeArgs, env: &EnvOverrides) -> anyhow::Result<Se
     if max_request_body_bytes == 0 {
         bail!("config `limits.max_request_body_bytes` must be greater than zero");
     }
+    let max_connections = limits.max_connections.unwrap_or(defaults.max_connections);
+    let max_connections_per_client = limits
+        .max_connections_per_client
+        .unwrap_or(defaults.max_connections_per_client);
+    if max_connections == 0 || max_connections_per_client == 0 {
+        bail!(
+            "config `limits.max_connections` and `limits.max_connections_per_client` must be greater than zero"
+        );
+    }
+    if max_connections_per_client > max_connections {
+        bail!(
+            "config `limits.max_connections_per_client` ({max_connections_per_client}) is more than `limits.max_connections` ({max_connections})"
+        );
+    }
     let gateway = GatewayConfig {
         max_request_body_bytes,
+        max_connections,
+        max_connections_per_client,
         header_read_timeout: duration(
             limits.header_read_timeout,
             "header_read_timeout",
@@ -355,7 +373,7 @@ mod tests {
     fn flags_beat_environment_beat_file() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("keyforge.toml");
-        std::fs::write(&file, "listen = \"127.0.0.1:1111\"\ndata_dir = \"/from/file\"\n[limits]\nmax_request_body_bytes = 1024\nheader_read_timeout = \"5s\"\n").unwrap();
+        std::fs::write(&file, "listen = \"127.0.0.1:1111\"\ndata_dir = \"/from/file\"\n[limits]\nmax_request_body_bytes = 1024\nheader_read_timeout = \"5s\"\nmax_connections = 100\nmax_connections_per_client = 10\n").unwrap();
         let env = EnvOverrides {
             config: Some(file.clone()),
             listen: Some("127.0.0.1:2222".into()),
@@ -366,6 +384,8 @@ mod tests {
         assert_eq!(config.data_dir, PathBuf::from("/from/file"));
         assert_eq!(config.gateway.max_request_body_bytes, 1024);
         assert_eq!(config.gateway.header_read_timeout, Duration::from_secs(5));
+        assert_eq!(config.gateway.max_connections, 100);
+        assert_eq!(config.gateway.max_connections_per_client, 10);
 
         let flags = ServeArgs {
             listen: Some("127.0.0.1:3333".parse().unwrap()),
@@ -415,6 +435,9 @@ mod tests {
         let config = resolve(&args(), &EnvOverrides::default()).unwrap();
         assert_eq!(config.listen.to_string(), DEFAULT_LISTEN);
         assert!(config.data_dir.ends_with("keyforge"));
+        // Well below the usual 1024 file descriptors.
+        assert_eq!(config.gateway.max_connections, 768);
+        assert_eq!(config.gateway.max_connections_per_client, 64);
     }
 
     #[test]
@@ -457,6 +480,11 @@ mod tests {
                 "limits.body_read_timeout",
             ),
             ("[limits]\nmax_request_body_bytes = 0", "greater than zero"),
+            ("[limits]\nmax_connections = 0", "greater than zero"),
+            (
+                "[limits]\nmax_connections = 10\nmax_connections_per_client = 20",
+                "is more than `limits.max_connections`",
+            ),
             ("[anomaly]\nspike_factor = 0.5", "anomaly.spike_factor"),
             (
                 "[anomaly]\nnew_address_after = \"later\"",

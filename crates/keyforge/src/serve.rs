@@ -22,6 +22,8 @@ const DATABASE_FILE: &str = "keyforge.db";
 
 pub(crate) async fn run(config: ServeConfig) -> anyhow::Result<()> {
     disable_core_dumps()?;
+    forbid_inspection()?;
+    let file_limit_note = ensure_file_limit(config.gateway.max_connections);
     prepare_data_dir(&config.data_dir)?;
 
     let master_env = std::env::var(MASTER_KEY_ENV)
@@ -68,6 +70,7 @@ pub(crate) async fn run(config: ServeConfig) -> anyhow::Result<()> {
         None => "admin token: loaded".to_owned(),
     });
     notes.push(format!("{providers} provider(s), {keys} virtual key(s)"));
+    notes.extend(file_limit_note);
     if !local.ip().is_loopback() {
         notes.push("warning: listening beyond loopback over plain HTTP; put KeyForge behind a TLS terminator so keys never cross a network in clear".to_owned());
     }
@@ -102,6 +105,57 @@ async fn shutdown_signal() {
 /// A core dump of the gateway would hold decrypted provider keys.
 fn disable_core_dumps() -> anyhow::Result<()> {
     rlimit::setrlimit(rlimit::Resource::CORE, 0, 0).context("cannot disable core dumps")
+}
+
+/// Makes the process non-dumpable (`PR_SET_DUMPABLE` 0, prctl(2)): beyond
+/// core dumps, Linux then lets no process of the same user `ptrace` it or
+/// read its memory (`/proc/<pid>/mem`), and makes its `/proc/<pid>` files,
+/// `environ` among them, owned by root. A compromised tool running as the
+/// same user can no longer lift decrypted provider keys, the master key or
+/// the admin token out of the gateway. (Root still can.)
+fn forbid_inspection() -> anyhow::Result<()> {
+    rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)
+        .context("cannot make the process non-dumpable (prctl PR_SET_DUMPABLE)")
+}
+
+/// Files the process needs open besides client connections: the database
+/// and its WAL, upstream connections, logs.
+const FILE_HEADROOM: u64 = 256;
+
+/// The open-files limit (soft, hard) the process should ask for so that
+/// `max_connections` client connections leave [`FILE_HEADROOM`], and a
+/// warning when the hard limit does not allow it. `None`: leave it.
+fn file_limit_plan(soft: u64, hard: u64, max_connections: usize) -> (Option<u64>, Option<String>) {
+    let needed = u64::try_from(max_connections)
+        .unwrap_or(u64::MAX)
+        .saturating_add(FILE_HEADROOM);
+    if soft >= needed {
+        (None, None)
+    } else if hard >= needed {
+        (Some(needed), None)
+    } else {
+        (
+            (hard > soft).then_some(hard),
+            Some(format!(
+                "warning: this process may open {hard} files, fewer than limits.max_connections ({max_connections}) plus {FILE_HEADROOM} for the database and upstreams; lower max_connections or raise `ulimit -n` (systemd LimitNOFILE=)"
+            )),
+        )
+    }
+}
+
+/// Raises the soft open-files limit as far as `max_connections` needs
+/// (within the hard limit); returns a note for the operator if it cannot.
+fn ensure_file_limit(max_connections: usize) -> Option<String> {
+    let Ok((soft, hard)) = rlimit::getrlimit(rlimit::Resource::NOFILE) else {
+        return None;
+    };
+    let (raise, warning) = file_limit_plan(soft, hard, max_connections);
+    if let Some(soft) = raise
+        && let Err(error) = rlimit::setrlimit(rlimit::Resource::NOFILE, soft, hard)
+    {
+        tracing::warn!(error = %error, "cannot raise the open-files limit");
+    }
+    warning
 }
 
 fn prepare_data_dir(dir: &Path) -> anyhow::Result<()> {
@@ -171,4 +225,27 @@ pub(crate) fn read_admin_token_file(path: &Path) -> anyhow::Result<SecretString>
         bail!("admin token file {} is empty", path.display());
     }
     Ok(SecretString::from(token.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_open_files_limit_leaves_room_for_every_connection() {
+        fn check(soft: u64, hard: u64, max_connections: usize, raise: Option<u64>, warns: bool) {
+            let (raised, warning) = file_limit_plan(soft, hard, max_connections);
+            assert_eq!(raised, raise, "{soft}/{hard} for {max_connections}");
+            assert_eq!(
+                warning.is_some(),
+                warns,
+                "{soft}/{hard} for {max_connections}: {warning:?}"
+            );
+        }
+        check(1024, 4096, 768, None, false);
+        check(1024, 524_288, 2000, Some(2256), false);
+        check(1024, 1024, 2000, None, true);
+        check(256, 1024, 768, Some(1024), false);
+        check(256, 800, 768, Some(800), true);
+    }
 }

@@ -1104,3 +1104,80 @@ async fn the_audit_log_is_tamper_evident_and_survives_kill_9() {
     assert!(!ok && err.contains("tampered with"), "{err}");
     server.stop().await;
 }
+
+/// `keyforge serve` is not dumpable: Linux then hands its `/proc/<pid>`
+/// files (`environ`, `mem`, …) to root, so another process of the same
+/// user can neither read its environment (`KEYFORGE_MASTER_KEY`) nor
+/// `ptrace` it. Root can always read them, so when the test runs as root it
+/// serves as `nobody` and checks that the files belong to root, not to the
+/// serving user.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_serving_process_cannot_be_inspected_by_its_own_user() {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    use std::os::unix::process::CommandExt;
+    use tokio::io::AsyncBufReadExt;
+
+    const NOBODY: u32 = 65_534;
+    let home = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(home.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let data = home.path().join("data");
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&data)
+        .unwrap();
+    let as_root = rustix::process::getuid().is_root();
+    let user = if as_root {
+        std::os::unix::fs::chown(&data, Some(NOBODY), Some(NOBODY)).unwrap();
+        NOBODY
+    } else {
+        rustix::process::getuid().as_raw()
+    };
+    let mut command = std::process::Command::new(common::BIN);
+    command
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", home.path())
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&data)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    if as_root {
+        command.uid(NOBODY).gid(NOBODY);
+    }
+    let mut child = tokio::process::Command::from(command)
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stderr = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let started = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        while let Ok(Some(line)) = stderr.next_line().await {
+            if line.starts_with("KeyForge listening on ") {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(started, Ok(true), "keyforge serve did not start");
+    let pid = child.id().unwrap();
+
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let real_uid = status
+        .lines()
+        .find_map(|line| line.strip_prefix("Uid:"))
+        .and_then(|ids| ids.split_whitespace().next())
+        .unwrap();
+    assert_eq!(real_uid, user.to_string(), "{status}");
+    assert_ne!(user, 0);
+    let environ = std::fs::metadata(format!("/proc/{pid}/environ")).unwrap();
+    assert_eq!(
+        environ.uid(),
+        0,
+        "a dumpable process's /proc files belong to its own user"
+    );
+    if !as_root {
+        let read = std::fs::read(format!("/proc/{pid}/environ"));
+        assert!(read.is_err(), "the same user read the environment");
+    }
+    child.kill().await.unwrap();
+}

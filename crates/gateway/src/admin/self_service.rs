@@ -208,12 +208,87 @@ async fn mint_child(
     Ok((StatusCode::CREATED, axum::Json(created_key(&minted, now))))
 }
 
-/// Most tokens one leak report may carry.
-const MAX_REPORTED_TOKENS: usize = 1_000;
+/// Largest leak report body, bytes (413 above it). GitHub's secret-scanning
+/// partner program sends a JSON array of small objects (a token of a few
+/// dozen bytes, a URL, a type and a source); 100 of them fit with room.
+pub(crate) const MAX_LEAK_REPORT_BYTES: usize = 256 * 1024;
+
+/// Most entries one leak report may carry (413 above it).
+pub(crate) const MAX_REPORTED_TOKENS: usize = 100;
+
+/// Longest URL recorded for a leak, in characters; longer ones are cut.
+const MAX_LEAK_URL_CHARS: usize = 512;
+
+/// Longest `type` or `source` recorded or echoed, in characters.
+const MAX_LEAK_LABEL_CHARS: usize = 64;
+
+/// Leak reports accepted per client address per minute (GCRA, so a burst
+/// of this many, then one every `60 s / limit`).
+pub(crate) const LEAK_REPORTS_PER_MINUTE: u64 = 30;
+
+/// Client addresses whose report rate is remembered at once. A full table
+/// first forgets addresses idle for a minute (their allowance is whole
+/// again, so forgetting them loses nothing); if none is, new addresses are
+/// refused with 429 until one is.
+const MAX_TRACKED_REPORTERS: usize = 10_000;
+
+/// Per-client-address rate limit of leak reports. The endpoint needs no
+/// credential, so this (with the size and count bounds) is what keeps a
+/// flood of reports from filling the audit log.
+#[expect(
+    clippy::disallowed_types,
+    reason = "one map operation per leak report, never across an await, never on the request path"
+)]
+#[derive(Debug)]
+pub(crate) struct LeakReportLimiter {
+    per_minute: u64,
+    /// Each address's limiter and when it last reported (Unix ns). A
+    /// `std::sync::Mutex`: held for one map operation, never across an
+    /// `.await`, and only on this unauthenticated, rarely used endpoint.
+    reporters: std::sync::Mutex<
+        std::collections::HashMap<std::net::IpAddr, (keyforge_control::RateLimiter, i64)>,
+    >,
+}
+
+impl LeakReportLimiter {
+    #[expect(
+        clippy::disallowed_types,
+        reason = "the reporters' lock, explained at the field"
+    )]
+    pub(crate) fn new(per_minute: u64) -> Self {
+        Self {
+            per_minute,
+            reporters: std::sync::Mutex::new(std::collections::HashMap::new()),
+        }
+    }
+
+    /// Admits one report from `client` at `now_ns`, or says how long to wait.
+    fn admit(&self, client: std::net::IpAddr, now_ns: i64) -> Result<(), std::time::Duration> {
+        const MINUTE_NS: i64 = 60_000_000_000;
+        let mut reporters = self
+            .reporters
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !reporters.contains_key(&client) && reporters.len() >= MAX_TRACKED_REPORTERS {
+            reporters.retain(|_, (_, last)| now_ns.saturating_sub(*last) < MINUTE_NS);
+            if reporters.len() >= MAX_TRACKED_REPORTERS {
+                return Err(std::time::Duration::from_secs(60));
+            }
+        }
+        let (limiter, last) = reporters
+            .entry(client)
+            .or_insert_with(|| (keyforge_control::RateLimiter::new(self.per_minute), now_ns));
+        *last = now_ns;
+        limiter
+            .acquire(1, now_ns)
+            .map(|_| ())
+            .map_err(|denied| denied.retry_after)
+    }
+}
 
 /// One reported token, in the shape of GitHub's secret-scanning partner
-/// program (`[{"token", "type", "url", "source"}]`). No `Debug`: it holds
-/// the token.
+/// program (`[{"token", "type", "url", "source"}]`, docs.github.com "Secret
+/// scanning partner program", read 2026-11). No `Debug`: it holds the token.
 #[derive(serde::Deserialize)]
 struct ReportedToken {
     token: String,
@@ -225,14 +300,45 @@ struct ReportedToken {
     source: Option<String>,
 }
 
+/// What a report did about one reported token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+enum LeakOutcome {
+    /// A secret that authenticates today: its key (and descendants) is now
+    /// revoked.
+    Revoked,
+    /// A secret this gateway issued that no longer authenticates (its key
+    /// is revoked or expired, or it is a rotated-out earlier secret): it is
+    /// harmless, nothing is changed and nothing audited.
+    Inactive,
+    /// Not a secret of this gateway.
+    NotFound,
+}
+
 #[derive(Debug, serde::Serialize)]
 struct LeakLabel {
     /// SHA-256 of the token, hex (as GitHub expects it back).
     token_hash: String,
     token_type: String,
-    /// `true_positive` (a key this gateway issued: now revoked) or
-    /// `false_positive`.
+    /// `true_positive` (a key this gateway issued, live or not) or
+    /// `false_positive`, GitHub's two labels.
     label: &'static str,
+    outcome: LeakOutcome,
+}
+
+impl LeakLabel {
+    fn new(token_hash: String, token_type: String, outcome: LeakOutcome) -> Self {
+        Self {
+            token_hash,
+            token_type,
+            label: if outcome == LeakOutcome::NotFound {
+                "false_positive"
+            } else {
+                "true_positive"
+            },
+            outcome,
+        }
+    }
 }
 
 fn sha256_hex(data: &[u8]) -> String {
@@ -243,74 +349,190 @@ fn sha256_hex(data: &[u8]) -> String {
         .collect()
 }
 
+/// The first `max` characters of `text` (never splitting a character).
+fn truncated(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((end, _)) => text[..end].to_owned(),
+        None => text.to_owned(),
+    }
+}
+
+/// The live key a reported token's secret belongs to, if it authenticates
+/// today: its current secret, or an earlier one still in its grace window,
+/// of a key neither revoked nor expired, whose ancestors are neither. A
+/// suspended key counts as live: a resume would bring the leaked secret
+/// back. Returns `Err(())` for a secret of this gateway that is dead.
+fn live_key(
+    snapshot: &crate::snapshot::Snapshot,
+    hash: &keyforge_types::KeyHash,
+    now: time::OffsetDateTime,
+) -> Option<Result<Arc<KeyEntry>, ()>> {
+    let (entry, valid_until) = snapshot.find_key(hash)?;
+    let dead = |entry: &KeyEntry| {
+        entry.record.revoked_at.is_some() || entry.record.expires_at.is_some_and(|at| now >= at)
+    };
+    let authenticates = valid_until.is_none_or(|until| now < until)
+        && !dead(entry)
+        && !entry.ancestors.iter().any(|ancestor| dead(ancestor));
+    Some(if authenticates {
+        Ok(entry.clone())
+    } else {
+        Err(())
+    })
+}
+
 /// `POST /keyforge/v1/leaks`: revokes every reported key this gateway
-/// issued (with its descendants) and records where it leaked. It needs no
-/// credential: the report carries the keys themselves, and whoever holds a
-/// key may already revoke it (`/keys/self/revoke`).
+/// issued whose secret still authenticates (with its descendants) and
+/// records where it leaked. It needs no credential: the report carries the
+/// secrets themselves, and whoever holds one may already revoke its key
+/// (`/keys/self/revoke`). So a report can do nothing a secret's holder
+/// could not: a dead secret (rotated out, or of a revoked or expired key)
+/// revokes nothing, and only revocations are audited.
+///
+/// Bounds: [`MAX_LEAK_REPORT_BYTES`] and [`MAX_REPORTED_TOKENS`] (413),
+/// [`LEAK_REPORTS_PER_MINUTE`] per client address (429 with
+/// `Retry-After`); a repeated token is looked at and audited once (each
+/// entry still gets its label); URLs and labels are cut to a bounded
+/// length.
 async fn report_leaks(
     State(state): State<Arc<AppState>>,
+    client: Option<axum::Extension<crate::ClientAddr>>,
     body: Bytes,
-) -> Result<axum::Json<Vec<LeakLabel>>, AdminError> {
+) -> Result<axum::response::Response, AdminError> {
+    use axum::response::IntoResponse;
+    let now = state.clock.now();
+    let now_ns = i64::try_from(now.unix_timestamp_nanos()).unwrap_or(i64::MAX);
+    let address = client.map_or(std::net::IpAddr::from([0, 0, 0, 0]), |c| c.0.0);
+    if let Err(retry_after) = state.leak_reports.admit(address, now_ns) {
+        let seconds = retry_after.as_secs().max(1);
+        tracing::info!(client = %address, "leak report refused: too many reports from this address");
+        let error = AdminError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            format!(
+                "at most {LEAK_REPORTS_PER_MINUTE} leak reports per minute from one address; retry in {seconds}s"
+            ),
+        );
+        return Ok(([(http::header::RETRY_AFTER, seconds.to_string())], error).into_response());
+    }
+    if body.len() > MAX_LEAK_REPORT_BYTES {
+        return Err(AdminError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "report_too_large",
+            format!("a leak report is at most {MAX_LEAK_REPORT_BYTES} bytes; split it"),
+        ));
+    }
     let reports: Vec<ReportedToken> = parse_json(&body)?;
     if reports.len() > MAX_REPORTED_TOKENS {
-        return Err(AdminError::bad_request(format!(
-            "at most {MAX_REPORTED_TOKENS} tokens per report"
-        )));
+        return Err(AdminError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_many_tokens",
+            format!(
+                "a leak report carries at most {MAX_REPORTED_TOKENS} tokens, this one {}; split it",
+                reports.len()
+            ),
+        ));
     }
+    // Each distinct token is looked at once; its repeats get the same answer
+    // (one label per entry, as GitHub and `keyforge scan --revoke` match
+    // labels to entries by position) but no further work or audit entry.
+    let mut decided: std::collections::HashMap<String, LeakOutcome> =
+        std::collections::HashMap::new();
+    let mut revoked: std::collections::HashSet<KeyId> = std::collections::HashSet::new();
     let mut labels = Vec::with_capacity(reports.len());
-    let mut changed = false;
     let _guard = state.admin_write.lock().await;
+    let snapshot = state.snapshot.load_full();
     for report in reports {
         let token_hash = sha256_hex(report.token.as_bytes());
-        let token_type = report
-            .kind
-            .clone()
-            .unwrap_or_else(|| "keyforge_virtual_key".to_owned());
-        let entry = keyforge_types::VirtualKey::parse(report.token.trim())
-            .ok()
-            .and_then(|key| {
-                let hash = state.hasher.hash(&key);
-                state
-                    .snapshot
-                    .load()
-                    .find_key(&hash)
-                    .map(|(entry, _)| entry.clone())
-            });
-        let Some(entry) = entry else {
-            labels.push(LeakLabel {
-                token_hash,
-                token_type,
-                label: "false_positive",
-            });
+        let token_type = report.kind.as_deref().map_or_else(
+            || "keyforge_virtual_key".to_owned(),
+            |kind| truncated(kind, MAX_LEAK_LABEL_CHARS),
+        );
+        if let Some(outcome) = decided.get(&token_hash).copied() {
+            labels.push(LeakLabel::new(token_hash, token_type, outcome));
             continue;
-        };
-        let id = entry.record.id.clone();
-        let url: Option<String> = report.url.map(|u| u.chars().take(2048).collect());
-        let source: Option<String> = report.source.map(|s| s.chars().take(100).collect());
-        audit_as(
-            &state,
-            "leak-report",
-            "key.leaked",
-            serde_json::json!({"id": id, "url": url, "source": source, "already_revoked": entry.record.revoked_at.is_some()}),
-        )
-        .await?;
-        if entry.record.revoked_at.is_none() {
-            state
-                .store
-                .revoke_virtual_key(&id, state.clock.now())
-                .await
-                .map_err(AdminError::store)?;
-            changed = true;
         }
-        tracing::warn!(key_id = %id, url = url.as_deref().unwrap_or(""), "leaked KeyForge key reported: revoked");
-        labels.push(LeakLabel {
-            token_hash,
-            token_type,
-            label: "true_positive",
-        });
+        let found = keyforge_types::VirtualKey::parse(report.token.trim())
+            .ok()
+            .and_then(|key| live_key(&snapshot, &state.hasher.hash(&key), now));
+        let outcome = match found {
+            None => LeakOutcome::NotFound,
+            Some(Err(())) => LeakOutcome::Inactive,
+            // A second secret of a key this report already revoked.
+            Some(Ok(entry)) if revoked.contains(&entry.record.id) => LeakOutcome::Inactive,
+            Some(Ok(entry)) => {
+                let id = entry.record.id.clone();
+                let url = report
+                    .url
+                    .as_deref()
+                    .map(|u| truncated(u, MAX_LEAK_URL_CHARS));
+                let source = report
+                    .source
+                    .as_deref()
+                    .map(|s| truncated(s, MAX_LEAK_LABEL_CHARS));
+                audit_as(
+                    &state,
+                    "leak-report",
+                    "key.leaked",
+                    serde_json::json!({"id": id, "url": url, "source": source}),
+                )
+                .await?;
+                state
+                    .store
+                    .revoke_virtual_key(&id, now)
+                    .await
+                    .map_err(AdminError::store)?;
+                tracing::warn!(key_id = %id, url = url.as_deref().unwrap_or(""), "leaked KeyForge key reported: revoked");
+                revoked.insert(id);
+                LeakOutcome::Revoked
+            }
+        };
+        if outcome == LeakOutcome::Inactive {
+            tracing::info!(client = %address, "leak report names a KeyForge secret that no longer authenticates: nothing to revoke");
+        }
+        decided.insert(token_hash.clone(), outcome);
+        labels.push(LeakLabel::new(token_hash, token_type, outcome));
     }
-    if changed {
+    if !revoked.is_empty() {
         reload(&state).await?;
     }
-    Ok(axum::Json(labels))
+    Ok(axum::Json(labels).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn truncation_keeps_whole_characters() {
+        fn check(text: &str, max: usize, expected: &str) {
+            assert_eq!(truncated(text, max), expected, "{text:?} to {max}");
+        }
+        check("https://x", 100, "https://x");
+        check("abcdef", 3, "abc");
+        check("ééééé", 2, "éé");
+        check("日本語テキスト", 3, "日本語");
+        check("", 5, "");
+    }
+
+    #[test]
+    fn leak_reports_are_limited_per_address() {
+        let limiter = LeakReportLimiter::new(3);
+        let one = std::net::IpAddr::from([10, 0, 0, 1]);
+        let two = std::net::IpAddr::from([10, 0, 0, 2]);
+        let t0 = 1_000_000_000_000_i64;
+        for _ in 0..3 {
+            assert!(limiter.admit(one, t0).is_ok());
+        }
+        let wait = limiter.admit(one, t0).unwrap_err();
+        assert_eq!(wait, std::time::Duration::from_secs(20));
+        assert!(
+            limiter.admit(two, t0).is_ok(),
+            "another address has its own allowance"
+        );
+        assert!(
+            limiter.admit(one, t0 + 20_000_000_000).is_ok(),
+            "one report's worth refills in 20 s"
+        );
+    }
 }

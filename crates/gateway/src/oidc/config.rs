@@ -54,7 +54,8 @@ struct RawIssuer {
     name: String,
     /// `github-actions` or `kubernetes`.
     preset: Option<String>,
-    /// The issuer URL, exactly as in the tokens' `iss`.
+    /// The issuer URL, as in the tokens' `iss`; a trailing `/` on either
+    /// side is ignored.
     url: Option<String>,
     /// The audience tokens must be minted for (`aud`).
     audience: String,
@@ -99,6 +100,9 @@ struct RawRole {
     /// Whether minted keys may mint child keys (for agents).
     #[serde(default)]
     can_mint: bool,
+    /// Whether each token may be exchanged once only (by its `jti`).
+    #[serde(default)]
+    single_use: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -154,6 +158,9 @@ pub struct RoleConfig {
     pub ttl: Duration,
     pub max_ttl: Duration,
     pub can_mint: bool,
+    /// Each token is exchanged at most once: its `jti` is remembered until
+    /// the token expires, and a token without one is refused.
+    pub single_use: bool,
 }
 
 /// Workload identity, validated.
@@ -178,6 +185,16 @@ fn duration(text: &str, what: &str) -> Result<Duration, String> {
     Ttl::parse(text)
         .map(|ttl| ttl.as_duration())
         .map_err(|error| format!("{what}: {error}"))
+}
+
+/// An issuer identifier as compared: without trailing `/`. OIDC Discovery
+/// 1.0 section 3 says `iss` is the issuer URL exactly, but issuers and
+/// operators disagree on the trailing slash (`https://accounts.google.com`
+/// against `https://example.okta.com/`), and both spellings name the same
+/// issuer, so the configured URL, the tokens' `iss` and the discovery
+/// document's `issuer` are all compared in this form.
+pub(crate) fn normalize_issuer(url: &str) -> &str {
+    url.trim_end_matches('/')
 }
 
 pub(crate) fn is_loopback_http(url: &str) -> bool {
@@ -257,7 +274,7 @@ fn validate_issuer(raw: RawIssuer, base: &Path) -> Result<IssuerConfig, String> 
         }
     };
     let url = match (&raw.url, github) {
-        (Some(url), _) => url.trim_end_matches('/').to_owned(),
+        (Some(url), _) => normalize_issuer(url).to_owned(),
         (None, true) => GITHUB_ACTIONS_ISSUER.to_owned(),
         (None, false) => return Err(format!("{what} needs `url`, the tokens' `iss`")),
     };
@@ -438,6 +455,7 @@ fn validate_role(raw: RawRole, issuers: &[IssuerConfig]) -> Result<RoleConfig, S
         ttl,
         max_ttl,
         can_mint: raw.can_mint,
+        single_use: raw.single_use,
     })
 }
 
@@ -475,6 +493,48 @@ mod tests {
         assert_eq!(role.max_ttl, role.ttl);
         assert_eq!(role.bound_audiences, ["keyforge"]);
         assert_eq!(role.bound_claims.len(), 2);
+    }
+
+    #[test]
+    fn issuer_urls_are_compared_without_trailing_slashes() {
+        fn check(url: &str, expected: &str) {
+            assert_eq!(normalize_issuer(url), expected, "{url}");
+        }
+        check(
+            "https://token.actions.githubusercontent.com",
+            "https://token.actions.githubusercontent.com",
+        );
+        check("https://example.okta.com/", "https://example.okta.com");
+        check(
+            "https://login.example.com/tenant/v2.0/",
+            "https://login.example.com/tenant/v2.0",
+        );
+        check("https://x//", "https://x");
+        let config = load(
+            r#"[[issuer]]
+            name = "okta"
+            url = "https://example.okta.com/"
+            audience = "a""#,
+        )
+        .unwrap();
+        assert_eq!(config.issuers[0].url, "https://example.okta.com");
+    }
+
+    #[test]
+    fn a_role_is_single_use_only_when_it_says_so() {
+        let issuer = r#"
+            [[issuer]]
+            name = "k8s"
+            url = "https://kubernetes.default.svc"
+            audience = "keyforge"
+        "#;
+        let role = |extra: &str| {
+            format!(
+                "{issuer}\n[[role]]\nname = \"r\"\nissuer = \"k8s\"\nenv = \"dev\"\nbound_claims = {{ sub = \"x\" }}\n{extra}"
+            )
+        };
+        assert!(!load(&role("")).unwrap().roles[0].single_use);
+        assert!(load(&role("single_use = true")).unwrap().roles[0].single_use);
     }
 
     #[test]

@@ -117,7 +117,7 @@ impl Jwks {
                 let url = format!("{}/.well-known/openid-configuration", self.issuer_url);
                 let document = get_json(http, &url).await?;
                 let issuer = document.get("issuer").and_then(|v| v.as_str());
-                if issuer.map(|i| i.trim_end_matches('/')) != Some(self.issuer_url.as_str()) {
+                if issuer.map(super::config::normalize_issuer) != Some(self.issuer_url.as_str()) {
                     return Err(Unavailable(format!(
                         "the discovery document at {url} is for issuer {issuer:?}, not {}",
                         self.issuer_url

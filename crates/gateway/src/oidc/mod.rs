@@ -12,6 +12,7 @@
 
 pub mod config;
 mod jwks;
+mod single_use;
 mod verify;
 
 use std::collections::HashMap;
@@ -44,6 +45,8 @@ pub(crate) struct Oidc {
     issuers: HashMap<String, (IssuerConfig, Jwks)>,
     roles: HashMap<String, RoleConfig>,
     refusals_audited: keyforge_control::RateLimiter,
+    /// Tokens exchanged for roles with `single_use = true`.
+    used_tokens: single_use::UsedTokens,
 }
 
 impl Oidc {
@@ -61,6 +64,7 @@ impl Oidc {
                 .map(|role| (role.name.clone(), role.clone()))
                 .collect(),
             refusals_audited: keyforge_control::RateLimiter::new(REFUSALS_AUDITED_PER_MINUTE),
+            used_tokens: single_use::UsedTokens::default(),
         }
     }
 }
@@ -96,6 +100,69 @@ fn claim_text(claims: &serde_json::Map<String, Value>, name: &str) -> String {
         .chars()
         .take(300)
         .collect()
+}
+
+/// For a `single_use` role, records the token's `jti` as exchanged, or
+/// refuses it: a token without a `jti` (it could not be told from its
+/// replays) and a token exchanged before (`token_already_used`). Runs last,
+/// once every other check passed, so a token refused for another reason is
+/// not used up.
+fn claim_single_use(
+    oidc: &Oidc,
+    issuer: &IssuerConfig,
+    role: &RoleConfig,
+    claims: &serde_json::Map<String, Value>,
+    now: time::OffsetDateTime,
+) -> Result<(), Refusal> {
+    if !role.single_use {
+        return Ok(());
+    }
+    let jti = claims
+        .get("jti")
+        .and_then(Value::as_str)
+        .filter(|jti| !jti.is_empty())
+        .ok_or_else(|| Refusal {
+            forbidden: false,
+            code: "invalid_token",
+            message: format!(
+                "role `{}` is single-use and accepts only tokens with a `jti`, which this one has not",
+                role.name
+            ),
+        })?;
+    if jti.len() > single_use::MAX_JTI_BYTES {
+        return Err(Refusal {
+            forbidden: false,
+            code: "invalid_token",
+            message: format!(
+                "the token's `jti` is longer than {} bytes",
+                single_use::MAX_JTI_BYTES
+            ),
+        });
+    }
+    let leeway = i64::try_from(oidc.leeway.as_secs()).unwrap_or(0);
+    let now = now.unix_timestamp();
+    // `registered_claims` has checked that `exp` is there and a number.
+    let expires_at = verify::timestamp(claims, "exp")?
+        .unwrap_or(now)
+        .saturating_add(leeway);
+    oidc.used_tokens
+        .claim(&issuer.name, jti, expires_at, now)
+        .map_err(|reuse| match reuse {
+            single_use::Reuse::AlreadyUsed => Refusal {
+                forbidden: false,
+                code: "token_already_used",
+                message: format!(
+                    "this token was already exchanged, and role `{}` is single-use: get a fresh token from the issuer",
+                    role.name
+                ),
+            },
+            single_use::Reuse::Full => Refusal {
+                forbidden: false,
+                code: "single_use_busy",
+                message: "too many single-use tokens are outstanding on this gateway; retry in a minute"
+                    .to_owned(),
+            },
+        })
 }
 
 pub(crate) async fn login(
@@ -168,8 +235,16 @@ pub(crate) async fn login(
     let actor = format!("oidc:{}", role.name);
     let now = state.clock.now();
     let checked = verify::registered_claims(&claims, issuer, role, now, oidc.leeway)
-        .and_then(|()| verify::bound_claims(&claims, &role.bound_claims, &role.name));
+        .and_then(|()| verify::bound_claims(&claims, &role.bound_claims, &role.name))
+        .and_then(|()| claim_single_use(oidc, issuer, role, &claims, now));
     if let Err(refusal) = checked {
+        if refusal.code == "single_use_busy" {
+            return Err(AdminError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                refusal.code,
+                refusal.message,
+            ));
+        }
         tracing::info!(role = %role.name, subject = %subject, code = refusal.code, reason = %refusal.message, "OIDC login refused");
         // Refused either way; an audit failure does not change the answer.
         let now_ns = i64::try_from(now.unix_timestamp_nanos()).unwrap_or(i64::MAX);
@@ -214,7 +289,18 @@ pub(crate) async fn login(
             "jti": claim_text(&claims, "jti"),
         }}),
     };
-    let minted = mint::mint(&state, spec, None, minter).await?;
+    let minted = match mint::mint(&state, spec, None, minter).await {
+        Ok(minted) => minted,
+        Err(error) => {
+            // Nothing was exchanged: the token may be tried again.
+            if role.single_use
+                && let Some(jti) = claims.get("jti").and_then(Value::as_str)
+            {
+                oidc.used_tokens.release(&issuer.name, jti);
+            }
+            return Err(error);
+        }
+    };
     tracing::info!(role = %role.name, subject = %subject, key_id = %minted.entry.record.id, "OIDC login: key minted");
     Ok((
         StatusCode::CREATED,

@@ -176,7 +176,7 @@ pub(crate) fn signature(
     Ok(data.claims)
 }
 
-fn timestamp(claims: &Map<String, Value>, name: &str) -> Result<Option<i64>, Refusal> {
+pub(crate) fn timestamp(claims: &Map<String, Value>, name: &str) -> Result<Option<i64>, Refusal> {
     match claims.get(name) {
         None | Some(Value::Null) => Ok(None),
         Some(value) => value
@@ -206,7 +206,7 @@ pub(crate) fn registered_claims(
     leeway: std::time::Duration,
 ) -> Result<(), Refusal> {
     let iss = claims.get("iss").and_then(Value::as_str).unwrap_or("");
-    if iss.trim_end_matches('/') != issuer.url {
+    if super::config::normalize_issuer(iss) != super::config::normalize_issuer(&issuer.url) {
         let shown: String = iss.chars().take(200).collect();
         return Err(invalid(format!(
             "the token was issued by `{shown}`, not by `{}` (the issuer of role `{}`)",
