@@ -80,7 +80,8 @@ async fn the_ledger_matches_the_upstreams_token_counts() {
     );
     let stream = post("/openai/v1/chat/completions", json!({"model": "gpt-4o-mini", "messages": say, "max_tokens": 4, "stream": true, "stream_options": {"include_usage": true}})).await.unwrap();
     stream.text().await.unwrap();
-    // Anthropic: JSON (2 in, 5 out) and a stream (2 in, 3 out).
+    // Anthropic: JSON (2 in, 5 out) and a stream (2 in, 3 out), whose
+    // closing `message_delta` reports nulls beside its output count.
     post("/anthropic/v1/messages", json!({"model": "claude-3-5-haiku-latest", "max_tokens": 5, "messages": [{"role": "user", "content": "hi there"}]})).await.unwrap().text().await.unwrap();
     post("/anthropic/v1/messages", json!({"model": "claude-3-5-haiku-latest", "max_tokens": 3, "stream": true, "messages": [{"role": "user", "content": "hi there"}]})).await.unwrap().text().await.unwrap();
     // Gemini: JSON (3 in, 12 out) and a stream (3 in, 3 out).
@@ -96,6 +97,16 @@ async fn the_ledger_matches_the_upstreams_token_counts() {
     .unwrap();
     post(
         "/gemini/v1beta/models/gemini-2.0-flash:streamGenerateContent?alt=sse",
+        contents.clone(),
+    )
+    .await
+    .unwrap()
+    .text()
+    .await
+    .unwrap();
+    // Without `alt=sse`, Gemini streams one JSON array (3 in, 3 out).
+    let array = post(
+        "/gemini/v1beta/models/gemini-2.0-flash:streamGenerateContent",
         contents,
     )
     .await
@@ -103,6 +114,7 @@ async fn the_ledger_matches_the_upstreams_token_counts() {
     .text()
     .await
     .unwrap();
+    assert!(array.starts_with('[') && array.ends_with(']'), "{array}");
     // A provider error is recorded and costs nothing.
     assert_eq!(
         post(
@@ -125,7 +137,7 @@ async fn the_ledger_matches_the_upstreams_token_counts() {
         row(&by_model, "claude-3-5-haiku-latest")["cost_nano_usd"],
         35_200
     );
-    assert_eq!(tokens(row(&by_model, "gemini-2.0-flash")), (2, 6, 15));
+    assert_eq!(tokens(row(&by_model, "gemini-2.0-flash")), (3, 9, 18));
     let failed = row(&by_model, "fake-error-500");
     assert_eq!(
         (failed["errors"].as_u64(), failed["cost_nano_usd"].as_i64()),
@@ -141,7 +153,7 @@ async fn the_ledger_matches_the_upstreams_token_counts() {
     }
 
     let by_key = usage(&harness, "key").await;
-    assert_eq!(row(&by_key, &key_id)["requests"], 7);
+    assert_eq!(row(&by_key, &key_id)["requests"], 8);
     assert_eq!(
         by_key["total"]["cost_nano_usd"],
         by_model["total"]["cost_nano_usd"]

@@ -777,7 +777,7 @@ fn anthropic_events(model: &str, words: &[&str], input_tokens: usize, output: us
         Some("content_block_stop"),
         &json!({"type": "content_block_stop", "index": 0}),
     ));
-    events.push(sse(Some("message_delta"), &json!({"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": null}, "usage": {"output_tokens": output}})));
+    events.push(sse(Some("message_delta"), &json!({"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": null}, "usage": {"input_tokens": null, "cache_creation_input_tokens": null, "cache_read_input_tokens": null, "output_tokens": output}})));
     events.push(sse(Some("message_stop"), &json!({"type": "message_stop"})));
     events
 }
