@@ -194,11 +194,6 @@ async fn handle(State(state): State<Arc<FakeState>>, request: Request) -> Respon
     let body = axum::body::to_bytes(body, 64 * 1024 * 1024)
         .await
         .unwrap_or_default();
-    // `fake-wait` in the body: think for a while before answering, like a
-    // provider on a long non-streamed generation.
-    if body.windows(11).any(|w| w == b"\"fake-wait\"") {
-        tokio::time::sleep(Duration::from_millis(400)).await;
-    }
     let path = parts.uri.path().to_owned();
     if let Ok(mut requests) = state.requests.lock() {
         requests.push(RecordedRequest {
@@ -208,6 +203,11 @@ async fn handle(State(state): State<Arc<FakeState>>, request: Request) -> Respon
             headers: parts.headers.clone(),
             body: body.clone(),
         });
+    }
+    // `fake-wait` in the body: think for a while before answering, like a
+    // provider on a long non-streamed generation (it has the request).
+    if body.windows(11).any(|w| w == b"\"fake-wait\"") {
+        tokio::time::sleep(Duration::from_millis(400)).await;
     }
     let dialect =
         if path.starts_with("/v1beta") || path.starts_with("/v1/models/") && path.contains(':') {
@@ -427,7 +427,14 @@ fn generate(
     let mut output = words.len();
     let billing = state.bill_maximum.lock().ok().and_then(|guard| *guard);
     if let Some(billing) = billing {
-        let (most_in, most_out) = most_billable(dialect, path, request, billing);
+        let Some((most_in, most_out)) = most_billable(dialect, path, request, billing) else {
+            return error_response(
+                dialect,
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                "max_tokens is too large for this model",
+            );
+        };
         input_tokens = most_in;
         output = most_out;
     }
@@ -581,7 +588,7 @@ fn most_billable(
     path: &str,
     request: &Value,
     billing: MaxBilling,
-) -> (usize, usize) {
+) -> Option<(usize, usize)> {
     let config = request
         .get("generationConfig")
         .or_else(|| request.get("generation_config"));
@@ -620,6 +627,10 @@ fn most_billable(
             )
         }
     };
+    if cap.is_some_and(|cap| cap > billing.uncapped_output_tokens) {
+        // As providers do: a cap above the model's maximum is refused.
+        return None;
+    }
     let output = cap
         .unwrap_or(billing.uncapped_output_tokens)
         .saturating_mul(copies);
@@ -637,10 +648,10 @@ fn most_billable(
         } else {
             0
         };
-    (
+    Some((
         usize::try_from(input).unwrap_or(usize::MAX),
         usize::try_from(output).unwrap_or(usize::MAX),
-    )
+    ))
 }
 
 fn openai_response_object(
