@@ -344,6 +344,10 @@ async fn run_case(requests: Vec<Hostile>) {
         );
         assert_eq!(budget["reserved_nano_usd"], 0, "{budget}");
     }
+    // A new day: the daily budget starts afresh.
+    harness.clock.advance(Duration::from_secs(86_400));
+    let (_, budgets) = harness.admin(reqwest::Method::GET, "/budgets", None).await;
+    assert_eq!(budgets["budgets"][0]["spent_nano_usd"], 0, "{budgets}");
 }
 
 #[test]
