@@ -136,3 +136,79 @@ async fn official_sdks_work_through_keyforge() {
     }
     server.stop().await;
 }
+
+/// The official `openai` SDK closes the connection right after `[DONE]`;
+/// an upstream that keeps it open a while longer must not turn a finished
+/// stream into a cut one. The ledger says `reported`, with the provider's
+/// own counts, and the SDK's loop (which indexes `choices[0]` on every
+/// chunk) never sees the usage the gateway asked for on its behalf.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_sdk_stream_that_ends_before_the_connection_is_reported() {
+    let Some(python) = python() else {
+        eprintln!("SKIPPED: no Python with the SDKs; run scripts/test to install them");
+        return;
+    };
+    let home = tempfile::tempdir().unwrap();
+    let provider_key = fake_provider_key("sdk-done");
+    let upstream = FakeUpstream::start(&provider_key).await.unwrap();
+    upstream.pause_after_end(std::time::Duration::from_secs(5));
+    let server = Server::start_in(home.path(), &[]).await;
+    server
+        .add_provider(
+            home.path(),
+            "openai",
+            "openai",
+            "dev",
+            &upstream.base_url(),
+            &provider_key,
+        )
+        .await;
+    let answer = server
+        .create_key(home.path(), &["--name", "streamer", "--env", "dev"])
+        .await;
+    let key = answer["key"].as_str().unwrap().to_owned();
+    let key_id = answer["id"].as_str().unwrap().to_owned();
+    let script = r#"
+import os, time, openai
+client = openai.OpenAI(base_url=os.environ["KF_BASE"] + "/openai/v1", api_key=os.environ["KF_KEY"])
+started = time.monotonic()
+text = "".join(chunk.choices[0].delta.content or "" for chunk in client.chat.completions.create(
+    model="gpt-4o-mini", messages=[{"role": "user", "content": "say hello"}], max_tokens=6, stream=True))
+assert text == "Hello from the fake upstream, one", text
+assert time.monotonic() - started < 4, "the SDK waited for the upstream to close"
+print("stream done")
+"#;
+    let output = tokio::process::Command::new(&python)
+        .arg("-c")
+        .arg(script)
+        .env("KF_BASE", &server.addr)
+        .env("KF_KEY", &key)
+        .env_remove("OPENAI_API_KEY")
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    let (ok, out, err) = server
+        .cli(
+            home.path(),
+            &["usage", "--by", "key", "--since", "1d", "--json"],
+            None,
+        )
+        .await;
+    assert!(ok, "{err}");
+    let report: Value = serde_json::from_str(&out).unwrap();
+    let row = report["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|row| row["group"] == key_id.as_str())
+        .unwrap_or_else(|| panic!("no row for {key_id}: {report}"))
+        .clone();
+    // The provider's own count (6 words), not an estimate from characters.
+    assert_eq!(row["output_tokens"], 6, "{row}");
+    assert_eq!(row["estimated"], 0, "{row}");
+    assert_eq!(row["client_cancelled"], 0, "{row}");
+    server.stop().await;
+}
