@@ -149,12 +149,15 @@ impl RequestFacts {
             OutputBound::Uncapped => (model_max, from_limits),
         };
         let window = model_limits.context_window;
-        let input_tokens = match self.unknown_input {
-            Some(_) => window,
-            None => self
-                .input
-                .upper_bound(model_limits.image_tokens)
-                .min(window),
+        let counted = self.input.upper_bound(model_limits.image_tokens);
+        let input_tokens = match (self.unknown_input, self.output) {
+            (Some(_), _) => window,
+            // Embeddings apply the window to each input of a batch, not to
+            // the request: a batch can bill many windows (found by the
+            // tightness benchmark: 64 chunks of 400 tokens under an
+            // 8,192-token window).
+            (None, OutputBound::Nothing) => counted,
+            (None, _) => counted.min(window),
         };
         WorstCase {
             input_tokens,

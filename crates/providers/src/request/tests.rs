@@ -779,6 +779,19 @@ fn worst_case_output_is_every_copy_at_its_cap() {
         "text-embedding-3-small",
         (5 + 4 + 5 + 64, 0, Nothing),
     );
+    // A batch of embeddings inputs is not bounded by the model's window,
+    // which applies to each input: 64 inputs of 200 bytes bill more than
+    // the 8,192-token window of text-embedding-3-small.
+    let batch = format!(
+        r#"{{"input":[{}]}}"#,
+        vec![format!("\"{}\"", "x".repeat(200)); 64].join(",")
+    );
+    let worst = facts(Api::OpenAi, "/v1/embeddings", &batch).worst_case(
+        &LimitTable::shipped().unwrap(),
+        Api::OpenAi,
+        "text-embedding-3-small",
+    );
+    assert!(worst.input_tokens >= 64 * 200, "{worst:?}");
     // Unknown input: the context window, flagged.
     check_worst(
         Api::OpenAi,
