@@ -182,3 +182,84 @@ async fn responses_without_anything_priceable_are_charged_the_fallback_and_flagg
     assert_eq!(response.status(), 200);
     response.bytes().await.unwrap();
 }
+
+/// Revoking a key (or its parent) ends its open streams within a second,
+/// not at the end of the stream, and bills what was delivered.
+#[tokio::test]
+async fn revocation_ends_open_streams_at_once() {
+    let harness = Harness::start().await;
+    harness.add_provider("openai", "openai", "dev").await;
+    let (parent_id, _) = harness
+        .create_key(json!({"name": "orchestrator", "env": "dev", "can_mint": true}))
+        .await;
+    let (child_id, child_key) = harness
+        .create_key(json!({"name": "agent", "env": "dev", "parent": parent_id}))
+        .await;
+    let (own_id, own_key) = harness
+        .create_key(json!({"name": "streamer", "env": "dev"}))
+        .await;
+    // A slow stream: twelve events 100 ms apart.
+    let body = json!({"model": "fake-slow", "max_tokens": 12, "stream": true,
+                      "messages": [{"role": "user", "content": "tell me a story"}]});
+    for (key_id, key, revoked) in [
+        (&own_id, &own_key, &own_id),
+        (&child_id, &child_key, &parent_id),
+    ] {
+        let response = harness
+            .http
+            .post(harness.url("/openai/v1/chat/completions"))
+            .bearer_auth(key)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let mut stream = response.bytes_stream();
+        // The first event arrives; then the key (or its parent) is revoked.
+        let first = futures_util::StreamExt::next(&mut stream)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(!first.is_empty());
+        let (status, _) = harness
+            .admin(
+                reqwest::Method::POST,
+                &format!("/keys/{revoked}/revoke"),
+                None,
+            )
+            .await;
+        assert_eq!(status, 200);
+        let revoked_at = Instant::now();
+        let mut rest = Vec::new();
+        let mut cut = false;
+        while let Some(chunk) = futures_util::StreamExt::next(&mut stream).await {
+            match chunk {
+                Ok(bytes) => rest.extend_from_slice(&bytes),
+                Err(_) => {
+                    cut = true;
+                    break;
+                }
+            }
+        }
+        assert!(
+            cut,
+            "the stream was ended as an error, not as a whole response"
+        );
+        assert!(
+            revoked_at.elapsed() < Duration::from_millis(900),
+            "the stream went on for {:?} after the revocation",
+            revoked_at.elapsed()
+        );
+        let rest = String::from_utf8_lossy(&rest);
+        assert!(!rest.contains("[DONE]"), "{rest}");
+        let row = wait_for_rows(&harness, key_id, 1).await;
+        assert_eq!(row["estimated"], 1, "{row}");
+        assert!(row["output_tokens"].as_u64().unwrap() >= 1, "{row}");
+    }
+    let outcomes: Vec<Value> = key_uses(&harness)
+        .await
+        .into_iter()
+        .map(|used| used["outcome"].clone())
+        .collect();
+    assert_eq!(outcomes, [json!("key_revoked"), json!("key_revoked")]);
+}

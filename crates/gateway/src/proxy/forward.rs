@@ -3,6 +3,7 @@
 //! client's response frame by frame; dropping it (the client went away)
 //! closes the upstream connection and so cancels the generation.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::Body;
@@ -23,7 +24,7 @@ use super::RequestContext;
 use super::admit::Admission;
 use super::authenticate::Authenticated;
 use super::authorize::Target;
-use super::meter::{MeteredBody, Outcome, Pending, Settlement};
+use super::meter::{KeyGuard, MeteredBody, Outcome, Pending, Settlement};
 use crate::error::GatewayError;
 use crate::state::AppState;
 
@@ -238,7 +239,7 @@ fn is_event_stream(headers: &http::HeaderMap) -> bool {
 }
 
 pub(crate) async fn respond(
-    state: &AppState,
+    state: &Arc<AppState>,
     ctx: &mut RequestContext,
     target: &Target,
     key: &Authenticated,
@@ -263,7 +264,10 @@ pub(crate) async fn respond(
         let meter = Meter::new(target.provider.kind.api(), event_stream, length)
             .with_input_estimate(settlement.input_estimate());
         let stripper = (ctx.strip_usage && event_stream).then(UsageStripper::new);
-        Body::new(MeteredBody::new(incoming, meter, stripper, settlement))
+        let guard = KeyGuard::new(state.clone(), key.entry.record.id.clone());
+        Body::new(MeteredBody::new(
+            incoming, meter, stripper, settlement, guard,
+        ))
     } else {
         if (parts.status == http::StatusCode::UNAUTHORIZED
             || parts.status == http::StatusCode::FORBIDDEN)

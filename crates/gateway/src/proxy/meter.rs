@@ -19,10 +19,13 @@ use keyforge_store::LedgerRecord;
 use keyforge_types::NanoUsd;
 use time::OffsetDateTime;
 
+use keyforge_types::KeyId;
+
 use super::admit::Admission;
 use crate::alerts::Alerts;
 use crate::clock::Clock;
 use crate::ledger::LedgerWriter;
+use crate::state::AppState;
 
 /// How a request that was sent upstream ended: the ledger's `outcome`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,6 +43,9 @@ pub(crate) enum Outcome {
     UpstreamFailed,
     /// The provider could not be reached: nothing was sent.
     Unreached,
+    /// The key (or an ancestor) was revoked, suspended or expired while the
+    /// response streamed: the gateway ended it.
+    KeyRevoked,
 }
 
 impl Outcome {
@@ -50,6 +56,7 @@ impl Outcome {
             Outcome::UpstreamCut => "upstream_cut",
             Outcome::UpstreamError => "upstream_error",
             Outcome::UpstreamFailed | Outcome::Unreached => "upstream_failed",
+            Outcome::KeyRevoked => "key_revoked",
         }
     }
 }
@@ -164,7 +171,9 @@ impl Pending {
         // before it was reported, or no answer at all): its input is billed
         // on the request's estimate.
         let ran_unreported = match outcome {
-            Outcome::ClientCancelled | Outcome::UpstreamCut => success || self.record.status == 0,
+            Outcome::ClientCancelled | Outcome::UpstreamCut | Outcome::KeyRevoked => {
+                success || self.record.status == 0
+            }
             Outcome::UpstreamFailed => true,
             Outcome::Ok | Outcome::UpstreamError | Outcome::Unreached => false,
         };
@@ -273,6 +282,46 @@ impl Pending {
     }
 }
 
+/// How often a streaming response checks that its key may still be used.
+const KEY_CHECK_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Watches a response's key while it streams: revoking, suspending or the
+/// expiry of the key or an ancestor (or a leak report revoking it) ends the
+/// response within [`KEY_CHECK_EVERY`], not at the end of a ten-minute
+/// stream. Each check is a lock-free snapshot load and a map lookup.
+pub(crate) struct KeyGuard {
+    state: Arc<AppState>,
+    key_id: KeyId,
+    every: tokio::time::Interval,
+}
+
+impl KeyGuard {
+    pub(crate) fn new(state: Arc<AppState>, key_id: KeyId) -> Self {
+        let mut every = tokio::time::interval(KEY_CHECK_EVERY);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        Self {
+            state,
+            key_id,
+            every,
+        }
+    }
+
+    /// Polls the timer (registering the waker for the next check); true
+    /// once the key may no longer be used.
+    fn poll_revoked(&mut self, cx: &mut Context<'_>) -> bool {
+        while self.every.poll_tick(cx).is_ready() {
+            let snapshot = self.state.snapshot.load();
+            let usable = snapshot
+                .key_by_id(&self.key_id)
+                .is_some_and(|entry| super::entry_is_usable(entry, self.state.clock.now()).is_ok());
+            if !usable {
+                return true;
+            }
+        }
+        false
+    }
+}
+
 /// The upstream body, metered as it streams (and, when the gateway asked
 /// for usage the client did not, stripped of it).
 pub(crate) struct MeteredBody {
@@ -280,6 +329,7 @@ pub(crate) struct MeteredBody {
     meter: Option<Meter>,
     stripper: Option<UsageStripper>,
     settlement: Option<Settlement>,
+    guard: KeyGuard,
     /// The last frame has been handed on.
     done: bool,
 }
@@ -290,12 +340,14 @@ impl MeteredBody {
         meter: Meter,
         stripper: Option<UsageStripper>,
         settlement: Settlement,
+        guard: KeyGuard,
     ) -> Self {
         Self {
             inner,
             meter: Some(meter),
             stripper,
             settlement: Some(settlement),
+            guard,
             done: false,
         }
     }
@@ -317,22 +369,32 @@ impl MeteredBody {
 
 impl Body for MeteredBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = axum::BoxError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::BoxError>>> {
         let this = &mut *self;
         if this.done {
             return Poll::Ready(None);
+        }
+        if this.guard.poll_revoked(cx) {
+            // Abort rather than end: the client must not take a cut
+            // response for a whole one. Dropping the body then closes the
+            // upstream connection, which stops the generation.
+            this.done = true;
+            this.finish(false, Outcome::KeyRevoked);
+            return Poll::Ready(Some(Err(
+                "the KeyForge key was revoked, suspended or expired during the response".into(),
+            )));
         }
         loop {
             let frame = match Pin::new(&mut this.inner).poll_frame(cx) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Some(Err(error))) => {
                     this.finish(false, Outcome::UpstreamCut);
-                    return Poll::Ready(Some(Err(error)));
+                    return Poll::Ready(Some(Err(error.into())));
                 }
                 Poll::Ready(None) => {
                     // The end: hand on what the stripper still holds.

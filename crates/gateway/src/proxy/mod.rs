@@ -121,7 +121,7 @@ pub(crate) async fn handle(State(state): State<Arc<AppState>>, request: Request)
 
 /// A request's way through the gateway (see ARCHITECTURE.md).
 async fn pipeline(
-    state: &AppState,
+    state: &Arc<AppState>,
     ctx: &mut RequestContext,
     request: Request,
 ) -> Result<Response<Body>, GatewayError> {
