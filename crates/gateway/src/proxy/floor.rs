@@ -51,6 +51,9 @@ pub(crate) struct KeyFloor {
     needles: Vec<Finder<'static>>,
     /// Whether any needle starts with each byte, for the tail check.
     first_bytes: [bool; 256],
+    /// Whether any needle holds each byte: an escape decoding to another
+    /// byte cannot be part of a match, so it needs no decoded view.
+    needle_bytes: [bool; 256],
     /// The most original bytes a match can span, minus one: what a stream
     /// may hold back.
     hold_back: usize,
@@ -69,15 +72,20 @@ impl KeyFloor {
         needles.sort();
         needles.dedup();
         let mut first_bytes = [false; 256];
+        let mut needle_bytes = [false; 256];
         for needle in &needles {
             if let Some(&first) = needle.first() {
                 first_bytes[usize::from(first)] = true;
+            }
+            for &byte in needle {
+                needle_bytes[usize::from(byte)] = true;
             }
         }
         let longest = needles.iter().map(Vec::len).max().unwrap_or(0);
         Self {
             hold_back: (longest * MAX_ESCAPE_BYTES).saturating_sub(1),
             first_bytes,
+            needle_bytes,
             needles: needles
                 .into_iter()
                 .map(|needle| Finder::new(&needle).into_owned())
@@ -92,7 +100,7 @@ impl KeyFloor {
 
     /// Returns `bytes` with every match replaced, or `None` if nothing matched.
     pub(crate) fn scrub(&self, bytes: &[u8]) -> Option<Vec<u8>> {
-        let view = View::new(bytes);
+        let view = View::new(bytes, &self.needle_bytes);
         let matches = self.matches(&view, bytes.len());
         (!matches.is_empty()).then(|| replace(bytes, &matches))
     }
@@ -206,7 +214,7 @@ impl FloorStream<'_> {
             joined.extend_from_slice(&chunk);
             joined.freeze()
         };
-        let view = View::new(&buffer);
+        let view = View::new(&buffer, &self.floor.needle_bytes);
         let matches = self.floor.matches(&view, buffer.len());
         let last_end = matches.last().map_or(0, |range| range.1);
         let hold = self.floor.hold_from(&view, &buffer, last_end);
@@ -285,11 +293,17 @@ struct Decoded {
 }
 
 impl<'a> View<'a> {
-    fn new(original: &'a [u8]) -> Self {
-        // Most text holds no escape at all (JSON's `\n` and `\"` are not
-        // ones): then the view is the original, and nothing is allocated.
-        let has_escape = memchr::memchr2_iter(b'%', b'\\', original)
-            .any(|at| !matches!(escape_at(original, at), Escape::None));
+    fn new(original: &'a [u8], needle_bytes: &[bool; 256]) -> Self {
+        // Most text holds no escape that could be part of a match (JSON's
+        // `\n` and `\"` are not escapes here, `\u00e9` decodes to no byte
+        // of a key): then the view is the original, and nothing is
+        // allocated.
+        let has_escape =
+            memchr::memchr2_iter(b'%', b'\\', original).any(|at| match escape_at(original, at) {
+                Escape::Decoded(byte, _) => needle_bytes[usize::from(byte)],
+                Escape::Cut => true,
+                Escape::None => false,
+            });
         if !has_escape {
             return Self {
                 original,
@@ -301,28 +315,31 @@ impl<'a> View<'a> {
         let mut starts = Vec::with_capacity(original.len() + 1);
         let mut open_escape = None;
         let mut at = 0;
-        while let Some(&byte) = original.get(at) {
-            let escape = match byte {
-                b'%' | b'\\' => escape_at(original, at),
-                _ => Escape::None,
-            };
+        // Runs between escapes are copied whole.
+        for escape in memchr::memchr2_iter(b'%', b'\\', original) {
+            if escape < at {
+                continue; // inside the previous escape (`%5C` then `\`)
+            }
+            bytes.extend_from_slice(original.get(at..escape).unwrap_or_default());
+            starts.extend(at..escape);
+            at = escape;
             starts.push(at);
-            match escape {
+            match escape_at(original, at) {
                 Escape::Decoded(value, width) => {
                     bytes.push(value);
                     at += width;
                 }
-                Escape::Cut => {
-                    open_escape.get_or_insert(at);
-                    bytes.push(byte);
-                    at += 1;
-                }
-                Escape::None => {
-                    bytes.push(byte);
+                other => {
+                    if matches!(other, Escape::Cut) {
+                        open_escape.get_or_insert(at);
+                    }
+                    bytes.extend_from_slice(original.get(at..=at).unwrap_or_default());
                     at += 1;
                 }
             }
         }
+        bytes.extend_from_slice(original.get(at..).unwrap_or_default());
+        starts.extend(at..original.len());
         starts.push(original.len());
         Self {
             original,
