@@ -12,7 +12,11 @@ fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    if let Ok(path) = canonical::canonical_path(text) {
+    let result = canonical::canonical_path(text);
+    if let Err(refusal) = result {
+        assert!(!refusal.message().is_empty());
+    }
+    if let Ok(path) = result {
         assert!(path.starts_with('/'));
         assert_eq!(
             canonical::canonical_path(&path).as_deref(),
