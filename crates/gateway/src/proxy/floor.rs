@@ -136,13 +136,19 @@ impl KeyFloor {
     /// Matches in `view`, as sorted, merged ranges of original offsets.
     fn matches(&self, view: &View<'_>, original_len: usize) -> Vec<(usize, usize)> {
         let mut ranges = Vec::new();
+        let haystack = view.bytes();
         for needle in &self.needles {
-            for start in needle.find_iter(view.bytes()) {
+            // Every occurrence, overlapping ones included, so the union of
+            // the ranges does not depend on where a stream was cut.
+            let mut from = 0;
+            while let Some(found) = haystack.get(from..).and_then(|rest| needle.find(rest)) {
+                let start = from + found;
                 let end = start + needle.needle().len();
                 ranges.push((
                     view.original_start(start),
                     view.original_end(end, original_len),
                 ));
+                from = start + 1;
             }
         }
         ranges.sort_unstable();
@@ -156,10 +162,29 @@ impl KeyFloor {
         merged
     }
 
-    /// The earliest original offset at or after `from` where a match could
-    /// begin and run past the end of `bytes`: what a stream must hold back.
-    fn hold_from(&self, view: &View<'_>, bytes: &[u8], from: usize) -> usize {
-        let window_start = bytes.len().saturating_sub(self.hold_back).max(from);
+    /// Where a stream must start holding back: before a match that could
+    /// begin in `bytes` and run past its end, given the ranges `matches`
+    /// already found.
+    fn hold_from(&self, view: &View<'_>, bytes: &[u8], matches: &[(usize, usize)]) -> usize {
+        let partial = self.partial_from(view, bytes);
+        // A partial match overlapping a found range could merge with it:
+        // hold the whole range, unless that would hold more than the bound
+        // (only a needle that overlaps itself, repeated, gets there); then
+        // the range is released as found.
+        match matches
+            .iter()
+            .find(|range| range.0 <= partial && partial < range.1)
+        {
+            Some(range) if bytes.len() - range.0 <= self.hold_back => range.0,
+            Some(range) => range.1,
+            None => partial.max(matches.last().map_or(0, |range| range.1)),
+        }
+    }
+
+    /// The earliest original offset where a match could begin and run past
+    /// the end of `bytes`, or the length of `bytes`.
+    fn partial_from(&self, view: &View<'_>, bytes: &[u8]) -> usize {
+        let window_start = bytes.len().saturating_sub(self.hold_back);
         let decoded = view.bytes();
         // An escape cut by the end of the bytes runs to the end; what comes
         // before it is compared with the needles' beginnings.
@@ -217,14 +242,16 @@ impl FloorStream<'_> {
         };
         let view = View::new(&buffer, &self.floor.needle_bytes);
         let matches = self.floor.matches(&view, buffer.len());
-        let last_end = matches.last().map_or(0, |range| range.1);
-        let hold = self.floor.hold_from(&view, &buffer, last_end);
+        let hold = self.floor.hold_from(&view, &buffer, &matches);
         self.carry = buffer.slice(hold..);
-        if matches.is_empty() {
+        let released: Vec<(usize, usize)> = matches
+            .into_iter()
+            .filter(|range| range.1 <= hold)
+            .collect();
+        if released.is_empty() {
             buffer.slice(..hold)
         } else {
-            let released = buffer.get(..hold).unwrap_or_default();
-            Bytes::from(replace(released, &matches))
+            Bytes::from(replace(buffer.get(..hold).unwrap_or_default(), &released))
         }
     }
 
@@ -732,6 +759,12 @@ mod tests {
             );
         };
         check(b"\0\0\0\0wD\0\xfd", [0, 2, 10], b"U%P%%AAAAAd0QA_P%");
+        // A needle overlapping itself (base64 of zero bytes is `AAAA…`).
+        check(
+            b"\0\0\0\0\0\0\0\0\0",
+            [1, 0, 2],
+            b"\x02#\0\xe0\xff\xe7\0\x01\x01\0\x02\x02#\0\xe0\xff\xe7\0AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAH4AAAD___8A/\0\x10\0e\\/\0\x18\0\x02",
+        );
     }
 
     #[test]
