@@ -255,10 +255,15 @@ impl FloorStream<'_> {
         }
     }
 
-    /// Releases the held-back tail at the end of the body (it matched
-    /// nothing, or `feed` would have replaced it).
+    /// Releases the held-back tail at the end of the body, scrubbed: it
+    /// may hold a match kept back because a longer one could have
+    /// overlapped it (found by fuzzing).
     pub(crate) fn finish(&mut self) -> Bytes {
-        std::mem::take(&mut self.carry)
+        let carry = std::mem::take(&mut self.carry);
+        match self.floor.scrub(&carry) {
+            Some(scrubbed) => Bytes::from(scrubbed),
+            None => carry,
+        }
     }
 }
 
@@ -759,6 +764,11 @@ mod tests {
             );
         };
         check(b"\0\0\0\0wD\0\xfd", [0, 2, 10], b"U%P%%AAAAAd0QA_P%");
+        check(
+            b"\0\0\x03\x02\x01:\xe7\0",
+            [0, 41, 0],
+            b"\0\0\x03\x02\x01:\xe7\0\0",
+        );
         // A needle overlapping itself (base64 of zero bytes is `AAAA…`).
         check(
             b"\0\0\0\0\0\0\0\0\0",
