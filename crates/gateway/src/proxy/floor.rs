@@ -136,6 +136,24 @@ impl KeyFloor {
     /// Matches in `view`, as sorted, merged ranges of original offsets.
     fn matches(&self, view: &View<'_>, original_len: usize) -> Vec<(usize, usize)> {
         let mut ranges = Vec::new();
+        self.occurrences(view, original_len, &mut ranges);
+        if view.decoded.is_some() {
+            // A secret may itself hold text that reads as an escape (`\/`,
+            // `%41`): the original bytes are searched too (found by fuzzing).
+            self.occurrences(&View::identity(view.original), original_len, &mut ranges);
+        }
+        ranges.sort_unstable();
+        let mut merged: Vec<(usize, usize)> = Vec::with_capacity(ranges.len());
+        for (start, end) in ranges {
+            match merged.last_mut() {
+                Some(last) if start < last.1 => last.1 = last.1.max(end),
+                _ => merged.push((start, end)),
+            }
+        }
+        merged
+    }
+
+    fn occurrences(&self, view: &View<'_>, original_len: usize, ranges: &mut Vec<(usize, usize)>) {
         let haystack = view.bytes();
         for needle in &self.needles {
             // Every occurrence, overlapping ones included, so the union of
@@ -151,15 +169,6 @@ impl KeyFloor {
                 from = start + 1;
             }
         }
-        ranges.sort_unstable();
-        let mut merged: Vec<(usize, usize)> = Vec::with_capacity(ranges.len());
-        for (start, end) in ranges {
-            match merged.last_mut() {
-                Some(last) if start < last.1 => last.1 = last.1.max(end),
-                _ => merged.push((start, end)),
-            }
-        }
-        merged
     }
 
     /// Where a stream must start holding back: before a match that could
@@ -184,6 +193,15 @@ impl KeyFloor {
     /// The earliest original offset where a match could begin and run past
     /// the end of `bytes`, or the length of `bytes`.
     fn partial_from(&self, view: &View<'_>, bytes: &[u8]) -> usize {
+        let in_view = self.partial_in(view, bytes);
+        if view.decoded.is_some() {
+            in_view.min(self.partial_in(&View::identity(bytes), bytes))
+        } else {
+            in_view
+        }
+    }
+
+    fn partial_in(&self, view: &View<'_>, bytes: &[u8]) -> usize {
         let window_start = bytes.len().saturating_sub(self.hold_back);
         let decoded = view.bytes();
         // An escape cut by the end of the bytes runs to the end; what comes
@@ -326,6 +344,14 @@ struct Decoded {
 }
 
 impl<'a> View<'a> {
+    fn identity(original: &'a [u8]) -> Self {
+        Self {
+            original,
+            decoded: None,
+            open_escape: None,
+        }
+    }
+
     fn new(original: &'a [u8], needle_bytes: &[bool; 256]) -> Self {
         // Most text holds no escape that could be part of a match (JSON's
         // `\n` and `\"` are not escapes here, `\u00e9` decodes to no byte
@@ -747,6 +773,7 @@ mod tests {
         let check = |secret: &[u8], sizes: [usize; 3], body: &[u8]| {
             let floor = KeyFloor::new(&[secret]);
             let whole = floor.scrub(body).unwrap_or_else(|| body.to_vec());
+            assert!(!contains(&whole, secret), "{body:?}: the secret is left");
             let mut chunks = Vec::new();
             let mut at = 0;
             for turn in 0.. {
@@ -768,6 +795,12 @@ mod tests {
             b"\0\0\x03\x02\x01:\xe7\0",
             [0, 41, 0],
             b"\0\0\x03\x02\x01:\xe7\0\0",
+        );
+        // A secret holding text that reads as an escape (`\/`).
+        check(
+            b"\0e\\/\0\x01\x01\x01\0\x02\x02#\0\xe0\xe5\xff\0\xe0\xff\xe7\0\x10\x01\0",
+            [7, 3, 1],
+            b"xx\0e\\/\0\x01\x01\x01\0\x02\x02#\0\xe0\xe5\xff\0\xe0\xff\xe7\0\x10\x01\0e\\/yy",
         );
         // A needle overlapping itself (base64 of zero bytes is `AAAA…`).
         check(
