@@ -22,7 +22,7 @@ fuzz_target!(|data: &[u8]| {
     }
     let (secret, rest) = rest.split_at(secret_len);
     let (sizes, body) = rest.split_at(3);
-    let floor = floor::KeyFloor::new(&[secret]);
+    let floor = std::sync::Arc::new(floor::KeyFloor::new(&[secret]));
     let whole = floor.scrub(body).unwrap_or_else(|| body.to_vec());
     let mut stream = floor.stream();
     let mut streamed = Vec::new();

@@ -28,7 +28,7 @@ fn fake_key() -> Vec<u8> {
     key
 }
 
-fn run(name: &str, floor: &floor::KeyFloor, chunk: &Bytes) {
+fn run(name: &str, floor: &std::sync::Arc<floor::KeyFloor>, chunk: &Bytes) {
     let rounds = TOTAL / chunk.len();
     let started = Instant::now();
     let mut out_bytes = 0;
@@ -46,7 +46,7 @@ fn run(name: &str, floor: &floor::KeyFloor, chunk: &Bytes) {
 
 fn main() {
     let key = fake_key();
-    let floor = floor::KeyFloor::new(&[&key]);
+    let floor = std::sync::Arc::new(floor::KeyFloor::new(&[&key]));
     // An SSE stream of chat deltas: plain text, JSON, `\n` escapes.
     let event = br#"data: {"id":"chatcmpl-1","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":"The quick brown fox jumps over the lazy dog.\n"}}]}
 

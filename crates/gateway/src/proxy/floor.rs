@@ -28,6 +28,7 @@
 //! path.
 
 use std::io::Read;
+use std::sync::Arc;
 
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
@@ -125,10 +126,11 @@ impl KeyFloor {
         }
     }
 
-    /// A streaming scrubber for one body.
-    pub(crate) fn stream(&self) -> FloorStream<'_> {
+    /// A streaming scrubber for one body; it shares the floor, so it can
+    /// live in a `'static` response body.
+    pub(crate) fn stream(self: &Arc<Self>) -> FloorStream {
         FloorStream {
-            floor: self,
+            floor: Arc::clone(self),
             carry: Bytes::new(),
         }
     }
@@ -234,14 +236,14 @@ impl KeyFloor {
 /// Scrubs one body as it streams: [`FloorStream::feed`] each chunk, then
 /// [`FloorStream::finish`] once.
 #[derive(Debug)]
-pub(crate) struct FloorStream<'floor> {
-    floor: &'floor KeyFloor,
+pub(crate) struct FloorStream {
+    floor: Arc<KeyFloor>,
     /// Held-back tail of the previous chunk (shorter than the floor's
     /// hold-back), which could begin a match.
     carry: Bytes,
 }
 
-impl FloorStream<'_> {
+impl FloorStream {
     /// Returns the part of `carry + chunk` that can be released, scrubbed.
     /// The same `Bytes` comes back, uncopied, when nothing is held back,
     /// nothing matched and nothing was held before; a prefix of it, still
@@ -662,7 +664,7 @@ mod tests {
         out
     }
 
-    fn scrub_stream(floor: &KeyFloor, chunks: &[&[u8]]) -> Vec<u8> {
+    fn scrub_stream(floor: &Arc<KeyFloor>, chunks: &[&[u8]]) -> Vec<u8> {
         let mut stream = floor.stream();
         let mut out = Vec::new();
         for chunk in chunks {
@@ -693,7 +695,7 @@ mod tests {
     #[test]
     fn every_encoding_is_replaced_at_every_split_point() {
         let key = fake_key();
-        let floor = KeyFloor::new(&[key.as_bytes()]);
+        let floor = Arc::new(KeyFloor::new(&[key.as_bytes()]));
         for (name, echo) in encodings(&key) {
             let body = format!(r#"{{"error":"bad key {echo} given"}}"#);
             let whole = floor.scrub(body.as_bytes()).unwrap_or_default();
@@ -718,7 +720,7 @@ mod tests {
     #[test]
     fn a_key_split_across_three_chunks_is_caught() {
         let key = fake_key();
-        let floor = KeyFloor::new(&[key.as_bytes()]);
+        let floor = Arc::new(KeyFloor::new(&[key.as_bytes()]));
         for (name, echo) in [("raw", key.clone()), ("json mix", json_escaped(&key, 2))] {
             let body = format!("data: {{\"echo\":\"{echo}\"}}\n\n");
             let bytes = body.as_bytes();
@@ -739,7 +741,7 @@ mod tests {
     #[test]
     fn near_matches_stay_and_overlaps_are_one_replacement() {
         let key = fake_key();
-        let floor = KeyFloor::new(&[key.as_bytes()]);
+        let floor = Arc::new(KeyFloor::new(&[key.as_bytes()]));
         let almost = &key[..key.len() - 1];
         let check = |input: String, expected: String| {
             let bytes = input.as_bytes();
@@ -771,7 +773,7 @@ mod tests {
     #[test]
     fn fuzz_regressions() {
         let check = |secret: &[u8], sizes: [usize; 3], body: &[u8]| {
-            let floor = KeyFloor::new(&[secret]);
+            let floor = Arc::new(KeyFloor::new(&[secret]));
             let whole = floor.scrub(body).unwrap_or_else(|| body.to_vec());
             assert!(!contains(&whole, secret), "{body:?}: the secret is left");
             let mut chunks = Vec::new();
@@ -813,7 +815,7 @@ mod tests {
     #[test]
     fn clean_chunks_pass_through_uncopied() {
         let key = fake_key();
-        let floor = KeyFloor::new(&[key.as_bytes()]);
+        let floor = Arc::new(KeyFloor::new(&[key.as_bytes()]));
         let mut stream = floor.stream();
         let chunk = Bytes::from_static(
             b"data: {\"choices\":[{\"delta\":{\"content\":\"hello 50% \\n\"}}]}\n\n",
@@ -835,7 +837,7 @@ mod tests {
     #[test]
     fn headers_are_scrubbed_and_keep_their_names() {
         let key = fake_key();
-        let floor = KeyFloor::new(&[key.as_bytes()]);
+        let floor = Arc::new(KeyFloor::new(&[key.as_bytes()]));
         let mut headers = http::HeaderMap::new();
         let value = |text: String| http::HeaderValue::from_str(&text).unwrap();
         headers.insert(
@@ -864,7 +866,7 @@ mod tests {
 
     #[test]
     fn short_or_no_secrets_search_nothing() {
-        let floor = KeyFloor::new(&[b"short", b""]);
+        let floor = Arc::new(KeyFloor::new(&[b"short", b""]));
         assert!(floor.is_empty());
         assert_eq!(floor.scrub(b"short"), None);
         let chunk = Bytes::from_static(b"short");
