@@ -170,3 +170,19 @@ async fn encoded_dot_segments_and_separators_are_refused_before_forwarding() {
     assert_eq!(status, 403, "{response}");
     assert_eq!(harness.upstream.requests().len(), 1);
 }
+
+/// Regression: a path of 199 ASCII bytes and a two-byte character panicked
+/// in `route::loggable_path` when debug logging was on (the span is built
+/// outside the pipeline's `catch_unwind`), and the client got no answer.
+#[tokio::test]
+async fn a_long_path_cut_inside_a_character_is_answered_at_debug_level() {
+    let _ = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::DEBUG)
+        .with_test_writer()
+        .try_init();
+    let harness = Harness::start().await;
+    let path = format!("/openai/{}é", "a".repeat(199 - "/openai/".len()));
+    assert_eq!(path.len(), 201);
+    let (status, response) = raw_request(&harness, "GET", &path, &[], "").await;
+    assert_eq!(status, 401, "{response}");
+}
