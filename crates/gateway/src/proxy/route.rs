@@ -4,13 +4,16 @@
 //! - `/openai/REST`, `/anthropic/REST`, `/gemini/REST`: the one provider of
 //!   that kind in the key's environment (and the key's scope).
 //!
-//! `REST` (with its query, minus any `key=` credential) is appended to the
-//! provider's base URL unchanged.
+//! `REST` is brought to its canonical form once ([`canonical_path`]: dot
+//! segments and encoded separators refused, unreserved escapes decoded), and
+//! that one string is both what the scope check reads and what is appended
+//! to the provider's base URL (with the query, minus any `key=` credential).
 
 use http::Uri;
 use keyforge_providers::{ErrorClass, ProviderKind};
 use keyforge_types::ProviderName;
 
+use super::canonical::canonical_path;
 use crate::error::GatewayError;
 
 #[derive(Debug, Clone)]
@@ -22,7 +25,8 @@ pub(crate) enum Selector {
 #[derive(Debug, Clone)]
 pub(crate) struct Route {
     pub(crate) selector: Selector,
-    /// Path to append to the provider's base URL, starting with `/`.
+    /// Path to append to the provider's base URL, starting with `/`, in
+    /// canonical form: the scope check and the upstream see the same path.
     pub(crate) upstream_path: String,
 }
 
@@ -53,26 +57,30 @@ pub(crate) fn resolve(uri: &Uri) -> Result<Route, GatewayError> {
             rest,
         )
     };
-    if rest
-        .split('/')
-        .any(|segment| segment == ".." || segment == ".")
-    {
-        return Err(GatewayError::client(
+    let upstream_path = canonical_path(rest).map_err(|refusal| {
+        GatewayError::client(
             ErrorClass::InvalidRequest,
             "invalid_path",
-            "the path may not contain `.` or `..` segments",
-        ));
-    }
+            refusal.message(),
+        )
+    })?;
     Ok(Route {
         selector,
-        upstream_path: format!("/{rest}"),
+        upstream_path,
     })
 }
 
+/// Longest path logged, in bytes.
+const MAX_LOGGED_PATH_BYTES: usize = 200;
+
 /// The path as logged: only the route prefix and API path, which hold no
-/// secrets (keys travel in headers or the query, which is never logged).
+/// secrets (keys travel in headers or the query, which is never logged),
+/// cut to at most [`MAX_LOGGED_PATH_BYTES`] bytes at a character boundary:
+/// the path is the client's, and a cut inside a character would panic
+/// outside the pipeline's `catch_unwind`, leaving the client without an
+/// answer.
 pub(crate) fn loggable_path(path: &str) -> &str {
-    &path[..path.len().min(200)]
+    &path[..path.floor_char_boundary(MAX_LOGGED_PATH_BYTES)]
 }
 
 #[cfg(test)]
@@ -121,5 +129,38 @@ mod tests {
         check("/v1/chat/completions", None);
         check("/", None);
         check("/openai/v1/../admin", None);
+        // The canonical path is what is returned, so it is what is both
+        // scope-checked and forwarded.
+        check(
+            "/gemini/v1beta/models/gemini%2D2.0-flash:generateContent",
+            Some((
+                "kind:gemini",
+                "/v1beta/models/gemini-2.0-flash:generateContent",
+            )),
+        );
+        check("/openai//v1/models", Some(("kind:openai", "/v1/models")));
+        check(
+            "/gemini/v1beta/models/gemini-2.0-flash/%2e%2e/gemini-2.5-pro:generateContent",
+            None,
+        );
+        check(
+            "/openai/openai/deployments/gpt-4o-mini/%2E%2E/gpt-4o/chat/completions",
+            None,
+        );
+        check("/p/local/v1/a%2fb", None);
+    }
+
+    #[test]
+    fn loggable_path_cuts_at_a_character_boundary() {
+        // Regression: 199 ASCII bytes and a two-byte character panicked
+        // (a byte-200 slice inside `é`) when debug logging was on.
+        let check = |path: String, expected: &str| assert_eq!(loggable_path(&path), expected);
+        let a199 = "a".repeat(199);
+        check(format!("{a199}é"), &a199);
+        check(format!("{a199}éz"), &a199);
+        check(format!("{}€x", "a".repeat(198)), &"a".repeat(198));
+        check("a".repeat(300), &"a".repeat(200));
+        check("/openai/v1/é".to_owned(), "/openai/v1/é");
+        check(String::new(), "");
     }
 }
