@@ -84,6 +84,9 @@ pub(crate) const MAX_KEY_DEPTH: usize = 8;
 pub(crate) struct Credential {
     pub(crate) version: u32,
     pub(crate) secret: ProviderSecret,
+    /// The key's encodings, precomputed once: searched for in every
+    /// response of a request that uses this version, and replaced.
+    pub(crate) floor: Arc<crate::proxy::KeyFloor>,
 }
 
 /// A provider as the request path needs it.
@@ -446,9 +449,16 @@ fn provider_entry(record: ProviderRecord, sealer: &Sealer) -> Result<ProviderEnt
             .map_err(|error| fail(format!("credential v{}: {error}", credential.version)))?;
         let text =
             std::str::from_utf8(&plaintext).map_err(|_| fail("credential is not text".into()))?;
+        let secret = ProviderSecret::parse(text).map_err(|error| fail(error.to_string()))?;
+        #[expect(
+            clippy::disallowed_methods,
+            reason = "the key's encodings are precomputed only to be searched for in responses and replaced"
+        )]
+        let floor = Arc::new(crate::proxy::KeyFloor::new(&[secret.expose().as_bytes()]));
         Ok(Credential {
             version: credential.version,
-            secret: ProviderSecret::parse(text).map_err(|error| fail(error.to_string()))?,
+            secret,
+            floor,
         })
     };
     let current = open(&record.current)?;

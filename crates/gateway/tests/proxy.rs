@@ -862,3 +862,87 @@ async fn compressed_and_multipart_bodies_are_read_for_scope_and_forwarded_as_sen
     let response = transcribe("gpt-4o-transcribe").await.unwrap();
     assert_eq!(response.status(), 403);
 }
+
+/// Every encoding an echo of `key` takes: raw, percent-encoded (both
+/// cases), JSON `\u` escapes and base64 of text holding it.
+fn encodings_of(key: &str) -> Vec<String> {
+    use base64::Engine;
+    let upper: String = key.bytes().map(|b| format!("%{b:02X}")).collect();
+    let lower: String = key.bytes().map(|b| format!("%{b:02x}")).collect();
+    let escaped: String = key.bytes().map(|b| format!("\\u{b:04x}")).collect();
+    let engine = base64::engine::general_purpose::STANDARD;
+    // The key's core in base64 at each of the three alignments.
+    let based: Vec<String> = ["", "a", "ab"]
+        .iter()
+        .map(|prefix| {
+            let encoded = engine.encode(format!("{prefix}{key}"));
+            let skip = prefix.len() * 4 / 3 + 2;
+            encoded[skip..encoded.len().saturating_sub(4)].to_owned()
+        })
+        .collect();
+    let mut all = vec![key.to_owned(), upper, lower, escaped];
+    all.extend(based);
+    all
+}
+
+/// The canary for every output channel of a response: an upstream that
+/// echoes the injected provider key in headers, in a gzip-compressed error
+/// body, in a redirect's body, and in a stream split across chunks in
+/// every encoding. The client never sees the key in any of its forms.
+#[tokio::test]
+async fn no_echo_of_the_provider_key_reaches_the_client() {
+    let (harness, _, key) = setup().await;
+    let needles = encodings_of(&harness.provider_key);
+    // A client that shows redirects instead of following them, and does
+    // not decompress: it sees exactly what the gateway sends.
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    for kind in ["header", "gzip", "redirect", "stream"] {
+        for (path, extra) in [
+            ("/openai/v1/chat/completions", None),
+            (
+                "/anthropic/v1/messages",
+                Some(("anthropic-version", "2023-06-01")),
+            ),
+        ] {
+            let mut request = http.post(harness.url(path)).bearer_auth(&key).json(
+                &json!({"model": format!("fake-echo-{kind}"), "max_tokens": 5, "messages": []}),
+            );
+            if let Some((name, value)) = extra {
+                request = request.header(name, value);
+            }
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            let headers = format!("{:?}", response.headers());
+            assert!(
+                response.headers().get("content-encoding").is_none(),
+                "{kind}: the body reaches the client decoded"
+            );
+            let body = String::from_utf8_lossy(&response.bytes().await.unwrap()).into_owned();
+            for needle in &needles {
+                assert!(
+                    !headers.contains(needle.as_str()),
+                    "{kind} {path} ({status}): headers {headers}"
+                );
+                assert!(
+                    !body.contains(needle.as_str()),
+                    "{kind} {path} ({status}): body {body}"
+                );
+            }
+            assert!(
+                !headers.contains(&key) && !body.contains(&key),
+                "{kind}: the kf_ key echoed"
+            );
+            match kind {
+                "header" | "gzip" => assert_eq!(status, 401, "{kind}"),
+                "redirect" => assert_eq!(status, 302),
+                _ => {
+                    assert_eq!(status, 200);
+                    assert!(body.contains("[REDACTED]"), "{body}");
+                }
+            }
+        }
+    }
+}

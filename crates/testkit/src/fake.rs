@@ -224,6 +224,9 @@ async fn handle(State(state): State<Arc<FakeState>>, request: Request) -> Respon
     if let Some(rejection) = rejection {
         return rejection;
     }
+    if let Some(echo) = echo_response(dialect, &parts.headers, &body) {
+        return echo;
+    }
     let request: Value = if body.is_empty() {
         json!({})
     } else {
@@ -529,6 +532,98 @@ fn generate(
         return gemini_json_array_response(state.clone(), events, slow);
     }
     sse_response(state.clone(), events, slow)
+}
+
+/// A hostile or buggy upstream that echoes the key it was sent, asked for
+/// by the model name `fake-echo-KIND`: in response headers of a 401
+/// (`header`), in a gzip-compressed 401 body (`gzip`), in a 302's body
+/// (`redirect`), or in a 200 stream, split across chunks and encoded
+/// (`stream`: raw, percent-encoded, JSON-escaped and base64).
+fn echo_response(dialect: Dialect, headers: &HeaderMap, body: &[u8]) -> Option<Response> {
+    let text = std::str::from_utf8(body).ok()?;
+    let kind = text.split("\"fake-echo-").nth(1)?.split('"').next()?;
+    let key = match dialect {
+        Dialect::OpenAi => headers
+            .get("authorization")?
+            .to_str()
+            .ok()?
+            .strip_prefix("Bearer ")?
+            .to_owned(),
+        Dialect::Anthropic => headers.get("x-api-key")?.to_str().ok()?.to_owned(),
+        Dialect::Gemini => headers.get("x-goog-api-key")?.to_str().ok()?.to_owned(),
+    };
+    let mut response = match kind {
+        "header" => {
+            let mut response = error_response(
+                dialect,
+                StatusCode::UNAUTHORIZED,
+                "invalid_api_key",
+                "bad key",
+            );
+            let value = http::HeaderValue::from_str(&format!(
+                "Bearer realm=\"api\", error=\"invalid_token\", key=\"{key}\""
+            ))
+            .ok()?;
+            response.headers_mut().insert("www-authenticate", value);
+            response
+                .headers_mut()
+                .insert("x-debug-key", http::HeaderValue::from_str(&key).ok()?);
+            response
+        }
+        "gzip" => {
+            use std::io::Write;
+            let message = json!({"error": {"message": format!("Incorrect API key provided: {key}"), "type": "invalid_request_error"}});
+            let mut encoder =
+                flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            encoder.write_all(message.to_string().as_bytes()).ok()?;
+            let mut response = Response::new(Body::from(encoder.finish().ok()?));
+            *response.status_mut() = StatusCode::UNAUTHORIZED;
+            let headers = response.headers_mut();
+            headers.insert(
+                "content-type",
+                http::HeaderValue::from_static("application/json"),
+            );
+            headers.insert("content-encoding", http::HeaderValue::from_static("gzip"));
+            response
+        }
+        "redirect" => {
+            let mut response = Response::new(Body::from(format!(
+                "<a href=\"/moved?key={key}\">moved, key {key}</a>"
+            )));
+            *response.status_mut() = StatusCode::FOUND;
+            response
+                .headers_mut()
+                .insert("location", http::HeaderValue::from_static("/moved"));
+            response
+        }
+        "stream" => {
+            use base64::Engine;
+            let percent: String = key.bytes().map(|b| format!("%{b:02X}")).collect();
+            let escaped: String = key.bytes().map(|b| format!("\\u{:04x}", b)).collect();
+            let encoded = base64::engine::general_purpose::STANDARD.encode(format!("user:{key}"));
+            let whole = format!(
+                "data: {{\"echo\":\"{key}\"}}\n\ndata: {{\"pct\":\"{percent}\"}}\n\ndata: {{\"esc\":\"{escaped}\"}}\n\ndata: {{\"b64\":\"{encoded}\"}}\n\ndata: [DONE]\n\n"
+            );
+            // Cut into small chunks, so the key is split between them.
+            let chunks: Vec<Result<Bytes, std::convert::Infallible>> = whole
+                .as_bytes()
+                .chunks(7)
+                .map(|c| Ok(Bytes::copy_from_slice(c)))
+                .collect();
+            let mut response = Response::new(Body::from_stream(futures_util::stream::iter(chunks)));
+            response.headers_mut().insert(
+                "content-type",
+                http::HeaderValue::from_static("text/event-stream"),
+            );
+            response
+        }
+        _ => return None,
+    };
+    response.headers_mut().insert(
+        "x-request-id",
+        http::HeaderValue::from_static("fake-upstream-echo"),
+    );
+    Some(response)
 }
 
 /// Endpoints billed by something other than tokens, answered as OpenAI

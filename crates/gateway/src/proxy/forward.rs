@@ -24,6 +24,7 @@ use super::RequestContext;
 use super::admit::Admission;
 use super::authenticate::Authenticated;
 use super::authorize::Target;
+use super::floor::decode_error_body;
 use super::meter::{KeyGuard, MeteredBody, Outcome, Pending, Settlement};
 use crate::error::GatewayError;
 use crate::state::AppState;
@@ -128,6 +129,12 @@ fn build_request(
         _ => body,
     };
     let mut headers = sanitize_request_headers(&parts.headers);
+    // Plain bodies only: the meter and the key floor read what passes, and
+    // without this header any coding is acceptable (RFC 9110 §12.5.3).
+    headers.insert(
+        http::header::ACCEPT_ENCODING,
+        HeaderValue::from_static("identity"),
+    );
     inject_provider_key(
         provider.kind.api(),
         &mut headers,
@@ -252,6 +259,10 @@ pub(crate) async fn respond(
     } = upstream;
     let (mut parts, incoming) = response.into_parts();
     strip_response_headers(&mut parts.headers);
+    // The floor: the injected provider key, in any encoding, leaves in no
+    // header (a 401's `www-authenticate`, an `x-…` echo).
+    let floor = target.credential().floor.clone();
+    floor.scrub_headers(&mut parts.headers);
     settlement.write_rate_headers(&mut parts.headers);
     settlement.set_status(parts.status.as_u16());
 
@@ -265,8 +276,16 @@ pub(crate) async fn respond(
             .with_input_estimate(settlement.input_estimate());
         let stripper = (ctx.strip_usage && event_stream).then(UsageStripper::new);
         let guard = KeyGuard::new(state.clone(), key.entry.record.id.clone());
+        // A replaced key changes the body's length: the length is left to
+        // the framing.
+        parts.headers.remove(http::header::CONTENT_LENGTH);
         Body::new(MeteredBody::new(
-            incoming, meter, stripper, settlement, guard,
+            incoming,
+            meter,
+            stripper,
+            floor.stream(),
+            settlement,
+            guard,
         ))
     } else {
         if (parts.status == http::StatusCode::UNAUTHORIZED
@@ -292,6 +311,21 @@ pub(crate) async fn respond(
                 Ok(Ok(collected)) => collected.to_bytes(),
                 _ => Bytes::new(),
             };
+        // Scrubbed decompressed: a compressed echo would pass any search.
+        let encoding = parts
+            .headers
+            .remove(http::header::CONTENT_ENCODING)
+            .and_then(|value| value.to_str().ok().map(str::to_owned));
+        let raw = match decode_error_body(
+            encoding.as_deref(),
+            &raw,
+            state.config.max_upstream_error_bytes,
+        ) {
+            Ok(decoded) => floor.scrub(&decoded).map_or(Bytes::from(decoded), Bytes::from),
+            Err(_) => Bytes::from_static(
+                b"{\"error\":{\"message\":\"the provider's error body could not be decoded; KeyForge withheld it\"}}",
+            ),
+        };
         #[expect(
             clippy::disallowed_methods,
             reason = "the client's key is only searched for, to scrub it from the upstream's error body"

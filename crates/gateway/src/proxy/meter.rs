@@ -22,6 +22,7 @@ use time::OffsetDateTime;
 use keyforge_types::KeyId;
 
 use super::admit::Admission;
+use super::floor::FloorStream;
 use crate::alerts::Alerts;
 use crate::clock::Clock;
 use crate::ledger::LedgerWriter;
@@ -330,6 +331,8 @@ pub(crate) struct MeteredBody {
     stripper: Option<UsageStripper>,
     settlement: Option<Settlement>,
     guard: KeyGuard,
+    /// The provider key floor, over what the client receives.
+    floor: FloorStream,
     /// The last frame has been handed on.
     done: bool,
 }
@@ -339,6 +342,7 @@ impl MeteredBody {
         inner: Incoming,
         meter: Meter,
         stripper: Option<UsageStripper>,
+        floor: FloorStream,
         settlement: Settlement,
         guard: KeyGuard,
     ) -> Self {
@@ -348,6 +352,7 @@ impl MeteredBody {
             stripper,
             settlement: Some(settlement),
             guard,
+            floor,
             done: false,
         }
     }
@@ -397,15 +402,21 @@ impl Body for MeteredBody {
                     return Poll::Ready(Some(Err(error.into())));
                 }
                 Poll::Ready(None) => {
-                    // The end: hand on what the stripper still holds.
+                    // The end: hand on what the stripper and the floor
+                    // still hold.
                     this.done = true;
-                    let tail = this
+                    let mut tail = this
                         .stripper
                         .as_mut()
                         .map(UsageStripper::finish)
-                        .filter(|tail| !tail.is_empty());
+                        .map(|tail| this.floor.feed(tail))
+                        .map(|tail| tail.to_vec())
+                        .unwrap_or_default();
+                    tail.extend_from_slice(&this.floor.finish());
                     this.finish(true, Outcome::Ok);
-                    return Poll::Ready(tail.map(|tail| Ok(Frame::data(tail))));
+                    return Poll::Ready(
+                        (!tail.is_empty()).then(|| Ok(Frame::data(Bytes::from(tail)))),
+                    );
                 }
                 Poll::Ready(Some(Ok(frame))) => frame,
             };
@@ -428,6 +439,13 @@ impl Body for MeteredBody {
                 }
                 Some(stripper) => stripper.feed(&data),
             };
+            let data = if ended {
+                let mut all = this.floor.feed(data).to_vec();
+                all.extend_from_slice(&this.floor.finish());
+                Bytes::from(all)
+            } else {
+                this.floor.feed(data)
+            };
             if ended {
                 this.done = true;
                 this.finish(true, Outcome::Ok);
@@ -443,16 +461,13 @@ impl Body for MeteredBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.done || (self.stripper.is_none() && self.inner.is_end_stream())
+        // The floor may still hold a tail when the upstream has ended.
+        self.done
     }
 
     fn size_hint(&self) -> SizeHint {
-        // Stripping changes the length; without it, the upstream's holds.
-        if self.stripper.is_some() {
-            SizeHint::default()
-        } else {
-            self.inner.size_hint()
-        }
+        // Stripping and the key floor may change the length.
+        SizeHint::default()
     }
 }
 

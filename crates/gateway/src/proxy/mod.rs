@@ -8,13 +8,6 @@ mod authenticate;
 mod authorize;
 mod body;
 mod canonical;
-#[cfg_attr(
-    not(test),
-    expect(
-        dead_code,
-        reason = "forward.rs calls the floor once it is wired in; until then only its tests do"
-    )
-)]
 mod floor;
 mod forward;
 mod meter;
@@ -38,6 +31,7 @@ use crate::error::{Fault, GatewayError};
 use crate::state::AppState;
 
 pub(crate) use authorize::entry_is_usable;
+pub(crate) use floor::KeyFloor;
 pub(crate) use scrub::Scrubber;
 
 /// Per-request state, filled in as the pipeline learns things. It is what
