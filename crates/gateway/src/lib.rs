@@ -96,6 +96,17 @@ impl Gateway {
     pub async fn new(parts: GatewayParts) -> Result<Self, GatewayInitError> {
         let sealer = Sealer::new(&parts.master_key);
         let hasher = load_or_create_hash_key(parts.store.as_ref(), &sealer).await?;
+        // Rows are sealed under a master-derived key; rows from before
+        // schema 8 are sealed once, now.
+        let row_mac =
+            keyforge_store::RowMac::new(&parts.master_key.derive(keyforge_store::RowMac::LABEL));
+        let sealed = parts.store.install_row_mac(row_mac).await?;
+        if sealed > 0 {
+            tracing::warn!(
+                rows = sealed,
+                "store upgraded: existing rows sealed with MACs"
+            );
+        }
         let snapshot =
             snapshot::Snapshot::load(parts.store.as_ref(), &sealer, None, parts.clock.now())
                 .await?;
@@ -112,6 +123,7 @@ impl Gateway {
         let ledger = ledger::LedgerWriter::spawn(parts.store.clone(), chain, ids);
         let oidc = oidc::Oidc::new(&parts.config.oidc);
         let (alerts, raised) = alerts::Alerts::new();
+        snapshot.report_integrity_failures(None, &alerts);
         alerts.set_webhooks(&snapshot.webhooks);
         let state = AppState {
             config: parts.config,

@@ -13,8 +13,8 @@ pub use model::{
     AlertDelivery, AlertEvent, AlertWebhookRecord, AuditCheckpoint, AuditRow, BudgetRecord,
     CredentialInfo, CredentialRecord, CredentialStage, GraceSecret, KeyRotation,
     KeyRotationOutcome, LedgerRecord, NewProvider, ProviderRecord, RecentRequest, RevokeOutcome,
-    StoredAlert, Suspension, UpstreamHealth, UsageGroup, UsageQuery, UsageRow, VersionUsage,
-    VirtualKeyRecord,
+    StoredAlert, StoredLedgerRow, Suspension, UpstreamHealth, UsageGroup, UsageQuery, UsageRow,
+    VersionUsage, VirtualKeyRecord,
 };
 pub use sqlite::SqliteStore;
 
@@ -237,6 +237,12 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         audit: &[AuditRow],
         checkpoint: Option<&AuditCheckpoint>,
     ) -> Result<(), StoreError>;
+    /// Ledger rows with an id above `after_id`, at most `limit`, by id.
+    async fn ledger_rows(
+        &self,
+        after_id: i64,
+        limit: u32,
+    ) -> Result<Vec<StoredLedgerRow>, StoreError>;
     /// The last audit entry's sequence number and hash.
     async fn audit_head(&self) -> Result<Option<(u64, Vec<u8>)>, StoreError>;
     /// Audit entries after `after_seq` (at most `limit`), with the

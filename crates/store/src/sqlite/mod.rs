@@ -20,8 +20,8 @@ use crate::model::{
     AlertDelivery, AlertEvent, AlertWebhookRecord, AuditCheckpoint, AuditRow, BudgetRecord,
     CredentialInfo, CredentialRecord, CredentialStage, GraceSecret, KeyRotation,
     KeyRotationOutcome, LedgerRecord, NewProvider, ProviderRecord, RecentRequest, RevokeOutcome,
-    StoredAlert, Suspension, UpstreamHealth, UsageGroup, UsageQuery, UsageRow, VersionUsage,
-    VirtualKeyRecord,
+    StoredAlert, StoredLedgerRow, Suspension, UpstreamHealth, UsageGroup, UsageQuery, UsageRow,
+    VersionUsage, VirtualKeyRecord,
 };
 use crate::{RowFailure, RowMac, Store, StoreError};
 
@@ -885,6 +885,38 @@ impl Store for SqliteStore {
         }
         tx.commit().await?;
         Ok(())
+    }
+
+    async fn ledger_rows(
+        &self,
+        after_id: i64,
+        limit: u32,
+    ) -> Result<Vec<StoredLedgerRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, request_id, key_id, cost_nano_usd, input_tokens, cached_input_tokens, cache_write_tokens, \
+             output_tokens, reasoning_tokens, status, outcome FROM ledger WHERE id > ? ORDER BY id LIMIT ?",
+        )
+        .bind(after_id)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(StoredLedgerRow {
+                    id: row.try_get("id")?,
+                    request_id: row.try_get("request_id")?,
+                    key_id: row.try_get("key_id")?,
+                    cost_nano_usd: row.try_get("cost_nano_usd")?,
+                    input_tokens: row.try_get("input_tokens")?,
+                    cached_input_tokens: row.try_get("cached_input_tokens")?,
+                    cache_write_tokens: row.try_get("cache_write_tokens")?,
+                    output_tokens: row.try_get("output_tokens")?,
+                    reasoning_tokens: row.try_get("reasoning_tokens")?,
+                    status: row.try_get("status")?,
+                    outcome: row.try_get("outcome")?,
+                })
+            })
+            .collect()
     }
 
     async fn audit_head(&self) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
