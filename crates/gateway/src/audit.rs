@@ -385,6 +385,88 @@ pub fn verify<'a>(lines: impl IntoIterator<Item = &'a str>, key: &CheckpointKey)
     }
 }
 
+/// The fields of a ledger row that a `key.use` entry seals, by their name
+/// in the entry. Entries written before a field was listed simply do not
+/// name it, and it is not compared.
+fn sealed_fields(row: &keyforge_store::StoredLedgerRow) -> [(&'static str, serde_json::Value); 9] {
+    [
+        ("key_id", row.key_id.clone().into()),
+        ("cost_nano_usd", row.cost_nano_usd.into()),
+        ("input_tokens", row.input_tokens.into()),
+        ("cached_input_tokens", row.cached_input_tokens.into()),
+        ("cache_write_tokens", row.cache_write_tokens.into()),
+        ("output_tokens", row.output_tokens.into()),
+        ("reasoning_tokens", row.reasoning_tokens.into()),
+        ("status", row.status.into()),
+        ("outcome", row.outcome.clone().into()),
+    ]
+}
+
+/// Checks the ledger table against the `key.use` entries of a verified
+/// log: every row must be listed by exactly one entry with the same money
+/// and token fields, and every listed use must still have its row. Returns
+/// one line per problem, naming the batch (the entry's sequence number),
+/// the row id and the request; empty when the ledger matches.
+pub fn verify_ledger<'a>(
+    lines: impl IntoIterator<Item = &'a str>,
+    rows: impl IntoIterator<Item = keyforge_store::StoredLedgerRow>,
+) -> Vec<String> {
+    // request id -> (the key.use entry's seq, the use as logged).
+    let mut uses: std::collections::HashMap<String, (u64, serde_json::Value)> =
+        std::collections::HashMap::new();
+    for line in lines {
+        let Ok(entry) = serde_json::from_str::<EntryLine>(line) else {
+            continue;
+        };
+        if entry.kind != "key.use" {
+            continue;
+        }
+        let Some(listed) = entry.data.get("uses").and_then(|u| u.as_array()) else {
+            continue;
+        };
+        for one in listed {
+            if let Some(request_id) = one.get("request_id").and_then(|r| r.as_str()) {
+                uses.insert(request_id.to_owned(), (entry.seq, one.clone()));
+            }
+        }
+    }
+    let mut problems = Vec::new();
+    for row in rows {
+        let Some((seq, logged)) = uses.remove(&row.request_id) else {
+            problems.push(format!(
+                "ledger row {} (request {}) is in no key.use entry: added outside KeyForge",
+                row.id, row.request_id
+            ));
+            continue;
+        };
+        for (name, stored) in sealed_fields(&row) {
+            if let Some(expected) = logged.get(name)
+                && expected != &stored
+            {
+                problems.push(format!(
+                    "batch of key.use entry {seq}: ledger row {} (request {}) has {name} {stored}, the audit log says {expected}",
+                    row.id, row.request_id
+                ));
+            }
+        }
+    }
+    let mut deleted: Vec<(u64, String, serde_json::Value)> = uses
+        .into_iter()
+        .map(|(request_id, (seq, logged))| (seq, request_id, logged))
+        .collect();
+    deleted.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+    for (seq, request_id, logged) in deleted {
+        let cost = logged
+            .get("cost_nano_usd")
+            .cloned()
+            .unwrap_or(serde_json::Value::Null);
+        problems.push(format!(
+            "batch of key.use entry {seq}: the ledger row of request {request_id} (cost_nano_usd {cost}) was deleted"
+        ));
+    }
+    problems
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -507,86 +589,4 @@ mod tests {
         let problem = check(&lines).unwrap();
         assert!(problem.contains("signature is invalid"), "{problem}");
     }
-}
-
-/// The fields of a ledger row that a `key.use` entry seals, by their name
-/// in the entry. Entries written before a field was listed simply do not
-/// name it, and it is not compared.
-fn sealed_fields(row: &keyforge_store::StoredLedgerRow) -> [(&'static str, serde_json::Value); 9] {
-    [
-        ("key_id", row.key_id.clone().into()),
-        ("cost_nano_usd", row.cost_nano_usd.into()),
-        ("input_tokens", row.input_tokens.into()),
-        ("cached_input_tokens", row.cached_input_tokens.into()),
-        ("cache_write_tokens", row.cache_write_tokens.into()),
-        ("output_tokens", row.output_tokens.into()),
-        ("reasoning_tokens", row.reasoning_tokens.into()),
-        ("status", row.status.into()),
-        ("outcome", row.outcome.clone().into()),
-    ]
-}
-
-/// Checks the ledger table against the `key.use` entries of a verified
-/// log: every row must be listed by exactly one entry with the same money
-/// and token fields, and every listed use must still have its row. Returns
-/// one line per problem, naming the batch (the entry's sequence number),
-/// the row id and the request; empty when the ledger matches.
-pub fn verify_ledger<'a>(
-    lines: impl IntoIterator<Item = &'a str>,
-    rows: impl IntoIterator<Item = keyforge_store::StoredLedgerRow>,
-) -> Vec<String> {
-    // request id -> (the key.use entry's seq, the use as logged).
-    let mut uses: std::collections::HashMap<String, (u64, serde_json::Value)> =
-        std::collections::HashMap::new();
-    for line in lines {
-        let Ok(entry) = serde_json::from_str::<EntryLine>(line) else {
-            continue;
-        };
-        if entry.kind != "key.use" {
-            continue;
-        }
-        let Some(listed) = entry.data.get("uses").and_then(|u| u.as_array()) else {
-            continue;
-        };
-        for one in listed {
-            if let Some(request_id) = one.get("request_id").and_then(|r| r.as_str()) {
-                uses.insert(request_id.to_owned(), (entry.seq, one.clone()));
-            }
-        }
-    }
-    let mut problems = Vec::new();
-    for row in rows {
-        let Some((seq, logged)) = uses.remove(&row.request_id) else {
-            problems.push(format!(
-                "ledger row {} (request {}) is in no key.use entry: added outside KeyForge",
-                row.id, row.request_id
-            ));
-            continue;
-        };
-        for (name, stored) in sealed_fields(&row) {
-            if let Some(expected) = logged.get(name)
-                && expected != &stored
-            {
-                problems.push(format!(
-                    "batch of key.use entry {seq}: ledger row {} (request {}) has {name} {stored}, the audit log says {expected}",
-                    row.id, row.request_id
-                ));
-            }
-        }
-    }
-    let mut deleted: Vec<(u64, String, serde_json::Value)> = uses
-        .into_iter()
-        .map(|(request_id, (seq, logged))| (seq, request_id, logged))
-        .collect();
-    deleted.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
-    for (seq, request_id, logged) in deleted {
-        let cost = logged
-            .get("cost_nano_usd")
-            .cloned()
-            .unwrap_or(serde_json::Value::Null);
-        problems.push(format!(
-            "batch of key.use entry {seq}: the ledger row of request {request_id} (cost_nano_usd {cost}) was deleted"
-        ));
-    }
-    problems
 }

@@ -217,6 +217,13 @@ async fn a_widened_key_scope_is_refused() {
     integrity_alert(&second, &id).await;
     // Everything else keeps serving.
     assert_eq!(chat(&second, &other, "gpt-4o").await.0, 200);
+    // The tampered key can still be revoked (revoked is the safe direction).
+    let (status, body) = second
+        .admin(reqwest::Method::POST, &format!("/keys/{id}/revoke"), None)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["outcome"], "revoked", "{body}");
+    assert_eq!(chat(&second, &key, "gpt-4o").await.0, 401);
 }
 
 /// Waits until `/usage` lists `requests` ledger rows (the writer batches).
