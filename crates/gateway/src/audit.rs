@@ -589,4 +589,70 @@ mod tests {
         let problem = check(&lines).unwrap();
         assert!(problem.contains("signature is invalid"), "{problem}");
     }
+
+    fn ledger_row(id: i64, request_id: &str, cost: i64) -> keyforge_store::StoredLedgerRow {
+        keyforge_store::StoredLedgerRow {
+            id,
+            request_id: request_id.to_owned(),
+            key_id: "key_a".to_owned(),
+            cost_nano_usd: cost,
+            input_tokens: 10,
+            cached_input_tokens: 0,
+            cache_write_tokens: 0,
+            output_tokens: 5,
+            reasoning_tokens: 0,
+            status: 200,
+            outcome: "ok".to_owned(),
+        }
+    }
+
+    #[test]
+    fn the_ledger_is_checked_against_the_uses_its_batches_sealed() {
+        let entry = |seq: u64, uses: serde_json::Value| {
+            serde_json::json!({"seq": seq, "at": "", "kind": "key.use", "actor": "gateway",
+                "data": {"uses": uses}, "prev": ""})
+            .to_string()
+        };
+        let one = |request_id: &str, cost: i64| {
+            serde_json::json!({"request_id": request_id, "key_id": "key_a", "cost_nano_usd": cost,
+                "input_tokens": 10, "output_tokens": 5, "status": 200, "outcome": "ok"})
+        };
+        let lines = [
+            entry(1, serde_json::json!([one("req_a", 100), one("req_b", 200)])),
+            entry(2, serde_json::json!([one("req_c", 300)])),
+        ];
+        let lines = || lines.iter().map(String::as_str);
+        let intact = [
+            ledger_row(1, "req_a", 100),
+            ledger_row(2, "req_b", 200),
+            ledger_row(3, "req_c", 300),
+        ];
+        // (ledger table, the problems verify_ledger must report)
+        let cases: Vec<(Vec<keyforge_store::StoredLedgerRow>, Vec<&str>)> = vec![
+            (intact.to_vec(), vec![]),
+            (
+                vec![intact[0].clone(), intact[2].clone()],
+                vec![
+                    "batch of key.use entry 1: the ledger row of request req_b (cost_nano_usd 200) was deleted",
+                ],
+            ),
+            (
+                vec![
+                    intact[0].clone(),
+                    ledger_row(2, "req_b", 0),
+                    intact[2].clone(),
+                ],
+                vec![
+                    "batch of key.use entry 1: ledger row 2 (request req_b) has cost_nano_usd 0, the audit log says 200",
+                ],
+            ),
+            (
+                [intact.to_vec(), vec![ledger_row(9, "req_x", 1)]].concat(),
+                vec!["ledger row 9 (request req_x) is in no key.use entry: added outside KeyForge"],
+            ),
+        ];
+        for (rows, expected) in cases {
+            assert_eq!(verify_ledger(lines(), rows), expected);
+        }
+    }
 }

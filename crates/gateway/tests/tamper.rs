@@ -359,3 +359,31 @@ async fn legitimate_changes_still_verify_after_a_restart() {
     assert_eq!(chat(&second, &key, "gpt-4o-mini").await.0, 401);
     assert_eq!(audit_problem(&second).await, None);
 }
+
+#[tokio::test]
+async fn a_raised_budget_is_held_at_zero() {
+    let deployment = Deployment::new();
+    let first = deployment.start().await;
+    first.add_provider("openai", "openai", "dev").await;
+    let (_, key) = first
+        .create_key(json!({"name": "shop", "env": "dev", "project": "shop"}))
+        .await;
+    let (status, body) = first
+        .admin(
+            reqwest::Method::POST,
+            "/budgets",
+            Some(json!({"scope": {"kind": "project", "name": "shop"}, "limit": {"amount": 1_000_000_000, "period": "day"}})),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let budget = body["id"].as_str().unwrap().to_owned();
+    assert_eq!(chat(&first, &key, "gpt-4o-mini").await.0, 200);
+
+    deployment
+        .tamper("UPDATE budgets SET limit_nano_usd = 1000000000000000")
+        .await;
+    let second = deployment.start().await;
+    let (status, body) = chat(&second, &key, "gpt-4o-mini").await;
+    assert_eq!(status, 429, "{body}");
+    integrity_alert(&second, &budget).await;
+}
