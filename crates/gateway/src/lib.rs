@@ -111,6 +111,7 @@ impl Gateway {
             snapshot::Snapshot::load(parts.store.as_ref(), &sealer, None, parts.clock.now())
                 .await?;
         let snapshot_counts = (snapshot.providers.len(), snapshot.keys.len());
+        let integrity_failures = snapshot.integrity_failures.len();
         let http = upstream::build(&parts.config).map_err(GatewayInitError::HttpClient)?;
         let head =
             parts.store.audit_head().await?.and_then(|(seq, hash)| {
@@ -154,6 +155,10 @@ impl Gateway {
                 "version": env!("CARGO_PKG_VERSION"),
                 "providers": snapshot_counts.0,
                 "virtual_keys": snapshot_counts.1,
+                // A backfill re-seals every row: the chain keeps a trace of
+                // each one, so a faked upgrade cannot go unseen.
+                "rows_sealed_at_upgrade": sealed,
+                "rows_failing_integrity": integrity_failures,
                 "max_request_body_bytes": state.config.max_request_body_bytes,
                 "reserve_output_tokens": state.config.reserve_output_tokens,
                 "rotation_max_age_days": state.config.rotation_max_age.as_secs() / 86_400,

@@ -55,13 +55,19 @@ impl Deployment {
         Harness::start_with_store(GatewayConfig::default(), Arc::new(store), master_key).await
     }
 
-    /// Runs SQL on the file as an attacker with write access would.
+    /// Runs SQL on the file as an attacker with write access would; it
+    /// must change a row.
     async fn tamper(&self, sql: &str) {
+        assert!(self.run(sql).await > 0, "{sql} changed nothing");
+    }
+
+    /// Runs SQL on the file; returns the number of rows it changed.
+    async fn run(&self, sql: &str) -> u64 {
         let options = sqlx::sqlite::SqliteConnectOptions::new().filename(&self.path);
         let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
-        let done = sqlx::query(sql).execute(&pool).await.unwrap();
-        assert!(done.rows_affected() > 0, "{sql} changed nothing");
+        let done = sqlx::raw_sql(sql).execute(&pool).await.unwrap();
         pool.close().await;
+        done.rows_affected()
     }
 }
 
@@ -386,4 +392,50 @@ async fn a_raised_budget_is_held_at_zero() {
     let (status, body) = chat(&second, &key, "gpt-4o-mini").await;
     assert_eq!(status, 429, "{body}");
     integrity_alert(&second, &budget).await;
+}
+
+#[tokio::test]
+async fn a_version_7_store_is_sealed_at_its_first_start_and_verifies() {
+    let deployment = Deployment::new();
+    let first = deployment.start().await;
+    first.add_provider("openai", "openai", "dev").await;
+    let (_, key) = first
+        .create_key(json!({"name": "old", "env": "dev", "budgets": [{"amount": 4_000_000_000_i64, "period": "day"}]}))
+        .await;
+    // What version 7 held: the same rows, no MAC columns.
+    for table in [
+        "providers",
+        "provider_credentials",
+        "virtual_keys",
+        "budgets",
+        "alert_webhooks",
+    ] {
+        deployment
+            .run(&format!("ALTER TABLE {table} DROP COLUMN mac"))
+            .await;
+    }
+    deployment.run("PRAGMA user_version = 7").await;
+    let second = deployment.start().await;
+    assert_eq!(chat(&second, &key, "gpt-4o-mini").await.0, 200);
+    no_integrity_alert(&second).await;
+    // The start that sealed the rows says so in the audit log.
+    let log = second
+        .http
+        .get(second.url("/admin/v1/audit?after=0"))
+        .bearer_auth(&second.admin_token)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let start = log
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|entry| entry["kind"] == "gateway.start")
+        .last()
+        .unwrap();
+    // A provider, its key version, the key and its budget.
+    assert_eq!(start["data"]["rows_sealed_at_upgrade"], 4, "{start}");
+    assert_eq!(start["data"]["rows_failing_integrity"], 0, "{start}");
 }
