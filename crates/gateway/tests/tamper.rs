@@ -431,9 +431,9 @@ async fn a_version_7_store_is_sealed_at_its_first_start_and_verifies() {
         .unwrap();
     let start = log
         .lines()
+        .rev()
         .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-        .filter(|entry| entry["kind"] == "gateway.start")
-        .last()
+        .find(|entry| entry["kind"] == "gateway.start")
         .unwrap();
     // A provider, its key version, the key and its budget.
     assert_eq!(start["data"]["rows_sealed_at_upgrade"], 4, "{start}");
