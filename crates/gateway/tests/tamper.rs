@@ -55,6 +55,18 @@ impl Deployment {
         Harness::start_with_store(GatewayConfig::default(), Arc::new(store), master_key).await
     }
 
+    /// Starts a second gateway on the file once the first has written its
+    /// ledger and audit queue (`/usage` flushes it): both continue one
+    /// audit chain, so the first must be idle before the second resumes
+    /// it. The first keeps running, idle, for its fake upstream.
+    async fn restart(&self, first: &Harness) -> Harness {
+        let (status, body) = first
+            .admin(reqwest::Method::GET, "/usage?since=1d", None)
+            .await;
+        assert_eq!(status, 200, "{body}");
+        self.start().await
+    }
+
     /// Runs SQL on the file as an attacker with write access would; it
     /// must change a row.
     async fn tamper(&self, sql: &str) {
@@ -160,7 +172,7 @@ async fn a_provider_pointed_at_another_host_is_refused_and_its_key_never_sent() 
             attacker.base_url()
         ))
         .await;
-    let second = deployment.start().await;
+    let second = deployment.restart(&first).await;
     let (status, body) = chat(&second, &key, "gpt-4o-mini").await;
     assert_provider_refused(status, &body);
     assert!(
@@ -181,7 +193,7 @@ async fn a_provider_moved_to_another_environment_is_refused() {
     let id = provider_id(&first, "openai").await;
 
     deployment.tamper("UPDATE providers SET env = 'dev'").await;
-    let second = deployment.start().await;
+    let second = deployment.restart(&first).await;
     let before = first.upstream.requests().len();
     let (status, body) = chat(&second, &dev_key, "gpt-4o-mini").await;
     assert_provider_refused(status, &body);
@@ -211,7 +223,7 @@ async fn a_widened_key_scope_is_refused() {
             "UPDATE virtual_keys SET scope = '{{\"providers\":[],\"models\":[]}}' WHERE id = '{id}'"
         ))
         .await;
-    let second = deployment.start().await;
+    let second = deployment.restart(&first).await;
     let (status, body) = chat(&second, &key, "gpt-4o").await;
     assert_eq!(status, 401, "{body}");
     assert_eq!(body["error"]["code"], "key_integrity_failed", "{body}");
@@ -290,7 +302,7 @@ async fn deleted_or_edited_spend_fails_audit_verify_naming_the_rows() {
             edited.0
         ))
         .await;
-    let second = deployment.start().await;
+    let second = deployment.restart(&first).await;
     let problem = audit_problem(&second).await.expect("verify must fail");
     assert!(
         problem.contains(&format!("request {} (cost_nano_usd", deleted.1))
@@ -351,7 +363,7 @@ async fn legitimate_changes_still_verify_after_a_restart() {
     assert_eq!(chat(&first, &rotated, "gpt-4o-mini").await.0, 200);
     wait_for_requests(&first, 1).await;
 
-    let second = deployment.start().await;
+    let second = deployment.restart(&first).await;
     assert_eq!(chat(&second, &rotated, "gpt-4o-mini").await.0, 200);
     assert_eq!(
         chat(&second, &key, "gpt-4o-mini").await.0,
@@ -388,7 +400,7 @@ async fn a_raised_budget_is_held_at_zero() {
     deployment
         .tamper("UPDATE budgets SET limit_nano_usd = 1000000000000000")
         .await;
-    let second = deployment.start().await;
+    let second = deployment.restart(&first).await;
     let (status, body) = chat(&second, &key, "gpt-4o-mini").await;
     assert_eq!(status, 429, "{body}");
     integrity_alert(&second, &budget).await;
@@ -415,7 +427,7 @@ async fn a_version_7_store_is_sealed_at_its_first_start_and_verifies() {
             .await;
     }
     deployment.run("PRAGMA user_version = 7").await;
-    let second = deployment.start().await;
+    let second = deployment.restart(&first).await;
     assert_eq!(chat(&second, &key, "gpt-4o-mini").await.0, 200);
     no_integrity_alert(&second).await;
     // The start that sealed the rows says so in the audit log.
