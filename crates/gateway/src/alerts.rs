@@ -68,6 +68,15 @@ pub(crate) enum Raised {
         age_days: i64,
         max_age_days: i64,
     },
+    /// A store row failed its MAC check: it was edited outside KeyForge
+    /// and is refused.
+    Integrity {
+        table: keyforge_store::SealedTable,
+        /// The row's id (never a secret).
+        id: String,
+        /// What the gateway does about it, as fixed text.
+        effect: &'static str,
+    },
     /// A key behaved unlike itself.
     Anomaly {
         key_id: KeyId,
@@ -367,6 +376,33 @@ fn event_of(raised: &Raised, now: OffsetDateTime) -> (AlertEvent, Option<u8>) {
                 dedup: Some(format!(
                     "rotation/{provider_id}/v{version}/{}",
                     crate::admin::doctor::week_of(now)
+                )),
+                key_id: None,
+                budget_id: None,
+                message,
+                payload: payload.to_string(),
+            };
+            (event, None)
+        }
+        Raised::Integrity { table, id, effect } => {
+            let what = table.as_str();
+            let message = format!(
+                "KeyForge: {what} {id} failed its integrity check (its row in the store was edited outside KeyForge); {effect}"
+            );
+            let payload = json!({
+                "text": message,
+                "kind": "integrity",
+                "at": at,
+                "table": what,
+                "id": id,
+            });
+            let event = AlertEvent {
+                at_ms: unix_ms(now),
+                kind: "integrity".to_owned(),
+                // Once a day per row, also across restarts.
+                dedup: Some(format!(
+                    "integrity/{what}/{id}/{}",
+                    unix_ms(now) / 86_400_000
                 )),
                 key_id: None,
                 budget_id: None,

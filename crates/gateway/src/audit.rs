@@ -385,6 +385,88 @@ pub fn verify<'a>(lines: impl IntoIterator<Item = &'a str>, key: &CheckpointKey)
     }
 }
 
+/// The fields of a ledger row that a `key.use` entry seals, by their name
+/// in the entry. Entries written before a field was listed simply do not
+/// name it, and it is not compared.
+fn sealed_fields(row: &keyforge_store::StoredLedgerRow) -> [(&'static str, serde_json::Value); 9] {
+    [
+        ("key_id", row.key_id.clone().into()),
+        ("cost_nano_usd", row.cost_nano_usd.into()),
+        ("input_tokens", row.input_tokens.into()),
+        ("cached_input_tokens", row.cached_input_tokens.into()),
+        ("cache_write_tokens", row.cache_write_tokens.into()),
+        ("output_tokens", row.output_tokens.into()),
+        ("reasoning_tokens", row.reasoning_tokens.into()),
+        ("status", row.status.into()),
+        ("outcome", row.outcome.clone().into()),
+    ]
+}
+
+/// Checks the ledger table against the `key.use` entries of a verified
+/// log: every row must be listed by exactly one entry with the same money
+/// and token fields, and every listed use must still have its row. Returns
+/// one line per problem, naming the batch (the entry's sequence number),
+/// the row id and the request; empty when the ledger matches.
+pub fn verify_ledger<'a>(
+    lines: impl IntoIterator<Item = &'a str>,
+    rows: impl IntoIterator<Item = keyforge_store::StoredLedgerRow>,
+) -> Vec<String> {
+    // request id -> (the key.use entry's seq, the use as logged).
+    let mut uses: std::collections::HashMap<String, (u64, serde_json::Value)> =
+        std::collections::HashMap::new();
+    for line in lines {
+        let Ok(entry) = serde_json::from_str::<EntryLine>(line) else {
+            continue;
+        };
+        if entry.kind != "key.use" {
+            continue;
+        }
+        let Some(listed) = entry.data.get("uses").and_then(|u| u.as_array()) else {
+            continue;
+        };
+        for one in listed {
+            if let Some(request_id) = one.get("request_id").and_then(|r| r.as_str()) {
+                uses.insert(request_id.to_owned(), (entry.seq, one.clone()));
+            }
+        }
+    }
+    let mut problems = Vec::new();
+    for row in rows {
+        let Some((seq, logged)) = uses.remove(&row.request_id) else {
+            problems.push(format!(
+                "ledger row {} (request {}) is in no key.use entry: added outside KeyForge",
+                row.id, row.request_id
+            ));
+            continue;
+        };
+        for (name, stored) in sealed_fields(&row) {
+            if let Some(expected) = logged.get(name)
+                && expected != &stored
+            {
+                problems.push(format!(
+                    "batch of key.use entry {seq}: ledger row {} (request {}) has {name} {stored}, the audit log says {expected}",
+                    row.id, row.request_id
+                ));
+            }
+        }
+    }
+    let mut deleted: Vec<(u64, String, serde_json::Value)> = uses
+        .into_iter()
+        .map(|(request_id, (seq, logged))| (seq, request_id, logged))
+        .collect();
+    deleted.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+    for (seq, request_id, logged) in deleted {
+        let cost = logged
+            .get("cost_nano_usd")
+            .cloned()
+            .unwrap_or(serde_json::Value::Null);
+        problems.push(format!(
+            "batch of key.use entry {seq}: the ledger row of request {request_id} (cost_nano_usd {cost}) was deleted"
+        ));
+    }
+    problems
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -506,5 +588,71 @@ mod tests {
         lines.push(chain.checkpoint(&entries[0]));
         let problem = check(&lines).unwrap();
         assert!(problem.contains("signature is invalid"), "{problem}");
+    }
+
+    fn ledger_row(id: i64, request_id: &str, cost: i64) -> keyforge_store::StoredLedgerRow {
+        keyforge_store::StoredLedgerRow {
+            id,
+            request_id: request_id.to_owned(),
+            key_id: "key_a".to_owned(),
+            cost_nano_usd: cost,
+            input_tokens: 10,
+            cached_input_tokens: 0,
+            cache_write_tokens: 0,
+            output_tokens: 5,
+            reasoning_tokens: 0,
+            status: 200,
+            outcome: "ok".to_owned(),
+        }
+    }
+
+    #[test]
+    fn the_ledger_is_checked_against_the_uses_its_batches_sealed() {
+        let entry = |seq: u64, uses: serde_json::Value| {
+            serde_json::json!({"seq": seq, "at": "", "kind": "key.use", "actor": "gateway",
+                "data": {"uses": uses}, "prev": ""})
+            .to_string()
+        };
+        let one = |request_id: &str, cost: i64| {
+            serde_json::json!({"request_id": request_id, "key_id": "key_a", "cost_nano_usd": cost,
+                "input_tokens": 10, "output_tokens": 5, "status": 200, "outcome": "ok"})
+        };
+        let lines = [
+            entry(1, serde_json::json!([one("req_a", 100), one("req_b", 200)])),
+            entry(2, serde_json::json!([one("req_c", 300)])),
+        ];
+        let lines = || lines.iter().map(String::as_str);
+        let intact = [
+            ledger_row(1, "req_a", 100),
+            ledger_row(2, "req_b", 200),
+            ledger_row(3, "req_c", 300),
+        ];
+        // (ledger table, the problems verify_ledger must report)
+        let cases: Vec<(Vec<keyforge_store::StoredLedgerRow>, Vec<&str>)> = vec![
+            (intact.to_vec(), vec![]),
+            (
+                vec![intact[0].clone(), intact[2].clone()],
+                vec![
+                    "batch of key.use entry 1: the ledger row of request req_b (cost_nano_usd 200) was deleted",
+                ],
+            ),
+            (
+                vec![
+                    intact[0].clone(),
+                    ledger_row(2, "req_b", 0),
+                    intact[2].clone(),
+                ],
+                vec![
+                    "batch of key.use entry 1: ledger row 2 (request req_b) has cost_nano_usd 0, the audit log says 200",
+                ],
+            ),
+            (
+                [intact.to_vec(), vec![ledger_row(9, "req_x", 1)]].concat(),
+                vec!["ledger row 9 (request req_x) is in no key.use entry: added outside KeyForge"],
+            ),
+        ];
+        for (rows, expected) in cases {
+            assert_eq!(verify_ledger(lines(), rows), expected);
+        }
     }
 }

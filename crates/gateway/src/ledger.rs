@@ -180,6 +180,14 @@ fn key_use(
         "status": record.status,
         "outcome": record.outcome,
         "cost_nano_usd": record.cost_nano_usd,
+        // With the cost above, every field of the ledger row that carries
+        // money or tokens: the entry seals its row, and `audit verify`
+        // compares the ledger table against it (deleted or edited spend).
+        "input_tokens": record.input_tokens,
+        "cached_input_tokens": record.cached_input_tokens,
+        "cache_write_tokens": record.cache_write_tokens,
+        "output_tokens": record.output_tokens,
+        "reasoning_tokens": record.reasoning_tokens,
         "client": client.map(|ip| ids.hash(&ip.to_string())),
     })
 }
@@ -432,6 +440,19 @@ mod tests {
         }
         async fn audit_head(&self) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
             self.inner.audit_head().await
+        }
+        async fn ledger_rows(
+            &self,
+            after_id: i64,
+            limit: u32,
+        ) -> Result<Vec<keyforge_store::StoredLedgerRow>, StoreError> {
+            self.inner.ledger_rows(after_id, limit).await
+        }
+        async fn install_row_mac(&self, mac: keyforge_store::RowMac) -> Result<u64, StoreError> {
+            self.inner.install_row_mac(mac).await
+        }
+        async fn integrity_failures(&self) -> Result<Vec<keyforge_store::RowFailure>, StoreError> {
+            self.inner.integrity_failures().await
         }
         async fn audit_lines(
             &self,

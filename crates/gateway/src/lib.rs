@@ -100,10 +100,22 @@ impl Gateway {
     pub async fn new(parts: GatewayParts) -> Result<Self, GatewayInitError> {
         let sealer = Sealer::new(&parts.master_key);
         let hasher = load_or_create_hash_key(parts.store.as_ref(), &sealer).await?;
+        // Rows are sealed under a master-derived key; rows from before
+        // schema 8 are sealed once, now.
+        let row_mac =
+            keyforge_store::RowMac::new(&parts.master_key.derive(keyforge_store::RowMac::LABEL));
+        let sealed = parts.store.install_row_mac(row_mac).await?;
+        if sealed > 0 {
+            tracing::warn!(
+                rows = sealed,
+                "store upgraded: existing rows sealed with MACs"
+            );
+        }
         let snapshot =
             snapshot::Snapshot::load(parts.store.as_ref(), &sealer, None, parts.clock.now())
                 .await?;
         let snapshot_counts = (snapshot.providers.len(), snapshot.keys.len());
+        let integrity_failures = snapshot.integrity_failures.len();
         let http = upstream::build(&parts.config).map_err(GatewayInitError::HttpClient)?;
         let head =
             parts.store.audit_head().await?.and_then(|(seq, hash)| {
@@ -116,6 +128,7 @@ impl Gateway {
         let ledger = ledger::LedgerWriter::spawn(parts.store.clone(), chain, ids);
         let oidc = oidc::Oidc::new(&parts.config.oidc);
         let (alerts, raised) = alerts::Alerts::new();
+        snapshot.report_integrity_failures(None, &alerts);
         alerts.set_webhooks(&snapshot.webhooks);
         let state = AppState {
             config: parts.config,
@@ -150,6 +163,10 @@ impl Gateway {
                 "version": env!("CARGO_PKG_VERSION"),
                 "providers": snapshot_counts.0,
                 "virtual_keys": snapshot_counts.1,
+                // A backfill re-seals every row: the chain keeps a trace of
+                // each one, so a faked upgrade cannot go unseen.
+                "rows_sealed_at_upgrade": sealed,
+                "rows_failing_integrity": integrity_failures,
                 "max_request_body_bytes": state.config.max_request_body_bytes,
                 "reserve_output_tokens": state.config.reserve_output_tokens,
                 "rotation_max_age_days": state.config.rotation_max_age.as_secs() / 86_400,

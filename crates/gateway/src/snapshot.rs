@@ -10,6 +10,12 @@
 //! never resets them. At start, with no previous snapshot, they are rebuilt
 //! from the ledger: each budget's spend in its current period, each key's
 //! requests and tokens of the last minute.
+//!
+//! The store is not trusted more than the disk: every row whose MAC fails
+//! (`Store::integrity_failures`) is refused here, in the safe direction. A
+//! provider is left out (requests naming it get a 503 saying so), a key and
+//! its descendants are refused (401), a budget is kept at a limit of zero,
+//! a webhook is left out. Each failure is logged once and alerted.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -17,7 +23,9 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use keyforge_control::{BudgetCell, InFlight, KeyWatch, RateLimiter};
 use keyforge_providers::ProviderKind;
-use keyforge_store::{CredentialRecord, ProviderRecord, Store, StoreError, VirtualKeyRecord};
+use keyforge_store::{
+    CredentialRecord, ProviderRecord, RowFailure, SealedTable, Store, StoreError, VirtualKeyRecord,
+};
 use keyforge_types::{
     BudgetId, BudgetScope, EnvName, KeyHash, KeyId, KeyLimits, NanoUsd, ProviderName,
     ProviderSecret,
@@ -144,6 +152,14 @@ pub(crate) struct Snapshot {
     pub(crate) budgets: HashMap<BudgetId, Arc<BudgetCell>>,
     /// Alert webhooks with their URLs decrypted (for the alert dispatcher).
     pub(crate) webhooks: Vec<Arc<Webhook>>,
+    /// Providers left out because a row of theirs failed its integrity
+    /// check, by the (environment, name) the row claims.
+    pub(crate) refused_providers: HashMap<(EnvName, ProviderName), keyforge_types::ProviderId>,
+    /// Keys refused because their row (or an ancestor's) failed its
+    /// integrity check, by the hash the row holds: the key they name.
+    pub(crate) refused_keys: HashMap<KeyHash, KeyId>,
+    /// Every row that failed its check, with what was done about it.
+    pub(crate) integrity_failures: HashMap<RowFailure, &'static str>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -189,7 +205,40 @@ impl Snapshot {
         now: OffsetDateTime,
     ) -> Result<Self, SnapshotError> {
         let mut snapshot = Snapshot::default();
+        let failed: std::collections::HashSet<(SealedTable, String)> = store
+            .integrity_failures()
+            .await?
+            .into_iter()
+            .map(|failure| (failure.table, failure.id))
+            .collect();
+        let fails = |table: SealedTable, id: &str| failed.contains(&(table, id.to_owned()));
+        let mut refused: HashMap<RowFailure, &'static str> = HashMap::new();
+        let mut refuse = |table: SealedTable, id: &str, effect: &'static str| {
+            let failure = RowFailure {
+                table,
+                id: id.to_owned(),
+            };
+            refused.insert(failure, effect);
+        };
         for budget in store.list_budgets().await? {
+            // An edited budget is held at its most restrictive reading: a
+            // limit of zero, which refuses every request in its scope.
+            let budget = if fails(SealedTable::Budget, budget.id.as_str()) {
+                refuse(
+                    SealedTable::Budget,
+                    budget.id.as_str(),
+                    "held at a limit of zero: every request in its scope is refused",
+                );
+                keyforge_store::BudgetRecord {
+                    limit: keyforge_types::BudgetLimit {
+                        amount: NanoUsd(0),
+                        ..budget.limit
+                    },
+                    ..budget
+                }
+            } else {
+                budget
+            };
             let carried = previous
                 .and_then(|previous| previous.budgets.get(&budget.id))
                 .filter(|cell| cell.status(now).limit.period == budget.limit.period);
@@ -224,7 +273,26 @@ impl Snapshot {
         let mut fresh_limiters = HashMap::new();
         // Parents before children, so each child can hold its ancestors.
         let records = parents_first(store.list_virtual_keys(Some(now - ARCHIVE_AFTER)).await?);
+        let mut refused_ids: std::collections::HashSet<KeyId> = std::collections::HashSet::new();
         for record in records {
+            // A refused key's descendants are refused with it: without its
+            // entry they would lose its limits and budgets.
+            let parent_refused = record
+                .parent
+                .as_ref()
+                .is_some_and(|parent| refused_ids.contains(parent));
+            if fails(SealedTable::VirtualKey, record.id.as_str()) || parent_refused {
+                if !parent_refused {
+                    refuse(
+                        SealedTable::VirtualKey,
+                        record.id.as_str(),
+                        "refused, with every key minted under it",
+                    );
+                }
+                refused_ids.insert(record.id.clone());
+                snapshot.refused_keys.insert(record.hash, record.id);
+                continue;
+            }
             let earlier = previous_keys.get(&record.id);
             let watch = earlier.map_or_else(|| Arc::new(KeyWatch::new()), |e| e.watch.clone());
             // The store is the truth for suspension: a resumed key is
@@ -281,6 +349,15 @@ impl Snapshot {
         }
         snapshot.grace = grace;
         for record in store.list_alert_webhooks().await? {
+            // An edited webhook could send alerts elsewhere: left out.
+            if fails(SealedTable::AlertWebhook, record.id.as_str()) {
+                refuse(
+                    SealedTable::AlertWebhook,
+                    record.id.as_str(),
+                    "left out: no alert is sent to it",
+                );
+                continue;
+            }
             let plaintext = sealer
                 .open(&record.sealed_url, &webhook_aad(record.id.as_str()))
                 .map_err(|error| SnapshotError::Webhook {
@@ -300,13 +377,61 @@ impl Snapshot {
             }));
         }
         for record in store.list_providers().await? {
+            // The provider row or one of its key versions was edited: its
+            // base URL, kind or environment cannot be trusted, so its key
+            // is never decrypted or sent anywhere.
+            let id = record.id.as_str();
+            let versions = std::iter::once(&record.current)
+                .chain(&record.pending)
+                .chain(&record.previous);
+            let failed_row = std::iter::once((SealedTable::Provider, id.to_owned()))
+                .chain(versions.map(|c| (SealedTable::Credential, format!("{id}/v{}", c.version))))
+                .find(|(table, row)| fails(*table, row));
+            if let Some((table, row)) = failed_row {
+                refuse(
+                    table,
+                    &row,
+                    "provider left out: requests to it are refused (503)",
+                );
+                snapshot
+                    .refused_providers
+                    .insert((record.env, record.name), record.id);
+                continue;
+            }
             let entry = provider_entry(record, sealer)?;
             snapshot.providers.insert(
                 (entry.record.env.clone(), entry.record.name.clone()),
                 Arc::new(entry),
             );
         }
+        snapshot.integrity_failures = refused;
         Ok(snapshot)
+    }
+
+    /// Logs and alerts each integrity failure not already in `previous`
+    /// (so each is reported once per process, not at every reload). Only
+    /// row ids are named, never a secret.
+    pub(crate) fn report_integrity_failures(
+        &self,
+        previous: Option<&Snapshot>,
+        alerts: &crate::alerts::Alerts,
+    ) {
+        for (failure, effect) in &self.integrity_failures {
+            if previous.is_some_and(|previous| previous.integrity_failures.contains_key(failure)) {
+                continue;
+            }
+            tracing::error!(
+                table = failure.table.as_str(),
+                id = %failure.id,
+                effect,
+                "a store row failed its integrity check (edited outside KeyForge)"
+            );
+            alerts.raise(crate::alerts::Raised::Integrity {
+                table: failure.table,
+                id: failure.id.clone(),
+                effect,
+            });
+        }
     }
 
     /// The key a secret's hash belongs to, and for an earlier secret of a

@@ -56,6 +56,7 @@ impl AppState {
             self.clock.now(),
         )
         .await?;
+        snapshot.report_integrity_failures(Some(&previous), &self.alerts);
         self.alerts.set_webhooks(&snapshot.webhooks);
         self.snapshot.store(Arc::new(snapshot));
         Ok(())

@@ -13,10 +13,76 @@ pub use model::{
     AlertDelivery, AlertEvent, AlertWebhookRecord, AuditCheckpoint, AuditRow, BudgetRecord,
     CredentialInfo, CredentialRecord, CredentialStage, GraceSecret, KeyRotation,
     KeyRotationOutcome, LedgerRecord, NewProvider, ProviderRecord, RecentRequest, RevokeOutcome,
-    StoredAlert, Suspension, UpstreamHealth, UsageGroup, UsageQuery, UsageRow, VersionUsage,
-    VirtualKeyRecord,
+    StoredAlert, StoredLedgerRow, Suspension, UpstreamHealth, UsageGroup, UsageQuery, UsageRow,
+    VersionUsage, VirtualKeyRecord,
 };
 pub use sqlite::SqliteStore;
+
+/// The key security-relevant rows are sealed under (HMAC-SHA-256; the
+/// gateway derives it from the master key). The store computes each row's
+/// MAC in the statement that writes it and reports rows that fail.
+#[derive(Clone)]
+pub struct RowMac {
+    key: aws_lc_rs::hmac::Key,
+}
+
+impl RowMac {
+    /// The master-key derivation label of the row key.
+    pub const LABEL: &'static str = "keyforge/row-mac/v1";
+
+    pub fn new(secret: &[u8; 32]) -> Self {
+        Self {
+            key: aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, secret),
+        }
+    }
+
+    pub(crate) fn sign(&self, input: &[u8]) -> Vec<u8> {
+        aws_lc_rs::hmac::sign(&self.key, input).as_ref().to_vec()
+    }
+
+    /// Constant-time comparison.
+    pub(crate) fn verify(&self, input: &[u8], tag: &[u8]) -> bool {
+        aws_lc_rs::hmac::verify(&self.key, input, tag).is_ok()
+    }
+}
+
+impl std::fmt::Debug for RowMac {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RowMac(..)")
+    }
+}
+
+/// A table whose rows carry a MAC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SealedTable {
+    Provider,
+    /// A provider key version (`id` is `<provider id>/v<version>`).
+    Credential,
+    VirtualKey,
+    Budget,
+    AlertWebhook,
+}
+
+impl SealedTable {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Provider => "provider",
+            Self::Credential => "provider key version",
+            Self::VirtualKey => "virtual key",
+            Self::Budget => "budget",
+            Self::AlertWebhook => "alert webhook",
+        }
+    }
+}
+
+/// A row whose MAC is missing or does not match its contents: edited
+/// outside KeyForge.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RowFailure {
+    pub table: SealedTable,
+    /// The row's id (never a secret).
+    pub id: String,
+}
 
 use async_trait::async_trait;
 use keyforge_types::{AlertId, BudgetId, BudgetScope, EnvName, KeyId, ProviderId, ProviderName};
@@ -45,6 +111,13 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Sets a named value unless one exists; returns the value now stored, so
     /// two instances racing at first start agree on one.
     async fn put_meta_if_absent(&self, name: &str, value: &[u8]) -> Result<Vec<u8>, StoreError>;
+
+    /// Installs the key rows are sealed under, before any write. On the
+    /// first start after the upgrade to schema 8, seals the rows written
+    /// before it, once; returns how many rows that sealed.
+    async fn install_row_mac(&self, mac: RowMac) -> Result<u64, StoreError>;
+    /// Every sealed row whose MAC is missing or wrong (needs the row key).
+    async fn integrity_failures(&self) -> Result<Vec<RowFailure>, StoreError>;
 
     /// Adds a provider and its first credential version. The name is unique
     /// within its environment.
@@ -164,6 +237,12 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         audit: &[AuditRow],
         checkpoint: Option<&AuditCheckpoint>,
     ) -> Result<(), StoreError>;
+    /// Ledger rows with an id above `after_id`, at most `limit`, by id.
+    async fn ledger_rows(
+        &self,
+        after_id: i64,
+        limit: u32,
+    ) -> Result<Vec<StoredLedgerRow>, StoreError>;
     /// The last audit entry's sequence number and hash.
     async fn audit_head(&self) -> Result<Option<(u64, Vec<u8>)>, StoreError>;
     /// Audit entries after `after_seq` (at most `limit`), with the

@@ -180,6 +180,24 @@ pub struct LedgerRecord {
     pub outcome: &'static str,
 }
 
+/// A ledger row as stored, with the fields that carry money and tokens,
+/// for checking it against the `key.use` audit entry that sealed it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredLedgerRow {
+    /// The row's id in the ledger table.
+    pub id: i64,
+    pub request_id: String,
+    pub key_id: String,
+    pub cost_nano_usd: i64,
+    pub input_tokens: i64,
+    pub cached_input_tokens: i64,
+    pub cache_write_tokens: i64,
+    pub output_tokens: i64,
+    pub reasoning_tokens: i64,
+    pub status: i64,
+    pub outcome: String,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UsageGroup {
     Key,

@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode};
 
 use super::AdminError;
-use crate::audit::{Verification, end_line, hash_hex, verify};
+use crate::audit::{Verification, end_line, hash_hex, verify, verify_ledger};
 use crate::snapshot::unix_ms;
 use crate::state::AppState;
 
@@ -144,7 +144,38 @@ pub(super) async fn check(
     State(state): State<Arc<AppState>>,
 ) -> Result<(StatusCode, axum::Json<Verification>), AdminError> {
     let lines = signed_lines(&state, 0).await?;
-    let verification = verify(lines.lines(), &state.audit_key);
+    let mut verification = verify(lines.lines(), &state.audit_key);
+    if verification.problem.is_none() {
+        // The chain is intact; now the ledger must match the key uses it
+        // sealed (rows deleted or edited to reset spend).
+        let mut rows = Vec::new();
+        let mut after = 0;
+        loop {
+            let page = state
+                .store
+                .ledger_rows(after, PAGE)
+                .await
+                .map_err(AdminError::store)?;
+            let Some(last) = page.last() else {
+                break;
+            };
+            after = last.id;
+            rows.extend(page);
+        }
+        let problems = verify_ledger(lines.lines(), rows);
+        if !problems.is_empty() {
+            const SHOWN: usize = 20;
+            let mut text = format!(
+                "the ledger does not match the audit log ({} problems): {}",
+                problems.len(),
+                problems[..problems.len().min(SHOWN)].join("; ")
+            );
+            if problems.len() > SHOWN {
+                text.push_str(&format!("; and {} more", problems.len() - SHOWN));
+            }
+            verification.problem = Some(text);
+        }
+    }
     if let Some(problem) = &verification.problem {
         tracing::error!(problem = %problem, "the audit log failed verification");
     }

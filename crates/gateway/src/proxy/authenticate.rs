@@ -54,6 +54,10 @@ pub(crate) fn authenticate(
             ));
         }
         None => {
+            if let Some(id) = snapshot.refused_keys.get(&hash) {
+                ctx.key_id = Some(id.clone());
+                return Err(integrity_refused(id));
+            }
             return Err(GatewayError::client(
                 ErrorClass::Authentication,
                 "invalid_api_key",
@@ -67,4 +71,15 @@ pub(crate) fn authenticate(
         entry,
         key: credential.key,
     })
+}
+
+/// A key whose row (or an ancestor's) failed its integrity check.
+pub(crate) fn integrity_refused(id: &keyforge_types::KeyId) -> GatewayError {
+    GatewayError::client(
+        ErrorClass::Authentication,
+        "key_integrity_failed",
+        format!(
+            "KeyForge key {id} failed its integrity check (its record in the store was edited outside KeyForge) and is refused; an operator has been alerted"
+        ),
+    )
 }

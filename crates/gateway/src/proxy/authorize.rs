@@ -214,6 +214,9 @@ fn select_provider(
     let env = &record.env;
     match selector {
         Selector::Named(name) => {
+            if let Some(id) = snapshot.refused_providers.get(&(env.clone(), name.clone())) {
+                return Err(provider_integrity_refused(name, env, id));
+            }
             let entry = snapshot
                 .providers
                 .get(&(env.clone(), name.clone()))
@@ -245,6 +248,14 @@ fn select_provider(
                 .collect();
             match (allowed.as_slice(), of_kind.is_empty()) {
                 ([one], _) => Ok((*one).clone()),
+                ([], true)
+                    if let Some(((_, name), id)) = snapshot
+                        .refused_providers
+                        .iter()
+                        .find(|((e, _), _)| e == env) =>
+                {
+                    Err(provider_integrity_refused(name, env, id))
+                }
                 ([], true) => Err(GatewayError::client(
                     ErrorClass::NotFound,
                     "provider_not_found",
@@ -274,5 +285,22 @@ fn select_provider(
                 }
             }
         }
+    }
+}
+
+/// A provider whose row failed its integrity check: its key is never sent.
+fn provider_integrity_refused(
+    name: &keyforge_types::ProviderName,
+    env: &keyforge_types::EnvName,
+    id: &keyforge_types::ProviderId,
+) -> GatewayError {
+    GatewayError {
+        class: ErrorClass::Unavailable,
+        code: "provider_integrity_failed",
+        message: format!(
+            "provider `{name}` ({id}) in environment `{env}` failed its integrity check (its record in the store was edited outside KeyForge); requests to it are refused until an operator repairs it"
+        ),
+        fault: crate::error::Fault::Internal,
+        headers: None,
     }
 }

@@ -2,6 +2,7 @@
 
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::{Arc, OnceLock};
 
 use async_trait::async_trait;
 use keyforge_types::{
@@ -19,12 +20,14 @@ use crate::model::{
     AlertDelivery, AlertEvent, AlertWebhookRecord, AuditCheckpoint, AuditRow, BudgetRecord,
     CredentialInfo, CredentialRecord, CredentialStage, GraceSecret, KeyRotation,
     KeyRotationOutcome, LedgerRecord, NewProvider, ProviderRecord, RecentRequest, RevokeOutcome,
-    StoredAlert, Suspension, UpstreamHealth, UsageGroup, UsageQuery, UsageRow, VersionUsage,
-    VirtualKeyRecord,
+    StoredAlert, StoredLedgerRow, Suspension, UpstreamHealth, UsageGroup, UsageQuery, UsageRow,
+    VersionUsage, VirtualKeyRecord,
 };
-use crate::{Store, StoreError};
+use crate::{RowFailure, RowMac, Store, StoreError};
 
-const SCHEMA_VERSION: i64 = 7;
+mod row_mac;
+
+const SCHEMA_VERSION: i64 = 8;
 /// 18 columns x 100 rows stays far below SQLite's bound-parameter limit.
 const LEDGER_ROWS_PER_STATEMENT: usize = 100;
 const SCHEMA_V1: &str = include_str!("schema.sql");
@@ -34,10 +37,16 @@ const SCHEMA_V4: &str = include_str!("schema_v4.sql");
 const SCHEMA_V5: &str = include_str!("schema_v5.sql");
 const SCHEMA_V6: &str = include_str!("schema_v6.sql");
 const SCHEMA_V7: &str = include_str!("schema_v7.sql");
+const SCHEMA_V8: &str = include_str!("schema_v8.sql");
+/// Set by the upgrade to schema 8: rows written before it still need MACs.
+const ROW_MAC_BACKFILL: &str = "row_mac_backfill";
 
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// The row key, installed once by the gateway at start (the store never
+    /// sees the master key).
+    row_mac: Arc<OnceLock<RowMac>>,
 }
 
 impl SqliteStore {
@@ -64,7 +73,10 @@ impl SqliteStore {
             .max_connections(4)
             .connect_with(options)
             .await?;
-        let store = Self { pool };
+        let store = Self {
+            pool,
+            row_mac: Arc::default(),
+        };
         store.migrate().await?;
         Ok(store)
     }
@@ -80,7 +92,10 @@ impl SqliteStore {
             .max_lifetime(None)
             .connect_with(options)
             .await?;
-        let store = Self { pool };
+        let store = Self {
+            pool,
+            row_mac: Arc::default(),
+        };
         store.migrate().await?;
         Ok(store)
     }
@@ -117,6 +132,9 @@ impl SqliteStore {
         if version < 7 {
             sqlx::raw_sql(SCHEMA_V7).execute(&mut *tx).await?;
         }
+        if version < 8 {
+            sqlx::raw_sql(SCHEMA_V8).execute(&mut *tx).await?;
+        }
         if version < SCHEMA_VERSION {
             sqlx::raw_sql(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))
                 .execute(&mut *tx)
@@ -124,6 +142,57 @@ impl SqliteStore {
         }
         tx.commit().await?;
         Ok(())
+    }
+}
+
+impl SqliteStore {
+    fn mac(&self) -> Option<&RowMac> {
+        self.row_mac.get()
+    }
+
+    /// Of these rows, those whose MAC holds now. A writer that changes rows
+    /// in place asks this first and re-seals ([`Self::reseal`]) only these,
+    /// so an admin action on a tampered row never launders it (a revocation
+    /// still applies: the row stays refused, and revoked too).
+    async fn intact_rows(
+        &self,
+        connection: &mut SqliteConnection,
+        spec: &row_mac::Spec,
+        rowids: &[i64],
+    ) -> Result<Vec<i64>, StoreError> {
+        let mut intact = Vec::with_capacity(rowids.len());
+        for rowid in rowids {
+            if row_mac::is_intact(&mut *connection, self.mac(), spec, *rowid).await? {
+                intact.push(*rowid);
+            }
+        }
+        Ok(intact)
+    }
+
+    async fn reseal(
+        &self,
+        connection: &mut SqliteConnection,
+        spec: &row_mac::Spec,
+        rowids: &[i64],
+    ) -> Result<(), StoreError> {
+        for rowid in rowids {
+            row_mac::seal(&mut *connection, self.mac(), spec, *rowid).await?;
+        }
+        Ok(())
+    }
+
+    /// The key's rowid if its MAC holds now (empty otherwise), to re-seal it
+    /// after a change.
+    async fn key_intact(
+        &self,
+        connection: &mut SqliteConnection,
+        id: &str,
+    ) -> Result<Vec<i64>, StoreError> {
+        let rowids: Vec<i64> = row_mac::rowid(&mut *connection, &row_mac::KEYS, id)
+            .await?
+            .into_iter()
+            .collect();
+        self.intact_rows(connection, &row_mac::KEYS, &rowids).await
     }
 }
 
@@ -299,14 +368,17 @@ fn thresholds_text(thresholds: &[u8]) -> String {
         .join(",")
 }
 
+/// Sets a budget and seals its row: the admin asserts every sealed field
+/// of it (scope and period are the row's identity, the amount is new).
 async fn upsert_budget_in(
     connection: &mut SqliteConnection,
+    mac: Option<&RowMac>,
     budget: &BudgetRecord,
 ) -> Result<BudgetRecord, StoreError> {
     let row = sqlx::query(
         "INSERT INTO budgets (id, scope_kind, scope, period, limit_nano_usd, created_at_ms) VALUES (?, ?, ?, ?, ?, ?) \
          ON CONFLICT (scope_kind, scope, period) DO UPDATE SET limit_nano_usd = excluded.limit_nano_usd \
-         RETURNING id, scope_kind, scope, period, limit_nano_usd, created_at_ms",
+         RETURNING rowid, id, scope_kind, scope, period, limit_nano_usd, created_at_ms",
     )
     .bind(budget.id.as_str())
     .bind(budget.scope.kind())
@@ -314,26 +386,34 @@ async fn upsert_budget_in(
     .bind(budget.limit.period.as_str())
     .bind(budget.limit.amount.0)
     .bind(to_unix_ms(budget.created_at))
-    .fetch_one(connection)
+    .fetch_one(&mut *connection)
     .await?;
+    row_mac::seal(connection, mac, &row_mac::BUDGETS, row.try_get("rowid")?).await?;
     budget_from_row(&row)
 }
 
 async fn insert_credential(
     connection: &mut SqliteConnection,
+    mac: Option<&RowMac>,
     provider_id: &ProviderId,
     credential: &CredentialRecord,
     stage: &str,
 ) -> Result<(), StoreError> {
-    sqlx::query("INSERT INTO provider_credentials (provider_id, version, stage, sealed, created_at) VALUES (?, ?, ?, ?, ?)")
+    let inserted = sqlx::query("INSERT INTO provider_credentials (provider_id, version, stage, sealed, created_at) VALUES (?, ?, ?, ?, ?)")
         .bind(provider_id.as_str())
         .bind(i64::from(credential.version))
         .bind(stage)
         .bind(&credential.sealed)
         .bind(to_unix(credential.created_at))
-        .execute(connection)
+        .execute(&mut *connection)
         .await?;
-    Ok(())
+    row_mac::seal(
+        connection,
+        mac,
+        &row_mac::CREDENTIALS,
+        inserted.last_insert_rowid(),
+    )
+    .await
 }
 
 fn is_unique_violation(error: &sqlx::Error) -> bool {
@@ -364,6 +444,36 @@ impl Store for SqliteStore {
         Ok(stored)
     }
 
+    async fn install_row_mac(&self, mac: RowMac) -> Result<u64, StoreError> {
+        // A second install (the same store shared by two gateways in one
+        // process) keeps the first key.
+        let mac = self.row_mac.get_or_init(|| mac);
+        let mut tx = self.pool.begin().await?;
+        let pending = sqlx::query("DELETE FROM meta WHERE name = ?")
+            .bind(ROW_MAC_BACKFILL)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+            > 0;
+        let sealed = if pending {
+            row_mac::seal_all(&mut tx, mac).await?
+        } else {
+            0
+        };
+        tx.commit().await?;
+        Ok(sealed)
+    }
+
+    async fn integrity_failures(&self) -> Result<Vec<RowFailure>, StoreError> {
+        let mac = self.mac().ok_or_else(|| {
+            StoreError::Conflict("the row key is not installed (install_row_mac)".into())
+        })?;
+        let mut tx = self.pool.begin().await?;
+        let failed = row_mac::failures(&mut tx, mac).await?;
+        tx.commit().await?;
+        Ok(failed)
+    }
+
     async fn insert_provider(&self, provider: &NewProvider) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
         let inserted = sqlx::query("INSERT INTO providers (id, name, env, kind, base_url, created_at) VALUES (?, ?, ?, ?, ?, ?)")
@@ -375,7 +485,7 @@ impl Store for SqliteStore {
             .bind(to_unix(provider.created_at))
             .execute(&mut *tx)
             .await;
-        match inserted {
+        let inserted = match inserted {
             Err(error) if is_unique_violation(&error) => {
                 return Err(StoreError::Conflict(format!(
                     "a provider named `{}` already exists in environment `{}`",
@@ -384,7 +494,21 @@ impl Store for SqliteStore {
             }
             other => other?,
         };
-        insert_credential(&mut tx, &provider.id, &provider.credential, "current").await?;
+        row_mac::seal(
+            &mut tx,
+            self.mac(),
+            &row_mac::PROVIDERS,
+            inserted.last_insert_rowid(),
+        )
+        .await?;
+        insert_credential(
+            &mut tx,
+            self.mac(),
+            &provider.id,
+            &provider.credential,
+            "current",
+        )
+        .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -425,7 +549,15 @@ impl Store for SqliteStore {
         stage: CredentialStage,
     ) -> Result<(), StoreError> {
         let mut connection = self.pool.acquire().await?;
-        match insert_credential(&mut connection, provider_id, credential, stage.as_str()).await {
+        match insert_credential(
+            &mut connection,
+            self.mac(),
+            provider_id,
+            credential,
+            stage.as_str(),
+        )
+        .await
+        {
             Err(StoreError::Database(error)) if is_unique_violation(&error) => {
                 Err(StoreError::Conflict(format!(
                     "provider {provider_id} already has a key version {}",
@@ -574,7 +706,7 @@ impl Store for SqliteStore {
     ) -> Result<(), StoreError> {
         let scope = serde_json::to_string(&key.scope).map_err(corrupt("key scope"))?;
         let mut tx = self.pool.begin().await?;
-        sqlx::query(&format!(
+        let inserted = sqlx::query(&format!(
             "INSERT INTO virtual_keys ({KEY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
         ))
         .bind(key.id.as_str())
@@ -599,8 +731,11 @@ impl Store for SqliteStore {
         .execute(&mut *tx)
         .await?;
         for budget in budgets {
-            upsert_budget_in(&mut tx, budget).await?;
+            upsert_budget_in(&mut tx, self.mac(), budget).await?;
         }
+        // Sealed last: the key's MAC covers its own budgets.
+        let rowid = inserted.last_insert_rowid();
+        row_mac::seal(&mut tx, self.mac(), &row_mac::KEYS, rowid).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -649,17 +784,27 @@ impl Store for SqliteStore {
             }
             Some(at) => at.is_some(),
         };
-        // The key and every descendant still in force, in one statement.
-        let ids: Vec<String> = sqlx::query_scalar(
-            "WITH RECURSIVE tree (id) AS ( \
-                 SELECT ? UNION SELECT k.id FROM virtual_keys k JOIN tree ON k.parent_id = tree.id) \
-             UPDATE virtual_keys SET revoked_at = ? \
-             WHERE revoked_at IS NULL AND id IN (SELECT id FROM tree) RETURNING id",
-        )
+        // The key and every descendant still in force. Revocation applies
+        // to every one of them, intact or not (revoked is the safe
+        // direction); only the intact ones are re-sealed.
+        const TREE: &str = "WITH RECURSIVE tree (id) AS ( \
+                 SELECT ? UNION SELECT k.id FROM virtual_keys k JOIN tree ON k.parent_id = tree.id) ";
+        let rowids: Vec<i64> = sqlx::query_scalar(&format!(
+            "{TREE} SELECT rowid FROM virtual_keys WHERE revoked_at IS NULL AND id IN (SELECT id FROM tree)"
+        ))
+        .bind(id.as_str())
+        .fetch_all(&mut *tx)
+        .await?;
+        let intact = self.intact_rows(&mut tx, &row_mac::KEYS, &rowids).await?;
+        let ids: Vec<String> = sqlx::query_scalar(&format!(
+            "{TREE} UPDATE virtual_keys SET revoked_at = ? \
+             WHERE revoked_at IS NULL AND id IN (SELECT id FROM tree) RETURNING id"
+        ))
         .bind(id.as_str())
         .bind(to_unix(at))
         .fetch_all(&mut *tx)
         .await?;
+        self.reseal(&mut tx, &row_mac::KEYS, &intact).await?;
         tx.commit().await?;
         let mut descendants = ids
             .iter()
@@ -740,6 +885,38 @@ impl Store for SqliteStore {
         }
         tx.commit().await?;
         Ok(())
+    }
+
+    async fn ledger_rows(
+        &self,
+        after_id: i64,
+        limit: u32,
+    ) -> Result<Vec<StoredLedgerRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, request_id, key_id, cost_nano_usd, input_tokens, cached_input_tokens, cache_write_tokens, \
+             output_tokens, reasoning_tokens, status, outcome FROM ledger WHERE id > ? ORDER BY id LIMIT ?",
+        )
+        .bind(after_id)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(StoredLedgerRow {
+                    id: row.try_get("id")?,
+                    request_id: row.try_get("request_id")?,
+                    key_id: row.try_get("key_id")?,
+                    cost_nano_usd: row.try_get("cost_nano_usd")?,
+                    input_tokens: row.try_get("input_tokens")?,
+                    cached_input_tokens: row.try_get("cached_input_tokens")?,
+                    cache_write_tokens: row.try_get("cache_write_tokens")?,
+                    output_tokens: row.try_get("output_tokens")?,
+                    reasoning_tokens: row.try_get("reasoning_tokens")?,
+                    status: row.try_get("status")?,
+                    outcome: row.try_get("outcome")?,
+                })
+            })
+            .collect()
     }
 
     async fn audit_head(&self) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
@@ -893,12 +1070,14 @@ impl Store for SqliteStore {
         .bind(to_unix(rotation.grace_until))
         .execute(&mut *tx)
         .await?;
+        let intact = self.key_intact(&mut tx, id).await?;
         sqlx::query("UPDATE virtual_keys SET hash = ?, prefix = ? WHERE id = ?")
             .bind(rotation.new_hash.as_bytes().as_slice())
             .bind(&rotation.new_prefix)
             .bind(id)
             .execute(&mut *tx)
             .await?;
+        self.reseal(&mut tx, &row_mac::KEYS, &intact).await?;
         if let Some((idempotency_key, sealed)) = &rotation.idempotency {
             sqlx::query("INSERT INTO key_rotations (key_id, idempotency_key, sealed_key, created_at) VALUES (?, ?, ?, ?)")
                 .bind(id)
@@ -952,6 +1131,16 @@ impl Store for SqliteStore {
                 "bulk revocation needs an environment or a project".into(),
             ));
         }
+        let mut tx = self.pool.begin().await?;
+        let rowids: Vec<i64> = sqlx::query_scalar(
+            "SELECT rowid FROM virtual_keys WHERE revoked_at IS NULL \
+             AND (?1 IS NULL OR env = ?1) AND (?2 IS NULL OR project = ?2)",
+        )
+        .bind(env.map(EnvName::as_str))
+        .bind(project.map(ProjectName::as_str))
+        .fetch_all(&mut *tx)
+        .await?;
+        let intact = self.intact_rows(&mut tx, &row_mac::KEYS, &rowids).await?;
         let ids: Vec<String> = sqlx::query_scalar(
             "UPDATE virtual_keys SET revoked_at = ? WHERE revoked_at IS NULL \
              AND (? IS NULL OR env = ?) AND (? IS NULL OR project = ?) RETURNING id",
@@ -961,8 +1150,10 @@ impl Store for SqliteStore {
         .bind(env.map(EnvName::as_str))
         .bind(project.map(ProjectName::as_str))
         .bind(project.map(ProjectName::as_str))
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *tx)
         .await?;
+        self.reseal(&mut tx, &row_mac::KEYS, &intact).await?;
+        tx.commit().await?;
         let mut ids = ids
             .iter()
             .map(|id| KeyId::parse(id).map_err(corrupt("key id")))
@@ -976,20 +1167,32 @@ impl Store for SqliteStore {
         id: &KeyId,
         suspension: Option<&Suspension>,
     ) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let intact = self.key_intact(&mut tx, id.as_str()).await?;
         let done = sqlx::query(
             "UPDATE virtual_keys SET suspended_at = ?, suspended_reason = ? WHERE id = ?",
         )
         .bind(suspension.map(|s| to_unix(s.at)))
         .bind(suspension.map(|s| s.reason.as_str()))
         .bind(id.as_str())
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        self.reseal(&mut tx, &row_mac::KEYS, &intact).await?;
+        tx.commit().await?;
         Ok(done.rows_affected() == 1)
     }
 
     async fn upsert_budget(&self, budget: &BudgetRecord) -> Result<BudgetRecord, StoreError> {
-        let mut connection = self.pool.acquire().await?;
-        upsert_budget_in(&mut connection, budget).await
+        let mut tx = self.pool.begin().await?;
+        // A key's MAC covers the set of its budgets.
+        let key = match &budget.scope {
+            BudgetScope::Key(id) => self.key_intact(&mut tx, id.as_str()).await?,
+            _ => Vec::new(),
+        };
+        let stored = upsert_budget_in(&mut tx, self.mac(), budget).await?;
+        self.reseal(&mut tx, &row_mac::KEYS, &key).await?;
+        tx.commit().await?;
+        Ok(stored)
     }
 
     async fn list_budgets(&self) -> Result<Vec<BudgetRecord>, StoreError> {
@@ -1002,10 +1205,22 @@ impl Store for SqliteStore {
     }
 
     async fn delete_budget(&self, id: &BudgetId) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let scope: Option<(String, String)> =
+            sqlx::query_as("SELECT scope_kind, scope FROM budgets WHERE id = ?")
+                .bind(id.as_str())
+                .fetch_optional(&mut *tx)
+                .await?;
+        let key = match &scope {
+            Some((kind, key_id)) if kind == "key" => self.key_intact(&mut tx, key_id).await?,
+            _ => Vec::new(),
+        };
         let done = sqlx::query("DELETE FROM budgets WHERE id = ?")
             .bind(id.as_str())
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
+        self.reseal(&mut tx, &row_mac::KEYS, &key).await?;
+        tx.commit().await?;
         Ok(done.rows_affected() == 1)
     }
 
@@ -1058,14 +1273,18 @@ impl Store for SqliteStore {
     }
 
     async fn insert_alert_webhook(&self, webhook: &AlertWebhookRecord) -> Result<(), StoreError> {
-        sqlx::query("INSERT INTO alert_webhooks (id, sealed_url, display_url, thresholds, created_at_ms) VALUES (?, ?, ?, ?, ?)")
+        let mut tx = self.pool.begin().await?;
+        let inserted = sqlx::query("INSERT INTO alert_webhooks (id, sealed_url, display_url, thresholds, created_at_ms) VALUES (?, ?, ?, ?, ?)")
             .bind(webhook.id.as_str())
             .bind(&webhook.sealed_url)
             .bind(&webhook.display_url)
             .bind(thresholds_text(&webhook.thresholds))
             .bind(to_unix_ms(webhook.created_at))
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
+        let rowid = inserted.last_insert_rowid();
+        row_mac::seal(&mut tx, self.mac(), &row_mac::WEBHOOKS, rowid).await?;
+        tx.commit().await?;
         Ok(())
     }
 

@@ -2,6 +2,7 @@ use keyforge_types::{ModelPattern, VirtualKey};
 use time::macros::datetime;
 
 use super::*;
+use crate::SealedTable;
 use crate::model::{CredentialStage, LedgerRecord, UsageGroup, UsageQuery};
 
 fn provider(name: &str, env: &str) -> NewProvider {
@@ -677,4 +678,303 @@ async fn keys_retired_before_a_cutoff_are_left_out_of_the_listing() {
             .unwrap()
             .is_some()
     );
+}
+
+fn row_mac() -> RowMac {
+    RowMac::new(&[42; 32])
+}
+
+/// A store with its row key installed, a provider, a parent key with a
+/// child and a key budget, a project budget and a webhook, each written
+/// through the API.
+async fn sealed_store() -> (SqliteStore, NewProvider, VirtualKeyRecord, VirtualKeyRecord) {
+    let store = SqliteStore::open_in_memory().await.unwrap();
+    store.install_row_mac(row_mac()).await.unwrap();
+    let provider = provider("openai", "prod");
+    store.insert_provider(&provider).await.unwrap();
+    let parent = key("prod");
+    let budget = BudgetRecord {
+        id: BudgetId::generate(),
+        scope: BudgetScope::Key(parent.id.clone()),
+        limit: BudgetLimit::parse("5usd/day").unwrap(),
+        created_at: datetime!(2026-01-02 03:04:05 UTC),
+    };
+    store.insert_virtual_key(&parent, &[budget]).await.unwrap();
+    let child = VirtualKeyRecord {
+        parent: Some(parent.id.clone()),
+        ..key("prod")
+    };
+    store.insert_virtual_key(&child, &[]).await.unwrap();
+    store
+        .upsert_budget(&BudgetRecord {
+            id: BudgetId::generate(),
+            scope: BudgetScope::Project(ProjectName::parse("checkout").unwrap()),
+            limit: BudgetLimit::parse("50usd/month").unwrap(),
+            created_at: datetime!(2026-01-02 03:04:05 UTC),
+        })
+        .await
+        .unwrap();
+    store
+        .insert_alert_webhook(&AlertWebhookRecord {
+            id: AlertId::generate(),
+            sealed_url: vec![4, 5, 6],
+            display_url: "https://hooks.example".into(),
+            thresholds: vec![50, 100],
+            created_at: datetime!(2026-01-02 03:04:05 UTC),
+        })
+        .await
+        .unwrap();
+    (store, provider, parent, child)
+}
+
+async fn failures(store: &SqliteStore) -> Vec<(SealedTable, String)> {
+    let mut failed: Vec<_> = store
+        .integrity_failures()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|failure| (failure.table, failure.id))
+        .collect();
+    failed.sort_by(|a, b| a.1.cmp(&b.1));
+    failed
+}
+
+#[tokio::test]
+async fn every_write_path_leaves_its_rows_intact() {
+    let (store, provider, parent, child) = sealed_store().await;
+    assert_eq!(failures(&store).await, []);
+    let at = datetime!(2026-01-05 00:00 UTC);
+    // Each legitimate change, then the whole store still verifies.
+    store
+        .insert_credential(
+            &provider.id,
+            &CredentialRecord {
+                version: 2,
+                sealed: vec![7, 8],
+                created_at: at,
+            },
+            CredentialStage::Pending,
+        )
+        .await
+        .unwrap();
+    store
+        .set_credential_stages(
+            &provider.id,
+            &[
+                (2, CredentialStage::Current),
+                (1, CredentialStage::Previous),
+            ],
+            0,
+        )
+        .await
+        .unwrap();
+    let suspension = Suspension {
+        at,
+        reason: "spike".into(),
+    };
+    store
+        .set_key_suspension(&child.id, Some(&suspension))
+        .await
+        .unwrap();
+    store.set_key_suspension(&child.id, None).await.unwrap();
+    let hasher = keyforge_types::KeyHasher::new(&[7; 32]);
+    let successor = VirtualKey::generate(&parent.env);
+    let rotated = store
+        .rotate_virtual_key(&KeyRotation {
+            key_id: parent.id.clone(),
+            new_hash: hasher.hash(&successor),
+            new_prefix: successor.display_prefix(),
+            grace_until: at + time::Duration::hours(1),
+            force: false,
+            idempotency: None,
+            at,
+        })
+        .await
+        .unwrap();
+    assert_eq!(rotated, KeyRotationOutcome::Rotated);
+    let daily = BudgetRecord {
+        id: BudgetId::generate(),
+        scope: BudgetScope::Key(parent.id.clone()),
+        limit: BudgetLimit::parse("1usd/day").unwrap(),
+        created_at: at,
+    };
+    store.upsert_budget(&daily).await.unwrap();
+    let weekly = BudgetRecord {
+        id: BudgetId::generate(),
+        limit: BudgetLimit::parse("3usd/week").unwrap(),
+        ..daily.clone()
+    };
+    store.upsert_budget(&weekly).await.unwrap();
+    assert!(store.delete_budget(&weekly.id).await.unwrap());
+    assert_eq!(failures(&store).await, []);
+    store.revoke_virtual_key(&parent.id, at).await.unwrap();
+    store
+        .revoke_virtual_keys_where(Some(&parent.env), None, at)
+        .await
+        .unwrap();
+    assert_eq!(failures(&store).await, []);
+}
+
+/// Each edit an attacker with write access to the file could make, and the
+/// row it must show up on.
+#[tokio::test]
+async fn rows_edited_outside_the_store_fail_their_check() {
+    let cases: &[(&str, SealedTable)] = &[
+        (
+            "UPDATE providers SET base_url = 'https://attacker.example'",
+            SealedTable::Provider,
+        ),
+        ("UPDATE providers SET env = 'dev'", SealedTable::Provider),
+        (
+            "UPDATE providers SET kind = 'anthropic'",
+            SealedTable::Provider,
+        ),
+        (
+            "UPDATE provider_credentials SET sealed = x'00'",
+            SealedTable::Credential,
+        ),
+        (
+            "UPDATE virtual_keys SET scope = '{\"providers\":[],\"models\":[]}' WHERE parent_id IS NULL",
+            SealedTable::VirtualKey,
+        ),
+        (
+            "UPDATE virtual_keys SET rpm = NULL WHERE parent_id IS NULL",
+            SealedTable::VirtualKey,
+        ),
+        (
+            "UPDATE virtual_keys SET expires_at = NULL WHERE parent_id IS NULL",
+            SealedTable::VirtualKey,
+        ),
+        (
+            "UPDATE virtual_keys SET can_mint = 1 WHERE parent_id IS NULL",
+            SealedTable::VirtualKey,
+        ),
+        (
+            "UPDATE virtual_keys SET env = 'dev' WHERE parent_id IS NULL",
+            SealedTable::VirtualKey,
+        ),
+        // The mac column cleared: a row without a MAC is refused too.
+        (
+            "UPDATE virtual_keys SET mac = NULL WHERE parent_id IS NULL",
+            SealedTable::VirtualKey,
+        ),
+        // A key's own budget deleted: the key fails (its budget is gone).
+        (
+            "DELETE FROM budgets WHERE scope_kind = 'key'",
+            SealedTable::VirtualKey,
+        ),
+        (
+            "UPDATE budgets SET limit_nano_usd = limit_nano_usd * 1000 WHERE scope_kind = 'project'",
+            SealedTable::Budget,
+        ),
+        (
+            "UPDATE budgets SET period = 'year' WHERE scope_kind = 'project'",
+            SealedTable::Budget,
+        ),
+        (
+            "UPDATE alert_webhooks SET thresholds = '100'",
+            SealedTable::AlertWebhook,
+        ),
+    ];
+    for (edit, table) in cases {
+        let (store, _, _, _) = sealed_store().await;
+        sqlx::query(edit).execute(&store.pool).await.unwrap();
+        let failed = failures(&store).await;
+        assert_eq!(failed.len(), 1, "{edit}: {failed:?}");
+        assert_eq!(failed[0].0, *table, "{edit}");
+    }
+    // A MAC copied from another row of the same table does not fit.
+    let (store, _, parent, child) = sealed_store().await;
+    sqlx::query(
+        "UPDATE virtual_keys SET mac = (SELECT mac FROM virtual_keys WHERE id = ?) WHERE id = ?",
+    )
+    .bind(parent.id.as_str())
+    .bind(child.id.as_str())
+    .execute(&store.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        failures(&store).await,
+        [(SealedTable::VirtualKey, child.id.to_string())]
+    );
+}
+
+#[tokio::test]
+async fn a_tampered_key_can_be_revoked_but_is_never_resealed() {
+    let (store, _, parent, child) = sealed_store().await;
+    sqlx::query("UPDATE virtual_keys SET can_mint = 1 WHERE id = ?")
+        .bind(child.id.as_str())
+        .execute(&store.pool)
+        .await
+        .unwrap();
+    let at = datetime!(2026-01-05 00:00 UTC);
+    // Suspending and resuming must not launder the edit.
+    let suspension = Suspension {
+        at,
+        reason: "spike".into(),
+    };
+    store
+        .set_key_suspension(&child.id, Some(&suspension))
+        .await
+        .unwrap();
+    store.set_key_suspension(&child.id, None).await.unwrap();
+    assert_eq!(
+        failures(&store).await,
+        [(SealedTable::VirtualKey, child.id.to_string())]
+    );
+    // Revoking the parent still revokes the tampered child.
+    let outcome = store.revoke_virtual_key(&parent.id, at).await.unwrap();
+    assert_eq!(
+        outcome,
+        RevokeOutcome::Revoked {
+            descendants: vec![child.id.clone()]
+        }
+    );
+    let stored = store.get_virtual_key(&child.id).await.unwrap().unwrap();
+    assert_eq!(stored.revoked_at, Some(at));
+    assert_eq!(
+        failures(&store).await,
+        [(SealedTable::VirtualKey, child.id.to_string())]
+    );
+}
+
+#[tokio::test]
+async fn a_version_7_database_is_sealed_once_at_the_first_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keyforge.db");
+    {
+        // Rows as version 7 held them: no mac column.
+        let store = SqliteStore::open(&path).await.unwrap();
+        store
+            .insert_provider(&provider("openai", "prod"))
+            .await
+            .unwrap();
+        store.insert_virtual_key(&key("prod"), &[]).await.unwrap();
+        sqlx::raw_sql(
+            "ALTER TABLE providers DROP COLUMN mac; ALTER TABLE provider_credentials DROP COLUMN mac; \
+             ALTER TABLE virtual_keys DROP COLUMN mac; ALTER TABLE budgets DROP COLUMN mac; \
+             ALTER TABLE alert_webhooks DROP COLUMN mac; DELETE FROM meta WHERE name = 'row_mac_backfill'; \
+             PRAGMA user_version = 7",
+        )
+        .execute(&store.pool)
+        .await
+        .unwrap();
+        store.pool.close().await;
+    }
+    let store = SqliteStore::open(&path).await.unwrap();
+    assert_eq!(store.install_row_mac(row_mac()).await.unwrap(), 3);
+    assert_eq!(failures(&store).await, []);
+    store.pool.close().await;
+    // The backfill happens once: a mac cleared later is not filled in again.
+    let store = SqliteStore::open(&path).await.unwrap();
+    sqlx::query("UPDATE virtual_keys SET mac = NULL")
+        .execute(&store.pool)
+        .await
+        .unwrap();
+    assert_eq!(store.install_row_mac(row_mac()).await.unwrap(), 0);
+    assert_eq!(failures(&store).await.len(), 1);
+    // A different master key's row key finds every row failing.
+    let other = SqliteStore::open(&path).await.unwrap();
+    other.install_row_mac(RowMac::new(&[1; 32])).await.unwrap();
+    assert_eq!(failures(&other).await.len(), 3);
 }
