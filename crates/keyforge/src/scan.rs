@@ -273,6 +273,9 @@ pub(crate) fn hook(command: crate::cli::HookCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Entries per leak report, the gateway's limit (`POST /keyforge/v1/leaks`).
+const LEAK_REPORT_BATCH: usize = 100;
+
 /// Reports the kf_ keys among `findings` to the gateway's leak endpoint,
 /// which revokes those it issued, and notes the outcome on each finding.
 fn revoke_found(addr: Option<&str>, findings: &mut [Finding]) -> anyhow::Result<()> {
@@ -306,29 +309,40 @@ fn revoke_found(addr: Option<&str>, findings: &mut [Finding]) -> anyhow::Result<
         .enable_all()
         .build()?;
     let labels: Vec<serde_json::Value> = runtime.block_on(async {
-        let response = reqwest::Client::builder()
+        let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .timeout(std::time::Duration::from_secs(30))
-            .build()?
-            .post(format!("{base}/keyforge/v1/leaks"))
-            .json(&reports)
-            .send()
-            .await
-            .map_err(|error| {
-                anyhow::anyhow!(
-                    "cannot reach KeyForge at {base} to revoke: {} (set KEYFORGE_ADDR or --addr)",
-                    error.without_url()
-                )
-            })?;
-        let status = response.status();
-        if !status.is_success() {
-            anyhow::bail!("the gateway refused the leak report: HTTP {status}");
+            .build()?;
+        let mut labels = Vec::with_capacity(reports.len());
+        // The gateway takes at most this many entries per report.
+        for batch in reports.chunks(LEAK_REPORT_BATCH) {
+            let response = client
+                .post(format!("{base}/keyforge/v1/leaks"))
+                .json(batch)
+                .send()
+                .await
+                .map_err(|error| {
+                    anyhow::anyhow!(
+                        "cannot reach KeyForge at {base} to revoke: {} (set KEYFORGE_ADDR or --addr)",
+                        error.without_url()
+                    )
+                })?;
+            let status = response.status();
+            if !status.is_success() {
+                anyhow::bail!("the gateway refused the leak report: HTTP {status}");
+            }
+            let answered: Vec<serde_json::Value> = response.json().await?;
+            labels.extend(answered);
         }
-        Ok::<_, anyhow::Error>(response.json().await?)
+        Ok::<_, anyhow::Error>(labels)
     })?;
     for (&index, label) in indexes.iter().zip(labels) {
-        findings[index].revocation = Some(match label.get("label").and_then(|l| l.as_str()) {
-            Some("true_positive") => format!("yes, by {base} (recorded in its audit log)"),
+        let outcome = label.get("outcome").and_then(|o| o.as_str());
+        findings[index].revocation = Some(match outcome {
+            Some("revoked") => format!("yes, by {base} (recorded in its audit log)"),
+            Some("inactive") => {
+                format!("already dead: {base} had revoked it, it expired, or it was rotated out")
+            }
             _ => format!("no: {base} did not issue this key"),
         });
     }

@@ -375,6 +375,29 @@ async fn leaked_keys_found_by_scan_are_revoked_and_audited() {
     );
     assert!(!audit.contains(&leaked_key));
 
+    // Found again, 101 times (more than one report holds), the dead key is
+    // said to be dead, not revoked a second time.
+    std::fs::write(
+        repo.join("notes.txt"),
+        format!("\nkey: {leaked_key}\n").repeat(101),
+    )
+    .unwrap();
+    let output = command(home.path())
+        .args(["scan", "--revoke"])
+        .arg(&repo)
+        .env("KEYFORGE_ADDR", &server.addr)
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stdout}{stderr}");
+    assert_eq!(
+        stdout.matches("revoked: already dead").count(),
+        101,
+        "{stdout}{stderr}"
+    );
+
     // GitHub's partner-program shape: labels per token, by SHA-256.
     let other = server
         .create_key(home.path(), &["--name", "other", "--env", "dev"])
