@@ -22,7 +22,13 @@ def load(name, target):
     codes = data.get("statusCodeDistribution", {})
     ok = sum(v for k, v in codes.items() if k.startswith("2"))
     total = sum(codes.values())
+    cpu_ms = None
+    cpu_file = results / f"{name}.{target}.cpu"
+    if cpu_file.exists() and total:
+        ticks, hz = (int(x) for x in cpu_file.read_text().split())
+        cpu_ms = ticks * 1000 / hz / total
     return {
+        "cpu_ms": cpu_ms,
         "rps": summary["requestsPerSec"],
         "p50": pct["p50"] * 1000,
         "p99": pct["p99"] * 1000,
@@ -31,10 +37,14 @@ def load(name, target):
     }
 
 
+def cpu_cell(cpu_ms):
+    return "" if cpu_ms is None else f"{cpu_ms:.4f}"
+
+
 cpu = subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip()
 print(f"Measured {duration} per cell on {platform.machine()}, {cpu} cores; load generator, fake upstream and proxy share them.\n")
-print("| load | target | requests/s | p50 ms | p99 ms | non-2xx | vs nginx rps | added p99 vs direct (ms) |")
-print("|---|---|---:|---:|---:|---:|---:|---:|")
+print("| load | target | requests/s | p50 ms | p99 ms | non-2xx | vs nginx rps | added p99 vs direct (ms) | proxy CPU ms/request |")
+print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
 for name in runs:
     if not (results / f"{name}.direct.raw").exists():
         continue
@@ -44,7 +54,8 @@ for name in runs:
         ratio = c["rps"] / cells["nginx"]["rps"] * 100 if target != "direct" else None
         added = c["p99"] - cells["direct"]["p99"] if target != "direct" else None
         print(f"| {name} | {target} | {c['rps']:.0f} | {c['p50']:.3f} | {c['p99']:.3f} | {c['total'] - c['ok']} | "
-              f"{'' if ratio is None else f'{ratio:.0f} %'} | {'' if added is None else f'{added:+.3f}'} |")
+              f"{'' if ratio is None else f'{ratio:.0f} %'} | {'' if added is None else f'{added:+.3f}'} | "
+              f"{cpu_cell(c['cpu_ms'])} |")
 overhead = [int(x) for x in (results / "overhead-us.raw").read_text().split()]
 if overhead:
     overhead.sort()
