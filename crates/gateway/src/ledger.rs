@@ -73,13 +73,22 @@ impl LedgerWriter {
                     "ledger queue full: the store is not keeping up; records wait for room"
                 );
                 let tx = self.tx.clone();
-                tokio::spawn(async move {
-                    if tx.send(message).await.is_err() {
-                        tracing::error!(
-                            "ledger writer stopped before a queued record could be written"
-                        );
+                // A settlement may be dropped while the runtime shuts down,
+                // where nothing can be spawned any more.
+                match tokio::runtime::Handle::try_current() {
+                    Ok(runtime) => {
+                        runtime.spawn(async move {
+                            if tx.send(message).await.is_err() {
+                                tracing::error!(
+                                    "ledger writer stopped before a queued record could be written"
+                                );
+                            }
+                        });
                     }
-                });
+                    Err(_) => tracing::error!(
+                        "the runtime is shutting down; a ledger record could not be queued"
+                    ),
+                }
             }
             Err(mpsc::error::TrySendError::Closed(_)) => {
                 tracing::error!("ledger writer stopped; a ledger record could not be written")
