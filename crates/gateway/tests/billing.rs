@@ -263,3 +263,72 @@ async fn revocation_ends_open_streams_at_once() {
         .collect();
     assert_eq!(outcomes, [json!("key_revoked"), json!("key_revoked")]);
 }
+
+/// Found by a tester: work whose cost a request cannot bound is refused to
+/// budgeted keys, a transcription without usage is never free, and
+/// reading a stored response does not bill it again.
+#[tokio::test]
+async fn unbounded_work_unpriced_audio_and_retrievals() {
+    let harness = Harness::start().await;
+    harness.add_provider("openai", "openai", "dev").await;
+    let (key_id, key) = harness
+        .create_key(json!({"name": "careful", "env": "dev", "budgets": [{"amount": 1_000_000_000, "period": "day"}]}))
+        .await;
+    for (path, body) in [
+        (
+            "/openai/v1/batches",
+            json!({"input_file_id": "file-abc", "endpoint": "/v1/chat/completions", "completion_window": "24h"}),
+        ),
+        ("/openai/v1/threads/runs", json!({"assistant_id": "asst_1"})),
+        (
+            "/openai/v1/threads/thread_1/runs",
+            json!({"assistant_id": "asst_1"}),
+        ),
+    ] {
+        let response = harness
+            .http
+            .post(harness.url(path))
+            .bearer_auth(&key)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 403, "{path}");
+        let error: Value = response.json().await.unwrap();
+        assert_eq!(error["error"]["code"], "unbounded_cost", "{error}");
+    }
+    // whisper-1 answering plain `{"text"}`: no duration, so the flagged
+    // fallback, not $0.
+    let form = reqwest::multipart::Form::new()
+        .text("model", "whisper-1")
+        .part(
+            "file",
+            reqwest::multipart::Part::bytes(vec![0_u8; 64]).file_name("a.mp3"),
+        );
+    let response = harness
+        .http
+        .post(harness.url("/openai/v1/audio/transcriptions"))
+        .bearer_auth(&key)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    response.bytes().await.unwrap();
+    let row = wait_for_rows(&harness, &key_id, 1).await;
+    assert_eq!(row["unmetered"], 1, "{row}");
+    assert_eq!(row["cost_nano_usd"], 50_000_000, "{row}");
+    // A stored response read back repeats its usage: not billed again.
+    let response = harness
+        .http
+        .get(harness.url("/openai/v1/responses/resp_earlier"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    response.bytes().await.unwrap();
+    let row = wait_for_rows(&harness, &key_id, 2).await;
+    assert_eq!(row["cost_nano_usd"], 50_000_000, "{row}");
+    assert_eq!(row["input_tokens"], 0, "{row}");
+}

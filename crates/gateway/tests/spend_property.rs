@@ -62,7 +62,8 @@ struct Hostile {
     cap: Cap,
     /// `n`, `best_of` or `candidateCount`, and whether written as a float.
     copies: Option<(u64, bool)>,
-    /// Gemini's snake_case spellings (`generation_config`).
+    /// Gemini's snake_case spellings (`generation_config`); on legacy
+    /// completions, a list of prompts.
     snake_case: bool,
     stream: bool,
     /// Refers to input it does not carry (`previous_response_id`).
@@ -144,6 +145,12 @@ fn build(request: &Hostile) -> (String, &'static str, String) {
                     "messages".into(),
                     json!([{"role": "user", "content": "please write a long story"}]).to_string(),
                 )),
+                // A list of prompts (each gets its completions) when the
+                // snake_case flag is drawn.
+                Dialect::Completions if request.snake_case => fields.push((
+                    "prompt".into(),
+                    json!(["first story", "second story", "third story"]).to_string(),
+                )),
                 Dialect::Completions => fields.push(("prompt".into(), text.clone())),
                 _ => fields.push(("input".into(), text.clone())),
             }
@@ -224,7 +231,9 @@ fn build(request: &Hostile) -> (String, &'static str, String) {
     (path, model, format!("{{{body}}}"))
 }
 
-async fn send(harness: &Harness, key: &str, request: &Hostile) {
+/// Sends the request as the client behaves; returns the request id and the
+/// reservation the gateway reported, when the response's headers arrived.
+async fn send(harness: &Harness, key: &str, request: &Hostile) -> Option<(String, i64)> {
     let (path, _, body) = build(request);
     let mut builder = harness
         .http
@@ -237,8 +246,17 @@ async fn send(harness: &Harness, key: &str, request: &Hostile) {
         builder = builder.timeout(Duration::from_millis(100));
     }
     let Ok(response) = builder.send().await else {
-        return;
+        return None;
     };
+    let header = |name: &str| {
+        response
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let reserved = header("x-keyforge-request-id")
+        .zip(header("x-keyforge-reserved-nano-usd").and_then(|v| v.parse::<i64>().ok()));
     match request.client {
         Client::CutAfterFirstChunk => {
             let mut stream = response.bytes_stream();
@@ -248,9 +266,11 @@ async fn send(harness: &Harness, key: &str, request: &Hostile) {
             let _ = response.bytes().await;
         }
     }
+    reserved
 }
 
-async fn key_uses(harness: &Harness, key_id: &str) -> usize {
+/// The `key.use` entries of `key_id`'s requests.
+async fn key_uses(harness: &Harness, key_id: &str) -> Vec<Value> {
     let text = harness
         .http
         .get(harness.url("/admin/v1/audit?limit=10000"))
@@ -271,7 +291,7 @@ async fn key_uses(harness: &Harness, key_id: &str) -> usize {
                 .unwrap_or_default()
         })
         .filter(|used| used["key_id"] == key_id)
-        .count()
+        .collect()
 }
 
 async fn ledger_rows(harness: &Harness, key_id: &str) -> u64 {
@@ -314,9 +334,13 @@ async fn run_case(requests: Vec<Hostile>) {
         uncapped_output_tokens: uncapped,
         stored_input_tokens: 100_000,
     }));
+    let mut reserved = std::collections::HashMap::new();
     for wave in requests.chunks(6) {
-        futures_util::future::join_all(wave.iter().map(|request| send(&harness, &key, request)))
-            .await;
+        let answers = futures_util::future::join_all(
+            wave.iter().map(|request| send(&harness, &key, request)),
+        )
+        .await;
+        reserved.extend(answers.into_iter().flatten());
     }
     // Requests whose client left are settled in the background.
     let received = harness.upstream.requests().len() as u64;
@@ -334,7 +358,18 @@ async fn run_case(requests: Vec<Hostile>) {
         received,
         "{requests:#?}"
     );
-    assert_eq!(key_uses(&harness, &key_id).await as u64, received);
+    let uses = key_uses(&harness, &key_id).await;
+    assert_eq!(uses.len() as u64, received);
+    // Each request's reservation was an upper bound of what it was billed.
+    let mut checked = 0;
+    for used in &uses {
+        if let Some(held) = reserved.get(used["request_id"].as_str().unwrap()) {
+            let cost = used["cost_nano_usd"].as_i64().unwrap();
+            assert!(cost <= *held, "billed {cost} > reserved {held}: {used}");
+            checked += 1;
+        }
+    }
+    assert!(checked > 0, "no admitted request reported its reservation");
     let (_, budgets) = harness.admin(reqwest::Method::GET, "/budgets", None).await;
     for budget in budgets["budgets"].as_array().unwrap() {
         let spent = budget["spent_nano_usd"].as_i64().unwrap();

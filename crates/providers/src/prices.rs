@@ -166,7 +166,8 @@ pub struct UnitPrices {
 }
 
 impl UnitPrices {
-    fn is_empty(&self) -> bool {
+    /// No unit of any kind is priced.
+    pub fn is_empty(&self) -> bool {
         self.images.is_empty() && self.audio_per_minute.is_none() && self.speech_per_char.is_none()
     }
 

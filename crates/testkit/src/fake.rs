@@ -253,6 +253,11 @@ async fn handle(State(state): State<Arc<FakeState>>, request: Request) -> Respon
                 {"name": "models/gemini-2.0-flash", "displayName": "Gemini 2.0 Flash", "supportedGenerationMethods": ["generateContent"]}
             ]}),
         ),
+        // A stored response, retrieved by id: it repeats its usage.
+        (Dialect::OpenAi, "GET", p) if p.starts_with("/v1/responses/") => json_response(
+            StatusCode::OK,
+            openai_response_object("gpt-4o-mini", &WORDS[..3], 1000, 1000),
+        ),
         (Dialect::OpenAi, "GET", p) if p.starts_with("/v1/models/") => json_response(
             StatusCode::OK,
             json!({"id": p.trim_start_matches("/v1/models/"), "object": "model", "created": 1_700_000_000, "owned_by": "openai"}),
@@ -704,7 +709,16 @@ fn most_billable(
             } else {
                 n
             };
-            (cap, best_of)
+            // Each prompt of a list gets its completions.
+            let prompts = match request.get("prompt") {
+                Some(Value::Array(items))
+                    if legacy_completions && !items.iter().all(Value::is_number) =>
+                {
+                    items.len().max(1) as u64
+                }
+                _ => 1,
+            };
+            (cap, best_of.saturating_mul(prompts))
         }
         Dialect::Anthropic => (get("max_tokens"), 1),
         Dialect::Gemini => {

@@ -218,6 +218,22 @@ pub(crate) fn reports_tokens(upstream_path: &str) -> bool {
     SUFFIXES.iter().any(|suffix| path.ends_with(suffix))
 }
 
+/// Endpoints that start work whose cost the request does not bound: batches
+/// of requests held in a file, Assistants runs over a whole thread,
+/// fine-tuning jobs. `None` for everything else.
+fn unbounded_work(upstream_path: &str) -> Option<&'static str> {
+    let path = upstream_path.split('?').next().unwrap_or(upstream_path);
+    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    match segments.as_slice() {
+        [.., "batches"] => Some("a batch of requests"),
+        [.., "threads", "runs"] | [.., "threads", _, "runs"] => Some("an Assistants run"),
+        [.., "runs", _, "submit_tool_outputs"] => Some("an Assistants run"),
+        [.., "fine_tuning", "jobs"] => Some("a fine-tuning job"),
+        [.., last] if last.ends_with(":batchGenerateContent") => Some("a batch of requests"),
+        _ => None,
+    }
+}
+
 pub(crate) fn admit(
     state: &AppState,
     ctx: &RequestContext,
@@ -267,6 +283,18 @@ pub(crate) fn admit(
             }
             return Err(error);
         }
+    }
+    if !entry.budgets.is_empty()
+        && ctx.billable
+        && let Some(what) = unbounded_work(&target.upstream_path)
+    {
+        return Err(GatewayError::client(
+            ErrorClass::PermissionDenied,
+            "unbounded_cost",
+            format!(
+                "this request starts {what}, whose cost KeyForge cannot bound before it runs, so keys with a budget may not make it; use a key without a budget for such work"
+            ),
+        ));
     }
     if let (false, Some(estimate)) = (entry.budgets.is_empty(), &estimate) {
         let (mut worst, unpriced) = estimate.worst_cost(state, ctx, target);

@@ -167,6 +167,13 @@ impl Pending {
     }
 
     fn settle(mut self, mut usage: Usage, mut source: UsageSource, outcome: Outcome) {
+        if !self.billable {
+            // Reading a stored object (`GET /v1/responses/{id}`, a chat
+            // completion by id) repeats the usage of the request that made
+            // it, which was billed then: providers do not bill retrievals.
+            usage = Usage::default();
+            source = UsageSource::None;
+        }
         let success = (200..400).contains(&self.record.status);
         // The provider ran the request but its usage never arrived (cut
         // before it was reported, or no answer at all): its input is billed
@@ -253,7 +260,9 @@ impl Pending {
             UsageSource::None if self.billable && success && outcome != Outcome::Unreached => {
                 let (prices, price_source) =
                     self.prices.lookup(self.api, model, self.arrived.date());
-                let free = matches!(price_source, PriceSource::Table(_))
+                // Free only where the table says so for every unit: a model
+                // priced per minute or per image has zero token prices too.
+                let free = matches!(price_source, PriceSource::Table(entry) if entry.units.is_empty())
                     && prices.input == 0
                     && prices.output == 0;
                 if free {

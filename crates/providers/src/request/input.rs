@@ -194,6 +194,9 @@ impl Counted {
             },
             // OpenAI files in chat (`file`) and Responses (`input_file`).
             Some("file" | "input_file") => self.unknown("file"),
+            // Responses API items referred to by id: stored conversation
+            // state the request does not carry.
+            Some("item_reference") => self.unknown("item_reference"),
             _ => return false,
         }
         true

@@ -216,6 +216,12 @@ pub fn inspect(
         !is_multipart && body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
     if is_multipart {
         if let Some(form) = multipart::read(raw_content_type, body) {
+            if let Some(name) = form.repeated_field() {
+                return Err(RequestError::DuplicateKey {
+                    key: name.to_owned(),
+                    at: "the form".to_owned(),
+                });
+            }
             if path_model.is_none()
                 && let Some(model) = form.text("model")
             {
@@ -421,7 +427,23 @@ fn output_bound(api: Api, root: &Node<'_>, default: OutputBound) -> (OutputBound
             (caps, thinking, copies)
         }
     };
-    let copies = copies_of(&copies);
+    let mut copies = copies_of(&copies);
+    // Legacy completions generate `best_of` completions for *each* prompt
+    // of an array (OpenAI API reference, "Create completion": `prompt` may
+    // be a list of strings or of token lists): the copies multiply.
+    if api == Api::OpenAi
+        && let Some(prompt) = root.get("prompt")
+    {
+        let items = prompt.as_array();
+        // One list of token ids is one prompt; a list of strings or of
+        // token lists is many.
+        let one_token_list = items
+            .iter()
+            .all(|item| matches!(item.value, json::Value::Number(_)));
+        if items.len() > 1 && !one_token_list {
+            copies = copies.saturating_mul(u64::try_from(items.len()).unwrap_or(u64::MAX));
+        }
+    }
     if caps.is_empty() {
         return (default, copies);
     }

@@ -26,6 +26,22 @@ impl<'a> Form<'a> {
             .map(str::trim)
     }
 
+    /// A field name given twice, if any: servers disagree on which copy
+    /// wins, as with JSON keys.
+    pub(crate) fn repeated_field(&self) -> Option<&str> {
+        let fields: Vec<&str> = self
+            .parts
+            .iter()
+            .filter(|p| !p.is_file && !p.name.ends_with("[]"))
+            .map(|p| p.name.as_str())
+            .collect();
+        fields
+            .iter()
+            .enumerate()
+            .find(|(i, name)| fields[..*i].contains(name))
+            .map(|(_, name)| *name)
+    }
+
     /// Text fields are text; image files (`image`, `image[]`, `mask`) bill
     /// per image; other files (audio) are bounded by their bytes, since an
     /// audio token covers far more than a byte of audio.

@@ -1018,3 +1018,54 @@ fn a_decompression_bomb_stops_at_the_limit() {
     let message = DecodeError::TooLarge { limit }.to_string();
     assert!(message.contains("more than 1048576 bytes"), "{message}");
 }
+
+/// Found by a tester: three ways a request bounded one request while the
+/// provider ran another or more.
+#[test]
+fn prompt_lists_item_references_and_repeated_form_fields() {
+    // Legacy completions generate for each prompt of a list.
+    let one = facts(
+        Api::OpenAi,
+        "/v1/completions",
+        r#"{"model":"m","prompt":"a","max_tokens":10}"#,
+    );
+    let many = facts(
+        Api::OpenAi,
+        "/v1/completions",
+        r#"{"model":"m","prompt":["a","b","c"],"max_tokens":10,"n":2}"#,
+    );
+    let token_list = facts(
+        Api::OpenAi,
+        "/v1/completions",
+        r#"{"model":"m","prompt":[1,2,3],"max_tokens":10}"#,
+    );
+    assert_eq!((one.copies, many.copies, token_list.copies), (1, 6, 1));
+    // A Responses input item by reference is input the request lacks.
+    let referenced = facts(
+        Api::OpenAi,
+        "/v1/responses",
+        r#"{"model":"m","input":[{"type":"item_reference","id":"msg_1"}]}"#,
+    );
+    assert_eq!(referenced.unknown_input, Some("item_reference"));
+    // A form naming its model twice is refused, like a JSON body.
+    let boundary = "----FormBoundaryTwice";
+    let body = multipart(
+        boundary,
+        &[
+            ("model", None, b"whisper-1"),
+            ("model", None, b"gpt-4o-transcribe"),
+            ("file", Some("a.mp3"), b"ID3"),
+        ],
+    );
+    let refused = inspect(
+        Api::OpenAi,
+        &Method::POST,
+        "/v1/audio/transcriptions",
+        Some(&format!("multipart/form-data; boundary={boundary}")),
+        &body,
+    );
+    assert!(
+        matches!(refused, Err(RequestError::DuplicateKey { ref key, .. }) if key == "model"),
+        "{refused:?}"
+    );
+}
