@@ -121,9 +121,18 @@ pub(crate) fn target(
             .get(name)
             .and_then(|value| value.to_str().ok())
     };
-    let content_encoding = header(http::header::CONTENT_ENCODING)
+    // Several `Content-Encoding` lines are one list, in the order applied
+    // (RFC 9110 §5.3).
+    let codings: Vec<&str> = parts
+        .headers
+        .get_all(http::header::CONTENT_ENCODING)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
         .map(str::trim)
-        .filter(|coding| !coding.is_empty() && !coding.eq_ignore_ascii_case("identity"));
+        .filter(|coding| !coding.is_empty() && !coding.eq_ignore_ascii_case("identity"))
+        .collect();
+    let joined = codings.join(", ");
+    let content_encoding = (!joined.is_empty()).then_some(joined.as_str());
     // A compressed body is inspected decompressed (bounded like any body)
     // and forwarded as received.
     let decoded = decode_request_body(content_encoding, body, max_decoded).map_err(decode_error)?;
