@@ -899,7 +899,7 @@ async fn no_echo_of_the_provider_key_reaches_the_client() {
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();
-    for kind in ["header", "gzip", "redirect", "stream"] {
+    for kind in ["header", "gzip", "gzip-ok", "redirect", "stream"] {
         for (path, extra) in [
             ("/openai/v1/chat/completions", None),
             (
@@ -937,6 +937,10 @@ async fn no_echo_of_the_provider_key_reaches_the_client() {
             );
             match kind {
                 "header" | "gzip" => assert_eq!(status, 401, "{kind}"),
+                "gzip-ok" => {
+                    assert_eq!(status, 200);
+                    assert!(body.contains("[REDACTED]"), "decoded and scrubbed: {body}");
+                }
                 "redirect" => assert_eq!(status, 302),
                 _ => {
                     assert_eq!(status, 200);

@@ -541,7 +541,8 @@ fn generate(
 
 /// A hostile or buggy upstream that echoes the key it was sent, asked for
 /// by the model name `fake-echo-KIND`: in response headers of a 401
-/// (`header`), in a gzip-compressed 401 body (`gzip`), in a 302's body
+/// (`header`), in a gzip-compressed 401 or 200 body (`gzip`, `gzip-ok`),
+/// in a 302's body
 /// (`redirect`), or in a 200 stream, split across chunks and encoded
 /// (`stream`: raw, percent-encoded, JSON-escaped and base64).
 fn echo_response(dialect: Dialect, headers: &HeaderMap, body: &[u8]) -> Option<Response> {
@@ -575,14 +576,20 @@ fn echo_response(dialect: Dialect, headers: &HeaderMap, body: &[u8]) -> Option<R
                 .insert("x-debug-key", http::HeaderValue::from_str(&key).ok()?);
             response
         }
-        "gzip" => {
+        "gzip" | "gzip-ok" => {
             use std::io::Write;
             let message = json!({"error": {"message": format!("Incorrect API key provided: {key}"), "type": "invalid_request_error"}});
             let mut encoder =
                 flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
             encoder.write_all(message.to_string().as_bytes()).ok()?;
             let mut response = Response::new(Body::from(encoder.finish().ok()?));
-            *response.status_mut() = StatusCode::UNAUTHORIZED;
+            // `gzip-ok`: a success, compressed although the gateway asked
+            // for `identity`.
+            *response.status_mut() = if kind == "gzip" {
+                StatusCode::UNAUTHORIZED
+            } else {
+                StatusCode::OK
+            };
             let headers = response.headers_mut();
             headers.insert(
                 "content-type",

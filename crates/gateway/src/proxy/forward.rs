@@ -25,7 +25,7 @@ use super::admit::Admission;
 use super::authenticate::Authenticated;
 use super::authorize::Target;
 use super::floor::decode_error_body;
-use super::meter::{KeyGuard, MeteredBody, Outcome, Pending, Settlement};
+use super::meter::{KeyGuard, MeteredBody, Outcome, Pending, Settlement, UpstreamBody};
 use crate::error::GatewayError;
 use crate::state::AppState;
 
@@ -276,6 +276,48 @@ pub(crate) async fn respond(
             .with_input_estimate(settlement.input_estimate());
         let stripper = (ctx.strip_usage && event_stream).then(UsageStripper::new);
         let guard = KeyGuard::new(state.clone(), key.entry.record.id.clone());
+        // Asked for `identity`, an upstream may compress anyway: such a
+        // body is decoded whole (bounded) so the floor and the meter read
+        // plain bytes, and reaches the client decoded.
+        let encoding = parts
+            .headers
+            .get_all(http::header::CONTENT_ENCODING)
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .map(str::trim)
+            .filter(|coding| !coding.is_empty() && !coding.eq_ignore_ascii_case("identity"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let incoming = if encoding.is_empty() {
+            UpstreamBody::Streaming(incoming)
+        } else {
+            parts.headers.remove(http::header::CONTENT_ENCODING);
+            let max = state.config.max_request_body_bytes;
+            let limited = http_body_util::Limited::new(incoming, max);
+            let collected =
+                tokio::time::timeout(state.config.upstream_response_timeout, limited.collect())
+                    .await;
+            let decoded = match collected {
+                Ok(Ok(collected)) => {
+                    decode_error_body(Some(&encoding), &collected.to_bytes(), max).ok()
+                }
+                _ => None,
+            };
+            match decoded {
+                Some(decoded) => UpstreamBody::Decoded(Some(Bytes::from(decoded))),
+                None => {
+                    settlement.settle(Usage::default(), UsageSource::None, Outcome::UpstreamCut);
+                    return Err(GatewayError::upstream(
+                        ErrorClass::BadGateway,
+                        "upstream_bad_encoding",
+                        format!(
+                            "provider `{}` sent a compressed response KeyForge could not decode",
+                            target.provider.record.name
+                        ),
+                    ));
+                }
+            }
+        };
         // A replaced key changes the body's length: the length is left to
         // the framing.
         parts.headers.remove(http::header::CONTENT_LENGTH);

@@ -334,8 +334,37 @@ impl KeyGuard {
 
 /// The upstream body, metered as it streams (and, when the gateway asked
 /// for usage the client did not, stripped of it).
+/// What a metered body reads: the upstream's body as it streams, or one
+/// the gateway had to decode first (an upstream that compressed a success
+/// although asked for `identity`).
+pub(crate) enum UpstreamBody {
+    Streaming(Incoming),
+    Decoded(Option<Bytes>),
+}
+
+impl UpstreamBody {
+    fn poll_frame(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self {
+            UpstreamBody::Streaming(incoming) => Pin::new(incoming).poll_frame(cx),
+            UpstreamBody::Decoded(rest) => {
+                Poll::Ready(rest.take().map(|bytes| Ok(Frame::data(bytes))))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            UpstreamBody::Streaming(incoming) => incoming.is_end_stream(),
+            UpstreamBody::Decoded(rest) => rest.is_none(),
+        }
+    }
+}
+
 pub(crate) struct MeteredBody {
-    inner: Incoming,
+    inner: UpstreamBody,
     meter: Option<Meter>,
     stripper: Option<UsageStripper>,
     settlement: Option<Settlement>,
@@ -348,7 +377,7 @@ pub(crate) struct MeteredBody {
 
 impl MeteredBody {
     pub(crate) fn new(
-        inner: Incoming,
+        inner: UpstreamBody,
         meter: Meter,
         stripper: Option<UsageStripper>,
         floor: FloorStream,
@@ -404,7 +433,7 @@ impl Body for MeteredBody {
             )));
         }
         loop {
-            let frame = match Pin::new(&mut this.inner).poll_frame(cx) {
+            let frame = match this.inner.poll_frame(cx) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Some(Err(error))) => {
                     this.finish(false, Outcome::UpstreamCut);
