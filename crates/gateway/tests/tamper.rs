@@ -421,6 +421,7 @@ async fn a_version_7_store_is_sealed_at_its_first_start_and_verifies() {
         "virtual_keys",
         "budgets",
         "alert_webhooks",
+        "key_grace",
     ] {
         deployment
             .run(&format!("ALTER TABLE {table} DROP COLUMN mac"))
@@ -450,4 +451,40 @@ async fn a_version_7_store_is_sealed_at_its_first_start_and_verifies() {
     // A provider, its key version, the key and its budget.
     assert_eq!(start["data"]["rows_sealed_at_upgrade"], 4, "{start}");
     assert_eq!(start["data"]["rows_failing_integrity"], 0, "{start}");
+}
+
+/// Found by a tester: the grace row of a rotated-out secret pointed at an
+/// unscoped key (or kept alive for ever) made the old secret an unscoped,
+/// unexpiring key. The row is sealed: an edited one is refused.
+#[tokio::test]
+async fn an_earlier_secret_moved_to_another_key_is_refused() {
+    let deployment = Deployment::new();
+    let first = deployment.start().await;
+    first.add_provider("openai", "openai", "dev").await;
+    let (id, old) = first
+        .create_key(json!({"name": "narrow", "env": "dev", "models": ["gpt-4o-mini"]}))
+        .await;
+    let (wide, _) = first
+        .create_key(json!({"name": "wide", "env": "dev"}))
+        .await;
+    let (status, body) = first
+        .admin(
+            reqwest::Method::POST,
+            &format!("/keys/{id}/rotate"),
+            Some(json!({"grace": "1h"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    // During its grace window the old secret works, within its own scope.
+    assert_eq!(chat(&first, &old, "gpt-4o-mini").await.0, 200);
+    assert_eq!(chat(&first, &old, "gpt-4o").await.0, 403);
+    deployment
+        .tamper(&format!(
+            "UPDATE key_grace SET key_id = '{wide}', valid_until = 4102444800 WHERE key_id = '{id}'"
+        ))
+        .await;
+    let second = deployment.restart(&first).await;
+    let (status, body) = chat(&second, &old, "gpt-4o").await;
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(chat(&second, &old, "gpt-4o-mini").await.0, 401);
 }

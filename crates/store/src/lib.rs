@@ -61,6 +61,9 @@ pub enum SealedTable {
     VirtualKey,
     Budget,
     AlertWebhook,
+    /// An earlier secret of a rotated key, in its grace window (`id` is the
+    /// key's id).
+    KeyGrace,
 }
 
 impl SealedTable {
@@ -71,6 +74,7 @@ impl SealedTable {
             Self::VirtualKey => "virtual key",
             Self::Budget => "budget",
             Self::AlertWebhook => "alert webhook",
+            Self::KeyGrace => "earlier secret of a rotated key",
         }
     }
 }

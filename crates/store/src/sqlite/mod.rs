@@ -1061,7 +1061,7 @@ impl Store for SqliteStore {
                 return Ok(KeyRotationOutcome::InGrace(from_unix(until)?));
             }
         }
-        sqlx::query(
+        let inserted = sqlx::query(
             "INSERT INTO key_grace (hash, key_id, prefix, valid_until) VALUES (?, ?, ?, ?)",
         )
         .bind(&hash)
@@ -1069,6 +1069,13 @@ impl Store for SqliteStore {
         .bind(&prefix)
         .bind(to_unix(rotation.grace_until))
         .execute(&mut *tx)
+        .await?;
+        row_mac::seal(
+            &mut tx,
+            self.mac(),
+            &row_mac::KEY_GRACE,
+            inserted.last_insert_rowid(),
+        )
         .await?;
         let intact = self.key_intact(&mut tx, id).await?;
         sqlx::query("UPDATE virtual_keys SET hash = ?, prefix = ? WHERE id = ?")
@@ -1100,13 +1107,25 @@ impl Store for SqliteStore {
         &self,
         now: OffsetDateTime,
     ) -> Result<Vec<GraceSecret>, StoreError> {
+        let mut connection = self.pool.acquire().await?;
         let rows = sqlx::query(
-            "SELECT hash, key_id, prefix, valid_until FROM key_grace WHERE valid_until > ?",
+            "SELECT rowid, hash, key_id, prefix, valid_until FROM key_grace WHERE valid_until > ?",
         )
         .bind(to_unix(now))
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *connection)
         .await?;
-        rows.iter()
+        // A row failing its MAC (pointed at another key, kept alive past its
+        // window) is left out: the secret is refused, and `integrity_failures`
+        // reports the row.
+        let mut intact = Vec::with_capacity(rows.len());
+        for row in rows {
+            let rowid: i64 = row.try_get("rowid")?;
+            if row_mac::is_intact(&mut connection, self.mac(), &row_mac::KEY_GRACE, rowid).await? {
+                intact.push(row);
+            }
+        }
+        intact
+            .iter()
             .map(|row| {
                 let hash: Vec<u8> = row.try_get("hash")?;
                 Ok(GraceSecret {

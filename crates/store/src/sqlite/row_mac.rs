@@ -90,7 +90,25 @@ pub(crate) const WEBHOOKS: Spec = Spec {
     columns: &["id", "sealed_url", "thresholds"],
 };
 
-pub(crate) const ALL: [&Spec; 5] = [&PROVIDERS, &CREDENTIALS, &KEYS, &BUDGETS, &WEBHOOKS];
+/// An earlier secret of a rotated key stays valid until `valid_until`, as
+/// the key it belongs to: both are sealed, so it can neither be pointed at
+/// another key nor kept alive past its window.
+pub(crate) const KEY_GRACE: Spec = Spec {
+    table: SealedTable::KeyGrace,
+    name: "key_grace",
+    label: "keyforge/row/key_grace/v1",
+    id: "key_id",
+    columns: &["hash", "key_id", "prefix", "valid_until"],
+};
+
+pub(crate) const ALL: [&Spec; 6] = [
+    &PROVIDERS,
+    &CREDENTIALS,
+    &KEYS,
+    &BUDGETS,
+    &WEBHOOKS,
+    &KEY_GRACE,
+];
 
 /// The canonical MAC input of one row: `label`, then each column's name and
 /// quoted value, every piece prefixed by its length.

@@ -10,4 +10,5 @@ ALTER TABLE provider_credentials ADD COLUMN mac BLOB;
 ALTER TABLE virtual_keys ADD COLUMN mac BLOB;
 ALTER TABLE budgets ADD COLUMN mac BLOB;
 ALTER TABLE alert_webhooks ADD COLUMN mac BLOB;
+ALTER TABLE key_grace ADD COLUMN mac BLOB;
 INSERT INTO meta (name, value) VALUES ('row_mac_backfill', x'01') ON CONFLICT (name) DO NOTHING;

@@ -953,7 +953,7 @@ async fn a_version_7_database_is_sealed_once_at_the_first_start() {
         sqlx::raw_sql(
             "ALTER TABLE providers DROP COLUMN mac; ALTER TABLE provider_credentials DROP COLUMN mac; \
              ALTER TABLE virtual_keys DROP COLUMN mac; ALTER TABLE budgets DROP COLUMN mac; \
-             ALTER TABLE alert_webhooks DROP COLUMN mac; DELETE FROM meta WHERE name = 'row_mac_backfill'; \
+             ALTER TABLE alert_webhooks DROP COLUMN mac; ALTER TABLE key_grace DROP COLUMN mac; DELETE FROM meta WHERE name = 'row_mac_backfill'; \
              PRAGMA user_version = 7",
         )
         .execute(&store.pool)
