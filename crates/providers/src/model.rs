@@ -54,7 +54,10 @@ pub(crate) fn model_from_path(api: Api, path: &str) -> Option<RequestModel> {
     let after = |marker: &str| {
         segments
             .iter()
-            .position(|s| *s == marker)
+            // Case-insensitive: a backend that routes `Deployments/NAME`
+            // like `deployments/NAME` must not see a model the scope check
+            // missed.
+            .position(|s| s.eq_ignore_ascii_case(marker))
             .and_then(|i| segments.get(i + 1))
             .copied()
     };
@@ -249,6 +252,15 @@ mod tests {
             json,
             "{}",
             Ok(Named("my-gpt4".into())),
+        );
+        // Found by a tester: the marker is matched whatever its case.
+        check(
+            Api::OpenAi,
+            Method::POST,
+            "/openai/Deployments/gpt-4o/chat/completions",
+            json,
+            "{}",
+            Ok(Named("gpt-4o".into())),
         );
         check(Api::OpenAi, Method::GET, "/v1/files", None, "", Ok(Unknown));
         check(

@@ -61,8 +61,17 @@ impl<'a> Form<'a> {
 }
 
 /// Splits a body by the `boundary` of its content type (as sent: the
-/// boundary is case-sensitive); `None` when it has no boundary or no part.
+/// boundary is case-sensitive); `None` when it has no boundary, several
+/// (servers disagree on which one splits the body), or no part.
 pub(crate) fn read<'a>(content_type: &str, body: &'a [u8]) -> Option<Form<'a>> {
+    if content_type
+        .to_ascii_lowercase()
+        .matches("boundary")
+        .count()
+        > 1
+    {
+        return None;
+    }
     let boundary = parameter(content_type, "boundary")?;
     if boundary.is_empty() {
         return None;
