@@ -66,7 +66,7 @@ impl<'a> Form<'a> {
 pub(crate) fn read<'a>(content_type: &str, body: &'a [u8]) -> Option<Form<'a>> {
     if content_type
         .to_ascii_lowercase()
-        .matches("boundary")
+        .matches("boundary=")
         .count()
         > 1
     {
