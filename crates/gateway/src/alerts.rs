@@ -77,6 +77,16 @@ pub(crate) enum Raised {
         /// What the gateway does about it, as fixed text.
         effect: &'static str,
     },
+    /// A success reported nothing the price table can price: it was charged
+    /// the per-request fallback, which may be far from what the provider
+    /// bills (add a `[[price]]` entry for it).
+    Unmetered {
+        key_id: KeyId,
+        provider: keyforge_types::ProviderName,
+        /// The model the request named, if any.
+        model: Option<String>,
+        charged: NanoUsd,
+    },
     /// A key behaved unlike itself.
     Anomaly {
         key_id: KeyId,
@@ -378,6 +388,44 @@ fn event_of(raised: &Raised, now: OffsetDateTime) -> (AlertEvent, Option<u8>) {
                     crate::admin::doctor::week_of(now)
                 )),
                 key_id: None,
+                budget_id: None,
+                message,
+                payload: payload.to_string(),
+            };
+            (event, None)
+        }
+        Raised::Unmetered {
+            key_id,
+            provider,
+            model,
+            charged,
+        } => {
+            let named = model.as_deref().map_or_else(
+                || "a request naming no model".to_owned(),
+                |model| format!("model `{}`", model.chars().take(100).collect::<String>()),
+            );
+            let message = format!(
+                "KeyForge: a response of provider `{provider}` for {named} (key {key_id}) reported nothing the price table can price; it was charged the unmetered fallback of {charged}. Add a [[price]] entry so such requests are billed at their price"
+            );
+            let payload = json!({
+                "text": message,
+                "kind": "unmetered",
+                "at": at,
+                "key_id": key_id,
+                "provider": provider,
+                "model": model,
+                "charged_nano_usd": charged.0,
+            });
+            let event = AlertEvent {
+                at_ms: unix_ms(now),
+                kind: "unmetered".to_owned(),
+                // Once an hour per key, provider and model.
+                dedup: Some(format!(
+                    "unmetered/{key_id}/{provider}/{}/{}",
+                    model.as_deref().unwrap_or(""),
+                    unix_ms(now).div_euclid(3_600_000)
+                )),
+                key_id: Some(key_id.clone()),
                 budget_id: None,
                 message,
                 payload: payload.to_string(),

@@ -157,6 +157,37 @@ async fn responses_without_anything_priceable_are_charged_the_fallback_and_flagg
     }
     // $0.05 a request against $0.12: two fit, the third is refused up front.
     assert_eq!(statuses, [200, 200, 429]);
+    // An operator hears of it: one `unmetered` alert (deduplicated hourly).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let unmetered = loop {
+        let (_, log) = harness
+            .admin(reqwest::Method::GET, "/alerts/log", None)
+            .await;
+        let found: Vec<Value> = log["alerts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|alert| {
+                alert["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("unmetered fallback")
+            })
+            .cloned()
+            .collect();
+        if !found.is_empty() || Instant::now() > deadline {
+            break found;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    };
+    assert_eq!(unmetered.len(), 1, "{unmetered:?}");
+    assert!(
+        unmetered[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("fake-image-model"),
+        "{unmetered:?}"
+    );
     let row = wait_for_rows(&harness, &key_id, 2).await;
     assert_eq!(row["unmetered"], 2, "{row}");
     assert_eq!(row["cost_nano_usd"], 100_000_000, "{row}");

@@ -275,6 +275,14 @@ impl Pending {
         };
         record.cost_nano_usd = cost;
         record.priced_by = priced_by;
+        if priced_by == "unmetered" {
+            self.alerts.raise(crate::alerts::Raised::Unmetered {
+                key_id: record.key_id.clone(),
+                provider: record.provider.clone(),
+                model: record.model.clone(),
+                charged: NanoUsd(cost),
+            });
+        }
         record.latency_ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
         let tokens = usage.input_tokens.saturating_add(usage.output_tokens);
         let now = self.clock.now();
