@@ -950,3 +950,46 @@ async fn no_echo_of_the_provider_key_reaches_the_client() {
         }
     }
 }
+
+/// Found by a tester: a model named for a tool (the Responses API's
+/// `image_generation` tool runs its own `model`) or in a `models` fallback
+/// list is run by the provider too, so the key's scope must allow it.
+#[tokio::test]
+async fn models_named_for_tools_or_fallbacks_are_in_scope_too() {
+    let harness = Harness::start().await;
+    harness.add_provider("openai", "openai", "dev").await;
+    let (_, key) = harness
+        .create_key(json!({"name": "mini", "env": "dev", "models": ["gpt-4o-mini"]}))
+        .await;
+    let send = |path: &'static str, body: Value| {
+        harness
+            .http
+            .post(harness.url(path))
+            .bearer_auth(&key)
+            .json(&body)
+            .send()
+    };
+    for (path, body) in [
+        (
+            "/openai/v1/responses",
+            json!({"model": "gpt-4o-mini", "input": "draw", "tools": [{"type": "image_generation", "model": "gpt-image-1"}]}),
+        ),
+        (
+            "/openai/v1/chat/completions",
+            json!({"model": "gpt-4o-mini", "models": ["gpt-4o"], "messages": []}),
+        ),
+    ] {
+        let response = send(path, body).await.unwrap();
+        assert_eq!(response.status(), 403, "{path}");
+        let error: Value = response.json().await.unwrap();
+        assert_eq!(error["error"]["code"], "model_not_allowed", "{error}");
+    }
+    let allowed = send(
+        "/openai/v1/chat/completions",
+        json!({"model": "gpt-4o-mini", "models": ["gpt-4o-mini"], "messages": []}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(allowed.status(), 200);
+    assert!(harness.upstream.requests().len() == 1);
+}

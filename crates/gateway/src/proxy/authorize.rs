@@ -150,6 +150,23 @@ pub(crate) fn target(
         };
         GatewayError::client(ErrorClass::InvalidRequest, code, error.to_string())
     })?;
+    // Every other model the request makes the provider run is in scope too.
+    if let Some(other) = facts
+        .other_models
+        .iter()
+        .find(|model| !record.scope.allows_model(model))
+    {
+        let shown: String = other.chars().take(100).collect();
+        return Err(GatewayError::client(
+            ErrorClass::PermissionDenied,
+            "model_not_allowed",
+            format!(
+                "KeyForge key {} may not use model `{shown}`, which this request names for a tool or as a fallback (allowed: {})",
+                record.id,
+                allowed_models(record)
+            ),
+        ));
+    }
     match facts.model.clone() {
         RequestModel::Named(model) => {
             if !record.scope.allows_model(&model) {

@@ -81,6 +81,11 @@ pub struct RequestFacts {
     /// provider choose (`auto`).
     pub service_tier: Option<ServiceTier>,
     pub units: Units,
+    /// Other models the request makes the provider run, which the key's
+    /// scope must allow too: a Responses tool's own `model` (the
+    /// `image_generation` tool runs `gpt-image-1`), and a `models` fallback
+    /// list (OpenRouter-style servers try each).
+    pub other_models: Vec<String>,
 }
 
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
@@ -204,6 +209,7 @@ pub fn inspect(
         stream: api == Api::Gemini && bare_path.ends_with(":streamGenerateContent"),
         service_tier: None,
         units: Units::Tokens,
+        other_models: Vec::new(),
     };
     if method != http::Method::POST {
         return Ok(facts);
@@ -260,6 +266,7 @@ pub fn inspect(
             Some(_) => return Err(RequestError::ModelNotString),
         }
     }
+    facts.other_models = other_models(&root);
     facts.stream |= root.get("stream").and_then(Node::as_bool) == Some(true);
     facts.service_tier = root
         .get("service_tier")
@@ -383,6 +390,30 @@ impl<'a> Scalar<'a> {
         // `as` saturates (and NaN is excluded above by the comparison).
         (value >= 0.0).then(|| value.ceil() as u64)
     }
+}
+
+/// Models named outside the top-level `model` that the provider may run.
+fn other_models(root: &Node<'_>) -> Vec<String> {
+    let tools = root
+        .get("tools")
+        .map(Node::as_array)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|tool| tool.get("model"));
+    let fallbacks = root
+        .get("models")
+        .map(Node::as_array)
+        .unwrap_or_default()
+        .iter();
+    tools
+        .chain(fallbacks)
+        // A model that is not a string cannot be checked: it is named as
+        // written, so the scope check refuses it.
+        .map(|model| match model.as_str() {
+            Some(name) => name.to_owned(),
+            None => "(not a string)".to_owned(),
+        })
+        .collect()
 }
 
 /// The output cap per copy and the copies, from every field each dialect
