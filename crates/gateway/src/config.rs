@@ -23,6 +23,10 @@ pub struct GatewayConfig {
     /// most; past it that address is refused the same way, so one client
     /// cannot take every connection.
     pub max_connections_per_client: usize,
+    /// How long a response may wait for a client that stopped reading (its
+    /// receive window full, no byte taken); then the connection is closed,
+    /// so a client that never reads cannot hold its place for ever.
+    pub write_stall_timeout: Duration,
     /// Time to connect to an upstream.
     pub upstream_connect_timeout: Duration,
     /// Time for an upstream to start answering (LLM responses can take
@@ -96,6 +100,7 @@ impl Default for GatewayConfig {
             body_read_timeout: Duration::from_secs(60),
             max_connections: 768,
             max_connections_per_client: 64,
+            write_stall_timeout: Duration::from_secs(60),
             upstream_connect_timeout: Duration::from_secs(10),
             upstream_response_timeout: Duration::from_secs(600),
             max_upstream_error_bytes: 1024 * 1024,

@@ -318,6 +318,7 @@ pub async fn serve(
                 request
             },
         );
+        let stream = listen::WriteDeadline::new(stream, gateway.config().write_stall_timeout);
         let connection =
             builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
         let connection = graceful.watch(connection);

@@ -159,3 +159,42 @@ async fn slow_bodies_are_cut_and_one_address_cannot_take_every_connection() {
     // The slots are free again, for the slow clients' own address too.
     assert!(healthz(addr, [127, 0, 0, 1]).await);
 }
+
+/// Found by a tester: a client that pipelines requests and never reads the
+/// answers held its connection (and its place under the caps) for ever.
+/// Once its receive window is full for `write_stall_timeout`, the gateway
+/// closes the connection.
+#[tokio::test]
+async fn a_client_that_stops_reading_is_cut_off() {
+    let harness = Harness::start_with(GatewayConfig {
+        write_stall_timeout: Duration::from_millis(300),
+        ..GatewayConfig::default()
+    })
+    .await;
+    let addr: SocketAddr = harness.base.trim_start_matches("http://").parse().unwrap();
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = socket.connect(addr).await.unwrap();
+    let (mut read, mut write) = stream.into_split();
+    const REQUESTS: usize = 200_000;
+    tokio::spawn(async move {
+        let all = b"GET /healthz HTTP/1.1\r\nhost: k\r\n\r\n".repeat(REQUESTS);
+        let _ = write.write_all(&all).await;
+    });
+    // The client reads nothing for two seconds, well past the limit.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut total = 0;
+    let mut buffer = vec![0_u8; 64 * 1024];
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), read.read(&mut buffer)).await {
+            Ok(Ok(0) | Err(_)) => break,
+            Ok(Ok(n)) => total += n,
+            Err(_) => panic!("the connection was still open after {total} bytes"),
+        }
+    }
+    // Each answer is over 60 bytes: far fewer than all of them arrived.
+    assert!(
+        total < REQUESTS * 60 / 2,
+        "{total} bytes: the gateway kept writing"
+    );
+}

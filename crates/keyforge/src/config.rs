@@ -100,6 +100,7 @@ struct RawLimits {
     upstream_response_timeout: Option<String>,
     max_connections: Option<usize>,
     max_connections_per_client: Option<usize>,
+    write_stall_timeout: Option<String>,
 }
 
 #[derive(Debug)]
@@ -203,6 +204,11 @@ pub(crate) fn resolve(args: &ServeArgs, env: &EnvOverrides) -> anyhow::Result<Se
         max_request_body_bytes,
         max_connections,
         max_connections_per_client,
+        write_stall_timeout: duration(
+            limits.write_stall_timeout,
+            "write_stall_timeout",
+            defaults.write_stall_timeout,
+        )?,
         header_read_timeout: duration(
             limits.header_read_timeout,
             "header_read_timeout",
