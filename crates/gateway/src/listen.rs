@@ -264,69 +264,6 @@ pub(crate) async fn bounded_body(
     response
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn connection_caps_hold_globally_and_per_address_and_slots_come_back() {
-        let limits = ConnectionLimits::new(3, 2);
-        let one = IpAddr::from([10, 0, 0, 1]);
-        let two = IpAddr::from([10, 0, 0, 2]);
-        let three = IpAddr::from([10, 0, 0, 3]);
-        let a = limits.admit(one).unwrap();
-        let _b = limits.admit(one).unwrap();
-        assert_eq!(limits.admit(one).unwrap_err(), Refusal::PerClient);
-        let _c = limits.admit(two).unwrap();
-        assert_eq!(limits.admit(three).unwrap_err(), Refusal::Global);
-        assert_eq!(limits.open(one), (3, 2));
-        drop(a);
-        assert_eq!(limits.open(one), (2, 1));
-        assert!(
-            limits.admit(three).is_ok(),
-            "a closed connection frees its slot"
-        );
-    }
-
-    #[test]
-    fn accept_backoff_doubles_to_a_second_and_resets() {
-        let mut backoff = AcceptBackoff::new();
-        let waits: Vec<u128> = (0..10).map(|_| backoff.failed().as_millis()).collect();
-        assert_eq!(waits, [5, 10, 20, 40, 80, 160, 320, 640, 1000, 1000]);
-        backoff.succeeded();
-        assert_eq!(backoff.failed(), Duration::from_millis(5));
-    }
-
-    #[test]
-    fn warnings_are_let_through_once_per_interval() {
-        let limiter = WarnLimiter::new(Duration::from_secs(1));
-        let check = |at_ms: i64, expected: Option<u64>| {
-            assert_eq!(limiter.allow_at(at_ms), expected, "at {at_ms} ms");
-        };
-        check(0, Some(0));
-        check(10, None);
-        check(999, None);
-        check(1000, Some(2));
-        check(1500, None);
-        check(5000, Some(1));
-    }
-
-    #[test]
-    fn the_refusal_is_a_complete_http_response() {
-        let text = String::from_utf8(refusal_response(Refusal::PerClient)).unwrap();
-        let (head, body) = text.split_once("\r\n\r\n").unwrap();
-        assert!(head.starts_with("HTTP/1.1 503 "), "{head}");
-        assert!(head.contains("\r\nretry-after: 1"), "{head}");
-        assert!(head.contains("\r\nconnection: close"), "{head}");
-        assert!(
-            head.contains(&format!("\r\ncontent-length: {}", body.len())),
-            "{head}"
-        );
-        let json: serde_json::Value = serde_json::from_str(body).unwrap();
-        assert_eq!(json["error"]["code"], "too_many_connections");
-    }
-}
-
 /// A connection whose writes give up when the client stops reading: a write
 /// that makes no progress for `limit` (the client's receive window stays
 /// full) fails, and hyper closes the connection, freeing its place. Reads
@@ -430,5 +367,68 @@ impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for WriteDeadline<S
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
         std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_caps_hold_globally_and_per_address_and_slots_come_back() {
+        let limits = ConnectionLimits::new(3, 2);
+        let one = IpAddr::from([10, 0, 0, 1]);
+        let two = IpAddr::from([10, 0, 0, 2]);
+        let three = IpAddr::from([10, 0, 0, 3]);
+        let a = limits.admit(one).unwrap();
+        let _b = limits.admit(one).unwrap();
+        assert_eq!(limits.admit(one).unwrap_err(), Refusal::PerClient);
+        let _c = limits.admit(two).unwrap();
+        assert_eq!(limits.admit(three).unwrap_err(), Refusal::Global);
+        assert_eq!(limits.open(one), (3, 2));
+        drop(a);
+        assert_eq!(limits.open(one), (2, 1));
+        assert!(
+            limits.admit(three).is_ok(),
+            "a closed connection frees its slot"
+        );
+    }
+
+    #[test]
+    fn accept_backoff_doubles_to_a_second_and_resets() {
+        let mut backoff = AcceptBackoff::new();
+        let waits: Vec<u128> = (0..10).map(|_| backoff.failed().as_millis()).collect();
+        assert_eq!(waits, [5, 10, 20, 40, 80, 160, 320, 640, 1000, 1000]);
+        backoff.succeeded();
+        assert_eq!(backoff.failed(), Duration::from_millis(5));
+    }
+
+    #[test]
+    fn warnings_are_let_through_once_per_interval() {
+        let limiter = WarnLimiter::new(Duration::from_secs(1));
+        let check = |at_ms: i64, expected: Option<u64>| {
+            assert_eq!(limiter.allow_at(at_ms), expected, "at {at_ms} ms");
+        };
+        check(0, Some(0));
+        check(10, None);
+        check(999, None);
+        check(1000, Some(2));
+        check(1500, None);
+        check(5000, Some(1));
+    }
+
+    #[test]
+    fn the_refusal_is_a_complete_http_response() {
+        let text = String::from_utf8(refusal_response(Refusal::PerClient)).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.1 503 "), "{head}");
+        assert!(head.contains("\r\nretry-after: 1"), "{head}");
+        assert!(head.contains("\r\nconnection: close"), "{head}");
+        assert!(
+            head.contains(&format!("\r\ncontent-length: {}", body.len())),
+            "{head}"
+        );
+        let json: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(json["error"]["code"], "too_many_connections");
     }
 }
