@@ -49,7 +49,7 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(floor.scrub(&streamed), None, "the stream left a match");
     }
     let encodings = ["gzip", "deflate", "br", "zstd", "br, gzip", "identity"];
-    let _ = floor::decode_error_body(
+    let _ = keyforge_providers::decode_request_body(
         Some(encodings[usize::from(header) % encodings.len()]),
         body,
         1 << 16,

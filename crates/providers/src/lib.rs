@@ -29,7 +29,7 @@ pub use prices::{
 pub use request::{
     DecodeError, InputSize, LimitEntry, LimitError, LimitSource, LimitTable, ModelLimits,
     OutputBound, OutputFrom, RawLimit, RequestError, RequestFacts, Units, WorstCase,
-    decode_request_body, insert_include_usage, inspect,
+    content_codings, decode_request_body, insert_include_usage, inspect,
 };
 pub use strip::{UsageStripper, request_usage_in_stream};
 pub use usage::{

@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use http::request::Parts;
 use keyforge_providers::{
-    DecodeError, ErrorClass, RequestError, RequestFacts, RequestModel, decode_request_body, inspect,
+    DecodeError, ErrorClass, RequestError, RequestFacts, RequestModel, content_codings,
+    decode_request_body, inspect,
 };
 use keyforge_store::VirtualKeyRecord;
 use time::OffsetDateTime;
@@ -121,21 +122,11 @@ pub(crate) fn target(
             .get(name)
             .and_then(|value| value.to_str().ok())
     };
-    // Several `Content-Encoding` lines are one list, in the order applied
-    // (RFC 9110 §5.3).
-    let codings: Vec<&str> = parts
-        .headers
-        .get_all(http::header::CONTENT_ENCODING)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .map(str::trim)
-        .filter(|coding| !coding.is_empty() && !coding.eq_ignore_ascii_case("identity"))
-        .collect();
-    let joined = codings.join(", ");
-    let content_encoding = (!joined.is_empty()).then_some(joined.as_str());
+    let content_encoding = content_codings(&parts.headers);
     // A compressed body is inspected decompressed (bounded like any body)
     // and forwarded as received.
-    let decoded = decode_request_body(content_encoding, body, max_decoded).map_err(decode_error)?;
+    let decoded = decode_request_body(content_encoding.as_deref(), body, max_decoded)
+        .map_err(decode_error)?;
     let facts = inspect(
         provider.kind.api(),
         &parts.method,

@@ -27,7 +27,6 @@
 //! This module uses no other part of the gateway, so `fuzz/` includes it by
 //! path.
 
-use std::io::Read;
 use std::sync::Arc;
 
 use base64::Engine;
@@ -492,98 +491,14 @@ fn hex_value(byte: u8) -> Option<u8> {
     }
 }
 
-/// Why an upstream error body could not be decoded.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub(crate) enum DecodeError {
-    #[error("unsupported content encoding `{0}`")]
-    Unsupported(String),
-    #[error("the body is not valid {0}")]
-    Corrupt(&'static str),
-    #[error("the decoded body is larger than {0} bytes")]
-    TooLarge(usize),
-}
-
-/// Decodes an upstream (error) body by its `Content-Encoding` (`gzip`,
-/// `x-gzip`, `deflate` (zlib, or raw deflate as some servers send),
-/// `br`, `zstd`, `identity`; a list such as `gzip, br` is undone from the
-/// last), so the floor and the scrubber see the text a client would. The
-/// output is capped at `max` bytes (a small compressed body can expand a
-/// thousandfold). RFC 9110 §8.4 for the header's meaning. The caller must
-/// drop `Content-Encoding` (and `Content-Length`) from the response, which
-/// now carries the decoded body.
-pub(crate) fn decode_error_body(
-    content_encoding: Option<&str>,
-    bytes: &[u8],
-    max: usize,
-) -> Result<Vec<u8>, DecodeError> {
-    let mut body = bytes.to_vec();
-    let Some(header) = content_encoding else {
-        return cap(body, max);
-    };
-    for coding in header.rsplit(',').map(str::trim).filter(|c| !c.is_empty()) {
-        let coding = coding.to_ascii_lowercase();
-        body = match coding.as_str() {
-            "identity" => body,
-            "gzip" | "x-gzip" => read_capped(
-                flate2::read::MultiGzDecoder::new(body.as_slice()),
-                max,
-                "gzip",
-            )?,
-            "deflate" => read_capped(
-                flate2::read::ZlibDecoder::new(body.as_slice()),
-                max,
-                "deflate",
-            )
-            .or_else(|_| {
-                read_capped(
-                    flate2::read::DeflateDecoder::new(body.as_slice()),
-                    max,
-                    "deflate",
-                )
-            })?,
-            "br" => read_capped(
-                brotli_decompressor::Decompressor::new(body.as_slice(), 4096),
-                max,
-                "brotli",
-            )?,
-            "zstd" => {
-                let decoder = ruzstd::decoding::StreamingDecoder::new(body.as_slice())
-                    .map_err(|_| DecodeError::Corrupt("zstd"))?;
-                read_capped(decoder, max, "zstd")?
-            }
-            _ => {
-                let shown: String = coding.chars().take(32).collect();
-                return Err(DecodeError::Unsupported(shown));
-            }
-        };
-    }
-    cap(body, max)
-}
-
-fn cap(body: Vec<u8>, max: usize) -> Result<Vec<u8>, DecodeError> {
-    if body.len() > max {
-        Err(DecodeError::TooLarge(max))
-    } else {
-        Ok(body)
-    }
-}
-
-fn read_capped(reader: impl Read, max: usize, name: &'static str) -> Result<Vec<u8>, DecodeError> {
-    let mut out = Vec::new();
-    let limit = u64::try_from(max).unwrap_or(u64::MAX).saturating_add(1);
-    reader
-        .take(limit)
-        .read_to_end(&mut out)
-        .map_err(|_| DecodeError::Corrupt(name))?;
-    cap(out, max)
-}
-
 #[cfg(test)]
 mod tests {
     use std::fmt::Write as _;
     use std::io::Write as _;
 
     use base64::engine::general_purpose::{STANDARD, URL_SAFE};
+
+    use keyforge_providers::{DecodeError, decode_request_body};
 
     use super::*;
 
@@ -884,6 +799,8 @@ mod tests {
         out
     }
 
+    /// Upstream bodies are decoded with the providers crate's decoder (the
+    /// one request bodies use) before the floor reads them.
     #[test]
     fn error_bodies_are_decoded_by_content_encoding() {
         let text = br#"{"error":{"message":"Incorrect API key provided"}}"#.repeat(3);
@@ -919,7 +836,7 @@ mod tests {
         let max = 1 << 20;
         let check = |encoding: Option<&str>, body: &[u8], expected: Result<&[u8], DecodeError>| {
             assert_eq!(
-                decode_error_body(encoding, body, max)
+                decode_request_body(encoding, body, max)
                     .as_deref()
                     .map_err(Clone::clone),
                 expected,
@@ -935,17 +852,22 @@ mod tests {
         check(Some("br"), &brotli, Ok(&text));
         check(Some("zstd"), &zstd, Ok(&text));
         check(Some("br, gzip"), &gzip_of_brotli, Ok(&text));
-        check(Some("gzip"), b"not gzip", Err(DecodeError::Corrupt("gzip")));
-        check(
-            Some("br"),
-            b"\xff\xff\xff",
-            Err(DecodeError::Corrupt("brotli")),
-        );
-        check(Some("zstd"), b"nope", Err(DecodeError::Corrupt("zstd")));
+        let corrupt = |encoding: &str, body: &[u8], name: &str| {
+            assert!(
+                matches!(
+                    decode_request_body(Some(encoding), body, max),
+                    Err(DecodeError::Corrupt { encoding, .. }) if encoding == name
+                ),
+                "{encoding}"
+            );
+        };
+        corrupt("gzip", b"not gzip", "gzip");
+        corrupt("br", b"\xff\xff\xff", "br");
+        corrupt("zstd", b"nope", "zstd");
         check(
             Some("compress"),
             &text,
-            Err(DecodeError::Unsupported("compress".to_owned())),
+            Err(DecodeError::UnknownEncoding("compress".to_owned())),
         );
         // A bomb stops at the cap.
         let zeros = vec![0u8; 100_000];
@@ -954,12 +876,12 @@ mod tests {
             ruzstd::encoding::CompressionLevel::Fastest,
         );
         assert_eq!(
-            decode_error_body(Some("zstd"), &bomb, 1000),
-            Err(DecodeError::TooLarge(1000))
+            decode_request_body(Some("zstd"), &bomb, 1000),
+            Err(DecodeError::TooLarge { limit: 1000 })
         );
         assert_eq!(
-            decode_error_body(None, &zeros, 1000),
-            Err(DecodeError::TooLarge(1000))
+            decode_request_body(None, &zeros, 1000),
+            Err(DecodeError::TooLarge { limit: 1000 })
         );
     }
 }

@@ -14,8 +14,9 @@ use http::{HeaderValue, Uri};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use keyforge_providers::{
-    Api, ErrorClass, Meter, Usage, UsageSource, UsageStripper, inject_provider_key,
-    insert_include_usage, sanitize_query, sanitize_request_headers, strip_response_headers,
+    Api, ErrorClass, Meter, Usage, UsageSource, UsageStripper, content_codings,
+    decode_request_body, inject_provider_key, insert_include_usage, sanitize_query,
+    sanitize_request_headers, strip_response_headers,
 };
 use keyforge_store::LedgerRecord;
 use tokio::sync::oneshot;
@@ -24,7 +25,6 @@ use super::RequestContext;
 use super::admit::Admission;
 use super::authenticate::Authenticated;
 use super::authorize::Target;
-use super::floor::decode_error_body;
 use super::meter::{KeyGuard, MeteredBody, Outcome, Pending, Settlement, UpstreamBody};
 use crate::error::GatewayError;
 use crate::state::AppState;
@@ -279,18 +279,7 @@ pub(crate) async fn respond(
         // Asked for `identity`, an upstream may compress anyway: such a
         // body is decoded whole (bounded) so the floor and the meter read
         // plain bytes, and reaches the client decoded.
-        let encoding = parts
-            .headers
-            .get_all(http::header::CONTENT_ENCODING)
-            .iter()
-            .filter_map(|value| value.to_str().ok())
-            .map(str::trim)
-            .filter(|coding| !coding.is_empty() && !coding.eq_ignore_ascii_case("identity"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let incoming = if encoding.is_empty() {
-            UpstreamBody::Streaming(incoming)
-        } else {
+        let incoming = if let Some(encoding) = content_codings(&parts.headers) {
             parts.headers.remove(http::header::CONTENT_ENCODING);
             let max = state.config.max_request_body_bytes;
             let limited = http_body_util::Limited::new(incoming, max);
@@ -299,12 +288,14 @@ pub(crate) async fn respond(
                     .await;
             let decoded = match collected {
                 Ok(Ok(collected)) => {
-                    decode_error_body(Some(&encoding), &collected.to_bytes(), max).ok()
+                    decode_request_body(Some(&encoding), &collected.to_bytes(), max)
+                        .ok()
+                        .map(|decoded| Bytes::copy_from_slice(&decoded))
                 }
                 _ => None,
             };
             match decoded {
-                Some(decoded) => UpstreamBody::Decoded(Some(Bytes::from(decoded))),
+                Some(decoded) => UpstreamBody::Decoded(Some(decoded)),
                 None => {
                     settlement.settle(Usage::default(), UsageSource::None, Outcome::UpstreamCut);
                     return Err(GatewayError::upstream(
@@ -317,6 +308,8 @@ pub(crate) async fn respond(
                     ));
                 }
             }
+        } else {
+            UpstreamBody::Streaming(incoming)
         };
         // A replaced key changes the body's length: the length is left to
         // the framing.
@@ -354,16 +347,16 @@ pub(crate) async fn respond(
                 _ => Bytes::new(),
             };
         // Scrubbed decompressed: a compressed echo would pass any search.
-        let encoding = parts
-            .headers
-            .remove(http::header::CONTENT_ENCODING)
-            .and_then(|value| value.to_str().ok().map(str::to_owned));
-        let raw = match decode_error_body(
+        let encoding = content_codings(&parts.headers);
+        parts.headers.remove(http::header::CONTENT_ENCODING);
+        let raw = match decode_request_body(
             encoding.as_deref(),
             &raw,
             state.config.max_upstream_error_bytes,
         ) {
-            Ok(decoded) => floor.scrub(&decoded).map_or(Bytes::from(decoded), Bytes::from),
+            Ok(decoded) => floor
+                .scrub(&decoded)
+                .map_or_else(|| Bytes::copy_from_slice(&decoded), Bytes::from),
             Err(_) => Bytes::from_static(
                 b"{\"error\":{\"message\":\"the provider's error body could not be decoded; KeyForge withheld it\"}}",
             ),

@@ -18,12 +18,31 @@ pub enum DecodeError {
     },
 }
 
-/// Decodes `body` as sent with `Content-Encoding: content_encoding`:
+/// The codings a message's `Content-Encoding` lines name, as one list in
+/// the order applied (several lines are one list, RFC 9110 §5.3), without
+/// `identity`; `None` when there are none. A value that is not text is
+/// kept as a coding nobody knows, so decoding refuses it rather than pass
+/// the bytes on undecoded.
+pub fn content_codings(headers: &http::HeaderMap) -> Option<String> {
+    let codings: Vec<&str> = headers
+        .get_all(http::header::CONTENT_ENCODING)
+        .iter()
+        .map(|value| value.to_str().unwrap_or("(not text)"))
+        .flat_map(|value| value.split(','))
+        .map(str::trim)
+        .filter(|coding| !coding.is_empty() && !coding.eq_ignore_ascii_case("identity"))
+        .collect();
+    (!codings.is_empty()).then(|| codings.join(", "))
+}
+
+/// Decodes `body` (a request's, or an upstream response's) as sent with
+/// `Content-Encoding: content_encoding`:
 /// `identity`, `gzip`/`x-gzip`, `deflate` (zlib as RFC 9110 says, or raw
 /// deflate as some browsers send), `br`, `zstd`, and comma-separated stacks
 /// (`gzip, br`: applied in that order, so undone from the right). Case and
 /// spaces do not matter. Borrows the body when nothing is to be undone;
-/// refuses a result longer than `max_decoded` bytes, at any stage.
+/// refuses a result longer than `max_decoded` bytes, at any stage (a plain
+/// body too).
 pub fn decode_request_body<'a>(
     content_encoding: Option<&str>,
     body: &'a [u8],
@@ -44,6 +63,9 @@ pub fn decode_request_body<'a>(
             }
         };
         codings.push(known);
+    }
+    if codings.is_empty() && body.len() > max_decoded {
+        return Err(DecodeError::TooLarge { limit: max_decoded });
     }
     let mut current = Cow::Borrowed(body);
     for coding in codings.into_iter().rev() {

@@ -19,7 +19,7 @@ use crate::kind::Api;
 use crate::model::{RequestModel, model_from_path};
 use crate::usage::{ImageQuality, ImageSize, ImageVariant, ServiceTier};
 
-pub use decode::{DecodeError, decode_request_body};
+pub use decode::{DecodeError, content_codings, decode_request_body};
 pub use include_usage::insert_include_usage;
 pub use input::InputSize;
 pub use limits::{LimitEntry, LimitError, LimitSource, LimitTable, ModelLimits, RawLimit};

@@ -1069,3 +1069,32 @@ fn prompt_lists_item_references_and_repeated_form_fields() {
         "{refused:?}"
     );
 }
+
+/// Several `Content-Encoding` lines are one list; a value that is not text
+/// is a coding nobody knows, so the body is refused rather than passed on
+/// undecoded.
+#[test]
+fn content_codings_read_every_line() {
+    let mut headers = http::HeaderMap::new();
+    assert_eq!(content_codings(&headers), None);
+    headers.append(
+        "content-encoding",
+        http::HeaderValue::from_static("identity"),
+    );
+    assert_eq!(content_codings(&headers), None);
+    headers.append("content-encoding", http::HeaderValue::from_static("gzip"));
+    headers.append(
+        "content-encoding",
+        http::HeaderValue::from_static(" br , zstd"),
+    );
+    assert_eq!(content_codings(&headers).as_deref(), Some("gzip, br, zstd"));
+    headers.append(
+        "content-encoding",
+        http::HeaderValue::from_bytes(b"gz\xffip").unwrap(),
+    );
+    let codings = content_codings(&headers).unwrap();
+    assert!(matches!(
+        decode_request_body(Some(&codings), b"x", 100),
+        Err(DecodeError::UnknownEncoding(_))
+    ));
+}
