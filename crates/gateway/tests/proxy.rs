@@ -766,6 +766,56 @@ async fn a_stream_is_forwarded_byte_for_byte_apart_from_the_inserted_usage_field
     assert_eq!(restored, body, "only the usage field was added");
 }
 
+/// nginx, caches and some OpenAI-compatible servers send SSE with a
+/// `Content-Length`. A body the gateway changes (the usage event it asked
+/// for is removed, a provider key is replaced) must be re-framed: the
+/// client reads the whole stream, never a length that no longer fits.
+#[tokio::test]
+async fn a_changed_stream_sent_with_a_content_length_is_reframed() {
+    let (harness, _, key) = setup().await;
+    harness.upstream.frame_streams_with_length(true);
+    for (path, body, ends) in [
+        (
+            "/openai/v1/chat/completions",
+            json!({"model": "gpt-4o-mini", "stream": true, "messages": [{"role": "user", "content": "say hello"}]}),
+            "data: [DONE]\n\n",
+        ),
+        (
+            "/openai/v1/responses",
+            json!({"model": "gpt-4o-mini", "stream": true, "input": "say hello"}),
+            "}\n\n",
+        ),
+    ] {
+        let response = harness
+            .http
+            .post(harness.url(path))
+            .bearer_auth(&key)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+        let length = response
+            .headers()
+            .get("content-length")
+            .map(|value| value.to_str().unwrap().parse::<usize>().unwrap());
+        let text = response.text().await.expect("the whole body arrives");
+        assert!(text.ends_with(ends), "{path}: {text}");
+        if let Some(length) = length {
+            assert_eq!(length, text.len(), "{path}: a stated length fits the body");
+        }
+        // The chat stream lost the usage event the client never asked for.
+        if path.ends_with("chat/completions") {
+            assert!(!text.contains("\"usage\""), "{text}");
+        }
+    }
+    let sent = harness.upstream.requests();
+    assert!(
+        String::from_utf8_lossy(&sent[0].body).contains("include_usage"),
+        "the gateway asked for usage, so it changed the body"
+    );
+}
+
 #[tokio::test]
 async fn a_body_naming_a_key_twice_is_refused() {
     let harness = Harness::start().await;

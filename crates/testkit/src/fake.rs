@@ -69,6 +69,9 @@ struct FakeState {
     bill_maximum: std::sync::Mutex<Option<MaxBilling>>,
     /// Hold a stream's connection open this long after its last event.
     pause_after_end_ms: std::sync::atomic::AtomicU64,
+    /// Send streams as one body with a `Content-Length` (see
+    /// [`FakeUpstream::frame_streams_with_length`]).
+    streams_with_length: std::sync::atomic::AtomicBool,
 }
 
 /// How an upstream in "bill the maximum" mode bills: what a real provider
@@ -115,6 +118,7 @@ impl FakeUpstream {
             streams_cancelled: AtomicUsize::new(0),
             bill_maximum: Default::default(),
             pause_after_end_ms: Default::default(),
+            streams_with_length: Default::default(),
         });
         let app = Router::new().fallback(handle).with_state(state.clone());
         tokio::spawn(async move {
@@ -179,6 +183,13 @@ impl FakeUpstream {
     pub fn pause_after_end(&self, pause: Duration) {
         let ms = u64::try_from(pause.as_millis()).unwrap_or(u64::MAX);
         self.state.pause_after_end_ms.store(ms, Ordering::SeqCst);
+    }
+
+    /// From now on (`true`), send every SSE stream the way nginx, caches
+    /// and some OpenAI-compatible servers do: the whole event stream as one
+    /// body framed by `Content-Length` rather than chunked.
+    pub fn frame_streams_with_length(&self, on: bool) {
+        self.state.streams_with_length.store(on, Ordering::SeqCst);
     }
 }
 
@@ -977,6 +988,18 @@ fn gemini_json_array_response(state: Arc<FakeState>, events: Vec<Bytes>, slow: b
 }
 
 fn sse_response(state: Arc<FakeState>, events: Vec<Bytes>, slow: bool) -> Response {
+    if state.streams_with_length.load(Ordering::SeqCst) {
+        let whole: Vec<u8> = events.concat();
+        let length = whole.len();
+        let mut response = Response::new(Body::from(whole));
+        let headers = response.headers_mut();
+        headers.insert(
+            "content-type",
+            http::HeaderValue::from_static("text/event-stream"),
+        );
+        headers.insert("content-length", http::HeaderValue::from(length));
+        return response;
+    }
     let total = events.len();
     let pause_after_end = Duration::from_millis(state.pause_after_end_ms.load(Ordering::SeqCst));
     let guard = CancelGuard {
