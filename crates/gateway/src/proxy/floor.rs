@@ -274,6 +274,23 @@ impl FloorStream {
         }
     }
 
+    /// The body's last chunk: [`FloorStream::feed`] and
+    /// [`FloorStream::finish`] in one. With nothing held back from earlier
+    /// chunks (a body in one frame, the common JSON response) it is one
+    /// search of the chunk, and the same `Bytes` comes back uncopied when
+    /// nothing matched.
+    pub(crate) fn feed_last(&mut self, chunk: Bytes) -> Bytes {
+        if self.carry.is_empty() {
+            return match self.floor.scrub(&chunk) {
+                Some(scrubbed) => Bytes::from(scrubbed),
+                None => chunk,
+            };
+        }
+        let released = self.feed(chunk);
+        let tail = self.finish();
+        join(released, tail)
+    }
+
     /// Releases the held-back tail at the end of the body, scrubbed: it
     /// may hold a match kept back because a longer one could have
     /// overlapped it (found by fuzzing).
@@ -284,6 +301,20 @@ impl FloorStream {
             None => carry,
         }
     }
+}
+
+/// `head` then `tail`, copied only when both hold bytes.
+pub(crate) fn join(head: Bytes, tail: Bytes) -> Bytes {
+    if tail.is_empty() {
+        return head;
+    }
+    if head.is_empty() {
+        return tail;
+    }
+    let mut joined = BytesMut::with_capacity(head.len() + tail.len());
+    joined.extend_from_slice(&head);
+    joined.extend_from_slice(&tail);
+    joined.freeze()
 }
 
 /// `bytes` with each sorted, disjoint `(start, end)` range replaced.

@@ -307,27 +307,32 @@ const KEY_CHECK_EVERY: std::time::Duration = std::time::Duration::from_millis(25
 /// expiry of the key or an ancestor (or a leak report revoking it) ends the
 /// response within [`KEY_CHECK_EVERY`], not at the end of a ten-minute
 /// stream. Each check is a lock-free snapshot load and a map lookup.
+///
+/// The timer starts the first time the response has to wait for the
+/// upstream: a response that arrives whole (most JSON answers) never arms
+/// one, and the key was checked at admission a moment before.
 pub(crate) struct KeyGuard {
     state: Arc<AppState>,
     key_id: KeyId,
-    every: tokio::time::Interval,
+    every: Option<tokio::time::Interval>,
 }
 
 impl KeyGuard {
     pub(crate) fn new(state: Arc<AppState>, key_id: KeyId) -> Self {
-        let mut every = tokio::time::interval(KEY_CHECK_EVERY);
-        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         Self {
             state,
             key_id,
-            every,
+            every: None,
         }
     }
 
-    /// Polls the timer (registering the waker for the next check); true
-    /// once the key may no longer be used.
+    /// Polls the timer once armed (registering the waker for the next
+    /// check); true once the key may no longer be used.
     fn poll_revoked(&mut self, cx: &mut Context<'_>) -> bool {
-        while self.every.poll_tick(cx).is_ready() {
+        let Some(every) = self.every.as_mut() else {
+            return false;
+        };
+        while every.poll_tick(cx).is_ready() {
             let snapshot = self.state.snapshot.load();
             let usable = snapshot
                 .key_by_id(&self.key_id)
@@ -337,6 +342,17 @@ impl KeyGuard {
             }
         }
         false
+    }
+
+    /// Starts the timer (the body waits for the upstream); its first tick
+    /// checks the key at once. True if the key may no longer be used.
+    fn arm(&mut self, cx: &mut Context<'_>) -> bool {
+        if self.every.is_none() {
+            let mut every = tokio::time::interval(KEY_CHECK_EVERY);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            self.every = Some(every);
+        }
+        self.poll_revoked(cx)
     }
 }
 
@@ -403,6 +419,17 @@ impl MeteredBody {
         }
     }
 
+    /// Aborts rather than ends: the client must not take a cut response
+    /// for a whole one. Dropping the body then closes the upstream
+    /// connection, which stops the generation.
+    fn revoked(&mut self) -> Poll<Option<Result<Frame<Bytes>, axum::BoxError>>> {
+        self.done = true;
+        self.finish(false, Outcome::KeyRevoked);
+        Poll::Ready(Some(Err(
+            "the KeyForge key was revoked, suspended or expired during the response".into(),
+        )))
+    }
+
     fn finish(&mut self, complete: bool, outcome: Outcome) {
         if let (Some(meter), Some(mut settlement)) = (self.meter.take(), self.settlement.take()) {
             let (usage, source) = meter.finish(complete);
@@ -431,17 +458,11 @@ impl Body for MeteredBody {
             return Poll::Ready(None);
         }
         if this.guard.poll_revoked(cx) {
-            // Abort rather than end: the client must not take a cut
-            // response for a whole one. Dropping the body then closes the
-            // upstream connection, which stops the generation.
-            this.done = true;
-            this.finish(false, Outcome::KeyRevoked);
-            return Poll::Ready(Some(Err(
-                "the KeyForge key was revoked, suspended or expired during the response".into(),
-            )));
+            return this.revoked();
         }
         loop {
             let frame = match this.inner.poll_frame(cx) {
+                Poll::Pending if this.guard.arm(cx) => return this.revoked(),
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Some(Err(error))) => {
                     this.finish(false, Outcome::UpstreamCut);
@@ -451,18 +472,14 @@ impl Body for MeteredBody {
                     // The end: hand on what the stripper and the floor
                     // still hold.
                     this.done = true;
-                    let mut tail = this
+                    let rest = this
                         .stripper
                         .as_mut()
                         .map(UsageStripper::finish)
-                        .map(|tail| this.floor.feed(tail))
-                        .map(|tail| tail.to_vec())
                         .unwrap_or_default();
-                    tail.extend_from_slice(&this.floor.finish());
+                    let tail = this.floor.feed_last(rest);
                     this.finish(true, Outcome::Ok);
-                    return Poll::Ready(
-                        (!tail.is_empty()).then(|| Ok(Frame::data(Bytes::from(tail)))),
-                    );
+                    return Poll::Ready((!tail.is_empty()).then(|| Ok(Frame::data(tail))));
                 }
                 Poll::Ready(Some(Ok(frame))) => frame,
             };
@@ -479,16 +496,13 @@ impl Body for MeteredBody {
             let data = match this.stripper.as_mut() {
                 None => data,
                 Some(stripper) if ended => {
-                    let mut all = stripper.feed(&data).to_vec();
-                    all.extend_from_slice(&stripper.finish());
-                    Bytes::from(all)
+                    let released = stripper.feed(&data);
+                    super::floor::join(released, stripper.finish())
                 }
                 Some(stripper) => stripper.feed(&data),
             };
             let data = if ended {
-                let mut all = this.floor.feed(data).to_vec();
-                all.extend_from_slice(&this.floor.finish());
-                Bytes::from(all)
+                this.floor.feed_last(data)
             } else {
                 this.floor.feed(data)
             };
