@@ -24,6 +24,21 @@ const HOP_BY_HOP: [&str; 9] = [
     "upgrade",
 ];
 
+/// [`HOP_BY_HOP`] as header names, plus `set-cookie`: what
+/// [`strip_response_headers`] removes without parsing a name per request.
+const STRIPPED_RESPONSE_HEADERS: [header::HeaderName; 10] = [
+    header::CONNECTION,
+    header::HeaderName::from_static("keep-alive"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::HeaderName::from_static("proxy-connection"),
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::SET_COOKIE,
+];
+
 /// Prefixes of real provider keys, to tell a user who pasted one where a
 /// `kf_` key belongs what to do instead.
 const PROVIDER_KEY_PREFIXES: [(&str, &str); 6] = [
@@ -159,14 +174,16 @@ pub fn sanitize_query(query: &str) -> Option<String> {
 /// hop-by-hop headers and `set-cookie` (a provider's cookies are no business
 /// of the client's).
 pub fn strip_response_headers(headers: &mut HeaderMap) {
-    let listed = connection_listed(headers);
-    for name in HOP_BY_HOP
-        .iter()
-        .copied()
-        .chain(listed.iter().map(String::as_str))
-        .chain(["set-cookie"])
-    {
+    let listed = if headers.contains_key(header::CONNECTION) {
+        connection_listed(headers)
+    } else {
+        Vec::new()
+    };
+    for name in &STRIPPED_RESPONSE_HEADERS {
         headers.remove(name);
+    }
+    for name in &listed {
+        headers.remove(name.as_str());
     }
 }
 
@@ -212,6 +229,27 @@ mod tests {
     use super::*;
     use keyforge_types::EnvName;
     use secrecy::ExposeSecret;
+
+    #[test]
+    fn responses_lose_every_hop_by_hop_header_and_what_connection_lists() {
+        let mut headers = HeaderMap::new();
+        for name in HOP_BY_HOP
+            .iter()
+            .chain(&["set-cookie", "x-private", "x-kept"])
+        {
+            headers.insert(
+                header::HeaderName::from_static(name),
+                http::HeaderValue::from_static("1"),
+            );
+        }
+        headers.insert(
+            header::CONNECTION,
+            http::HeaderValue::from_static("keep-alive, X-Private"),
+        );
+        strip_response_headers(&mut headers);
+        let left: Vec<&str> = headers.keys().map(header::HeaderName::as_str).collect();
+        assert_eq!(left, ["x-kept"]);
+    }
 
     fn key_text() -> String {
         #[expect(
