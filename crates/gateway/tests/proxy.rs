@@ -589,8 +589,24 @@ async fn upstream_errors_pass_through_with_secrets_scrubbed() {
         .await
         .unwrap();
     assert_eq!(response.status(), 401);
+    // The app can tell "KeyForge's provider key is bad" from "my kf_ key
+    // is bad".
+    assert_eq!(
+        response.headers()["x-keyforge-error"],
+        "upstream_key_rejected"
+    );
     let text = response.text().await.unwrap();
     assert!(!text.contains(&wrong_key), "{text}");
+    let own = harness
+        .http
+        .post(harness.url("/openai/v1/chat/completions"))
+        .bearer_auth(format!("{key}x"))
+        .json(&json!({"model": "gpt-4o-mini", "messages": []}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(own.status(), 401);
+    assert_ne!(own.headers()["x-keyforge-error"], "upstream_key_rejected");
     let body: Value = serde_json::from_str(&text).unwrap();
     assert_eq!(
         body["error"]["message"],
@@ -608,6 +624,7 @@ async fn upstream_errors_pass_through_with_secrets_scrubbed() {
         .await
         .unwrap();
     assert_eq!(response.status(), 500);
+    assert!(response.headers().get("x-keyforge-error").is_none());
     assert_eq!(
         response.json::<Value>().await.unwrap()["error"]["code"],
         "server_error"

@@ -323,10 +323,17 @@ pub(crate) async fn respond(
             guard,
         ))
     } else {
-        if (parts.status == http::StatusCode::UNAUTHORIZED
-            || parts.status == http::StatusCode::FORBIDDEN)
-            && target.provider.first_rejection_this_hour(state.clock.now())
-        {
+        let rejected = parts.status == http::StatusCode::UNAUTHORIZED
+            || parts.status == http::StatusCode::FORBIDDEN;
+        if rejected {
+            // The provider refused KeyForge's provider key, not the
+            // client's `kf_` key: an app can tell the two apart.
+            parts.headers.insert(
+                "x-keyforge-error",
+                HeaderValue::from_static("upstream_key_rejected"),
+            );
+        }
+        if rejected && target.provider.first_rejection_this_hour(state.clock.now()) {
             // The provider refuses its own key: tell an operator.
             state.alerts.raise(crate::alerts::Raised::KeyRejected {
                 provider_id: target.provider.record.id.clone(),
