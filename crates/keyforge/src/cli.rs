@@ -13,8 +13,22 @@ use clap::{Args, Parser, Subcommand};
     about = "Keeps LLM API keys safe: a gateway and vault that hands apps revocable, scoped kf_ keys instead of provider keys."
 )]
 pub(crate) struct Cli {
+    /// Log line format on stderr: `text` (colours only on a terminal) or
+    /// `json` (one object a line, for log shippers).
+    #[arg(long, global = true, env = "KEYFORGE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub(crate) log_format: LogFormat,
     #[command(subcommand)]
     pub(crate) command: Command,
+}
+
+/// How log lines are written (`--log-format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum LogFormat {
+    /// Human-readable lines; ANSI colours only when stderr is a terminal.
+    Text,
+    /// One JSON object a line: `timestamp`, `level`, `fields` (with
+    /// `message` and `request_id` where the line has one).
+    Json,
 }
 
 #[derive(Debug, Subcommand)]

@@ -27,7 +27,8 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // Held until exit: dropping it flushes the log lines still queued.
-    let _log_guard = init_tracing();
+    let log_format = cli.log_format;
+    let _log_guard = init_tracing(log_format);
     panic_hook::install();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -56,7 +57,7 @@ fn main() -> ExitCode {
             Command::Login(args) => run::login(args).await,
             Command::Serve(args) => {
                 let config = config::resolve(&args, &config::EnvOverrides::from_process())?;
-                serve::run(config).await
+                serve::run(config, log_format == cli::LogFormat::Json).await
             }
             Command::Provider(command) => client::provider(command).await,
             Command::Key(command) => client::key(command).await,
@@ -88,6 +89,15 @@ fn main() -> ExitCode {
 }
 
 fn fail(error: &anyhow::Error) -> ExitCode {
+    // The reader went away (`keyforge alerts log | head`): nothing to
+    // report, as with any Unix filter.
+    if error.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    }) {
+        return ExitCode::SUCCESS;
+    }
     let _ = writeln!(std::io::stderr().lock(), "error: {error:#}");
     ExitCode::FAILURE
 }
@@ -97,7 +107,7 @@ fn fail(error: &anyhow::Error) -> ExitCode {
 /// logging callers rather than dropping lines). `KEYFORGE_LOG` (or
 /// `RUST_LOG`) sets the filter, as in `KEYFORGE_LOG=debug` or
 /// `KEYFORGE_LOG=keyforge_gateway=trace`.
-fn init_tracing() -> tracing_appender::non_blocking::WorkerGuard {
+fn init_tracing(format: cli::LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
     let filter = std::env::var("KEYFORGE_LOG")
         .or_else(|_| std::env::var("RUST_LOG"))
         .unwrap_or_else(|_| "info".to_owned());
@@ -106,10 +116,16 @@ fn init_tracing() -> tracing_appender::non_blocking::WorkerGuard {
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(false)
         .finish(std::io::stderr());
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer)
-        .with_target(false)
-        .init();
+        .with_target(false);
+    match format {
+        cli::LogFormat::Json => builder.json().init(),
+        // Escape codes only where a terminal reads them, never in files.
+        cli::LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+    }
     guard
 }

@@ -20,7 +20,7 @@ pub(crate) const ADMIN_TOKEN_ENV: &str = "KEYFORGE_ADMIN_TOKEN";
 const MASTER_KEY_FILE: &str = "master.key";
 const DATABASE_FILE: &str = "keyforge.db";
 
-pub(crate) async fn run(config: ServeConfig) -> anyhow::Result<()> {
+pub(crate) async fn run(config: ServeConfig, json_logs: bool) -> anyhow::Result<()> {
     disable_core_dumps()?;
     forbid_inspection()?;
     let file_limit_note = ensure_file_limit(config.gateway.max_connections);
@@ -75,31 +75,47 @@ pub(crate) async fn run(config: ServeConfig) -> anyhow::Result<()> {
         notes.push("warning: listening beyond loopback over plain HTTP; put KeyForge behind a TLS terminator so keys never cross a network in clear".to_owned());
     }
     let mut stderr = std::io::stderr().lock();
+    // Before anyone can read that the gateway is up.
+    let shutdown = shutdown_signal();
     for note in &notes {
-        writeln!(stderr, "{note}")?;
+        if json_logs {
+            // Every stderr line is then one JSON object.
+            tracing::info!("{note}");
+        } else {
+            writeln!(stderr, "{note}")?;
+        }
     }
     drop(stderr);
     tracing::info!(address = %local, providers, keys, "gateway started");
 
-    keyforge_gateway::serve(listener, gateway, shutdown_signal()).await?;
+    keyforge_gateway::serve(listener, gateway, shutdown).await?;
     tracing::info!("gateway stopped");
     Ok(())
 }
 
-async fn shutdown_signal() {
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
+/// Resolves on SIGTERM or SIGINT. The handlers are installed when this is
+/// called, not when the future is first polled: a SIGTERM right after the
+/// start notes (a supervisor stopping a fresh instance) must shut down
+/// gracefully, not kill the process with the default action.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let terminate = signal(SignalKind::terminate());
+    let interrupt = signal(SignalKind::interrupt());
+    async move {
+        let wait = |signal: std::io::Result<tokio::signal::unix::Signal>| async move {
+            match signal {
+                Ok(mut signal) => {
+                    signal.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
             }
-            Err(_) => std::future::pending::<()>().await,
+        };
+        tokio::select! {
+            () = wait(terminate) => {}
+            () = wait(interrupt) => {}
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = terminate => {}
+        tracing::info!("shutdown requested; finishing in-flight requests");
     }
-    tracing::info!("shutdown requested; finishing in-flight requests");
 }
 
 /// A core dump of the gateway would hold decrypted provider keys.
