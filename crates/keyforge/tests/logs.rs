@@ -2,6 +2,12 @@
 //! the chosen format, never ANSI escape codes in a file, and a quiet exit
 //! when the reader of its output goes away.
 
+#![expect(
+    clippy::unwrap_used,
+    clippy::panic,
+    reason = "test helpers: a failed setup must fail the test loudly"
+)]
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Command, Stdio};
 
