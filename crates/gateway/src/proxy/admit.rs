@@ -262,6 +262,18 @@ pub(crate) fn admit(
     if limited.is_empty() && entry.budgets.is_empty() {
         return Ok(admission);
     }
+    // Budgeted spend is not served while its ledger records cannot be
+    // written (see ledger.rs): 503 rather than spend a crash would forget.
+    if !entry.budgets.is_empty() && state.ledger.backlogged() {
+        return Err(GatewayError {
+            class: ErrorClass::Unavailable,
+            code: "ledger_backlog",
+            message: "the usage ledger is not keeping up; requests of keys with a budget are refused until it catches up; retry shortly".into(),
+            fault: crate::error::Fault::Internal,
+            headers: None,
+        }
+        .with_header(http::header::RETRY_AFTER, HeaderValue::from_static("1")));
+    }
     let now_ns = unix_ns(ctx.arrived);
     let estimate =
         if limited.iter().any(|level| level.limiters.tpm.is_some()) || !entry.budgets.is_empty() {
