@@ -48,6 +48,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut prev = [0u8; 32];
     let mut written = 0usize;
     let began = Instant::now();
+    let cpu_began = process_cpu_secs();
     let mut tail_began = None;
     let mut batch_secs: Vec<f64> = Vec::with_capacity(total / batch + 1);
     let mut commit_secs: Vec<f64> = Vec::with_capacity(total / batch + 1);
@@ -128,6 +129,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     let secs = began.elapsed().as_secs_f64();
+    let cpu = process_cpu_secs() - cpu_began;
     let tail = tail_began.map_or(0.0, |(at, from)| {
         (total - from) as f64 / at.elapsed().as_secs_f64().max(1e-9)
     });
@@ -144,13 +146,35 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let report = || {
         println!(
             "records={total} batch={batch} secs={secs:.2} records_per_s={:.0} last_quarter_records_per_s={tail:.0} \
-         batch_ms_p50={:.1} batch_ms_p99={:.1} commit_ms_p50={commit_p50:.1} db_bytes_per_record={:.0}",
+         batch_ms_p50={:.1} batch_ms_p99={:.1} commit_ms_p50={commit_p50:.1} db_bytes_per_record={:.0} \
+         cpu_s={cpu:.2} records_per_cpu_s={:.0}",
             total as f64 / secs,
             pct(0.5),
             pct(0.99),
-            size as f64 / total as f64
+            size as f64 / total as f64,
+            total as f64 / cpu.max(1e-9),
         )
     };
     report();
     Ok(())
+}
+
+/// User and system CPU time of this process so far (every thread: the
+/// writer and SQLite's worker), from `/proc/self/stat` (fields 14 and 15,
+/// in clock ticks of 1/100 s). On a machine shared with other work, the
+/// records per CPU second say what one idle core would sustain.
+fn process_cpu_secs() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // The command name (field 2) is in parentheses and may hold spaces.
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // After the name: state is field 3, so utime (14) and stime (15) are
+    // at 11 and 12 here.
+    (ticks(11) + ticks(12)) / 100.0
 }
