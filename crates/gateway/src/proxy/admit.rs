@@ -269,7 +269,10 @@ pub(crate) fn admit(
             class: ErrorClass::Unavailable,
             code: "ledger_backlog",
             message: "the usage ledger is not keeping up; requests of keys with a budget are refused until it catches up; retry shortly".into(),
-            fault: crate::error::Fault::Internal,
+            // Logged like a rate-limit refusal (info, one line per request);
+            // the backlog itself is warned about once per interval by the
+            // writer, so an overload does not also flood the log at error.
+            fault: crate::error::Fault::Client,
             headers: None,
         }
         .with_header(http::header::RETRY_AFTER, HeaderValue::from_static("1")));
