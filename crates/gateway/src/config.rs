@@ -62,6 +62,10 @@ pub struct LedgerConfig {
     pub retention: Duration,
     /// How often the retention task runs (and once at start).
     pub prune_interval: Duration,
+    /// Records (and audit entries) the writer's queue holds; past as many
+    /// again waiting for room, keys with budgets are refused with 503
+    /// `ledger_backlog`.
+    pub queue_capacity: usize,
 }
 
 impl Default for LedgerConfig {
@@ -69,6 +73,7 @@ impl Default for LedgerConfig {
         Self {
             retention: Duration::from_secs(30 * 86_400),
             prune_interval: Duration::from_secs(3_600),
+            queue_capacity: crate::ledger::QUEUE,
         }
     }
 }

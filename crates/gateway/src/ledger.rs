@@ -12,7 +12,7 @@
 //! A full queue is back-pressure, never silent loss: the record waits in a
 //! task of its own for room (nothing is ever dropped), and one warning per
 //! [`FULL_WARNING_INTERVAL`] gives how many records found the queue full and
-//! how deep it is. While more than [`WAITING_LIMIT`] records wait for room,
+//! how deep it is. While more records wait for room than the queue holds,
 //! requests of keys under a budget are refused with 503 `ledger_backlog`
 //! (see [`LedgerWriter::backlogged`]): their spend would otherwise pile up
 //! in memory, unwritten, and a crash would lose it from the budgets rebuilt
@@ -35,16 +35,13 @@ use tokio::sync::{mpsc, oneshot};
 use crate::audit::{AuditEvent, Chain, IdHasher};
 use crate::listen::WarnLimiter;
 
-const QUEUE: usize = 16 * 1024;
+/// The queue's capacity by default (`LedgerConfig::queue_capacity`).
+pub(crate) const QUEUE: usize = 16 * 1024;
 const BATCH: usize = 1024;
 /// How long the writer waits to fill a batch once a record arrives.
 const LINGER: Duration = Duration::from_millis(50);
 /// At most one "queue full" warning per interval.
 pub(crate) const FULL_WARNING_INTERVAL: Duration = Duration::from_secs(10);
-/// Records waiting for room in the queue, beyond which keys with budgets
-/// are refused (as many as the queue holds: two seconds of a store that
-/// writes 16,000 records a second has fallen that far behind).
-pub(crate) const WAITING_LIMIT: u64 = QUEUE as u64;
 /// Raw rows deleted per statement when pruning.
 const PRUNE_BATCH: u32 = 5_000;
 /// Pause between pruning statements, so the ledger writer's batches get
@@ -105,17 +102,30 @@ pub struct LedgerStats {
 #[derive(Debug, Clone)]
 pub(crate) struct LedgerWriter {
     tx: mpsc::Sender<Message>,
+    /// Records waiting for room in the queue, beyond which keys with
+    /// budgets are refused: as many as the queue holds (by default two
+    /// seconds of a store writing 8,000 records a second).
+    waiting_limit: u64,
     counters: Arc<LedgerCounters>,
     full_warnings: Arc<WarnLimiter>,
 }
 
 impl LedgerWriter {
-    pub(crate) fn spawn(store: Arc<dyn Store>, chain: Chain, ids: IdHasher) -> Self {
-        let (tx, rx) = mpsc::channel(QUEUE);
+    /// Starts the writer with a queue of `capacity` records and entries
+    /// (at least one).
+    pub(crate) fn spawn(
+        store: Arc<dyn Store>,
+        chain: Chain,
+        ids: IdHasher,
+        capacity: usize,
+    ) -> Self {
+        let capacity = capacity.max(1);
+        let (tx, rx) = mpsc::channel(capacity);
         let counters = Arc::new(LedgerCounters::default());
         tokio::spawn(run(store, chain, ids, rx, counters.clone()));
         Self {
             tx,
+            waiting_limit: u64::try_from(capacity).unwrap_or(u64::MAX),
             counters,
             full_warnings: Arc::new(WarnLimiter::new(FULL_WARNING_INTERVAL)),
         }
@@ -146,7 +156,7 @@ impl LedgerWriter {
                     tracing::warn!(
                         records = suppressed + 1,
                         interval_s = FULL_WARNING_INTERVAL.as_secs(),
-                        queue_depth = QUEUE,
+                        queue_depth = self.tx.max_capacity(),
                         waiting_for_room = waiting,
                         "ledger queue full: the store is not keeping up; records wait for room (records: how many found it full since the last warning)"
                     );
@@ -182,11 +192,11 @@ impl LedgerWriter {
     }
 
     /// Whether the store has fallen so far behind that more than
-    /// [`WAITING_LIMIT`] records wait for room in the full queue. The
+    /// `waiting_limit` records wait for room in the full queue. The
     /// request path refuses keys with budgets then (and counts the refusal
     /// here).
     pub(crate) fn backlogged(&self) -> bool {
-        let backlogged = self.counters.waiting.load(Ordering::Relaxed) > WAITING_LIMIT;
+        let backlogged = self.counters.waiting.load(Ordering::Relaxed) > self.waiting_limit;
         if backlogged {
             self.counters.refused_total.fetch_add(1, Ordering::Relaxed);
         }
@@ -200,7 +210,7 @@ impl LedgerWriter {
             queue_depth: u64::try_from(self.tx.max_capacity() - self.tx.capacity()).unwrap_or(0),
             queue_capacity: u64::try_from(self.tx.max_capacity()).unwrap_or(0),
             waiting_for_room: c.waiting.load(Ordering::Relaxed),
-            waiting_limit: WAITING_LIMIT,
+            waiting_limit: self.waiting_limit,
             queue_full_total: c.queue_full_total.load(Ordering::Relaxed),
             written_total: c.written_total.load(Ordering::Relaxed),
             batches_total: c.batches_total.load(Ordering::Relaxed),
@@ -738,6 +748,7 @@ mod tests {
             store.clone(),
             Chain::resume(None, crate::audit::CheckpointKey::new(&[1; 32])),
             IdHasher::new(&[2; 32]),
+            QUEUE,
         );
         for n in 0..100 {
             writer.record(record(n), None);
@@ -769,18 +780,18 @@ mod tests {
             store.clone(),
             Chain::resume(None, crate::audit::CheckpointKey::new(&[1; 32])),
             IdHasher::new(&[2; 32]),
+            QUEUE,
         );
         assert!(!writer.backlogged());
         // The writer holds at most one batch while the store fails; past
         // the queue, records wait for room, and past the waiting limit the
         // backlog shows.
-        let limit = usize::try_from(WAITING_LIMIT).unwrap();
-        let total = QUEUE + BATCH + limit + 2;
+        let total = QUEUE + BATCH + QUEUE + 2;
         for n in 0..total {
             writer.record(record(i64::try_from(n).unwrap()), None);
         }
         let stats = writer.stats();
-        assert!(stats.waiting_for_room > WAITING_LIMIT, "{stats:?}");
+        assert!(stats.waiting_for_room > stats.waiting_limit, "{stats:?}");
         assert_eq!(stats.queue_depth, stats.queue_capacity, "{stats:?}");
         assert_eq!(stats.queue_full_total, stats.waiting_for_room, "{stats:?}");
         assert!(writer.backlogged());

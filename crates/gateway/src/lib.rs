@@ -126,7 +126,12 @@ impl Gateway {
         let chain =
             audit::Chain::resume(head, audit::CheckpointKey::new(checkpoint_key.as_slice()));
         let ids = audit::IdHasher::new(parts.master_key.derive(audit::ID_KEY_LABEL).as_slice());
-        let ledger = ledger::LedgerWriter::spawn(parts.store.clone(), chain, ids);
+        let ledger = ledger::LedgerWriter::spawn(
+            parts.store.clone(),
+            chain,
+            ids,
+            parts.config.ledger.queue_capacity,
+        );
         let oidc = oidc::Oidc::new(&parts.config.oidc);
         let (alerts, raised) = alerts::Alerts::new();
         snapshot.report_integrity_failures(None, &alerts);
