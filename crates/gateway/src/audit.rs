@@ -68,6 +68,19 @@ struct EntryLine {
     prev: String,
 }
 
+/// [`EntryLine`] as written, borrowing the event: the same fields in the
+/// same order, so a batch's `key.use` data (every use of the batch) is
+/// serialized in place rather than deep-copied first.
+#[derive(Serialize)]
+struct EntryLineRef<'a> {
+    seq: u64,
+    at: String,
+    kind: &'a str,
+    actor: &'a str,
+    data: &'a serde_json::Value,
+    prev: String,
+}
+
 #[derive(Debug, Serialize, Deserialize)]
 struct Checkpoint {
     seq: u64,
@@ -177,12 +190,12 @@ impl Chain {
         events
             .iter()
             .map(|event| {
-                let line = EntryLine {
+                let line = EntryLineRef {
                     seq,
                     at: event.at.format(&Rfc3339).unwrap_or_default(),
-                    kind: event.kind.clone(),
-                    actor: event.actor.clone(),
-                    data: event.data.clone(),
+                    kind: &event.kind,
+                    actor: &event.actor,
+                    data: &event.data,
                     prev: hex(&prev),
                 };
                 let text = serde_json::to_string(&line).unwrap_or_default();
@@ -735,5 +748,29 @@ mod tests {
                 "batch of key.use entry 1: the ledger row of request req_old (cost_nano_usd 100) was deleted"
             ]
         );
+    }
+
+    #[test]
+    fn lines_are_written_in_the_entry_format() {
+        // The borrowed writer and the owned reader must agree byte for byte:
+        // the hash covers the exact line.
+        let event = AuditEvent {
+            at: datetime!(2026-11-23 10:00 UTC),
+            kind: "key.use".into(),
+            actor: "gateway".to_owned(),
+            data: json!({"count": 1, "uses": [{"request_id": "req_a", "cost_nano_usd": 5}]}),
+        };
+        let entries = Chain::resume(None, key()).entries(std::slice::from_ref(&event));
+        let owned = EntryLine {
+            seq: 1,
+            at: "2026-11-23T10:00:00Z".to_owned(),
+            kind: event.kind.clone(),
+            actor: event.actor.clone(),
+            data: event.data.clone(),
+            prev: hex(&[0u8; 32]),
+        };
+        assert_eq!(entries[0].line, serde_json::to_string(&owned).unwrap());
+        let parsed: EntryLine = serde_json::from_str(&entries[0].line).unwrap();
+        assert_eq!(parsed.data, event.data);
     }
 }
