@@ -89,13 +89,18 @@ pub struct LedgerStats {
     pub waiting_for_room: u64,
     /// Above this many records waiting, keys with budgets are refused.
     pub waiting_limit: u64,
+    /// Records that found the queue full, since the gateway started.
     pub queue_full_total: u64,
+    /// Ledger records committed to the store, since start.
     pub written_total: u64,
+    /// Batches (one transaction each) committed, since start.
     pub batches_total: u64,
     /// Always zero: a record is never dropped; this says so where a
     /// dashboard looks for it.
     pub dropped_total: u64,
+    /// Requests refused with 503 `ledger_backlog`, since start.
     pub refused_total: u64,
+    /// Raw ledger rows deleted by retention, since start.
     pub pruned_total: u64,
 }
 
