@@ -68,6 +68,19 @@ struct EntryLine {
     prev: String,
 }
 
+/// [`EntryLine`] as written, borrowing the event: the same fields in the
+/// same order, so a batch's `key.use` data (every use of the batch) is
+/// serialized in place rather than deep-copied first.
+#[derive(Serialize)]
+struct EntryLineRef<'a> {
+    seq: u64,
+    at: String,
+    kind: &'a str,
+    actor: &'a str,
+    data: &'a serde_json::Value,
+    prev: String,
+}
+
 #[derive(Debug, Serialize, Deserialize)]
 struct Checkpoint {
     seq: u64,
@@ -177,12 +190,12 @@ impl Chain {
         events
             .iter()
             .map(|event| {
-                let line = EntryLine {
+                let line = EntryLineRef {
                     seq,
                     at: event.at.format(&Rfc3339).unwrap_or_default(),
-                    kind: event.kind.clone(),
-                    actor: event.actor.clone(),
-                    data: event.data.clone(),
+                    kind: &event.kind,
+                    actor: &event.actor,
+                    data: &event.data,
                     prev: hex(&prev),
                 };
                 let text = serde_json::to_string(&line).unwrap_or_default();
@@ -402,11 +415,18 @@ fn sealed_fields(row: &keyforge_store::StoredLedgerRow) -> [(&'static str, serde
     ]
 }
 
+/// The audit entry the retention task writes before it prunes raw ledger
+/// rows: `data.before_ms` (Unix ms) says which rows may be gone.
+pub(crate) const LEDGER_PRUNE_KIND: &str = "ledger.prune";
+
 /// Checks the ledger table against the `key.use` entries of a verified
 /// log: every row must be listed by exactly one entry with the same money
-/// and token fields, and every listed use must still have its row. Returns
-/// one line per problem, naming the batch (the entry's sequence number),
-/// the row id and the request; empty when the ledger matches.
+/// and token fields, and every listed use must still have its row, unless
+/// it arrived before the latest `ledger.prune` entry's `before_ms` (pruned
+/// by retention: only the rows still retained are checked for presence;
+/// those still stored are checked all the same). Returns one line per
+/// problem, naming the batch (the entry's sequence number), the row id and
+/// the request; empty when the ledger matches.
 pub fn verify_ledger<'a>(
     lines: impl IntoIterator<Item = &'a str>,
     rows: impl IntoIterator<Item = keyforge_store::StoredLedgerRow>,
@@ -414,10 +434,18 @@ pub fn verify_ledger<'a>(
     // request id -> (the key.use entry's seq, the use as logged).
     let mut uses: std::collections::HashMap<String, (u64, serde_json::Value)> =
         std::collections::HashMap::new();
+    // Rows that arrived before this (Unix ms) may have been pruned.
+    let mut pruned_before: Option<i64> = None;
     for line in lines {
         let Ok(entry) = serde_json::from_str::<EntryLine>(line) else {
             continue;
         };
+        if entry.kind == LEDGER_PRUNE_KIND {
+            if let Some(before) = entry.data.get("before_ms").and_then(|b| b.as_i64()) {
+                pruned_before = Some(pruned_before.map_or(before, |p| p.max(before)));
+            }
+            continue;
+        }
         if entry.kind != "key.use" {
             continue;
         }
@@ -450,8 +478,18 @@ pub fn verify_ledger<'a>(
             }
         }
     }
+    let retained = |logged: &serde_json::Value| match pruned_before {
+        None => true,
+        // A use without its arrival time is checked: it cannot be shown
+        // to predate the prune.
+        Some(before) => logged
+            .get("at_ms")
+            .and_then(|at| at.as_i64())
+            .is_none_or(|at| at >= before),
+    };
     let mut deleted: Vec<(u64, String, serde_json::Value)> = uses
         .into_iter()
+        .filter(|(_, (_, logged))| retained(logged))
         .map(|(request_id, (seq, logged))| (seq, request_id, logged))
         .collect();
     deleted.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
@@ -654,5 +692,85 @@ mod tests {
         for (rows, expected) in cases {
             assert_eq!(verify_ledger(lines(), rows), expected);
         }
+    }
+
+    #[test]
+    fn rows_before_a_logged_prune_may_be_gone_and_later_ones_may_not() {
+        let uses = |seq: u64, uses: serde_json::Value| {
+            serde_json::json!({"seq": seq, "at": "", "kind": "key.use", "actor": "gateway",
+                "data": {"uses": uses}, "prev": ""})
+            .to_string()
+        };
+        let one = |request_id: &str, at_ms: i64| {
+            serde_json::json!({"request_id": request_id, "at_ms": at_ms, "key_id": "key_a",
+                "cost_nano_usd": 100, "input_tokens": 10, "output_tokens": 5, "status": 200, "outcome": "ok"})
+        };
+        let prune = |seq: u64, before_ms: i64| {
+            serde_json::json!({"seq": seq, "at": "", "kind": LEDGER_PRUNE_KIND, "actor": "gateway",
+                "data": {"before_ms": before_ms}, "prev": ""})
+            .to_string()
+        };
+        let log = [
+            uses(
+                1,
+                serde_json::json!([one("req_old", 1_000), one("req_new", 5_000)]),
+            ),
+            prune(2, 2_000),
+        ];
+        let lines = || log.iter().map(String::as_str);
+        let new_row = ledger_row(2, "req_new", 100);
+        // The old row pruned: nothing to report.
+        assert_eq!(
+            verify_ledger(lines(), vec![new_row.clone()]),
+            Vec::<String>::new()
+        );
+        // A retained row deleted is still reported.
+        assert_eq!(
+            verify_ledger(lines(), vec![ledger_row(1, "req_old", 100)]),
+            vec![
+                "batch of key.use entry 1: the ledger row of request req_new (cost_nano_usd 100) was deleted"
+            ]
+        );
+        // A row before the horizon that is still there is still compared.
+        assert_eq!(
+            verify_ledger(lines(), vec![ledger_row(1, "req_old", 7), new_row]),
+            vec![
+                "batch of key.use entry 1: ledger row 1 (request req_old) has cost_nano_usd 7, the audit log says 100"
+            ]
+        );
+        // Without the prune entry, the missing old row is a deletion.
+        assert_eq!(
+            verify_ledger(
+                log[..1].iter().map(String::as_str),
+                vec![ledger_row(2, "req_new", 100)]
+            ),
+            vec![
+                "batch of key.use entry 1: the ledger row of request req_old (cost_nano_usd 100) was deleted"
+            ]
+        );
+    }
+
+    #[test]
+    fn lines_are_written_in_the_entry_format() {
+        // The borrowed writer and the owned reader must agree byte for byte:
+        // the hash covers the exact line.
+        let event = AuditEvent {
+            at: datetime!(2026-11-23 10:00 UTC),
+            kind: "key.use".into(),
+            actor: "gateway".to_owned(),
+            data: json!({"count": 1, "uses": [{"request_id": "req_a", "cost_nano_usd": 5}]}),
+        };
+        let entries = Chain::resume(None, key()).entries(std::slice::from_ref(&event));
+        let owned = EntryLine {
+            seq: 1,
+            at: "2026-11-23T10:00:00Z".to_owned(),
+            kind: event.kind.clone(),
+            actor: event.actor.clone(),
+            data: event.data.clone(),
+            prev: hex(&[0u8; 32]),
+        };
+        assert_eq!(entries[0].line, serde_json::to_string(&owned).unwrap());
+        let parsed: EntryLine = serde_json::from_str(&entries[0].line).unwrap();
+        assert_eq!(parsed.data, event.data);
     }
 }

@@ -49,6 +49,33 @@ pub struct GatewayConfig {
     /// How spend is bounded and billed where a response or request does
     /// not say it all.
     pub spend: SpendConfig,
+    /// How long raw ledger rows are kept.
+    pub ledger: LedgerConfig,
+}
+
+/// Ledger retention. Rollups (what usage, budgets, rotation and status
+/// read) are kept for good: per minute while younger than `retention`,
+/// merged per hour after.
+#[derive(Debug, Clone)]
+pub struct LedgerConfig {
+    /// Raw rows (one per request) older than this are pruned.
+    pub retention: Duration,
+    /// How often the retention task runs (and once at start).
+    pub prune_interval: Duration,
+    /// Records (and audit entries) the writer's queue holds; past as many
+    /// again waiting for room, keys with budgets are refused with 503
+    /// `ledger_backlog`.
+    pub queue_capacity: usize,
+}
+
+impl Default for LedgerConfig {
+    fn default() -> Self {
+        Self {
+            retention: Duration::from_secs(30 * 86_400),
+            prune_interval: Duration::from_secs(3_600),
+            queue_capacity: crate::ledger::QUEUE,
+        }
+    }
 }
 
 /// Spend control where the request or the response leaves the cost open.
@@ -110,6 +137,7 @@ impl Default for GatewayConfig {
             rotation_max_age: Duration::from_secs(90 * 86_400),
             oidc: crate::oidc::config::OidcConfig::default(),
             spend: SpendConfig::default(),
+            ledger: LedgerConfig::default(),
         }
     }
 }

@@ -10,22 +10,43 @@
 //! transaction.
 //!
 //! A full queue is back-pressure, never silent loss: the record waits in a
-//! task of its own for room, and the condition is logged. A failing store is
-//! retried with backoff; records stay queued meanwhile.
+//! task of its own for room (nothing is ever dropped), and one warning per
+//! [`FULL_WARNING_INTERVAL`] gives how many records found the queue full and
+//! how deep it is. While more records wait for room than the queue holds,
+//! requests of keys under a budget are refused with 503 `ledger_backlog`
+//! (see [`LedgerWriter::backlogged`]): their spend would otherwise pile up
+//! in memory, unwritten, and a crash would lose it from the budgets rebuilt
+//! at start. Keys without budgets keep being served; their records wait.
+//! A failing store is retried with backoff; records stay queued meanwhile.
+//!
+//! [`retain`] is the retention task: raw rows older than the retention
+//! period are pruned in bounded batches (rollups stay), after a
+//! `ledger.prune` audit entry names the cut-off, so `audit verify` tells a
+//! prune from a deletion.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use keyforge_store::{AuditCheckpoint, AuditRow, LedgerRecord, Store};
+use keyforge_store::{AuditCheckpoint, AuditRow, LedgerRecord, Store, StoreError};
 use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::audit::{AuditEvent, Chain, IdHasher};
+use crate::listen::WarnLimiter;
 
-const QUEUE: usize = 16 * 1024;
+/// The queue's capacity by default (`LedgerConfig::queue_capacity`).
+pub(crate) const QUEUE: usize = 16 * 1024;
 const BATCH: usize = 1024;
 /// How long the writer waits to fill a batch once a record arrives.
 const LINGER: Duration = Duration::from_millis(50);
+/// At most one "queue full" warning per interval.
+pub(crate) const FULL_WARNING_INTERVAL: Duration = Duration::from_secs(10);
+/// Raw rows deleted per statement when pruning.
+const PRUNE_BATCH: u32 = 5_000;
+/// Pause between pruning statements, so the ledger writer's batches get
+/// the write lock in between.
+const PRUNE_PAUSE: Duration = Duration::from_millis(20);
 
 #[derive(Debug)]
 enum Message {
@@ -38,16 +59,81 @@ enum Message {
     Flush(oneshot::Sender<()>),
 }
 
+/// The ledger writer's counters, in one place so the status endpoint (and
+/// a metrics endpoint) read them all. Totals count since the gateway
+/// started.
+#[derive(Debug, Default)]
+pub(crate) struct LedgerCounters {
+    /// Records waiting for room in the queue now, each in a task of its own.
+    waiting: AtomicU64,
+    /// Records that found the queue full.
+    queue_full_total: AtomicU64,
+    /// Ledger records committed to the store.
+    written_total: AtomicU64,
+    /// Batches (transactions) committed.
+    batches_total: AtomicU64,
+    /// Requests refused with 503 `ledger_backlog`.
+    refused_total: AtomicU64,
+    /// Raw rows deleted by retention.
+    pruned_total: AtomicU64,
+}
+
+/// A reading of the ledger writer's counters (see `/admin/v1/status`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LedgerStats {
+    /// Records and audit entries in the queue now.
+    pub queue_depth: u64,
+    /// What the queue holds at most.
+    pub queue_capacity: u64,
+    /// Records waiting for room in the full queue now.
+    pub waiting_for_room: u64,
+    /// Above this many records waiting, keys with budgets are refused.
+    pub waiting_limit: u64,
+    /// Records that found the queue full, since the gateway started.
+    pub queue_full_total: u64,
+    /// Ledger records committed to the store, since start.
+    pub written_total: u64,
+    /// Batches (one transaction each) committed, since start.
+    pub batches_total: u64,
+    /// Always zero: a record is never dropped; this says so where a
+    /// dashboard looks for it.
+    pub dropped_total: u64,
+    /// Requests refused with 503 `ledger_backlog`, since start.
+    pub refused_total: u64,
+    /// Raw ledger rows deleted by retention, since start.
+    pub pruned_total: u64,
+}
+
 #[derive(Debug, Clone)]
 pub(crate) struct LedgerWriter {
     tx: mpsc::Sender<Message>,
+    /// Records waiting for room in the queue, beyond which keys with
+    /// budgets are refused: as many as the queue holds (by default two
+    /// seconds of a store writing 8,000 records a second).
+    waiting_limit: u64,
+    counters: Arc<LedgerCounters>,
+    full_warnings: Arc<WarnLimiter>,
 }
 
 impl LedgerWriter {
-    pub(crate) fn spawn(store: Arc<dyn Store>, chain: Chain, ids: IdHasher) -> Self {
-        let (tx, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(run(store, chain, ids, rx));
-        Self { tx }
+    /// Starts the writer with a queue of `capacity` records and entries
+    /// (at least one).
+    pub(crate) fn spawn(
+        store: Arc<dyn Store>,
+        chain: Chain,
+        ids: IdHasher,
+        capacity: usize,
+    ) -> Self {
+        let capacity = capacity.max(1);
+        let (tx, rx) = mpsc::channel(capacity);
+        let counters = Arc::new(LedgerCounters::default());
+        tokio::spawn(run(store, chain, ids, rx, counters.clone()));
+        Self {
+            tx,
+            waiting_limit: u64::try_from(capacity).unwrap_or(u64::MAX),
+            counters,
+            full_warnings: Arc::new(WarnLimiter::new(FULL_WARNING_INTERVAL)),
+        }
     }
 
     /// Appends an audit entry and waits until it is committed, for at most
@@ -68,31 +154,74 @@ impl LedgerWriter {
         match self.tx.try_send(Message::Record(Box::new(record), client)) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(message)) => {
-                tracing::warn!(
-                    capacity = QUEUE,
-                    "ledger queue full: the store is not keeping up; records wait for room"
-                );
+                let counters = &self.counters;
+                counters.queue_full_total.fetch_add(1, Ordering::Relaxed);
+                let waiting = counters.waiting.fetch_add(1, Ordering::Relaxed) + 1;
+                if let Some(suppressed) = self.full_warnings.allow() {
+                    tracing::warn!(
+                        records = suppressed + 1,
+                        interval_s = FULL_WARNING_INTERVAL.as_secs(),
+                        queue_depth = self.tx.max_capacity(),
+                        waiting_for_room = waiting,
+                        "ledger queue full: the store is not keeping up; records wait for room (records: how many found it full since the last warning)"
+                    );
+                }
                 let tx = self.tx.clone();
+                let counters = self.counters.clone();
                 // A settlement may be dropped while the runtime shuts down,
                 // where nothing can be spawned any more.
                 match tokio::runtime::Handle::try_current() {
                     Ok(runtime) => {
                         runtime.spawn(async move {
-                            if tx.send(message).await.is_err() {
+                            let sent = tx.send(message).await;
+                            counters.waiting.fetch_sub(1, Ordering::Relaxed);
+                            if sent.is_err() {
                                 tracing::error!(
                                     "ledger writer stopped before a queued record could be written"
                                 );
                             }
                         });
                     }
-                    Err(_) => tracing::error!(
-                        "the runtime is shutting down; a ledger record could not be queued"
-                    ),
+                    Err(_) => {
+                        self.counters.waiting.fetch_sub(1, Ordering::Relaxed);
+                        tracing::error!(
+                            "the runtime is shutting down; a ledger record could not be queued"
+                        )
+                    }
                 }
             }
             Err(mpsc::error::TrySendError::Closed(_)) => {
                 tracing::error!("ledger writer stopped; a ledger record could not be written")
             }
+        }
+    }
+
+    /// Whether the store has fallen so far behind that more than
+    /// `waiting_limit` records wait for room in the full queue. The
+    /// request path refuses keys with budgets then (and counts the refusal
+    /// here).
+    pub(crate) fn backlogged(&self) -> bool {
+        let backlogged = self.counters.waiting.load(Ordering::Relaxed) > self.waiting_limit;
+        if backlogged {
+            self.counters.refused_total.fetch_add(1, Ordering::Relaxed);
+        }
+        backlogged
+    }
+
+    /// The counters now.
+    pub(crate) fn stats(&self) -> LedgerStats {
+        let c = &self.counters;
+        LedgerStats {
+            queue_depth: u64::try_from(self.tx.max_capacity() - self.tx.capacity()).unwrap_or(0),
+            queue_capacity: u64::try_from(self.tx.max_capacity()).unwrap_or(0),
+            waiting_for_room: c.waiting.load(Ordering::Relaxed),
+            waiting_limit: self.waiting_limit,
+            queue_full_total: c.queue_full_total.load(Ordering::Relaxed),
+            written_total: c.written_total.load(Ordering::Relaxed),
+            batches_total: c.batches_total.load(Ordering::Relaxed),
+            dropped_total: 0,
+            refused_total: c.refused_total.load(Ordering::Relaxed),
+            pruned_total: c.pruned_total.load(Ordering::Relaxed),
         }
     }
 
@@ -112,6 +241,97 @@ impl LedgerWriter {
         }
         finished
     }
+
+    /// One retention round: raw rows that arrived before `before_ms` (Unix
+    /// ms) are deleted in bounded batches, after a `ledger.prune` audit
+    /// entry naming the cut-off is committed; then minute rollups older
+    /// than the cut-off are merged into hours. Returns the rows deleted.
+    pub(crate) async fn prune(
+        &self,
+        store: &dyn Store,
+        now: time::OffsetDateTime,
+        before_ms: i64,
+        retention: Duration,
+    ) -> Result<u64, StoreError> {
+        let mut pruned = 0u64;
+        if store
+            .ledger_oldest_ms()
+            .await?
+            .is_some_and(|oldest| oldest < before_ms)
+        {
+            // The chain says which rows may go before any goes: a crash in
+            // between leaves rows that verify checks all the same.
+            let event = AuditEvent {
+                at: now,
+                kind: crate::audit::LEDGER_PRUNE_KIND.to_owned(),
+                actor: "gateway".to_owned(),
+                data: json!({"before_ms": before_ms, "retention_s": retention.as_secs()}),
+            };
+            if !self.audit(event, Duration::from_secs(30)).await {
+                return Err(StoreError::Conflict(
+                    "the audit log cannot be written; nothing pruned".into(),
+                ));
+            }
+            loop {
+                let deleted = store.prune_ledger(before_ms, PRUNE_BATCH).await?;
+                pruned += deleted;
+                self.counters
+                    .pruned_total
+                    .fetch_add(deleted, Ordering::Relaxed);
+                if deleted < u64::from(PRUNE_BATCH) {
+                    break;
+                }
+                tokio::time::sleep(PRUNE_PAUSE).await;
+            }
+        }
+        while store.coarsen_rollups(before_ms).await? {
+            tokio::time::sleep(PRUNE_PAUSE).await;
+        }
+        Ok(pruned)
+    }
+}
+
+/// The retention task: a round at start and every `interval` after, until
+/// the gateway is dropped. Raw rows older than `retention` (by the
+/// gateway's clock) go; rollups stay.
+pub(crate) async fn retain(
+    state: std::sync::Weak<crate::state::AppState>,
+    retention: Duration,
+    interval: Duration,
+) {
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let Some(state) = state.upgrade() else {
+            return;
+        };
+        match prune_now(&state, retention).await {
+            Ok(0) => {}
+            Ok(rows) => tracing::info!(
+                rows,
+                retention_s = retention.as_secs(),
+                "ledger: raw rows past retention pruned (rollups kept)"
+            ),
+            Err(error) => {
+                tracing::warn!(error = %error, "ledger retention round failed; retrying at the next one")
+            }
+        }
+    }
+}
+
+/// One retention round for `state`, by its clock.
+pub(crate) async fn prune_now(
+    state: &crate::state::AppState,
+    retention: Duration,
+) -> Result<u64, StoreError> {
+    let now = state.clock.now();
+    let before_ms = crate::snapshot::unix_ms(now)
+        .saturating_sub(i64::try_from(retention.as_millis()).unwrap_or(i64::MAX));
+    state
+        .ledger
+        .prune(state.store.as_ref(), now, before_ms, retention)
+        .await
 }
 
 /// What one batch carries.
@@ -206,6 +426,7 @@ async fn run(
     mut chain: Chain,
     ids: IdHasher,
     mut rx: mpsc::Receiver<Message>,
+    counters: Arc<LedgerCounters>,
 ) {
     while let Some(first) = rx.recv().await {
         let mut batch = Batch::default();
@@ -250,6 +471,11 @@ async fn run(
             backoff = (backoff * 2).min(Duration::from_secs(10));
         }
         chain.commit(&entries);
+        counters.written_total.fetch_add(
+            u64::try_from(batch.ledger.len()).unwrap_or(0),
+            Ordering::Relaxed,
+        );
+        counters.batches_total.fetch_add(1, Ordering::Relaxed);
         for done in batch.audited.drain(..).chain(batch.flushed.drain(..)) {
             let _ = done.send(());
         }
@@ -482,6 +708,15 @@ mod tests {
         async fn query_usage(&self, query: &UsageQuery) -> Result<Vec<UsageRow>, StoreError> {
             self.inner.query_usage(query).await
         }
+        async fn ledger_oldest_ms(&self) -> Result<Option<i64>, StoreError> {
+            self.inner.ledger_oldest_ms().await
+        }
+        async fn prune_ledger(&self, before_ms: i64, limit: u32) -> Result<u64, StoreError> {
+            self.inner.prune_ledger(before_ms, limit).await
+        }
+        async fn coarsen_rollups(&self, before_ms: i64) -> Result<bool, StoreError> {
+            self.inner.coarsen_rollups(before_ms).await
+        }
     }
 
     fn record(n: i64) -> LedgerRecord {
@@ -518,6 +753,7 @@ mod tests {
             store.clone(),
             Chain::resume(None, crate::audit::CheckpointKey::new(&[1; 32])),
             IdHasher::new(&[2; 32]),
+            QUEUE,
         );
         for n in 0..100 {
             writer.record(record(n), None);
@@ -537,5 +773,65 @@ mod tests {
         };
         let rows = store.query_usage(&query).await.unwrap();
         assert_eq!(rows[0].requests, 100);
+    }
+
+    #[tokio::test]
+    async fn a_store_that_falls_behind_refuses_budgeted_keys_and_loses_nothing() {
+        let store = Arc::new(Flaky {
+            inner: SqliteStore::open_in_memory().await.unwrap(),
+            failing: AtomicBool::new(true),
+        });
+        let writer = LedgerWriter::spawn(
+            store.clone(),
+            Chain::resume(None, crate::audit::CheckpointKey::new(&[1; 32])),
+            IdHasher::new(&[2; 32]),
+            QUEUE,
+        );
+        assert!(!writer.backlogged());
+        // The writer holds at most one batch while the store fails; past
+        // the queue, records wait for room, and past the waiting limit the
+        // backlog shows.
+        let total = QUEUE + BATCH + QUEUE + 2;
+        for n in 0..total {
+            writer.record(record(i64::try_from(n).unwrap()), None);
+        }
+        let stats = writer.stats();
+        assert!(stats.waiting_for_room > stats.waiting_limit, "{stats:?}");
+        assert_eq!(stats.queue_depth, stats.queue_capacity, "{stats:?}");
+        assert_eq!(stats.queue_full_total, stats.waiting_for_room, "{stats:?}");
+        assert!(writer.backlogged());
+        assert_eq!(writer.stats().refused_total, 1);
+        // The store recovers: every record is written, none dropped, and
+        // budgeted keys are served again.
+        store.failing.store(false, Ordering::SeqCst);
+        let expected = u64::try_from(total).unwrap();
+        for _ in 0..100 {
+            if writer.stats().written_total == expected {
+                break;
+            }
+            writer.flush(Duration::from_secs(30)).await;
+        }
+        let stats = writer.stats();
+        assert_eq!(
+            (
+                stats.written_total,
+                stats.waiting_for_room,
+                stats.dropped_total
+            ),
+            (expected, 0, 0),
+            "{stats:?}"
+        );
+        assert!(!writer.backlogged());
+        let query = UsageQuery {
+            since_ms: 0,
+            key_id: None,
+            env: None,
+            project: None,
+            group_by: UsageGroup::Env,
+        };
+        assert_eq!(
+            store.query_usage(&query).await.unwrap()[0].requests,
+            expected
+        );
     }
 }

@@ -43,9 +43,10 @@ use secrecy::SecretString;
 use tokio::net::TcpListener;
 
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use config::{GatewayConfig, SpendConfig, UnknownInput};
+pub use config::{GatewayConfig, LedgerConfig, SpendConfig, UnknownInput};
 pub use error::Fault;
 pub use keyforge_control::AnomalyConfig;
+pub use ledger::LedgerStats;
 pub use snapshot::SnapshotError;
 
 use state::AppState;
@@ -125,7 +126,12 @@ impl Gateway {
         let chain =
             audit::Chain::resume(head, audit::CheckpointKey::new(checkpoint_key.as_slice()));
         let ids = audit::IdHasher::new(parts.master_key.derive(audit::ID_KEY_LABEL).as_slice());
-        let ledger = ledger::LedgerWriter::spawn(parts.store.clone(), chain, ids);
+        let ledger = ledger::LedgerWriter::spawn(
+            parts.store.clone(),
+            chain,
+            ids,
+            parts.config.ledger.queue_capacity,
+        );
         let oidc = oidc::Oidc::new(&parts.config.oidc);
         let (alerts, raised) = alerts::Alerts::new();
         snapshot.report_integrity_failures(None, &alerts);
@@ -180,7 +186,27 @@ impl Gateway {
         // is dropped, as its queue closes.
         tokio::spawn(alerts::dispatch(Arc::downgrade(&state), raised));
         tokio::spawn(admin::doctor::watch(Arc::downgrade(&state)));
+        tokio::spawn(ledger::retain(
+            Arc::downgrade(&state),
+            state.config.ledger.retention,
+            state.config.ledger.prune_interval,
+        ));
         Ok(Self { state })
+    }
+
+    /// Runs a ledger retention round now, by the gateway's clock (the
+    /// background task runs one at start and every
+    /// `ledger.prune_interval`): raw rows older than `ledger.retention` are
+    /// deleted after a `ledger.prune` audit entry, and old minute rollups
+    /// merged into hours. Returns the raw rows deleted.
+    pub async fn prune_ledger(&self) -> Result<u64, StoreError> {
+        ledger::prune_now(&self.state, self.state.config.ledger.retention).await
+    }
+
+    /// The ledger writer's counters now (queue depth, records waiting,
+    /// written, refused; see [`LedgerStats`]).
+    pub fn ledger_stats(&self) -> LedgerStats {
+        self.state.ledger.stats()
     }
 
     /// The whole HTTP surface. `/healthz` and the OIDC exchange are the only

@@ -50,9 +50,13 @@ impl Deployment {
     /// Starts a gateway on the deployment's file (the earlier one may keep
     /// running: its fake upstream is where the providers point).
     async fn start(&self) -> Harness {
+        self.start_with(GatewayConfig::default()).await.0
+    }
+
+    async fn start_with(&self, config: GatewayConfig) -> (Harness, keyforge_gateway::Gateway) {
         let store = SqliteStore::open(&self.path).await.unwrap();
         let master_key = MasterKey::from_base64(&self.master_key, "test").unwrap();
-        Harness::start_with_store(GatewayConfig::default(), Arc::new(store), master_key).await
+        Harness::start_serving(config, Arc::new(store), master_key).await
     }
 
     /// Starts a second gateway on the file once the first has written its
@@ -414,6 +418,12 @@ async fn a_version_7_store_is_sealed_at_its_first_start_and_verifies() {
     let (_, key) = first
         .create_key(json!({"name": "old", "env": "dev", "budgets": [{"amount": 4_000_000_000_i64, "period": "day"}]}))
         .await;
+    // The first gateway's queue written out before its tables change
+    // under it (it stays idle from here on).
+    let (status, body) = first
+        .admin(reqwest::Method::GET, "/usage?since=1d", None)
+        .await;
+    assert_eq!(status, 200, "{body}");
     // What version 7 held: the same rows, no MAC columns.
     for table in [
         "providers",
@@ -427,8 +437,10 @@ async fn a_version_7_store_is_sealed_at_its_first_start_and_verifies() {
             .run(&format!("ALTER TABLE {table} DROP COLUMN mac"))
             .await;
     }
+    // Version 9's rollups are rebuilt from the raw rows by its migration.
+    deployment.run("DROP TABLE ledger_rollup").await;
     deployment.run("PRAGMA user_version = 7").await;
-    let second = deployment.restart(&first).await;
+    let second = deployment.start().await;
     assert_eq!(chat(&second, &key, "gpt-4o-mini").await.0, 200);
     no_integrity_alert(&second).await;
     // The start that sealed the rows says so in the audit log.
@@ -487,4 +499,75 @@ async fn an_earlier_secret_moved_to_another_key_is_refused() {
     let (status, body) = chat(&second, &old, "gpt-4o").await;
     assert_eq!(status, 401, "{body}");
     assert_eq!(chat(&second, &old, "gpt-4o-mini").await.0, 401);
+}
+
+/// The requests and spend `/usage` reports over the last 30 days.
+async fn usage_totals(harness: &Harness) -> (u64, i64) {
+    let (status, report) = harness
+        .admin(reqwest::Method::GET, "/usage?by=key&since=30d", None)
+        .await;
+    assert_eq!(status, 200, "{report}");
+    let rows = report["rows"].as_array().unwrap();
+    (
+        rows.iter()
+            .map(|row| row["requests"].as_u64().unwrap())
+            .sum(),
+        rows.iter()
+            .map(|row| row["cost_nano_usd"].as_i64().unwrap())
+            .sum(),
+    )
+}
+
+#[tokio::test]
+async fn pruning_past_retention_keeps_usage_and_audit_verify_checks_the_rows_kept() {
+    let deployment = Deployment::new();
+    let config = GatewayConfig {
+        ledger: keyforge_gateway::LedgerConfig {
+            retention: Duration::from_secs(86_400),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let (first, gateway) = deployment.start_with(config).await;
+    first.add_provider("openai", "openai", "dev").await;
+    let (_, key) = first.create_key(json!({"name": "app", "env": "dev"})).await;
+    for _ in 0..3 {
+        assert_eq!(chat(&first, &key, "gpt-4o-mini").await.0, 200);
+    }
+    // Two days later: the first three are past the one-day retention.
+    first.clock.advance(Duration::from_secs(2 * 86_400));
+    for _ in 0..2 {
+        assert_eq!(chat(&first, &key, "gpt-4o-mini").await.0, 200);
+    }
+    let before = usage_totals(&first).await;
+    assert_eq!(before.0, 5);
+    assert!(before.1 > 0);
+    assert_eq!(gateway.prune_ledger().await.unwrap(), 3);
+    assert_eq!(gateway.ledger_stats().pruned_total, 3);
+    let options = sqlx::sqlite::SqliteConnectOptions::new().filename(&deployment.path);
+    let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
+    let kept: Vec<(i64, String)> = sqlx::query_as("SELECT id, request_id FROM ledger ORDER BY id")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    assert_eq!(kept.len(), 2);
+    // Usage reads the rollups: the same figures with the raw rows gone.
+    assert_eq!(usage_totals(&first).await, before);
+    // The key.use entries still name all five; the prune entry says which
+    // three may be gone.
+    assert_eq!(audit_problem(&first).await, None);
+    let second = deployment.restart(&first).await;
+    assert_eq!(usage_totals(&second).await, before);
+    assert_eq!(audit_problem(&second).await, None);
+    // A retained row deleted is still found out.
+    deployment
+        .tamper(&format!("DELETE FROM ledger WHERE id = {}", kept[1].0))
+        .await;
+    let problem = audit_problem(&second).await.expect("verify must fail");
+    assert!(
+        problem.contains(&format!("request {} (cost_nano_usd", kept[1].1))
+            && problem.contains("was deleted"),
+        "{problem}"
+    );
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use keyforge_gateway::{AnomalyConfig, GatewayConfig};
-use keyforge_gateway::{SpendConfig, UnknownInput};
+use keyforge_gateway::{LedgerConfig, SpendConfig, UnknownInput};
 use keyforge_providers::{
     LimitTable, ModelLimits, PriceTable, RawLimit, RawPrice, TokenPrices, parse_usd_per_million,
 };
@@ -34,6 +34,8 @@ pub(crate) struct RawConfig {
     anomaly: RawAnomaly,
     #[serde(default)]
     rotation: RawRotation,
+    #[serde(default)]
+    ledger: RawLedger,
     /// Workload identity: `[[oidc.issuer]]` and `[[oidc.role]]`.
     #[serde(default)]
     oidc: keyforge_gateway::oidc::config::RawOidc,
@@ -76,6 +78,13 @@ struct RawBudgets {
 struct RawRotation {
     /// Provider keys older than this are overdue (`90d`).
     max_age: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLedger {
+    /// Raw ledger rows older than this are pruned (`30d`); rollups stay.
+    retention: Option<String>,
 }
 
 /// Rogue-client detection (see `keyforge_control::anomaly`).
@@ -241,6 +250,7 @@ pub(crate) fn resolve(args: &ServeArgs, env: &EnvOverrides) -> anyhow::Result<Se
                 .map(|ttl| ttl.as_duration())
                 .context("config `rotation.max_age`")?,
         },
+        ledger: ledger_config(raw.ledger, defaults.ledger.clone())?,
         oidc: raw
             .oidc
             .validate(&config_dir)
@@ -295,6 +305,27 @@ pub(crate) fn resolve(args: &ServeArgs, env: &EnvOverrides) -> anyhow::Result<Se
         gateway,
         prices,
         limits,
+    })
+}
+
+/// The shortest retention accepted: rate limiters are rebuilt at start
+/// from the last minute of raw rows, and an hour keeps `audit verify`'s
+/// view of recent requests whole.
+const MIN_LEDGER_RETENTION: Duration = Duration::from_secs(3_600);
+
+fn ledger_config(raw: RawLedger, defaults: LedgerConfig) -> anyhow::Result<LedgerConfig> {
+    let retention = match raw.retention {
+        None => defaults.retention,
+        Some(text) => Ttl::parse(&text)
+            .map(|ttl| ttl.as_duration())
+            .context("config `ledger.retention`")?,
+    };
+    if retention < MIN_LEDGER_RETENTION {
+        bail!("config `ledger.retention` must be at least 1h");
+    }
+    Ok(LedgerConfig {
+        retention,
+        ..defaults
     })
 }
 
@@ -498,6 +529,9 @@ mod tests {
             ),
             ("[budgets]\nreserve = 1", "unknown field"),
             ("[rotation]\nmax_age = \"ninety days\"", "rotation.max_age"),
+            ("[ledger]\nretention = \"a month\"", "ledger.retention"),
+            ("[ledger]\nretention = \"10m\"", "at least 1h"),
+            ("[ledger]\nkeep = \"30d\"", "unknown field"),
             (
                 "[pricing]\nfallback_output = \"lots\"",
                 "pricing.fallback_output",

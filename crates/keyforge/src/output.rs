@@ -166,6 +166,25 @@ pub(crate) fn status(report: &StatusReport) -> anyhow::Result<()> {
                 "WARNING: the audit log could not be written; admin changes are refused until it can (see the gateway's log)."
             )?;
         }
+        let ledger = &report.ledger;
+        writeln!(
+            out,
+            "Ledger: {} of {} queued, {} waiting for room, {} written in {} batches, {} dropped; {} requests refused for backlog, {} raw rows pruned.",
+            ledger.queue_depth,
+            ledger.queue_capacity,
+            ledger.waiting_for_room,
+            ledger.written_total,
+            ledger.batches_total,
+            ledger.dropped_total,
+            ledger.refused_total,
+            ledger.pruned_total,
+        )?;
+        if ledger.waiting_for_room > ledger.waiting_limit {
+            writeln!(
+                out,
+                "WARNING: the ledger is not keeping up; keys with a budget are refused (503 ledger_backlog) until it catches up."
+            )?;
+        }
     }
     let rows: Vec<Vec<String>> = report
         .providers

@@ -956,6 +956,11 @@ async fn rotate_commands_walk_a_provider_key_through_blue_green() {
         ok && status.contains("openai") && status.contains("healthy"),
         "{status}{err}"
     );
+    // The ledger writer's counters, with nothing waiting or dropped.
+    assert!(
+        status.contains(" 0 waiting for room,") && status.contains(" 0 dropped;"),
+        "{status}"
+    );
     let logs = server.stop().await;
     assert!(!logs.contains(&new_key), "{logs}");
     for (path, bytes) in all_files(home.path()) {

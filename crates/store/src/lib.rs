@@ -260,5 +260,21 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn audit_seq_since(&self, since_ms: i64) -> Result<Option<u64>, StoreError>;
     /// Sums the ledger since a time, optionally for one key, project or
     /// environment, grouped by key, model, day, environment or project.
+    /// Read from the rollups (plus the raw rows of a window's partial first
+    /// minute), so it stays exact after raw rows are pruned; a window
+    /// reaching into the hourly rollups (older than the retention period)
+    /// starts at the first whole hour after `since_ms`.
     async fn query_usage(&self, query: &UsageQuery) -> Result<Vec<UsageRow>, StoreError>;
+
+    /// The arrival time (Unix ms) of the oldest raw ledger row still
+    /// stored; `None` when there is none.
+    async fn ledger_oldest_ms(&self) -> Result<Option<i64>, StoreError>;
+    /// Deletes at most `limit` raw ledger rows that arrived before
+    /// `before_ms` (Unix ms), oldest first; returns how many it deleted.
+    /// Rollups are kept: usage, budgets and rotation figures do not change.
+    async fn prune_ledger(&self, before_ms: i64, limit: u32) -> Result<u64, StoreError>;
+    /// Merges minute rollups older than `before_ms` (rounded down to the
+    /// hour) into one row per hour and group, a bounded stretch (a day) per
+    /// call, in one transaction; returns whether older minutes remain.
+    async fn coarsen_rollups(&self, before_ms: i64) -> Result<bool, StoreError>;
 }

@@ -455,6 +455,9 @@ pub struct StatusReport {
     /// The last admin action could not be written to the audit log.
     pub audit_failing: bool,
     pub providers: Vec<ProviderHealthView>,
+    /// The ledger writer's queue and counters.
+    #[serde(default)]
+    pub ledger: crate::LedgerStats,
 }
 
 /// One thing `keyforge doctor` found.

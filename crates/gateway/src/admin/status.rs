@@ -40,6 +40,7 @@ pub(super) async fn status(
             .audit_failing
             .load(std::sync::atomic::Ordering::Relaxed),
         providers,
+        ledger: state.ledger.stats(),
     }))
 }
 

@@ -262,6 +262,21 @@ pub(crate) fn admit(
     if limited.is_empty() && entry.budgets.is_empty() {
         return Ok(admission);
     }
+    // Budgeted spend is not served while its ledger records cannot be
+    // written (see ledger.rs): 503 rather than spend a crash would forget.
+    if !entry.budgets.is_empty() && state.ledger.backlogged() {
+        return Err(GatewayError {
+            class: ErrorClass::Unavailable,
+            code: "ledger_backlog",
+            message: "the usage ledger is not keeping up; requests of keys with a budget are refused until it catches up; retry shortly".into(),
+            // Logged like a rate-limit refusal (info, one line per request);
+            // the backlog itself is warned about once per interval by the
+            // writer, so an overload does not also flood the log at error.
+            fault: crate::error::Fault::Client,
+            headers: None,
+        }
+        .with_header(http::header::RETRY_AFTER, HeaderValue::from_static("1")));
+    }
     let now_ns = unix_ns(ctx.arrived);
     let estimate =
         if limited.iter().any(|level| level.limiters.tpm.is_some()) || !entry.budgets.is_empty() {

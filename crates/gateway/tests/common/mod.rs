@@ -42,6 +42,16 @@ impl Harness {
         store: Arc<dyn keyforge_store::Store>,
         master_key: MasterKey,
     ) -> Self {
+        Self::start_serving(config, store, master_key).await.0
+    }
+
+    /// Also returns the gateway being served, for what has no HTTP route
+    /// (a ledger retention round now).
+    pub(crate) async fn start_serving(
+        config: GatewayConfig,
+        store: Arc<dyn keyforge_store::Store>,
+        master_key: MasterKey,
+    ) -> (Self, Gateway) {
         let provider_key = fake_provider_key("provider");
         let upstream = FakeUpstream::start(&provider_key).await.unwrap();
         let admin_token = format!("kfadmin_{}", keyforge_types::random_base62(43));
@@ -60,14 +70,18 @@ impl Harness {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let (shutdown, stopped) = tokio::sync::oneshot::channel();
-        tokio::spawn(keyforge_gateway::serve(listener, gateway, async move {
-            let _ = stopped.await;
-        }));
+        tokio::spawn(keyforge_gateway::serve(
+            listener,
+            gateway.clone(),
+            async move {
+                let _ = stopped.await;
+            },
+        ));
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(20))
             .build()
             .unwrap();
-        Self {
+        let harness = Self {
             base,
             admin_token,
             upstream,
@@ -75,7 +89,8 @@ impl Harness {
             clock,
             http,
             _shutdown: shutdown,
-        }
+        };
+        (harness, gateway)
     }
 
     pub(crate) async fn admin(

@@ -25,11 +25,13 @@ use crate::model::{
 };
 use crate::{RowFailure, RowMac, Store, StoreError};
 
+mod rollup;
 mod row_mac;
 
-const SCHEMA_VERSION: i64 = 8;
-/// 18 columns x 100 rows stays far below SQLite's bound-parameter limit.
-const LEDGER_ROWS_PER_STATEMENT: usize = 100;
+const SCHEMA_VERSION: i64 = 9;
+/// Audit rows per INSERT statement (a batch has a few: its `key.use`
+/// entries and admin entries).
+const AUDIT_ROWS_PER_STATEMENT: usize = 100;
 const SCHEMA_V1: &str = include_str!("schema.sql");
 const SCHEMA_V2: &str = include_str!("schema_v2.sql");
 const SCHEMA_V3: &str = include_str!("schema_v3.sql");
@@ -38,6 +40,12 @@ const SCHEMA_V5: &str = include_str!("schema_v5.sql");
 const SCHEMA_V6: &str = include_str!("schema_v6.sql");
 const SCHEMA_V7: &str = include_str!("schema_v7.sql");
 const SCHEMA_V8: &str = include_str!("schema_v8.sql");
+const SCHEMA_V9: &str = include_str!("schema_v9.sql");
+/// How far minute rollups have been merged into hours (Unix ms, 8 bytes
+/// big-endian); absent until the first merge.
+const ROLLUP_HOURLY_BEFORE: &str = "rollup_hourly_before";
+/// Hours of minute rollups merged per [`Store::coarsen_rollups`] call.
+const COARSEN_HOURS_PER_CALL: i64 = 24;
 /// Set by the upgrade to schema 8: rows written before it still need MACs.
 const ROW_MAC_BACKFILL: &str = "row_mac_backfill";
 
@@ -134,6 +142,9 @@ impl SqliteStore {
         }
         if version < 8 {
             sqlx::raw_sql(SCHEMA_V8).execute(&mut *tx).await?;
+        }
+        if version < 9 {
+            sqlx::raw_sql(SCHEMA_V9).execute(&mut *tx).await?;
         }
         if version < SCHEMA_VERSION {
             sqlx::raw_sql(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))
@@ -640,16 +651,17 @@ impl Store for SqliteStore {
     }
 
     async fn upstream_health(&self, since_ms: i64) -> Result<Vec<UpstreamHealth>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT env, provider, provider_key_version AS version, \
-             SUM(status < 400) AS ok, SUM(status IN (401, 403)) AS rejected, SUM(status = 429) AS rate_limited, \
-             SUM(status >= 500) AS failed, SUM(status >= 400 AND status < 500 AND status NOT IN (401, 403, 429)) AS client_errors, \
-             MAX(at_ms) AS last_ms, \
-             (SELECT l2.status FROM ledger l2 WHERE l2.env = l.env AND l2.provider = l.provider \
-                AND l2.provider_key_version = l.provider_key_version ORDER BY l2.at_ms DESC, l2.id DESC LIMIT 1) AS last_status \
-             FROM ledger l WHERE at_ms >= ? GROUP BY env, provider, provider_key_version ORDER BY env, provider, version DESC",
-        )
+        // `MAX(last_ms), last_status`: the status of the latest request
+        // (SQLite's bare-column rule for MAX).
+        let rows = sqlx::query(&format!(
+            "WITH {} SELECT env, provider, provider_key_version AS version, SUM(ok) AS ok, SUM(rejected) AS rejected, \
+             SUM(rate_limited) AS rate_limited, SUM(failed) AS failed, SUM(client_errors) AS client_errors, \
+             MAX(last_ms) AS last_ms, last_status \
+             FROM src GROUP BY env, provider, provider_key_version ORDER BY env, provider, version DESC",
+            rollup::SOURCE
+        ))
         .bind(since_ms)
+        .bind(rollup::minute_ceil(since_ms))
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
@@ -678,13 +690,15 @@ impl Store for SqliteStore {
         provider: &ProviderName,
         since_ms: i64,
     ) -> Result<Vec<VersionUsage>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT provider_key_version, COUNT(*) AS requests, MAX(at_ms) AS last_ms FROM ledger \
-             WHERE env = ? AND provider = ? AND at_ms >= ? GROUP BY provider_key_version ORDER BY provider_key_version DESC",
-        )
+        let rows = sqlx::query(&format!(
+            "WITH {} SELECT provider_key_version, SUM(requests) AS requests, MAX(last_ms) AS last_ms FROM src \
+             WHERE env = ?3 AND provider = ?4 GROUP BY provider_key_version ORDER BY provider_key_version DESC",
+            rollup::SOURCE
+        ))
+        .bind(since_ms)
+        .bind(rollup::minute_ceil(since_ms))
         .bind(env.as_str())
         .bind(provider.as_str())
-        .bind(since_ms)
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
@@ -832,38 +846,14 @@ impl Store for SqliteStore {
         if ledger.is_empty() && audit.is_empty() {
             return Ok(());
         }
-        // One transaction per batch, and many rows per statement: each
-        // statement is a round trip to SQLite's worker thread.
+        // One transaction per batch (group commit), and many rows per
+        // statement: each statement is a round trip to SQLite's worker
+        // thread. The rollups are written in the same transaction, so they
+        // never disagree with the raw rows.
         let mut tx = self.pool.begin().await?;
-        for chunk in ledger.chunks(LEDGER_ROWS_PER_STATEMENT) {
-            let mut insert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-                "INSERT INTO ledger (at_ms, request_id, key_id, env, project, provider, provider_key_version, model, input_tokens, cached_input_tokens, \
-                 cache_write_tokens, output_tokens, reasoning_tokens, usage_source, cost_nano_usd, priced_by, status, latency_ms, outcome) ",
-            );
-            insert.push_values(chunk, |mut row, r| {
-                row.push_bind(r.at_ms)
-                    .push_bind(r.request_id.as_str())
-                    .push_bind(r.key_id.as_str())
-                    .push_bind(r.env.as_str())
-                    .push_bind(r.project.as_ref().map(ProjectName::as_str))
-                    .push_bind(r.provider.as_str())
-                    .push_bind(i64::from(r.provider_key_version))
-                    .push_bind(r.model.as_deref())
-                    .push_bind(to_i64(r.input_tokens))
-                    .push_bind(to_i64(r.cached_input_tokens))
-                    .push_bind(to_i64(r.cache_write_tokens))
-                    .push_bind(to_i64(r.output_tokens))
-                    .push_bind(to_i64(r.reasoning_tokens))
-                    .push_bind(r.usage_source)
-                    .push_bind(r.cost_nano_usd)
-                    .push_bind(r.priced_by)
-                    .push_bind(i64::from(r.status))
-                    .push_bind(to_i64(r.latency_ms))
-                    .push_bind(r.outcome);
-            });
-            insert.build().execute(&mut *tx).await?;
-        }
-        for chunk in audit.chunks(LEDGER_ROWS_PER_STATEMENT) {
+        rollup::insert_raw(&mut tx, ledger).await?;
+        rollup::upsert(&mut tx, ledger).await?;
+        for chunk in audit.chunks(AUDIT_ROWS_PER_STATEMENT) {
             let mut insert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
                 "INSERT INTO audit_log (seq, at_ms, kind, line, hash) ",
             );
@@ -972,31 +962,27 @@ impl Store for SqliteStore {
     async fn query_usage(&self, query: &UsageQuery) -> Result<Vec<UsageRow>, StoreError> {
         let group = match query.group_by {
             UsageGroup::Key => "key_id",
-            UsageGroup::Model => "COALESCE(model, '(none)')",
+            UsageGroup::Model => "CASE model WHEN '' THEN '(none)' ELSE model END",
             UsageGroup::Day => "strftime('%Y-%m-%d', at_ms / 1000, 'unixepoch')",
             UsageGroup::Env => "env",
-            UsageGroup::Project => "COALESCE(project, '(none)')",
+            UsageGroup::Project => "CASE project WHEN '' THEN '(none)' ELSE project END",
         };
         let sql = format!(
-            "SELECT {group} AS grp, COUNT(*) AS requests, SUM(input_tokens) AS input_tokens, SUM(cached_input_tokens) AS cached_input_tokens, \
-             SUM(cache_write_tokens) AS cache_write_tokens, SUM(output_tokens) AS output_tokens, SUM(reasoning_tokens) AS reasoning_tokens, \
-             SUM(cost_nano_usd) AS cost_nano_usd, SUM(usage_source = 'estimated') AS estimated, SUM(priced_by = 'fallback') AS fallback_priced, \
-             SUM(priced_by = 'unmetered') AS unmetered, SUM(outcome = 'client_cancelled') AS client_cancelled, \
-             SUM(status >= 400) AS errors \
-             FROM ledger WHERE at_ms >= ? AND (? IS NULL OR key_id = ?) AND (? IS NULL OR env = ?) AND (? IS NULL OR project = ?) \
-             GROUP BY grp ORDER BY grp"
+            "WITH {} SELECT {group} AS grp, SUM(requests) AS requests, SUM(input_tokens) AS input_tokens, \
+             SUM(cached_input_tokens) AS cached_input_tokens, SUM(cache_write_tokens) AS cache_write_tokens, \
+             SUM(output_tokens) AS output_tokens, SUM(reasoning_tokens) AS reasoning_tokens, \
+             SUM(cost_nano_usd) AS cost_nano_usd, SUM(estimated) AS estimated, SUM(fallback_priced) AS fallback_priced, \
+             SUM(unmetered) AS unmetered, SUM(client_cancelled) AS client_cancelled, SUM(errors) AS errors \
+             FROM src WHERE (?3 IS NULL OR key_id = ?3) AND (?4 IS NULL OR env = ?4) AND (?5 IS NULL OR project = ?5) \
+             GROUP BY grp ORDER BY grp",
+            rollup::SOURCE
         );
-        let key = query.key_id.as_ref().map(|id| id.as_str().to_owned());
-        let env = query.env.as_ref().map(|env| env.as_str().to_owned());
-        let project = query.project.as_ref().map(|p| p.as_str().to_owned());
         let rows = sqlx::query(&sql)
             .bind(query.since_ms)
-            .bind(&key)
-            .bind(&key)
-            .bind(&env)
-            .bind(&env)
-            .bind(&project)
-            .bind(&project)
+            .bind(rollup::minute_ceil(query.since_ms))
+            .bind(query.key_id.as_ref().map(KeyId::as_str))
+            .bind(query.env.as_ref().map(EnvName::as_str))
+            .bind(query.project.as_ref().map(ProjectName::as_str))
             .fetch_all(&self.pool)
             .await?;
         rows.iter()
@@ -1018,6 +1004,68 @@ impl Store for SqliteStore {
                 })
             })
             .collect()
+    }
+
+    async fn ledger_oldest_ms(&self) -> Result<Option<i64>, StoreError> {
+        Ok(sqlx::query_scalar("SELECT MIN(at_ms) FROM ledger")
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
+    async fn prune_ledger(&self, before_ms: i64, limit: u32) -> Result<u64, StoreError> {
+        // Oldest first through `ledger_at`; bounded, so the write lock is
+        // held briefly and the ledger writer's batches interleave.
+        let pruned = sqlx::query(
+            "DELETE FROM ledger WHERE id IN (SELECT id FROM ledger WHERE at_ms < ? ORDER BY at_ms LIMIT ?)",
+        )
+        .bind(before_ms)
+        .bind(i64::from(limit))
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(pruned)
+    }
+
+    async fn coarsen_rollups(&self, before_ms: i64) -> Result<bool, StoreError> {
+        let horizon = before_ms.div_euclid(rollup::HOUR_MS) * rollup::HOUR_MS;
+        let mut tx = self.pool.begin().await?;
+        let done: Option<Vec<u8>> = sqlx::query_scalar("SELECT value FROM meta WHERE name = ?")
+            .bind(ROLLUP_HOURLY_BEFORE)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let from = match done {
+            Some(bytes) => i64::from_be_bytes(
+                bytes
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| StoreError::Corrupt(format!("meta {ROLLUP_HOURLY_BEFORE}")))?,
+            ),
+            None => {
+                let oldest: Option<i64> =
+                    sqlx::query_scalar("SELECT MIN(bucket_ms) FROM ledger_rollup")
+                        .fetch_one(&mut *tx)
+                        .await?;
+                match oldest {
+                    Some(oldest) => oldest.div_euclid(rollup::HOUR_MS) * rollup::HOUR_MS,
+                    None => horizon,
+                }
+            }
+        };
+        if from >= horizon {
+            tx.commit().await?;
+            return Ok(false);
+        }
+        let to = horizon.min(from.saturating_add(COARSEN_HOURS_PER_CALL * rollup::HOUR_MS));
+        rollup::coarsen(&mut tx, from, to).await?;
+        sqlx::query(
+            "INSERT INTO meta (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+        )
+        .bind(ROLLUP_HOURLY_BEFORE)
+        .bind(to.to_be_bytes().as_slice())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(to < horizon)
     }
 
     async fn rotate_virtual_key(
@@ -1244,31 +1292,30 @@ impl Store for SqliteStore {
     }
 
     async fn spend_since(&self, scope: &BudgetScope, since_ms: i64) -> Result<i64, StoreError> {
-        let column = match scope {
-            // A key's budget counts its descendants' spend too.
-            BudgetScope::Key(id) => {
-                let spent: Option<i64> = sqlx::query_scalar(
-                    "WITH RECURSIVE tree (id) AS ( \
-                         SELECT ? UNION SELECT k.id FROM virtual_keys k JOIN tree ON k.parent_id = tree.id) \
-                     SELECT SUM(cost_nano_usd) FROM ledger \
-                     WHERE key_id IN (SELECT id FROM tree) AND at_ms >= ?",
-                )
-                .bind(id.as_str())
-                .bind(since_ms)
-                .fetch_one(&self.pool)
-                .await?;
-                return Ok(spent.unwrap_or(0));
-            }
-            BudgetScope::Project(_) => "project",
-            BudgetScope::Env(_) => "env",
+        let sql = match scope {
+            // A key's budget counts its descendants' spend too (every
+            // generation: the tree is walked from the key down).
+            BudgetScope::Key(_) => format!(
+                "WITH RECURSIVE tree (id) AS ( \
+                     SELECT ?3 UNION SELECT k.id FROM virtual_keys k JOIN tree ON k.parent_id = tree.id), {} \
+                 SELECT SUM(cost_nano_usd) FROM src WHERE key_id IN (SELECT id FROM tree)",
+                rollup::SOURCE
+            ),
+            BudgetScope::Project(_) => format!(
+                "WITH {} SELECT SUM(cost_nano_usd) FROM src WHERE project = ?3",
+                rollup::SOURCE
+            ),
+            BudgetScope::Env(_) => format!(
+                "WITH {} SELECT SUM(cost_nano_usd) FROM src WHERE env = ?3",
+                rollup::SOURCE
+            ),
         };
-        let spent: Option<i64> = sqlx::query_scalar(&format!(
-            "SELECT SUM(cost_nano_usd) FROM ledger WHERE {column} = ? AND at_ms >= ?"
-        ))
-        .bind(scope.name())
-        .bind(since_ms)
-        .fetch_one(&self.pool)
-        .await?;
+        let spent: Option<i64> = sqlx::query_scalar(&sql)
+            .bind(since_ms)
+            .bind(rollup::minute_ceil(since_ms))
+            .bind(scope.name())
+            .fetch_one(&self.pool)
+            .await?;
         Ok(spent.unwrap_or(0))
     }
 

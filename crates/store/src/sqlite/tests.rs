@@ -954,7 +954,7 @@ async fn a_version_7_database_is_sealed_once_at_the_first_start() {
             "ALTER TABLE providers DROP COLUMN mac; ALTER TABLE provider_credentials DROP COLUMN mac; \
              ALTER TABLE virtual_keys DROP COLUMN mac; ALTER TABLE budgets DROP COLUMN mac; \
              ALTER TABLE alert_webhooks DROP COLUMN mac; ALTER TABLE key_grace DROP COLUMN mac; DELETE FROM meta WHERE name = 'row_mac_backfill'; \
-             PRAGMA user_version = 7",
+             DROP TABLE ledger_rollup; PRAGMA user_version = 7",
         )
         .execute(&store.pool)
         .await
@@ -977,4 +977,333 @@ async fn a_version_7_database_is_sealed_once_at_the_first_start() {
     let other = SqliteStore::open(&path).await.unwrap();
     other.install_row_mac(RowMac::new(&[1; 32])).await.unwrap();
     assert_eq!(failures(&other).await.len(), 3);
+}
+
+/// The aggregates every reader of the ledger asks for, as one comparable
+/// value.
+async fn aggregates(
+    store: &SqliteStore,
+    keys: &[KeyId],
+    since_ms: i64,
+) -> (
+    Vec<UsageRow>,
+    Vec<i64>,
+    Vec<VersionUsage>,
+    Vec<UpstreamHealth>,
+) {
+    let mut usage = Vec::new();
+    for group_by in [
+        UsageGroup::Key,
+        UsageGroup::Model,
+        UsageGroup::Day,
+        UsageGroup::Env,
+        UsageGroup::Project,
+    ] {
+        usage.extend(
+            store
+                .query_usage(&UsageQuery {
+                    since_ms,
+                    key_id: None,
+                    env: None,
+                    project: None,
+                    group_by,
+                })
+                .await
+                .unwrap(),
+        );
+    }
+    let mut spend = Vec::new();
+    for id in keys {
+        spend.push(
+            store
+                .spend_since(&BudgetScope::Key(id.clone()), since_ms)
+                .await
+                .unwrap(),
+        );
+    }
+    for scope in [
+        BudgetScope::Project(ProjectName::parse("checkout").unwrap()),
+        BudgetScope::Env(EnvName::parse("prod").unwrap()),
+    ] {
+        spend.push(store.spend_since(&scope, since_ms).await.unwrap());
+    }
+    let versions = store
+        .version_usage(
+            &EnvName::parse("prod").unwrap(),
+            &ProviderName::parse("openai").unwrap(),
+            since_ms,
+        )
+        .await
+        .unwrap();
+    let health = store.upstream_health(since_ms).await.unwrap();
+    (usage, spend, versions, health)
+}
+
+/// Records over three days for a parent key and its child, with errors,
+/// two key versions and two models, a few seconds apart within minutes.
+fn three_days_of_records(parent: &KeyId, child: &KeyId) -> Vec<LedgerRecord> {
+    let day1 = 1_767_225_600_000; // 2026-01-01T00:00:00Z
+    (0..600)
+        .map(|n: i64| {
+            let key = if n % 3 == 0 { child } else { parent };
+            LedgerRecord {
+                request_id: format!("req_{n}"),
+                project: (n % 2 == 0).then(|| ProjectName::parse("checkout").unwrap()),
+                provider_key_version: 1 + u32::from(n % 5 == 0),
+                status: match n % 7 {
+                    0 => 429,
+                    1 => 401,
+                    2 => 503,
+                    _ => 200,
+                },
+                ..ledger(
+                    key,
+                    if n % 4 == 0 { "dev" } else { "prod" },
+                    if n % 2 == 0 { "gpt-4o" } else { "gpt-4o-mini" },
+                    // Three days, 7 minutes 13 seconds apart.
+                    day1 + n * 433_000,
+                    100 + n,
+                )
+            }
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn pruning_raw_rows_keeps_usage_budgets_rotation_and_health() {
+    let store = SqliteStore::open_in_memory().await.unwrap();
+    let parent = key("prod");
+    let child = VirtualKeyRecord {
+        parent: Some(parent.id.clone()),
+        ..key("prod")
+    };
+    store.insert_virtual_key(&parent, &[]).await.unwrap();
+    store.insert_virtual_key(&child, &[]).await.unwrap();
+    let records = three_days_of_records(&parent.id, &child.id);
+    // In batches, as the writer sends them.
+    for batch in records.chunks(64) {
+        store.insert_ledger(batch).await.unwrap();
+    }
+    let keys = [parent.id.clone(), child.id.clone()];
+    // The parent's budget counts its child's spend; mid-minute windows
+    // count only what arrived after their start.
+    let day1 = 1_767_225_600_000;
+    let since_mid_minute = day1 + 100 * 433_000 + 1;
+    let expected_parent: i64 = records
+        .iter()
+        .filter(|r| r.at_ms >= since_mid_minute)
+        .map(|r| r.cost_nano_usd)
+        .sum();
+    let expected_child: i64 = records
+        .iter()
+        .filter(|r| r.at_ms >= since_mid_minute && r.key_id == child.id)
+        .map(|r| r.cost_nano_usd)
+        .sum();
+    let spent = |id: &KeyId, since| {
+        let scope = BudgetScope::Key(id.clone());
+        let store = &store;
+        async move { store.spend_since(&scope, since).await.unwrap() }
+    };
+    assert_eq!(spent(&parent.id, since_mid_minute).await, expected_parent);
+    assert_eq!(spent(&child.id, since_mid_minute).await, expected_child);
+
+    // Windows starting on the hour (every budget period does) and after
+    // the cut-off, before and after pruning and merging into hours.
+    let cut = day1 + 86_400_000 + 5 * 3_600_000 + 17 * 60_000 + 3_000;
+    let windows = [0, day1 + 3_600_000, day1 + 86_400_000, cut, cut + 600_000];
+    let mut before = Vec::new();
+    for since in windows {
+        before.push(aggregates(&store, &keys, since).await);
+    }
+    let mut pruned = 0;
+    loop {
+        let deleted = store.prune_ledger(cut, 50).await.unwrap();
+        assert!(deleted <= 50);
+        pruned += deleted;
+        if deleted == 0 {
+            break;
+        }
+    }
+    let expected_pruned = records.iter().filter(|r| r.at_ms < cut).count() as u64;
+    assert_eq!(pruned, expected_pruned);
+    assert_eq!(
+        store.ledger_oldest_ms().await.unwrap(),
+        records
+            .iter()
+            .map(|r| r.at_ms)
+            .filter(|at| *at >= cut)
+            .min()
+    );
+    let minute_rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM ledger_rollup")
+        .fetch_one(&store.pool)
+        .await
+        .unwrap();
+    while store.coarsen_rollups(cut).await.unwrap() {}
+    let rows_after: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM ledger_rollup")
+        .fetch_one(&store.pool)
+        .await
+        .unwrap();
+    assert!(
+        rows_after < minute_rows,
+        "old minutes are merged into hours: {minute_rows} -> {rows_after}"
+    );
+    let not_on_the_hour: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM ledger_rollup WHERE bucket_ms < ? AND bucket_ms % 3600000 != 0",
+    )
+    // Up to the hour the cut-off falls in.
+    .bind(cut - cut % 3_600_000)
+    .fetch_one(&store.pool)
+    .await
+    .unwrap();
+    assert_eq!(not_on_the_hour, 0);
+    for (since, expected) in windows.into_iter().zip(before) {
+        assert_eq!(
+            aggregates(&store, &keys, since).await,
+            expected,
+            "since {since}"
+        );
+    }
+    // A second round finds nothing left to do.
+    assert_eq!(store.prune_ledger(cut, 50).await.unwrap(), 0);
+    assert!(!store.coarsen_rollups(cut).await.unwrap());
+}
+
+#[tokio::test]
+async fn a_version_8_database_keeps_its_figures_after_the_upgrade() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keyforge.db");
+    let parent = key("prod");
+    let child = VirtualKeyRecord {
+        parent: Some(parent.id.clone()),
+        ..key("prod")
+    };
+    let records = three_days_of_records(&parent.id, &child.id);
+    {
+        // Version 8 exactly as shipped: its migrations and raw rows only.
+        let options = SqliteConnectOptions::new()
+            .filename(&path)
+            .create_if_missing(true);
+        let pool = SqlitePool::connect_with(options).await.unwrap();
+        for schema in [
+            SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5, SCHEMA_V6, SCHEMA_V7, SCHEMA_V8,
+        ] {
+            sqlx::raw_sql(schema).execute(&pool).await.unwrap();
+        }
+        for k in [&parent, &child] {
+            sqlx::query("INSERT INTO virtual_keys (id, name, env, hash, prefix, scope, created_at, parent_id) VALUES (?, 'k', 'prod', ?, 'kf_prod_x', '{\"providers\":[],\"models\":[]}', 1767225600, ?)")
+                .bind(k.id.as_str())
+                .bind(k.hash.as_bytes().as_slice())
+                .bind(k.parent.as_ref().map(KeyId::as_str))
+                .execute(&pool)
+                .await
+                .unwrap();
+        }
+        let mut tx = pool.begin().await.unwrap();
+        for r in &records {
+            sqlx::query(
+                "INSERT INTO ledger (at_ms, request_id, key_id, env, project, provider, provider_key_version, model, input_tokens, \
+                 cached_input_tokens, cache_write_tokens, output_tokens, reasoning_tokens, usage_source, cost_nano_usd, priced_by, \
+                 status, latency_ms, outcome) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(r.at_ms)
+            .bind(&r.request_id)
+            .bind(r.key_id.as_str())
+            .bind(r.env.as_str())
+            .bind(r.project.as_ref().map(ProjectName::as_str))
+            .bind(r.provider.as_str())
+            .bind(i64::from(r.provider_key_version))
+            .bind(r.model.as_deref())
+            .bind(to_i64(r.input_tokens))
+            .bind(to_i64(r.cached_input_tokens))
+            .bind(to_i64(r.cache_write_tokens))
+            .bind(to_i64(r.output_tokens))
+            .bind(to_i64(r.reasoning_tokens))
+            .bind(r.usage_source)
+            .bind(r.cost_nano_usd)
+            .bind(r.priced_by)
+            .bind(i64::from(r.status))
+            .bind(to_i64(r.latency_ms))
+            .bind(r.outcome)
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        }
+        tx.commit().await.unwrap();
+        sqlx::raw_sql("PRAGMA user_version = 8")
+            .execute(&pool)
+            .await
+            .unwrap();
+        pool.close().await;
+    }
+    let upgraded = SqliteStore::open(&path).await.unwrap();
+    // The same records written by this version, for comparison.
+    let fresh = SqliteStore::open_in_memory().await.unwrap();
+    for k in [&parent, &child] {
+        fresh.insert_virtual_key(k, &[]).await.unwrap();
+    }
+    for batch in records.chunks(100) {
+        fresh.insert_ledger(batch).await.unwrap();
+    }
+    let keys = [parent.id.clone(), child.id.clone()];
+    let day1 = 1_767_225_600_000;
+    for since in [0, day1 + 3_600_000, day1 + 86_400_000 + 30_001] {
+        let figures = aggregates(&upgraded, &keys, since).await;
+        assert_eq!(
+            figures,
+            aggregates(&fresh, &keys, since).await,
+            "since {since}"
+        );
+        // And the figures are the records' own: total spend of the tree.
+        let total: i64 = records
+            .iter()
+            .filter(|r| r.at_ms >= since)
+            .map(|r| r.cost_nano_usd)
+            .sum();
+        assert_eq!(figures.1[0], total, "since {since}");
+    }
+    // The raw rows keep one index besides the table.
+    let indexes: Vec<String> = sqlx::query_scalar(
+        "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'ledger' ORDER BY name",
+    )
+    .fetch_all(&upgraded.pool)
+    .await
+    .unwrap();
+    assert_eq!(indexes, ["ledger_at"]);
+}
+
+#[tokio::test]
+async fn health_reports_the_latest_status_of_each_key_version() {
+    let store = SqliteStore::open_in_memory().await.unwrap();
+    let a = KeyId::generate();
+    // Two batches in one minute; the later arrival wins whatever the
+    // order of writing.
+    store
+        .insert_ledger(&[
+            LedgerRecord {
+                status: 401,
+                ..ledger(&a, "prod", "m", 60_000 + 9_000, 1)
+            },
+            ledger(&a, "prod", "m", 60_000 + 1_000, 1),
+        ])
+        .await
+        .unwrap();
+    store
+        .insert_ledger(&[LedgerRecord {
+            status: 503,
+            ..ledger(&a, "prod", "m", 60_000 + 5_000, 1)
+        }])
+        .await
+        .unwrap();
+    let health = store.upstream_health(0).await.unwrap();
+    assert_eq!(health.len(), 1);
+    assert_eq!(
+        (
+            health[0].ok,
+            health[0].rejected,
+            health[0].failed,
+            health[0].last_status,
+            health[0].last_ms
+        ),
+        (1, 1, 1, 401, 69_000)
+    );
 }
