@@ -53,7 +53,65 @@ pub(crate) struct AuditEvent {
     /// `admin` for admin API calls, `gateway` for the gateway's own acts.
     pub(crate) actor: String,
     /// Ids, names and outcomes; never a secret.
-    pub(crate) data: serde_json::Value,
+    pub(crate) data: AuditData,
+}
+
+/// An entry's `data`. Written exactly as the JSON object it stands for
+/// (keys in sorted order, as `serde_json::Value` writes them), so the
+/// typed form of a batch's uses and a `Value` give the same bytes and the
+/// same hash; only the cost differs (a `Value` per use built a map of 15
+/// allocated keys).
+#[derive(Debug, Clone)]
+pub(crate) enum AuditData {
+    Json(serde_json::Value),
+    /// A `key.use` entry: `{"count": n, "uses": [...]}`.
+    Uses(Vec<KeyUse>),
+}
+
+impl From<serde_json::Value> for AuditData {
+    fn from(value: serde_json::Value) -> Self {
+        Self::Json(value)
+    }
+}
+
+impl Serialize for AuditData {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        match self {
+            Self::Json(value) => value.serialize(serializer),
+            Self::Uses(uses) => {
+                let mut map = serializer.serialize_map(Some(2))?;
+                map.serialize_entry("count", &uses.len())?;
+                map.serialize_entry("uses", uses)?;
+                map.end()
+            }
+        }
+    }
+}
+
+/// One request that reached a provider, as its `key.use` entry lists it.
+/// The fields are in sorted order: that is the order they are written in
+/// (see [`AuditData`]). With the cost, every field of the ledger row that
+/// carries money or tokens: the entry seals its row, and `audit verify`
+/// compares the ledger table against it (deleted or edited spend).
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct KeyUse {
+    pub(crate) at_ms: i64,
+    pub(crate) cache_write_tokens: u64,
+    pub(crate) cached_input_tokens: u64,
+    /// The client's address, keyed-hashed ([`IdHasher`]).
+    pub(crate) client: Option<String>,
+    pub(crate) cost_nano_usd: i64,
+    pub(crate) env: keyforge_types::EnvName,
+    pub(crate) input_tokens: u64,
+    pub(crate) key_id: keyforge_types::KeyId,
+    pub(crate) outcome: &'static str,
+    pub(crate) output_tokens: u64,
+    pub(crate) provider: keyforge_types::ProviderName,
+    pub(crate) provider_key_version: u32,
+    pub(crate) reasoning_tokens: u64,
+    pub(crate) request_id: String,
+    pub(crate) status: u16,
 }
 
 /// An entry line, in the order its fields are written (the hash covers the
@@ -77,7 +135,7 @@ struct EntryLineRef<'a> {
     at: String,
     kind: &'a str,
     actor: &'a str,
-    data: &'a serde_json::Value,
+    data: &'a AuditData,
     prev: String,
 }
 
@@ -526,7 +584,7 @@ mod tests {
                     at: datetime!(2026-11-23 10:00 UTC),
                     kind: "key.use".into(),
                     actor: "gateway".to_owned(),
-                    data: json!({"n": n}),
+                    data: json!({"n": n}).into(),
                 })
                 .collect();
             let entries = chain.entries(&events);
@@ -619,7 +677,7 @@ mod tests {
             at: datetime!(2026-11-23 10:00 UTC),
             kind: "admin.key.create".into(),
             actor: "admin".to_owned(),
-            data: json!({"forged": true}),
+            data: json!({"forged": true}).into(),
         }];
         let entries = chain.entries(&events);
         let mut lines: Vec<String> = entries.iter().map(|e| e.line.clone()).collect();
@@ -758,7 +816,7 @@ mod tests {
             at: datetime!(2026-11-23 10:00 UTC),
             kind: "key.use".into(),
             actor: "gateway".to_owned(),
-            data: json!({"count": 1, "uses": [{"request_id": "req_a", "cost_nano_usd": 5}]}),
+            data: json!({"count": 1, "uses": [{"request_id": "req_a", "cost_nano_usd": 5}]}).into(),
         };
         let entries = Chain::resume(None, key()).entries(std::slice::from_ref(&event));
         let owned = EntryLine {
@@ -766,11 +824,51 @@ mod tests {
             at: "2026-11-23T10:00:00Z".to_owned(),
             kind: event.kind.clone(),
             actor: event.actor.clone(),
-            data: event.data.clone(),
+            data: serde_json::to_value(&event.data).unwrap(),
             prev: hex(&[0u8; 32]),
         };
         assert_eq!(entries[0].line, serde_json::to_string(&owned).unwrap());
         let parsed: EntryLine = serde_json::from_str(&entries[0].line).unwrap();
-        assert_eq!(parsed.data, event.data);
+        assert_eq!(parsed.data, owned.data);
+    }
+
+    #[test]
+    fn typed_uses_are_written_as_the_json_object_they_stand_for() {
+        // The chain's format was a `Value` per use; the typed form must
+        // give the same bytes, or old and new entries would hash apart.
+        let use_of = |client: Option<&str>| KeyUse {
+            at_ms: 1_764_000_000_123,
+            cache_write_tokens: 3,
+            cached_input_tokens: 4,
+            client: client.map(str::to_owned),
+            cost_nano_usd: 1_500,
+            env: "prod".parse().unwrap(),
+            input_tokens: 10,
+            key_id: keyforge_types::KeyId::generate(),
+            outcome: "client_cancelled",
+            output_tokens: 20,
+            provider: "openai".parse().unwrap(),
+            provider_key_version: 2,
+            reasoning_tokens: 5,
+            request_id: "req_\"quoted\"".to_owned(),
+            status: 200,
+        };
+        let uses = vec![use_of(Some("c1a2")), use_of(None)];
+        let as_value = |u: &KeyUse| {
+            json!({
+                "at_ms": u.at_ms, "request_id": u.request_id, "key_id": u.key_id,
+                "env": u.env, "provider": u.provider,
+                "provider_key_version": u.provider_key_version, "status": u.status,
+                "outcome": u.outcome, "cost_nano_usd": u.cost_nano_usd,
+                "input_tokens": u.input_tokens, "cached_input_tokens": u.cached_input_tokens,
+                "cache_write_tokens": u.cache_write_tokens, "output_tokens": u.output_tokens,
+                "reasoning_tokens": u.reasoning_tokens, "client": u.client,
+            })
+        };
+        let values: Vec<serde_json::Value> = uses.iter().map(as_value).collect();
+        assert_eq!(
+            serde_json::to_string(&AuditData::Uses(uses)).unwrap(),
+            serde_json::to_string(&json!({"count": 2, "uses": values})).unwrap()
+        );
     }
 }

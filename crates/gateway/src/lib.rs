@@ -176,7 +176,8 @@ impl Gateway {
                 "max_request_body_bytes": state.config.max_request_body_bytes,
                 "reserve_output_tokens": state.config.reserve_output_tokens,
                 "rotation_max_age_days": state.config.rotation_max_age.as_secs() / 86_400,
-            }),
+            })
+            .into(),
         };
         if !state.ledger.audit(started, Duration::from_secs(30)).await {
             return Err(GatewayInitError::Audit);

@@ -251,7 +251,7 @@ pub(crate) async fn audit_as(
         at: state.clock.now(),
         kind: kind.to_owned(),
         actor: actor.to_owned(),
-        data,
+        data: data.into(),
     };
     if state
         .ledger
