@@ -464,10 +464,11 @@ impl Scanner {
             if decoded_total >= MAX_BASE64_TOTAL {
                 break;
             }
-            if all
-                .iter()
-                .any(|(other, _)| other.start <= run_start && run_end <= other.end)
-            {
+            // A run inside a key a specific rule found is that key; one a
+            // generic assignment rule found may still decode to a key.
+            if all.iter().any(|(other, _)| {
+                other.start <= run_start && run_end <= other.end && !self.rules[other.rule].literal
+            }) {
                 continue;
             }
             let Some(decoded) = base64_text(&data[run_start..run_end]) else {
@@ -700,7 +701,7 @@ fn confirmed(rule: &Rule, data: &[u8], matched: usize, start: usize, end: usize)
                     || is_non_secret_word(secret)
                     || is_path_like(secret)
                     || secret.iter().all(u8::is_ascii_digit)
-                    || (rule.entropy.is_some() && is_wordy(secret))
+                    || (rule.entropy.is_some() && (is_wordy(secret) || is_identifier(secret)))
                     || !assignment_form(data, matched, start))
             {
                 return false;
@@ -859,7 +860,10 @@ fn is_placeholder_for(secret: &[u8], keywords: &[String]) -> bool {
         return true;
     }
     // A format string's slot: `{k}`, `{}`, `%s`.
-    if (lower.first() == Some(&b'{') && lower.last() == Some(&b'}')) || lower == b"%s" {
+    if (lower.first() == Some(&b'{') && lower.last() == Some(&b'}'))
+        || lower == b"%s"
+        || memchr::memmem::find(&lower, b"{}").is_some()
+    {
         return true;
     }
     if LONG_PLACEHOLDER_WORDS
@@ -980,6 +984,37 @@ fn is_wordy(secret: &[u8]) -> bool {
     !(secret.iter().any(u8::is_ascii_digit) || upper && lower)
         && secret.iter().all(|b| {
             b.is_ascii_alphabetic() || matches!(b, b'_' | b'-' | b'.' | b'=' | b' ' | b'/')
+        })
+}
+
+/// A name from code rather than a random token: `MLKEM768_SECRET_KEY_BYTES`,
+/// `ml_kem_1024_keygen`, `__u32` (parts of one case joined by `_`), or
+/// `EcPrivateKeyRfc5915Der` (camel case: never two capitals in a row, never
+/// a small letter right after a digit, which random strings of this length
+/// almost always have).
+fn is_identifier(secret: &[u8]) -> bool {
+    if !secret
+        .iter()
+        .all(|b| b.is_ascii_alphanumeric() || *b == b'_')
+    {
+        return false;
+    }
+    let parts: Vec<&[u8]> = secret
+        .split(|&b| b == b'_')
+        .filter(|p| !p.is_empty())
+        .collect();
+    let one_case = |part: &&[u8]| {
+        !(part.iter().any(u8::is_ascii_uppercase) && part.iter().any(u8::is_ascii_lowercase))
+    };
+    if (parts.len() >= 2 || secret.first() == Some(&b'_')) && parts.iter().all(one_case) {
+        return true;
+    }
+    secret.first().is_some_and(u8::is_ascii_alphabetic)
+        && !secret.contains(&b'_')
+        && secret.windows(2).all(|pair| {
+            let two_capitals = pair[0].is_ascii_uppercase() && pair[1].is_ascii_uppercase();
+            let digit_then_small = pair[0].is_ascii_digit() && pair[1].is_ascii_lowercase();
+            !(two_capitals || digit_then_small)
         })
 }
 
@@ -1106,9 +1141,10 @@ pub fn is_reference(data: &[u8], start: usize, end: usize) -> bool {
     let wordlike = |part: &[u8]| {
         let upper = part.iter().filter(|b| b.is_ascii_uppercase()).count();
         let lower = part.iter().filter(|b| b.is_ascii_lowercase()).count();
-        upper == 0 || lower == 0 || upper * 4 <= lower + upper
+        upper == 0 || lower == 0 || upper * 3 <= lower + upper
     };
-    !parts.is_empty() && parts.iter().all(|part| is_name(part) && wordlike(part))
+    (!parts.is_empty() && parts.iter().all(|part| is_name(part) && wordlike(part)))
+        || (value.first() == Some(&b'_') && is_identifier(value))
 }
 
 /// Whether the line holding `at` carries the allow marker.

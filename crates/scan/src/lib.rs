@@ -125,6 +125,17 @@ pub const CHUNK_OVERLAP: usize = 256 * 1024;
 impl Scanner {
     /// Scans one buffer and describes its findings, located at `path`.
     pub fn findings(&self, path: &str, data: &[u8], preview: Preview) -> Vec<Finding> {
+        if data.len() <= CHUNK_BYTES + CHUNK_OVERLAP {
+            let rule_path = (path != "-").then_some(path);
+            let mut lines = LineIndex::new(data);
+            return self
+                .scan_deep_at(data, rule_path)
+                .into_iter()
+                .map(|(hit, secret)| {
+                    self.describe(path, data, &mut lines, 1, hit, &secret, preview)
+                })
+                .collect();
+        }
         let mut reader = data;
         // Reading from a slice cannot fail.
         self.findings_streamed(path, &mut reader, preview)
@@ -141,6 +152,7 @@ impl Scanner {
         input: &mut impl std::io::Read,
         preview: Preview,
     ) -> std::io::Result<(Vec<Finding>, u64)> {
+        use std::io::Read as _;
         let mut findings = Vec::new();
         let mut buffer: Vec<u8> = Vec::new();
         let mut first_line = 1;
@@ -149,26 +161,13 @@ impl Scanner {
         let mut reported_until = 0;
         let rule_path = (path != "-").then_some(path);
         loop {
-            let mut eof = false;
-            while buffer.len() < CHUNK_BYTES + CHUNK_OVERLAP {
-                let have = buffer.len();
-                buffer.resize(CHUNK_BYTES + CHUNK_OVERLAP, 0);
-                match input.read(&mut buffer[have..]) {
-                    Ok(0) => {
-                        buffer.truncate(have);
-                        eof = true;
-                        break;
-                    }
-                    Ok(n) => {
-                        buffer.truncate(have + n);
-                        total += n as u64;
-                    }
-                    Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {
-                        buffer.truncate(have);
-                    }
-                    Err(error) => return Err(error),
-                }
-            }
+            // Fill the piece (the buffer grows only as data arrives).
+            let want = (CHUNK_BYTES + CHUNK_OVERLAP - buffer.len()) as u64;
+            let read = std::io::Read::by_ref(input)
+                .take(want)
+                .read_to_end(&mut buffer)?;
+            total += read as u64;
+            let eof = (read as u64) < want;
             let report_until = if eof {
                 buffer.len()
             } else {
