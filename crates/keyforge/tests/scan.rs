@@ -1024,7 +1024,7 @@ async fn redact_removes_everything_scan_finds_multi_line_and_encoded_too() {
         out
     };
     let log = format!(
-        "boot\nloaded key:\n{pem}secret.yaml: data:\n  OPENAI: {encoded}\nurl=postgres://app:{}@db:5432/app\ndone\n",
+        "boot\nloaded key:\n{pem}kind: Secret\ndata:\n  OPENAI: {encoded}\nurl=postgres://app:{}@db:5432/app\ndone\n",
         random_base62(16)
     );
     let scanned = keyforge(

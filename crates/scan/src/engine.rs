@@ -117,6 +117,12 @@ impl Scanner {
         &self.rules
     }
 
+    /// How many literals the keyword prefilter searches for (after those
+    /// containing another are dropped). Above 64 it leaves its SIMD path.
+    pub fn prefilter_patterns(&self) -> usize {
+        self.prefilter.as_ref().map_or(0, AhoCorasick::patterns_len)
+    }
+
     /// Whether `data` is binary rather than text with a few stray NULs:
     /// more than one byte in [`BINARY_CONTROL_SHARE`] of its first
     /// [`BINARY_SNIFF_BYTES`] is a NUL or another control character
@@ -402,10 +408,25 @@ impl Scanner {
 
     /// [`Scanner::scan_deep`] for data read from `path`.
     pub fn scan_deep_at(&self, data: &[u8], path: Option<&str>) -> Vec<(Hit, Vec<u8>)> {
-        self.deep(data, path, 0)
+        self.deep(data, path, 0, false)
     }
 
-    fn deep(&self, data: &[u8], path: Option<&str>, depth: usize) -> Vec<(Hit, Vec<u8>)> {
+    /// [`Scanner::scan_deep`] decoding every base64 run, not only those of
+    /// a Kubernetes Secret or of a value a generic rule found: for a
+    /// stream seen a line at a time (`redact`), where a Secret's `data:`
+    /// lines come before its `kind:` line (kubectl's order). It finds all
+    /// that `scan_deep` finds, and more.
+    pub fn scan_deep_every_run(&self, data: &[u8]) -> Vec<(Hit, Vec<u8>)> {
+        self.deep(data, None, 0, true)
+    }
+
+    fn deep(
+        &self,
+        data: &[u8],
+        path: Option<&str>,
+        depth: usize,
+        every_run: bool,
+    ) -> Vec<(Hit, Vec<u8>)> {
         // One keyword search serves both the buffer and the decision
         // whether a joined view is worth building.
         let windows = self.windows(data, path);
@@ -428,7 +449,13 @@ impl Scanner {
         if has_key_escapes(data) {
             views.extend(percent_decoded(data));
         }
-        if keywords_found && windows_hold(data, &windows, b"\\") {
+        // JSON documents and JSON lines (a notebook, a JSON log): their
+        // strings hold escapes.
+        let json_like = data
+            .iter()
+            .find(|b| !b.is_ascii_whitespace())
+            .is_some_and(|b| matches!(b, b'{' | b'['));
+        if keywords_found && json_like && windows_hold(data, &windows, b"\\") {
             views.extend(json_unescaped(data));
         }
         // A secret seen in a view is new unless it overlaps one already
@@ -446,7 +473,7 @@ impl Scanner {
             all.push((hit, secret));
         };
         for view in views {
-            for (hit, secret) in self.deep(&view.bytes, path, depth + 1) {
+            for (hit, secret) in self.deep(&view.bytes, path, depth + 1, every_run) {
                 let start = view.original(hit.start);
                 let end = view.original_end(hit.end, data.len());
                 let hit = Hit {
@@ -459,8 +486,24 @@ impl Scanner {
         }
         // base64 runs: each decoded on its own and scanned; a secret found
         // inside is reported at the whole encoded run.
+        // Which runs: in a Kubernetes Secret, all; elsewhere, the values a
+        // generic assignment rule found (`OPENAI_API_KEY: <base64>`, a
+        // docker `auth`). Looking for runs in every byte of a tree costs a
+        // pass over all of it.
+        let runs = if every_run || memchr::memmem::find(data, b"kind: Secret").is_some() {
+            base64_runs(data)
+        } else {
+            all.iter()
+                .filter(|(hit, _)| self.rules[hit.rule].literal)
+                .flat_map(|(hit, _)| {
+                    base64_runs(&data[hit.start..hit.end])
+                        .into_iter()
+                        .map(|(a, b)| (hit.start + a, hit.start + b))
+                })
+                .collect()
+        };
         let mut decoded_total = 0;
-        for (run_start, run_end) in base64_runs(data) {
+        for (run_start, run_end) in runs {
             if decoded_total >= MAX_BASE64_TOTAL {
                 break;
             }
@@ -475,7 +518,7 @@ impl Scanner {
                 continue;
             };
             decoded_total += decoded.len();
-            for (hit, secret) in self.deep(&decoded, path, depth + 1) {
+            for (hit, secret) in self.deep(&decoded, path, depth + 1, every_run) {
                 let hit = Hit {
                     rule: hit.rule,
                     start: run_start,
@@ -987,6 +1030,22 @@ fn is_wordy(secret: &[u8]) -> bool {
         })
 }
 
+/// Whether the line up to `start` is `NAME=` or `export NAME=` with an
+/// upper-case name (a shell profile, a dotenv file, a compose list item).
+fn env_assignment(data: &[u8], start: usize) -> bool {
+    let line_start = memchr::memrchr(b'\n', &data[..start]).map_or(0, |i| i + 1);
+    let lead = data[line_start..start].trim_ascii_start();
+    let lead = lead.strip_prefix(b"- ").unwrap_or(lead);
+    let lead = lead.strip_prefix(b"export ").unwrap_or(lead);
+    let Some(name) = lead.strip_suffix(b"=") else {
+        return false;
+    };
+    name.first().is_some_and(u8::is_ascii_uppercase)
+        && name
+            .iter()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || *b == b'_')
+}
+
 /// A name from code rather than a random token: `MLKEM768_SECRET_KEY_BYTES`,
 /// `ml_kem_1024_keygen`, `__u32` (parts of one case joined by `_`), or
 /// `EcPrivateKeyRfc5915Der` (camel case: never two capitals in a row, never
@@ -1121,6 +1180,11 @@ pub fn is_reference(data: &[u8], start: usize, end: usize) -> bool {
     if matches!(after, Some(b'(' | b'[')) {
         return true;
     }
+    // `NAME=value` as a shell or dotenv line: the value is a string (a
+    // reference there is `$NAME`, seen above).
+    if env_assignment(data, start) {
+        return false;
+    }
     // `user:password@host`: a URL's password is never a name.
     if after == Some(b'@') {
         return false;
@@ -1229,6 +1293,14 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// The prefilter stays on its SIMD search (Teddy takes at most 64
+    /// literals); a rule adding keywords past that slows every scan.
+    #[test]
+    fn the_built_in_keywords_keep_the_prefilter_on_its_simd_path() {
+        let patterns = scanner().prefilter_patterns();
+        assert!(patterns <= 64, "{patterns} prefilter literals");
     }
 
     #[test]

@@ -1,8 +1,10 @@
 //! The streaming log scrubber: bytes in, the same bytes out with every
 //! secret replaced by `[REDACTED:<rule>]`. It runs the same engine as
-//! `keyforge scan` ([`Scanner::scan_deep`]: string joins, percent-encoding,
-//! JSON escapes, base64, UTF-16), so whatever `scan -` reports on a stream
-//! is gone from `redact`'s output.
+//! `keyforge scan` ([`Scanner::scan_deep_every_run`]: string joins,
+//! percent-encoding, JSON escapes, base64, UTF-16; every base64 run
+//! decoded, since a line does not show whether it is in a Kubernetes
+//! Secret), so whatever `scan -` reports on a stream is gone from
+//! `redact`'s output.
 //!
 //! It works line by line and writes (and flushes) each line as soon as it
 //! is complete, so it can sit in a log pipeline; bytes that are not UTF-8
@@ -32,7 +34,7 @@ pub const MAX_HELD_LINES: usize = 400;
 /// Replaces each secret of `data` by `[REDACTED:<rule>]`.
 pub fn redact_bytes(scanner: &Scanner, data: &[u8]) -> Vec<u8> {
     let hits: Vec<crate::Hit> = scanner
-        .scan_deep(data)
+        .scan_deep_every_run(data)
         .into_iter()
         .map(|(hit, _)| hit)
         .collect();
@@ -219,7 +221,7 @@ pub fn redact_stream(
             hold = None;
             held_lines = 0;
             let hits: Vec<crate::Hit> = scanner
-                .scan_deep(&held)
+                .scan_deep_every_run(&held)
                 .into_iter()
                 .map(|(hit, _)| hit)
                 .collect();
@@ -238,7 +240,7 @@ pub fn redact_stream(
 
 fn emit(scanner: &Scanner, piece: &[u8], output: &mut impl Write) -> std::io::Result<usize> {
     let hits: Vec<crate::Hit> = scanner
-        .scan_deep(piece)
+        .scan_deep_every_run(piece)
         .into_iter()
         .map(|(hit, _)| hit)
         .collect();
@@ -303,7 +305,7 @@ fn redact_utf16(
             }
         };
         let hits: Vec<crate::Hit> = scanner
-            .scan_deep(&piece)
+            .scan_deep_every_run(&piece)
             .into_iter()
             .map(|(hit, _)| hit)
             .collect();
@@ -440,7 +442,11 @@ mod tests {
                     ),
                     (
                         "base64",
-                        format!("data:\n  value: {}\n", base64(example.as_bytes())).into_bytes(),
+                        format!(
+                            "kind: Secret\ndata:\n  value: {}\n",
+                            base64(example.as_bytes())
+                        )
+                        .into_bytes(),
                     ),
                     (
                         "json",
