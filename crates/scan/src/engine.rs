@@ -5,7 +5,7 @@
 //! (`sk-xxxx`, `your-key-here`, `<OPENAI_API_KEY>`, runs of one character),
 //! and inline `keyforge:allow` comments.
 
-use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind, packed};
 
 use crate::rules::{Rule, RuleError, Validation, rules_with};
 
@@ -17,6 +17,33 @@ const BINARY_SNIFF_BYTES: usize = 8000;
 /// A file is binary when more than 1 in this many of its first bytes are
 /// NULs or other control characters: one stray NUL in a `.env` is not.
 const BINARY_CONTROL_SHARE: usize = 10;
+
+/// The keyword search: Teddy (SIMD, at most 64 literals) on its own
+/// where it can run, which reports its matches without the automaton's
+/// second look at each candidate; the Aho-Corasick automaton otherwise.
+#[derive(Debug, Clone)]
+enum Prefilter {
+    Packed(packed::Searcher),
+    Automaton(AhoCorasick),
+}
+
+impl Prefilter {
+    /// Each keyword occurrence, leftmost-first: (pattern, start, end).
+    fn each(&self, data: &[u8], mut visit: impl FnMut(usize, usize, usize)) {
+        match self {
+            Prefilter::Packed(searcher) => {
+                for found in searcher.find_iter(data) {
+                    visit(found.pattern().as_usize(), found.start(), found.end());
+                }
+            }
+            Prefilter::Automaton(automaton) => {
+                for found in automaton.find_iter(data) {
+                    visit(found.pattern().as_usize(), found.start(), found.end());
+                }
+            }
+        }
+    }
+}
 
 /// A secret found in a buffer: which rule, and the secret's byte span.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,7 +57,9 @@ pub struct Hit {
 #[derive(Debug, Clone)]
 pub struct Scanner {
     rules: Vec<Rule>,
-    prefilter: Option<AhoCorasick>,
+    prefilter: Option<Prefilter>,
+    /// How many literals the prefilter searches for.
+    prefilter_patterns: usize,
     /// For each prefilter pattern, the rules it anchors.
     keyword_rules: Vec<Vec<usize>>,
     /// Rules without keywords: they always run.
@@ -95,19 +124,28 @@ impl Scanner {
         let prefilter = if patterns.is_empty() {
             None
         } else {
-            Some(
-                AhoCorasickBuilder::new()
-                    .match_kind(MatchKind::LeftmostFirst)
-                    .build(&patterns)
-                    .map_err(|error| RuleError::Rule {
-                        id: "(keywords)".into(),
-                        reason: error.to_string(),
-                    })?,
-            )
+            let packed = packed::Config::new()
+                .match_kind(packed::MatchKind::LeftmostFirst)
+                .builder()
+                .extend(&patterns)
+                .build();
+            Some(match packed {
+                Some(searcher) => Prefilter::Packed(searcher),
+                None => Prefilter::Automaton(
+                    AhoCorasickBuilder::new()
+                        .match_kind(MatchKind::LeftmostFirst)
+                        .build(&patterns)
+                        .map_err(|error| RuleError::Rule {
+                            id: "(keywords)".into(),
+                            reason: error.to_string(),
+                        })?,
+                ),
+            })
         };
         Ok(Self {
             rules,
             prefilter,
+            prefilter_patterns: patterns.len(),
             keyword_rules,
             unanchored,
         })
@@ -118,9 +156,10 @@ impl Scanner {
     }
 
     /// How many literals the keyword prefilter searches for (after those
-    /// containing another are dropped). Above 64 it leaves its SIMD path.
+    /// containing another are dropped). Above 64 it leaves its SIMD path
+    /// for the Aho-Corasick automaton.
     pub fn prefilter_patterns(&self) -> usize {
-        self.prefilter.as_ref().map_or(0, AhoCorasick::patterns_len)
+        self.prefilter_patterns
     }
 
     /// Whether `data` is binary rather than text with a few stray NULs:
@@ -226,12 +265,11 @@ impl Scanner {
         let Some(prefilter) = &self.prefilter else {
             return windows;
         };
-        for found in prefilter.find_iter(data) {
-            let (start, end) = (found.start(), found.end());
+        prefilter.each(data, |pattern, start, end| {
             let low = start.saturating_sub(WINDOW_BEFORE);
             let from = memchr::memrchr(b'\n', &data[low..start]).map_or(low, |i| low + i + 1);
             let mut reach = (0, 0);
-            for &rule in &self.keyword_rules[found.pattern().as_usize()] {
+            for &rule in &self.keyword_rules[pattern] {
                 if !runs(&self.rules[rule]) {
                     continue;
                 }
@@ -262,7 +300,7 @@ impl Scanner {
                     _ => list.push((from, to)),
                 }
             }
-        }
+        });
         windows
     }
 }
@@ -319,6 +357,17 @@ fn concatenation_joints() -> &'static regex::bytes::Regex {
             r#"["'`][ \t]*(?:\+|\.\.?|\\)?[ \t]*(?:\r?\n[ \t]*(?:\+|\.\.?)?[ \t]*)?["'`]"#,
         )
         .expect("constant regex")
+    })
+}
+
+/// Whether a string joint (not an empty string literal) sits in a keyword
+/// window: only then can joining strings complete a secret a rule sees.
+fn joint_in_windows(data: &[u8], windows: &[Vec<(usize, usize)>]) -> bool {
+    let joints = concatenation_joints();
+    windows.iter().flatten().any(|&(from, to)| {
+        joints
+            .find_iter(&data[from..to])
+            .any(|joint| joint.len() > 2 || joint.as_bytes()[0] != joint.as_bytes()[1])
     })
 }
 
@@ -443,7 +492,7 @@ impl Scanner {
             views.extend(utf16_decoded(data, order));
         }
         let keywords_found = windows.iter().any(|rule| !rule.is_empty());
-        if keywords_found {
+        if keywords_found && joint_in_windows(data, &windows) {
             views.extend(joined(data));
         }
         if has_key_escapes(data) {
