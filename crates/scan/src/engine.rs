@@ -915,7 +915,7 @@ const PLACEHOLDER_WORDS: &[&str] = &[
 const NAME_WORDS: &[&str] = &[
     "password", "passwd", "pass", "pwd", "secret", "secrets", "key", "keys", "token", "tokens",
     "api", "apikey", "value", "string", "str", "test", "user", "username", "auth", "access",
-    "private", "client", "id", "none", "null", "nil", "empty", "default", "app", "db", "sk",
+    "client", "id", "none", "null", "nil", "empty", "default", "app", "db", "sk",
 ];
 /// Long placeholder words found anywhere in a value (`AKIAIOSFODNN7EXAMPLE`):
 /// six letters or more, so a random string holds one about once in ten
