@@ -6,8 +6,12 @@
 OUT_DIR/tree: the vendored crate sources of this workspace (real code, the
 false-positive test), plus generated log files, with fake keys planted at
 fixed (seeded) places: in .env lines, JSON and YAML values, string literals,
-and bare tokens in log lines. OUT_DIR/planted.json lists every planted key
-(it is outside the tree, so no tool sees it).
+and bare tokens in log lines; then passwords, passwords in URLs, hex API
+keys, base64-encoded keys (Kubernetes Secret.data) and private key blocks.
+OUT_DIR/planted.json lists every planted key (it is outside the tree, so no
+tool sees it). OUT_DIR/tree/decoys/ holds only decoys (references to where a
+secret lives, and placeholders): every finding there is a false positive;
+OUT_DIR/decoys.json says how many there are.
 
 The keys are random and format-valid but fake: generated here, at run time,
 never committed.
@@ -117,6 +121,71 @@ def main() -> None:
                     key = make()
                     f.write(f"2026-11-23T10:00:00Z WARN upstream rejected credential {key}\n")
                     planted.append({"kind": kind, "key": key, "file": f"logs/gateway-{n}.log"})
+
+    # Secrets that are not provider tokens, planted in source files: a
+    # password in configuration, a password in a URL, a hex API key, a
+    # Kubernetes Secret's base64 value (an OpenAI key), a private key block.
+    import base64
+
+    def pem():
+        body = "".join(rnd.choice(ALNUM + "+/") for _ in range(64 * 12))
+        lines = "\n".join(body[i : i + 64] for i in range(0, len(body), 64))
+        # The markers are assembled so this file holds no key-like line.
+        kind = "PRIVATE" + " KEY"
+        return f"-----BEGIN {kind}-----\n{lines}\n-----END {kind}-----"
+
+    special = [
+        ("password", lambda: r(14, ALNUM + "!#%&*+-"), "DB_PASSWORD={k}\n"),
+        ("url-password", lambda: r(16), "DATABASE_URL=postgres://app" ":{k}@db.internal:5432/app\n"),
+        ("hex-api-key", lambda: r(32, HEX), "DD_API_KEY={k}\n"),
+        ("k8s-base64-openai", lambda: f"sk-proj-{r(74, URLSAFE)}T3BlbkFJ{r(74, URLSAFE)}", "data:\n  OPENAI_API_KEY: {b64}\n"),
+        ("private-key", pem, "{k}\n"),
+    ]
+    for i in range(50):
+        kind, make, placement = special[i % len(special)]
+        key = make()
+        path = rnd.choice(files)
+        with open(path, "r", encoding="utf-8", errors="surrogateescape") as f:
+            lines = f.readlines()
+        at = rnd.randrange(len(lines) + 1)
+        b64 = base64.b64encode(key.encode()).decode()
+        lines.insert(at, placement.format(k=key, b64=b64))
+        with open(path, "w", encoding="utf-8", errors="surrogateescape") as f:
+            f.writelines(lines)
+        planted.append({"kind": kind, "key": key, "file": os.path.relpath(path, tree)})
+
+    # Decoys: references to where a secret lives, and placeholders, in
+    # files of their own (tree/decoys/): any finding there is a false
+    # positive.
+    decoys = [
+        "OPENAI_API_KEY=${{OPENAI_API_KEY_{n}}}",
+        'api_key = os.environ["OPENAI_API_KEY_{n}"]',
+        "  apiKey: process.env.ANTHROPIC_API_KEY_{n},",
+        'token = os.getenv("GITHUB_TOKEN_{n}")',
+        'secret = ENV.fetch("STRIPE_SECRET_{n}")',
+        "password: ${{DB_PASSWORD_{n}}}",
+        "DATABASE_URL=postgres://app:${{DB_PASSWORD_{n}}}@db:5432/app",
+        "secret_key = settings.SECRET_KEY_{n}",
+        "token: $(vault read -field=token secret/ci_{n})",
+        "OPENAI_API_KEY=sk-proj-your-key-here-{n}",
+        'ANTHROPIC_API_KEY="<your-anthropic-key-{n}>"',
+        'api_key: "sk-..."  # {n}',
+        "AWS_SECRET_ACCESS_KEY=wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+        'password = "changeme"  # {n}',
+        "STRIPE_KEY=sk_live_xxxxxxxxxxxxxxxxxxxxxxxx",
+        "GITHUB_TOKEN=ghp_xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+        "api_token = get_token_from_keychain()",
+        "client_secret: {{{{ .Values.oauth.clientSecret }}}}",
+    ]
+    os.makedirs(os.path.join(tree, "decoys"), exist_ok=True)
+    n_decoys = 0
+    for n, ext in enumerate(["env", "yaml", "py", "js"]):
+        with open(os.path.join(tree, "decoys", f"settings-{n}.{ext}"), "w") as f:
+            for i, decoy in enumerate(decoys):
+                f.write(decoy.format(n=f"{n}{i:02d}") + "\n")
+                n_decoys += 1
+    with open(os.path.join(out, "decoys.json"), "w") as f:
+        json.dump({"dir": "decoys", "count": n_decoys}, f)
 
     with open(os.path.join(out, "planted.json"), "w") as f:
         json.dump(planted, f, indent=1)

@@ -151,6 +151,12 @@ pub(crate) struct ScanArgs {
     /// With --git: only commits not reachable from REV.
     #[arg(long, requires = "git")]
     pub(crate) since: Option<String>,
+    /// With --git: also every object no ref or reflog reaches (dangling
+    /// commits and blobs, as `git fsck --unreachable` lists them). Commits
+    /// reachable only from the reflog (a deleted branch's) are always
+    /// scanned.
+    #[arg(long, requires = "git")]
+    pub(crate) all_objects: bool,
     /// Scan what `git commit` is about to record (for a pre-commit hook).
     #[arg(long, conflicts_with = "paths")]
     pub(crate) staged: bool,
@@ -182,6 +188,14 @@ pub(crate) struct ScanArgs {
     /// Print what was scanned and how fast on stderr (always on a terminal).
     #[arg(long)]
     pub(crate) stats: bool,
+    /// Exit 2 when anything was not scanned (binary, unreadable, or over
+    /// --max-file-size), even if nothing was found.
+    #[arg(long)]
+    pub(crate) fail_on_skip: bool,
+    /// Skip (and count) files larger than this many bytes [default: no
+    /// limit; large files are streamed].
+    #[arg(long, value_name = "BYTES")]
+    pub(crate) max_file_size: Option<u64>,
     /// Revoke every valid kf_ key found, at the gateway that issued it
     /// (KEYFORGE_ADDR or --addr); each is recorded in its audit log with
     /// where it was found.
@@ -204,7 +218,12 @@ pub(crate) enum ScanCommand {
 pub(crate) enum BaselineCommand {
     Create {
         /// Files and directories to scan (default: .).
+        #[arg(conflicts_with = "git")]
         paths: Vec<PathBuf>,
+        /// Record the findings of the git history of REPO (default: .)
+        /// instead, for `keyforge scan --git --baseline FILE`.
+        #[arg(long, num_args = 0..=1, default_missing_value = ".")]
+        git: Option<PathBuf>,
     },
 }
 

@@ -1,7 +1,8 @@
 //! `keyforge scan` and `keyforge redact`: the leak tools. Exit codes for
-//! `scan`: 0 nothing new found, 1 findings, 2 usage or I/O error.
+//! `scan`: 0 nothing new found, 1 findings, 2 usage or I/O error (or, with
+//! `--fail-on-skip`, anything not scanned).
 
-use std::io::{IsTerminal, Read, Write};
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -16,9 +17,6 @@ use crate::cli::{BaselineCommand, RedactArgs, ScanArgs, ScanCommand, ScanFormat}
 /// The repository's own scan configuration, read from the current directory
 /// when present (or `--config`).
 pub(crate) const CONFIG_FILE: &str = ".keyforge-scan.toml";
-
-/// Largest stdin scanned as one buffer.
-const MAX_STDIN_BYTES: u64 = 1024 * 1024 * 1024;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -60,10 +58,28 @@ fn scanner(rules: Option<&Path>) -> anyhow::Result<Scanner> {
     Scanner::new(extra.as_deref()).map_err(|error| anyhow::anyhow!("rules: {error}"))
 }
 
-/// Runs `keyforge scan`; usage and I/O errors exit 2.
+/// What a scan ended with.
+struct Outcome {
+    /// New findings (not in the baseline).
+    found: bool,
+    /// Inputs not scanned.
+    skipped: u64,
+}
+
+/// Runs `keyforge scan`; usage and I/O errors exit 2, and so does anything
+/// left unscanned under `--fail-on-skip`.
 pub(crate) fn scan(args: ScanArgs) -> ExitCode {
+    let fail_on_skip = args.fail_on_skip;
     match scan_inner(args) {
-        Ok(found) if found => ExitCode::from(1),
+        Ok(outcome) if fail_on_skip && outcome.skipped > 0 => {
+            let _ = writeln!(
+                std::io::stderr().lock(),
+                "error: {} input(s) not scanned (--fail-on-skip)",
+                outcome.skipped
+            );
+            ExitCode::from(2)
+        }
+        Ok(outcome) if outcome.found => ExitCode::from(1),
         Ok(_) => ExitCode::SUCCESS,
         Err(error) => {
             let _ = writeln!(std::io::stderr().lock(), "error: {error:#}");
@@ -72,7 +88,7 @@ pub(crate) fn scan(args: ScanArgs) -> ExitCode {
     }
 }
 
-fn scan_inner(args: ScanArgs) -> anyhow::Result<bool> {
+fn scan_inner(args: ScanArgs) -> anyhow::Result<Outcome> {
     let config = load_config(args.config.as_deref())?;
     let scanner = scanner(args.rules.as_deref())?;
     // `--revoke` needs the kf_ keys themselves; everything is masked again
@@ -89,26 +105,45 @@ fn scan_inner(args: ScanArgs) -> anyhow::Result<bool> {
         allow_paths: allowlist(&config.allowlist.paths).map_err(anyhow::Error::msg)?,
         preview,
         progress: std::io::stderr().is_terminal(),
+        max_file_bytes: args.max_file_size.unwrap_or(u64::MAX),
         ..WalkOptions::default()
+    };
+    let baseline_git = match &args.command {
+        Some(ScanCommand::Baseline(BaselineCommand::Create { git, .. })) => git.clone(),
+        None => None,
     };
     let started = std::time::Instant::now();
     if let Some(image) = &args.image {
         let (findings, stats) = keyforge_scan::image::scan_image(&scanner, image, &options)?;
-        return finish(&args, &scanner, findings, stats, started, false);
+        let root = std::env::current_dir().unwrap_or_default();
+        return finish(&args, &scanner, findings, stats, started, false, root);
     }
-    if args.git.is_some() || args.staged {
-        let repo = args.git.clone().unwrap_or_else(|| PathBuf::from("."));
+    if args.git.is_some() || args.staged || baseline_git.is_some() {
+        let repo = args
+            .git
+            .clone()
+            .or_else(|| baseline_git.clone())
+            .unwrap_or_else(|| PathBuf::from("."));
         let blobs = if args.staged {
             keyforge_scan::git::staged(&repo)
         } else {
-            keyforge_scan::git::history(&repo, args.since.as_deref())
+            keyforge_scan::git::history(&repo, args.since.as_deref(), args.all_objects)
         }
         .map_err(anyhow::Error::from)?;
         let (findings, stats) = scanner.git_findings(&repo, &blobs, &options)?;
-        return finish(&args, &scanner, findings, stats, started, false);
+        let root = std::fs::canonicalize(&repo).unwrap_or(repo);
+        return finish(
+            &args,
+            &scanner,
+            findings,
+            stats,
+            started,
+            baseline_git.is_some(),
+            root,
+        );
     }
     let (paths, creating_baseline) = match &args.command {
-        Some(ScanCommand::Baseline(BaselineCommand::Create { paths })) => (paths.clone(), true),
+        Some(ScanCommand::Baseline(BaselineCommand::Create { paths, .. })) => (paths.clone(), true),
         None => (args.paths.clone(), false),
     };
     let paths = if paths.is_empty() {
@@ -118,15 +153,17 @@ fn scan_inner(args: ScanArgs) -> anyhow::Result<bool> {
     };
     let mut findings: Vec<Finding> = Vec::new();
     let mut scanned_paths: Vec<PathBuf> = Vec::new();
+    let mut stats = keyforge_scan::walk::Stats::default();
     for path in paths {
         if path.as_os_str() == "-" {
-            let mut data = Vec::new();
-            std::io::stdin()
-                .lock()
-                .take(MAX_STDIN_BYTES)
-                .read_to_end(&mut data)
+            // Streamed in overlapping pieces: no size limit, nothing cut.
+            let mut stdin = std::io::stdin().lock();
+            let (found, bytes) = scanner
+                .findings_streamed("-", &mut stdin, preview)
                 .context("cannot read stdin")?;
-            findings.extend(scanner.findings("-", &data, preview));
+            findings.extend(found);
+            stats.files += 1;
+            stats.bytes += bytes;
         } else {
             if !path.exists() {
                 anyhow::bail!("{}: no such file or directory", path.display());
@@ -134,13 +171,21 @@ fn scan_inner(args: ScanArgs) -> anyhow::Result<bool> {
             scanned_paths.push(path);
         }
     }
-    let mut stats = keyforge_scan::walk::Stats::default();
     if !scanned_paths.is_empty() {
         let (found, walked) = scan_paths(&scanner, &scanned_paths, &options);
         findings.extend(found);
-        stats = walked;
+        stats.merge(walked);
     }
-    finish(&args, &scanner, findings, stats, started, creating_baseline)
+    let root = std::env::current_dir().unwrap_or_default();
+    finish(
+        &args,
+        &scanner,
+        findings,
+        stats,
+        started,
+        creating_baseline,
+        root,
+    )
 }
 
 /// Reports (or records as a baseline) what was found; true if anything new
@@ -152,7 +197,9 @@ fn finish(
     stats: keyforge_scan::walk::Stats,
     started: std::time::Instant,
     creating_baseline: bool,
-) -> anyhow::Result<bool> {
+    root: PathBuf,
+) -> anyhow::Result<Outcome> {
+    let skipped = stats.skipped_total();
     if creating_baseline {
         let baseline = Baseline::of(&findings);
         let mut out = std::io::stdout().lock();
@@ -160,10 +207,14 @@ fn finish(
         writeln!(out)?;
         let _ = writeln!(
             std::io::stderr().lock(),
-            "baseline: {} finding(s) recorded by fingerprint (no secrets in the file)",
-            baseline.findings.len()
+            "baseline: {} finding(s) recorded by fingerprint (no secrets in the file){}",
+            baseline.findings.len(),
+            report::skipped_clause(&stats)
         );
-        return Ok(false);
+        return Ok(Outcome {
+            found: false,
+            skipped,
+        });
     }
     if args.revoke {
         revoke_found(args.addr.as_deref(), &mut findings)?;
@@ -187,13 +238,15 @@ fn finish(
     }
     let mut out = std::io::stdout().lock();
     match args.format {
-        ScanFormat::Text => report::text(&mut out, &findings)?,
-        ScanFormat::Json => report::json(&mut out, &findings)?,
+        ScanFormat::Text => report::text(&mut out, &findings, &stats)?,
+        ScanFormat::Json => report::json(&mut out, &findings, &stats)?,
         ScanFormat::Sarif => report::sarif(
             &mut out,
             &findings,
             scanner.rules(),
             env!("CARGO_PKG_VERSION"),
+            &stats,
+            &report::SarifRoot { directory: root },
         )?,
     }
     out.flush()?;
@@ -201,16 +254,20 @@ fn finish(
         let seconds = started.elapsed().as_secs_f64();
         let _ = writeln!(
             std::io::stderr().lock(),
-            "scanned {} files, {:.1} MB in {:.2}s ({:.0} MB/s); skipped {} binary, {} too large",
+            "scanned {} files, {:.1} MB in {:.2}s ({:.0} MB/s); skipped {} binary, {} too large, {} unreadable",
             stats.files,
             stats.bytes as f64 / 1e6,
             seconds,
             stats.bytes as f64 / 1e6 / seconds.max(1e-9),
             stats.skipped_binary,
-            stats.skipped_large
+            stats.skipped_large,
+            stats.unreadable
         );
     }
-    Ok(!findings.is_empty())
+    Ok(Outcome {
+        found: !findings.is_empty(),
+        skipped,
+    })
 }
 
 /// Runs `keyforge redact`: stdin to stdout, secrets replaced.

@@ -96,7 +96,8 @@ async fn a_tree_is_scanned_gitignore_aware_with_masked_output_and_exit_codes() {
         "build/out.txt",
         format!("{openai}\n").as_bytes(),
     );
-    let mut binary = vec![0u8, 1, 2, 3];
+    // A real binary (mostly control bytes), not text with a stray NUL.
+    let mut binary: Vec<u8> = (0..2048u32).map(|i| (i % 9) as u8).collect();
     binary.extend_from_slice(openai.as_bytes());
     write(dir.path(), "image.bin", &binary);
     write(
@@ -134,10 +135,16 @@ async fn a_tree_is_scanned_gitignore_aware_with_masked_output_and_exit_codes() {
         stdout.contains("notebook.ipynb:1:32: kf-virtual-key"),
         "{stdout}"
     );
-    assert!(stdout.contains("3 secrets found."), "{stdout}");
+    // The binary file is not scanned, and the summary says so.
+    assert!(
+        stdout.contains("not scanned: image.bin (binary)")
+            && stdout
+                .contains("3 secrets found; 1 input not scanned (1 binary (scan with --binary))."),
+        "{stdout}"
+    );
     assert!(
         !stdout.contains("build/out.txt")
-            && !stdout.contains("image.bin")
+            && !stdout.contains("image.bin:")
             && !stdout.contains("allowed.md")
     );
     assert!(
@@ -689,11 +696,364 @@ async fn text_json_and_sarif_output_match_their_snapshots() {
     ] {
         let output = keyforge(dir.path(), &["scan", "--format", format], None).await;
         assert_eq!(output.status.code(), Some(1), "{format}");
-        let stdout = text(&output.stdout);
+        let mut stdout = text(&output.stdout);
         assert!(
             !stdout.contains("Q7wE9rT2yU4iO6pA8sD1T3BlbkFJ"),
             "{format} showed a secret"
         );
+        // The temporary directory's name changes every run.
+        let root = format!("file://{}/", dir.path().canonicalize().unwrap().display());
+        stdout = stdout.replace(&root, "file:///SRCROOT/");
         snapshot(name, &stdout);
     }
+}
+
+/// A fake private key block (PKCS#8 markers, random base64 body), built
+/// at run time.
+fn private_key_block() -> String {
+    let kind = ["PRIVATE", "KEY"].join(" ");
+    let body: Vec<String> = (0..13).map(|_| random_base62(64)).collect();
+    format!(
+        "-----BEGIN {kind}-----\n{}\n-----END {kind}-----\n",
+        body.join("\n")
+    )
+}
+
+/// Nothing is skipped in silence: a key at the end of a file larger than
+/// one scanning piece is found at its line, a stray NUL does not make a
+/// file binary, UTF-16 text is read, and what is not scanned is counted in
+/// every format (and fails the scan under --fail-on-skip).
+#[tokio::test]
+async fn large_files_stray_nuls_and_utf16_are_scanned_and_skips_are_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let (late, nul, wide) = (openai_key(), anthropic_key(), kf_key());
+    // 40 MiB of log lines (more than one 32 MiB piece), the key last.
+    let line = "2026-11-23T10:15:02Z INFO GET /v1/models 200 12ms\n";
+    let lines = 40 * 1024 * 1024 / line.len();
+    let mut log = line.repeat(lines);
+    log.push_str(&format!("2026-11-23T10:15:03Z WARN rejected {late}\n"));
+    write(dir.path(), "big.log", log.as_bytes());
+    let mut env = b"AWS_REGION=eu-west-1\n\0\n".to_vec();
+    env.extend_from_slice(format!("ANTHROPIC_API_KEY={nul}\n").as_bytes());
+    write(dir.path(), "stray-nul.env", &env);
+    let mut utf16 = vec![0xff, 0xfe];
+    for unit in format!("KEYFORGE_KEY={wide}\r\n").encode_utf16() {
+        utf16.extend_from_slice(&unit.to_le_bytes());
+    }
+    write(dir.path(), "wide.env", &utf16);
+    let binary: Vec<u8> = (0..4096u32).map(|i| (i % 5) as u8).collect();
+    write(dir.path(), "blob.bin", &binary);
+
+    let output = keyforge(dir.path(), &["scan"], None).await;
+    let stdout = text(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains(&format!("big.log:{}:", lines + 1)),
+        "{stdout}"
+    );
+    assert!(stdout.contains("stray-nul.env:3:"), "{stdout}");
+    assert!(
+        stdout.contains("wide.env:1:") && stdout.contains("kf-virtual-key"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("3 secrets found; 1 input not scanned (1 binary (scan with --binary))."),
+        "{stdout}"
+    );
+
+    let output = keyforge(dir.path(), &["scan", "--format", "json"], None).await;
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["skipped"]["total"], 1, "{report}");
+    assert_eq!(report["skipped"]["inputs"][0]["path"], "blob.bin");
+    assert_eq!(report["skipped"]["inputs"][0]["reason"], "binary");
+
+    let output = keyforge(dir.path(), &["scan", "--format", "sarif"], None).await;
+    let sarif: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let notes = sarif["runs"][0]["invocations"][0]["toolExecutionNotifications"]
+        .as_array()
+        .unwrap();
+    assert!(
+        notes
+            .iter()
+            .any(|note| note["message"]["text"] == "not scanned: blob.bin (binary)"),
+        "{sarif}"
+    );
+
+    // --fail-on-skip: exit 2 even when nothing is found.
+    std::fs::remove_file(dir.path().join("big.log")).unwrap();
+    std::fs::remove_file(dir.path().join("stray-nul.env")).unwrap();
+    std::fs::remove_file(dir.path().join("wide.env")).unwrap();
+    let output = keyforge(dir.path(), &["scan"], None).await;
+    assert_eq!(output.status.code(), Some(0));
+    assert!(
+        text(&output.stdout).contains("No secrets found in what was scanned; 1 input not scanned"),
+        "{}",
+        text(&output.stdout)
+    );
+    let output = keyforge(dir.path(), &["scan", "--fail-on-skip"], None).await;
+    assert_eq!(output.status.code(), Some(2));
+    assert!(text(&output.stderr).contains("1 input(s) not scanned (--fail-on-skip)"));
+
+    // A size cap the user sets is a counted skip too.
+    write(dir.path(), "big.log", log.as_bytes());
+    let output = keyforge(dir.path(), &["scan", "--max-file-size", "1000000"], None).await;
+    let stdout = text(&output.stdout);
+    assert!(
+        stdout.contains("not scanned: big.log (over --max-file-size)"),
+        "{stdout}"
+    );
+
+    // Stdin has no size limit either: 40 MiB, the key last.
+    let output = keyforge(dir.path(), &["scan", "-"], Some(log.as_bytes())).await;
+    let stdout = text(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains(&format!("-:{}:", lines + 1)), "{stdout}");
+}
+
+/// A key committed on a branch that was then deleted lives on in the
+/// reflog; a commit no ref or reflog reaches, and a blob staged and then
+/// unstaged, are found with --all-objects.
+#[tokio::test]
+async fn git_history_includes_the_reflog_and_with_all_objects_dangling_objects() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path();
+    git(repo, &["init", "-q", "-b", "main"]);
+    write(repo, "README.md", b"hello\n");
+    git(repo, &["add", "."]);
+    git(repo, &["commit", "-q", "-m", "start"]);
+    let branch_key = openai_key();
+    git(repo, &["checkout", "-q", "-b", "feature"]);
+    write(
+        repo,
+        "feature.env",
+        format!("OPENAI_API_KEY={branch_key}\n").as_bytes(),
+    );
+    git(repo, &["add", "."]);
+    git(repo, &["commit", "-q", "-m", "wip"]);
+    git(repo, &["checkout", "-q", "main"]);
+    git(repo, &["branch", "-q", "-D", "feature"]);
+
+    // A dangling commit: made with commit-tree, never on a ref or a reflog.
+    let dangling_key = anthropic_key();
+    write(
+        repo,
+        "dangling.env",
+        format!("ANTHROPIC_API_KEY={dangling_key}\n").as_bytes(),
+    );
+    git(repo, &["add", "dangling.env"]);
+    let tree = git_command(repo, &["write-tree"]).output().unwrap();
+    let tree = text(&tree.stdout).trim().to_owned();
+    let commit = git_command(repo, &["commit-tree", &tree, "-m", "lost"])
+        .output()
+        .unwrap();
+    assert!(commit.status.success());
+    git(repo, &["reset", "-q"]);
+    std::fs::remove_file(repo.join("dangling.env")).unwrap();
+    // A blob staged, then unstaged: in no commit at all.
+    let staged_key = kf_key();
+    write(repo, "staged.env", format!("KF={staged_key}\n").as_bytes());
+    git(repo, &["add", "staged.env"]);
+    git(repo, &["reset", "-q"]);
+    std::fs::remove_file(repo.join("staged.env")).unwrap();
+
+    let output = keyforge(repo, &["scan", "--git", "--format", "json"], None).await;
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let paths: Vec<&str> = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        paths,
+        ["feature.env"],
+        "the reflog is scanned by default: {report}"
+    );
+
+    let output = keyforge(
+        repo,
+        &["scan", "--git", "--all-objects", "--format", "json"],
+        None,
+    )
+    .await;
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let mut paths: Vec<&str> = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["path"].as_str().unwrap())
+        .collect();
+    paths.sort_unstable();
+    assert_eq!(
+        paths,
+        ["(unreachable blob)", "dangling.env", "feature.env"],
+        "{report}"
+    );
+}
+
+/// `scan baseline create --git` records history, and `scan --git
+/// --baseline` accepts it; a scan report given as a baseline is refused as
+/// exactly that.
+#[tokio::test]
+async fn a_baseline_of_history_is_created_with_git_and_a_report_is_not_a_baseline() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path();
+    git(repo, &["init", "-q", "-b", "main"]);
+    write(
+        repo,
+        "old.env",
+        format!("OPENAI_API_KEY={}\n", openai_key()).as_bytes(),
+    );
+    git(repo, &["add", "."]);
+    git(repo, &["commit", "-q", "-m", "old"]);
+    git(repo, &["rm", "-q", "old.env"]);
+    git(repo, &["commit", "-q", "-m", "gone"]);
+
+    let output = keyforge(repo, &["scan", "baseline", "create", "--git"], None).await;
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    let baseline: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(
+        baseline["findings"].as_array().unwrap().len(),
+        1,
+        "{baseline}"
+    );
+    write(repo, "../history-baseline.json", &output.stdout);
+    let baseline_path = repo.join("../history-baseline.json");
+    let baseline_path = baseline_path.to_str().unwrap();
+    let output = keyforge(repo, &["scan", "--git", "--baseline", baseline_path], None).await;
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stdout));
+
+    // A new key in history is still reported.
+    write(
+        repo,
+        "new.env",
+        format!("ANTHROPIC_API_KEY={}\n", anthropic_key()).as_bytes(),
+    );
+    git(repo, &["add", "."]);
+    git(repo, &["commit", "-q", "-m", "new"]);
+    let output = keyforge(repo, &["scan", "--git", "--baseline", baseline_path], None).await;
+    assert_eq!(output.status.code(), Some(1));
+    assert!(text(&output.stdout).contains("new.env:1:"));
+
+    // Reports are not baselines.
+    for format in ["json", "sarif"] {
+        let report = keyforge(repo, &["scan", "--git", "--format", format], None).await;
+        write(repo, "../report.json", &report.stdout);
+        let report_path = repo.join("../report.json");
+        let output = keyforge(
+            repo,
+            &["scan", "--baseline", report_path.to_str().unwrap()],
+            None,
+        )
+        .await;
+        assert_eq!(output.status.code(), Some(2), "{format}");
+        assert!(
+            text(&output.stderr).contains("scan report")
+                && text(&output.stderr).contains("not a baseline"),
+            "{format}: {}",
+            text(&output.stderr)
+        );
+    }
+}
+
+/// SARIF as GitHub's upload takes it: URIs relative to %SRCROOT% (given in
+/// originalUriBaseIds), a multi-line secret's region ending on its last
+/// line, stdin named as such, columns from 1.
+#[tokio::test]
+async fn sarif_locations_are_relative_to_srcroot_and_span_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = private_key_block();
+    write(dir.path(), "deploy/id.pem", format!("\n{key}").as_bytes());
+    let output = keyforge(dir.path(), &["scan", "--format", "sarif"], None).await;
+    let sarif: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let run = &sarif["runs"][0];
+    let location = &run["results"][0]["locations"][0]["physicalLocation"];
+    assert_eq!(
+        location["artifactLocation"]["uri"], "deploy/id.pem",
+        "{sarif}"
+    );
+    assert_eq!(location["artifactLocation"]["uriBaseId"], "%SRCROOT%");
+    let root = run["originalUriBaseIds"]["%SRCROOT%"]["uri"]
+        .as_str()
+        .unwrap();
+    assert!(
+        root.starts_with("file:///") && root.ends_with('/'),
+        "{root}"
+    );
+    let region = &location["region"];
+    assert_eq!(region["startLine"], 2);
+    assert_eq!(region["startColumn"], 1);
+    assert_eq!(region["endLine"], 16, "{region}");
+    assert_eq!(region["endColumn"], 26, "{region}");
+    assert!(
+        !text(&output.stdout).contains(&key[40..80]),
+        "no body line in the log"
+    );
+
+    let output = keyforge(
+        dir.path(),
+        &["scan", "--format", "sarif", "-"],
+        Some(key.as_bytes()),
+    )
+    .await;
+    let sarif: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let artifact =
+        &sarif["runs"][0]["results"][0]["locations"][0]["physicalLocation"]["artifactLocation"];
+    assert_eq!(artifact["uri"], "stdin", "{sarif}");
+}
+
+/// What `scan -` finds on a stream is gone from `redact`'s output, a
+/// private key's body lines and a base64-encoded key included.
+#[tokio::test]
+async fn redact_removes_everything_scan_finds_multi_line_and_encoded_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let pem = private_key_block();
+    let openai = openai_key();
+    let encoded = {
+        // Standard base64 of the key, as Kubernetes stores Secret.data.
+        const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        let mut out = String::new();
+        for chunk in openai.as_bytes().chunks(3) {
+            let n = chunk.iter().fold(0u32, |acc, &b| acc << 8 | u32::from(b))
+                << (8 * (3 - chunk.len()));
+            for i in 0..=chunk.len() {
+                out.push(char::from(ALPHABET[(n >> (18 - 6 * i) & 63) as usize]));
+            }
+            out.push_str(&"=".repeat(3 - chunk.len()));
+        }
+        out
+    };
+    let log = format!(
+        "boot\nloaded key:\n{pem}kind: Secret\ndata:\n  OPENAI: {encoded}\nurl=postgres://app:{}@db:5432/app\ndone\n",
+        random_base62(16)
+    );
+    let scanned = keyforge(
+        dir.path(),
+        &["scan", "-", "--format", "json"],
+        Some(log.as_bytes()),
+    )
+    .await;
+    let report: Value = serde_json::from_slice(&scanned.stdout).unwrap();
+    assert_eq!(report["findings"].as_array().unwrap().len(), 3, "{report}");
+    let output = keyforge(dir.path(), &["redact"], Some(log.as_bytes())).await;
+    let redacted = text(&output.stdout);
+    for body_line in pem.lines().skip(1).take(13) {
+        assert!(!redacted.contains(body_line), "{redacted}");
+    }
+    assert!(
+        !redacted.contains(&encoded) && !redacted.contains(&openai),
+        "{redacted}"
+    );
+    assert!(
+        redacted.starts_with("boot\nloaded key:\n[REDACTED:private-key]\n"),
+        "{redacted}"
+    );
+    assert!(redacted.ends_with("done\n"));
+    let rescanned = keyforge(dir.path(), &["scan", "-"], Some(redacted.as_bytes())).await;
+    assert_eq!(
+        rescanned.status.code(),
+        Some(0),
+        "{}",
+        text(&rescanned.stdout)
+    );
 }

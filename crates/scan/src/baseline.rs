@@ -40,7 +40,26 @@ impl Baseline {
         }
     }
 
+    /// Reads a baseline file; a scan report given in its place (JSON or
+    /// SARIF) is refused as such.
     pub fn parse(text: &str) -> Result<Self, String> {
+        if let Ok(value) = serde_json::from_str::<serde_json::Value>(text) {
+            let report_entry = value
+                .get("findings")
+                .and_then(|f| f.as_array())
+                .and_then(|f| f.first())
+                .is_some_and(|entry| {
+                    entry.get("preview").is_some() || entry.get("description").is_some()
+                });
+            if value.get("runs").is_some()
+                && value.get("version").and_then(|v| v.as_str()).is_some()
+            {
+                return Err("this is a SARIF scan report, not a baseline; create a baseline with `keyforge scan baseline create` (add `--git` for history)".into());
+            }
+            if report_entry || (value.get("findings").is_some() && value.get("version").is_none()) {
+                return Err("this is a scan report (`keyforge scan --format json`), not a baseline; create a baseline with `keyforge scan baseline create` (add `--git` for history)".into());
+            }
+        }
         let baseline: Baseline = serde_json::from_str(text)
             .map_err(|error| format!("not a KeyForge baseline: {error}"))?;
         if baseline.version != 1 {

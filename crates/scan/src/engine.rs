@@ -5,15 +5,45 @@
 //! (`sk-xxxx`, `your-key-here`, `<OPENAI_API_KEY>`, runs of one character),
 //! and inline `keyforge:allow` comments.
 
-use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind, packed};
 
 use crate::rules::{Rule, RuleError, Validation, rules_with};
 
 /// A line containing this is never reported.
 pub const ALLOW_MARKER: &[u8] = b"keyforge:allow";
 
-/// Files whose first bytes contain a NUL are binary (as git decides).
+/// How many first bytes decide whether a file is binary (as git looks).
 const BINARY_SNIFF_BYTES: usize = 8000;
+/// A file is binary when more than 1 in this many of its first bytes are
+/// NULs or other control characters: one stray NUL in a `.env` is not.
+const BINARY_CONTROL_SHARE: usize = 10;
+
+/// The keyword search: Teddy (SIMD, at most 64 literals) on its own
+/// where it can run, which reports its matches without the automaton's
+/// second look at each candidate; the Aho-Corasick automaton otherwise.
+#[derive(Debug, Clone)]
+enum Prefilter {
+    Packed(packed::Searcher),
+    Automaton(AhoCorasick),
+}
+
+impl Prefilter {
+    /// Each keyword occurrence, leftmost-first: (pattern, start, end).
+    fn each(&self, data: &[u8], mut visit: impl FnMut(usize, usize, usize)) {
+        match self {
+            Prefilter::Packed(searcher) => {
+                for found in searcher.find_iter(data) {
+                    visit(found.pattern().as_usize(), found.start(), found.end());
+                }
+            }
+            Prefilter::Automaton(automaton) => {
+                for found in automaton.find_iter(data) {
+                    visit(found.pattern().as_usize(), found.start(), found.end());
+                }
+            }
+        }
+    }
+}
 
 /// A secret found in a buffer: which rule, and the secret's byte span.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,7 +57,9 @@ pub struct Hit {
 #[derive(Debug, Clone)]
 pub struct Scanner {
     rules: Vec<Rule>,
-    prefilter: Option<AhoCorasick>,
+    prefilter: Option<Prefilter>,
+    /// How many literals the prefilter searches for.
+    prefilter_patterns: usize,
     /// For each prefilter pattern, the rules it anchors.
     keyword_rules: Vec<Vec<usize>>,
     /// Rules without keywords: they always run.
@@ -92,19 +124,28 @@ impl Scanner {
         let prefilter = if patterns.is_empty() {
             None
         } else {
-            Some(
-                AhoCorasickBuilder::new()
-                    .match_kind(MatchKind::LeftmostFirst)
-                    .build(&patterns)
-                    .map_err(|error| RuleError::Rule {
-                        id: "(keywords)".into(),
-                        reason: error.to_string(),
-                    })?,
-            )
+            let packed = packed::Config::new()
+                .match_kind(packed::MatchKind::LeftmostFirst)
+                .builder()
+                .extend(&patterns)
+                .build();
+            Some(match packed {
+                Some(searcher) => Prefilter::Packed(searcher),
+                None => Prefilter::Automaton(
+                    AhoCorasickBuilder::new()
+                        .match_kind(MatchKind::LeftmostFirst)
+                        .build(&patterns)
+                        .map_err(|error| RuleError::Rule {
+                            id: "(keywords)".into(),
+                            reason: error.to_string(),
+                        })?,
+                ),
+            })
         };
         Ok(Self {
             rules,
             prefilter,
+            prefilter_patterns: patterns.len(),
             keyword_rules,
             unanchored,
         })
@@ -114,14 +155,39 @@ impl Scanner {
         &self.rules
     }
 
-    /// Whether `data` looks binary (a NUL among its first bytes).
+    /// How many literals the keyword prefilter searches for (after those
+    /// containing another are dropped). Above 64 it leaves its SIMD path
+    /// for the Aho-Corasick automaton.
+    pub fn prefilter_patterns(&self) -> usize {
+        self.prefilter_patterns
+    }
+
+    /// Whether `data` is binary rather than text with a few stray NULs:
+    /// more than one byte in [`BINARY_CONTROL_SHARE`] of its first
+    /// [`BINARY_SNIFF_BYTES`] is a NUL or another control character
+    /// (tabs, line ends and form feeds are text). UTF-16 text is not
+    /// binary (see [`utf16_order`]).
     pub fn is_binary(data: &[u8]) -> bool {
-        memchr::memchr(0, &data[..data.len().min(BINARY_SNIFF_BYTES)]).is_some()
+        let sniff = &data[..data.len().min(BINARY_SNIFF_BYTES)];
+        if memchr::memchr(0, sniff).is_none() || utf16_order(data).is_some() {
+            return false;
+        }
+        let control = sniff
+            .iter()
+            .filter(|&&b| (b < 0x20 && !matches!(b, b'\t' | b'\n' | b'\r' | 0x0c)) || b == 0x7f)
+            .count();
+        control * BINARY_CONTROL_SHARE > sniff.len()
     }
 
     /// Every confirmed secret in `data`, in order of position.
     pub fn scan(&self, data: &[u8]) -> Vec<Hit> {
-        self.hits(data, &self.windows(data))
+        self.scan_at(data, None)
+    }
+
+    /// Every confirmed secret in `data`, read from `path` (rules limited to
+    /// some paths run only there).
+    pub fn scan_at(&self, data: &[u8], path: Option<&str>) -> Vec<Hit> {
+        self.hits(data, &self.windows(data, path))
     }
 
     /// The confirmed secrets inside each rule's windows.
@@ -137,7 +203,8 @@ impl Scanner {
                     let Some(span) = span else { continue };
                     let (start, end) = (from + span.start(), from + span.end());
                     let secret = &data[start..end];
-                    if secret.is_empty() || !confirmed(rule, secret) {
+                    let matched = captures.get(0).map_or(start, |whole| from + whole.start());
+                    if secret.is_empty() || !confirmed(rule, data, matched, start, end) {
                         continue;
                     }
                     if allowed_inline(data, start) {
@@ -173,45 +240,67 @@ impl Scanner {
     }
 }
 
-/// Bytes around a keyword that a rule's regex looks at: a secret sits on
+/// Bytes before a keyword that a rule's regex looks at: a secret sits on
 /// the keyword's line (or, for `key:` then value, the next one), within a
-/// few hundred bytes of it.
+/// few hundred bytes of it; how far after is the rule's `window`.
 const WINDOW_BEFORE: usize = 512;
-const WINDOW_AFTER: usize = 1024;
 
 impl Scanner {
     /// For each rule, the merged byte ranges its regex must look at: around
     /// each occurrence of one of its keywords (the whole buffer for a rule
-    /// without keywords). Rules whose keywords do not occur get none.
-    fn windows(&self, data: &[u8]) -> Vec<Vec<(usize, usize)>> {
+    /// without keywords). Rules whose keywords do not occur, and rules
+    /// limited to paths `path` is not, get none.
+    fn windows(&self, data: &[u8], path: Option<&str>) -> Vec<Vec<(usize, usize)>> {
         let mut windows: Vec<Vec<(usize, usize)>> = vec![Vec::new(); self.rules.len()];
+        let runs = |rule: &Rule| match (&rule.path, path) {
+            (None, _) => true,
+            (Some(wanted), Some(path)) => wanted.is_match(path),
+            (Some(_), None) => false,
+        };
         for &index in &self.unanchored {
-            windows[index].push((0, data.len()));
+            if runs(&self.rules[index]) {
+                windows[index].push((0, data.len()));
+            }
         }
         let Some(prefilter) = &self.prefilter else {
             return windows;
         };
-        for found in prefilter.find_iter(data) {
-            let (start, end) = (found.start(), found.end());
+        prefilter.each(data, |pattern, start, end| {
             let low = start.saturating_sub(WINDOW_BEFORE);
             let from = memchr::memrchr(b'\n', &data[low..start]).map_or(low, |i| low + i + 1);
-            let high = (end + WINDOW_AFTER).min(data.len());
-            // The rest of the line, and the next one.
-            let to = match memchr::memchr(b'\n', &data[end..high]) {
-                Some(i) => {
-                    let next = end + i + 1;
-                    memchr::memchr(b'\n', &data[next..high]).map_or(high, |j| next + j)
+            let mut reach = (0, 0);
+            for &rule in &self.keyword_rules[pattern] {
+                if !runs(&self.rules[rule]) {
+                    continue;
                 }
-                None => high,
-            };
-            for &rule in &self.keyword_rules[found.pattern().as_usize()] {
+                let window = self.rules[rule].window;
+                if reach.0 != window {
+                    let high = (end + window).min(data.len());
+                    // The rest of the line, and the next one.
+                    let to = match memchr::memchr(b'\n', &data[end..high]) {
+                        Some(i) => {
+                            let next = end + i + 1;
+                            memchr::memchr(b'\n', &data[next..high]).map_or(high, |j| next + j)
+                        }
+                        None => high,
+                    };
+                    reach = (
+                        window,
+                        if window > crate::rules::DEFAULT_WINDOW {
+                            high
+                        } else {
+                            to
+                        },
+                    );
+                }
+                let to = reach.1;
                 let list = &mut windows[rule];
                 match list.last_mut() {
                     Some(last) if from <= last.1 => last.1 = last.1.max(to),
                     _ => list.push((from, to)),
                 }
             }
-        }
+        });
         windows
     }
 }
@@ -226,6 +315,24 @@ pub struct View {
 }
 
 impl View {
+    /// The original offset just past the view's bytes `..end`: past the
+    /// whole original form of the last character (`%5F`, a UTF-16 unit).
+    pub fn original_end(&self, end: usize, original_len: usize) -> usize {
+        let last = self.original(end.saturating_sub(1));
+        let next = if end >= self.bytes.len() {
+            original_len
+        } else {
+            self.original(end)
+        };
+        // An escape or a code unit is at most six bytes (`\u00XX`); a
+        // longer gap is a removed joint, not part of the secret.
+        if next > last && next - last <= 6 {
+            next
+        } else {
+            last + 1
+        }
+    }
+
     /// The original offset of a view offset.
     pub fn original(&self, offset: usize) -> usize {
         let index = self.map.partition_point(|(view, _)| *view <= offset);
@@ -250,6 +357,17 @@ fn concatenation_joints() -> &'static regex::bytes::Regex {
             r#"["'`][ \t]*(?:\+|\.\.?|\\)?[ \t]*(?:\r?\n[ \t]*(?:\+|\.\.?)?[ \t]*)?["'`]"#,
         )
         .expect("constant regex")
+    })
+}
+
+/// Whether a string joint (not an empty string literal) sits in a keyword
+/// window: only then can joining strings complete a secret a rule sees.
+fn joint_in_windows(data: &[u8], windows: &[Vec<(usize, usize)>]) -> bool {
+    let joints = concatenation_joints();
+    windows.iter().flatten().any(|&(from, to)| {
+        joints
+            .find_iter(&data[from..to])
+            .any(|joint| joint.len() > 2 || joint.as_bytes()[0] != joint.as_bytes()[1])
     })
 }
 
@@ -316,44 +434,146 @@ fn percent_decoded(data: &[u8]) -> Option<View> {
     any.then_some(View { bytes, map })
 }
 
+/// How deep views nest (base64 inside JSON escapes inside UTF-16...).
+const MAX_VIEW_DEPTH: usize = 2;
+/// Shortest base64 run decoded: 18 bytes of secret.
+const MIN_BASE64_RUN: usize = 24;
+/// Longest base64 run decoded.
+const MAX_BASE64_RUN: usize = 1024 * 1024;
+/// Bytes of base64 decoded per buffer at most (a bound on the work a
+/// hostile file can ask for).
+const MAX_BASE64_TOTAL: usize = 16 * 1024 * 1024;
+
 impl Scanner {
     /// Every confirmed secret, including those split across string
-    /// concatenations or percent-encoded, with spans in `data`'s offsets.
-    /// The third field is the secret as found (joined or decoded).
+    /// concatenations, percent-encoded, behind JSON string escapes
+    /// (notebooks' cells), base64-encoded (Kubernetes `Secret.data`) or in
+    /// UTF-16 text, with spans in `data`'s offsets (for an encoded secret,
+    /// the encoded span). The second field is the secret as found (joined
+    /// or decoded).
     pub fn scan_deep(&self, data: &[u8]) -> Vec<(Hit, Vec<u8>)> {
+        self.scan_deep_at(data, None)
+    }
+
+    /// [`Scanner::scan_deep`] for data read from `path`.
+    pub fn scan_deep_at(&self, data: &[u8], path: Option<&str>) -> Vec<(Hit, Vec<u8>)> {
+        self.deep(data, path, 0, false)
+    }
+
+    /// [`Scanner::scan_deep`] decoding every base64 run, not only those of
+    /// a Kubernetes Secret or of a value a generic rule found: for a
+    /// stream seen a line at a time (`redact`), where a Secret's `data:`
+    /// lines come before its `kind:` line (kubectl's order). It finds all
+    /// that `scan_deep` finds, and more.
+    pub fn scan_deep_every_run(&self, data: &[u8]) -> Vec<(Hit, Vec<u8>)> {
+        self.deep(data, None, 0, true)
+    }
+
+    fn deep(
+        &self,
+        data: &[u8],
+        path: Option<&str>,
+        depth: usize,
+        every_run: bool,
+    ) -> Vec<(Hit, Vec<u8>)> {
         // One keyword search serves both the buffer and the decision
         // whether a joined view is worth building.
-        let windows = self.windows(data);
+        let windows = self.windows(data, path);
         let mut all: Vec<(Hit, Vec<u8>)> = self
             .hits(data, &windows)
             .into_iter()
             .map(|hit| (hit, data[hit.start..hit.end].to_vec()))
             .collect();
+        if depth >= MAX_VIEW_DEPTH {
+            return all;
+        }
         let mut views = Vec::new();
-        if windows.iter().any(|rule| !rule.is_empty()) {
+        if let Some(order) = utf16_order(data) {
+            views.extend(utf16_decoded(data, order));
+        }
+        let keywords_found = windows.iter().any(|rule| !rule.is_empty());
+        if keywords_found && joint_in_windows(data, &windows) {
             views.extend(joined(data));
         }
         if has_key_escapes(data) {
             views.extend(percent_decoded(data));
         }
+        // JSON documents and JSON lines (a notebook, a JSON log): their
+        // strings hold escapes.
+        let json_like = data
+            .iter()
+            .find(|b| !b.is_ascii_whitespace())
+            .is_some_and(|b| matches!(b, b'{' | b'['));
+        if keywords_found && json_like && windows_hold(data, &windows, b"\\") {
+            views.extend(json_unescaped(data));
+        }
+        // A secret seen in a view is new unless it overlaps one already
+        // found; a more specific rule (earlier in the list) seeing it
+        // through a view replaces a generic one that saw its encoding.
+        let known = |all: &mut Vec<(Hit, Vec<u8>)>, hit: Hit, secret: Vec<u8>| {
+            let overlapping = |other: &Hit| other.start < hit.end && hit.start < other.end;
+            if all
+                .iter()
+                .any(|(other, _)| overlapping(other) && other.rule <= hit.rule)
+            {
+                return;
+            }
+            all.retain(|(other, _)| !overlapping(other));
+            all.push((hit, secret));
+        };
         for view in views {
-            for hit in self.scan(&view.bytes) {
+            for (hit, secret) in self.deep(&view.bytes, path, depth + 1, every_run) {
                 let start = view.original(hit.start);
-                let end = view.original(hit.end.saturating_sub(1)) + 1;
-                let known = all
-                    .iter()
-                    .any(|(other, _)| other.start < end && start < other.end);
-                if !known {
-                    let secret = view.bytes[hit.start..hit.end].to_vec();
-                    all.push((
-                        Hit {
-                            rule: hit.rule,
-                            start,
-                            end,
-                        },
-                        secret,
-                    ));
-                }
+                let end = view.original_end(hit.end, data.len());
+                let hit = Hit {
+                    rule: hit.rule,
+                    start,
+                    end: end.max(start + 1),
+                };
+                known(&mut all, hit, secret);
+            }
+        }
+        // base64 runs: each decoded on its own and scanned; a secret found
+        // inside is reported at the whole encoded run.
+        // Which runs: in a Kubernetes Secret, all; elsewhere, the values a
+        // generic assignment rule found (`OPENAI_API_KEY: <base64>`, a
+        // docker `auth`). Looking for runs in every byte of a tree costs a
+        // pass over all of it.
+        let runs = if every_run || memchr::memmem::find(data, b"kind: Secret").is_some() {
+            base64_runs(data)
+        } else {
+            all.iter()
+                .filter(|(hit, _)| self.rules[hit.rule].literal)
+                .flat_map(|(hit, _)| {
+                    base64_runs(&data[hit.start..hit.end])
+                        .into_iter()
+                        .map(|(a, b)| (hit.start + a, hit.start + b))
+                })
+                .collect()
+        };
+        let mut decoded_total = 0;
+        for (run_start, run_end) in runs {
+            if decoded_total >= MAX_BASE64_TOTAL {
+                break;
+            }
+            // A run inside a key a specific rule found is that key; one a
+            // generic assignment rule found may still decode to a key.
+            if all.iter().any(|(other, _)| {
+                other.start <= run_start && run_end <= other.end && !self.rules[other.rule].literal
+            }) {
+                continue;
+            }
+            let Some(decoded) = base64_text(&data[run_start..run_end]) else {
+                continue;
+            };
+            decoded_total += decoded.len();
+            for (hit, secret) in self.deep(&decoded, path, depth + 1, every_run) {
+                let hit = Hit {
+                    rule: hit.rule,
+                    start: run_start,
+                    end: run_end,
+                };
+                known(&mut all, hit, secret);
             }
         }
         all.sort_by_key(|(hit, _)| hit.start);
@@ -361,17 +581,224 @@ impl Scanner {
     }
 }
 
-fn confirmed(rule: &Rule, secret: &[u8]) -> bool {
+/// Whether any keyword window holds `needle`.
+fn windows_hold(data: &[u8], windows: &[Vec<(usize, usize)>], needle: &[u8]) -> bool {
+    windows
+        .iter()
+        .flatten()
+        .any(|&(from, to)| memchr::memmem::find(&data[from..to], needle).is_some())
+}
+
+/// The buffer with JSON (and C-style) string escapes decoded: `\"`, `\\`,
+/// `\/`, `\n`, `\t`, `\r`, `\uXXXX`. A notebook's cell source is such
+/// strings; so is a secret inside a JSON-encoded log line.
+fn json_unescaped(data: &[u8]) -> Option<View> {
+    let mut bytes = Vec::with_capacity(data.len());
+    let mut map = vec![(0, 0)];
+    let mut i = 0;
+    let mut any = false;
+    while i < data.len() {
+        let Some(found) = memchr::memchr(b'\\', &data[i..]) else {
+            bytes.extend_from_slice(&data[i..]);
+            break;
+        };
+        let at = i + found;
+        bytes.extend_from_slice(&data[i..at]);
+        let (decoded, used): (Option<char>, usize) = match data.get(at + 1) {
+            Some(b'"') => (Some('"'), 2),
+            Some(b'\'') => (Some('\''), 2),
+            Some(b'\\') => (Some('\\'), 2),
+            Some(b'/') => (Some('/'), 2),
+            Some(b'n') => (Some('\n'), 2),
+            Some(b't') => (Some('\t'), 2),
+            Some(b'r') => (Some('\r'), 2),
+            Some(b'u') => (
+                data.get(at + 2..at + 6)
+                    .and_then(|hex| std::str::from_utf8(hex).ok())
+                    .and_then(|hex| u32::from_str_radix(hex, 16).ok())
+                    .and_then(char::from_u32),
+                6,
+            ),
+            _ => (None, 1),
+        };
+        match decoded {
+            Some(c) => {
+                let mut buf = [0u8; 4];
+                bytes.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+                i = at + used;
+                map.push((bytes.len(), i));
+                any = true;
+            }
+            None => {
+                bytes.push(b'\\');
+                i = at + 1;
+            }
+        }
+    }
+    any.then_some(View { bytes, map })
+}
+
+/// Byte order of UTF-16 text: a byte order mark, or (without one) NULs in
+/// every other byte of the first 512, with ASCII text in between.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Utf16 {
+    Little,
+    Big,
+}
+
+/// Whether `data` is UTF-16 text, and in which byte order.
+pub fn utf16_order(data: &[u8]) -> Option<Utf16> {
+    match data {
+        [0xff, 0xfe, ..] => return Some(Utf16::Little),
+        [0xfe, 0xff, ..] => return Some(Utf16::Big),
+        _ => {}
+    }
+    let sniff = &data[..data.len().min(512) & !1];
+    if sniff.len() < 8 {
+        return None;
+    }
+    let pairs = sniff.len() / 2;
+    let text = |b: u8| b == b'\t' || b == b'\n' || b == b'\r' || (0x20..0x7f).contains(&b);
+    let little = sniff.chunks(2).filter(|p| p[1] == 0 && text(p[0])).count();
+    let big = sniff.chunks(2).filter(|p| p[0] == 0 && text(p[1])).count();
+    if little * 10 >= pairs * 9 {
+        Some(Utf16::Little)
+    } else if big * 10 >= pairs * 9 {
+        Some(Utf16::Big)
+    } else {
+        None
+    }
+}
+
+/// UTF-16 text as UTF-8, each character mapped back to its code units.
+fn utf16_decoded(data: &[u8], order: Utf16) -> Option<View> {
+    let start = if matches!(data, [0xff, 0xfe, ..] | [0xfe, 0xff, ..]) {
+        2
+    } else {
+        0
+    };
+    let units = data[start..].chunks_exact(2).map(|pair| match order {
+        Utf16::Little => u16::from_le_bytes([pair[0], pair[1]]),
+        Utf16::Big => u16::from_be_bytes([pair[0], pair[1]]),
+    });
+    let mut bytes = Vec::with_capacity(data.len() / 2);
+    let mut map = Vec::with_capacity(data.len() / 2);
+    let mut at = start;
+    for decoded in char::decode_utf16(units) {
+        let c = decoded.unwrap_or(char::REPLACEMENT_CHARACTER);
+        map.push((bytes.len(), at));
+        let mut buf = [0u8; 4];
+        bytes.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+        at += c.len_utf16() * 2;
+    }
+    Some(View { bytes, map })
+}
+
+/// The base64 alphabets (standard and URL-safe) as a byte class.
+const fn base64_class() -> [bool; 256] {
+    let mut class = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        class[b] = c.is_ascii_alphanumeric() || c == b'+' || c == b'/' || c == b'-' || c == b'_';
+        b += 1;
+    }
+    class
+}
+const BASE64: [bool; 256] = base64_class();
+
+/// Runs of base64 that may hide a secret: at least [`MIN_BASE64_RUN`]
+/// characters (padding included), with upper case, lower case and digits
+/// all present (identifiers and words are not), not longer than
+/// [`MAX_BASE64_RUN`].
+fn base64_runs(data: &[u8]) -> Vec<(usize, usize)> {
+    let mut runs = Vec::new();
+    let mut i = 0;
+    while i < data.len() {
+        if !BASE64[usize::from(data[i])] {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        let (mut upper, mut lower, mut digit) = (false, false, false);
+        while i < data.len() && BASE64[usize::from(data[i])] {
+            let c = data[i];
+            upper |= c.is_ascii_uppercase();
+            lower |= c.is_ascii_lowercase();
+            digit |= c.is_ascii_digit();
+            i += 1;
+        }
+        while i < data.len() && data[i] == b'=' && i - start < MAX_BASE64_RUN {
+            i += 1;
+        }
+        let length = i - start;
+        if (MIN_BASE64_RUN..=MAX_BASE64_RUN).contains(&length) && upper && lower && digit {
+            runs.push((start, i));
+        }
+    }
+    runs
+}
+
+/// Decodes a base64 run (either alphabet, padding optional) if what it
+/// holds is text: printable ASCII or UTF-8, tabs and line ends.
+fn base64_text(run: &[u8]) -> Option<Vec<u8>> {
+    let value = |c: u8| -> Option<u32> {
+        Some(u32::from(match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' | b'-' => 62,
+            b'/' | b'_' => 63,
+            _ => return None,
+        }))
+    };
+    let body: &[u8] = {
+        let end = run.iter().rposition(|&c| c != b'=').map_or(0, |i| i + 1);
+        &run[..end]
+    };
+    if body.len() % 4 == 1 {
+        return None;
+    }
+    let mut out = Vec::with_capacity(body.len() * 3 / 4);
+    for chunk in body.chunks(4) {
+        let mut acc = 0u32;
+        for &c in chunk {
+            acc = (acc << 6) | value(c)?;
+        }
+        acc <<= 6 * (4 - chunk.len() as u32);
+        let bytes = acc.to_be_bytes();
+        out.extend_from_slice(&bytes[1..chunk.len()]);
+    }
+    let text = std::str::from_utf8(&out).ok()?;
+    text.chars()
+        .all(|c| !c.is_control() || c == '\n' || c == '\r' || c == '\t')
+        .then_some(out)
+}
+
+/// Whether the secret at `data[start..end]`, matched from `matched`, passes
+/// its rule's checks.
+fn confirmed(rule: &Rule, data: &[u8], matched: usize, start: usize, end: usize) -> bool {
+    let secret = &data[start..end];
     match rule.validation {
         Validation::KfChecksum => std::str::from_utf8(secret)
             .is_ok_and(|text| keyforge_types::VirtualKey::parse(text).is_ok()),
         Validation::None => {
             if let Some(minimum) = rule.entropy
-                && entropy(secret) < minimum
+                && entropy(secret) < entropy_floor(minimum, secret)
             {
                 return false;
             }
-            !is_placeholder(secret)
+            if rule.literal
+                && (is_reference(data, start, end)
+                    || is_non_secret_word(secret)
+                    || is_path_like(secret)
+                    || secret.iter().all(u8::is_ascii_digit)
+                    || (rule.entropy.is_some() && (is_wordy(secret) || is_identifier(secret)))
+                    || !assignment_form(data, matched, start))
+            {
+                return false;
+            }
+            !is_placeholder_for(secret, &rule.keywords)
         }
     }
 }
@@ -396,48 +823,441 @@ pub fn entropy(data: &[u8]) -> f64 {
         .sum()
 }
 
-/// Words and shapes that mark a value as a stand-in, not a secret.
-const PLACEHOLDER_WORDS: &[&[u8]] = &[
-    b"xxxx",
-    b"your",
+/// Bits per character of the smallest usual alphabet `secret` is drawn
+/// from: 4 for hex (one case), 3.3 for digits, about 5.2 for one case and
+/// digits, 5.95 for both cases and digits, 6 for base64, 6.55 with other
+/// punctuation.
+pub fn alphabet_bits(secret: &[u8]) -> f64 {
+    let all = |f: fn(&u8) -> bool| secret.iter().all(f);
+    if all(u8::is_ascii_digit) {
+        return 10f64.log2();
+    }
+    if all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b))
+        || all(|b| b.is_ascii_digit() || (b'A'..=b'F').contains(b))
+    {
+        return 4.0;
+    }
+    let any = |f: fn(&u8) -> bool| secret.iter().any(f);
+    let mut size = 0u32;
+    if any(u8::is_ascii_lowercase) {
+        size += 26;
+    }
+    if any(u8::is_ascii_uppercase) {
+        size += 26;
+    }
+    if any(u8::is_ascii_digit) {
+        size += 10;
+    }
+    if any(|b| matches!(b, b'+' | b'/' | b'=' | b'-' | b'_')) {
+        size += 2;
+    }
+    if any(|b| !b.is_ascii_alphanumeric() && !matches!(b, b'+' | b'/' | b'=' | b'-' | b'_')) {
+        size += 30;
+    }
+    f64::from(size.max(2)).log2()
+}
+
+/// The entropy a rule's `minimum` (stated for base64) asks of `secret`: the
+/// same share of its own alphabet's maximum, and never more than a random
+/// string of its length reaches (a short string cannot show many symbols).
+pub fn entropy_floor(minimum: f64, secret: &[u8]) -> f64 {
+    let bits = alphabet_bits(secret);
+    let scaled = minimum * (bits / 6.0).min(1.0);
+    let reachable = 0.85 * (secret.len() as f64).log2().min(bits);
+    scaled.min(reachable)
+}
+
+/// Words that mark a value as a stand-in whatever else it holds.
+const PLACEHOLDER_WORDS: &[&str] = &[
+    "your",
+    "yours",
+    "my",
+    "example",
+    "examples",
+    "sample",
+    "placeholder",
+    "dummy",
+    "fake",
+    "changeme",
+    "change",
+    "me",
+    "redacted",
+    "insert",
+    "replace",
+    "here",
+    "todo",
+    "tbd",
+    "fixme",
+    "enter",
+    "put",
+    "goes",
+    "xxx",
+    "xxxx",
+    "foo",
+    "bar",
+    "baz",
+    "demo",
+    "mock",
+    "generated",
+    "some",
+    "this",
+    "the",
+    "a",
+    "an",
+    "of",
+    "to",
+    "with",
+    "for",
+    "new",
+];
+/// Words that are stand-ins only alone (`password`, `secret-key`), not with
+/// digits or other words (`pass123` is a weak password, not a placeholder).
+const NAME_WORDS: &[&str] = &[
+    "password", "passwd", "pass", "pwd", "secret", "secrets", "key", "keys", "token", "tokens",
+    "api", "apikey", "value", "string", "str", "test", "user", "username", "auth", "access",
+    "client", "id", "none", "null", "nil", "empty", "default", "app", "db", "sk",
+];
+/// Long placeholder words found anywhere in a value (`AKIAIOSFODNN7EXAMPLE`):
+/// six letters or more, so a random string holds one about once in ten
+/// million; a four-letter word would turn up once in a few thousand keys.
+const LONG_PLACEHOLDER_WORDS: &[&[u8]] = &[
     b"example",
     b"placeholder",
-    b"dummy",
     b"changeme",
     b"redacted",
-    b"insert",
     b"replace",
-    b"fake",
+    b"insert",
     b"sample",
-    b"****",
-    b"....",
-    b"${",
-    b"{{",
-    b"<",
-    b">",
 ];
 
+/// Whether `secret` is a stand-in rather than a secret. A placeholder is a
+/// whole value: templating (`${X}`, `{{ x }}`, `<your key>`), an ellipsis
+/// (`sk-...`), one character repeated over much of it (`xxxx…`, `AAAA…`), a
+/// long placeholder word (`EXAMPLE`), or only placeholder words and filler
+/// (`your-key-here`). A short word inside a random string is not.
 pub fn is_placeholder(secret: &[u8]) -> bool {
+    is_placeholder_for(secret, &[])
+}
+
+/// [`is_placeholder`], with a rule's keywords (`sk-proj-`) taken off the
+/// front first: `sk-proj-your-key-here` is `your-key-here`.
+fn is_placeholder_for(secret: &[u8], keywords: &[String]) -> bool {
     let lower = secret.to_ascii_lowercase();
-    if PLACEHOLDER_WORDS
+    for marker in [&b"${"[..], b"$(", b"{{", b"<%", b"...", "…".as_bytes()] {
+        if memchr::memmem::find(&lower, marker).is_some() {
+            return true;
+        }
+    }
+    if lower.first() == Some(&b'<') || lower.last() == Some(&b'>') {
+        return true;
+    }
+    // A format string's slot: `{k}`, `{}`, `%s`.
+    if (lower.first() == Some(&b'{') && lower.last() == Some(&b'}'))
+        || lower == b"%s"
+        || memchr::memmem::find(&lower, b"{}").is_some()
+    {
+        return true;
+    }
+    if LONG_PLACEHOLDER_WORDS
         .iter()
         .any(|word| memchr::memmem::find(&lower, word).is_some())
     {
         return true;
     }
-    // Eight or more of one character in a row.
-    let mut run = 1;
-    for pair in secret.windows(2) {
-        if pair[0] == pair[1] {
-            run += 1;
-            if run >= 8 {
-                return true;
-            }
-        } else {
-            run = 1;
-        }
+    let body: &[u8] = keywords
+        .iter()
+        .filter(|keyword| secret.starts_with(keyword.as_bytes()))
+        .map(|keyword| &secret[keyword.len()..])
+        .min_by_key(|rest| rest.len())
+        .unwrap_or(secret);
+    if body.is_empty() {
+        return true;
     }
-    false
+    // One character over half of the value.
+    let mut counts = [0usize; 256];
+    for &b in body {
+        counts[usize::from(b)] += 1;
+    }
+    if body.len() >= 8 && counts.iter().any(|&n| n * 2 >= body.len()) {
+        return true;
+    }
+    placeholder_words(body)
+}
+
+/// Whether `body` is made of placeholder words and filler only.
+fn placeholder_words(body: &[u8]) -> bool {
+    let mut words: Vec<String> = Vec::new();
+    let mut digits = false;
+    let mut current = String::new();
+    let mut previous: Option<u8> = None;
+    let flush = |current: &mut String, words: &mut Vec<String>| {
+        if !current.is_empty() {
+            words.push(current.to_ascii_lowercase());
+            current.clear();
+        }
+    };
+    for &b in body {
+        if b.is_ascii_alphabetic() {
+            // camelCase: a new word at each lower-to-upper step.
+            if previous.is_some_and(|p| p.is_ascii_lowercase()) && b.is_ascii_uppercase() {
+                flush(&mut current, &mut words);
+            }
+            current.push(char::from(b));
+        } else {
+            flush(&mut current, &mut words);
+            digits |= b.is_ascii_digit();
+            if !b.is_ascii_digit()
+                && !matches!(b, b'-' | b'_' | b'.' | b' ' | b'*' | b'#' | b'/' | b':')
+            {
+                return false;
+            }
+        }
+        previous = Some(b);
+    }
+    flush(&mut current, &mut words);
+    if words.is_empty() {
+        // Digits and filler only: `0000-0000`, `****`.
+        return !digits || body.iter().all(|b| !b.is_ascii_digit() || *b == b'0');
+    }
+    let strong = |w: &str| PLACEHOLDER_WORDS.contains(&w) || w.bytes().all(|b| b == b'x');
+    let weak = |w: &str| NAME_WORDS.contains(&w);
+    // A key's own prefix (`sk-proj-`, `xoxb-`) before the first
+    // placeholder word is not part of the stand-in.
+    let skip = match words.iter().position(|w| strong(w)) {
+        Some(first) if words[..first].iter().map(String::len).sum::<usize>() <= 8 => first,
+        _ => 0,
+    };
+    let words = &words[skip..];
+    if !words.iter().all(|w| strong(w) || weak(w)) {
+        return false;
+    }
+    words.iter().any(|w| strong(w)) || !digits
+}
+
+/// Values an assignment holds that are not secrets: booleans, nulls,
+/// type names.
+fn is_non_secret_word(secret: &[u8]) -> bool {
+    const WORDS: &[&str] = &[
+        "true",
+        "false",
+        "yes",
+        "no",
+        "on",
+        "off",
+        "null",
+        "none",
+        "nil",
+        "undefined",
+        "required",
+        "optional",
+        "string",
+        "str",
+        "bool",
+        "boolean",
+        "int",
+        "integer",
+        "text",
+        "hidden",
+        "prompt",
+        "env",
+        "file",
+        "secret",
+        "password",
+    ];
+    let lower = secret.to_ascii_lowercase();
+    std::str::from_utf8(&lower).is_ok_and(|text| WORDS.contains(&text))
+}
+
+/// Letters of one case and separators, no digit (`authentication_error`,
+/// `keyforge_gateway=trace`): words or a name, not a random token.
+fn is_wordy(secret: &[u8]) -> bool {
+    let upper = secret.iter().any(u8::is_ascii_uppercase);
+    let lower = secret.iter().any(u8::is_ascii_lowercase);
+    !(secret.iter().any(u8::is_ascii_digit) || upper && lower)
+        && secret.iter().all(|b| {
+            b.is_ascii_alphabetic() || matches!(b, b'_' | b'-' | b'.' | b'=' | b' ' | b'/')
+        })
+}
+
+/// Whether the line up to `start` is `NAME=` or `export NAME=` with an
+/// upper-case name (a shell profile, a dotenv file, a compose list item).
+fn env_assignment(data: &[u8], start: usize) -> bool {
+    let line_start = memchr::memrchr(b'\n', &data[..start]).map_or(0, |i| i + 1);
+    let lead = data[line_start..start].trim_ascii_start();
+    let lead = lead.strip_prefix(b"- ").unwrap_or(lead);
+    let lead = lead.strip_prefix(b"export ").unwrap_or(lead);
+    let Some(name) = lead.strip_suffix(b"=") else {
+        return false;
+    };
+    name.first().is_some_and(u8::is_ascii_uppercase)
+        && name
+            .iter()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || *b == b'_')
+}
+
+/// A name from code rather than a random token: `MLKEM768_SECRET_KEY_BYTES`,
+/// `ml_kem_1024_keygen`, `__u32` (parts of one case joined by `_`), or
+/// `EcPrivateKeyRfc5915Der` (camel case: never two capitals in a row, never
+/// a small letter right after a digit, which random strings of this length
+/// almost always have).
+fn is_identifier(secret: &[u8]) -> bool {
+    if !secret
+        .iter()
+        .all(|b| b.is_ascii_alphanumeric() || *b == b'_')
+    {
+        return false;
+    }
+    let parts: Vec<&[u8]> = secret
+        .split(|&b| b == b'_')
+        .filter(|p| !p.is_empty())
+        .collect();
+    let one_case = |part: &&[u8]| {
+        !(part.iter().any(u8::is_ascii_uppercase) && part.iter().any(u8::is_ascii_lowercase))
+    };
+    if (parts.len() >= 2 || secret.first() == Some(&b'_')) && parts.iter().all(one_case) {
+        return true;
+    }
+    secret.first().is_some_and(u8::is_ascii_alphabetic)
+        && !secret.contains(&b'_')
+        && secret.windows(2).all(|pair| {
+            let two_capitals = pair[0].is_ascii_uppercase() && pair[1].is_ascii_uppercase();
+            let digit_then_small = pair[0].is_ascii_digit() && pair[1].is_ascii_lowercase();
+            !(two_capitals || digit_then_small)
+        })
+}
+
+/// Calls that take a name and a value (`define('DB_PASSWORD', '…')`): the
+/// only places a `'name', 'value'` pair is an assignment rather than two
+/// items of a list.
+const PAIR_CALLS: &[&[u8]] = &[
+    b"define(", b"putenv(", b"setenv(", b"set(", b"env(", b"config(",
+];
+
+/// Whether the text from `matched` (the setting's name) to `start` (its
+/// value) is an assignment: anything but `'name', ` is; that form only as
+/// the first arguments of a [`PAIR_CALLS`] call.
+fn assignment_form(data: &[u8], matched: usize, start: usize) -> bool {
+    let lead = data[matched..start].trim_ascii_end();
+    let lead = lead
+        .strip_suffix(b"\"")
+        .or_else(|| lead.strip_suffix(b"'"))
+        .unwrap_or(lead);
+    if !lead.trim_ascii_end().ends_with(b",") {
+        return true;
+    }
+    let line_start = memchr::memrchr(b'\n', &data[..matched]).map_or(0, |i| i + 1);
+    let before: Vec<u8> = data[line_start..matched]
+        .iter()
+        .filter(|b| !b.is_ascii_whitespace() && **b != b'"' && **b != b'\'')
+        .map(u8::to_ascii_lowercase)
+        .collect();
+    PAIR_CALLS.iter().any(|call| before.ends_with(call))
+}
+
+/// A file path rather than a secret: `./x`, `../x`, `~/x`, or an absolute
+/// path of plain names (`/run/secrets/db`).
+fn is_path_like(secret: &[u8]) -> bool {
+    if secret.starts_with(b"./") || secret.starts_with(b"../") || secret.starts_with(b"~/") {
+        return true;
+    }
+    secret.first() == Some(&b'/')
+        && secret.iter().filter(|&&b| b == b'/').count() >= 2
+        && secret.iter().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'/' | b'.' | b'_' | b'-')
+        })
+}
+
+/// Prefixes of values that read a secret from somewhere else.
+const REFERENCE_PREFIXES: &[&[u8]] = &[
+    b"process.env",
+    b"import.meta.env",
+    b"os.environ",
+    b"os.getenv",
+    b"ENV.fetch",
+    b"ENV[",
+    b"System.getenv",
+    b"getenv",
+    b"env(",
+    b"env.",
+    b"secrets.",
+    b"vars.",
+    b"config.",
+    b"settings.",
+    b"self.",
+    b"this.",
+    b"args.",
+    b"options.",
+    b"opts.",
+    b"params.",
+    b"props.",
+    b"Deno.env",
+    b"std::env",
+    b"env::var",
+];
+
+/// Whether the value at `data[start..end]` refers to where a secret lives
+/// instead of being one: `$X`, `${X}`, `$(cmd)`, `%(x)s`, `{{ x }}`, an
+/// environment lookup (`process.env.X`, `os.environ["X"]`,
+/// `os.getenv("X")`, `ENV.fetch("X")`), an attribute path (`self.token`),
+/// a function call or index (`get_token()`, `vault["x"]`), or, unquoted, a
+/// plain name (`api_key = apiKey`, `password: String`).
+pub fn is_reference(data: &[u8], start: usize, end: usize) -> bool {
+    let value = &data[start..end];
+    let before = start.checked_sub(1).and_then(|i| data.get(i)).copied();
+    let after = data.get(end).copied();
+    let quoted = matches!(before, Some(b'"' | b'\'' | b'`')) && after == before;
+    // `&VirtualKey`, `*token`: a borrow or a dereference.
+    if !quoted && matches!(value.first(), Some(b'&' | b'*')) {
+        return true;
+    }
+    match value {
+        [b'$', next, ..] if next.is_ascii_alphabetic() || matches!(next, b'{' | b'(' | b'_') => {
+            return true;
+        }
+        [b'%', b'(', ..] | [b'{', b'{', ..] | [b'#', b'{', ..] | [b'@', b'{', ..] => return true,
+        _ => {}
+    }
+    if REFERENCE_PREFIXES
+        .iter()
+        .any(|prefix| value.starts_with(prefix))
+    {
+        return true;
+    }
+    if quoted {
+        return false;
+    }
+    if matches!(after, Some(b'(' | b'[')) {
+        return true;
+    }
+    // `NAME=value` as a shell or dotenv line: the value is a string (a
+    // reference there is `$NAME`, seen above).
+    if env_assignment(data, start) {
+        return false;
+    }
+    // `user:password@host`: a URL's password is never a name.
+    if after == Some(b'@') {
+        return false;
+    }
+    // An attribute path: `config.api_key`, `settings.SECRET`; each part a
+    // name without digits (a JWT's parts have them).
+    let is_name = |part: &[u8]| {
+        part.first()
+            .is_some_and(|b| b.is_ascii_alphabetic() || *b == b'_')
+            && part.iter().all(|b| b.is_ascii_alphabetic() || *b == b'_')
+    };
+    let parts: Vec<&[u8]> = value
+        .split(|&b| b == b'.' || b == b':')
+        .filter(|part| !part.is_empty())
+        .collect();
+    // Each part a name: snake_case, SCREAMING_CASE or camelCase, not a
+    // random string of letters (about as many capitals as small letters).
+    let wordlike = |part: &[u8]| {
+        let upper = part.iter().filter(|b| b.is_ascii_uppercase()).count();
+        let lower = part.iter().filter(|b| b.is_ascii_lowercase()).count();
+        upper == 0 || lower == 0 || upper * 3 <= lower + upper
+    };
+    (!parts.is_empty() && parts.iter().all(|part| is_name(part) && wordlike(part)))
+        || (value.first() == Some(&b'_') && is_identifier(value))
 }
 
 /// Whether the line holding `at` carries the allow marker.
@@ -498,8 +1318,9 @@ mod tests {
         let scanner = scanner();
         for (index, rule) in scanner.rules().iter().enumerate() {
             assert!(!rule.examples.is_empty(), "{} has no example", rule.id);
+            let path = rule.example_path.as_deref();
             for example in &rule.examples {
-                let hits = scanner.scan(example.as_bytes());
+                let hits = scanner.scan_at(example.as_bytes(), path);
                 assert!(
                     hits.iter().any(|hit| hit.rule == index),
                     "{} misses its example {example:?} (found {:?})",
@@ -510,7 +1331,7 @@ mod tests {
                 );
             }
             for negative in &rule.negatives {
-                let hits = scanner.scan(negative.as_bytes());
+                let hits = scanner.scan_at(negative.as_bytes(), path);
                 assert!(
                     hits.is_empty(),
                     "{}: negative {negative:?} was reported as {:?}",
@@ -521,6 +1342,14 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// The prefilter stays on its SIMD search (Teddy takes at most 64
+    /// literals); a rule adding keywords past that slows every scan.
+    #[test]
+    fn the_built_in_keywords_keep_the_prefilter_on_its_simd_path() {
+        let patterns = scanner().prefilter_patterns();
+        assert!(patterns <= 64, "{patterns} prefilter literals");
     }
 
     #[test]
@@ -582,5 +1411,228 @@ mod tests {
         assert!(is_placeholder(b"sk-proj-your-key-here"));
         assert!(is_placeholder(b"AAAAAAAAAAAA"));
         assert!(!is_placeholder(b"Zq81mK0pLr7TbW3x"));
+    }
+
+    fn openai_key() -> String {
+        format!(
+            "sk-proj-{}T3BlbkFJ{}",
+            keyforge_types::random_base62(74),
+            keyforge_types::random_base62(74)
+        )
+    }
+
+    fn base64(data: &[u8]) -> String {
+        const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        let mut out = String::new();
+        for chunk in data.chunks(3) {
+            let n = chunk.iter().fold(0u32, |acc, &b| acc << 8 | u32::from(b))
+                << (8 * (3 - chunk.len()));
+            for i in 0..=chunk.len() {
+                out.push(char::from(ALPHABET[(n >> (18 - 6 * i) & 63) as usize]));
+            }
+            out.push_str(&"=".repeat(3 - chunk.len()));
+        }
+        out
+    }
+
+    fn utf16le(text: &str, bom: bool) -> Vec<u8> {
+        let mut out = if bom { vec![0xff, 0xfe] } else { Vec::new() };
+        for unit in text.encode_utf16() {
+            out.extend_from_slice(&unit.to_le_bytes());
+        }
+        out
+    }
+
+    /// A key hidden by each encoding of the issue is found, as the rule of
+    /// the key itself, at a span of the original bytes.
+    #[test]
+    fn keys_behind_every_encoding_are_found_at_their_encoded_span() {
+        let scanner = scanner();
+        let key = openai_key();
+        let encoded = base64(key.as_bytes());
+        let escaped_cell = format!(
+            "{{\"cells\": [{{\"cell_type\": \"code\", \"source\": [\"client = OpenAI(api_key=\\\"{key}\\\")\\n\"]}}]}}"
+        );
+        let cases: Vec<(&str, Vec<u8>, Vec<u8>)> = vec![
+            (
+                "base64 in a Kubernetes Secret",
+                format!("kind: Secret\ndata:\n  OPENAI: {encoded}\n").into_bytes(),
+                encoded.clone().into_bytes(),
+            ),
+            (
+                "UTF-16LE with a byte order mark",
+                utf16le(&format!("OPENAI_API_KEY={key}\r\n"), true),
+                utf16le(&key, false),
+            ),
+            (
+                "UTF-16LE without one",
+                utf16le(&format!("OPENAI_API_KEY={key}\r\n"), false),
+                utf16le(&key, false),
+            ),
+            (
+                "JSON escapes in a notebook cell",
+                escaped_cell.clone().into_bytes(),
+                key.clone().into_bytes(),
+            ),
+        ];
+        for (name, data, span) in cases {
+            let hits = scanner.scan_deep(&data);
+            let found: Vec<&str> = hits
+                .iter()
+                .map(|(hit, _)| scanner.rules()[hit.rule].id.as_str())
+                .collect();
+            assert_eq!(found, ["openai-project-key"], "{name}");
+            let (hit, secret) = &hits[0];
+            assert_eq!(secret, key.as_bytes(), "{name}: the decoded secret");
+            assert_eq!(&data[hit.start..hit.end], &span[..], "{name}: the span");
+        }
+    }
+
+    /// A generic `token = "…"` inside a notebook cell's JSON string is found
+    /// as it is in a .py file.
+    #[test]
+    fn a_generic_assignment_in_a_notebook_cell_is_found() {
+        let scanner = scanner();
+        let token = keyforge_types::random_base62(32);
+        let python = format!("token = \"{token}\"\n");
+        let notebook = format!("{{\"cells\": [{{\"source\": [\"token = \\\"{token}\\\"\\n\"]}}]}}");
+        for data in [python, notebook] {
+            let hits = scanner.scan_deep(data.as_bytes());
+            assert_eq!(hits.len(), 1, "{data}");
+            assert_eq!(hits[0].1, token.as_bytes(), "{data}");
+        }
+    }
+
+    /// A secret on the line after `key: |` or `key: >-` is found.
+    #[test]
+    fn yaml_block_scalars_are_read() {
+        let scanner = scanner();
+        let token = keyforge_types::random_base62(32);
+        for indicator in ["|", ">-", "|+", ">"] {
+            let data = format!("api_token: {indicator}\n  {token}\nnext: 1\n");
+            let hits = scanner.scan(data.as_bytes());
+            assert_eq!(hits.len(), 1, "{data}");
+            assert_eq!(
+                &data.as_bytes()[hits[0].start..hits[0].end],
+                token.as_bytes()
+            );
+        }
+    }
+
+    /// A placeholder is a whole value: random keys that happen to hold a
+    /// placeholder word are still keys (about 1 in 2,000 random sk-proj
+    /// keys holds `your` in some case).
+    #[test]
+    fn a_placeholder_word_inside_a_random_key_does_not_hide_it() {
+        let scanner = scanner();
+        for word in ["yOUr", "fake", "xxxx", "Test", "dummy", "here"] {
+            let key = format!(
+                "sk-proj-{}{word}{}T3BlbkFJ{}",
+                keyforge_types::random_base62(30),
+                keyforge_types::random_base62(40),
+                keyforge_types::random_base62(74)
+            );
+            assert!(!is_placeholder(key.as_bytes()), "{key}");
+            let hits = scanner.scan(format!("OPENAI_API_KEY={key}").as_bytes());
+            assert_eq!(hits.len(), 1, "{key}");
+            let ghp = format!(
+                "ghp_{}{word}",
+                keyforge_types::random_base62(36 - word.len())
+            );
+            assert_eq!(scanner.scan(ghp.as_bytes()).len(), 1, "{ghp}");
+        }
+        for placeholder in [
+            &b"your-key-here"[..],
+            b"sk-...",
+            b"<OPENAI_API_KEY>",
+            b"xxxxxxxxxxxxxxxxxxxx",
+            b"sk-proj-xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+            b"changeme",
+            b"${API_KEY}",
+            b"{{ .Values.key }}",
+            b"your_api_key",
+            b"INSERT-TOKEN-HERE",
+        ] {
+            assert!(
+                is_placeholder(placeholder),
+                "{}",
+                String::from_utf8_lossy(placeholder)
+            );
+        }
+        // Weak passwords are not placeholders.
+        for weak in [
+            &b"pass123"[..],
+            b"password123",
+            b"hunter22",
+            b"AdminPassword123",
+        ] {
+            assert!(!is_placeholder(weak), "{}", String::from_utf8_lossy(weak));
+        }
+    }
+
+    /// Hex is judged against hex's own maximum (4 bits per character), so a
+    /// random 32-hex API key passes where the base64 floor of 4.0 cannot
+    /// be reached; a hex run of one repeated pattern does not.
+    #[test]
+    fn entropy_is_judged_per_alphabet() {
+        let hex: String = keyforge_types::random_base62(32)
+            .bytes()
+            .map(|b| char::from(b"0123456789abcdef"[usize::from(b % 16)]))
+            .collect();
+        assert!(entropy(hex.as_bytes()) <= 4.0);
+        assert!(entropy(hex.as_bytes()) >= entropy_floor(4.0, hex.as_bytes()));
+        assert!((alphabet_bits(b"deadbeef0123") - 4.0).abs() < 1e-9);
+        assert!(
+            entropy(b"abababababababababababababababab")
+                < entropy_floor(4.0, b"abababababababababababababababab")
+        );
+        let scanner = scanner();
+        let hits = scanner.scan(format!("DD_API_KEY={hex}").as_bytes());
+        assert_eq!(hits.len(), 1);
+    }
+
+    /// References to where a secret lives are not secrets, in any of the
+    /// usual spellings; the same names assigned a literal are.
+    #[test]
+    fn references_are_not_reported_and_literals_are() {
+        let scanner = scanner();
+        let token = keyforge_types::random_base62(32);
+        for reference in [
+            "const config = { apiKey: process.env.OPENAI_API_KEY };",
+            "api_key = os.environ[\"OPENAI_API_KEY\"]",
+            "api_key = os.getenv(\"OPENAI_API_KEY\")",
+            "api_key = ENV.fetch(\"OPENAI_API_KEY\")",
+            "API_KEY=${OPENAI_API_KEY}",
+            "API_KEY=$(vault kv get -field=key secret/openai)",
+            "api_key = settings.OPENAI_API_KEY_FROM_ENV",
+            "api_key = load_api_key_from_keychain()",
+            "api_key: apiKeyFromTheEnvironment",
+            "password = config.database.password",
+        ] {
+            assert!(scanner.scan(reference.as_bytes()).is_empty(), "{reference}");
+        }
+        for literal in [
+            format!("const config = {{ apiKey: \"{token}\" }};"),
+            format!("api_key = \"{token}\""),
+            format!("API_KEY={token}"),
+        ] {
+            assert_eq!(scanner.scan(literal.as_bytes()).len(), 1, "{literal}");
+        }
+    }
+
+    #[test]
+    fn a_few_stray_nuls_do_not_make_a_file_binary() {
+        let mut env = b"AWS_REGION=eu-west-1\n".to_vec();
+        env.push(0);
+        env.extend_from_slice(
+            format!("\nDB_PASSWORD={}\n", keyforge_types::random_base62(12)).as_bytes(),
+        );
+        assert!(!Scanner::is_binary(&env));
+        let scanner = scanner();
+        assert_eq!(scanner.scan(&env).len(), 1);
+        // A real binary: most bytes are control bytes.
+        let binary: Vec<u8> = (0..4096u32).map(|i| (i % 7) as u8).collect();
+        assert!(Scanner::is_binary(&binary));
+        assert!(!Scanner::is_binary(&utf16le("KEY=value\r\n", true)));
     }
 }

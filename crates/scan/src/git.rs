@@ -80,10 +80,18 @@ fn raw_new_blob(line: &str) -> Option<String> {
     Some(new_blob.to_owned())
 }
 
-/// Every blob reachable in history (all refs, or only commits not
-/// reachable from `since`), each once, with where it first appeared.
-pub fn history(repo: &Path, since: Option<&str>) -> Result<Vec<BlobOrigin>, GitError> {
-    let mut args = vec![
+/// Every blob in history, each once, with where it first appeared: the
+/// commits of every ref and of the reflog (a deleted branch's commits stay
+/// there until it expires), or only those not reachable from `since`. With
+/// `all_objects`, also what `git fsck --unreachable` lists: dangling
+/// commits (scanned like the others) and blobs no commit holds (added,
+/// then never committed), reported with the path `(unreachable blob)`.
+pub fn history(
+    repo: &Path,
+    since: Option<&str>,
+    all_objects: bool,
+) -> Result<Vec<BlobOrigin>, GitError> {
+    let mut args: Vec<String> = [
         "log",
         "--reverse",
         "--no-renames",
@@ -93,13 +101,30 @@ pub fn history(repo: &Path, since: Option<&str>) -> Result<Vec<BlobOrigin>, GitE
         "--format=%x01%H%x00%an <%ae>%x00%aI",
         "-z",
         "--all",
-    ];
-    let exclude;
-    if let Some(since) = since {
-        exclude = format!("^{since}");
-        args.push(&exclude);
+        "--reflog",
+    ]
+    .map(String::from)
+    .to_vec();
+    let mut loose_blobs = Vec::new();
+    if all_objects {
+        let (commits, blobs) = unreachable(repo)?;
+        args.extend(commits);
+        loose_blobs = blobs;
     }
-    let bytes = output(repo, &args)?;
+    if let Some(since) = since {
+        args.push(format!("^{since}"));
+    }
+    // Revisions go on stdin: a repository may have more dangling commits
+    // than a command line holds.
+    let (flags, revisions): (Vec<String>, Vec<String>) = args
+        .into_iter()
+        .partition(|arg| arg.starts_with('-') || !arg.chars().all(|c| c.is_ascii_hexdigit()));
+    let mut command = git(repo);
+    command.args(&flags);
+    if !revisions.is_empty() {
+        command.arg("--stdin");
+    }
+    let bytes = run_with_input(command, revisions.join("\n").as_bytes())?;
     let text = String::from_utf8_lossy(&bytes);
     let mut seen: HashSet<String> = HashSet::new();
     let mut blobs = Vec::new();
@@ -127,7 +152,70 @@ pub fn history(repo: &Path, since: Option<&str>) -> Result<Vec<BlobOrigin>, GitE
             }
         }
     }
+    for blob in loose_blobs {
+        if seen.insert(blob.clone()) {
+            blobs.push(BlobOrigin {
+                blob,
+                path: "(unreachable blob)".into(),
+                commit: String::new(),
+                author: String::new(),
+                date: String::new(),
+            });
+        }
+    }
     Ok(blobs)
+}
+
+/// Runs `command` with `input` on its stdin; its stdout if it succeeds.
+fn run_with_input(mut command: Command, input: &[u8]) -> Result<Vec<u8>, GitError> {
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(GitError::Spawn)?;
+    let mut stdin = child
+        .stdin
+        .take()
+        .ok_or_else(|| GitError::Parse("no stdin".into()))?;
+    let input = input.to_vec();
+    let writer = std::thread::spawn(move || stdin.write_all(&input));
+    let output = child.wait_with_output()?;
+    writer
+        .join()
+        .map_err(|_| GitError::Parse("writer thread failed".into()))??;
+    if !output.status.success() {
+        return Err(GitError::Failed {
+            command: "log".into(),
+            stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+        });
+    }
+    Ok(output.stdout)
+}
+
+/// Commits and blobs no ref or reflog reaches (`git fsck --unreachable
+/// --connectivity-only`: reads every object's links, not its hash).
+fn unreachable(repo: &Path) -> Result<(Vec<String>, Vec<String>), GitError> {
+    let bytes = output(
+        repo,
+        &[
+            "fsck",
+            "--unreachable",
+            "--connectivity-only",
+            "--no-progress",
+        ],
+    )?;
+    let mut commits = Vec::new();
+    let mut blobs = Vec::new();
+    for line in String::from_utf8_lossy(&bytes).lines() {
+        let mut fields = line.split(' ');
+        match (fields.next(), fields.next(), fields.next()) {
+            (Some("unreachable"), Some("commit"), Some(id)) => commits.push(id.to_owned()),
+            (Some("unreachable"), Some("blob"), Some(id)) => blobs.push(id.to_owned()),
+            _ => {}
+        }
+    }
+    Ok((commits, blobs))
 }
 
 /// The blobs `git commit` would record: staged additions and changes.

@@ -151,15 +151,15 @@ fn scan_file(
         .read_to_end(&mut data)
         .is_err()
     {
-        stats.unreadable += 1;
+        stats.skip(location.to_owned(), crate::walk::SkipReason::Unreadable);
         return;
     }
     if data.len() as u64 > limit {
-        stats.skipped_large += 1;
+        stats.skip(location.to_owned(), crate::walk::SkipReason::TooLarge);
         return;
     }
     if !options.binary && Scanner::is_binary(&data) {
-        stats.skipped_binary += 1;
+        stats.skip(location.to_owned(), crate::walk::SkipReason::Binary);
         return;
     }
     stats.files += 1;

@@ -35,6 +35,10 @@ pub struct Finding {
     pub path: String,
     pub line: usize,
     pub column: usize,
+    /// The line the secret ends on (a private key block spans lines).
+    #[serde(default)]
+    pub end_line: usize,
+    /// One past the secret's last character on `end_line`.
     pub end_column: usize,
     pub rule: String,
     pub description: String,
@@ -109,41 +113,134 @@ pub fn fingerprint(rule: &str, secret: &[u8]) -> String {
         .collect()
 }
 
+/// Bytes scanned as one piece: larger inputs (a 100 MiB log, stdin) are
+/// streamed in pieces of this size that overlap by [`CHUNK_OVERLAP`].
+pub const CHUNK_BYTES: usize = 32 * 1024 * 1024;
+/// Overlap of consecutive pieces: a secret starting in the first half of
+/// the overlap is reported by the earlier piece, one starting later by the
+/// next; either way its keyword and its whole span (a rule's window is at
+/// most 64 KiB) are in the piece that reports it.
+pub const CHUNK_OVERLAP: usize = 256 * 1024;
+
 impl Scanner {
     /// Scans one buffer and describes its findings, located at `path`.
     pub fn findings(&self, path: &str, data: &[u8], preview: Preview) -> Vec<Finding> {
-        let hits = self.scan_deep(data);
-        let mut lines = LineIndex::new(data);
-        hits.iter()
-            .map(|(hit, secret)| {
-                let rule = &self.rules()[hit.rule];
-                let secret = secret.as_slice();
-                let (line, byte_column) = lines.locate(hit.start);
-                // Columns count characters (SARIF's unicodeCodePoints).
-                let chars = |bytes: &[u8]| String::from_utf8_lossy(bytes).chars().count();
-                let column = chars(&data[hit.start + 1 - byte_column..hit.start]) + 1;
-                Finding {
-                    path: path.to_owned(),
-                    line,
-                    column,
-                    end_column: column + chars(&data[hit.start..hit.end]),
-                    rule: rule.id.clone(),
-                    description: rule.description.clone(),
-                    preview: match preview {
-                        Preview::Masked => mask(secret),
-                        Preview::Redacted => redacted(secret),
-                        Preview::Full => String::from_utf8_lossy(secret).into_owned(),
-                    },
-                    fingerprint: fingerprint(&rule.id, secret),
-                    fix: rule.fix.clone(),
-                    keyforge_key: rule.validation == rules::Validation::KfChecksum,
-                    revocation: None,
-                    commit: None,
-                    author: None,
-                    date: None,
+        if data.len() <= CHUNK_BYTES + CHUNK_OVERLAP {
+            let rule_path = (path != "-").then_some(path);
+            let mut lines = LineIndex::new(data);
+            return self
+                .scan_deep_at(data, rule_path)
+                .into_iter()
+                .map(|(hit, secret)| {
+                    self.describe(path, data, &mut lines, 1, hit, &secret, preview)
+                })
+                .collect();
+        }
+        let mut reader = data;
+        // Reading from a slice cannot fail.
+        self.findings_streamed(path, &mut reader, preview)
+            .map(|(findings, _)| findings)
+            .unwrap_or_default()
+    }
+
+    /// Scans everything `input` yields, in overlapping pieces of
+    /// [`CHUNK_BYTES`], and describes the findings, located at `path`.
+    /// Returns them and the number of bytes read.
+    pub fn findings_streamed(
+        &self,
+        path: &str,
+        input: &mut impl std::io::Read,
+        preview: Preview,
+    ) -> std::io::Result<(Vec<Finding>, u64)> {
+        use std::io::Read as _;
+        let mut findings = Vec::new();
+        let mut buffer: Vec<u8> = Vec::new();
+        let mut first_line = 1;
+        let mut total = 0u64;
+        // Hits starting before this offset of `buffer` were reported.
+        let mut reported_until = 0;
+        let rule_path = (path != "-").then_some(path);
+        loop {
+            // Fill the piece (the buffer grows only as data arrives).
+            let want = (CHUNK_BYTES + CHUNK_OVERLAP - buffer.len()) as u64;
+            let read = std::io::Read::by_ref(input)
+                .take(want)
+                .read_to_end(&mut buffer)?;
+            total += read as u64;
+            let eof = (read as u64) < want;
+            let report_until = if eof {
+                buffer.len()
+            } else {
+                buffer.len() - CHUNK_OVERLAP / 2
+            };
+            let hits = self.scan_deep_at(&buffer, rule_path);
+            let mut lines = LineIndex::new(&buffer);
+            for (hit, secret) in hits {
+                if hit.start < reported_until || hit.start >= report_until {
+                    continue;
                 }
-            })
-            .collect()
+                findings.push(
+                    self.describe(path, &buffer, &mut lines, first_line, hit, &secret, preview),
+                );
+            }
+            if eof {
+                return Ok((findings, total));
+            }
+            // The next piece starts at a line start in the overlap.
+            let nominal = buffer.len() - CHUNK_OVERLAP;
+            let next = memchr::memrchr(b'\n', &buffer[nominal - CHUNK_OVERLAP / 4..nominal])
+                .map_or(nominal, |i| nominal - CHUNK_OVERLAP / 4 + i + 1);
+            first_line += memchr::memchr_iter(b'\n', &buffer[..next]).count();
+            reported_until = report_until - next;
+            buffer.drain(..next);
+        }
+    }
+
+    /// One hit as a finding; `lines` indexes `data`, whose first line is
+    /// line `first_line` of the input.
+    #[expect(clippy::too_many_arguments, reason = "one private call site")]
+    fn describe(
+        &self,
+        path: &str,
+        data: &[u8],
+        lines: &mut LineIndex<'_>,
+        first_line: usize,
+        hit: Hit,
+        secret: &[u8],
+        preview: Preview,
+    ) -> Finding {
+        let rule = &self.rules()[hit.rule];
+        let (line, byte_column) = lines.locate(hit.start);
+        // Columns count characters (SARIF's unicodeCodePoints).
+        let chars = |bytes: &[u8]| String::from_utf8_lossy(bytes).chars().count();
+        let column = chars(&data[hit.start + 1 - byte_column..hit.start]) + 1;
+        // The end: the last character's line, and one past it.
+        let last = hit.end.saturating_sub(1).max(hit.start);
+        let end_line_start = memchr::memrchr(b'\n', &data[hit.start..=last])
+            .map_or(hit.start + 1 - byte_column, |i| hit.start + i + 1);
+        let end_line = line + memchr::memchr_iter(b'\n', &data[hit.start..=last]).count();
+        let end_column = chars(&data[end_line_start..hit.end]) + 1;
+        Finding {
+            path: path.to_owned(),
+            line: first_line + line - 1,
+            column,
+            end_line: first_line + end_line - 1,
+            end_column,
+            rule: rule.id.clone(),
+            description: rule.description.clone(),
+            preview: match preview {
+                Preview::Masked => mask(secret),
+                Preview::Redacted => redacted(secret),
+                Preview::Full => String::from_utf8_lossy(secret).into_owned(),
+            },
+            fingerprint: fingerprint(&rule.id, secret),
+            fix: rule.fix.clone(),
+            keyforge_key: rule.validation == rules::Validation::KfChecksum,
+            revocation: None,
+            commit: None,
+            author: None,
+            date: None,
+        }
     }
 
     /// Scans git blobs (history or staged), each once; findings carry the
@@ -162,12 +259,16 @@ impl Scanner {
             .cloned()
             .collect();
         git::read_blobs(repo, &wanted, |blob, data| {
+            let location = || match blob.commit.as_str() {
+                "" => blob.path.clone(),
+                commit => format!("{}@{commit}", blob.path),
+            };
             if data.len() as u64 > options.max_file_bytes {
-                stats.skipped_large += 1;
+                stats.skip(location(), walk::SkipReason::TooLarge);
                 return;
             }
             if !options.binary && Scanner::is_binary(data) {
-                stats.skipped_binary += 1;
+                stats.skip(location(), walk::SkipReason::Binary);
                 return;
             }
             stats.files += 1;

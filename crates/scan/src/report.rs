@@ -7,9 +7,36 @@ use serde_json::{Value, json};
 
 use crate::Finding;
 use crate::rules::Rule;
+use crate::walk::Stats;
 
-/// `path:line:column: rule: description`, the masked secret, and the fix.
-pub fn text(out: &mut impl Write, findings: &[Finding]) -> std::io::Result<()> {
+/// GitHub code scanning keeps at most this many results per run (its
+/// upload refuses more); the rest are counted in a notification.
+pub const MAX_SARIF_RESULTS: usize = 25_000;
+
+/// The summary line's clause on what was not scanned:
+/// `; 2 inputs not scanned (1 binary, 1 unreadable)`, or nothing.
+pub fn skipped_clause(stats: &Stats) -> String {
+    let total = stats.skipped_total();
+    if total == 0 {
+        return String::new();
+    }
+    let mut parts = Vec::new();
+    for (count, what) in [
+        (stats.skipped_binary, "binary (scan with --binary)"),
+        (stats.skipped_large, "over --max-file-size"),
+        (stats.unreadable, "unreadable"),
+    ] {
+        if count > 0 {
+            parts.push(format!("{count} {what}"));
+        }
+    }
+    let noun = if total == 1 { "input" } else { "inputs" };
+    format!("; {total} {noun} not scanned ({})", parts.join(", "))
+}
+
+/// `path:line:column: rule: description`, the masked secret, and the fix;
+/// then a summary line that also counts what was not scanned.
+pub fn text(out: &mut impl Write, findings: &[Finding], stats: &Stats) -> std::io::Result<()> {
     for finding in findings {
         writeln!(
             out,
@@ -32,22 +59,74 @@ pub fn text(out: &mut impl Write, findings: &[Finding]) -> std::io::Result<()> {
             writeln!(out, "    fix: {}", finding.fix)?;
         }
     }
+    for skipped in &stats.skipped {
+        writeln!(
+            out,
+            "not scanned: {} ({})",
+            skipped.path,
+            reason_text(skipped.reason)
+        )?;
+    }
+    let skipped = skipped_clause(stats);
     match findings.len() {
-        0 => writeln!(out, "No secrets found.")?,
-        1 => writeln!(out, "1 secret found.")?,
-        n => writeln!(out, "{n} secrets found.")?,
+        0 if skipped.is_empty() => writeln!(out, "No secrets found.")?,
+        0 => writeln!(out, "No secrets found in what was scanned{skipped}.")?,
+        1 => writeln!(out, "1 secret found{skipped}.")?,
+        n => writeln!(out, "{n} secrets found{skipped}.")?,
     }
     Ok(())
 }
 
-pub fn json(out: &mut impl Write, findings: &[Finding]) -> std::io::Result<()> {
-    serde_json::to_writer_pretty(&mut *out, &json!({ "findings": findings }))?;
+fn reason_text(reason: crate::walk::SkipReason) -> &'static str {
+    match reason {
+        crate::walk::SkipReason::Binary => "binary",
+        crate::walk::SkipReason::TooLarge => "over --max-file-size",
+        crate::walk::SkipReason::Unreadable => "unreadable",
+    }
+}
+
+/// `{"findings": [...], "scanned": {...}, "skipped": {...}}`: what was
+/// found, and what was and was not scanned.
+pub fn json(out: &mut impl Write, findings: &[Finding], stats: &Stats) -> std::io::Result<()> {
+    let value = json!({
+        "findings": findings,
+        "scanned": {"inputs": stats.files, "bytes": stats.bytes},
+        "skipped": {
+            "total": stats.skipped_total(),
+            "binary": stats.skipped_binary,
+            "too_large": stats.skipped_large,
+            "unreadable": stats.unreadable,
+            "inputs": stats.skipped,
+        },
+    });
+    serde_json::to_writer_pretty(&mut *out, &value)?;
     writeln!(out)
 }
 
+/// Where a SARIF log's relative URIs are rooted.
+#[derive(Debug, Clone)]
+pub struct SarifRoot {
+    /// The directory findings' relative paths start from (the working
+    /// directory, or the repository for `--git`), absolute.
+    pub directory: std::path::PathBuf,
+}
+
+/// The uriBaseId every relative location names.
+pub const SRCROOT: &str = "%SRCROOT%";
+
 /// A SARIF 2.1.0 log with one run: every rule as a reporting descriptor,
-/// every finding as an `error` result with its region and fingerprint.
-pub fn sarif_value(findings: &[Finding], rules: &[Rule], version: &str) -> Value {
+/// every finding as an `error` result with its region and fingerprint,
+/// locations relative to `%SRCROOT%` (given in `originalUriBaseIds`), and
+/// what was not scanned as `toolExecutionNotifications` of the invocation.
+/// Shaped for GitHub's upload: rule ids, `partialFingerprints`, columns
+/// from 1, at most [`MAX_SARIF_RESULTS`] results.
+pub fn sarif_value(
+    findings: &[Finding],
+    rules: &[Rule],
+    version: &str,
+    stats: &Stats,
+    root: &SarifRoot,
+) -> Value {
     let descriptors: Vec<Value> = rules
         .iter()
         .map(|rule| {
@@ -64,6 +143,7 @@ pub fn sarif_value(findings: &[Finding], rules: &[Rule], version: &str) -> Value
         .collect();
     let results: Vec<Value> = findings
         .iter()
+        .take(MAX_SARIF_RESULTS)
         .map(|finding| {
             let index = rules.iter().position(|rule| rule.id == finding.rule);
             let mut result = json!({
@@ -72,12 +152,12 @@ pub fn sarif_value(findings: &[Finding], rules: &[Rule], version: &str) -> Value
                 "message": {"text": format!("{}: {}", finding.description, finding.preview)},
                 "locations": [{
                     "physicalLocation": {
-                        "artifactLocation": {"uri": uri(&finding.path)},
+                        "artifactLocation": artifact(&finding.path, root),
                         "region": {
-                            "startLine": finding.line,
-                            "startColumn": finding.column,
-                            "endLine": finding.line,
-                            "endColumn": finding.end_column,
+                            "startLine": finding.line.max(1),
+                            "startColumn": finding.column.max(1),
+                            "endLine": finding.end_line.max(finding.line).max(1),
+                            "endColumn": finding.end_column.max(1),
                         }
                     }
                 }],
@@ -106,8 +186,44 @@ pub fn sarif_value(findings: &[Finding], rules: &[Rule], version: &str) -> Value
                 "rules": descriptors,
             }},
             "columnKind": "unicodeCodePoints",
+            "originalUriBaseIds": {
+                SRCROOT: {"uri": directory_uri(&root.directory)},
+            },
+            "invocations": [invocation(findings, stats)],
             "results": results,
         }]
+    })
+}
+
+/// The run's invocation: successful, with a notification for each input
+/// not scanned (and one if results were cut at the limit).
+fn invocation(findings: &[Finding], stats: &Stats) -> Value {
+    let mut notifications: Vec<Value> = Vec::new();
+    let total = stats.skipped_total();
+    if total > 0 {
+        notifications.push(json!({
+            "level": "warning",
+            "descriptor": {"id": "not-scanned"},
+            "message": {"text": skipped_clause(stats).trim_start_matches("; ").to_owned()},
+        }));
+    }
+    for skipped in &stats.skipped {
+        notifications.push(json!({
+            "level": "warning",
+            "descriptor": {"id": "not-scanned"},
+            "message": {"text": format!("not scanned: {} ({})", skipped.path, reason_text(skipped.reason))},
+        }));
+    }
+    if findings.len() > MAX_SARIF_RESULTS {
+        notifications.push(json!({
+            "level": "warning",
+            "descriptor": {"id": "results-truncated"},
+            "message": {"text": format!("{} findings; the first {MAX_SARIF_RESULTS} are in this log (GitHub's limit per run)", findings.len())},
+        }));
+    }
+    json!({
+        "executionSuccessful": true,
+        "toolExecutionNotifications": notifications,
     })
 }
 
@@ -116,9 +232,48 @@ pub fn sarif(
     findings: &[Finding],
     rules: &[Rule],
     version: &str,
+    stats: &Stats,
+    root: &SarifRoot,
 ) -> std::io::Result<()> {
-    serde_json::to_writer_pretty(&mut *out, &sarif_value(findings, rules, version))?;
+    serde_json::to_writer_pretty(
+        &mut *out,
+        &sarif_value(findings, rules, version, stats, root),
+    )?;
     writeln!(out)
+}
+
+/// A finding's artifact location: relative to `%SRCROOT%` when the path is
+/// (or is under the root), a `file://` URI otherwise; `stdin` for `-`.
+fn artifact(path: &str, root: &SarifRoot) -> Value {
+    if path == "-" {
+        return json!({"uri": "stdin", "description": {"text": "standard input"}});
+    }
+    // `path@commit` (git history) names the file at the commit.
+    let file = std::path::Path::new(path);
+    let relative = if file.is_absolute() {
+        match file.strip_prefix(&root.directory) {
+            Ok(rest) => rest.to_string_lossy().into_owned(),
+            Err(_) => return json!({"uri": directory_uri(file).trim_end_matches('/')}),
+        }
+    } else {
+        path.to_owned()
+    };
+    json!({"uri": uri(&relative), "uriBaseId": SRCROOT})
+}
+
+/// `file:///abs/dir/` for a directory (with the trailing slash SARIF asks
+/// of a base URI).
+fn directory_uri(directory: &std::path::Path) -> String {
+    let mut text = String::from("file://");
+    let path = directory.to_string_lossy().replace('\\', "/");
+    if !path.starts_with('/') {
+        text.push('/');
+    }
+    text.push_str(&uri(&path));
+    if !text.ends_with('/') {
+        text.push('/');
+    }
+    text
 }
 
 /// A relative path as a SARIF URI (forward slashes, spaces and `%`

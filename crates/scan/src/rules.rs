@@ -26,10 +26,28 @@ pub struct RawRule {
     #[serde(default)]
     pub keywords: Vec<String>,
     pub regex: String,
-    /// Minimum Shannon entropy of the secret, in bits per character.
+    /// Minimum Shannon entropy of the secret, in bits per character, for a
+    /// secret drawn from 64 symbols (base64). A secret drawn from a smaller
+    /// alphabet (hex, digits, one case) is held to the same share of its
+    /// alphabet's maximum: `entropy × log2(alphabet) / 6`.
     pub entropy: Option<f64>,
     /// `kf-checksum`: the secret must be a checksum-valid KeyForge key.
     pub validate: Option<String>,
+    /// The secret is the value of an assignment: it must be a literal, not
+    /// a reference to where the secret lives (an environment lookup,
+    /// `${X}`, `$(…)`, a variable or attribute name, a function call).
+    #[serde(default)]
+    pub literal: bool,
+    /// A regex over the file's path (`/`-separated): the rule runs only on
+    /// files whose path matches, over the whole file when it has no
+    /// keywords (`(^|/)\.pgpass$`).
+    pub path: Option<String>,
+    /// Bytes after a keyword that the regex may reach (default 1024): a
+    /// private key block needs more.
+    pub window: Option<usize>,
+    /// For a rule with `path`: the path its examples and negatives are
+    /// scanned as.
+    pub example_path: Option<String>,
     #[serde(default)]
     pub examples: Vec<String>,
     #[serde(default)]
@@ -55,10 +73,20 @@ pub struct Rule {
     pub regex: Regex,
     pub entropy: Option<f64>,
     pub validation: Validation,
+    pub literal: bool,
+    pub path: Option<regex::Regex>,
+    /// Bytes after a keyword the regex may reach.
+    pub window: usize,
+    pub example_path: Option<String>,
     pub examples: Vec<String>,
     pub negatives: Vec<String>,
     pub fix: String,
 }
+
+/// Bytes after a keyword a rule's regex looks at, unless the rule says.
+pub const DEFAULT_WINDOW: usize = 1024;
+/// The largest `window` a rule may ask for.
+pub const MAX_WINDOW: usize = 64 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RuleError {
@@ -98,7 +126,21 @@ fn compile(raw: RawRule) -> Result<Rule, RuleError> {
     {
         return Err(fail("entropy is between 0 and 8 bits per character".into()));
     }
+    let path = raw
+        .path
+        .as_deref()
+        .map(regex::Regex::new)
+        .transpose()
+        .map_err(|error| fail(format!("path regex does not compile: {error}")))?;
+    let window = raw.window.unwrap_or(DEFAULT_WINDOW);
+    if !(1..=MAX_WINDOW).contains(&window) {
+        return Err(fail(format!("window is 1 to {MAX_WINDOW} bytes")));
+    }
     Ok(Rule {
+        literal: raw.literal,
+        path,
+        window,
+        example_path: raw.example_path,
         keywords: raw.keywords,
         id: raw.id,
         description: raw.description,

@@ -1,6 +1,9 @@
 //! Files and directories: walked in parallel, honouring `.gitignore`,
 //! `.ignore` and `.git/info/exclude` (ripgrep's walker), skipping `.git`
-//! itself, binary files (unless asked) and files over a size limit.
+//! itself. Binary files (unless asked) and files over a size limit the
+//! user set are skipped, and every skip is counted and listed: nothing is
+//! left out in silence. Files larger than [`crate::CHUNK_BYTES`] are
+//! streamed in overlapping pieces, never cut off.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,7 +16,8 @@ use crate::{Finding, Preview, Scanner};
 pub struct WalkOptions {
     /// Scan binary files too.
     pub binary: bool,
-    /// Files larger than this are skipped (and counted).
+    /// Files larger than this are skipped (and counted); no limit unless
+    /// the user sets one.
     pub max_file_bytes: u64,
     /// Worker threads (0: one per core).
     pub threads: usize,
@@ -28,7 +32,7 @@ impl Default for WalkOptions {
     fn default() -> Self {
         Self {
             binary: false,
-            max_file_bytes: 100 * 1024 * 1024,
+            max_file_bytes: u64::MAX,
             threads: 0,
             allow_paths: GlobSet::empty(),
             preview: Preview::Masked,
@@ -37,14 +41,68 @@ impl Default for WalkOptions {
     }
 }
 
-/// What a scan went through.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+/// What a scan went through, and what it did not.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Stats {
     pub files: u64,
     pub bytes: u64,
     pub skipped_binary: u64,
     pub skipped_large: u64,
     pub unreadable: u64,
+    /// The first [`MAX_LISTED_SKIPS`] inputs not scanned, by name.
+    pub skipped: Vec<Skipped>,
+}
+
+/// Skipped inputs listed by name at most (all are counted).
+pub const MAX_LISTED_SKIPS: usize = 1000;
+
+/// Why an input was not scanned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SkipReason {
+    /// Binary content (scan it with `--binary`).
+    Binary,
+    /// Larger than the user's `--max-file-size`.
+    TooLarge,
+    /// Could not be read (permissions, a broken link, an I/O error).
+    Unreadable,
+}
+
+/// One input not scanned.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Skipped {
+    pub path: String,
+    pub reason: SkipReason,
+}
+
+impl Stats {
+    /// Counts (and lists, up to the limit) one input not scanned.
+    pub fn skip(&mut self, path: String, reason: SkipReason) {
+        match reason {
+            SkipReason::Binary => self.skipped_binary += 1,
+            SkipReason::TooLarge => self.skipped_large += 1,
+            SkipReason::Unreadable => self.unreadable += 1,
+        }
+        if self.skipped.len() < MAX_LISTED_SKIPS {
+            self.skipped.push(Skipped { path, reason });
+        }
+    }
+
+    /// Inputs not scanned, all reasons.
+    pub fn skipped_total(&self) -> u64 {
+        self.skipped_binary + self.skipped_large + self.unreadable
+    }
+
+    /// Adds another scan's counts and list to this one.
+    pub fn merge(&mut self, other: Stats) {
+        self.files += other.files;
+        self.bytes += other.bytes;
+        self.skipped_binary += other.skipped_binary;
+        self.skipped_large += other.skipped_large;
+        self.unreadable += other.unreadable;
+        let room = MAX_LISTED_SKIPS.saturating_sub(self.skipped.len());
+        self.skipped.extend(other.skipped.into_iter().take(room));
+    }
 }
 
 /// Builds a path allowlist from globs (`crates/scan/rules/**`).
@@ -66,9 +124,21 @@ pub fn display_path(path: &Path) -> String {
 struct Counters {
     files: AtomicU64,
     bytes: AtomicU64,
-    skipped_binary: AtomicU64,
-    skipped_large: AtomicU64,
-    unreadable: AtomicU64,
+    /// Skips are rare and recording one is a push: a lock held for that
+    /// only, by the walker's threads, never on a request path.
+    #[expect(
+        clippy::disallowed_types,
+        reason = "a tiny critical section off the request path"
+    )]
+    skips: std::sync::Mutex<Stats>,
+}
+
+impl Counters {
+    fn skip(&self, path: String, reason: SkipReason) {
+        if let Ok(mut stats) = self.skips.lock() {
+            stats.skip(path, reason);
+        }
+    }
 }
 
 /// Scans every file under `roots` (a root may be a single file).
@@ -102,9 +172,16 @@ pub fn scan_paths(
             let sender = sender.clone();
             let counters = &counters;
             Box::new(move |entry| {
-                let Ok(entry) = entry else {
-                    counters.unreadable.fetch_add(1, Ordering::Relaxed);
-                    return ignore::WalkState::Continue;
+                let entry = match entry {
+                    Ok(entry) => entry,
+                    Err(error) => {
+                        let path = match &error {
+                            ignore::Error::WithPath { path, .. } => display_path(path),
+                            _ => error.to_string(),
+                        };
+                        counters.skip(path, SkipReason::Unreadable);
+                        return ignore::WalkState::Continue;
+                    }
                 };
                 if !entry.file_type().is_some_and(|kind| kind.is_file()) {
                     return ignore::WalkState::Continue;
@@ -115,22 +192,24 @@ pub fn scan_paths(
                 }
                 let size = entry.metadata().map(|m| m.len()).unwrap_or(0);
                 if size > options.max_file_bytes {
-                    counters.skipped_large.fetch_add(1, Ordering::Relaxed);
+                    counters.skip(path, SkipReason::TooLarge);
                     return ignore::WalkState::Continue;
                 }
-                let Ok(data) = std::fs::read(entry.path()) else {
-                    counters.unreadable.fetch_add(1, Ordering::Relaxed);
-                    return ignore::WalkState::Continue;
+                let findings = match scan_file(scanner, entry.path(), &path, size, options) {
+                    Ok(Some((findings, bytes))) => {
+                        counters.files.fetch_add(1, Ordering::Relaxed);
+                        counters.bytes.fetch_add(bytes, Ordering::Relaxed);
+                        findings
+                    }
+                    Ok(None) => {
+                        counters.skip(path, SkipReason::Binary);
+                        return ignore::WalkState::Continue;
+                    }
+                    Err(_) => {
+                        counters.skip(path, SkipReason::Unreadable);
+                        return ignore::WalkState::Continue;
+                    }
                 };
-                if !options.binary && Scanner::is_binary(&data) {
-                    counters.skipped_binary.fetch_add(1, Ordering::Relaxed);
-                    return ignore::WalkState::Continue;
-                }
-                counters.files.fetch_add(1, Ordering::Relaxed);
-                counters
-                    .bytes
-                    .fetch_add(data.len() as u64, Ordering::Relaxed);
-                let findings = scanner.findings(&path, &data, options.preview);
                 if !findings.is_empty() && sender.send(findings).is_err() {
                     return ignore::WalkState::Quit;
                 }
@@ -142,14 +221,41 @@ pub fn scan_paths(
     drop(sender);
     let mut findings: Vec<Finding> = receiver.into_iter().flatten().collect();
     findings.sort_by(|a, b| (&a.path, a.line, a.column).cmp(&(&b.path, b.line, b.column)));
-    let stats = Stats {
-        files: counters.files.into_inner(),
-        bytes: counters.bytes.into_inner(),
-        skipped_binary: counters.skipped_binary.into_inner(),
-        skipped_large: counters.skipped_large.into_inner(),
-        unreadable: counters.unreadable.into_inner(),
-    };
+    let mut stats = counters.skips.into_inner().unwrap_or_default();
+    stats.skipped.sort_by(|a, b| a.path.cmp(&b.path));
+    stats.files = counters.files.into_inner();
+    stats.bytes = counters.bytes.into_inner();
     (findings, stats)
+}
+
+/// Scans one file: read whole when small, streamed in overlapping pieces
+/// when large. `None` when it is binary (and binary files are not wanted).
+fn scan_file(
+    scanner: &Scanner,
+    file: &Path,
+    path: &str,
+    size: u64,
+    options: &WalkOptions,
+) -> std::io::Result<Option<(Vec<Finding>, u64)>> {
+    if size <= crate::CHUNK_BYTES as u64 {
+        let data = std::fs::read(file)?;
+        if !options.binary && Scanner::is_binary(&data) {
+            return Ok(None);
+        }
+        let bytes = data.len() as u64;
+        return Ok(Some((
+            scanner.findings(path, &data, options.preview),
+            bytes,
+        )));
+    }
+    let mut reader = std::io::BufReader::with_capacity(1024 * 1024, std::fs::File::open(file)?);
+    let head = std::io::BufRead::fill_buf(&mut reader)?;
+    if !options.binary && Scanner::is_binary(head) {
+        return Ok(None);
+    }
+    scanner
+        .findings_streamed(path, &mut reader, options.preview)
+        .map(Some)
 }
 
 /// A one-line progress report on stderr, redrawn every 200 ms, erased at
