@@ -485,9 +485,18 @@ pub(crate) const LEDGER_PRUNE_KIND: &str = "ledger.prune";
 /// those still stored are checked all the same). Returns one line per
 /// problem, naming the batch (the entry's sequence number), the row id and
 /// the request; empty when the ledger matches.
+///
+/// With `rollups`, also checks the usage rollups (what budgets, usage and
+/// rotation figures are rebuilt from) against the uses the log seals,
+/// summed per hour, key, environment, provider and key version: requests
+/// and cost must agree for every hour, pruned raw rows or not. Hours with a
+/// use logged before uses carried their cost cannot be checked and are
+/// skipped. Project and model are not in the log, so spend moved between
+/// projects or models of one key is not seen here.
 pub fn verify_ledger<'a>(
     lines: impl IntoIterator<Item = &'a str>,
     rows: impl IntoIterator<Item = keyforge_store::StoredLedgerRow>,
+    rollups: Option<Vec<keyforge_store::RollupTotal>>,
 ) -> Vec<String> {
     // request id -> (the key.use entry's seq, the use as logged).
     let mut uses: std::collections::HashMap<String, (u64, serde_json::Value)> =
@@ -517,6 +526,12 @@ pub fn verify_ledger<'a>(
         }
     }
     let mut problems = Vec::new();
+    if let Some(rollups) = rollups {
+        problems.extend(check_rollups(
+            uses.values().map(|(_, logged)| logged),
+            rollups,
+        ));
+    }
     for row in rows {
         let Some((seq, logged)) = uses.remove(&row.request_id) else {
             problems.push(format!(
@@ -561,6 +576,87 @@ pub fn verify_ledger<'a>(
         ));
     }
     problems
+}
+
+/// Rollup totals against the logged uses, per (hour, key, env, provider,
+/// version): `(requests, cost)`.
+fn check_rollups<'a>(
+    uses: impl Iterator<Item = &'a serde_json::Value>,
+    rollups: Vec<keyforge_store::RollupTotal>,
+) -> Vec<String> {
+    type Bucket = (i64, String, String, String, i64);
+    let mut logged: std::collections::BTreeMap<Bucket, (i64, i64)> = Default::default();
+    let mut uncheckable: std::collections::HashSet<Bucket> = Default::default();
+    for one in uses {
+        let text = |name: &str| {
+            one.get(name)
+                .and_then(|v| v.as_str())
+                .unwrap_or_default()
+                .to_owned()
+        };
+        let at = one
+            .get("at_ms")
+            .and_then(serde_json::Value::as_i64)
+            .unwrap_or(0);
+        let bucket = (
+            at - at.rem_euclid(3_600_000),
+            text("key_id"),
+            text("env"),
+            text("provider"),
+            one.get("provider_key_version")
+                .and_then(serde_json::Value::as_i64)
+                .unwrap_or(0),
+        );
+        match one.get("cost_nano_usd").and_then(serde_json::Value::as_i64) {
+            Some(cost) => {
+                let sums = logged.entry(bucket).or_default();
+                sums.0 += 1;
+                sums.1 += cost;
+            }
+            None => {
+                uncheckable.insert(bucket);
+            }
+        }
+    }
+    let mut problems = Vec::new();
+    for total in rollups {
+        let bucket = (
+            total.hour_ms,
+            total.key_id,
+            total.env,
+            total.provider,
+            total.provider_key_version,
+        );
+        if uncheckable.contains(&bucket) {
+            logged.remove(&bucket);
+            continue;
+        }
+        let expected = logged.remove(&bucket).unwrap_or((0, 0));
+        if expected != (total.requests, total.cost_nano_usd) {
+            problems.push(format!(
+                "usage rollup of key {} ({}/{} v{}) for the hour from {}: {} requests, {} nano-USD; the audit log says {} requests, {} nano-USD",
+                bucket.1, bucket.2, bucket.3, bucket.4, ms_rfc3339(bucket.0),
+                total.requests, total.cost_nano_usd, expected.0, expected.1
+            ));
+        }
+    }
+    for (bucket, (requests, cost)) in logged {
+        if uncheckable.contains(&bucket) {
+            continue;
+        }
+        problems.push(format!(
+            "usage rollup of key {} ({}/{} v{}) for the hour from {} is missing: the audit log says {requests} requests, {cost} nano-USD",
+            bucket.1, bucket.2, bucket.3, bucket.4, ms_rfc3339(bucket.0)
+        ));
+    }
+    problems
+}
+
+fn ms_rfc3339(ms: i64) -> String {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()
+        .and_then(|at| at.format(&Rfc3339).ok())
+        .unwrap_or_else(|| ms.to_string())
 }
 
 #[cfg(test)]
@@ -748,7 +844,7 @@ mod tests {
             ),
         ];
         for (rows, expected) in cases {
-            assert_eq!(verify_ledger(lines(), rows), expected);
+            assert_eq!(verify_ledger(lines(), rows, None), expected);
         }
     }
 
@@ -779,19 +875,19 @@ mod tests {
         let new_row = ledger_row(2, "req_new", 100);
         // The old row pruned: nothing to report.
         assert_eq!(
-            verify_ledger(lines(), vec![new_row.clone()]),
+            verify_ledger(lines(), vec![new_row.clone()], None),
             Vec::<String>::new()
         );
         // A retained row deleted is still reported.
         assert_eq!(
-            verify_ledger(lines(), vec![ledger_row(1, "req_old", 100)]),
+            verify_ledger(lines(), vec![ledger_row(1, "req_old", 100)], None),
             vec![
                 "batch of key.use entry 1: the ledger row of request req_new (cost_nano_usd 100) was deleted"
             ]
         );
         // A row before the horizon that is still there is still compared.
         assert_eq!(
-            verify_ledger(lines(), vec![ledger_row(1, "req_old", 7), new_row]),
+            verify_ledger(lines(), vec![ledger_row(1, "req_old", 7), new_row], None),
             vec![
                 "batch of key.use entry 1: ledger row 1 (request req_old) has cost_nano_usd 7, the audit log says 100"
             ]
@@ -800,7 +896,8 @@ mod tests {
         assert_eq!(
             verify_ledger(
                 log[..1].iter().map(String::as_str),
-                vec![ledger_row(2, "req_new", 100)]
+                vec![ledger_row(2, "req_new", 100)],
+                None
             ),
             vec![
                 "batch of key.use entry 1: the ledger row of request req_old (cost_nano_usd 100) was deleted"

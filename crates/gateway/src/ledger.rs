@@ -508,6 +508,9 @@ mod tests {
 
     #[async_trait]
     impl Store for Flaky {
+        async fn rollup_totals(&self) -> Result<Vec<keyforge_store::RollupTotal>, StoreError> {
+            self.inner.rollup_totals().await
+        }
         async fn get_meta(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
             self.inner.get_meta(name).await
         }

@@ -323,6 +323,36 @@ async fn deleted_or_edited_spend_fails_audit_verify_naming_the_rows() {
     assert!(problem.contains("output_tokens 0"), "{problem}");
 }
 
+/// Budgets are rebuilt from the usage rollups at start: zeroing, deleting
+/// or moving a key's rollups while the gateway is stopped would hand it its
+/// spend back. `audit verify` checks the rollups against the sealed uses.
+#[tokio::test]
+async fn edited_usage_rollups_fail_audit_verify() {
+    for sql in [
+        "UPDATE ledger_rollup SET cost_nano_usd = 0, requests = 0",
+        "DELETE FROM ledger_rollup",
+        "UPDATE ledger_rollup SET key_id = 'key_00000000000000000000'",
+    ] {
+        let deployment = Deployment::new();
+        let first = deployment.start().await;
+        first.add_provider("openai", "openai", "dev").await;
+        let (id, key) = first.create_key(json!({"name": "app", "env": "dev"})).await;
+        for _ in 0..3 {
+            assert_eq!(chat(&first, &key, "gpt-4o-mini").await.0, 200);
+        }
+        wait_for_requests(&first, 3).await;
+        assert_eq!(audit_problem(&first).await, None);
+        deployment.tamper(sql).await;
+        let second = deployment.restart(&first).await;
+        let problem = audit_problem(&second).await.expect("verify must fail");
+        assert!(
+            problem.contains(&format!("usage rollup of key {id} (dev/openai v1)"))
+                && problem.contains("the audit log says 3 requests"),
+            "{sql}: {problem}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn legitimate_changes_still_verify_after_a_restart() {
     let deployment = Deployment::new();

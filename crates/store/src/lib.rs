@@ -13,8 +13,8 @@ pub use model::{
     AlertDelivery, AlertEvent, AlertWebhookRecord, AuditCheckpoint, AuditRow, BudgetRecord,
     CredentialInfo, CredentialRecord, CredentialStage, GraceSecret, KeyRotation,
     KeyRotationOutcome, LedgerRecord, NewProvider, ProviderRecord, RecentRequest, RevokeOutcome,
-    StoredAlert, StoredLedgerRow, Suspension, UpstreamHealth, UsageGroup, UsageQuery, UsageRow,
-    VersionUsage, VirtualKeyRecord,
+    RollupTotal, StoredAlert, StoredLedgerRow, Suspension, UpstreamHealth, UsageGroup, UsageQuery,
+    UsageRow, VersionUsage, VirtualKeyRecord,
 };
 pub use sqlite::SqliteStore;
 
@@ -247,6 +247,9 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         after_id: i64,
         limit: u32,
     ) -> Result<Vec<StoredLedgerRow>, StoreError>;
+    /// Every usage rollup, summed per hour and per key, environment,
+    /// provider and provider key version (see [`RollupTotal`]).
+    async fn rollup_totals(&self) -> Result<Vec<RollupTotal>, StoreError>;
     /// The last audit entry's sequence number and hash.
     async fn audit_head(&self) -> Result<Option<(u64, Vec<u8>)>, StoreError>;
     /// Audit entries after `after_seq` (at most `limit`), with the

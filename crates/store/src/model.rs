@@ -180,6 +180,23 @@ pub struct LedgerRecord {
     pub outcome: &'static str,
 }
 
+/// The usage rollups summed per hour and per (key, environment, provider,
+/// provider key version): the dimensions a `key.use` audit entry names, so
+/// `audit verify` can check the rollups budgets are rebuilt from against
+/// the sealed log, for raw rows long pruned as for recent ones.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RollupTotal {
+    /// Start of the hour, Unix ms (UTC).
+    pub hour_ms: i64,
+    pub key_id: String,
+    pub env: String,
+    pub provider: String,
+    pub provider_key_version: i64,
+    pub requests: i64,
+    /// nano-USD.
+    pub cost_nano_usd: i64,
+}
+
 /// A ledger row as stored, with the fields that carry money and tokens,
 /// for checking it against the `key.use` audit entry that sealed it.
 #[derive(Debug, Clone, PartialEq, Eq)]

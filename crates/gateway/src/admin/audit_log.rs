@@ -162,7 +162,12 @@ pub(super) async fn check(
             after = last.id;
             rows.extend(page);
         }
-        let problems = verify_ledger(lines.lines(), rows);
+        let rollups = state
+            .store
+            .rollup_totals()
+            .await
+            .map_err(AdminError::store)?;
+        let problems = verify_ledger(lines.lines(), rows, Some(rollups));
         if !problems.is_empty() {
             const SHOWN: usize = 20;
             let mut text = format!(

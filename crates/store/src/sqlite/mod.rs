@@ -877,6 +877,29 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    async fn rollup_totals(&self) -> Result<Vec<crate::RollupTotal>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT bucket_ms - (bucket_ms % 3600000) AS hour_ms, key_id, env, provider, provider_key_version, \
+             SUM(requests) AS requests, SUM(cost_nano_usd) AS cost FROM ledger_rollup \
+             GROUP BY hour_ms, key_id, env, provider, provider_key_version",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(crate::RollupTotal {
+                    hour_ms: row.try_get("hour_ms")?,
+                    key_id: row.try_get("key_id")?,
+                    env: row.try_get("env")?,
+                    provider: row.try_get("provider")?,
+                    provider_key_version: row.try_get("provider_key_version")?,
+                    requests: row.try_get("requests")?,
+                    cost_nano_usd: row.try_get("cost")?,
+                })
+            })
+            .collect()
+    }
+
     async fn ledger_rows(
         &self,
         after_id: i64,
