@@ -21,6 +21,27 @@ use keyforge_store::SqliteStore;
 use keyforge_vault::MasterKey;
 use serde_json::{Value, json};
 
+/// Every log line the gateway writes in this test binary.
+#[derive(Clone, Default)]
+struct Lines(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Lines {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Lines {
+    type Writer = Lines;
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
 async fn chat(harness: &Harness, key: &str) -> reqwest::Response {
     harness
         .http
@@ -35,6 +56,11 @@ async fn chat(harness: &Harness, key: &str) -> reqwest::Response {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_ledger_that_cannot_keep_up_refuses_budgeted_keys_and_loses_nothing() {
+    let lines = Lines::default();
+    tracing_subscriber::fmt()
+        .with_writer(lines.clone())
+        .with_ansi(false)
+        .init();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("keyforge.db");
     let store = SqliteStore::open(&path).await.unwrap();
@@ -85,6 +111,19 @@ async fn a_ledger_that_cannot_keep_up_refuses_budgeted_keys_and_loses_nothing() 
     );
     // Keys without budgets are still served.
     assert_eq!(chat(&harness, &open).await.status(), 200);
+    // A refusal per request, but not a log line per request.
+    for _ in 0..30 {
+        assert_eq!(chat(&harness, &budgeted).await.status(), 503);
+    }
+    let logged = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+    let refusal_lines = logged
+        .lines()
+        .filter(|l| l.contains("ledger_backlog"))
+        .count();
+    assert!(
+        (1..=3).contains(&refusal_lines),
+        "{refusal_lines} lines for 31 refusals: {logged}"
+    );
 
     // The store recovers: the backlog is written and budgeted keys are
     // served again.

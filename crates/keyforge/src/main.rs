@@ -88,14 +88,19 @@ fn main() -> ExitCode {
     }
 }
 
-fn fail(error: &anyhow::Error) -> ExitCode {
-    // The reader went away (`keyforge alerts log | head`): nothing to
-    // report, as with any Unix filter.
-    if error.chain().any(|cause| {
+/// Whether writing our output failed because its reader closed the pipe.
+fn is_broken_pipe(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
         cause
             .downcast_ref::<std::io::Error>()
             .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
-    }) {
+    })
+}
+
+fn fail(error: &anyhow::Error) -> ExitCode {
+    // The reader went away (`keyforge alerts log | head`): nothing to
+    // report, as with any Unix filter.
+    if is_broken_pipe(error) {
         return ExitCode::SUCCESS;
     }
     let _ = writeln!(std::io::stderr().lock(), "error: {error:#}");

@@ -81,6 +81,10 @@ pub(crate) fn scan(args: ScanArgs) -> ExitCode {
         }
         Ok(outcome) if outcome.found => ExitCode::from(1),
         Ok(_) => ExitCode::SUCCESS,
+        // The reader went away (`keyforge scan | head`): output was being
+        // written, which a clean scan's one summary line does not fill, so
+        // report findings (1), quietly.
+        Err(error) if crate::is_broken_pipe(&error) => ExitCode::from(1),
         Err(error) => {
             let _ = writeln!(std::io::stderr().lock(), "error: {error:#}");
             ExitCode::from(2)

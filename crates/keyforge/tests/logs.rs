@@ -130,3 +130,45 @@ fn a_closed_pipe_ends_output_quietly() {
     assert!(output.status.success(), "{:?}: {stderr}", output.status);
     assert!(!stderr.to_lowercase().contains("broken pipe"), "{stderr}");
 }
+
+#[test]
+fn a_scan_piped_into_head_reports_findings_quietly() {
+    let home = tempfile::tempdir().unwrap();
+    // Many findings, so the report outgrows what the reader takes.
+    let mut text = String::new();
+    for i in 0..3000u32 {
+        let value: String = format!(
+            "{:08x}{:08x}",
+            i.wrapping_mul(2_654_435_761),
+            i ^ 0x5bd1_e995
+        )
+        .chars()
+        .map(|c| {
+            if c.is_ascii_digit() {
+                c
+            } else {
+                c.to_ascii_uppercase()
+            }
+        })
+        .collect();
+        text.push_str(&format!("DB_PASSWORD=Qz{value}x{i}\n"));
+    }
+    let file = home.path().join("many.env");
+    std::fs::write(&file, text).unwrap();
+    let mut child = keyforge(home.path())
+        .arg("scan")
+        .arg(&file)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut first = [0u8; 64];
+    stdout.read_exact(&mut first).unwrap();
+    drop(stdout);
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    // Findings were being reported: exit 1, and no error about the pipe.
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(!stderr.to_lowercase().contains("broken pipe"), "{stderr}");
+}

@@ -1195,14 +1195,53 @@ const REFERENCE_PREFIXES: &[&[u8]] = &[
     b"env::var",
 ];
 
+/// An `http(s)` URL with no credentials in it: no `user:password@` and no
+/// long random-looking piece in its path or query (a webhook's token, a
+/// key in a query string). Pieces are split at `/ ? & = # . % -` and `_`.
+fn is_plain_url(value: &[u8]) -> bool {
+    let rest = if let Some(rest) = value.strip_prefix(b"https://") {
+        rest
+    } else if let Some(rest) = value.strip_prefix(b"http://") {
+        rest
+    } else {
+        return false;
+    };
+    let authority_end = rest
+        .iter()
+        .position(|b| matches!(b, b'/' | b'?' | b'#'))
+        .unwrap_or(rest.len());
+    if rest[..authority_end].contains(&b'@') {
+        return false;
+    }
+    rest[authority_end..]
+        .split(|b| {
+            matches!(
+                b,
+                b'/' | b'?' | b'&' | b'=' | b'#' | b'.' | b'%' | b'-' | b'_'
+            )
+        })
+        .all(|piece| {
+            piece.len() < 16
+                || !(piece.iter().any(u8::is_ascii_digit)
+                    && piece.iter().any(u8::is_ascii_alphabetic))
+        })
+}
+
 /// Whether the value at `data[start..end]` refers to where a secret lives
 /// instead of being one: `$X`, `${X}`, `$(cmd)`, `%(x)s`, `{{ x }}`, an
 /// environment lookup (`process.env.X`, `os.environ["X"]`,
 /// `os.getenv("X")`, `ENV.fetch("X")`), an attribute path (`self.token`),
 /// a function call or index (`get_token()`, `vault["x"]`), or, unquoted, a
 /// plain name (`api_key = apiKey`, `password: String`).
+/// Also an endpoint URL without credentials
+/// (`https://oauth2.googleapis.com/token`).
 pub fn is_reference(data: &[u8], start: usize, end: usize) -> bool {
     let value = &data[start..end];
+    // An endpoint (`token_uri`, `TOKEN_ENDPOINT`, `api_key_url`) says where
+    // a secret is fetched, not what it is.
+    if is_plain_url(value) {
+        return true;
+    }
     let before = start.checked_sub(1).and_then(|i| data.get(i)).copied();
     let after = data.get(end).copied();
     let quoted = matches!(before, Some(b'"' | b'\'' | b'`')) && after == before;

@@ -64,6 +64,10 @@ pub(crate) struct RequestContext {
     pub(crate) billable: bool,
 }
 
+/// Lets one `ledger_backlog` refusal line through a second.
+static BACKLOG_REFUSALS_LOGGED: std::sync::LazyLock<crate::listen::WarnLimiter> =
+    std::sync::LazyLock::new(|| crate::listen::WarnLimiter::new(std::time::Duration::from_secs(1)));
+
 /// Entry point of every proxied request.
 pub(crate) async fn handle(State(state): State<Arc<AppState>>, request: Request) -> Response {
     let mut ctx = RequestContext {
@@ -110,6 +114,14 @@ pub(crate) async fn handle(State(state): State<Arc<AppState>>, request: Request)
                     }
                 }
                 match error.fault {
+                    // A store that cannot keep up refuses every budgeted
+                    // request: one line a second with the count, not one
+                    // per request (the ledger writer logs the backlog).
+                    Fault::Client if error.code == "ledger_backlog" => {
+                        if let Some(held_back) = BACKLOG_REFUSALS_LOGGED.allow() {
+                            tracing::warn!(request_id = %ctx.request_id, code = error.code, refused_since_last_line = held_back + 1, "requests of keys with budgets refused: the ledger is not keeping up");
+                        }
+                    }
                     Fault::Client => tracing::info!(request_id = %ctx.request_id, code = error.code, key_id = ?ctx.key_id, "request refused"),
                     Fault::Upstream => tracing::warn!(request_id = %ctx.request_id, code = error.code, key_id = ?ctx.key_id, provider = ?ctx.provider, "upstream failed"),
                     Fault::Internal => tracing::error!(request_id = %ctx.request_id, code = error.code, key_id = ?ctx.key_id, "internal error"),
