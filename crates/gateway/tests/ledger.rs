@@ -23,7 +23,13 @@ use serde_json::{Value, json};
 
 /// Every log line the gateway writes in this test binary.
 #[derive(Clone, Default)]
-struct Lines(Arc<std::sync::Mutex<Vec<u8>>>);
+struct Lines(
+    #[expect(
+        clippy::disallowed_types,
+        reason = "test support: a log buffer, never on the request path"
+    )]
+    Arc<std::sync::Mutex<Vec<u8>>>,
+);
 
 impl std::io::Write for Lines {
     fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
