@@ -348,6 +348,38 @@ mod tests {
     }
 
     #[test]
+    fn a_private_key_cut_off_before_its_end_line_loses_its_body_too() {
+        // A truncated log or paste: BEGIN and body lines, no END.
+        let body: Vec<String> = (0..4u32)
+            .map(|i| {
+                (0..64u32)
+                    .map(|j| {
+                        let alphabet =
+                            b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+                        char::from(
+                            alphabet[((i * 64 + j).wrapping_mul(2_654_435_761) >> 26) as usize],
+                        )
+                    })
+                    .collect()
+            })
+            .collect();
+        // Built at run time: the repository scans clean.
+        let begin = ["-----BEGIN RSA PRIVATE", "KEY-----"].join(" ");
+        let text = format!("before\n{begin}\n{}\nafter\n", body.join("\n"));
+        let scanner = Scanner::new(None).unwrap();
+        let mut output = Vec::new();
+        redact_stream(&scanner, &mut text.as_bytes(), &mut output).unwrap();
+        let output = String::from_utf8(output).unwrap();
+        for line in &body {
+            assert!(!output.contains(line.as_str()), "{output}");
+        }
+        assert!(
+            output.starts_with("before\n") && output.ends_with("after\n"),
+            "{output}"
+        );
+    }
+
+    #[test]
     fn secrets_split_across_every_read_boundary_are_still_redacted() {
         let scanner = Scanner::new(None).unwrap();
         let key = planted();
