@@ -508,6 +508,9 @@ mod tests {
 
     #[async_trait]
     impl Store for Flaky {
+        async fn usage_window_start(&self, since_ms: i64) -> Result<i64, StoreError> {
+            self.inner.usage_window_start(since_ms).await
+        }
         async fn rollup_totals(&self) -> Result<Vec<keyforge_store::RollupTotal>, StoreError> {
             self.inner.rollup_totals().await
         }

@@ -266,8 +266,14 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Read from the rollups (plus the raw rows of a window's partial first
     /// minute), so it stays exact after raw rows are pruned; a window
     /// reaching into the hourly rollups (older than the retention period)
-    /// starts at the first whole hour after `since_ms`.
+    /// leaves out the hour `since_ms` falls in: callers ask
+    /// [`Store::usage_window_start`] first and query from there.
     async fn query_usage(&self, query: &UsageQuery) -> Result<Vec<UsageRow>, StoreError>;
+    /// Where a usage window asked to start at `since_ms` (Unix ms) really
+    /// starts: `since_ms` while its minute is still kept per minute, else
+    /// the start of its hour (its minutes were merged into the hour past
+    /// retention, so the window takes the whole hour and says so).
+    async fn usage_window_start(&self, since_ms: i64) -> Result<i64, StoreError>;
 
     /// The arrival time (Unix ms) of the oldest raw ledger row still
     /// stored; `None` when there is none.

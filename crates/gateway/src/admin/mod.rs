@@ -747,11 +747,20 @@ async fn usage(
         .map(keyforge_types::ProjectName::parse)
         .transpose()
         .map_err(|error| AdminError::bad_request(error.to_string()))?;
-    let since_at = state.clock.now() - since.as_duration();
+    let asked = state.clock.now() - since.as_duration();
     // Records of requests that just finished may still be queued.
     state.ledger.flush(std::time::Duration::from_secs(5)).await;
+    // Past retention the window starts on the hour: the report says where.
+    let since_ms = state
+        .store
+        .usage_window_start(i64::try_from(asked.unix_timestamp_nanos() / 1_000_000).unwrap_or(0))
+        .await
+        .map_err(AdminError::store)?;
+    let since_at =
+        time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(since_ms) * 1_000_000)
+            .unwrap_or(asked);
     let query = keyforge_store::UsageQuery {
-        since_ms: i64::try_from(since_at.unix_timestamp_nanos() / 1_000_000).unwrap_or(0),
+        since_ms,
         key_id,
         env,
         project,

@@ -982,6 +982,27 @@ impl Store for SqliteStore {
         Ok(seq.map(to_u64))
     }
 
+    async fn usage_window_start(&self, since_ms: i64) -> Result<i64, StoreError> {
+        let merged: Option<Vec<u8>> = sqlx::query_scalar("SELECT value FROM meta WHERE name = ?")
+            .bind(ROLLUP_HOURLY_BEFORE)
+            .fetch_optional(&self.pool)
+            .await?;
+        let merged_before = match merged {
+            Some(bytes) => i64::from_be_bytes(
+                bytes
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| StoreError::Corrupt(format!("meta {ROLLUP_HOURLY_BEFORE}")))?,
+            ),
+            None => return Ok(since_ms),
+        };
+        Ok(if since_ms < merged_before {
+            since_ms.div_euclid(rollup::HOUR_MS) * rollup::HOUR_MS
+        } else {
+            since_ms
+        })
+    }
+
     async fn query_usage(&self, query: &UsageQuery) -> Result<Vec<UsageRow>, StoreError> {
         let group = match query.group_by {
             UsageGroup::Key => "key_id",

@@ -1163,6 +1163,36 @@ async fn pruning_raw_rows_keeps_usage_budgets_rotation_and_health() {
             "since {since}"
         );
     }
+    // A window asked to start inside a merged hour starts on that hour and
+    // takes all of it; one inside the kept minutes starts where asked.
+    let mid_hour = day1 + 3_600_000 + 17 * 60_000 + 5_000;
+    assert_eq!(
+        store.usage_window_start(mid_hour).await.unwrap(),
+        day1 + 3_600_000
+    );
+    assert_eq!(
+        store.usage_window_start(cut + 600_000).await.unwrap(),
+        cut + 600_000
+    );
+    let whole_hour = records
+        .iter()
+        .filter(|r| r.at_ms >= day1 + 3_600_000)
+        .count() as u64;
+    let effective = store.usage_window_start(mid_hour).await.unwrap();
+    let counted: u64 = store
+        .query_usage(&UsageQuery {
+            since_ms: effective,
+            key_id: None,
+            env: None,
+            project: None,
+            group_by: UsageGroup::Key,
+        })
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.requests)
+        .sum();
+    assert_eq!(counted, whole_hour);
     // A second round finds nothing left to do.
     assert_eq!(store.prune_ledger(cut, 50).await.unwrap(), 0);
     assert!(!store.coarsen_rollups(cut).await.unwrap());
