@@ -504,7 +504,13 @@ impl Scanner {
             .iter()
             .find(|b| !b.is_ascii_whitespace())
             .is_some_and(|b| matches!(b, b'{' | b'['));
-        if keywords_found && json_like && windows_hold(data, &windows, b"\\") {
+        // And JSON inside other text (a container log's `… stdout F {"msg":
+        // "token = \"…\""}`, a notebook line in a diff): an escaped quote
+        // near a keyword.
+        if keywords_found
+            && ((json_like && windows_hold(data, &windows, b"\\"))
+                || windows_hold(data, &windows, b"\\\""))
+        {
             views.extend(json_unescaped(data));
         }
         // A secret seen in a view is new unless it overlaps one already
@@ -1348,6 +1354,29 @@ mod tests {
 
     fn scanner() -> Scanner {
         Scanner::new(None).unwrap()
+    }
+
+    #[test]
+    fn json_escaped_secrets_inside_other_text_are_found() {
+        // Built at run time: a random-looking value, never a real one.
+        let value: String = (0..40u32)
+            .map(|i| {
+                let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+                char::from(alphabet[(i.wrapping_mul(2_654_435_761) >> 26) as usize % 62])
+            })
+            .collect();
+        for line in [
+            format!(r#"{{"msg":"token = \"{value}\""}}"#),
+            format!(r#"2026-01-01T00:00:00Z stdout F {{"msg":"token = \"{value}\""}}"#),
+            format!(r#"+    "token = \"{value}\"\n","#),
+        ] {
+            let hits = scanner().scan_deep_at(line.as_bytes(), None);
+            assert!(
+                hits.iter()
+                    .any(|(hit, _)| line[hit.start..hit.end].contains(&value[..20])),
+                "{line}: {hits:?}"
+            );
+        }
     }
 
     /// Every rule finds every one of its examples (as that rule) and none
