@@ -250,6 +250,16 @@ impl Scanner {
     /// each occurrence of one of its keywords (the whole buffer for a rule
     /// without keywords). Rules whose keywords do not occur, and rules
     /// limited to paths `path` is not, get none.
+    /// Whether `data` holds any rule's keyword (one prefilter pass).
+    pub fn has_keyword(&self, data: &[u8]) -> bool {
+        let Some(prefilter) = &self.prefilter else {
+            return false;
+        };
+        let mut found = false;
+        prefilter.each(data, |_, _, _| found = true);
+        found
+    }
+
     fn windows(&self, data: &[u8], path: Option<&str>) -> Vec<Vec<(usize, usize)>> {
         let mut windows: Vec<Vec<(usize, usize)>> = vec![Vec::new(); self.rules.len()];
         let runs = |rule: &Rule| match (&rule.path, path) {

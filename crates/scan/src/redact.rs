@@ -109,6 +109,23 @@ fn opens(line: &[u8]) -> Option<Hold> {
     None
 }
 
+/// Whether `line` may continue on the next one without a joiner at its
+/// end: a string literal closes it (`k = ("sk-ant-…"`, `const k =
+/// "sk-ant-…"`) and it holds a keyword, so the next line could add `+
+/// "…"` or, in Python, another literal. Held for one line only.
+fn may_continue(scanner: &Scanner, line: &[u8]) -> bool {
+    let trimmed = line.trim_ascii_end();
+    matches!(trimmed.last(), Some(b'"' | b'\''))
+        && trimmed.len() > 1
+        && scanner.has_keyword(trimmed)
+}
+
+/// Whether `line` continues the string the line before ended with.
+fn continues(line: &[u8]) -> bool {
+    let start = line.trim_ascii_start();
+    matches!(start.first(), Some(b'+' | b'.' | b'"' | b'\''))
+}
+
 fn closes(hold: Hold, line: &[u8]) -> bool {
     match hold {
         Hold::PemEnd => memchr::memmem::find(line, b"-----END").is_some(),
@@ -154,6 +171,9 @@ pub fn redact_stream(
     let mut held: Vec<u8> = Vec::new();
     let mut held_lines = 0;
     let mut hold: Option<Hold> = None;
+    // A line ending in a string literal, waiting to see whether the next
+    // line continues it (see `may_continue`).
+    let mut quote_held: Option<Vec<u8>> = None;
     loop {
         let available = match input.fill_buf() {
             Ok(bytes) => bytes,
@@ -161,6 +181,9 @@ pub fn redact_stream(
             Err(error) => return Err(error),
         };
         if available.is_empty() {
+            if let Some(previous) = quote_held.take() {
+                replaced += emit(scanner, &previous, output)?;
+            }
             held.extend_from_slice(&pending);
             if !held.is_empty() {
                 replaced += emit(scanner, &held, output)?;
@@ -174,6 +197,18 @@ pub fn redact_stream(
         };
         pending.extend_from_slice(&available[..taken]);
         input.consume(taken);
+        if line_done && let Some(previous) = quote_held.take() {
+            if continues(&pending) {
+                // The two lines are one string: redacted together (and
+                // the second may open a hold of its own, as usual).
+                let mut both = previous;
+                both.extend_from_slice(&pending);
+                pending = both;
+            } else {
+                replaced += emit(scanner, &previous, output)?;
+                output.flush()?;
+            }
+        }
         if line_done {
             match hold {
                 Some(waiting) => {
@@ -206,6 +241,14 @@ pub fn redact_stream(
                         held.extend_from_slice(&pending);
                         held_lines = 1;
                     }
+                    None if quote_held.is_none()
+                        && pending.len() < MAX_LINE
+                        && may_continue(scanner, &pending) =>
+                    {
+                        // Wait one line: it may continue this string.
+                        quote_held = Some(std::mem::take(&mut pending));
+                        continue;
+                    }
                     None => {
                         replaced += emit(scanner, &pending, output)?;
                         output.flush()?;
@@ -215,7 +258,10 @@ pub fn redact_stream(
             pending.clear();
         } else if pending.len() >= MAX_LINE {
             // An over-long line: write out all but the tail, taking care
-            // not to cut through a secret.
+            // not to cut through a secret (after a line held back for it).
+            if let Some(previous) = quote_held.take() {
+                replaced += emit(scanner, &previous, output)?;
+            }
             held.extend_from_slice(&pending);
             pending.clear();
             hold = None;
@@ -345,6 +391,46 @@ mod tests {
         #[expect(clippy::disallowed_methods, reason = "the test plants the key")]
         let text = key.secret().expose_secret().to_owned();
         text
+    }
+
+    #[test]
+    fn a_string_continued_on_the_next_line_is_redacted_whole() {
+        let scanner = Scanner::new(None).unwrap();
+        let (head, tail) = {
+            let key = planted_anthropic();
+            (key[..40].to_owned(), key[40..].to_owned())
+        };
+        for text in [
+            // The joiner starts the next line (JavaScript style).
+            format!("const k = \"{head}\"\n  + \"{tail}\";\nnext line\n"),
+            // Python's implicit concatenation inside parentheses.
+            format!("k = (\"{head}\"\n     \"{tail}\")\nnext line\n"),
+        ] {
+            let found = scanner.scan_deep(text.as_bytes());
+            assert!(!found.is_empty(), "scan finds it: {text}");
+            let mut output = Vec::new();
+            redact_stream(&scanner, &mut text.as_bytes(), &mut output).unwrap();
+            let output = String::from_utf8(output).unwrap();
+            assert!(!output.contains(&head[14..]), "{output}");
+            assert!(!output.contains(&tail), "{output}");
+            assert!(output.ends_with("next line\n"), "{output}");
+        }
+        // A line ending in a string that nothing continues is written
+        // as it was, in order.
+        let text = "name = \"token\"\nplain\n";
+        let mut output = Vec::new();
+        redact_stream(&scanner, &mut text.as_bytes(), &mut output).unwrap();
+        assert_eq!(String::from_utf8(output).unwrap(), text);
+    }
+
+    /// An Anthropic-shaped key built at run time (`sk-ant-api03-`, 95
+    /// characters, `AA` at the end).
+    fn planted_anthropic() -> String {
+        let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+        let body: String = (0..93u32)
+            .map(|i| char::from(alphabet[(i.wrapping_mul(2_654_435_761) >> 26) as usize % 62]))
+            .collect();
+        format!("{}{body}AA", ["sk", "ant", "api03-"].join("-"))
     }
 
     #[test]
