@@ -806,6 +806,7 @@ fn confirmed(rule: &Rule, data: &[u8], matched: usize, start: usize, end: usize)
             }
             if rule.literal
                 && (is_reference(data, start, end)
+                    || is_public(&data[matched..start], secret)
                     || is_non_secret_word(secret)
                     || is_path_like(secret)
                     || secret.iter().all(u8::is_ascii_digit)
@@ -817,6 +818,32 @@ fn confirmed(rule: &Rule, data: &[u8], matched: usize, start: usize, end: usize)
             !is_placeholder_for(secret, &rule.keywords)
         }
     }
+}
+
+/// Values meant to be public, by their setting's name (`public_key`,
+/// `NEXT_PUBLIC_…_KEY`, `publishable_key`, a reCAPTCHA `site_key`; not
+/// when the name also says secret, private, password or token) or their
+/// shape (an SSH public key line, a Stripe publishable key `pk_live_…`).
+fn is_public(name: &[u8], value: &[u8]) -> bool {
+    let name = name.to_ascii_lowercase();
+    let holds = |words: &[&[u8]]| {
+        words
+            .iter()
+            .any(|word| memchr::memmem::find(&name, word).is_some())
+    };
+    // `NEXT_PUBLIC_API_SECRET` is still a secret, and in a browser bundle.
+    let named = holds(&[b"public", b"publishable", b"site_key", b"sitekey"])
+        && !holds(&[b"secret", b"private", b"password", b"token"]);
+    named
+        || [
+            &b"ssh-ed25519 "[..],
+            b"ssh-rsa ",
+            b"ecdsa-sha2-",
+            b"pk_live_",
+            b"pk_test_",
+        ]
+        .iter()
+        .any(|prefix| value.starts_with(prefix))
 }
 
 /// Shannon entropy in bits per byte.
@@ -1185,6 +1212,8 @@ fn is_path_like(secret: &[u8]) -> bool {
 
 /// Prefixes of values that read a secret from somewhere else.
 const REFERENCE_PREFIXES: &[&[u8]] = &[
+    // Ansible Vault: the lines that follow are ciphertext.
+    b"!vault",
     b"process.env",
     b"import.meta.env",
     b"os.environ",
