@@ -1066,8 +1066,21 @@ fn placeholder_words(body: &[u8]) -> bool {
     let weak = |w: &str| NAME_WORDS.contains(&w);
     // A key's own prefix (`sk-proj-`, `xoxb-`) before the first
     // placeholder word is not part of the stand-in.
+    // A prefix is letters and separators at the front: a digit before the
+    // first placeholder word means the value is random, and its letter
+    // runs (`b`, `ce`, `fe`, then `a` in a hex token) are not words.
+    let digit_before = |word: &str| {
+        let lower = body.to_ascii_lowercase();
+        memchr::memmem::find(&lower, word.as_bytes())
+            .is_none_or(|at| lower[..at].iter().any(u8::is_ascii_digit))
+    };
     let skip = match words.iter().position(|w| strong(w)) {
-        Some(first) if words[..first].iter().map(String::len).sum::<usize>() <= 8 => first,
+        Some(first)
+            if words[..first].iter().map(String::len).sum::<usize>() <= 8
+                && (first == 0 || !digit_before(&words[first])) =>
+        {
+            first
+        }
         _ => 0,
     };
     let words = &words[skip..];
@@ -1695,6 +1708,11 @@ mod tests {
         );
         let scanner = scanner();
         let hits = scanner.scan(format!("DD_API_KEY={hex}").as_bytes());
+        assert_eq!(hits.len(), 1, "{hex}");
+        // Letter runs of a hex token are not placeholder words (`a` after
+        // `b`, `ce`, `fe` was taken for a prefix and a stand-in).
+        let token = ["866567922876b644", "ce2466fe4a116464"].concat();
+        let hits = scanner.scan(format!("DD_API_KEY={token}").as_bytes());
         assert_eq!(hits.len(), 1);
     }
 
