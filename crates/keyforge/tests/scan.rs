@@ -1009,19 +1009,10 @@ async fn redact_removes_everything_scan_finds_multi_line_and_encoded_too() {
     let dir = tempfile::tempdir().unwrap();
     let pem = private_key_block();
     let openai = openai_key();
+    // Standard base64 of the key, as Kubernetes stores Secret.data.
     let encoded = {
-        // Standard base64 of the key, as Kubernetes stores Secret.data.
-        const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-        let mut out = String::new();
-        for chunk in openai.as_bytes().chunks(3) {
-            let n = chunk.iter().fold(0u32, |acc, &b| acc << 8 | u32::from(b))
-                << (8 * (3 - chunk.len()));
-            for i in 0..=chunk.len() {
-                out.push(char::from(ALPHABET[(n >> (18 - 6 * i) & 63) as usize]));
-            }
-            out.push_str(&"=".repeat(3 - chunk.len()));
-        }
-        out
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(openai.as_bytes())
     };
     let log = format!(
         "boot\nloaded key:\n{pem}kind: Secret\ndata:\n  OPENAI: {encoded}\nurl=postgres://app:{}@db:5432/app\ndone\n",
