@@ -45,6 +45,9 @@ pub struct RawRule {
     /// Bytes after a keyword that the regex may reach (default 1024): a
     /// private key block needs more.
     pub window: Option<usize>,
+    /// A cheap test of the text at each keyword occurrence, run before the
+    /// rule's regex gets a window there (see [`Gate`]).
+    pub gate: Option<RawGate>,
     /// For a rule with `path`: the path its examples and negatives are
     /// scanned as.
     pub example_path: Option<String>,
@@ -54,6 +57,42 @@ pub struct RawRule {
     pub negatives: Vec<String>,
     #[serde(default)]
     pub fix: String,
+}
+
+/// A gate as written: `{ kind = "assignment", value_min = 20 }` or
+/// `{ kind = "url-authority" }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGate {
+    pub kind: String,
+    pub value_min: Option<usize>,
+}
+
+/// What must follow (or precede) a keyword occurrence for the rule's regex
+/// to possibly match through it. A keyword occurrence failing its rule's
+/// gate opens no window for that rule, and one passing opens a window that
+/// starts at the setting's name rather than up to
+/// `WINDOW_BEFORE` bytes earlier. Gates are necessary conditions of the
+/// regexes they guard, never extra judgements: a gated scan finds exactly
+/// what an ungated one does (a test compares both over every example and
+/// the repository's own files), only faster. Most keyword occurrences in
+/// code (`token: Token`, `fn key(`, `https://docs…`) fail them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gate {
+    /// The keyword is part of a setting's name (`[A-Za-z0-9_.-]` run)
+    /// followed by a quote, `]`, white space, then `=`, `:`, `:=`, `=>`
+    /// (or a quoted name then `,`), then a value on the same line: a
+    /// quoted string or a bare run of at least `value_min` bytes, or a
+    /// YAML block scalar indicator. Or the name is an XML element
+    /// (`<Pass …>`). Where decoded or joined views are built is decided
+    /// over the keywords' lines, gates or not.
+    Assignment {
+        /// Shortest value the regex accepts, in bytes.
+        value_min: usize,
+    },
+    /// A URL's authority after `://` holds a `:` and then an `@` before
+    /// any white space, `/`, `?`, quote or angle bracket (`user:pw@host`).
+    UrlAuthority,
 }
 
 /// How a candidate is validated beyond its regex.
@@ -77,6 +116,8 @@ pub struct Rule {
     pub path: Option<regex::Regex>,
     /// Bytes after a keyword the regex may reach.
     pub window: usize,
+    /// The test each keyword occurrence must pass first, if any.
+    pub gate: Option<Gate>,
     pub example_path: Option<String>,
     pub examples: Vec<String>,
     pub negatives: Vec<String>,
@@ -136,7 +177,26 @@ fn compile(raw: RawRule) -> Result<Rule, RuleError> {
     if !(1..=MAX_WINDOW).contains(&window) {
         return Err(fail(format!("window is 1 to {MAX_WINDOW} bytes")));
     }
+    let gate = match raw.gate {
+        None => None,
+        Some(RawGate { kind, value_min }) => match (kind.as_str(), value_min) {
+            ("assignment", Some(value_min)) if value_min >= 1 => {
+                Some(Gate::Assignment { value_min })
+            }
+            ("url-authority", None) => Some(Gate::UrlAuthority),
+            _ => {
+                return Err(fail(
+                    "gate is { kind = \"assignment\", value_min = N } (N at least 1) or { kind = \"url-authority\" }"
+                        .into(),
+                ));
+            }
+        },
+    };
+    if gate.is_some() && raw.keywords.is_empty() {
+        return Err(fail("a gate needs keywords to test".into()));
+    }
     Ok(Rule {
+        gate,
         literal: raw.literal,
         path,
         window,

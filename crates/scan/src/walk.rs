@@ -238,15 +238,21 @@ fn scan_file(
     options: &WalkOptions,
 ) -> std::io::Result<Option<(Vec<Finding>, u64)>> {
     if size <= crate::CHUNK_BYTES as u64 {
-        let data = std::fs::read(file)?;
-        if !options.binary && Scanner::is_binary(&data) {
-            return Ok(None);
+        thread_local! {
+            /// Each walker thread reads every file into one buffer: a
+            /// fresh one per file costs the kernel zeroing new pages for
+            /// each (a fifth of a tree scan's time when measured).
+            static BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
         }
-        let bytes = data.len() as u64;
-        return Ok(Some((
-            scanner.findings(path, &data, options.preview),
-            bytes,
-        )));
+        return BUFFER.with_borrow_mut(|data| {
+            data.clear();
+            std::io::Read::read_to_end(&mut std::fs::File::open(file)?, data)?;
+            if !options.binary && Scanner::is_binary(data) {
+                return Ok(None);
+            }
+            let bytes = data.len() as u64;
+            Ok(Some((scanner.findings(path, data, options.preview), bytes)))
+        });
     }
     let mut reader = std::io::BufReader::with_capacity(1024 * 1024, std::fs::File::open(file)?);
     let head = std::io::BufRead::fill_buf(&mut reader)?;
