@@ -13,11 +13,22 @@ use tokio::io::AsyncWriteExt;
 const BIN: &str = env!("CARGO_BIN_EXE_keyforge");
 
 async fn keyforge(dir: &Path, args: &[&str], stdin: Option<&[u8]>) -> Output {
+    keyforge_with(dir, args, stdin, &[]).await
+}
+
+/// [`keyforge`] with environment variables set.
+async fn keyforge_with(
+    dir: &Path,
+    args: &[&str],
+    stdin: Option<&[u8]>,
+    env: &[(&str, &str)],
+) -> Output {
     let mut command = tokio::process::Command::new(BIN);
     command
         .current_dir(dir)
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .envs(env.iter().copied())
         .args(args)
         .stdin(if stdin.is_some() {
             Stdio::piped()
@@ -242,7 +253,7 @@ async fn json_and_sarif_describe_each_finding() {
     assert_eq!(location["region"]["startLine"], 2);
     assert_eq!(location["region"]["startColumn"], 8);
     assert_eq!(
-        result["partialFingerprints"]["keyforgeSecret/v1"],
+        result["partialFingerprints"]["keyforgeSecret/v2"],
         report["findings"][0]["fingerprint"]
     );
 }
@@ -694,7 +705,14 @@ async fn text_json_and_sarif_output_match_their_snapshots() {
         ("json", "scan.json"),
         ("sarif", "scan.sarif"),
     ] {
-        let output = keyforge(dir.path(), &["scan", "--format", format], None).await;
+        // Fingerprints are keyed by the repository's salt: a fixed one.
+        let output = keyforge_with(
+            dir.path(),
+            &["scan", "--format", format],
+            None,
+            &[("KEYFORGE_SCAN_SALT", "snapshot-salt")],
+        )
+        .await;
         assert_eq!(output.status.code(), Some(1), "{format}");
         let mut stdout = text(&output.stdout);
         assert!(

@@ -64,6 +64,9 @@ pub struct Scanner {
     keyword_rules: Vec<Vec<usize>>,
     /// Rules without keywords: they always run.
     unanchored: Vec<usize>,
+    /// The key of findings' fingerprints (see [`crate::fingerprint`]):
+    /// random unless the caller sets the repository's.
+    fingerprint_salt: Vec<u8>,
 }
 
 impl Scanner {
@@ -148,7 +151,18 @@ impl Scanner {
             prefilter_patterns: patterns.len(),
             keyword_rules,
             unanchored,
+            fingerprint_salt: crate::random_salt(),
         })
+    }
+
+    /// Keys findings' fingerprints with `salt` (the repository's, so they
+    /// are stable across runs and match its baseline).
+    pub fn set_fingerprint_salt(&mut self, salt: Vec<u8>) {
+        self.fingerprint_salt = salt;
+    }
+
+    pub fn fingerprint_salt(&self) -> &[u8] {
+        &self.fingerprint_salt
     }
 
     pub fn rules(&self) -> &[Rule] {
@@ -555,7 +569,7 @@ impl Scanner {
         // generic assignment rule found (`OPENAI_API_KEY: <base64>`, a
         // docker `auth`). Looking for runs in every byte of a tree costs a
         // pass over all of it.
-        let runs = if every_run || memchr::memmem::find(data, b"kind: Secret").is_some() {
+        let runs = if every_run || is_kubernetes_secret(data) {
             base64_runs(data)
         } else {
             all.iter()
@@ -583,7 +597,12 @@ impl Scanner {
                 continue;
             };
             decoded_total += decoded.len();
-            for (hit, secret) in self.deep(&decoded, path, depth + 1, every_run) {
+            // base64 of base64 (a Secret of an encoded value, a docker
+            // `auth` of a token): a decoded text that is itself one base64
+            // run has its runs decoded too, within the depth bound. Each
+            // level decodes at most 3/4 of the bytes of the one above.
+            let nested = every_run || is_one_base64_run(&decoded);
+            for (hit, secret) in self.deep(&decoded, path, depth + 1, nested) {
                 let hit = Hit {
                     rule: hit.rule,
                     start: run_start,
@@ -595,6 +614,29 @@ impl Scanner {
         all.sort_by_key(|(hit, _)| hit.start);
         all
     }
+}
+
+/// Whether `data` is a Kubernetes Secret, in YAML or JSON (`kubectl get
+/// secret -o json`): all its base64 runs are decoded.
+fn is_kubernetes_secret(data: &[u8]) -> bool {
+    [
+        &b"kind: Secret"[..],
+        b"\"kind\": \"Secret\"",
+        b"\"kind\":\"Secret\"",
+    ]
+    .iter()
+    .any(|marker| memchr::memmem::find(data, marker).is_some())
+}
+
+/// Whether `text` is one base64 run (either alphabet, padded or not),
+/// blanks around it aside.
+fn is_one_base64_run(text: &[u8]) -> bool {
+    let text = text.trim_ascii();
+    let body = text
+        .iter()
+        .rposition(|&c| c != b'=')
+        .map_or(&text[..0], |i| &text[..=i]);
+    body.len() >= MIN_BASE64_RUN && body.iter().all(|&b| BASE64[usize::from(b)])
 }
 
 /// Whether any keyword window holds `needle`.
@@ -817,7 +859,14 @@ fn confirmed(rule: &Rule, data: &[u8], matched: usize, start: usize, end: usize)
                     || is_non_secret_word(secret)
                     || is_path_like(secret)
                     || secret.iter().all(u8::is_ascii_digit)
-                    || (rule.entropy.is_some() && (is_wordy(secret) || is_identifier(secret)))
+                    || (rule.entropy.is_some()
+                        && (is_wordy(secret)
+                            || is_identifier(secret)
+                            || unescaped.as_deref().is_some_and(|bytes| {
+                                let text: Vec<u8> =
+                                    bytes.iter().copied().filter(|b| *b >= 0x20).collect();
+                                is_wordy(&text) || is_identifier(&text)
+                            })))
                     || (rule.entropy.is_some()
                         && names_a_lookup_key(setting_name(&data[matched..start]))
                         && !is_strong_random(secret))
@@ -1184,8 +1233,9 @@ pub fn alphabet_bits(secret: &[u8]) -> f64 {
     if all(u8::is_ascii_digit) {
         return 10f64.log2();
     }
-    if all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b))
-        || all(|b| b.is_ascii_digit() || (b'A'..=b'F').contains(b))
+    // Hex, and hex in groups (a UUID: its dashes carry no randomness).
+    if all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b) || *b == b'-')
+        || all(|b| b.is_ascii_digit() || (b'A'..=b'F').contains(b) || *b == b'-')
     {
         return 4.0;
     }
@@ -1309,10 +1359,12 @@ fn is_placeholder_for(secret: &[u8], keywords: &[String]) -> bool {
     if lower.first() == Some(&b'[') && lower.last() == Some(&b']') {
         return true;
     }
-    // A format string's slot: `{k}`, `{}`, `%s`.
+    // A format string's slot: `{k}`, `{}`, `%s`, and a named slot inside
+    // (`{password}\n`, `user-{name}-key`).
     if (lower.first() == Some(&b'{') && lower.last() == Some(&b'}'))
         || lower == b"%s"
         || memchr::memmem::find(&lower, b"{}").is_some()
+        || has_named_slot(&lower)
     {
         return true;
     }
@@ -1378,6 +1430,20 @@ fn names_only(rest: &[u8]) -> bool {
         && rest
             .iter()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b' '))
+}
+
+/// Whether `value` holds `{name}`: a format string's named slot (a name
+/// of letters, digits, `_` and `.`, starting with a letter).
+fn has_named_slot(value: &[u8]) -> bool {
+    memchr::memchr_iter(b'{', value).any(|open| {
+        let rest = &value[open + 1..];
+        rest.first().is_some_and(u8::is_ascii_alphabetic)
+            && rest.iter().position(|&b| b == b'}').is_some_and(|close| {
+                rest[..close]
+                    .iter()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.'))
+            })
+    })
 }
 
 /// Whether `body` is made of placeholder words and filler only.
@@ -1551,6 +1617,17 @@ fn assignment_form(data: &[u8], matched: usize, start: usize) -> bool {
         .strip_suffix(b"\"")
         .or_else(|| lead.strip_suffix(b"'"))
         .unwrap_or(lead);
+    // And a Python bytes or raw literal's prefix (`b'…'`, `rb'…'`).
+    let prefix = lead
+        .iter()
+        .rev()
+        .take_while(|b| matches!(b, b'b' | b'B' | b'r' | b'R'))
+        .count();
+    let lead = if prefix <= 2 {
+        &lead[..lead.len() - prefix]
+    } else {
+        lead
+    };
     if !lead.trim_ascii_end().ends_with(b",") {
         return true;
     }
@@ -2338,5 +2415,73 @@ mod tests {
                 String::from_utf8_lossy(documented)
             );
         }
+    }
+
+    /// Gap 10: URL-safe and unpadded base64, base64 of base64, and a
+    /// Secret written as JSON are decoded, reported at the encoded span.
+    #[test]
+    fn every_base64_shape_is_decoded_and_reported_at_its_span() {
+        use base64::Engine;
+        use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+        let scanner = scanner();
+        // Ends in bytes whose encodings differ between the alphabets.
+        let key = format!("{}?>~", openai_key());
+        let url_safe = URL_SAFE_NO_PAD.encode(key.as_bytes());
+        assert!(url_safe.contains(['-', '_']) || !url_safe.ends_with('='));
+        let twice = STANDARD.encode(STANDARD.encode(key.as_bytes()));
+        let twice_url = URL_SAFE_NO_PAD.encode(URL_SAFE_NO_PAD.encode(key.as_bytes()));
+        for (data, span) in [
+            (
+                format!("kind: Secret\ndata:\n  OPENAI: {url_safe}\n"),
+                &url_safe,
+            ),
+            (format!("kind: Secret\ndata:\n  OPENAI: {twice}\n"), &twice),
+            (
+                format!("kind: Secret\ndata:\n  OPENAI: {twice_url}\n"),
+                &twice_url,
+            ),
+            (
+                format!("{{\"kind\": \"Secret\", \"data\": {{\"OPENAI\": \"{twice}\"}}}}"),
+                &twice,
+            ),
+            (format!("OPENAI_API_KEY: {url_safe}\n"), &url_safe),
+            (format!("OPENAI_API_KEY: {twice}\n"), &twice),
+        ] {
+            let hits = scanner.scan_deep(data.as_bytes());
+            let found: Vec<&str> = hits
+                .iter()
+                .map(|(hit, _)| scanner.rules()[hit.rule].id.as_str())
+                .collect();
+            assert_eq!(found, ["openai-project-key"], "{data}");
+            let (hit, _) = &hits[0];
+            assert_eq!(&data[hit.start..hit.end], span.as_str(), "{data}");
+        }
+        // Three levels deep is past the bound.
+        let thrice = STANDARD.encode(&twice);
+        let data = format!("kind: Secret\ndata:\n  OPENAI: {thrice}\n");
+        assert!(scanner.scan_deep(data.as_bytes()).is_empty());
+    }
+
+    /// Nested decoding costs no more than a bounded share of the input:
+    /// a Secret full of base64 of base64 scans in well under a second.
+    #[test]
+    fn nested_base64_has_a_bounded_cost() {
+        use base64::Engine;
+        use base64::engine::general_purpose::STANDARD;
+        let scanner = scanner();
+        let inner = STANDARD.encode(keyforge_types::random_base62(3000));
+        let run = STANDARD.encode(inner.repeat(4));
+        let data = format!(
+            "kind: Secret\ndata:\n{}",
+            format!("  v: {run}\n").repeat(200)
+        );
+        let started = std::time::Instant::now();
+        assert!(scanner.scan_deep(data.as_bytes()).is_empty());
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(20),
+            "{:?} for {} bytes",
+            started.elapsed(),
+            data.len()
+        );
     }
 }
