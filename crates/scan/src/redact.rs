@@ -536,6 +536,11 @@ mod tests {
         base64::engine::general_purpose::STANDARD.encode(data)
     }
 
+    fn url_safe(data: &[u8]) -> String {
+        use base64::Engine;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(data)
+    }
+
     /// The property of the issue: for every rule example and every
     /// encoding, `redact`'s output (streamed, one byte per read, and whole)
     /// holds no byte run that `scan` reports, and scans clean.
@@ -578,6 +583,14 @@ mod tests {
                     (
                         "json",
                         format!("{{\"source\": [\"{json}\\n\"]}}\n").into_bytes(),
+                    ),
+                    (
+                        "base64 of URL-safe base64",
+                        format!(
+                            "kind: Secret\ndata:\n  value: {}\n",
+                            base64(url_safe(example.as_bytes()).as_bytes())
+                        )
+                        .into_bytes(),
                     ),
                     ("utf-16", utf16),
                 ];
