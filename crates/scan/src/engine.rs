@@ -2279,13 +2279,13 @@ mod tests {
         for (data, rule) in [
             (
                 format!("set -gx SERVICE_API_KEY {token}"),
-                "generic-api-key",
+                "shell-variable-secret",
             ),
             (
                 format!("set --export --global API_TOKEN '{token}'"),
-                "generic-api-key",
+                "shell-variable-secret",
             ),
-            (format!("setenv API_KEY {token}"), "generic-api-key"),
+            (format!("setenv API_KEY {token}"), "shell-variable-secret"),
             (
                 format!("set -Ux AWS_SECRET_ACCESS_KEY {aws}"),
                 "aws-secret-access-key",
@@ -2296,7 +2296,7 @@ mod tests {
             ),
             (
                 format!("set -x DB_PASSWORD {}", &token[..12]),
-                "password-assignment",
+                "shell-variable-password",
             ),
         ] {
             assert_eq!(found(&scanner, &data), [rule], "{data}");
