@@ -92,9 +92,55 @@ pub(crate) fn scan(args: ScanArgs) -> ExitCode {
     }
 }
 
+/// The environment variable that sets the fingerprint salt (a CI secret).
+const SALT_ENV: &str = "KEYFORGE_SCAN_SALT";
+/// The file, at the scanned root, that holds the fingerprint salt.
+pub(crate) const SALT_FILE: &str = ".keyforge-scan-salt";
+
+/// The salt findings' fingerprints are keyed with, for the repository or
+/// directory at `root`: `KEYFORGE_SCAN_SALT`, else `.keyforge-scan-salt` at
+/// the root, else derived from the repository's root commit ids (the same
+/// for every clone and run, and not in any report), else from the root's
+/// absolute path. Derived salts are known to whoever can read the
+/// repository, who can read its secrets anyway; set one of the first two,
+/// kept out of the repository, for more.
+fn fingerprint_salt(root: &Path) -> Vec<u8> {
+    if let Some(salt) = std::env::var_os(SALT_ENV).filter(|salt| !salt.is_empty()) {
+        return salt.as_encoded_bytes().to_vec();
+    }
+    if let Ok(salt) = std::fs::read(root.join(SALT_FILE)) {
+        let salt = salt.trim_ascii();
+        if !salt.is_empty() {
+            return salt.to_vec();
+        }
+    }
+    let roots = std::process::Command::new("git")
+        .arg("-C")
+        .arg(root)
+        .args(["rev-list", "--max-parents=0", "HEAD"])
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()
+        .filter(|output| output.status.success() && !output.stdout.is_empty());
+    let identity = match roots {
+        Some(output) => {
+            let mut ids: Vec<&[u8]> = output.stdout.split(|b| *b == b'\n').collect();
+            ids.sort_unstable();
+            ids.join(&b","[..])
+        }
+        None => std::fs::canonicalize(root)
+            .unwrap_or_else(|_| root.to_path_buf())
+            .into_os_string()
+            .into_encoded_bytes(),
+    };
+    let mut salt = b"keyforge-scan-salt\0".to_vec();
+    salt.extend_from_slice(&identity);
+    salt
+}
+
 fn scan_inner(args: ScanArgs) -> anyhow::Result<Outcome> {
     let config = load_config(args.config.as_deref())?;
-    let scanner = scanner(args.rules.as_deref())?;
+    let mut scanner = scanner(args.rules.as_deref())?;
     // `--revoke` needs the kf_ keys themselves; everything is masked again
     // before it is shown (unless --show-secrets).
     let preview = if args.show_secrets || args.revoke {
@@ -117,6 +163,12 @@ fn scan_inner(args: ScanArgs) -> anyhow::Result<Outcome> {
         None => None,
     };
     let started = std::time::Instant::now();
+    let salt_root = args
+        .git
+        .clone()
+        .or_else(|| baseline_git.clone())
+        .unwrap_or_else(|| PathBuf::from("."));
+    scanner.set_fingerprint_salt(fingerprint_salt(&salt_root));
     if let Some(image) = &args.image {
         let (findings, stats) = keyforge_scan::image::scan_image(&scanner, image, &options)?;
         let root = std::env::current_dir().unwrap_or_default();
@@ -205,7 +257,7 @@ fn finish(
 ) -> anyhow::Result<Outcome> {
     let skipped = stats.skipped_total();
     if creating_baseline {
-        let baseline = Baseline::of(&findings);
+        let baseline = Baseline::of(&findings, scanner.fingerprint_salt());
         let mut out = std::io::stdout().lock();
         serde_json::to_writer_pretty(&mut out, &baseline)?;
         writeln!(out)?;
@@ -238,7 +290,17 @@ fn finish(
         let baseline = Baseline::parse(&text)
             .map_err(anyhow::Error::msg)
             .with_context(|| path.display().to_string())?;
-        findings = baseline.filter(findings);
+        if baseline.is_legacy() {
+            let _ = writeln!(
+                std::io::stderr().lock(),
+                "warning: {} is a version 1 baseline (unsalted fingerprints, which let a reader test guesses of short secrets); it still works, but recreate it with `keyforge scan baseline create`",
+                path.display()
+            );
+        }
+        findings = baseline
+            .filter(findings, scanner.fingerprint_salt())
+            .map_err(anyhow::Error::msg)
+            .with_context(|| path.display().to_string())?;
     }
     let mut out = std::io::stdout().lock();
     match args.format {
@@ -258,14 +320,16 @@ fn finish(
         let seconds = started.elapsed().as_secs_f64();
         let _ = writeln!(
             std::io::stderr().lock(),
-            "scanned {} files, {:.1} MB in {:.2}s ({:.0} MB/s); skipped {} binary, {} too large, {} unreadable",
+            "scanned {} files, {:.1} MB in {:.2}s ({:.0} MB/s); skipped {} binary, {} too large, {} unreadable, {} symbolic links, {} not regular files",
             stats.files,
             stats.bytes as f64 / 1e6,
             seconds,
             stats.bytes as f64 / 1e6 / seconds.max(1e-9),
             stats.skipped_binary,
             stats.skipped_large,
-            stats.unreadable
+            stats.unreadable,
+            stats.skipped_links,
+            stats.skipped_special
         );
     }
     Ok(Outcome {

@@ -13,11 +13,22 @@ use tokio::io::AsyncWriteExt;
 const BIN: &str = env!("CARGO_BIN_EXE_keyforge");
 
 async fn keyforge(dir: &Path, args: &[&str], stdin: Option<&[u8]>) -> Output {
+    keyforge_with(dir, args, stdin, &[]).await
+}
+
+/// [`keyforge`] with environment variables set.
+async fn keyforge_with(
+    dir: &Path,
+    args: &[&str],
+    stdin: Option<&[u8]>,
+    env: &[(&str, &str)],
+) -> Output {
     let mut command = tokio::process::Command::new(BIN);
     command
         .current_dir(dir)
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .envs(env.iter().copied())
         .args(args)
         .stdin(if stdin.is_some() {
             Stdio::piped()
@@ -242,7 +253,7 @@ async fn json_and_sarif_describe_each_finding() {
     assert_eq!(location["region"]["startLine"], 2);
     assert_eq!(location["region"]["startColumn"], 8);
     assert_eq!(
-        result["partialFingerprints"]["keyforgeSecret/v1"],
+        result["partialFingerprints"]["keyforgeSecret/v2"],
         report["findings"][0]["fingerprint"]
     );
 }
@@ -694,7 +705,14 @@ async fn text_json_and_sarif_output_match_their_snapshots() {
         ("json", "scan.json"),
         ("sarif", "scan.sarif"),
     ] {
-        let output = keyforge(dir.path(), &["scan", "--format", format], None).await;
+        // Fingerprints are keyed by the repository's salt: a fixed one.
+        let output = keyforge_with(
+            dir.path(),
+            &["scan", "--format", format],
+            None,
+            &[("KEYFORGE_SCAN_SALT", "snapshot-salt")],
+        )
+        .await;
         assert_eq!(output.status.code(), Some(1), "{format}");
         let mut stdout = text(&output.stdout);
         assert!(
@@ -1046,5 +1064,326 @@ async fn redact_removes_everything_scan_finds_multi_line_and_encoded_too() {
         Some(0),
         "{}",
         text(&rescanned.stdout)
+    );
+}
+
+/// The findings of a JSON report as (path, rule) pairs, sorted.
+fn found_in(report: &Value) -> Vec<(String, String)> {
+    let mut found: Vec<(String, String)> = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            (
+                f["path"].as_str().unwrap().to_owned(),
+                f["rule"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    found.sort();
+    found
+}
+
+/// Issue #16, gaps 1-5 and 10, as a user meets them: .netrc entries in any
+/// file, Python bytes literals, fish and csh variables, base64 of base64
+/// and URL-safe base64 in a Secret, and a random token that merely holds a
+/// placeholder word are found; lookup-key names with ordinary values and
+/// documented examples are not.
+#[tokio::test]
+async fn issue_16_kinds_are_found_and_their_decoys_are_not() {
+    use base64::Engine;
+    use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+    let dir = tempfile::tempdir().unwrap();
+    let letters: String = random_base62(80)
+        .chars()
+        .filter(char::is_ascii_lowercase)
+        .take(12)
+        .collect();
+    write(
+        dir.path(),
+        "ci/netrc.txt",
+        format!("machine git.example.org\n  login ci\n  password {letters}\n").as_bytes(),
+    );
+    write(
+        dir.path(),
+        "Dockerfile",
+        format!(
+            "RUN echo \"machine h.example.org login u password {}\" > ~/.netrc\n",
+            random_base62(14)
+        )
+        .as_bytes(),
+    );
+    write(
+        dir.path(),
+        "app/settings.py",
+        format!("SECRET_KEY = b'{}'\n", random_base62(40)).as_bytes(),
+    );
+    let aws = format!("{}/+", random_base62(38));
+    write(
+        dir.path(),
+        "config.fish",
+        format!(
+            "set -gx SERVICE_API_TOKEN {}\nset -Ux AWS_SECRET_ACCESS_KEY {aws}\n",
+            random_base62(40)
+        )
+        .as_bytes(),
+    );
+    write(
+        dir.path(),
+        "home/.cshrc",
+        format!("setenv API_KEY {}\n", random_base62(40)).as_bytes(),
+    );
+    let planted = format!("{}{}{}", random_base62(18), "example", random_base62(22));
+    write(
+        dir.path(),
+        "app/tokens.env",
+        format!("API_TOKEN={planted}\n").as_bytes(),
+    );
+    let key = openai_key();
+    let twice = STANDARD.encode(STANDARD.encode(key.as_bytes()));
+    let url_safe = URL_SAFE_NO_PAD.encode(format!("{key}?>").as_bytes());
+    write(
+        dir.path(),
+        "k8s/secret.yaml",
+        format!("kind: Secret\ndata:\n  A: {twice}\n  B: {url_safe}\n").as_bytes(),
+    );
+    // Decoys.
+    let uuid = "7f9c2ba4-e88f-41ea-adc1-0242ac120002";
+    write(
+        dir.path(),
+        "app/models.py",
+        format!(
+            "idempotency_key = \"{uuid}\"\nkey_name = \"prod-deploy-keypair-2024-eu\"\nkeyboard: us-intl-with-dead-keys-v2\ncache_key = \"{}\"\nsort_key = \"created_at_desc_2024\"\n",
+            "a3f5c9e1d2b4f6a8c0e2d4f6a8b0c2e4d6f8a0b2"
+        )
+        .as_bytes(),
+    );
+    write(
+        dir.path(),
+        "docs/aws.md",
+        format!(
+            "aws_access_key_id = {}\nAPI_KEY=sk-example-key\nTOKEN=your-example-token\nPASSWORD=changeme\n",
+            ["AKIA", "IOSFODNN7", "EXAMPLE"].concat()
+        )
+        .as_bytes(),
+    );
+
+    let output = keyforge(dir.path(), &["scan", "--format", "json"], None).await;
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output.stderr));
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let pair = |path: &str, rule: &str| (path.to_owned(), rule.to_owned());
+    assert_eq!(
+        found_in(&report),
+        [
+            pair("Dockerfile", "netrc-password"),
+            pair("app/settings.py", "generic-api-key"),
+            pair("app/tokens.env", "generic-api-key"),
+            pair("ci/netrc.txt", "netrc-password"),
+            pair("config.fish", "aws-secret-access-key"),
+            pair("config.fish", "shell-variable-secret"),
+            pair("home/.cshrc", "shell-variable-secret"),
+            pair("k8s/secret.yaml", "openai-project-key"),
+            pair("k8s/secret.yaml", "openai-project-key"),
+        ],
+        "{report}"
+    );
+    // Encoded secrets are reported at their encoded span.
+    let stdout = text(&output.stdout);
+    assert!(
+        !stdout.contains(&key) && !stdout.contains(&letters),
+        "{stdout}"
+    );
+}
+
+/// Gap 6: symbolic links (not followed), FIFOs and the like are counted
+/// as not scanned, with their reason, in every format.
+#[cfg(unix)]
+#[tokio::test]
+async fn links_and_special_files_are_counted_as_skips_in_every_format() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "real.txt", b"hello\n");
+    std::os::unix::fs::symlink("real.txt", dir.path().join("link.txt")).unwrap();
+    let fifo = std::process::Command::new("mkfifo")
+        .arg(dir.path().join("pipe"))
+        .status()
+        .unwrap();
+    assert!(fifo.success());
+
+    let output = keyforge(dir.path(), &["scan"], None).await;
+    let stdout = text(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.contains("not scanned: link.txt (symbolic link, not followed)")
+            && stdout.contains("not scanned: pipe (not a regular file: FIFO, socket or device)")
+            && stdout.contains("No secrets found in what was scanned; 2 inputs not scanned (1 symbolic link (not followed), 1 not a regular file)."),
+        "{stdout}"
+    );
+    let output = keyforge(dir.path(), &["scan", "--format", "json"], None).await;
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["skipped"]["total"], 2, "{report}");
+    assert_eq!(report["skipped"]["symlink"], 1);
+    assert_eq!(report["skipped"]["special"], 1);
+    let output = keyforge(dir.path(), &["scan", "--format", "sarif"], None).await;
+    let sarif: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let notes = sarif["runs"][0]["invocations"][0]["toolExecutionNotifications"]
+        .as_array()
+        .unwrap();
+    for expected in [
+        "not scanned: link.txt (symbolic link, not followed)",
+        "not scanned: pipe (not a regular file: FIFO, socket or device)",
+    ] {
+        assert!(
+            notes.iter().any(|note| note["message"]["text"] == expected),
+            "{sarif}"
+        );
+    }
+    let output = keyforge(dir.path(), &["scan", "--fail-on-skip"], None).await;
+    assert_eq!(output.status.code(), Some(2));
+}
+
+/// Gap 7: a UTF-16 file's finding is located in characters (text, JSON)
+/// and in code points in SARIF, as its `columnKind` says.
+#[tokio::test]
+async fn utf16_columns_count_characters() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = kf_key();
+    let mut wide = vec![0xff, 0xfe];
+    for unit in format!("# é\r\n  KEYFORGE_KEY={key}\r\n").encode_utf16() {
+        wide.extend_from_slice(&unit.to_le_bytes());
+    }
+    write(dir.path(), "wide.env", &wide);
+    let output = keyforge(dir.path(), &["scan"], None).await;
+    assert!(
+        text(&output.stdout).contains("wide.env:2:16: kf-virtual-key"),
+        "{}",
+        text(&output.stdout)
+    );
+    let output = keyforge(dir.path(), &["scan", "--format", "json"], None).await;
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let finding = &report["findings"][0];
+    assert_eq!(
+        (&finding["column"], &finding["end_column"]),
+        (&Value::from(16), &Value::from(16 + key.len())),
+        "{report}"
+    );
+    let output = keyforge(dir.path(), &["scan", "--format", "sarif"], None).await;
+    let sarif: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let run = &sarif["runs"][0];
+    assert_eq!(run["columnKind"], "unicodeCodePoints");
+    let region = &run["results"][0]["locations"][0]["physicalLocation"]["region"];
+    assert_eq!(region["startColumn"], 16, "{region}");
+    assert_eq!(region["endColumn"], 16 + key.len(), "{region}");
+}
+
+/// Gap 8: files outside the working directory (`scan ../other`, an
+/// absolute path elsewhere) get absolute `file://` URIs, never `..`.
+#[tokio::test]
+async fn sarif_uris_outside_the_root_are_absolute_file_uris() {
+    let dir = tempfile::tempdir().unwrap();
+    let (work, other) = (dir.path().join("work"), dir.path().join("other"));
+    write(&work, "in.env", format!("KF={}\n", kf_key()).as_bytes());
+    write(&other, "out.env", format!("KF={}\n", kf_key()).as_bytes());
+    let absolute = other.join("out.env").canonicalize().unwrap();
+    for target in ["../other", absolute.to_str().unwrap()] {
+        let output = keyforge(&work, &["scan", "--format", "sarif", ".", target], None).await;
+        let sarif: Value = serde_json::from_slice(&output.stdout).unwrap();
+        let mut uris: Vec<String> = sarif["runs"][0]["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|result| {
+                result["locations"][0]["physicalLocation"]["artifactLocation"].to_string()
+            })
+            .collect();
+        uris.sort();
+        assert_eq!(
+            uris,
+            [
+                format!("{{\"uri\":\"file://{}\"}}", absolute.display()),
+                "{\"uri\":\"in.env\",\"uriBaseId\":\"%SRCROOT%\"}".to_owned(),
+            ],
+            "{target}"
+        );
+    }
+}
+
+/// Gap 9: fingerprints are keyed by the repository's salt: stable across
+/// runs, not the unsalted hash of the secret, changed by
+/// KEYFORGE_SCAN_SALT; a baseline holds only a check of its salt, one made
+/// with another salt is refused, and a version 1 baseline still works
+/// with a warning.
+#[tokio::test]
+async fn fingerprints_are_keyed_and_old_baselines_still_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path();
+    git(repo, &["init", "-q", "-b", "main"]);
+    let password = random_base62(10);
+    write(
+        repo,
+        "db.env",
+        format!("DB_PASSWORD={password}\n").as_bytes(),
+    );
+    git(repo, &["add", "."]);
+    git(repo, &["commit", "-q", "-m", "start"]);
+    let fingerprint = |output: &Output| {
+        let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+        report["findings"][0]["fingerprint"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let first = keyforge(repo, &["scan", "--format", "json"], None).await;
+    let second = keyforge(repo, &["scan", "--format", "json"], None).await;
+    assert_eq!(fingerprint(&first), fingerprint(&second));
+    let unsalted = keyforge_scan::legacy_fingerprint("password-assignment", password.as_bytes());
+    assert_ne!(fingerprint(&first), unsalted);
+    let salted = keyforge_with(
+        repo,
+        &["scan", "--format", "json"],
+        None,
+        &[("KEYFORGE_SCAN_SALT", "ci-secret-salt")],
+    )
+    .await;
+    assert_ne!(fingerprint(&first), fingerprint(&salted));
+
+    let created = keyforge(repo, &["scan", "baseline", "create"], None).await;
+    let baseline: Value = serde_json::from_slice(&created.stdout).unwrap();
+    assert_eq!(baseline["version"], 2, "{baseline}");
+    assert!(baseline["salt_check"].is_string(), "{baseline}");
+    write(repo, "../baseline.json", &created.stdout);
+    let baseline_path = repo.join("../baseline.json");
+    let baseline_path = baseline_path.to_str().unwrap();
+    let output = keyforge(repo, &["scan", "--baseline", baseline_path], None).await;
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stdout));
+    let output = keyforge_with(
+        repo,
+        &["scan", "--baseline", baseline_path],
+        None,
+        &[("KEYFORGE_SCAN_SALT", "ci-secret-salt")],
+    )
+    .await;
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        text(&output.stderr).contains("made with another salt"),
+        "{}",
+        text(&output.stderr)
+    );
+
+    let v1 = format!(
+        "{{\"version\": 1, \"findings\": [{{\"fingerprint\": \"{unsalted}\", \"rule\": \"password-assignment\", \"path\": \"db.env\", \"line\": 1}}]}}"
+    );
+    write(repo, "../v1.json", v1.as_bytes());
+    let v1_path = repo.join("../v1.json");
+    let output = keyforge(
+        repo,
+        &["scan", "--baseline", v1_path.to_str().unwrap()],
+        None,
+    )
+    .await;
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stdout));
+    assert!(
+        text(&output.stderr).contains("version 1 baseline"),
+        "{}",
+        text(&output.stderr)
     );
 }

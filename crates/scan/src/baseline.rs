@@ -1,5 +1,12 @@
 //! A baseline: the fingerprints of findings already known (and being dealt
-//! with), so they do not block new commits. It never holds a secret.
+//! with), so they do not block new commits. It never holds a secret, nor
+//! the salt its fingerprints are keyed with: only a short check of which
+//! salt that was (see [`crate::fingerprint`]).
+//!
+//! Version 2 fingerprints are HMAC-SHA-256 under the repository's salt.
+//! Version 1 baselines (unsalted SHA-256, which let a reader test guesses
+//! of short secrets) still load and match; `keyforge scan` says to
+//! recreate them.
 
 use std::collections::HashSet;
 
@@ -7,9 +14,16 @@ use serde::{Deserialize, Serialize};
 
 use crate::Finding;
 
+/// The version this KeyForge writes.
+pub const VERSION: u32 = 2;
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Baseline {
     pub version: u32,
+    /// [`crate::salt_check`] of the salt the fingerprints were made with
+    /// (version 2).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub salt_check: Option<String>,
     pub findings: Vec<BaselineEntry>,
 }
 
@@ -22,7 +36,8 @@ pub struct BaselineEntry {
 }
 
 impl Baseline {
-    pub fn of(findings: &[Finding]) -> Self {
+    /// A baseline of `findings`, whose fingerprints were keyed by `salt`.
+    pub fn of(findings: &[Finding], salt: &[u8]) -> Self {
         let mut entries: Vec<BaselineEntry> = findings
             .iter()
             .map(|finding| BaselineEntry {
@@ -35,7 +50,8 @@ impl Baseline {
         entries.sort_by(|a, b| (&a.path, a.line, &a.rule).cmp(&(&b.path, b.line, &b.rule)));
         entries.dedup();
         Self {
-            version: 1,
+            version: VERSION,
+            salt_check: Some(crate::salt_check(salt)),
             findings: entries,
         }
     }
@@ -62,26 +78,50 @@ impl Baseline {
         }
         let baseline: Baseline = serde_json::from_str(text)
             .map_err(|error| format!("not a KeyForge baseline: {error}"))?;
-        if baseline.version != 1 {
-            return Err(format!(
-                "baseline version {} is not supported (this KeyForge writes version 1)",
-                baseline.version
-            ));
+        match baseline.version {
+            1 => {}
+            VERSION if baseline.salt_check.is_some() => {}
+            VERSION => return Err("a version 2 baseline needs its `salt_check`".into()),
+            other => {
+                return Err(format!(
+                    "baseline version {other} is not supported (this KeyForge writes version {VERSION})"
+                ));
+            }
         }
         Ok(baseline)
     }
 
+    /// Whether this is a version 1 baseline (unsalted fingerprints).
+    pub fn is_legacy(&self) -> bool {
+        self.version == 1
+    }
+
     /// Drops the findings the baseline knows (by fingerprint: the same
-    /// secret stays known when its line or file moves).
-    pub fn filter(&self, findings: Vec<Finding>) -> Vec<Finding> {
+    /// secret stays known when its line or file moves). Findings keyed by
+    /// another salt than the baseline's are refused, not matched against
+    /// nothing.
+    pub fn filter(&self, findings: Vec<Finding>, salt: &[u8]) -> Result<Vec<Finding>, String> {
+        if let Some(check) = &self.salt_check
+            && *check != crate::salt_check(salt)
+        {
+            return Err("this baseline's fingerprints were made with another salt (another repository, or another KEYFORGE_SCAN_SALT or .keyforge-scan-salt): scan with the same salt, or recreate the baseline with `keyforge scan baseline create`".into());
+        }
         let known: HashSet<&str> = self
             .findings
             .iter()
             .map(|entry| entry.fingerprint.as_str())
             .collect();
-        findings
+        let legacy = self.is_legacy();
+        Ok(findings
             .into_iter()
-            .filter(|finding| !known.contains(finding.fingerprint.as_str()))
-            .collect()
+            .filter(|finding| {
+                let fingerprint = if legacy {
+                    &finding.legacy_fingerprint
+                } else {
+                    &finding.fingerprint
+                };
+                !known.contains(fingerprint.as_str())
+            })
+            .collect())
     }
 }

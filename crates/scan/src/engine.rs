@@ -67,6 +67,9 @@ pub struct Scanner {
     /// Whether rules' gates apply (always, but for the test that shows
     /// they change no finding).
     gates: bool,
+    /// The key of findings' fingerprints (see [`crate::fingerprint`]):
+    /// random unless the caller sets the repository's.
+    fingerprint_salt: Vec<u8>,
 }
 
 impl Scanner {
@@ -152,6 +155,7 @@ impl Scanner {
             keyword_rules,
             unanchored,
             gates: true,
+            fingerprint_salt: crate::random_salt(),
         })
     }
 
@@ -161,6 +165,16 @@ impl Scanner {
     fn without_gates(mut self) -> Self {
         self.gates = false;
         self
+    }
+
+    /// Keys findings' fingerprints with `salt` (the repository's, so they
+    /// are stable across runs and match its baseline).
+    pub fn set_fingerprint_salt(&mut self, salt: Vec<u8>) {
+        self.fingerprint_salt = salt;
+    }
+
+    pub fn fingerprint_salt(&self) -> &[u8] {
+        &self.fingerprint_salt
     }
 
     pub fn rules(&self) -> &[Rule] {
@@ -425,7 +439,8 @@ fn gate_opens(gate: Gate, data: &[u8], start: usize, end: usize) -> Option<usize
 /// assignment of a value the rules' regexes could take: the rest of the
 /// name (`[A-Za-z0-9_]`), a closing quote (escaped or not), `]`, white
 /// space, `=`, `:`, `:=`, `=>` (or `,` after a quote), blanks, then a
-/// quoted string of `value_min` bytes or more on the line, a bare run of as
+/// quoted string (a bytes or raw literal too) of `value_min` bytes or more
+/// on the line, a bare run of as
 /// many (none of `\s"'`<>;,(){}[]`, not starting with `:` or `=`), or a
 /// block scalar (`|`, `>`). A value split by a string joint or behind
 /// escapes is the views' business: they are scanned with gates of their
@@ -456,6 +471,14 @@ fn assignment_follows(data: &[u8], end: usize, value_min: usize) -> bool {
         i += 1;
     }
     let line_end = memchr::memchr(b'\n', &data[i.min(data.len())..]).map_or(data.len(), |n| i + n);
+    // Python's bytes and raw literals: `b'…'`, `rb"…"`, `Br'…'`.
+    let prefix = |b: Option<u8>| matches!(b, Some(b'b' | b'B' | b'r' | b'R'));
+    let quote = |b: Option<u8>| matches!(b, Some(b'"' | b'\''));
+    if prefix(at(i)) && quote(at(i + 1)) {
+        i += 1;
+    } else if prefix(at(i)) && prefix(at(i + 1)) && quote(at(i + 2)) {
+        i += 2;
+    }
     match at(i) {
         None | Some(b':' | b'=') => false,
         Some(b'|' | b'>') => true,
@@ -766,7 +789,7 @@ impl Scanner {
         // generic assignment rule found (`OPENAI_API_KEY: <base64>`, a
         // docker `auth`). Looking for runs in every byte of a tree costs a
         // pass over all of it.
-        let runs = if every_run || memchr::memmem::find(data, b"kind: Secret").is_some() {
+        let runs = if every_run || is_kubernetes_secret(data) {
             base64_runs(data)
         } else {
             all.iter()
@@ -794,7 +817,12 @@ impl Scanner {
                 continue;
             };
             decoded_total += decoded.len();
-            for (hit, secret) in self.deep(&decoded, path, depth + 1, every_run) {
+            // base64 of base64 (a Secret of an encoded value, a docker
+            // `auth` of a token): a decoded text that is itself one base64
+            // run has its runs decoded too, within the depth bound. Each
+            // level decodes at most 3/4 of the bytes of the one above.
+            let nested = every_run || is_one_base64_run(&decoded);
+            for (hit, secret) in self.deep(&decoded, path, depth + 1, nested) {
                 let hit = Hit {
                     rule: hit.rule,
                     start: run_start,
@@ -850,6 +878,29 @@ fn regional(
         apply(done);
     }
     (!bytes.is_empty()).then_some(View { bytes, map })
+}
+
+/// Whether `data` is a Kubernetes Secret, in YAML or JSON (`kubectl get
+/// secret -o json`): all its base64 runs are decoded.
+fn is_kubernetes_secret(data: &[u8]) -> bool {
+    [
+        &b"kind: Secret"[..],
+        b"\"kind\": \"Secret\"",
+        b"\"kind\":\"Secret\"",
+    ]
+    .iter()
+    .any(|marker| memchr::memmem::find(data, marker).is_some())
+}
+
+/// Whether `text` is one base64 run (either alphabet, padded or not),
+/// blanks around it aside.
+fn is_one_base64_run(text: &[u8]) -> bool {
+    let text = text.trim_ascii();
+    let body = text
+        .iter()
+        .rposition(|&c| c != b'=')
+        .map_or(&text[..0], |i| &text[..=i]);
+    body.len() >= MIN_BASE64_RUN && body.iter().all(|&b| BASE64[usize::from(b)])
 }
 
 /// Whether any keyword window holds `needle`.
@@ -1052,9 +1103,16 @@ fn confirmed(rule: &Rule, data: &[u8], matched: usize, start: usize, end: usize)
     match rule.validation {
         Validation::KfChecksum => std::str::from_utf8(secret)
             .is_ok_and(|text| keyforge_types::VirtualKey::parse(text).is_ok()),
-        Validation::None => {
+        Validation::NetrcEntry if !follows_netrc_entry(data, matched) => false,
+        Validation::None | Validation::NetrcEntry => {
+            // A string literal's escapes (`b'\x8f\x1a…'`, Python's bytes
+            // from `os.urandom`) are judged as the bytes they stand for:
+            // `\`, `x` and hex digits alone never reach a random key's
+            // entropy.
+            let unescaped = unescaped_literal(secret);
+            let judged = unescaped.as_deref().unwrap_or(secret);
             if let Some(minimum) = rule.entropy
-                && entropy(secret) < entropy_floor(minimum, secret)
+                && entropy(judged) < entropy_floor(minimum, judged)
             {
                 return false;
             }
@@ -1064,7 +1122,17 @@ fn confirmed(rule: &Rule, data: &[u8], matched: usize, start: usize, end: usize)
                     || is_non_secret_word(secret)
                     || is_path_like(secret)
                     || secret.iter().all(u8::is_ascii_digit)
-                    || (rule.entropy.is_some() && (is_wordy(secret) || is_identifier(secret)))
+                    || (rule.entropy.is_some()
+                        && (is_wordy(secret)
+                            || is_identifier(secret)
+                            || unescaped.as_deref().is_some_and(|bytes| {
+                                let text: Vec<u8> =
+                                    bytes.iter().copied().filter(|b| *b >= 0x20).collect();
+                                is_wordy(&text) || is_identifier(&text)
+                            })))
+                    || (rule.entropy.is_some()
+                        && names_a_lookup_key(setting_name(&data[matched..start]))
+                        && !is_strong_random(secret))
                     || !assignment_form(data, matched, start))
             {
                 return false;
@@ -1072,6 +1140,305 @@ fn confirmed(rule: &Rule, data: &[u8], matched: usize, start: usize, end: usize)
             !is_placeholder_for(secret, &rule.keywords)
         }
     }
+}
+
+/// Bytes before a .netrc `password` searched for its entry's `machine`.
+const NETRC_ENTRY_BEFORE: usize = 2048;
+
+/// Whether the words just before `at` are a .netrc entry's head: `machine
+/// HOST` then one or more `login USER`, `account NAME` or `port N` pairs
+/// (words split at blanks, line ends and quotes, so `echo "machine …`
+/// counts).
+fn follows_netrc_entry(data: &[u8], at: usize) -> bool {
+    let before = &data[at.saturating_sub(NETRC_ENTRY_BEFORE)..at];
+    let mut words = before
+        .split(|b| b.is_ascii_whitespace() || matches!(b, b'"' | b'\''))
+        .filter(|word| !word.is_empty())
+        .rev();
+    let mut pairs = 0;
+    while let (Some(_value), Some(name)) = (words.next(), words.next()) {
+        match name {
+            b"machine" => return pairs > 0,
+            b"login" | b"account" | b"port" => pairs += 1,
+            _ => return false,
+        }
+    }
+    false
+}
+
+/// The bytes a string literal's escapes stand for (`\xHH`, `\n`, `\t`,
+/// `\r`, `\0`, `\\`, `\'`, `\"`), if it has any; `None` for a value
+/// without a backslash escape.
+fn unescaped_literal(value: &[u8]) -> Option<Vec<u8>> {
+    memchr::memchr(b'\\', value)?;
+    let hex = |b: u8| char::from(b).to_digit(16);
+    let mut out = Vec::with_capacity(value.len());
+    let mut any = false;
+    let mut i = 0;
+    while i < value.len() {
+        let escaped = match (value[i], value.get(i + 1)) {
+            (b'\\', Some(b'x')) => value
+                .get(i + 2..i + 4)
+                .and_then(|pair| Some(hex(pair[0])? * 16 + hex(pair[1])?))
+                .map(|byte| (byte as u8, 4)),
+            (b'\\', Some(b'n')) => Some((b'\n', 2)),
+            (b'\\', Some(b't')) => Some((b'\t', 2)),
+            (b'\\', Some(b'r')) => Some((b'\r', 2)),
+            (b'\\', Some(b'0')) => Some((0, 2)),
+            (b'\\', Some(&c @ (b'\\' | b'\'' | b'"'))) => Some((c, 2)),
+            _ => None,
+        };
+        match escaped {
+            Some((byte, used)) => {
+                out.push(byte);
+                i += used;
+                any = true;
+            }
+            None => {
+                out.push(value[i]);
+                i += 1;
+            }
+        }
+    }
+    any.then_some(out)
+}
+
+/// The setting's name in the text from a match's start to its value:
+/// the last run of name characters (`API_KEY` in `set -gx API_KEY `,
+/// `SECRET_KEY` in `SECRET_KEY"] = "`).
+fn setting_name(lead: &[u8]) -> &[u8] {
+    let is_name = |b: &u8| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-');
+    lead.split(|b| !is_name(b))
+        .rfind(|token| token.iter().any(u8::is_ascii_alphabetic) && !token.starts_with(b"-"))
+        .unwrap_or_default()
+}
+
+/// A name's words, lower case: split at `_`, `.`, `-` and camelCase steps
+/// (`idempotencyKey` is `idempotency`, `key`).
+fn name_words(name: &[u8]) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut current = String::new();
+    let mut previous: Option<u8> = None;
+    for &b in name {
+        let step = previous.is_some_and(|p| p.is_ascii_lowercase() || p.is_ascii_digit())
+            && b.is_ascii_uppercase();
+        if (!b.is_ascii_alphanumeric() || step) && !current.is_empty() {
+            words.push(std::mem::take(&mut current));
+        }
+        if b.is_ascii_alphanumeric() {
+            current.push(char::from(b.to_ascii_lowercase()));
+        }
+        previous = Some(b);
+    }
+    if !current.is_empty() {
+        words.push(current);
+    }
+    words
+}
+
+/// Parts of a name that make it a credential's, whatever else it says
+/// (`cache_api_key`, `private_key`, `session_secret`).
+const CREDENTIAL_NAME_PARTS: &[&str] = &[
+    "secret",
+    "token",
+    "auth",
+    "salt",
+    "pass",
+    "pwd",
+    "api",
+    "private",
+    "access",
+    "sign",
+    "hmac",
+    "jwt",
+    "crypt",
+    "cipher",
+    "master",
+    "licen",
+    "credential",
+    "session",
+    "webhook",
+];
+/// Words before `key` that make it a lookup key, not a credential
+/// (`cache_key`, `primary_key`, `idempotencyKey`).
+const LOOKUP_KEY_WORDS: &[&str] = &[
+    "cache",
+    "sort",
+    "primary",
+    "foreign",
+    "partition",
+    "shard",
+    "sharding",
+    "routing",
+    "row",
+    "range",
+    "composite",
+    "compound",
+    "unique",
+    "lookup",
+    "map",
+    "dict",
+    "idempotency",
+    "idempotent",
+    "dedup",
+    "dedupe",
+    "deduplication",
+    "group",
+    "grouping",
+    "object",
+    "s3",
+    "bucket",
+    "file",
+    "image",
+    "i18n",
+    "translation",
+    "message",
+    "label",
+    "tag",
+    "metric",
+    "config",
+    "setting",
+    "settings",
+    "redis",
+    "lock",
+    "queue",
+    "event",
+    "trace",
+    "index",
+    "search",
+    "natural",
+    "surrogate",
+    "candidate",
+    "join",
+    "parent",
+    "child",
+    "cluster",
+    "entity",
+    "record",
+    "column",
+    "field",
+    "property",
+    "attr",
+    "attribute",
+    "json",
+    "hot",
+    "shortcut",
+    "menu",
+    "list",
+    "item",
+    "state",
+    "order",
+    "ordering",
+    "correlation",
+    "distinct",
+    "memo",
+    "kv",
+    "react",
+    "locale",
+    "lang",
+    "sequence",
+];
+/// Words after `key` that make the setting about a key, not the key
+/// (`key_name`, `kms_key_id`, `key_size`).
+const KEY_QUALIFIER_WORDS: &[&str] = &[
+    "name",
+    "names",
+    "id",
+    "ids",
+    "type",
+    "types",
+    "size",
+    "length",
+    "len",
+    "bits",
+    "path",
+    "file",
+    "filename",
+    "prefix",
+    "suffix",
+    "alias",
+    "field",
+    "column",
+    "col",
+    "format",
+    "fmt",
+    "count",
+    "index",
+    "idx",
+    "pattern",
+    "template",
+    "spec",
+    "label",
+    "style",
+    "code",
+    "map",
+    "set",
+    "list",
+    "binding",
+    "bindings",
+    "event",
+    "press",
+    "down",
+    "up",
+    "stroke",
+    "arn",
+    "uri",
+    "url",
+    "location",
+    "ring",
+    "fingerprint",
+    "algorithm",
+    "algo",
+    "usage",
+    "ops",
+    "rotation",
+    "expiry",
+    "expires",
+    "created",
+    "version",
+    "attribute",
+];
+
+/// Whether a setting's name says the value is a lookup key or about a key,
+/// not a credential: `cache_key`, `sort_key`, `primary_key`,
+/// `foreign_key`, `partition_key`, `idempotency_key`, `key_name`,
+/// `keyboard`, `monkey`. Such a value is reported only when it is
+/// unmistakably random ([`is_strong_random`]). A name that also says
+/// secret, token, password, api, private... is a credential's.
+pub fn names_a_lookup_key(name: &[u8]) -> bool {
+    let lower = name.to_ascii_lowercase();
+    let holds = |part: &str| memchr::memmem::find(&lower, part.as_bytes()).is_some();
+    if !holds("key") || CREDENTIAL_NAME_PARTS.iter().any(|part| holds(part)) {
+        return false;
+    }
+    let words = name_words(name);
+    let keys: Vec<usize> = words
+        .iter()
+        .enumerate()
+        .filter(|(_, word)| matches!(word.as_str(), "key" | "keys"))
+        .map(|(at, _)| at)
+        .collect();
+    // `key` only inside a longer word: `keyboard`, `keyword`, `monkey`,
+    // `hotkey`, `keyspace`.
+    let Some(&last) = keys.last() else {
+        return true;
+    };
+    let before = last.checked_sub(1).map(|at| words[at].as_str());
+    let after = words.get(last + 1).map(String::as_str);
+    before.is_some_and(|word| LOOKUP_KEY_WORDS.contains(&word))
+        || after.is_some_and(|word| KEY_QUALIFIER_WORDS.contains(&word))
+}
+
+/// A value no identifier, digest or name looks like: 32 characters or
+/// more, capitals, small letters and digits all present, not hex or a
+/// UUID, and well above the usual entropy floor.
+pub fn is_strong_random(value: &[u8]) -> bool {
+    let any = |f: fn(&u8) -> bool| value.iter().any(f);
+    value.len() >= 32
+        && any(u8::is_ascii_uppercase)
+        && any(u8::is_ascii_lowercase)
+        && any(u8::is_ascii_digit)
+        && entropy(value) >= entropy_floor(4.5, value)
 }
 
 /// Values meant to be public, by their setting's name (`public_key`,
@@ -1129,8 +1496,9 @@ pub fn alphabet_bits(secret: &[u8]) -> f64 {
     if all(u8::is_ascii_digit) {
         return 10f64.log2();
     }
-    if all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b))
-        || all(|b| b.is_ascii_digit() || (b'A'..=b'F').contains(b))
+    // Hex, and hex in groups (a UUID: its dashes carry no randomness).
+    if all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b) || *b == b'-')
+        || all(|b| b.is_ascii_digit() || (b'A'..=b'F').contains(b) || *b == b'-')
     {
         return 4.0;
     }
@@ -1214,9 +1582,9 @@ const NAME_WORDS: &[&str] = &[
     "api", "apikey", "value", "string", "str", "test", "user", "username", "auth", "access",
     "client", "id", "none", "null", "nil", "empty", "default", "app", "db", "sk",
 ];
-/// Long placeholder words found anywhere in a value (`AKIAIOSFODNN7EXAMPLE`):
-/// six letters or more, so a random string holds one about once in ten
-/// million; a four-letter word would turn up once in a few thousand keys.
+/// Long placeholder words that mark a value opening or closing with them
+/// (`AKIAIOSFODNN7EXAMPLE`, `example-key-123`) whatever the rest is; in the
+/// middle of a random key they are chance (see [`long_word_at_an_end`]).
 const LONG_PLACEHOLDER_WORDS: &[&[u8]] = &[
     b"example",
     b"placeholder",
@@ -1230,8 +1598,9 @@ const LONG_PLACEHOLDER_WORDS: &[&[u8]] = &[
 /// Whether `secret` is a stand-in rather than a secret. A placeholder is a
 /// whole value: templating (`${X}`, `{{ x }}`, `<your key>`), an ellipsis
 /// (`sk-...`), one character repeated over much of it (`xxxx…`, `AAAA…`), a
-/// long placeholder word (`EXAMPLE`), or only placeholder words and filler
-/// (`your-key-here`). A short word inside a random string is not.
+/// long placeholder word opening or closing it (`AKIAIOSFODNN7EXAMPLE`), or
+/// only placeholder words and filler (`your-key-here`). A word inside a
+/// random string (`…Xq7exampleR2…`) is not.
 pub fn is_placeholder(secret: &[u8]) -> bool {
     is_placeholder_for(secret, &[])
 }
@@ -1248,16 +1617,17 @@ fn is_placeholder_for(secret: &[u8], keywords: &[String]) -> bool {
     if lower.first() == Some(&b'<') || lower.last() == Some(&b'>') {
         return true;
     }
-    // A format string's slot: `{k}`, `{}`, `%s`.
+    // A marker in brackets: `[REDACTED]`, `[REDACTED:openai-project-key]`
+    // (what `keyforge redact` writes), `[hidden]`.
+    if lower.first() == Some(&b'[') && lower.last() == Some(&b']') {
+        return true;
+    }
+    // A format string's slot: `{k}`, `{}`, `%s`, and a named slot inside
+    // (`{password}\n`, `user-{name}-key`).
     if (lower.first() == Some(&b'{') && lower.last() == Some(&b'}'))
         || lower == b"%s"
         || memchr::memmem::find(&lower, b"{}").is_some()
-    {
-        return true;
-    }
-    if LONG_PLACEHOLDER_WORDS
-        .iter()
-        .any(|word| memchr::memmem::find(&lower, word).is_some())
+        || has_named_slot(&lower)
     {
         return true;
     }
@@ -1270,6 +1640,9 @@ fn is_placeholder_for(secret: &[u8], keywords: &[String]) -> bool {
     if body.is_empty() {
         return true;
     }
+    if long_word_at_an_end(body) {
+        return true;
+    }
     // One character over half of the value.
     let mut counts = [0usize; 256];
     for &b in body {
@@ -1279,6 +1652,61 @@ fn is_placeholder_for(secret: &[u8], keywords: &[String]) -> bool {
         return true;
     }
     placeholder_words(body)
+}
+
+/// Whether a long placeholder word opens or closes `body`, as documented
+/// examples have it: `AKIAIOSFODNN7EXAMPLE`, `wJalr…EXAMPLEKEY`,
+/// `example-key-123`, `proj-EXAMPLE…` (after a key's own prefix of letters
+/// ending in `-` or `_`). Inside a random key (`…Xq7exampleR2…`) it is
+/// chance, not a stand-in.
+fn long_word_at_an_end(body: &[u8]) -> bool {
+    let lower = body.to_ascii_lowercase();
+    LONG_PLACEHOLDER_WORDS.iter().any(|word| {
+        memchr::memmem::find_iter(&lower, word).any(|at| {
+            let before = &lower[..at];
+            let after = &lower[at + word.len()..];
+            let prefix = before.is_empty()
+                || (before.len() <= 12
+                    && matches!(before.last(), Some(b'-' | b'_' | b'.'))
+                    && before
+                        .iter()
+                        .all(|b| b.is_ascii_alphabetic() || matches!(b, b'-' | b'_' | b'.')));
+            prefix || names_only(after)
+        })
+    })
+}
+
+/// Whether `rest` (what follows a placeholder word) is nothing, or only
+/// separators, name words (`key`, `token`) and a few digits: `KEY`,
+/// `_key_2`, `-token`.
+fn names_only(rest: &[u8]) -> bool {
+    let digits = rest.iter().filter(|b| b.is_ascii_digit()).count();
+    digits <= 4
+        && rest
+            .split(|b| !b.is_ascii_alphabetic())
+            .filter(|word| !word.is_empty())
+            .all(|word| {
+                std::str::from_utf8(word).is_ok_and(|word| {
+                    NAME_WORDS.contains(&word) || PLACEHOLDER_WORDS.contains(&word)
+                })
+            })
+        && rest
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b' '))
+}
+
+/// Whether `value` holds `{name}`: a format string's named slot (a name
+/// of letters, digits, `_` and `.`, starting with a letter).
+fn has_named_slot(value: &[u8]) -> bool {
+    memchr::memchr_iter(b'{', value).any(|open| {
+        let rest = &value[open + 1..];
+        rest.first().is_some_and(u8::is_ascii_alphabetic)
+            && rest.iter().position(|&b| b == b'}').is_some_and(|close| {
+                rest[..close]
+                    .iter()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.'))
+            })
+    })
 }
 
 /// Whether `body` is made of placeholder words and filler only.
@@ -1452,6 +1880,17 @@ fn assignment_form(data: &[u8], matched: usize, start: usize) -> bool {
         .strip_suffix(b"\"")
         .or_else(|| lead.strip_suffix(b"'"))
         .unwrap_or(lead);
+    // And a Python bytes or raw literal's prefix (`b'…'`, `rb'…'`).
+    let prefix = lead
+        .iter()
+        .rev()
+        .take_while(|b| matches!(b, b'b' | b'B' | b'r' | b'R'))
+        .count();
+    let lead = if prefix <= 2 {
+        &lead[..lead.len() - prefix]
+    } else {
+        lead
+    };
     if !lead.trim_ascii_end().ends_with(b",") {
         return true;
     }
@@ -1585,6 +2024,13 @@ pub fn is_reference(data: &[u8], start: usize, end: usize) -> bool {
     if env_assignment(data, start) {
         return false;
     }
+    // A value parted from its name by blanks only: a word of a command
+    // line or a credentials file (`password hunter` in a .netrc, fish's
+    // `set -gx NAME value`, csh's `setenv NAME value`), where a reference
+    // is `$NAME`, seen above; never a variable of code.
+    if blank_separated(data, start) {
+        return false;
+    }
     // `user:password@host`: a URL's password is never a name.
     if after == Some(b'@') {
         return false;
@@ -1609,6 +2055,19 @@ pub fn is_reference(data: &[u8], start: usize, end: usize) -> bool {
     };
     (!parts.is_empty() && parts.iter().all(|part| is_name(part) && wordlike(part)))
         || (value.first() == Some(&b'_') && is_identifier(value))
+}
+
+/// Whether the value at `start` follows its name after spaces or tabs
+/// only (no `=`, `:` or quote between them).
+fn blank_separated(data: &[u8], start: usize) -> bool {
+    let before = &data[..start];
+    let name_end = before
+        .iter()
+        .rposition(|b| !matches!(b, b' ' | b'\t'))
+        .map_or(0, |i| i + 1);
+    name_end < start
+        && name_end > 0
+        && (before[name_end - 1].is_ascii_alphanumeric() || before[name_end - 1] == b'_')
 }
 
 /// Whether the line holding `at` carries the allow marker.
@@ -2137,5 +2596,288 @@ mod tests {
         let binary: Vec<u8> = (0..4096u32).map(|i| (i % 7) as u8).collect();
         assert!(Scanner::is_binary(&binary));
         assert!(!Scanner::is_binary(&utf16le("KEY=value\r\n", true)));
+    }
+
+    fn random_hex(length: usize) -> String {
+        keyforge_types::random_base62(length)
+            .bytes()
+            .map(|b| char::from(b"0123456789abcdef"[usize::from(b % 16)]))
+            .collect()
+    }
+
+    fn found(scanner: &Scanner, data: &str) -> Vec<String> {
+        scanner
+            .scan_deep(data.as_bytes())
+            .iter()
+            .map(|(hit, _)| scanner.rules()[hit.rule].id.clone())
+            .collect()
+    }
+
+    /// Gap 1 of issue #16: a .netrc entry on one line or several, in any
+    /// file, a password of letters only included; not without its
+    /// `machine … login …` head.
+    #[test]
+    fn netrc_entries_are_found_on_one_line_or_several_in_any_file() {
+        let scanner = scanner();
+        let word: String = keyforge_types::random_base62(40)
+            .chars()
+            .filter(char::is_ascii_lowercase)
+            .take(10)
+            .collect();
+        let password = format!("{word}{}", keyforge_types::random_base62(6));
+        for data in [
+            format!("machine h.example.org\nlogin u\npassword {password}\n"),
+            format!("machine h.example.org\n  login u\n  password {word}\n"),
+            format!("machine h.example.org login u password {password}\n"),
+            format!("RUN echo 'machine h login u password {password}' > ~/.netrc\n"),
+        ] {
+            assert_eq!(found(&scanner, &data), ["netrc-password"], "{data}");
+        }
+        for data in [
+            format!("The password {password} is old.\n"),
+            "machine h login u password $NETRC_PASSWORD\n".to_owned(),
+            format!("machine learning password {password}\n"),
+        ] {
+            assert!(found(&scanner, &data).is_empty(), "{data}");
+        }
+    }
+
+    /// Gap 2: Python bytes and raw literals (`b'…'`, `rb'…'`, `br"…"`),
+    /// escaped bytes judged as bytes.
+    #[test]
+    fn python_bytes_literals_are_read() {
+        let scanner = scanner();
+        let token = keyforge_types::random_base62(40);
+        let escaped: String = (0..24).map(|_| format!("\\x{}", random_hex(2))).collect();
+        for data in [
+            format!("SECRET_KEY = b'{token}'"),
+            format!("app.secret_key = rb'{token}'"),
+            format!("SECRET_KEY = br\"{token}\""),
+            format!("app.config['SECRET_KEY'] = b'{escaped}'"),
+            format!("DB_PASSWORD = b'{}'", &token[..12]),
+        ] {
+            assert_eq!(found(&scanner, &data).len(), 1, "{data}");
+        }
+        for data in [
+            "SECRET_KEY = b'changeme-changeme-changeme'",
+            "SECRET_KEY = b'\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00'",
+        ] {
+            assert!(found(&scanner, data).is_empty(), "{data}");
+        }
+    }
+
+    /// Gap 3: fish's `set -gx NAME value` and csh's `setenv NAME value`.
+    #[test]
+    fn fish_and_csh_variables_are_read() {
+        let scanner = scanner();
+        let token = keyforge_types::random_base62(40);
+        let aws: String = keyforge_types::random_base62(38) + "/+";
+        for (data, rule) in [
+            (
+                format!("set -gx SERVICE_API_KEY {token}"),
+                "shell-variable-secret",
+            ),
+            (
+                format!("set --export --global API_TOKEN '{token}'"),
+                "shell-variable-secret",
+            ),
+            (format!("setenv API_KEY {token}"), "shell-variable-secret"),
+            (
+                format!("set -Ux AWS_SECRET_ACCESS_KEY {aws}"),
+                "aws-secret-access-key",
+            ),
+            (
+                format!("setenv AWS_SECRET_ACCESS_KEY {aws}"),
+                "aws-secret-access-key",
+            ),
+            (
+                format!("set -x DB_PASSWORD {}", &token[..12]),
+                "shell-variable-password",
+            ),
+        ] {
+            assert_eq!(found(&scanner, &data), [rule], "{data}");
+        }
+        for data in [
+            "set -gx API_KEY $OPENAI_API_KEY".to_owned(),
+            "set -gx API_KEY (cat ~/.config/key)".to_owned(),
+            format!("set the api_token {token}"),
+            "set password for the deploy user".to_owned(),
+        ] {
+            assert!(found(&scanner, &data).is_empty(), "{data}");
+        }
+    }
+
+    /// Gap 4: names for lookup keys or about keys need an unmistakably
+    /// random value; credential names keep the usual checks.
+    #[test]
+    fn lookup_key_names_need_a_strong_value() {
+        let scanner = scanner();
+        let uuid = format!(
+            "{}-{}-4{}-a{}-{}",
+            random_hex(8),
+            random_hex(4),
+            random_hex(3),
+            random_hex(3),
+            random_hex(12)
+        );
+        let digest = random_hex(40);
+        for name in [
+            "cache_key",
+            "sort_key",
+            "primary_key",
+            "foreign_key",
+            "partition_key",
+            "key_name",
+            "keyboard",
+            "monkey",
+            "hotkey",
+            "idempotency_key",
+            "idempotencyKey",
+            "kms_key_id",
+        ] {
+            assert!(names_a_lookup_key(name.as_bytes()), "{name}");
+            for value in [&uuid, &digest] {
+                let data = format!("{name} = \"{value}\"");
+                assert!(found(&scanner, &data).is_empty(), "{data}");
+            }
+        }
+        for name in [
+            "API_KEY",
+            "secret_key",
+            "stripe_key",
+            "private_key",
+            "DD_APP_KEY",
+            "cache_api_key",
+            "signing_key",
+        ] {
+            assert!(!names_a_lookup_key(name.as_bytes()), "{name}");
+            let data = format!("{name} = \"{uuid}\"");
+            assert_eq!(found(&scanner, &data), ["generic-api-key"], "{data}");
+        }
+        // A value no identifier looks like is still reported.
+        let token = keyforge_types::random_base62(40);
+        assert_eq!(
+            found(&scanner, &format!("cache_key = \"{token}\"")),
+            ["generic-api-key"]
+        );
+    }
+
+    /// Gap 5, as a property: random keys in which a long placeholder word
+    /// is planted (between random characters) are still reported, by
+    /// `is_placeholder` and by the scanner; documented examples, whose
+    /// word opens or closes the value, are not.
+    #[test]
+    fn planted_placeholder_words_do_not_hide_random_keys() {
+        let scanner = scanner();
+        for round in 0..200 {
+            for word in LONG_PLACEHOLDER_WORDS {
+                let word = std::str::from_utf8(word).unwrap();
+                let word = if round % 2 == 0 {
+                    word.to_owned()
+                } else {
+                    word.to_ascii_uppercase()
+                };
+                let cut = 10 + round % 20;
+                let token = format!(
+                    "{}{word}{}",
+                    keyforge_types::random_base62(cut),
+                    keyforge_types::random_base62(40 - cut)
+                );
+                assert!(!is_placeholder(token.as_bytes()), "{token}");
+                let data = format!("api_token = \"{token}\"");
+                assert_eq!(found(&scanner, &data), ["generic-api-key"], "{data}");
+                let key = format!(
+                    "sk-proj-{}{word}{}T3BlbkFJ{}",
+                    keyforge_types::random_base62(cut),
+                    keyforge_types::random_base62(30),
+                    keyforge_types::random_base62(40)
+                );
+                assert_eq!(found(&scanner, &key), ["openai-project-key"], "{key}");
+            }
+        }
+        for documented in [
+            &b"sk-example-key"[..],
+            b"changeme",
+            b"your-example-token",
+            b"AKIAIOSFODNN7EXAMPLE",
+            b"wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+            b"EXAMPLE0123456789abcdefghijklmnopq",
+            b"proj-example-0123456789abcdefghijkl",
+            b"[REDACTED:openai-project-key]",
+        ] {
+            assert!(
+                is_placeholder(documented),
+                "{}",
+                String::from_utf8_lossy(documented)
+            );
+        }
+    }
+
+    /// Gap 10: URL-safe and unpadded base64, base64 of base64, and a
+    /// Secret written as JSON are decoded, reported at the encoded span.
+    #[test]
+    fn every_base64_shape_is_decoded_and_reported_at_its_span() {
+        use base64::Engine;
+        use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+        let scanner = scanner();
+        // Ends in bytes whose encodings differ between the alphabets.
+        let key = format!("{}?>~", openai_key());
+        let url_safe = URL_SAFE_NO_PAD.encode(key.as_bytes());
+        assert!(url_safe.contains(['-', '_']) || !url_safe.ends_with('='));
+        let twice = STANDARD.encode(STANDARD.encode(key.as_bytes()));
+        let twice_url = URL_SAFE_NO_PAD.encode(URL_SAFE_NO_PAD.encode(key.as_bytes()));
+        for (data, span) in [
+            (
+                format!("kind: Secret\ndata:\n  OPENAI: {url_safe}\n"),
+                &url_safe,
+            ),
+            (format!("kind: Secret\ndata:\n  OPENAI: {twice}\n"), &twice),
+            (
+                format!("kind: Secret\ndata:\n  OPENAI: {twice_url}\n"),
+                &twice_url,
+            ),
+            (
+                format!("{{\"kind\": \"Secret\", \"data\": {{\"OPENAI\": \"{twice}\"}}}}"),
+                &twice,
+            ),
+            (format!("OPENAI_API_KEY: {url_safe}\n"), &url_safe),
+            (format!("OPENAI_API_KEY: {twice}\n"), &twice),
+        ] {
+            let hits = scanner.scan_deep(data.as_bytes());
+            let found: Vec<&str> = hits
+                .iter()
+                .map(|(hit, _)| scanner.rules()[hit.rule].id.as_str())
+                .collect();
+            assert_eq!(found, ["openai-project-key"], "{data}");
+            let (hit, _) = &hits[0];
+            assert_eq!(&data[hit.start..hit.end], span.as_str(), "{data}");
+        }
+        // Three levels deep is past the bound.
+        let thrice = STANDARD.encode(&twice);
+        let data = format!("kind: Secret\ndata:\n  OPENAI: {thrice}\n");
+        assert!(scanner.scan_deep(data.as_bytes()).is_empty());
+    }
+
+    /// Nested decoding costs no more than a bounded share of the input:
+    /// a Secret full of base64 of base64 scans in well under a second.
+    #[test]
+    fn nested_base64_has_a_bounded_cost() {
+        use base64::Engine;
+        use base64::engine::general_purpose::STANDARD;
+        let scanner = scanner();
+        let inner = STANDARD.encode(keyforge_types::random_base62(3000));
+        let run = STANDARD.encode(inner.repeat(4));
+        let data = format!(
+            "kind: Secret\ndata:\n{}",
+            format!("  v: {run}\n").repeat(200)
+        );
+        let started = std::time::Instant::now();
+        assert!(scanner.scan_deep(data.as_bytes()).is_empty());
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(20),
+            "{:?} for {} bytes",
+            started.elapsed(),
+            data.len()
+        );
     }
 }

@@ -23,7 +23,7 @@ pub mod report;
 pub mod rules;
 pub mod walk;
 
-use aws_lc_rs::digest;
+use aws_lc_rs::{digest, hmac};
 use serde::{Deserialize, Serialize};
 
 pub use engine::{Hit, LineIndex, Scanner};
@@ -45,8 +45,14 @@ pub struct Finding {
     /// The secret masked (`sk-proj-AbCd…(164 chars)`), or whole with
     /// `--show-secrets`.
     pub preview: String,
-    /// SHA-256 of the rule id and the secret, for baselines; not the secret.
+    /// HMAC-SHA-256 of the rule id and the secret under the repository's
+    /// salt, for baselines and SARIF's `partialFingerprints`; not the
+    /// secret, and no way to test guesses of it without the salt.
     pub fingerprint: String,
+    /// The unsalted fingerprint of version 1 baselines, held in memory
+    /// only to match such a baseline; never written out.
+    #[serde(skip)]
+    pub legacy_fingerprint: String,
     pub fix: String,
     /// Whether the secret is a KeyForge key (revocable by `--revoke`).
     #[serde(skip_serializing_if = "std::ops::Not::not", default)]
@@ -100,17 +106,49 @@ pub fn mask(secret: &[u8]) -> String {
     format!("{prefix}…({} chars)", chars.len())
 }
 
-pub fn fingerprint(rule: &str, secret: &[u8]) -> String {
+/// A finding's fingerprint: HMAC-SHA-256, keyed by the repository's salt,
+/// of the rule id and the secret, cut to 128 bits. Keyed, because a plain
+/// hash of a short secret (a password) lets anyone holding a report test
+/// guesses offline.
+pub fn fingerprint(salt: &[u8], rule: &str, secret: &[u8]) -> String {
+    let key = hmac::Key::new(hmac::HMAC_SHA256, salt);
+    let mut context = hmac::Context::with_key(&key);
+    context.update(b"keyforge-scan-v2\0");
+    context.update(rule.as_bytes());
+    context.update(b"\0");
+    context.update(secret);
+    hex(&context.sign().as_ref()[..16])
+}
+
+/// A short, non-secret check of which salt fingerprints were made with
+/// (a baseline records it, so one made with another salt is refused as
+/// such instead of matching nothing).
+pub fn salt_check(salt: &[u8]) -> String {
+    let key = hmac::Key::new(hmac::HMAC_SHA256, salt);
+    hex(&hmac::sign(&key, b"keyforge-scan-salt-check").as_ref()[..8])
+}
+
+/// Version 1 fingerprints (unsalted SHA-256): only to match old baselines.
+pub fn legacy_fingerprint(rule: &str, secret: &[u8]) -> String {
     let mut context = digest::Context::new(&digest::SHA256);
     context.update(b"keyforge-scan-v1\0");
     context.update(rule.as_bytes());
     context.update(b"\0");
     context.update(secret);
-    let digest = context.finish();
-    digest.as_ref()[..16]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex(&context.finish().as_ref()[..16])
+}
+
+/// 32 random bytes, for a scanner whose caller sets no salt.
+pub(crate) fn random_salt() -> Vec<u8> {
+    let mut salt = vec![0u8; 32];
+    // The system's random source failing leaves zeros: fingerprints are
+    // then as weak as version 1's, never wrong.
+    let _ = aws_lc_rs::rand::fill(&mut salt);
+    salt
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Bytes scanned as one piece: larger inputs (a 100 MiB log, stdin) are
@@ -121,6 +159,28 @@ pub const CHUNK_BYTES: usize = 32 * 1024 * 1024;
 /// next; either way its keyword and its whole span (a rule's window is at
 /// most 64 KiB) are in the piece that reports it.
 pub const CHUNK_OVERLAP: usize = 256 * 1024;
+
+/// The 1-based line and character column of byte `offset` of UTF-16 text
+/// (a byte order mark, if any, is not a character). Lines end at the code
+/// unit U+000A, not at a byte 0x0A inside another unit.
+fn utf16_position(data: &[u8], order: engine::Utf16, offset: usize) -> (usize, usize) {
+    let base = usize::from(matches!(data, [0xff, 0xfe, ..] | [0xfe, 0xff, ..])) * 2;
+    let end = offset.clamp(base, data.len());
+    let units = data[base..end].chunks_exact(2).map(|pair| match order {
+        engine::Utf16::Little => u16::from_le_bytes([pair[0], pair[1]]),
+        engine::Utf16::Big => u16::from_be_bytes([pair[0], pair[1]]),
+    });
+    let (mut line, mut column) = (1, 1);
+    for decoded in char::decode_utf16(units) {
+        if decoded == Ok('\n') {
+            line += 1;
+            column = 1;
+        } else {
+            column += 1;
+        }
+    }
+    (line, column)
+}
 
 impl Scanner {
     /// Scans one buffer and describes its findings, located at `path`.
@@ -210,16 +270,31 @@ impl Scanner {
         preview: Preview,
     ) -> Finding {
         let rule = &self.rules()[hit.rule];
-        let (line, byte_column) = lines.locate(hit.start);
-        // Columns count characters (SARIF's unicodeCodePoints).
-        let chars = |bytes: &[u8]| String::from_utf8_lossy(bytes).chars().count();
-        let column = chars(&data[hit.start + 1 - byte_column..hit.start]) + 1;
-        // The end: the last character's line, and one past it.
-        let last = hit.end.saturating_sub(1).max(hit.start);
-        let end_line_start = memchr::memrchr(b'\n', &data[hit.start..=last])
-            .map_or(hit.start + 1 - byte_column, |i| hit.start + i + 1);
-        let end_line = line + memchr::memchr_iter(b'\n', &data[hit.start..=last]).count();
-        let end_column = chars(&data[end_line_start..hit.end]) + 1;
+        // Columns count characters of the text (SARIF's
+        // unicodeCodePoints), in UTF-16 input too; the end is one past the
+        // secret's last character, on that character's line.
+        let (line, column, end_line, end_column) = match engine::utf16_order(data) {
+            Some(order) => {
+                let (line, column) = utf16_position(data, order, hit.start);
+                let (end_line, end_column) = utf16_position(data, order, hit.end);
+                (line, column, end_line, end_column)
+            }
+            None => {
+                let chars = |bytes: &[u8]| String::from_utf8_lossy(bytes).chars().count();
+                let (line, byte_column) = lines.locate(hit.start);
+                let column = chars(&data[hit.start + 1 - byte_column..hit.start]) + 1;
+                let last = hit.end.saturating_sub(1).max(hit.start);
+                let end_line_start = memchr::memrchr(b'\n', &data[hit.start..=last])
+                    .map_or(hit.start + 1 - byte_column, |i| hit.start + i + 1);
+                let end_line = line + memchr::memchr_iter(b'\n', &data[hit.start..=last]).count();
+                (
+                    line,
+                    column,
+                    end_line,
+                    chars(&data[end_line_start..hit.end]) + 1,
+                )
+            }
+        };
         Finding {
             path: path.to_owned(),
             line: first_line + line - 1,
@@ -233,7 +308,8 @@ impl Scanner {
                 Preview::Redacted => redacted(secret),
                 Preview::Full => String::from_utf8_lossy(secret).into_owned(),
             },
-            fingerprint: fingerprint(&rule.id, secret),
+            fingerprint: fingerprint(self.fingerprint_salt(), &rule.id, secret),
+            legacy_fingerprint: legacy_fingerprint(&rule.id, secret),
             fix: rule.fix.clone(),
             keyforge_key: rule.validation == rules::Validation::KfChecksum,
             revocation: None,
@@ -299,5 +375,90 @@ mod tests {
         assert_eq!(mask(b"ABCDEFGHIJKLMNOPQRST"), "ABCD…(20 chars)");
         let short = mask(b"abcdefgh");
         assert_eq!(short, "abcd…(8 chars)");
+    }
+
+    fn utf16le(text: &str) -> Vec<u8> {
+        let mut out = vec![0xff, 0xfe];
+        for unit in text.encode_utf16() {
+            out.extend_from_slice(&unit.to_le_bytes());
+        }
+        out
+    }
+
+    /// Gap 7 of issue #16: in UTF-16 text, columns count characters of the
+    /// decoded text (as in UTF-8), not bytes; a byte 0x0A inside another
+    /// code unit (`Ċ`, U+010A) does not end a line.
+    #[test]
+    fn utf16_findings_are_located_in_characters() {
+        let scanner = Scanner::new(None).unwrap();
+        let token = keyforge_types::random_base62(40);
+        for (text, line, column) in [
+            (format!("API_TOKEN={token}\r\n"), 1, 11),
+            (format!("é=Ċ\r\nAPI_TOKEN={token}\r\n"), 2, 11),
+            (format!("# 😀 Ċ\r\n  API_TOKEN=\"{token}\"\r\n"), 2, 14),
+        ] {
+            let utf8 = scanner.findings("a.env", text.as_bytes(), Preview::Masked);
+            let utf16 = scanner.findings("a.env", &utf16le(&text), Preview::Masked);
+            assert_eq!(utf8.len(), 1, "{text}");
+            assert_eq!(utf16.len(), 1, "{text}");
+            for finding in [&utf8[0], &utf16[0]] {
+                assert_eq!((finding.line, finding.column), (line, column), "{text}");
+                assert_eq!(finding.end_line, line);
+                assert_eq!(finding.end_column, column + 40, "{text}");
+            }
+        }
+    }
+
+    /// Gap 9: fingerprints are keyed: stable for one salt, different for
+    /// another, and not the unsalted hash an attacker could compute.
+    #[test]
+    fn fingerprints_are_keyed_by_the_salt() {
+        let password = ["hunter", "22"].concat();
+        let secret = password.as_bytes();
+        let a = fingerprint(b"salt-a", "password-assignment", secret);
+        assert_eq!(a, fingerprint(b"salt-a", "password-assignment", secret));
+        assert_ne!(a, fingerprint(b"salt-b", "password-assignment", secret));
+        assert_ne!(a, legacy_fingerprint("password-assignment", secret));
+        assert_eq!(a.len(), 32);
+        let mut scanner = Scanner::new(None).unwrap();
+        scanner.set_fingerprint_salt(b"salt-a".to_vec());
+        let line = format!("DB_PASSWORD={password}");
+        let found = scanner.findings("x", line.as_bytes(), Preview::Masked);
+        assert_eq!(found[0].fingerprint, a);
+        assert_eq!(
+            found[0].legacy_fingerprint,
+            legacy_fingerprint("password-assignment", secret)
+        );
+        let json = serde_json::to_string(&found[0]).unwrap();
+        assert!(!json.contains(&found[0].legacy_fingerprint), "{json}");
+    }
+
+    /// Old (version 1, unsalted) baselines still match; a version 2
+    /// baseline made with another salt is refused, not silently useless.
+    #[test]
+    fn old_baselines_still_load_and_another_salt_is_refused() {
+        let mut scanner = Scanner::new(None).unwrap();
+        scanner.set_fingerprint_salt(b"salt-a".to_vec());
+        let password = ["hunter", "22"].concat();
+        let line = format!("DB_PASSWORD={password}");
+        let found = scanner.findings("x", line.as_bytes(), Preview::Masked);
+        let v1 = format!(
+            r#"{{"version": 1, "findings": [{{"fingerprint": "{}", "rule": "password-assignment", "path": "x", "line": 1}}]}}"#,
+            legacy_fingerprint("password-assignment", password.as_bytes())
+        );
+        let old = baseline::Baseline::parse(&v1).unwrap();
+        assert!(old.is_legacy());
+        assert!(old.filter(found.clone(), b"salt-a").unwrap().is_empty());
+        let v2 = baseline::Baseline::of(&found, b"salt-a");
+        assert_eq!(v2.version, 2);
+        let text = serde_json::to_string(&v2).unwrap();
+        assert!(
+            !text.contains("salt-a"),
+            "the salt is not in the file: {text}"
+        );
+        let v2 = baseline::Baseline::parse(&text).unwrap();
+        assert!(v2.filter(found.clone(), b"salt-a").unwrap().is_empty());
+        let refused = v2.filter(found, b"salt-b").unwrap_err();
+        assert!(refused.contains("another salt"), "{refused}");
     }
 }

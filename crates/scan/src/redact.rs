@@ -85,6 +85,10 @@ enum Hold {
     /// One more line: a YAML block scalar's first line, or the rest of a
     /// string continued across a line end.
     NextLine,
+    /// A .netrc entry's `password` line (`machine HOST` opened it, `login
+    /// USER` lines continue it): any line that is not `login`, `account`
+    /// or `port` closes it.
+    NetrcPassword,
 }
 
 /// Whether `line` opens a secret that spans lines, and what closes it.
@@ -95,6 +99,9 @@ fn opens(line: &[u8]) -> Option<Hold> {
     }
     if line.starts_with(b"PuTTY-User-Key-File-") {
         return Some(Hold::PuttyMac);
+    }
+    if first_word(line) == b"machine" && !find(b"password") {
+        return Some(Hold::NetrcPassword);
     }
     let trimmed = line.trim_ascii_end();
     let block = [&b": |"[..], b": >", b": |-", b": >-", b": |+", b": >+"];
@@ -126,8 +133,19 @@ fn continues(line: &[u8]) -> bool {
     matches!(start.first(), Some(b'+' | b'.' | b'"' | b'\''))
 }
 
+/// A line's first word (split at blanks).
+fn first_word(line: &[u8]) -> &[u8] {
+    line.split(u8::is_ascii_whitespace)
+        .find(|word| !word.is_empty())
+        .unwrap_or_default()
+}
+
 fn closes(hold: Hold, line: &[u8]) -> bool {
     match hold {
+        Hold::NetrcPassword => {
+            !matches!(first_word(line), b"login" | b"account" | b"port")
+                || memchr::memmem::find(line, b"password").is_some()
+        }
         Hold::PemEnd => memchr::memmem::find(line, b"-----END").is_some(),
         Hold::PuttyMac => line.starts_with(b"Private-MAC:") || line.starts_with(b"Private-Hash:"),
         Hold::NextLine => true,
@@ -518,6 +536,11 @@ mod tests {
         base64::engine::general_purpose::STANDARD.encode(data)
     }
 
+    fn url_safe(data: &[u8]) -> String {
+        use base64::Engine;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(data)
+    }
+
     /// The property of the issue: for every rule example and every
     /// encoding, `redact`'s output (streamed, one byte per read, and whole)
     /// holds no byte run that `scan` reports, and scans clean.
@@ -560,6 +583,14 @@ mod tests {
                     (
                         "json",
                         format!("{{\"source\": [\"{json}\\n\"]}}\n").into_bytes(),
+                    ),
+                    (
+                        "base64 of URL-safe base64",
+                        format!(
+                            "kind: Secret\ndata:\n  value: {}\n",
+                            base64(url_safe(example.as_bytes()).as_bytes())
+                        )
+                        .into_bytes(),
                     ),
                     ("utf-16", utf16),
                 ];

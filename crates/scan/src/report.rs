@@ -25,6 +25,8 @@ pub fn skipped_clause(stats: &Stats) -> String {
         (stats.skipped_binary, "binary (scan with --binary)"),
         (stats.skipped_large, "over --max-file-size"),
         (stats.unreadable, "unreadable"),
+        (stats.skipped_links, "symbolic link (not followed)"),
+        (stats.skipped_special, "not a regular file"),
     ] {
         if count > 0 {
             parts.push(format!("{count} {what}"));
@@ -82,6 +84,8 @@ fn reason_text(reason: crate::walk::SkipReason) -> &'static str {
         crate::walk::SkipReason::Binary => "binary",
         crate::walk::SkipReason::TooLarge => "over --max-file-size",
         crate::walk::SkipReason::Unreadable => "unreadable",
+        crate::walk::SkipReason::Symlink => "symbolic link, not followed",
+        crate::walk::SkipReason::Special => "not a regular file: FIFO, socket or device",
     }
 }
 
@@ -96,6 +100,8 @@ pub fn json(out: &mut impl Write, findings: &[Finding], stats: &Stats) -> std::i
             "binary": stats.skipped_binary,
             "too_large": stats.skipped_large,
             "unreadable": stats.unreadable,
+            "symlink": stats.skipped_links,
+            "special": stats.skipped_special,
             "inputs": stats.skipped,
         },
     });
@@ -161,7 +167,8 @@ pub fn sarif_value(
                         }
                     }
                 }],
-                "partialFingerprints": {"keyforgeSecret/v1": finding.fingerprint},
+                // v2: keyed by the repository's salt (v1 was an unsalted hash).
+                "partialFingerprints": {"keyforgeSecret/v2": finding.fingerprint},
             });
             if let (Some(commit), Some(object)) = (&finding.commit, result.as_object_mut()) {
                 object.insert(
@@ -248,17 +255,40 @@ fn artifact(path: &str, root: &SarifRoot) -> Value {
     if path == "-" {
         return json!({"uri": "stdin", "description": {"text": "standard input"}});
     }
-    // `path@commit` (git history) names the file at the commit.
+    // A path is resolved against the root and rid of `.` and `..` (GitHub
+    // resolves a relative URI against the repository root, and a `..`
+    // would climb out of it): under the root it is relative to
+    // `%SRCROOT%`; outside (`keyforge scan ../other`, a file named by its
+    // absolute path elsewhere) it is an absolute `file://` URI.
     let file = std::path::Path::new(path);
-    let relative = if file.is_absolute() {
-        match file.strip_prefix(&root.directory) {
-            Ok(rest) => rest.to_string_lossy().into_owned(),
-            Err(_) => return json!({"uri": directory_uri(file).trim_end_matches('/')}),
+    let absolute = lexically_normal(&root.directory.join(file));
+    match absolute.strip_prefix(lexically_normal(&root.directory)) {
+        Ok(rest) if !rest.as_os_str().is_empty() => {
+            // `app.tar:LAYER:/etc/x` (an image's layer): a colon in a
+            // relative URI's first segment would read as a scheme.
+            let relative = uri(&rest.to_string_lossy()).replace(':', "%3A");
+            json!({"uri": relative, "uriBaseId": SRCROOT})
         }
-    } else {
-        path.to_owned()
-    };
-    json!({"uri": uri(&relative), "uriBaseId": SRCROOT})
+        _ => json!({"uri": directory_uri(&absolute).trim_end_matches('/')}),
+    }
+}
+
+/// `path` with `.` dropped and each `..` taking off the name before it
+/// (without looking at the file system: the file may be gone, a blob of
+/// history).
+fn lexically_normal(path: &std::path::Path) -> std::path::PathBuf {
+    use std::path::Component;
+    let mut normal = std::path::PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                normal.pop();
+            }
+            other => normal.push(other),
+        }
+    }
+    normal
 }
 
 /// `file:///abs/dir/` for a directory (with the trailing slash SARIF asks
@@ -292,4 +322,46 @@ fn uri(path: &str) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Gap 8 of issue #16: no `..` segment and no scheme-less absolute
+    /// path: under the root, relative to %SRCROOT%; outside, `file://`.
+    #[test]
+    fn artifact_uris_never_climb_out_of_the_root() {
+        let root = SarifRoot {
+            directory: std::path::PathBuf::from("/work/repo"),
+        };
+        for (path, expected) in [
+            (
+                "src/a.env",
+                json!({"uri": "src/a.env", "uriBaseId": SRCROOT}),
+            ),
+            (
+                "./src/../b.env",
+                json!({"uri": "b.env", "uriBaseId": SRCROOT}),
+            ),
+            (
+                "/work/repo/c.env",
+                json!({"uri": "c.env", "uriBaseId": SRCROOT}),
+            ),
+            ("../other/d.env", json!({"uri": "file:///work/other/d.env"})),
+            ("/tmp/x/../e.env", json!({"uri": "file:///tmp/e.env"})),
+            (
+                "app.tar:abc:/etc/f",
+                json!({"uri": "app.tar%3Aabc%3A/etc/f", "uriBaseId": SRCROOT}),
+            ),
+            (
+                "-",
+                json!({"uri": "stdin", "description": {"text": "standard input"}}),
+            ),
+        ] {
+            let artifact = artifact(path, &root);
+            assert_eq!(artifact, expected, "{path}");
+            assert!(!artifact["uri"].as_str().unwrap().contains(".."), "{path}");
+        }
+    }
 }

@@ -31,7 +31,9 @@ pub struct RawRule {
     /// alphabet (hex, digits, one case) is held to the same share of its
     /// alphabet's maximum: `entropy × log2(alphabet) / 6`.
     pub entropy: Option<f64>,
-    /// `kf-checksum`: the secret must be a checksum-valid KeyForge key.
+    /// `kf-checksum`: the secret must be a checksum-valid KeyForge key;
+    /// `netrc-entry`: the match must follow a .netrc entry's `machine HOST
+    /// login USER`.
     pub validate: Option<String>,
     /// The secret is the value of an assignment: it must be a literal, not
     /// a reference to where the secret lives (an environment lookup,
@@ -101,6 +103,9 @@ pub enum Validation {
     None,
     /// The KeyForge key's CRC32 checksum must match.
     KfChecksum,
+    /// The match follows a .netrc entry's `machine HOST` and at least one
+    /// `login USER` (`account`, `port`) pair, in the 2 KiB before it.
+    NetrcEntry,
 }
 
 /// A compiled rule.
@@ -157,6 +162,7 @@ fn compile(raw: RawRule) -> Result<Rule, RuleError> {
     let validation = match raw.validate.as_deref() {
         None => Validation::None,
         Some("kf-checksum") => Validation::KfChecksum,
+        Some("netrc-entry") => Validation::NetrcEntry,
         Some(other) => return Err(fail(format!("unknown validate `{other}`"))),
     };
     if raw.keywords.iter().any(String::is_empty) {

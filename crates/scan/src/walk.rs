@@ -49,6 +49,10 @@ pub struct Stats {
     pub skipped_binary: u64,
     pub skipped_large: u64,
     pub unreadable: u64,
+    /// Symbolic links, which the walk does not follow.
+    pub skipped_links: u64,
+    /// FIFOs, sockets and devices: reading one could block or never end.
+    pub skipped_special: u64,
     /// The first [`MAX_LISTED_SKIPS`] inputs not scanned, by name.
     pub skipped: Vec<Skipped>,
 }
@@ -64,8 +68,14 @@ pub enum SkipReason {
     Binary,
     /// Larger than the user's `--max-file-size`.
     TooLarge,
-    /// Could not be read (permissions, a broken link, an I/O error).
+    /// Could not be read (permissions, a broken link, an I/O error), or a
+    /// directory that could not be listed.
     Unreadable,
+    /// A symbolic link: not followed (its target is scanned where the walk
+    /// reaches it; name it on the command line to scan it).
+    Symlink,
+    /// Not a regular file: a FIFO, a socket or a device.
+    Special,
 }
 
 /// One input not scanned.
@@ -82,6 +92,8 @@ impl Stats {
             SkipReason::Binary => self.skipped_binary += 1,
             SkipReason::TooLarge => self.skipped_large += 1,
             SkipReason::Unreadable => self.unreadable += 1,
+            SkipReason::Symlink => self.skipped_links += 1,
+            SkipReason::Special => self.skipped_special += 1,
         }
         if self.skipped.len() < MAX_LISTED_SKIPS {
             self.skipped.push(Skipped { path, reason });
@@ -90,7 +102,11 @@ impl Stats {
 
     /// Inputs not scanned, all reasons.
     pub fn skipped_total(&self) -> u64 {
-        self.skipped_binary + self.skipped_large + self.unreadable
+        self.skipped_binary
+            + self.skipped_large
+            + self.unreadable
+            + self.skipped_links
+            + self.skipped_special
     }
 
     /// Adds another scan's counts and list to this one.
@@ -100,6 +116,8 @@ impl Stats {
         self.skipped_binary += other.skipped_binary;
         self.skipped_large += other.skipped_large;
         self.unreadable += other.unreadable;
+        self.skipped_links += other.skipped_links;
+        self.skipped_special += other.skipped_special;
         let room = MAX_LISTED_SKIPS.saturating_sub(self.skipped.len());
         self.skipped.extend(other.skipped.into_iter().take(room));
     }
@@ -175,16 +193,23 @@ pub fn scan_paths(
                 let entry = match entry {
                     Ok(entry) => entry,
                     Err(error) => {
-                        let path = match &error {
-                            ignore::Error::WithPath { path, .. } => display_path(path),
-                            _ => error.to_string(),
-                        };
-                        counters.skip(path, SkipReason::Unreadable);
+                        counters.skip(error_path(&error), SkipReason::Unreadable);
                         return ignore::WalkState::Continue;
                     }
                 };
-                if !entry.file_type().is_some_and(|kind| kind.is_file()) {
-                    return ignore::WalkState::Continue;
+                // Directories are walked; anything else that is not a
+                // regular file is counted, never passed over in silence.
+                match entry.file_type() {
+                    Some(kind) if kind.is_file() => {}
+                    Some(kind) if kind.is_dir() => return ignore::WalkState::Continue,
+                    Some(kind) if kind.is_symlink() => {
+                        counters.skip(display_path(entry.path()), SkipReason::Symlink);
+                        return ignore::WalkState::Continue;
+                    }
+                    _ => {
+                        counters.skip(display_path(entry.path()), SkipReason::Special);
+                        return ignore::WalkState::Continue;
+                    }
                 }
                 let path = display_path(entry.path());
                 if options.allow_paths.is_match(&path) {
@@ -226,6 +251,21 @@ pub fn scan_paths(
     stats.files = counters.files.into_inner();
     stats.bytes = counters.bytes.into_inner();
     (findings, stats)
+}
+
+/// The path an error of the walk is about (a directory that could not be
+/// listed, a file that could not be opened), however the walker wrapped
+/// it; the error itself when it names none.
+fn error_path(error: &ignore::Error) -> String {
+    match error {
+        ignore::Error::WithPath { path, .. } => display_path(path),
+        ignore::Error::WithDepth { err, .. } | ignore::Error::WithLineNumber { err, .. } => {
+            error_path(err)
+        }
+        ignore::Error::Loop { child, .. } => display_path(child),
+        ignore::Error::Partial(errors) if errors.len() == 1 => error_path(&errors[0]),
+        other => other.to_string(),
+    }
 }
 
 /// Scans one file: read whole when small, streamed in overlapping pieces
@@ -287,5 +327,25 @@ fn progress(counters: &Counters, done: &std::sync::atomic::AtomicBool) {
     }
     if shown {
         let _ = write!(std::io::stderr().lock(), "\r\x1b[2K");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A directory that cannot be listed is counted under its own path,
+    /// however deep the walker reports it.
+    #[test]
+    fn an_unlistable_directory_is_named_by_its_path() {
+        let io = std::io::Error::from(std::io::ErrorKind::PermissionDenied);
+        let error = ignore::Error::WithDepth {
+            depth: 2,
+            err: Box::new(ignore::Error::WithPath {
+                path: PathBuf::from("./secrets/locked"),
+                err: Box::new(ignore::Error::Io(io)),
+            }),
+        };
+        assert_eq!(error_path(&error), "secrets/locked");
     }
 }
