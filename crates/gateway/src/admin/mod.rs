@@ -6,6 +6,7 @@ pub mod api;
 mod audit_log;
 mod budgets;
 pub(crate) mod doctor;
+pub(crate) mod edit;
 pub(crate) mod mint;
 mod rotation;
 pub(crate) mod self_service;
@@ -39,6 +40,10 @@ pub(crate) fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
     Router::new()
         .route("/providers", get(list_providers).post(create_provider))
         .route(
+            "/providers/{id}",
+            axum::routing::patch(edit::update_provider).delete(edit::remove_provider),
+        )
+        .route(
             "/providers/{id}/rotation",
             get(rotation::status).post(rotation::start),
         )
@@ -50,7 +55,7 @@ pub(crate) fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
         )
         .route("/providers/{id}/rotation/cancel", post(rotation::cancel))
         .route("/keys", get(list_keys).post(create_key))
-        .route("/keys/{id}", get(show_key))
+        .route("/keys/{id}", get(show_key).patch(edit::update_key))
         .route("/keys/revoke", post(revoke_keys))
         .route("/keys/{id}/revoke", post(revoke_key))
         .route("/keys/{id}/resume", post(resume_key))
@@ -192,6 +197,7 @@ fn provider_view(entry: &ProviderEntry) -> ProviderView {
         base_url: entry.base_url.clone(),
         credential_version: entry.record.current.version,
         created_at: rfc3339(entry.record.created_at),
+        warnings: Vec::new(),
     }
 }
 
@@ -309,8 +315,13 @@ async fn create_provider(
         .map_err(|error| AdminError::bad_request(error.to_string()))?;
     let secret = ProviderSecret::parse(&request.api_key)
         .map_err(|error| AdminError::bad_request(error.to_string()))?;
+    let mut warnings = Vec::new();
     let base_url = match (&request.base_url, kind.default_base_url()) {
-        (Some(url), _) => Some(validate_base_url(url)?),
+        (Some(url), _) => {
+            let (url, warning) = edit::normalise_base_url(kind, url)?;
+            warnings.extend(warning);
+            Some(url)
+        }
         (None, Some(_)) => None,
         (None, None) => {
             return Err(AdminError::bad_request(format!(
@@ -318,6 +329,13 @@ async fn create_provider(
             )));
         }
     };
+    if !request.skip_check {
+        let effective = base_url
+            .as_deref()
+            .or(kind.default_base_url())
+            .unwrap_or_default();
+        rotation::check_key(&state, kind.api(), effective, &secret).await?;
+    }
     let id = ProviderId::generate();
     let now = state.clock.now();
     #[expect(
@@ -342,7 +360,14 @@ async fn create_provider(
         },
     };
     let _guard = state.admin_write.lock().await;
-    audit(&state, "provider.add", serde_json::json!({"id": id, "name": request.name, "env": request.env, "kind": kind.as_str()})).await?;
+    let elsewhere = edit::same_secret_elsewhere(&state, &state.snapshot.load(), &secret, None);
+    if !elsewhere.is_empty() {
+        warnings.push(format!(
+            "this API key is already the key of {}: one leak would expose every environment using it; give each environment its own key",
+            elsewhere.join(", ")
+        ));
+    }
+    audit(&state, "provider.add", serde_json::json!({"id": id, "name": request.name, "env": request.env, "kind": kind.as_str(), "checked": !request.skip_check, "same_secret_as": elsewhere})).await?;
     state
         .store
         .insert_provider(&provider)
@@ -361,10 +386,12 @@ async fn create_provider(
                 "the provider was stored but is missing after reload",
             )
         })?;
-    Ok((StatusCode::CREATED, axum::Json(provider_view(entry))))
+    let mut view = provider_view(entry);
+    view.warnings = warnings;
+    Ok((StatusCode::CREATED, axum::Json(view)))
 }
 
-fn validate_base_url(text: &str) -> Result<String, AdminError> {
+pub(crate) fn validate_base_url(text: &str) -> Result<String, AdminError> {
     let uri: http::Uri = text
         .parse()
         .map_err(|error| AdminError::bad_request(format!("base URL is not a URL: {error}")))?;
@@ -407,6 +434,7 @@ async fn create_key(
 ) -> Result<(StatusCode, axum::Json<CreatedKey>), AdminError> {
     let request: CreateKeyRequest = parse_json(&body)?;
     let parent = request.parent.clone();
+    let warnings = edit::unknown_model_warnings(&state, &request.models);
     let spec = mint::KeySpec::from_request(request)?;
     let minter = mint::Minter {
         actor: "admin".to_owned(),
@@ -414,10 +442,9 @@ async fn create_key(
         detail: serde_json::Value::Null,
     };
     let minted = mint::mint(&state, spec, parent.as_ref(), minter).await?;
-    Ok((
-        StatusCode::CREATED,
-        axum::Json(created_key(&minted, state.clock.now())),
-    ))
+    let mut created = created_key(&minted, state.clock.now());
+    created.warnings = warnings;
+    Ok((StatusCode::CREATED, axum::Json(created)))
 }
 
 /// The creation response: the one time a key's secret is shown.
@@ -430,6 +457,7 @@ pub(crate) fn created_key(minted: &mint::Minted, now: OffsetDateTime) -> Created
     CreatedKey {
         key,
         view: key_view(&minted.entry, now),
+        warnings: Vec::new(),
     }
 }
 
