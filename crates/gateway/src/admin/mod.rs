@@ -329,6 +329,23 @@ async fn create_provider(
             )));
         }
     };
+    // Refused before the key check: no call to the provider for a name
+    // that cannot be added (the store checks again under the lock).
+    if state
+        .snapshot
+        .load()
+        .providers
+        .contains_key(&(request.env.clone(), request.name.clone()))
+    {
+        return Err(AdminError::new(
+            StatusCode::CONFLICT,
+            "conflict",
+            format!(
+                "a provider named `{}` already exists in environment `{}`; change it with `keyforge provider update`",
+                request.name, request.env
+            ),
+        ));
+    }
     if !request.skip_check {
         let effective = base_url
             .as_deref()
