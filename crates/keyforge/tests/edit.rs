@@ -689,6 +689,8 @@ async fn keys_are_updated_in_place_by_id_or_name() {
 
     // Bad input is refused and changes nothing.
     for (args, expect) in [
+        (vec![], "nothing to change"),
+        (vec!["--allow-widen"], "nothing to change"),
         (vec!["--budget", "0usd/day"], "greater than zero"),
         (vec!["--rpm", "0"], "at least 1"),
         (vec!["--rpm", "many"], "whole number"),

@@ -181,6 +181,23 @@ pub struct UpdateKeyRequest {
     pub allow_duplicate_name: bool,
 }
 
+impl UpdateKeyRequest {
+    /// Whether it changes nothing (the flags only allow things).
+    pub fn is_empty(&self) -> bool {
+        self.name.is_none()
+            && self.project.is_none()
+            && self.providers.is_none()
+            && self.models.is_none()
+            && self.ttl.is_none()
+            && self.rpm.is_none()
+            && self.tpm.is_none()
+            && self.max_parallel.is_none()
+            && self.on_anomaly.is_none()
+            && self.budgets.is_empty()
+            && self.remove_budgets.is_empty()
+    }
+}
+
 /// The answer to a key update.
 #[derive(Debug, Deserialize, Serialize)]
 pub struct UpdatedKey {

@@ -409,6 +409,11 @@ pub(super) async fn update_key(
 ) -> Result<axum::Json<UpdatedKey>, AdminError> {
     let id = parse_key_id(&id)?;
     let request: UpdateKeyRequest = parse_json(&body)?;
+    if request.is_empty() {
+        return Err(AdminError::bad_request(
+            "nothing to change: give at least one of --name, --project, --provider, --model, --ttl, --rpm, --tpm, --max-parallel, --on-anomaly, --budget or --remove-budget",
+        ));
+    }
     let _guard = state.admin_write.lock().await;
     let now = state.clock.now();
     let snapshot = state.snapshot.load_full();
