@@ -341,14 +341,27 @@ async fn providers_are_checked_normalised_updated_and_removed() {
     assert_ne!(chat(&server, "openai", &kf, "gpt-4o-mini").await, 200);
 
     // rotate finish warns when the retired secret is still current
-    // elsewhere (prod and dev shared it; dev is re-added with it).
-    t.ok_with(
-        &server,
-        home,
-        &args(&add("openai", "dev", base.clone())),
-        Some(&format!("{provider_key}\n")),
-    )
-    .await;
+    // elsewhere (prod and dev shared it; dev is re-added with it). The
+    // re-added provider continues the removed one's key versions, so its
+    // ledger rows (version 1) are not taken for the new key's traffic.
+    let readded = t
+        .ok_with(
+            &server,
+            home,
+            &args(&add("openai", "dev", base.clone())),
+            Some(&format!("{provider_key}\n")),
+        )
+        .await;
+    drop(readded);
+    let list = t.json(&server, home, &["provider", "list", "--json"]).await;
+    let dev = list["providers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "openai" && p["env"] == "dev")
+        .unwrap()
+        .clone();
+    assert_eq!(dev["credential_version"], json!(2), "{dev}");
     t.ok_with(
         &server,
         home,
@@ -366,7 +379,7 @@ async fn providers_are_checked_normalised_updated_and_removed() {
         .ok(
             &server,
             home,
-            &["rotate", "finish", "openai", "--env", "dev", "--force"],
+            &["rotate", "finish", "openai", "--env", "dev"],
         )
         .await;
     assert!(

@@ -355,6 +355,20 @@ async fn create_provider(
     }
     let id = ProviderId::generate();
     let now = state.clock.now();
+    // The ledger names a provider by environment, name and key version: a
+    // provider added under the name of a removed one continues its version
+    // numbers, so usage, rotation traffic and health never mix the two.
+    state.ledger.flush(std::time::Duration::from_secs(5)).await;
+    let version = state
+        .store
+        .version_usage(&request.env, &request.name, 0)
+        .await
+        .map_err(AdminError::store)?
+        .iter()
+        .map(|usage| usage.version)
+        .max()
+        .unwrap_or(0)
+        + 1;
     #[expect(
         clippy::disallowed_methods,
         reason = "the provider key is sealed here and goes nowhere else"
@@ -362,7 +376,7 @@ async fn create_provider(
     let plaintext = secret.expose().as_bytes();
     let sealed = state
         .sealer
-        .seal(plaintext, &credential_aad(id.as_str(), 1));
+        .seal(plaintext, &credential_aad(id.as_str(), version));
     let provider = NewProvider {
         id: id.clone(),
         name: request.name.clone(),
@@ -371,7 +385,7 @@ async fn create_provider(
         base_url,
         created_at: now,
         credential: CredentialRecord {
-            version: 1,
+            version,
             sealed,
             created_at: now,
         },
