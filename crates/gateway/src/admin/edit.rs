@@ -249,7 +249,6 @@ pub(super) async fn update_provider(
             "nothing to change: give a new base URL (--base-url) or kind (--kind)",
         ));
     }
-    let _guard = state.admin_write.lock().await;
     let entry = super::rotation::provider(&state, &id)?;
     let kind = match &request.kind {
         Some(text) => {
@@ -275,8 +274,22 @@ pub(super) async fn update_provider(
         .ok_or_else(|| {
             AdminError::bad_request(format!("a {kind} provider needs a base URL (--base-url)"))
         })?;
+    // The check calls the provider: done before the admin lock, so other
+    // admin changes do not wait on it.
     if !request.skip_check {
         super::rotation::check_key(&state, kind.api(), &effective, &entry.current.secret).await?;
+    }
+    let _guard = state.admin_write.lock().await;
+    let now_current = super::rotation::provider(&state, &id)?;
+    if now_current.current.version != entry.current.version
+        || now_current.record.base_url != entry.record.base_url
+        || now_current.kind != entry.kind
+    {
+        return Err(AdminError::new(
+            StatusCode::CONFLICT,
+            "changed_meanwhile",
+            "the provider changed while its key was being checked; run the update again",
+        ));
     }
     audit(
         &state,
