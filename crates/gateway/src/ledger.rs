@@ -604,6 +604,26 @@ mod tests {
         ) -> Result<bool, StoreError> {
             self.inner.set_key_suspension(id, suspension).await
         }
+        async fn update_virtual_key(
+            &self,
+            update: &keyforge_store::KeyUpdate,
+        ) -> Result<bool, StoreError> {
+            self.inner.update_virtual_key(update).await
+        }
+        async fn update_provider(
+            &self,
+            id: &keyforge_types::ProviderId,
+            kind: &str,
+            base_url: Option<&str>,
+        ) -> Result<bool, StoreError> {
+            self.inner.update_provider(id, kind, base_url).await
+        }
+        async fn delete_provider(
+            &self,
+            id: &keyforge_types::ProviderId,
+        ) -> Result<bool, StoreError> {
+            self.inner.delete_provider(id).await
+        }
         async fn upsert_budget(&self, budget: &BudgetRecord) -> Result<BudgetRecord, StoreError> {
             self.inner.upsert_budget(budget).await
         }

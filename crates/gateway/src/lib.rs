@@ -141,6 +141,12 @@ impl Gateway {
             store: parts.store,
             sealer,
             hasher,
+            secret_fingerprints: admin::edit::SecretFingerprints::new(
+                parts
+                    .master_key
+                    .derive(admin::edit::SECRET_FINGERPRINT_LABEL)
+                    .as_slice(),
+            ),
             snapshot: ArcSwap::from_pointee(snapshot),
             admin_token: parts.admin_token,
             clock: parts.clock,

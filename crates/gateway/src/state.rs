@@ -19,6 +19,9 @@ pub(crate) struct AppState {
     pub(crate) store: Arc<dyn Store>,
     pub(crate) sealer: Sealer,
     pub(crate) hasher: KeyHasher,
+    /// Fingerprints provider secrets (HMAC under a master-derived key) to
+    /// find one secret used by several providers.
+    pub(crate) secret_fingerprints: crate::admin::edit::SecretFingerprints,
     /// Read lock-free by every request; replaced whole after admin changes.
     pub(crate) snapshot: ArcSwap<Snapshot>,
     pub(crate) admin_token: SecretString,

@@ -55,7 +55,7 @@ pub(crate) enum Command {
     Alerts(AlertsCommand),
     /// Tokens and cost from the ledger, summed by key, model, day, environment or project.
     Usage {
-        /// Only this key.
+        /// Only this key (its id or name:ENV/NAME).
         #[arg(long)]
         key: Option<String>,
         /// Only this environment.
@@ -349,6 +349,42 @@ pub(crate) enum ProviderCommand {
         /// Read the API key from this file.
         #[arg(long)]
         from_file: Option<PathBuf>,
+        /// Do not test the key with an authenticated call first (for
+        /// providers without a models endpoint).
+        #[arg(long)]
+        no_check: bool,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Change a provider's base URL or kind in place (its key, id and the
+    /// keys using it stay); the key is checked against the new base URL.
+    Update {
+        name: String,
+        #[arg(long)]
+        env: String,
+        /// New API root (`https://api.openai.com` and `.../v1` are both accepted).
+        #[arg(long)]
+        base_url: Option<String>,
+        /// New kind: openai, anthropic, gemini or openai-compatible.
+        #[arg(long)]
+        kind: Option<String>,
+        /// Do not test the key against the new base URL first.
+        #[arg(long)]
+        no_check: bool,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Remove a provider and every version of its key. Refused while keys
+    /// in force can reach it or a rotation is in progress, unless --force.
+    Remove {
+        name: String,
+        #[arg(long)]
+        env: String,
+        /// Remove it even so (requests of those keys to it are then refused).
+        #[arg(long)]
+        force: bool,
         #[command(flatten)]
         admin: AdminArgs,
     },
@@ -370,7 +406,7 @@ pub(crate) enum KeyCommand {
         /// The key's environment (a child key is in its parent's).
         #[arg(long, required_unless_present = "parent")]
         env: Option<String>,
-        /// Mint a child of this key (key_...): its scope, limits, budgets and
+        /// Mint a child of this key (key_... or name:ENV/NAME): its scope, limits, budgets and
         /// lifetime can only narrow the parent's, its spend counts against the
         /// parent's budgets, and revoking the parent revokes it.
         #[arg(long)]
@@ -405,6 +441,63 @@ pub(crate) enum KeyCommand {
         /// When the key behaves unlike itself: alert, or alert and suspend it.
         #[arg(long, default_value = "alert", value_parser = ["alert", "suspend"])]
         on_anomaly: String,
+        /// Allow a name another key in force of the environment already has.
+        #[arg(long)]
+        allow_duplicate_name: bool,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Change a key in place: name, project, scope, lifetime, limits,
+    /// anomaly action and its own budgets (same secret, same id). Widening
+    /// the scope needs --allow-widen; a child key never exceeds its parent.
+    Update {
+        /// The key: its id (key_...) or name:ENV/NAME.
+        id: String,
+        #[arg(long)]
+        name: Option<String>,
+        /// New project, or `none` to take the key out of its project.
+        #[arg(long)]
+        project: Option<String>,
+        /// The providers the key may use from now on (repeatable; replaces the list).
+        #[arg(long = "provider", conflicts_with = "all_providers")]
+        providers: Vec<String>,
+        /// Let the key use every provider of its environment (a widening).
+        #[arg(long)]
+        all_providers: bool,
+        /// The models the key may use from now on (repeatable; replaces the list).
+        #[arg(long = "model", conflicts_with = "all_models")]
+        models: Vec<String>,
+        /// Let the key use every model (a widening).
+        #[arg(long)]
+        all_models: bool,
+        /// New lifetime from now (30m, 12h, 90d), or `never`.
+        #[arg(long)]
+        ttl: Option<String>,
+        /// Requests per minute, or `none`.
+        #[arg(long)]
+        rpm: Option<String>,
+        /// Tokens per minute, or `none`.
+        #[arg(long)]
+        tpm: Option<String>,
+        /// Requests in flight at once, or `none`.
+        #[arg(long)]
+        max_parallel: Option<String>,
+        #[arg(long, value_parser = ["alert", "suspend"])]
+        on_anomaly: Option<String>,
+        /// Set the key's budget for a period: 100usd/month (repeatable, one per period).
+        #[arg(long = "budget")]
+        budgets: Vec<String>,
+        /// Remove the key's budget of a period: hour, day, week, month, total (repeatable).
+        #[arg(long = "remove-budget")]
+        remove_budgets: Vec<String>,
+        /// Allow the new scope to reach what the current one does not (audited as key.widen).
+        #[arg(long)]
+        allow_widen: bool,
+        /// Allow a name another key in force of the environment already has.
+        #[arg(long)]
+        allow_duplicate_name: bool,
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -419,6 +512,7 @@ pub(crate) enum KeyCommand {
     },
     /// Show one key.
     Show {
+        /// The key: its id (key_...) or name:ENV/NAME.
         id: String,
         #[arg(long)]
         json: bool,
@@ -428,7 +522,7 @@ pub(crate) enum KeyCommand {
     /// Revoke a key, or every key of an environment or project: refused
     /// from the very next request.
     Revoke {
-        /// The key's id (key_...).
+        /// The key: its id (key_...) or name:ENV/NAME.
         #[arg(required_unless_present_any = ["env", "all_env", "project"], conflicts_with_all = ["env", "all_env", "project"])]
         id: Option<String>,
         /// Every key of this environment (with --yes).
@@ -475,15 +569,19 @@ pub(crate) enum KeyCommand {
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum BudgetCommand {
-    /// Set a budget for a project or an environment, e.g. `budget set --project checkout 50usd/month`.
+    /// Set a budget for a project, an environment or a key, e.g. `budget set --project checkout 50usd/month`.
     /// Setting it again for the same period changes the amount.
     Set {
         /// AMOUNT/PERIOD: 50usd/month, 5usd/day, 1usd/hour, 10usd/week, 200usd/total.
         limit: String,
-        #[arg(long, conflicts_with = "env", required_unless_present = "env")]
+        #[arg(long, conflicts_with_all = ["env", "key"], required_unless_present_any = ["env", "key"])]
         project: Option<String>,
-        #[arg(long)]
+        #[arg(long, conflicts_with = "key")]
         env: Option<String>,
+        /// A key's own budget (its id or name:ENV/NAME); replaces the key's
+        /// budget of the same period.
+        #[arg(long)]
+        key: Option<String>,
         #[arg(long)]
         json: bool,
         #[command(flatten)]

@@ -8,12 +8,13 @@ use keyforge_gateway::admin::api::{
     AlertLog, AlertWebhookList, AlertWebhookView, BudgetList, BudgetView, BulkRevokeRequest,
     BulkRevokeResult, CreateAlertRequest, CreateKeyRequest, CreateProviderRequest, CreatedKey,
     DoctorReport, ErrorBody, FinishRequest, KeyList, KeyView, PriceList, PromoteRequest,
-    ProviderList, ProviderView, RevokeResult, RotateKeyRequest, RotatedKey, RotationStatus,
-    SetBudgetRequest, StartRotationRequest, StatusReport, UsageReport,
+    ProviderList, ProviderView, RemovedProvider, RevokeResult, RotateKeyRequest, RotatedKey,
+    RotationStatus, SetBudgetRequest, StartRotationRequest, StatusReport, UpdateKeyRequest,
+    UpdateProviderRequest, UpdatedKey, UsageReport,
 };
 use keyforge_types::{
-    AlertId, AnomalyAction, BudgetId, BudgetLimit, BudgetScope, EnvName, KeyLimits, ModelPattern,
-    ProjectName, ProviderName, SecretError, Ttl,
+    AlertId, AnomalyAction, BudgetId, BudgetLimit, BudgetScope, EnvName, KeyId, KeyLimits,
+    ModelPattern, Period, ProjectName, ProviderName, SecretError, Ttl,
 };
 use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
@@ -171,6 +172,74 @@ fn read_provider_key(
     Ok(secret)
 }
 
+/// A key given as its id (`key_...`) or as `name:ENV/NAME`. Names are
+/// unique among the keys in force of an environment (unless created with
+/// `--allow-duplicate-name`): a key in force is preferred to a revoked or
+/// expired one of the same name, and several candidates are refused with
+/// their ids.
+pub(crate) async fn resolve_key(client: &AdminClient, text: &str) -> anyhow::Result<KeyId> {
+    let Some(handle) = text.strip_prefix("name:") else {
+        return Ok(KeyId::parse(text)?);
+    };
+    let Some((env, name)) = handle.split_once('/') else {
+        bail!("a key name is written name:ENV/NAME (for example name:prod/checkout)");
+    };
+    let env = EnvName::parse(env).context("the environment in name:ENV/NAME")?;
+    let list: KeyList = client.call(reqwest::Method::GET, "/keys", NO_BODY).await?;
+    let named: Vec<&KeyView> = list
+        .keys
+        .iter()
+        .filter(|key| key.env == env && key.name == name)
+        .collect();
+    let live: Vec<&KeyView> = named
+        .iter()
+        .copied()
+        .filter(|key| key.status != "revoked" && key.status != "expired")
+        .collect();
+    let candidates = if live.is_empty() { named } else { live };
+    match candidates.as_slice() {
+        [one] => Ok(one.id.clone()),
+        [] => bail!("no key named `{name}` in environment `{env}`"),
+        several => bail!(
+            "{} keys are named `{name}` in environment `{env}` ({}): give the id",
+            several.len(),
+            several
+                .iter()
+                .map(|key| key.id.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
+/// A limit flag of `key update`: a number, or `none` to remove the limit.
+fn limit_change<T: std::str::FromStr>(
+    flag: &str,
+    text: Option<&str>,
+) -> anyhow::Result<Option<Option<T>>> {
+    match text {
+        None => Ok(None),
+        Some("none") => Ok(Some(None)),
+        Some(text) => match text.parse::<T>() {
+            Ok(value) => Ok(Some(Some(value))),
+            Err(_) => bail!("{flag} takes a whole number, or `none` to remove the limit"),
+        },
+    }
+}
+
+/// Finds a provider by name in an environment.
+async fn provider_in_env(
+    client: &AdminClient,
+    name: &str,
+    env: &str,
+) -> anyhow::Result<keyforge_types::ProviderId> {
+    let target = ProviderTarget {
+        provider: name.to_owned(),
+        env: Some(env.to_owned()),
+    };
+    resolve_provider(client, &target).await
+}
+
 pub(crate) async fn provider(command: ProviderCommand) -> anyhow::Result<()> {
     match command {
         ProviderCommand::Add {
@@ -180,6 +249,7 @@ pub(crate) async fn provider(command: ProviderCommand) -> anyhow::Result<()> {
             base_url,
             from_env,
             from_file,
+            no_check,
             admin,
         } => {
             let name = ProviderName::parse(&name)?;
@@ -198,11 +268,79 @@ pub(crate) async fn provider(command: ProviderCommand) -> anyhow::Result<()> {
                 env,
                 base_url,
                 api_key,
+                skip_check: no_check,
             };
             let view: ProviderView = client
                 .call(reqwest::Method::POST, "/providers", Some(&request))
                 .await?;
+            output::warnings(&view.warnings);
             output::provider_added(&view)
+        }
+        ProviderCommand::Update {
+            name,
+            env,
+            base_url,
+            kind,
+            no_check,
+            json,
+            admin,
+        } => {
+            if let Some(kind) = &kind {
+                keyforge_providers::ProviderKind::parse(kind)?;
+            }
+            if base_url.is_none() && kind.is_none() {
+                bail!("nothing to change: give --base-url or --kind");
+            }
+            let client = AdminClient::resolve(&admin)?;
+            let id = provider_in_env(&client, &name, &env).await?;
+            let request = UpdateProviderRequest {
+                kind,
+                base_url,
+                skip_check: no_check,
+            };
+            let view: ProviderView = client
+                .call(
+                    reqwest::Method::PATCH,
+                    &format!("/providers/{id}"),
+                    Some(&request),
+                )
+                .await?;
+            output::warnings(&view.warnings);
+            if json {
+                output::json(&view)
+            } else {
+                output::line(&format!(
+                    "Updated provider `{}` ({}): {} at {}. Keys using it are unchanged.",
+                    view.name, view.env, view.kind, view.base_url
+                ))
+            }
+        }
+        ProviderCommand::Remove {
+            name,
+            env,
+            force,
+            admin,
+        } => {
+            let client = AdminClient::resolve(&admin)?;
+            let id = provider_in_env(&client, &name, &env).await?;
+            let path = if force {
+                format!("/providers/{id}?force=true")
+            } else {
+                format!("/providers/{id}")
+            };
+            let removed: RemovedProvider =
+                client.call(reqwest::Method::DELETE, &path, NO_BODY).await?;
+            let mut text = format!(
+                "Removed provider `{}` ({}) and every version of its key.",
+                removed.provider.name, removed.provider.env
+            );
+            if !removed.keys_reaching.is_empty() {
+                text += &format!(
+                    " {} keys in force could reach it; their requests to it are now refused.",
+                    removed.keys_reaching.len()
+                );
+            }
+            output::line(&text)
         }
         ProviderCommand::List { json, admin } => {
             let list: ProviderList = AdminClient::resolve(&admin)?
@@ -233,15 +371,16 @@ pub(crate) async fn key(command: KeyCommand) -> anyhow::Result<()> {
             tpm,
             max_parallel,
             on_anomaly,
+            allow_duplicate_name,
             json,
             admin,
         } => {
             let env = env.as_deref().map(EnvName::parse).transpose()?;
-            let parent = parent
-                .as_deref()
-                .map(keyforge_types::KeyId::parse)
-                .transpose()
-                .context("--parent")?;
+            let client = AdminClient::resolve(&admin)?;
+            let parent = match parent.as_deref() {
+                Some(parent) => Some(resolve_key(&client, parent).await.context("--parent")?),
+                None => None,
+            };
             let project = project
                 .as_deref()
                 .map(ProjectName::parse)
@@ -289,10 +428,12 @@ pub(crate) async fn key(command: KeyCommand) -> anyhow::Result<()> {
                     max_parallel,
                 },
                 on_anomaly,
+                allow_duplicate_name,
             };
-            let created: CreatedKey = AdminClient::resolve(&admin)?
+            let created: CreatedKey = client
                 .call(reqwest::Method::POST, "/keys", Some(&request))
                 .await?;
+            output::warnings(&created.warnings);
             if json {
                 output::json(&created)
             } else {
@@ -310,8 +451,9 @@ pub(crate) async fn key(command: KeyCommand) -> anyhow::Result<()> {
             }
         }
         KeyCommand::Show { id, json, admin } => {
-            let id = keyforge_types::KeyId::parse(&id)?;
-            let key: KeyView = AdminClient::resolve(&admin)?
+            let client = AdminClient::resolve(&admin)?;
+            let id = resolve_key(&client, &id).await?;
+            let key: KeyView = client
                 .call(reqwest::Method::GET, &format!("/keys/{id}"), NO_BODY)
                 .await?;
             if json {
@@ -372,8 +514,9 @@ pub(crate) async fn key(command: KeyCommand) -> anyhow::Result<()> {
             admin,
             ..
         } => {
-            let id = keyforge_types::KeyId::parse(&id)?;
-            let result: RevokeResult = AdminClient::resolve(&admin)?
+            let client = AdminClient::resolve(&admin)?;
+            let id = resolve_key(&client, &id).await?;
+            let result: RevokeResult = client
                 .call(
                     reqwest::Method::POST,
                     &format!("/keys/{id}/revoke"),
@@ -390,14 +533,15 @@ pub(crate) async fn key(command: KeyCommand) -> anyhow::Result<()> {
             json,
             admin,
         } => {
-            let id = keyforge_types::KeyId::parse(&id)?;
             Ttl::parse(&grace).with_context(|| format!("--grace {grace}"))?;
+            let client = AdminClient::resolve(&admin)?;
+            let id = resolve_key(&client, &id).await?;
             let request = RotateKeyRequest {
                 grace: Some(grace),
                 idempotency_key,
                 force,
             };
-            let rotated: RotatedKey = AdminClient::resolve(&admin)?
+            let rotated: RotatedKey = client
                 .call(
                     reqwest::Method::POST,
                     &format!("/keys/{id}/rotate"),
@@ -411,8 +555,9 @@ pub(crate) async fn key(command: KeyCommand) -> anyhow::Result<()> {
             }
         }
         KeyCommand::Resume { id, admin } => {
-            let id = keyforge_types::KeyId::parse(&id)?;
-            let key: KeyView = AdminClient::resolve(&admin)?
+            let client = AdminClient::resolve(&admin)?;
+            let id = resolve_key(&client, &id).await?;
+            let key: KeyView = client
                 .call(
                     reqwest::Method::POST,
                     &format!("/keys/{id}/resume"),
@@ -420,6 +565,121 @@ pub(crate) async fn key(command: KeyCommand) -> anyhow::Result<()> {
                 )
                 .await?;
             output::line(&format!("Key {} is {} again.", key.id, key.status))
+        }
+        KeyCommand::Update {
+            id,
+            name,
+            project,
+            providers,
+            all_providers,
+            models,
+            all_models,
+            ttl,
+            rpm,
+            tpm,
+            max_parallel,
+            on_anomaly,
+            budgets,
+            remove_budgets,
+            allow_widen,
+            allow_duplicate_name,
+            json,
+            admin,
+        } => {
+            let project = match project.as_deref() {
+                None => None,
+                Some("none") => Some(None),
+                Some(project) => Some(Some(ProjectName::parse(project).context("--project")?)),
+            };
+            let providers = if all_providers {
+                Some(Vec::new())
+            } else if providers.is_empty() {
+                None
+            } else {
+                Some(
+                    providers
+                        .iter()
+                        .map(|p| ProviderName::parse(p))
+                        .collect::<Result<Vec<_>, _>>()
+                        .context("--provider")?,
+                )
+            };
+            let models = if all_models {
+                Some(Vec::new())
+            } else if models.is_empty() {
+                None
+            } else {
+                Some(
+                    models
+                        .iter()
+                        .map(|m| ModelPattern::parse(m))
+                        .collect::<Result<Vec<_>, _>>()
+                        .context("--model")?,
+                )
+            };
+            let ttl = match ttl.as_deref() {
+                None => None,
+                Some("never") => Some(None),
+                Some(text) => {
+                    Ttl::parse(text).with_context(|| format!("--ttl {text}"))?;
+                    Some(Some(text.to_owned()))
+                }
+            };
+            let on_anomaly = on_anomaly
+                .as_deref()
+                .map(|text| {
+                    AnomalyAction::parse(text).context("--on-anomaly must be alert or suspend")
+                })
+                .transpose()?;
+            let budgets = budgets
+                .iter()
+                .map(|b| BudgetLimit::parse(b).with_context(|| format!("--budget {b}")))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let remove_budgets = remove_budgets
+                .iter()
+                .map(|p| Period::parse(p).with_context(|| format!("--remove-budget {p}")))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let request = UpdateKeyRequest {
+                name,
+                project,
+                providers,
+                models,
+                ttl,
+                rpm: limit_change("--rpm", rpm.as_deref())?,
+                tpm: limit_change("--tpm", tpm.as_deref())?,
+                max_parallel: limit_change("--max-parallel", max_parallel.as_deref())?,
+                on_anomaly,
+                budgets,
+                remove_budgets,
+                allow_widen,
+                allow_duplicate_name,
+            };
+            let client = AdminClient::resolve(&admin)?;
+            let id = resolve_key(&client, &id).await?;
+            let updated: UpdatedKey = client
+                .call(
+                    reqwest::Method::PATCH,
+                    &format!("/keys/{id}"),
+                    Some(&request),
+                )
+                .await?;
+            output::warnings(&updated.warnings);
+            if json {
+                output::json(&updated)
+            } else {
+                output::line(&format!(
+                    "Updated key {} (`{}`, {}){}; the change applies from the next request.",
+                    updated.view.id,
+                    updated.view.name,
+                    updated.view.env,
+                    if updated.widened {
+                        ", scope widened"
+                    } else {
+                        ""
+                    }
+                ))?;
+                output::key_detail(&updated.view)
+            }
         }
     }
 }
@@ -443,9 +703,10 @@ pub(crate) async fn usage(
     if !matches!(by.as_str(), "key" | "model" | "day" | "env" | "project") {
         bail!("--by must be key, model, day, env or project");
     }
+    let client = AdminClient::resolve(&admin)?;
     let mut query = vec![("since", since), ("by", by)];
     if let Some(key) = filter.key {
-        query.push(("key", keyforge_types::KeyId::parse(&key)?.to_string()));
+        query.push(("key", resolve_key(&client, &key).await?.to_string()));
     }
     if let Some(env) = filter.env {
         query.push(("env", EnvName::parse(&env)?.to_string()));
@@ -457,7 +718,7 @@ pub(crate) async fn usage(
         .iter()
         .map(|(name, value)| format!("{name}={value}"))
         .collect();
-    let report: UsageReport = AdminClient::resolve(&admin)?
+    let report: UsageReport = client
         .call(
             reqwest::Method::GET,
             &format!("/usage?{}", encoded.join("&")),
@@ -477,19 +738,24 @@ pub(crate) async fn budget(command: BudgetCommand) -> anyhow::Result<()> {
             limit,
             project,
             env,
+            key,
             json,
             admin,
         } => {
             let limit = BudgetLimit::parse(&limit)?;
-            let scope = match (project, env) {
-                (Some(project), None) => {
+            let client = AdminClient::resolve(&admin)?;
+            let scope = match (project, env, key) {
+                (Some(project), None, None) => {
                     BudgetScope::Project(ProjectName::parse(&project).context("--project")?)
                 }
-                (None, Some(env)) => BudgetScope::Env(EnvName::parse(&env).context("--env")?),
-                _ => bail!("give exactly one of --project NAME or --env ENV"),
+                (None, Some(env), None) => BudgetScope::Env(EnvName::parse(&env).context("--env")?),
+                (None, None, Some(key)) => {
+                    BudgetScope::Key(resolve_key(&client, &key).await.context("--key")?)
+                }
+                _ => bail!("give exactly one of --project NAME, --env ENV or --key ID"),
             };
             let request = SetBudgetRequest { scope, limit };
-            let budget: BudgetView = AdminClient::resolve(&admin)?
+            let budget: BudgetView = client
                 .call(reqwest::Method::POST, "/budgets", Some(&request))
                 .await?;
             if json {
@@ -650,6 +916,7 @@ pub(crate) async fn rotate(command: RotateCommand) -> anyhow::Result<()> {
                 .await?
         }
     };
+    output::warnings(&status.warnings);
     if json {
         output::json(&status)
     } else {

@@ -22,6 +22,13 @@ pub(crate) fn line(text: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Warnings of an admin change, on stderr (stdout stays the answer).
+pub(crate) fn warnings(warnings: &[String]) {
+    for warning in warnings {
+        eprintln!("warning: {warning}");
+    }
+}
+
 pub(crate) fn provider_added(view: &ProviderView) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     writeln!(

@@ -231,6 +231,8 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                     .collect::<anyhow::Result<Vec<_>>>()?,
                 limits: KeyLimits::default(),
                 on_anomaly: keyforge_types::AnomalyAction::Alert,
+                // Two runs of one command at once are two keys of one name.
+                allow_duplicate_name: true,
             };
             let created: CreatedKey = admin
                 .call(reqwest::Method::POST, "/keys", Some(&request))

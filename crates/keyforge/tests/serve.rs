@@ -75,6 +75,8 @@ async fn no_secret_reaches_logs_error_bodies_admin_output_or_disk() {
                     "dev",
                     "--base-url",
                     &base_url,
+                    // `wrong` holds a key the fake rejects, on purpose.
+                    "--no-check",
                 ],
                 Some(&format!("{key}\n")),
             )
@@ -95,6 +97,8 @@ async fn no_secret_reaches_logs_error_bodies_admin_output_or_disk() {
                 "dev",
                 "--base-url",
                 "http://127.0.0.1:9",
+                // Nothing listens there, on purpose.
+                "--no-check",
             ],
             Some("down-provider-key-1234\n"),
         )

@@ -12,9 +12,9 @@ mod sqlite;
 pub use model::{
     AlertDelivery, AlertEvent, AlertWebhookRecord, AuditCheckpoint, AuditRow, BudgetRecord,
     CredentialInfo, CredentialRecord, CredentialStage, GraceSecret, KeyRotation,
-    KeyRotationOutcome, LedgerRecord, NewProvider, ProviderRecord, RecentRequest, RevokeOutcome,
-    RollupTotal, StoredAlert, StoredLedgerRow, Suspension, UpstreamHealth, UsageGroup, UsageQuery,
-    UsageRow, VersionUsage, VirtualKeyRecord,
+    KeyRotationOutcome, KeyUpdate, LedgerRecord, NewProvider, ProviderRecord, RecentRequest,
+    RevokeOutcome, RollupTotal, StoredAlert, StoredLedgerRow, Suspension, UpstreamHealth,
+    UsageGroup, UsageQuery, UsageRow, VersionUsage, VirtualKeyRecord,
 };
 pub use sqlite::SqliteStore;
 
@@ -126,6 +126,20 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Adds a provider and its first credential version. The name is unique
     /// within its environment.
     async fn insert_provider(&self, provider: &NewProvider) -> Result<(), StoreError>;
+    /// Changes a provider's kind and base URL (`None`: the kind's public
+    /// API); `false` if there is no such provider. The row is re-sealed
+    /// only if its MAC held before, so an edit made outside KeyForge is
+    /// never laundered by an admin change.
+    async fn update_provider(
+        &self,
+        id: &ProviderId,
+        kind: &str,
+        base_url: Option<&str>,
+    ) -> Result<bool, StoreError>;
+    /// Deletes a provider and every version of its key, in one
+    /// transaction; `false` if there is no such provider. Its ledger rows
+    /// stay (they name the provider, they do not point at its row).
+    async fn delete_provider(&self, id: &ProviderId) -> Result<bool, StoreError>;
     /// Every provider with its current, pending and previous credentials.
     async fn list_providers(&self) -> Result<Vec<ProviderRecord>, StoreError>;
     /// Adds a version of a provider's key. Versions are unique per provider.
@@ -193,6 +207,11 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         project: Option<&keyforge_types::ProjectName>,
         at: OffsetDateTime,
     ) -> Result<Vec<KeyId>, StoreError>;
+    /// Changes a key's editable fields and its own budgets in one
+    /// transaction; `false` if there is no such key. The key (whose MAC
+    /// covers the set of its budgets) is re-sealed only if its MAC held
+    /// before.
+    async fn update_virtual_key(&self, update: &KeyUpdate) -> Result<bool, StoreError>;
     /// Suspends (`Some`) or resumes (`None`) a key; `false` if there is no
     /// such key.
     async fn set_key_suspension(

@@ -402,3 +402,22 @@ pub struct AuditCheckpoint {
     pub seq: u64,
     pub line: String,
 }
+
+/// An in-place change of a key's editable fields, with its own budgets
+/// set or removed in the same transaction. The key's environment, hash,
+/// parent and history never change.
+#[derive(Debug, Clone)]
+pub struct KeyUpdate {
+    pub id: KeyId,
+    pub name: String,
+    pub scope: Scope,
+    pub project: Option<ProjectName>,
+    pub limits: KeyLimits,
+    pub on_anomaly: AnomalyAction,
+    pub expires_at: Option<OffsetDateTime>,
+    /// Budgets of this key to set (a budget for the same period is
+    /// replaced, keeping its id).
+    pub set_budgets: Vec<BudgetRecord>,
+    /// Budgets of this key to remove.
+    pub remove_budgets: Vec<BudgetId>,
+}

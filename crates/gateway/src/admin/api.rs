@@ -16,6 +16,10 @@ pub struct CreateProviderRequest {
     /// The provider's API key. Sent once, over the admin connection; it is
     /// sealed before it is stored and never returned.
     pub api_key: String,
+    /// Skip the authenticated test call (for providers without a models
+    /// endpoint).
+    #[serde(default)]
+    pub skip_check: bool,
 }
 
 impl std::fmt::Debug for CreateProviderRequest {
@@ -25,8 +29,31 @@ impl std::fmt::Debug for CreateProviderRequest {
             .field("kind", &self.kind)
             .field("env", &self.env)
             .field("base_url", &self.base_url)
+            .field("skip_check", &self.skip_check)
             .finish_non_exhaustive()
     }
+}
+
+/// `PATCH /providers/{id}`: what to change; absent fields stay as they are.
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateProviderRequest {
+    #[serde(default)]
+    pub kind: Option<String>,
+    #[serde(default)]
+    pub base_url: Option<String>,
+    /// Skip the authenticated test call against the new base URL.
+    #[serde(default)]
+    pub skip_check: bool,
+}
+
+/// The answer to `DELETE /providers/{id}`.
+#[derive(Debug, Deserialize, Serialize)]
+pub struct RemovedProvider {
+    pub provider: ProviderView,
+    /// Keys in force that could still reach it (removed anyway with
+    /// `force`); their requests to it are now refused.
+    pub keys_reaching: Vec<KeyId>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -38,6 +65,10 @@ pub struct ProviderView {
     pub base_url: String,
     pub credential_version: u32,
     pub created_at: String,
+    /// What the change that answered this asks the operator to check (the
+    /// same secret in another environment, a normalised base URL).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 #[derive(Debug, Deserialize, Serialize)]
@@ -73,6 +104,109 @@ pub struct CreateKeyRequest {
     pub limits: KeyLimits,
     #[serde(default)]
     pub on_anomaly: AnomalyAction,
+    /// Allow a name another key in force in the environment already has
+    /// (names are handles: `name:ENV/NAME`).
+    #[serde(default)]
+    pub allow_duplicate_name: bool,
+}
+
+/// `Some(None)` for an explicit `null` (remove the value), `None` for an
+/// absent field (keep it).
+fn double_option<'de, T, D>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    T: Deserialize<'de>,
+    D: serde::Deserializer<'de>,
+{
+    Option::<T>::deserialize(deserializer).map(Some)
+}
+
+/// `PATCH /keys/{id}`: what to change; absent fields stay as they are, and
+/// `null` removes a limit, the project or the expiry.
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateKeyRequest {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(
+        default,
+        deserialize_with = "double_option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub project: Option<Option<ProjectName>>,
+    /// The whole new provider list (empty: every provider of the environment).
+    #[serde(default)]
+    pub providers: Option<Vec<ProviderName>>,
+    /// The whole new model list (empty: every model).
+    #[serde(default)]
+    pub models: Option<Vec<ModelPattern>>,
+    /// A new lifetime from now (`30d`), or `null` for no expiry.
+    #[serde(
+        default,
+        deserialize_with = "double_option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub ttl: Option<Option<String>>,
+    #[serde(
+        default,
+        deserialize_with = "double_option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub rpm: Option<Option<u32>>,
+    #[serde(
+        default,
+        deserialize_with = "double_option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub tpm: Option<Option<u64>>,
+    #[serde(
+        default,
+        deserialize_with = "double_option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub max_parallel: Option<Option<u32>>,
+    #[serde(default)]
+    pub on_anomaly: Option<AnomalyAction>,
+    /// The key's own budgets to set, at most one per period (replacing the
+    /// budget of that period, its spend kept).
+    #[serde(default)]
+    pub budgets: Vec<BudgetLimit>,
+    /// Periods whose budget of this key is removed.
+    #[serde(default)]
+    pub remove_budgets: Vec<keyforge_types::Period>,
+    /// Let the new scope allow what the current one does not (audited as a
+    /// widening). A child key is never widened beyond its parent.
+    #[serde(default)]
+    pub allow_widen: bool,
+    #[serde(default)]
+    pub allow_duplicate_name: bool,
+}
+
+impl UpdateKeyRequest {
+    /// Whether it changes nothing (the flags only allow things).
+    pub fn is_empty(&self) -> bool {
+        self.name.is_none()
+            && self.project.is_none()
+            && self.providers.is_none()
+            && self.models.is_none()
+            && self.ttl.is_none()
+            && self.rpm.is_none()
+            && self.tpm.is_none()
+            && self.max_parallel.is_none()
+            && self.on_anomaly.is_none()
+            && self.budgets.is_empty()
+            && self.remove_budgets.is_empty()
+    }
+}
+
+/// The answer to a key update.
+#[derive(Debug, Deserialize, Serialize)]
+pub struct UpdatedKey {
+    #[serde(flatten)]
+    pub view: KeyView,
+    /// Whether the scope now allows something it did not.
+    pub widened: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -159,6 +293,9 @@ pub struct CreatedKey {
     pub key: String,
     #[serde(flatten)]
     pub view: KeyView,
+    /// Model patterns that match no known model, and the like.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 impl std::fmt::Debug for CreatedKey {
@@ -410,6 +547,10 @@ pub struct KeyVersionView {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct RotationStatus {
     pub provider: ProviderView,
+    /// What the step asks the operator to check (a retired secret still
+    /// current for another provider).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
     /// Share of requests the pending key serves.
     pub rollout_percent: u8,
     pub versions: Vec<KeyVersionView>,

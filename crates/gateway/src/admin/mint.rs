@@ -37,6 +37,10 @@ pub(crate) struct KeySpec {
     pub(crate) limits: KeyLimits,
     pub(crate) on_anomaly: AnomalyAction,
     pub(crate) can_mint: bool,
+    /// Allow a name another key in force of the environment has (only
+    /// admin-minted keys are held to unique names: they are the admin's
+    /// handles, `name:ENV/NAME`).
+    pub(crate) allow_duplicate_name: bool,
 }
 
 impl KeySpec {
@@ -60,6 +64,7 @@ impl KeySpec {
             limits: request.limits,
             on_anomaly: request.on_anomaly,
             can_mint: request.can_mint,
+            allow_duplicate_name: request.allow_duplicate_name,
         })
     }
 }
@@ -86,6 +91,17 @@ fn narrowing(error: impl std::fmt::Display) -> AdminError {
     AdminError::new(StatusCode::FORBIDDEN, "exceeds_parent", error.to_string())
 }
 
+/// A key name, trimmed: 1 to 100 printable characters.
+pub(crate) fn validate_name(name: &str) -> Result<String, AdminError> {
+    let name = name.trim();
+    if name.is_empty() || name.len() > 100 || name.chars().any(char::is_control) {
+        return Err(AdminError::bad_request(
+            "key name must be 1 to 100 printable characters",
+        ));
+    }
+    Ok(name.to_owned())
+}
+
 /// Checks `spec` (against `parent` when given) and builds the key's record
 /// and budgets.
 pub(crate) fn build(
@@ -95,12 +111,7 @@ pub(crate) fn build(
     minter: &Minter,
     now: OffsetDateTime,
 ) -> Result<(VirtualKey, VirtualKeyRecord, Vec<BudgetRecord>), AdminError> {
-    let name = spec.name.trim();
-    if name.is_empty() || name.len() > 100 || name.chars().any(char::is_control) {
-        return Err(AdminError::bad_request(
-            "key name must be 1 to 100 printable characters",
-        ));
-    }
+    let name = validate_name(&spec.name)?;
     let limits = spec.limits;
     if limits.rpm == Some(0) || limits.tpm == Some(0) || limits.max_parallel == Some(0) {
         return Err(AdminError::bad_request(
@@ -239,10 +250,13 @@ pub(crate) fn build(
             }
         }
     }
+    if minter.actor == "admin" && !spec.allow_duplicate_name {
+        super::edit::check_name_free(&state.snapshot.load(), &env, &name, None, now)?;
+    }
     let virtual_key = VirtualKey::generate(&env);
     let record = VirtualKeyRecord {
         id: KeyId::generate(),
-        name: name.to_owned(),
+        name,
         env,
         hash: state.hasher.hash(&virtual_key),
         prefix: virtual_key.display_prefix(),

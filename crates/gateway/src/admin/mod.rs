@@ -6,6 +6,7 @@ pub mod api;
 mod audit_log;
 mod budgets;
 pub(crate) mod doctor;
+pub(crate) mod edit;
 pub(crate) mod mint;
 mod rotation;
 pub(crate) mod self_service;
@@ -39,6 +40,10 @@ pub(crate) fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
     Router::new()
         .route("/providers", get(list_providers).post(create_provider))
         .route(
+            "/providers/{id}",
+            axum::routing::patch(edit::update_provider).delete(edit::remove_provider),
+        )
+        .route(
             "/providers/{id}/rotation",
             get(rotation::status).post(rotation::start),
         )
@@ -50,7 +55,7 @@ pub(crate) fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
         )
         .route("/providers/{id}/rotation/cancel", post(rotation::cancel))
         .route("/keys", get(list_keys).post(create_key))
-        .route("/keys/{id}", get(show_key))
+        .route("/keys/{id}", get(show_key).patch(edit::update_key))
         .route("/keys/revoke", post(revoke_keys))
         .route("/keys/{id}/revoke", post(revoke_key))
         .route("/keys/{id}/resume", post(resume_key))
@@ -192,6 +197,7 @@ fn provider_view(entry: &ProviderEntry) -> ProviderView {
         base_url: entry.base_url.clone(),
         credential_version: entry.record.current.version,
         created_at: rfc3339(entry.record.created_at),
+        warnings: Vec::new(),
     }
 }
 
@@ -309,8 +315,13 @@ async fn create_provider(
         .map_err(|error| AdminError::bad_request(error.to_string()))?;
     let secret = ProviderSecret::parse(&request.api_key)
         .map_err(|error| AdminError::bad_request(error.to_string()))?;
+    let mut warnings = Vec::new();
     let base_url = match (&request.base_url, kind.default_base_url()) {
-        (Some(url), _) => Some(validate_base_url(url)?),
+        (Some(url), _) => {
+            let (url, warning) = edit::normalise_base_url(kind, url)?;
+            warnings.extend(warning);
+            Some(url)
+        }
         (None, Some(_)) => None,
         (None, None) => {
             return Err(AdminError::bad_request(format!(
@@ -318,8 +329,46 @@ async fn create_provider(
             )));
         }
     };
+    // Refused before the key check: no call to the provider for a name
+    // that cannot be added (the store checks again under the lock).
+    if state
+        .snapshot
+        .load()
+        .providers
+        .contains_key(&(request.env.clone(), request.name.clone()))
+    {
+        return Err(AdminError::new(
+            StatusCode::CONFLICT,
+            "conflict",
+            format!(
+                "a provider named `{}` already exists in environment `{}`; change it with `keyforge provider update`",
+                request.name, request.env
+            ),
+        ));
+    }
+    if !request.skip_check {
+        let effective = base_url
+            .as_deref()
+            .or(kind.default_base_url())
+            .unwrap_or_default();
+        rotation::check_key(&state, kind.api(), effective, &secret).await?;
+    }
     let id = ProviderId::generate();
     let now = state.clock.now();
+    // The ledger names a provider by environment, name and key version: a
+    // provider added under the name of a removed one continues its version
+    // numbers, so usage, rotation traffic and health never mix the two.
+    state.ledger.flush(std::time::Duration::from_secs(5)).await;
+    let version = state
+        .store
+        .version_usage(&request.env, &request.name, 0)
+        .await
+        .map_err(AdminError::store)?
+        .iter()
+        .map(|usage| usage.version)
+        .max()
+        .unwrap_or(0)
+        + 1;
     #[expect(
         clippy::disallowed_methods,
         reason = "the provider key is sealed here and goes nowhere else"
@@ -327,7 +376,7 @@ async fn create_provider(
     let plaintext = secret.expose().as_bytes();
     let sealed = state
         .sealer
-        .seal(plaintext, &credential_aad(id.as_str(), 1));
+        .seal(plaintext, &credential_aad(id.as_str(), version));
     let provider = NewProvider {
         id: id.clone(),
         name: request.name.clone(),
@@ -336,13 +385,20 @@ async fn create_provider(
         base_url,
         created_at: now,
         credential: CredentialRecord {
-            version: 1,
+            version,
             sealed,
             created_at: now,
         },
     };
     let _guard = state.admin_write.lock().await;
-    audit(&state, "provider.add", serde_json::json!({"id": id, "name": request.name, "env": request.env, "kind": kind.as_str()})).await?;
+    let elsewhere = edit::same_secret_elsewhere(&state, &state.snapshot.load(), &secret, None);
+    if !elsewhere.is_empty() {
+        warnings.push(format!(
+            "this API key is already the key of {}: one leak would expose every environment using it; give each environment its own key",
+            elsewhere.join(", ")
+        ));
+    }
+    audit(&state, "provider.add", serde_json::json!({"id": id, "name": request.name, "env": request.env, "kind": kind.as_str(), "checked": !request.skip_check, "same_secret_as": elsewhere})).await?;
     state
         .store
         .insert_provider(&provider)
@@ -361,10 +417,12 @@ async fn create_provider(
                 "the provider was stored but is missing after reload",
             )
         })?;
-    Ok((StatusCode::CREATED, axum::Json(provider_view(entry))))
+    let mut view = provider_view(entry);
+    view.warnings = warnings;
+    Ok((StatusCode::CREATED, axum::Json(view)))
 }
 
-fn validate_base_url(text: &str) -> Result<String, AdminError> {
+pub(crate) fn validate_base_url(text: &str) -> Result<String, AdminError> {
     let uri: http::Uri = text
         .parse()
         .map_err(|error| AdminError::bad_request(format!("base URL is not a URL: {error}")))?;
@@ -407,6 +465,7 @@ async fn create_key(
 ) -> Result<(StatusCode, axum::Json<CreatedKey>), AdminError> {
     let request: CreateKeyRequest = parse_json(&body)?;
     let parent = request.parent.clone();
+    let warnings = edit::unknown_model_warnings(&state, &request.models);
     let spec = mint::KeySpec::from_request(request)?;
     let minter = mint::Minter {
         actor: "admin".to_owned(),
@@ -414,10 +473,9 @@ async fn create_key(
         detail: serde_json::Value::Null,
     };
     let minted = mint::mint(&state, spec, parent.as_ref(), minter).await?;
-    Ok((
-        StatusCode::CREATED,
-        axum::Json(created_key(&minted, state.clock.now())),
-    ))
+    let mut created = created_key(&minted, state.clock.now());
+    created.warnings = warnings;
+    Ok((StatusCode::CREATED, axum::Json(created)))
 }
 
 /// The creation response: the one time a key's secret is shown.
@@ -430,6 +488,7 @@ pub(crate) fn created_key(minted: &mint::Minted, now: OffsetDateTime) -> Created
     CreatedKey {
         key,
         view: key_view(&minted.entry, now),
+        warnings: Vec::new(),
     }
 }
 

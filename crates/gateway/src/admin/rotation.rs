@@ -32,7 +32,7 @@ use crate::state::AppState;
 /// `finish` refuses while the previous key served a request this recently.
 pub(crate) const QUIET_WINDOW_MINUTES: i64 = 15;
 
-fn provider(state: &AppState, id: &str) -> Result<Arc<ProviderEntry>, AdminError> {
+pub(super) fn provider(state: &AppState, id: &str) -> Result<Arc<ProviderEntry>, AdminError> {
     let id = ProviderId::parse(id).map_err(|error| AdminError::bad_request(error.to_string()))?;
     state
         .snapshot
@@ -148,6 +148,7 @@ async fn rotation_status(
         .collect();
     Ok(RotationStatus {
         provider: provider_view(entry),
+        warnings: Vec::new(),
         rollout_percent: record.rollout_percent,
         versions,
     })
@@ -172,7 +173,7 @@ pub(super) async fn start(
         ));
     }
     if !request.skip_check {
-        check_key(&state, &entry, &secret).await?;
+        check_key(&state, entry.kind.api(), &entry.base_url, &secret).await?;
     }
     let _guard = state.admin_write.lock().await;
     super::audit(&state, "rotation.start", serde_json::json!({"provider_id": entry.record.id, "provider": entry.record.name, "env": entry.record.env})).await?;
@@ -209,19 +210,21 @@ pub(super) async fn start(
     ))
 }
 
-/// A cheap authenticated call (the models list) with the new key: a key the
-/// provider rejects is refused with the provider's reason, scrubbed.
-async fn check_key(
+/// A cheap authenticated call (the models list) with a key, at the base
+/// URL it will be used with: a key the provider rejects (or a base URL that
+/// is not the provider's API) is refused with the provider's reason,
+/// scrubbed. Used by `rotate start`, `provider add` and `provider update`.
+pub(super) async fn check_key(
     state: &AppState,
-    entry: &ProviderEntry,
+    api: Api,
+    base_url: &str,
     secret: &ProviderSecret,
 ) -> Result<(), AdminError> {
-    let api = entry.kind.api();
     let path = match api {
         Api::OpenAi | Api::Anthropic => "/v1/models",
         Api::Gemini => "/v1beta/models",
     };
-    let uri: http::Uri = format!("{}{path}", entry.base_url)
+    let uri: http::Uri = format!("{}{path}", base_url.trim_end_matches('/'))
         .parse()
         .map_err(|_| AdminError::bad_request("the provider's base URL cannot be called"))?;
     let mut request = http::Request::new(Full::new(Bytes::new()));
@@ -233,7 +236,7 @@ async fn check_key(
         );
     }
     inject_provider_key(api, request.headers_mut(), secret)
-        .map_err(|_| AdminError::bad_request("the new key cannot be sent in an HTTP header"))?;
+        .map_err(|_| AdminError::bad_request("the key cannot be sent in an HTTP header"))?;
     let response = tokio::time::timeout(
         state.config.upstream_connect_timeout * 3,
         state.http.request(request),
@@ -250,7 +253,7 @@ async fn check_key(
         AdminError::new(
             StatusCode::BAD_GATEWAY,
             "key_check_failed",
-            "could not reach the provider to check the new key; retry, or skip it with --no-check",
+            "could not reach the provider to check the key; check the base URL and retry, or skip the check with --no-check",
         )
     })?;
     let status = response.status();
@@ -405,8 +408,9 @@ pub(super) async fn finish(
             ));
         }
     }
+    let elsewhere = previous_secret_elsewhere(&state, &entry, previous);
     let stages = [(previous.version, CredentialStage::Retired)];
-    apply(
+    let axum::Json(mut status) = apply(
         &state,
         &id,
         &entry,
@@ -414,7 +418,42 @@ pub(super) async fn finish(
         entry.record.rollout_percent,
         "finish",
     )
-    .await
+    .await?;
+    if !elsewhere.is_empty() {
+        status.warnings.push(format!(
+            "the retired key (version {}) is still the key of {}: do not revoke it at the provider until that one is rotated too",
+            previous.version,
+            elsewhere.join(", ")
+        ));
+    }
+    Ok(axum::Json(status))
+}
+
+/// Other providers whose current or pending key is this provider's
+/// previous one (compared by keyed fingerprint).
+fn previous_secret_elsewhere(
+    state: &AppState,
+    entry: &ProviderEntry,
+    previous: &CredentialRecord,
+) -> Vec<String> {
+    let Ok(plaintext) = state.sealer.open(
+        &previous.sealed,
+        &credential_aad(entry.record.id.as_str(), previous.version),
+    ) else {
+        return Vec::new();
+    };
+    let Some(secret) = std::str::from_utf8(&plaintext)
+        .ok()
+        .and_then(|text| ProviderSecret::parse(text).ok())
+    else {
+        return Vec::new();
+    };
+    super::edit::same_secret_elsewhere(
+        state,
+        &state.snapshot.load(),
+        &secret,
+        Some(&entry.record.id),
+    )
 }
 
 pub(super) async fn rollback(

@@ -278,6 +278,8 @@ pub(crate) async fn login(
         limits: role.limits,
         on_anomaly: role.on_anomaly,
         can_mint: role.can_mint,
+        // Workload keys are named by the exchange, not by the admin.
+        allow_duplicate_name: true,
     };
     let minter = mint::Minter {
         actor: actor.clone(),

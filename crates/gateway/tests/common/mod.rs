@@ -111,7 +111,8 @@ impl Harness {
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
-    /// Adds a provider pointing at the fake upstream with the right key.
+    /// Adds a provider pointing at the fake upstream with the right key
+    /// (without the key check, so the fake records only the test's requests).
     pub(crate) async fn add_provider(&self, name: &str, kind: &str, env: &str) {
         self.add_provider_with(
             name,
@@ -132,7 +133,7 @@ impl Harness {
         api_key: &str,
     ) {
         let (status, body) = self
-            .admin(reqwest::Method::POST, "/providers", Some(json!({"name": name, "kind": kind, "env": env, "base_url": base_url, "api_key": api_key})))
+            .admin(reqwest::Method::POST, "/providers", Some(json!({"name": name, "kind": kind, "env": env, "base_url": base_url, "api_key": api_key, "skip_check": true})))
             .await;
         assert_eq!(status, 201, "{body}");
     }

@@ -19,9 +19,9 @@ use time::OffsetDateTime;
 use crate::model::{
     AlertDelivery, AlertEvent, AlertWebhookRecord, AuditCheckpoint, AuditRow, BudgetRecord,
     CredentialInfo, CredentialRecord, CredentialStage, GraceSecret, KeyRotation,
-    KeyRotationOutcome, LedgerRecord, NewProvider, ProviderRecord, RecentRequest, RevokeOutcome,
-    StoredAlert, StoredLedgerRow, Suspension, UpstreamHealth, UsageGroup, UsageQuery, UsageRow,
-    VersionUsage, VirtualKeyRecord,
+    KeyRotationOutcome, KeyUpdate, LedgerRecord, NewProvider, ProviderRecord, RecentRequest,
+    RevokeOutcome, StoredAlert, StoredLedgerRow, Suspension, UpstreamHealth, UsageGroup,
+    UsageQuery, UsageRow, VersionUsage, VirtualKeyRecord,
 };
 use crate::{RowFailure, RowMac, Store, StoreError};
 
@@ -522,6 +522,45 @@ impl Store for SqliteStore {
         .await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    async fn update_provider(
+        &self,
+        id: &ProviderId,
+        kind: &str,
+        base_url: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let rowids: Vec<i64> = row_mac::rowid(&mut tx, &row_mac::PROVIDERS, id.as_str())
+            .await?
+            .into_iter()
+            .collect();
+        let intact = self
+            .intact_rows(&mut tx, &row_mac::PROVIDERS, &rowids)
+            .await?;
+        let done = sqlx::query("UPDATE providers SET kind = ?, base_url = ? WHERE id = ?")
+            .bind(kind)
+            .bind(base_url)
+            .bind(id.as_str())
+            .execute(&mut *tx)
+            .await?;
+        self.reseal(&mut tx, &row_mac::PROVIDERS, &intact).await?;
+        tx.commit().await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn delete_provider(&self, id: &ProviderId) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM provider_credentials WHERE provider_id = ?")
+            .bind(id.as_str())
+            .execute(&mut *tx)
+            .await?;
+        let done = sqlx::query("DELETE FROM providers WHERE id = ?")
+            .bind(id.as_str())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected() == 1)
     }
 
     async fn list_providers(&self) -> Result<Vec<ProviderRecord>, StoreError> {
@@ -1271,6 +1310,51 @@ impl Store for SqliteStore {
             .collect::<Result<Vec<_>, _>>()?;
         ids.sort();
         Ok(ids)
+    }
+
+    async fn update_virtual_key(&self, update: &KeyUpdate) -> Result<bool, StoreError> {
+        let scope = serde_json::to_string(&update.scope).map_err(corrupt("key scope"))?;
+        let mut tx = self.pool.begin().await?;
+        let id = update.id.as_str();
+        let intact = self.key_intact(&mut tx, id).await?;
+        let done = sqlx::query(
+            "UPDATE virtual_keys SET name = ?, scope = ?, project = ?, rpm = ?, tpm = ?, \
+             max_parallel = ?, on_anomaly = ?, expires_at = ? WHERE id = ?",
+        )
+        .bind(&update.name)
+        .bind(scope)
+        .bind(update.project.as_ref().map(ProjectName::as_str))
+        .bind(update.limits.rpm.map(i64::from))
+        .bind(update.limits.tpm.map(to_i64))
+        .bind(update.limits.max_parallel.map(i64::from))
+        .bind(update.on_anomaly.as_str())
+        .bind(update.expires_at.map(to_unix))
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() != 1 {
+            return Ok(false);
+        }
+        for budget in &update.set_budgets {
+            if budget.scope != BudgetScope::Key(update.id.clone()) {
+                return Err(StoreError::Conflict(format!(
+                    "budget {} is not one of key {id}'s own",
+                    budget.id
+                )));
+            }
+            upsert_budget_in(&mut tx, self.mac(), budget).await?;
+        }
+        for budget in &update.remove_budgets {
+            sqlx::query("DELETE FROM budgets WHERE id = ? AND scope_kind = 'key' AND scope = ?")
+                .bind(budget.as_str())
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        // Sealed last: the key's MAC covers its own budgets.
+        self.reseal(&mut tx, &row_mac::KEYS, &intact).await?;
+        tx.commit().await?;
+        Ok(true)
     }
 
     async fn set_key_suspension(

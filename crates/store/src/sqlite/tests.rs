@@ -938,6 +938,150 @@ async fn a_tampered_key_can_be_revoked_but_is_never_resealed() {
     );
 }
 
+/// An in-place update of `key`: a new name, scope, limits and expiry, its
+/// daily budget replaced and a weekly one added.
+fn key_update(key: &VirtualKeyRecord, remove: Vec<BudgetId>) -> KeyUpdate {
+    KeyUpdate {
+        id: key.id.clone(),
+        name: "renamed".into(),
+        scope: Scope {
+            providers: vec![ProviderName::parse("openai").unwrap()],
+            models: Vec::new(),
+        },
+        project: Some(ProjectName::parse("shop").unwrap()),
+        limits: KeyLimits {
+            rpm: Some(7),
+            tpm: None,
+            max_parallel: Some(2),
+        },
+        on_anomaly: AnomalyAction::Suspend,
+        expires_at: Some(datetime!(2026-03-01 00:00 UTC)),
+        set_budgets: vec![BudgetRecord {
+            id: BudgetId::generate(),
+            scope: BudgetScope::Key(key.id.clone()),
+            limit: BudgetLimit::parse("3usd/week").unwrap(),
+            created_at: datetime!(2026-01-05 00:00 UTC),
+        }],
+        remove_budgets: remove,
+    }
+}
+
+#[tokio::test]
+async fn updates_in_place_keep_rows_sealed_and_never_launder_an_edit() {
+    let (store, provider, parent, child) = sealed_store().await;
+    // A key updated with its budgets, and a provider pointed elsewhere,
+    // still verify.
+    let daily: Vec<BudgetId> = store
+        .list_budgets()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|b| b.scope == BudgetScope::Key(parent.id.clone()))
+        .map(|b| b.id)
+        .collect();
+    assert!(
+        store
+            .update_virtual_key(&key_update(&parent, daily))
+            .await
+            .unwrap()
+    );
+    let stored = store.get_virtual_key(&parent.id).await.unwrap().unwrap();
+    assert_eq!(stored.name, "renamed");
+    assert_eq!(stored.limits.rpm, Some(7));
+    assert_eq!(stored.on_anomaly, AnomalyAction::Suspend);
+    let budgets: Vec<String> = store
+        .list_budgets()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|b| b.scope == BudgetScope::Key(parent.id.clone()))
+        .map(|b| b.limit.to_string())
+        .collect();
+    assert_eq!(budgets.len(), 1, "{budgets:?}");
+    assert!(
+        store
+            .update_provider(
+                &provider.id,
+                "openai-compatible",
+                Some("https://proxy.example")
+            )
+            .await
+            .unwrap()
+    );
+    assert_eq!(failures(&store).await, []);
+    let providers = store.list_providers().await.unwrap();
+    assert_eq!(
+        providers[0].base_url.as_deref(),
+        Some("https://proxy.example")
+    );
+    // A budget that is not the key's own is refused, and nothing changes.
+    let mut foreign = key_update(&child, Vec::new());
+    foreign.set_budgets[0].scope = BudgetScope::Key(parent.id.clone());
+    assert!(store.update_virtual_key(&foreign).await.is_err());
+    assert_ne!(
+        store
+            .get_virtual_key(&child.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .name,
+        "renamed"
+    );
+    // Unknown rows: false.
+    assert!(
+        !store
+            .update_virtual_key(&key_update(&key("prod"), Vec::new()))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .update_provider(&ProviderId::generate(), "openai", None)
+            .await
+            .unwrap()
+    );
+
+    // Rows edited outside the store stay refused through an update.
+    sqlx::query("UPDATE virtual_keys SET can_mint = 1 WHERE id = ?")
+        .bind(child.id.as_str())
+        .execute(&store.pool)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE providers SET env = 'dev'")
+        .execute(&store.pool)
+        .await
+        .unwrap();
+    assert!(
+        store
+            .update_virtual_key(&key_update(&child, Vec::new()))
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .update_provider(&provider.id, "openai", None)
+            .await
+            .unwrap()
+    );
+    assert_eq!(failures(&store).await.len(), 2);
+
+    // Deleting a provider takes every version of its key with it.
+    assert!(store.delete_provider(&provider.id).await.unwrap());
+    assert!(!store.delete_provider(&provider.id).await.unwrap());
+    assert!(store.list_providers().await.unwrap().is_empty());
+    assert!(
+        store
+            .list_credentials(&provider.id)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        failures(&store).await,
+        [(SealedTable::VirtualKey, child.id.to_string())]
+    );
+}
+
 #[tokio::test]
 async fn a_version_7_database_is_sealed_once_at_the_first_start() {
     let dir = tempfile::tempdir().unwrap();

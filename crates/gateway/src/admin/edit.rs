@@ -1,0 +1,843 @@
+//! Changing providers and keys in place: `PATCH`/`DELETE /providers/{id}`
+//! and `PATCH /keys/{id}`, and the checks `provider add`, `key create` and
+//! `rotate finish` share with them (base URLs, key names as handles, model
+//! patterns nobody has heard of, one provider secret in several
+//! environments).
+//!
+//! Every change follows the admin API's order: take the admin lock, check
+//! everything against the snapshot (which only changes under that lock),
+//! audit, write the store (which re-seals the row only if its MAC held),
+//! reload and publish the snapshot, answer. Bad input is refused before the
+//! audit entry, so it changes nothing.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use bytes::Bytes;
+use http::StatusCode;
+use keyforge_providers::{Api, ProviderKind};
+use keyforge_store::{BudgetRecord, KeyUpdate};
+use keyforge_types::{
+    AnomalyAction, BudgetId, BudgetScope, EnvName, KeyId, ModelPattern, Period, ProviderSecret,
+    Scope, Ttl,
+};
+use time::OffsetDateTime;
+
+use super::api::{RemovedProvider, UpdateKeyRequest, UpdateProviderRequest, UpdatedKey};
+use super::{AdminError, audit, key_view, parse_json, parse_key_id, provider_view, reload};
+use crate::snapshot::{KeyEntry, Snapshot};
+use crate::state::AppState;
+
+/// The master-key derivation label of the key provider secrets are
+/// fingerprinted under, to find one secret used by several providers
+/// without comparing (or storing) secrets.
+pub(crate) const SECRET_FINGERPRINT_LABEL: &str = "keyforge/provider-secret-fingerprint/v1";
+
+/// HMAC-SHA-256 of provider secrets under a master-derived key. Nothing is
+/// stored: fingerprints are computed from the snapshot's decrypted keys
+/// when an admin change needs them.
+#[derive(Clone)]
+pub(crate) struct SecretFingerprints {
+    key: aws_lc_rs::hmac::Key,
+}
+
+impl std::fmt::Debug for SecretFingerprints {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecretFingerprints(..)")
+    }
+}
+
+impl SecretFingerprints {
+    pub(crate) fn new(secret: &[u8]) -> Self {
+        Self {
+            key: aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, secret),
+        }
+    }
+
+    fn tag(&self, secret: &ProviderSecret) -> aws_lc_rs::hmac::Tag {
+        #[expect(
+            clippy::disallowed_methods,
+            reason = "the provider key is only hashed under a keyed HMAC, to compare fingerprints"
+        )]
+        let bytes = secret.expose().as_bytes();
+        aws_lc_rs::hmac::sign(&self.key, bytes)
+    }
+
+    /// Whether `secret` has the fingerprint `tag` (constant time).
+    fn matches(&self, secret: &ProviderSecret, tag: &aws_lc_rs::hmac::Tag) -> bool {
+        #[expect(
+            clippy::disallowed_methods,
+            reason = "the provider key is only hashed under a keyed HMAC, to compare fingerprints"
+        )]
+        let bytes = secret.expose().as_bytes();
+        aws_lc_rs::hmac::verify(&self.key, bytes, tag.as_ref()).is_ok()
+    }
+}
+
+/// Providers other than `except` whose current or pending key is `secret`
+/// (by fingerprint), as `provider `NAME` (ENV)`.
+pub(crate) fn same_secret_elsewhere(
+    state: &AppState,
+    snapshot: &Snapshot,
+    secret: &ProviderSecret,
+    except: Option<&keyforge_types::ProviderId>,
+) -> Vec<String> {
+    let tag = state.secret_fingerprints.tag(secret);
+    let mut found: Vec<String> = snapshot
+        .providers
+        .values()
+        .filter(|entry| except != Some(&entry.record.id))
+        .filter(|entry| {
+            state
+                .secret_fingerprints
+                .matches(&entry.current.secret, &tag)
+                || entry
+                    .pending
+                    .as_ref()
+                    .is_some_and(|pending| state.secret_fingerprints.matches(&pending.secret, &tag))
+        })
+        .map(|entry| format!("provider `{}` ({})", entry.record.name, entry.record.env))
+        .collect();
+    found.sort();
+    found
+}
+
+/// A base URL checked (see `validate_base_url`) and normalised for its
+/// kind, with a warning when it was changed. Clients send the API's whole
+/// path (`/v1/chat/completions`) and the gateway appends it to the base
+/// URL, so a base URL ending in the version segment (`https://api.openai.com/v1`,
+/// as the OpenAI SDKs write it) would call `/v1/v1/...`: both forms are
+/// accepted, and stored without the version.
+pub(crate) fn normalise_base_url(
+    kind: ProviderKind,
+    text: &str,
+) -> Result<(String, Option<String>), AdminError> {
+    let url = super::validate_base_url(text)?;
+    let suffixes: &[&str] = match kind.api() {
+        Api::OpenAi | Api::Anthropic => &["/v1"],
+        Api::Gemini => &["/v1beta", "/v1"],
+    };
+    for suffix in suffixes {
+        if let Some(root) = url.strip_suffix(suffix) {
+            // Only a whole path segment, and never the bare host.
+            if root.contains("://") && root.rsplit("://").next().is_some_and(|r| !r.is_empty()) {
+                let warning = format!(
+                    "base URL {url} is stored as {root}: clients send the API's whole path ({suffix}/...), so the version is not part of the base URL"
+                );
+                return Ok((root.to_owned(), Some(warning)));
+            }
+        }
+    }
+    Ok((url, None))
+}
+
+/// Key names are handles (`name:ENV/NAME`): unique among the keys in force
+/// of an environment unless the admin allows a duplicate.
+pub(crate) fn check_name_free(
+    snapshot: &Snapshot,
+    env: &EnvName,
+    name: &str,
+    except: Option<&KeyId>,
+    now: OffsetDateTime,
+) -> Result<(), AdminError> {
+    let taken = snapshot.keys_by_id.values().find(|entry| {
+        let record = &entry.record;
+        except != Some(&record.id)
+            && &record.env == env
+            && record.name == name
+            && in_force(entry, now)
+    });
+    match taken {
+        None => Ok(()),
+        Some(entry) => Err(AdminError::new(
+            StatusCode::CONFLICT,
+            "name_taken",
+            format!(
+                "key {} in environment `{env}` is already named `{name}`: pick another name, or add --allow-duplicate-name",
+                entry.record.id
+            ),
+        )),
+    }
+}
+
+fn in_force(entry: &KeyEntry, now: OffsetDateTime) -> bool {
+    entry.record.revoked_at.is_none() && entry.record.expires_at.is_none_or(|at| at > now)
+}
+
+/// A warning for each pattern that matches no model of the price or limits
+/// table (a typo such as `gtp-4o*` would otherwise refuse every request
+/// quietly).
+pub(crate) fn unknown_model_warnings(state: &AppState, patterns: &[ModelPattern]) -> Vec<String> {
+    let known: Vec<&str> = state
+        .prices
+        .entries()
+        .iter()
+        .map(|entry| entry.model.as_str())
+        .chain(
+            state
+                .limits
+                .entries()
+                .iter()
+                .map(|entry| entry.model.as_str()),
+        )
+        .collect();
+    patterns
+        .iter()
+        .filter(|pattern| {
+            // Either side may be a glob: `gpt-4o*` against the table's
+            // `gpt-4o-mini*`, or `gpt-4o-2024-08-06` against `gpt-4o*`.
+            !known.iter().any(|model| {
+                pattern.matches(model)
+                    || keyforge_types::glob_match(model.as_bytes(), pattern.as_str().as_bytes())
+            })
+        })
+        .map(|pattern| {
+            format!(
+                "model pattern `{}` matches no model in the price or limits table: check its spelling (requests for other models are refused)",
+                pattern.as_str()
+            )
+        })
+        .collect()
+}
+
+/// Why `inner` allows something `outer` does not, if it does. Strict: an
+/// empty list (everything) is only within an empty list.
+pub(crate) fn scope_excess(outer: &Scope, inner: &Scope) -> Option<String> {
+    if !outer.providers.is_empty() {
+        if inner.providers.is_empty() {
+            return Some("every provider of the environment".to_owned());
+        }
+        if let Some(provider) = inner
+            .providers
+            .iter()
+            .find(|provider| !outer.allows_provider(provider))
+        {
+            return Some(format!("provider `{provider}`"));
+        }
+    }
+    if !outer.models.is_empty() {
+        if inner.models.is_empty() {
+            return Some("every model".to_owned());
+        }
+        if let Some(pattern) = inner
+            .models
+            .iter()
+            .find(|pattern| !outer.models.iter().any(|own| own.covers(pattern)))
+        {
+            return Some(format!("models `{}`", pattern.as_str()));
+        }
+    }
+    None
+}
+
+fn not_found_provider(id: &str) -> AdminError {
+    AdminError::new(
+        StatusCode::NOT_FOUND,
+        "provider_not_found",
+        format!("no provider with id {id}"),
+    )
+}
+
+pub(super) async fn update_provider(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<axum::Json<super::api::ProviderView>, AdminError> {
+    let request: UpdateProviderRequest = parse_json(&body)?;
+    if request.kind.is_none() && request.base_url.is_none() {
+        return Err(AdminError::bad_request(
+            "nothing to change: give a new base URL (--base-url) or kind (--kind)",
+        ));
+    }
+    let entry = super::rotation::provider(&state, &id)?;
+    let kind = match &request.kind {
+        Some(text) => {
+            ProviderKind::parse(text).map_err(|error| AdminError::bad_request(error.to_string()))?
+        }
+        None => entry.kind,
+    };
+    let mut warnings = Vec::new();
+    let base_url = match (&request.base_url, &entry.record.base_url) {
+        (Some(text), _) => {
+            let (url, warning) = normalise_base_url(kind, text)?;
+            warnings.extend(warning);
+            Some(url)
+        }
+        // The kind changes and the old base URL was the old kind's public
+        // API: the new kind's public API now.
+        (None, None) => None,
+        (None, Some(url)) => Some(url.clone()),
+    };
+    let effective = base_url
+        .clone()
+        .or_else(|| kind.default_base_url().map(str::to_owned))
+        .ok_or_else(|| {
+            AdminError::bad_request(format!("a {kind} provider needs a base URL (--base-url)"))
+        })?;
+    // The check calls the provider: done before the admin lock, so other
+    // admin changes do not wait on it.
+    if !request.skip_check {
+        super::rotation::check_key(&state, kind.api(), &effective, &entry.current.secret).await?;
+    }
+    let _guard = state.admin_write.lock().await;
+    let now_current = super::rotation::provider(&state, &id)?;
+    if now_current.current.version != entry.current.version
+        || now_current.record.base_url != entry.record.base_url
+        || now_current.kind != entry.kind
+    {
+        return Err(AdminError::new(
+            StatusCode::CONFLICT,
+            "changed_meanwhile",
+            "the provider changed while its key was being checked; run the update again",
+        ));
+    }
+    audit(
+        &state,
+        "provider.update",
+        serde_json::json!({
+            "id": entry.record.id,
+            "name": entry.record.name,
+            "env": entry.record.env,
+            "kind": {"from": entry.kind.as_str(), "to": kind.as_str()},
+            "base_url": {"from": entry.base_url, "to": effective},
+            "checked": !request.skip_check,
+        }),
+    )
+    .await?;
+    if !state
+        .store
+        .update_provider(&entry.record.id, kind.as_str(), base_url.as_deref())
+        .await
+        .map_err(AdminError::store)?
+    {
+        return Err(not_found_provider(&id));
+    }
+    reload(&state).await?;
+    tracing::info!(provider_id = %entry.record.id, kind = %kind, "provider updated");
+    let updated = super::rotation::provider(&state, &id)?;
+    let mut view = provider_view(&updated);
+    view.warnings = warnings;
+    Ok(axum::Json(view))
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RemoveParams {
+    #[serde(default)]
+    force: bool,
+}
+
+pub(super) async fn remove_provider(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    query: Result<Query<RemoveParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<axum::Json<RemovedProvider>, AdminError> {
+    let Query(params) = query.map_err(|error| {
+        AdminError::bad_request(format!("invalid query: {}", error.body_text()))
+    })?;
+    let _guard = state.admin_write.lock().await;
+    let entry = super::rotation::provider(&state, &id)?;
+    let now = state.clock.now();
+    let snapshot = state.snapshot.load();
+    let mut keys_reaching: Vec<KeyId> = snapshot
+        .keys_by_id
+        .values()
+        .filter(|key| {
+            key.record.env == entry.record.env
+                && in_force(key, now)
+                && key.record.scope.allows_provider(&entry.record.name)
+        })
+        .map(|key| key.record.id.clone())
+        .collect();
+    keys_reaching.sort();
+    let rotating = entry.pending.is_some() || entry.record.previous.is_some();
+    if !params.force && (!keys_reaching.is_empty() || rotating) {
+        let mut reasons = Vec::new();
+        if !keys_reaching.is_empty() {
+            let shown: Vec<&str> = keys_reaching.iter().take(5).map(KeyId::as_str).collect();
+            reasons.push(format!(
+                "{} keys in force can reach it ({}{})",
+                keys_reaching.len(),
+                shown.join(", "),
+                if keys_reaching.len() > shown.len() {
+                    ", ..."
+                } else {
+                    ""
+                }
+            ));
+        }
+        if rotating {
+            reasons.push(
+                "a rotation of its key is in progress (finish or cancel it first)".to_owned(),
+            );
+        }
+        return Err(AdminError::new(
+            StatusCode::CONFLICT,
+            "provider_in_use",
+            format!(
+                "provider `{}` ({}) was not removed: {}; remove it anyway with --force",
+                entry.record.name,
+                entry.record.env,
+                reasons.join("; ")
+            ),
+        ));
+    }
+    audit(
+        &state,
+        "provider.remove",
+        serde_json::json!({
+            "id": entry.record.id,
+            "name": entry.record.name,
+            "env": entry.record.env,
+            "force": params.force,
+            "keys_reaching": keys_reaching,
+            "rotation_in_progress": rotating,
+        }),
+    )
+    .await?;
+    if !state
+        .store
+        .delete_provider(&entry.record.id)
+        .await
+        .map_err(AdminError::store)?
+    {
+        return Err(not_found_provider(&id));
+    }
+    reload(&state).await?;
+    tracing::info!(provider_id = %entry.record.id, force = params.force, keys_reaching = keys_reaching.len(), "provider removed");
+    Ok(axum::Json(RemovedProvider {
+        provider: provider_view(&entry),
+        keys_reaching,
+    }))
+}
+
+fn narrowing(message: impl std::fmt::Display) -> AdminError {
+    AdminError::new(StatusCode::FORBIDDEN, "exceeds_parent", message.to_string())
+}
+
+pub(super) async fn update_key(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<axum::Json<UpdatedKey>, AdminError> {
+    let id = parse_key_id(&id)?;
+    let request: UpdateKeyRequest = parse_json(&body)?;
+    if request.is_empty() {
+        return Err(AdminError::bad_request(
+            "nothing to change: give at least one of --name, --project, --provider, --model, --ttl, --rpm, --tpm, --max-parallel, --on-anomaly, --budget or --remove-budget",
+        ));
+    }
+    let _guard = state.admin_write.lock().await;
+    let now = state.clock.now();
+    let snapshot = state.snapshot.load_full();
+    let entry = snapshot.key_by_id(&id).cloned().ok_or_else(|| {
+        AdminError::new(
+            StatusCode::NOT_FOUND,
+            "key_not_found",
+            format!("no key with id {id}"),
+        )
+    })?;
+    let old = &entry.record;
+    if old.revoked_at.is_some() {
+        return Err(AdminError::new(
+            StatusCode::CONFLICT,
+            "key_revoked",
+            format!("key {id} is revoked; create a new key instead"),
+        ));
+    }
+    let parent = entry.ancestors.first().cloned();
+
+    let name = match &request.name {
+        Some(name) => super::mint::validate_name(name)?,
+        None => old.name.clone(),
+    };
+    if name != old.name && !request.allow_duplicate_name {
+        check_name_free(&snapshot, &old.env, &name, Some(&id), now)?;
+    }
+
+    let project = match &request.project {
+        None => old.project.clone(),
+        Some(asked) => {
+            if let Some(parent) = &parent
+                && asked != &parent.record.project
+            {
+                return Err(narrowing(format!(
+                    "a child key stays in its parent's project ({})",
+                    parent
+                        .record
+                        .project
+                        .as_ref()
+                        .map_or("none".to_owned(), |p| format!("`{p}`"))
+                )));
+            }
+            // A child stays in its parent's project (its spend counts
+            // against that project's budgets), so a parent keeps its
+            // project while it has children in force.
+            if asked != &old.project
+                && let Some(child) = snapshot
+                    .keys_by_id
+                    .values()
+                    .find(|child| child.record.parent.as_ref() == Some(&id) && in_force(child, now))
+            {
+                return Err(AdminError::new(
+                    StatusCode::CONFLICT,
+                    "has_children",
+                    format!(
+                        "key {id} has child key {} in its project: revoke its children before moving it to another project",
+                        child.record.id
+                    ),
+                ));
+            }
+            asked.clone()
+        }
+    };
+
+    let asked_scope = Scope {
+        providers: request
+            .providers
+            .clone()
+            .unwrap_or_else(|| old.scope.providers.clone()),
+        models: request
+            .models
+            .clone()
+            .unwrap_or_else(|| old.scope.models.clone()),
+    };
+    let scope = match &parent {
+        // A child's empty list is its parent's, as at minting.
+        Some(parent) => parent.record.scope.narrow(asked_scope).map_err(narrowing)?,
+        None => asked_scope,
+    };
+    for provider in &scope.providers {
+        if !snapshot
+            .providers
+            .contains_key(&(old.env.clone(), provider.clone()))
+        {
+            return Err(AdminError::bad_request(format!(
+                "no provider named `{provider}` in environment `{}`",
+                old.env
+            )));
+        }
+    }
+    let widening = scope_excess(&old.scope, &scope);
+    if let Some(excess) = &widening
+        && !request.allow_widen
+    {
+        return Err(AdminError::new(
+            StatusCode::FORBIDDEN,
+            "scope_widening",
+            format!(
+                "the new scope of key {id} allows {excess}, which its current scope does not: add --allow-widen to widen it (audited)"
+            ),
+        ));
+    }
+    // Children hold only what their parent holds: narrowing a key's scope
+    // below one of its children's is refused (the child's own scope is
+    // what the request path checks).
+    for child in snapshot
+        .keys_by_id
+        .values()
+        .filter(|child| child.record.parent.as_ref() == Some(&id) && in_force(child, now))
+    {
+        if let Some(excess) = scope_excess(&scope, &child.record.scope) {
+            return Err(AdminError::new(
+                StatusCode::CONFLICT,
+                "child_exceeds_scope",
+                format!(
+                    "child key {} allows {excess}, which the new scope of key {id} does not: narrow or revoke the child first",
+                    child.record.id
+                ),
+            ));
+        }
+    }
+
+    let mut limits = old.limits;
+    if let Some(rpm) = request.rpm {
+        limits.rpm = rpm;
+    }
+    if let Some(tpm) = request.tpm {
+        limits.tpm = tpm;
+    }
+    if let Some(max_parallel) = request.max_parallel {
+        limits.max_parallel = max_parallel;
+    }
+    if limits.rpm == Some(0) || limits.tpm == Some(0) || limits.max_parallel == Some(0) {
+        return Err(AdminError::bad_request(
+            "rpm, tpm and max-parallel must be at least 1 (remove a limit with `none`)",
+        ));
+    }
+    let limits = match &parent {
+        Some(parent) => parent.record.limits.narrow(limits).map_err(narrowing)?,
+        None => limits,
+    };
+
+    let expires_at = match &request.ttl {
+        None => old.expires_at,
+        Some(None) => None,
+        Some(Some(text)) => {
+            let ttl = Ttl::parse(text)
+                .map_err(|error| AdminError::bad_request(format!("ttl: {error}")))?;
+            Some(now + ttl.as_duration())
+        }
+    };
+    let expires_at = match (&parent, expires_at) {
+        (Some(parent), asked) => match (asked, parent.record.expires_at) {
+            (Some(asked), Some(own)) if asked > own => {
+                return Err(narrowing(format!(
+                    "the parent key expires at {}; a child cannot outlive it",
+                    super::rfc3339(own)
+                )));
+            }
+            (None, own) => own,
+            (asked, _) => asked,
+        },
+        (None, asked) => asked,
+    };
+
+    let on_anomaly = match (&parent, request.on_anomaly) {
+        (Some(parent), _) if parent.record.on_anomaly == AnomalyAction::Suspend => {
+            AnomalyAction::Suspend
+        }
+        (_, Some(action)) => action,
+        (_, None) => old.on_anomaly,
+    };
+
+    let (set_budgets, remove_budgets) = budget_changes(&request, &entry, parent.as_deref(), now)?;
+
+    let mut warnings = request
+        .models
+        .as_deref()
+        .map(|models| unknown_model_warnings(&state, models))
+        .unwrap_or_default();
+    if name != old.name && request.allow_duplicate_name {
+        warnings.extend(
+            check_name_free(&snapshot, &old.env, &name, Some(&id), now)
+                .err()
+                .map(|error| format!("another key is also named `{name}` ({})", error.code)),
+        );
+    }
+    let kind = if widening.is_some() {
+        "key.widen"
+    } else {
+        "key.update"
+    };
+    audit(
+        &state,
+        kind,
+        serde_json::json!({
+            "id": id,
+            "name": name,
+            "project": project,
+            "scope": {"from": old.scope, "to": scope},
+            "widened": widening,
+            "limits": {"from": old.limits, "to": limits},
+            "expires_at": expires_at.map(super::rfc3339),
+            "on_anomaly": on_anomaly,
+            "budgets_set": set_budgets.iter().map(|b| b.limit.to_string()).collect::<Vec<_>>(),
+            "budgets_removed": remove_budgets,
+        }),
+    )
+    .await?;
+    // A budget's spend this period is read from the ledger: write out
+    // what is still queued first.
+    if !set_budgets.is_empty() {
+        state.ledger.flush(std::time::Duration::from_secs(5)).await;
+    }
+    let update = KeyUpdate {
+        id: id.clone(),
+        name,
+        scope,
+        project,
+        limits,
+        on_anomaly,
+        expires_at,
+        set_budgets,
+        remove_budgets,
+    };
+    if !state
+        .store
+        .update_virtual_key(&update)
+        .await
+        .map_err(AdminError::store)?
+    {
+        return Err(AdminError::new(
+            StatusCode::NOT_FOUND,
+            "key_not_found",
+            format!("no key with id {id}"),
+        ));
+    }
+    reload(&state).await?;
+    tracing::info!(key_id = %id, widened = widening.is_some(), "virtual key updated");
+    let snapshot = state.snapshot.load();
+    let entry = snapshot
+        .key_by_id(&id)
+        .ok_or_else(|| AdminError::internal("the key is missing from the reloaded snapshot"))?;
+    Ok(axum::Json(UpdatedKey {
+        view: key_view(entry, now),
+        widened: widening.is_some(),
+        warnings,
+    }))
+}
+
+/// The key's own budgets to set and to remove, checked: amounts above zero,
+/// one per period, removals of budgets that exist, and a child's budgets no
+/// larger than its parent's of the same period.
+fn budget_changes(
+    request: &UpdateKeyRequest,
+    entry: &KeyEntry,
+    parent: Option<&KeyEntry>,
+    now: OffsetDateTime,
+) -> Result<(Vec<BudgetRecord>, Vec<BudgetId>), AdminError> {
+    let own_scope = BudgetScope::Key(entry.record.id.clone());
+    let own = |key: &KeyEntry, period: Period| {
+        let scope = BudgetScope::Key(key.record.id.clone());
+        key.budgets
+            .iter()
+            .find(|cell| cell.scope() == &scope && cell.status(now).limit.period == period)
+            .map(|cell| cell.status(now))
+    };
+    let mut periods: Vec<Period> = Vec::new();
+    let mut set = Vec::new();
+    for limit in &request.budgets {
+        if limit.amount.0 <= 0 {
+            return Err(AdminError::bad_request(
+                "a budget must be greater than zero (remove one with --remove-budget PERIOD)",
+            ));
+        }
+        if periods.contains(&limit.period) {
+            return Err(AdminError::bad_request(format!(
+                "two budgets for the same period ({}): give one per period",
+                limit.period
+            )));
+        }
+        periods.push(limit.period);
+        if let Some(parent) = parent
+            && let Some(parents) = own(parent, limit.period)
+            && limit.amount > parents.limit.amount
+        {
+            return Err(narrowing(format!(
+                "budget {limit} is above the parent key's {}",
+                parents.limit
+            )));
+        }
+        set.push(BudgetRecord {
+            id: own(entry, limit.period).map_or_else(BudgetId::generate, |status| status.id),
+            scope: own_scope.clone(),
+            limit: *limit,
+            created_at: now,
+        });
+    }
+    let mut remove = Vec::new();
+    for period in &request.remove_budgets {
+        if periods.contains(period) {
+            return Err(AdminError::bad_request(format!(
+                "the {period} budget is both set and removed"
+            )));
+        }
+        let status = own(entry, *period).ok_or_else(|| {
+            AdminError::bad_request(format!(
+                "key {} has no {period} budget of its own to remove",
+                entry.record.id
+            ))
+        })?;
+        if !remove.contains(&status.id) {
+            remove.push(status.id);
+        }
+    }
+    Ok((set, remove))
+}
+
+#[cfg(test)]
+mod tests {
+    use keyforge_types::ProviderName;
+
+    use super::*;
+
+    fn scope(providers: &[&str], models: &[&str]) -> Scope {
+        Scope {
+            providers: providers
+                .iter()
+                .map(|p| ProviderName::parse(p).unwrap())
+                .collect(),
+            models: models
+                .iter()
+                .map(|m| ModelPattern::parse(m).unwrap())
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn scope_excess_is_strict() {
+        let check = |outer: Scope, inner: Scope, expect: Option<&str>| {
+            assert_eq!(scope_excess(&outer, &inner).as_deref(), expect);
+        };
+        check(scope(&[], &[]), scope(&[], &[]), None);
+        check(scope(&[], &[]), scope(&["openai"], &["gpt-4o*"]), None);
+        check(
+            scope(&["openai"], &[]),
+            scope(&[], &[]),
+            Some("every provider of the environment"),
+        );
+        check(
+            scope(&["openai"], &[]),
+            scope(&["openai", "anthropic"], &[]),
+            Some("provider `anthropic`"),
+        );
+        check(
+            scope(&[], &["gpt-4o*"]),
+            scope(&[], &[]),
+            Some("every model"),
+        );
+        check(scope(&[], &["gpt-4o*"]), scope(&[], &["gpt-4o-mini"]), None);
+        check(
+            scope(&[], &["gpt-4o-mini"]),
+            scope(&[], &["gpt-4o*"]),
+            Some("models `gpt-4o*`"),
+        );
+    }
+
+    #[test]
+    fn base_urls_lose_their_version_segment() {
+        let check = |kind: ProviderKind, input: &str, expect: &str, warned: bool| {
+            let (url, warning) = normalise_base_url(kind, input).unwrap();
+            assert_eq!(url, expect, "{input}");
+            assert_eq!(warning.is_some(), warned, "{input}");
+        };
+        check(
+            ProviderKind::OpenAi,
+            "https://api.openai.com/v1",
+            "https://api.openai.com",
+            true,
+        );
+        check(
+            ProviderKind::OpenAi,
+            "https://api.openai.com/v1/",
+            "https://api.openai.com",
+            true,
+        );
+        check(
+            ProviderKind::OpenAi,
+            "https://api.openai.com",
+            "https://api.openai.com",
+            false,
+        );
+        check(
+            ProviderKind::OpenAiCompatible,
+            "https://api.groq.com/openai/v1",
+            "https://api.groq.com/openai",
+            true,
+        );
+        // Only a whole segment.
+        check(
+            ProviderKind::OpenAiCompatible,
+            "https://example.com/apiv1",
+            "https://example.com/apiv1",
+            false,
+        );
+        check(
+            ProviderKind::Gemini,
+            "https://generativelanguage.googleapis.com/v1beta",
+            "https://generativelanguage.googleapis.com",
+            true,
+        );
+    }
+}

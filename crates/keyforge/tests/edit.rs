@@ -1,0 +1,784 @@
+//! Changing things without starting over (issue #14), end to end through
+//! the real binary in front of the fake upstream: `provider update` and
+//! `provider remove`, the key check and the `/v1` base URL of `provider
+//! add`, `key update` and `budget set --key`, key names as handles
+//! (`name:ENV/NAME`), model patterns nobody has heard of, and one provider
+//! secret in several environments. Every change is checked where a user
+//! would see it: the next request, `key show`, the audit log, and a restart
+//! on the same data directory (the rows' MACs still hold).
+
+#![expect(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "tests: a failed step must fail the test loudly"
+)]
+
+mod common;
+
+use std::path::Path;
+
+use common::Server;
+use keyforge_testkit::{FakeUpstream, fake_provider_key};
+use serde_json::{Value, json};
+
+/// Everything the CLI printed, to search for secrets at the end.
+#[derive(Default)]
+struct Transcript(String);
+
+impl Transcript {
+    /// Runs a command that must succeed; returns (stdout, stderr).
+    async fn ok(&mut self, server: &Server, home: &Path, args: &[&str]) -> (String, String) {
+        self.ok_with(server, home, args, None).await
+    }
+
+    async fn ok_with(
+        &mut self,
+        server: &Server,
+        home: &Path,
+        args: &[&str],
+        stdin: Option<&str>,
+    ) -> (String, String) {
+        let (ok, out, err) = server.cli(home, args, stdin).await;
+        self.0 += &out;
+        self.0 += &err;
+        assert!(ok, "{args:?} failed: {out}{err}");
+        (out, err)
+    }
+
+    /// Runs a command that must fail; returns its stderr.
+    async fn fails(
+        &mut self,
+        server: &Server,
+        home: &Path,
+        args: &[&str],
+        stdin: Option<&str>,
+    ) -> String {
+        let (ok, out, err) = server.cli(home, args, stdin).await;
+        self.0 += &out;
+        self.0 += &err;
+        assert!(!ok, "{args:?} should have failed: {out}");
+        err
+    }
+
+    async fn json(&mut self, server: &Server, home: &Path, args: &[&str]) -> Value {
+        let (out, _) = self.ok(server, home, args).await;
+        serde_json::from_str(&out).expect("a --json answer")
+    }
+}
+
+/// A chat completion through `/p/PROVIDER` with `key`; returns the status.
+async fn chat(server: &Server, provider: &str, key: &str, model: &str) -> u16 {
+    reqwest::Client::new()
+        .post(format!(
+            "http://{}/p/{provider}/v1/chat/completions",
+            server.addr.trim_start_matches("http://")
+        ))
+        .bearer_auth(key)
+        .json(&json!({"model": model, "messages": [{"role": "user", "content": "hi there"}]}))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+async fn audit_kinds(transcript: &mut Transcript, server: &Server, home: &Path) -> Vec<Value> {
+    let (out, _) = transcript.ok(server, home, &["audit", "tail"]).await;
+    out.lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn providers_are_checked_normalised_updated_and_removed() {
+    let home = tempfile::tempdir().unwrap();
+    let home = home.path();
+    let provider_key = fake_provider_key("edit");
+    let wrong_key = fake_provider_key("wrong");
+    let upstream = FakeUpstream::start(&provider_key).await.unwrap();
+    let base = upstream.base_url();
+    let server = Server::start_in(home, &[]).await;
+    let mut t = Transcript::default();
+    let add = |name: &'static str, env: &'static str, url: String| {
+        vec![
+            "provider".to_owned(),
+            "add".to_owned(),
+            name.to_owned(),
+            "--kind".to_owned(),
+            "openai".to_owned(),
+            "--env".to_owned(),
+            env.to_owned(),
+            "--base-url".to_owned(),
+            url,
+        ]
+    };
+
+    // A key the provider rejects is refused, and nothing is added.
+    let wrong = add("openai", "dev", base.clone());
+    let err = t
+        .fails(
+            &server,
+            home,
+            &args(&wrong),
+            Some(&format!("{wrong_key}\n")),
+        )
+        .await;
+    assert!(err.contains("rejected the new key (HTTP 401)"), "{err}");
+    // A base URL where nothing answers is refused too.
+    let down = add("openai", "dev", "http://127.0.0.1:9".to_owned());
+    let err = t
+        .fails(
+            &server,
+            home,
+            &args(&down),
+            Some(&format!("{provider_key}\n")),
+        )
+        .await;
+    assert!(err.contains("could not reach the provider"), "{err}");
+    let list = t.json(&server, home, &["provider", "list", "--json"]).await;
+    assert_eq!(list["providers"], json!([]), "a refused add adds nothing");
+    // --no-check skips the check (the fake never sees the wrong key).
+    let seen_before = upstream.requests().len();
+    let mut skipped = add("unchecked", "dev", base.clone());
+    skipped.push("--no-check".to_owned());
+    t.ok_with(
+        &server,
+        home,
+        &args(&skipped),
+        Some(&format!("{wrong_key}\n")),
+    )
+    .await;
+    assert_eq!(upstream.requests().len(), seen_before);
+
+    // An OpenAI SDK-style base URL ending in /v1 is accepted and stored
+    // without it, with a warning; requests reach /v1/..., not /v1/v1/....
+    let v1 = add("openai", "dev", format!("{base}/v1"));
+    let (_, err) = t
+        .ok_with(
+            &server,
+            home,
+            &args(&v1),
+            Some(&format!("{provider_key}\n")),
+        )
+        .await;
+    assert!(err.contains(&format!("is stored as {base}")), "{err}");
+    assert!(upstream.requests().iter().any(|r| r.path == "/v1/models"));
+    let list = t.json(&server, home, &["provider", "list", "--json"]).await;
+    let openai = list["providers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "openai")
+        .unwrap()
+        .clone();
+    assert_eq!(openai["base_url"], json!(base));
+    let key = t
+        .json(
+            &server,
+            home,
+            &["key", "create", "--name", "app", "--env", "dev", "--json"],
+        )
+        .await;
+    let kf = key["key"].as_str().unwrap().to_owned();
+    assert_eq!(chat(&server, "openai", &kf, "gpt-4o-mini").await, 200);
+    assert_eq!(
+        upstream.requests().last().unwrap().path,
+        "/v1/chat/completions"
+    );
+
+    // The same secret in another environment: said, by fingerprint.
+    let prod = add("openai", "prod", base.clone());
+    let (_, err) = t
+        .ok_with(
+            &server,
+            home,
+            &args(&prod),
+            Some(&format!("{provider_key}\n")),
+        )
+        .await;
+    assert!(
+        err.contains("already the key of provider `openai` (dev)"),
+        "{err}"
+    );
+
+    // provider update: a base URL the key does not work at is refused and
+    // changes nothing; with --no-check it is applied at once.
+    let err = t
+        .fails(
+            &server,
+            home,
+            &[
+                "provider",
+                "update",
+                "openai",
+                "--env",
+                "dev",
+                "--base-url",
+                "http://127.0.0.1:9",
+            ],
+            None,
+        )
+        .await;
+    assert!(err.contains("could not reach the provider"), "{err}");
+    assert_eq!(chat(&server, "openai", &kf, "gpt-4o-mini").await, 200);
+    t.ok(
+        &server,
+        home,
+        &[
+            "provider",
+            "update",
+            "openai",
+            "--env",
+            "dev",
+            "--base-url",
+            "http://127.0.0.1:9",
+            "--no-check",
+        ],
+    )
+    .await;
+    assert_ne!(chat(&server, "openai", &kf, "gpt-4o-mini").await, 200);
+    // Back, in the /v1 form (normalised the same way), checked.
+    let updated = t
+        .json(
+            &server,
+            home,
+            &[
+                "provider",
+                "update",
+                "openai",
+                "--env",
+                "dev",
+                "--base-url",
+                &format!("{base}/v1"),
+                "--json",
+            ],
+        )
+        .await;
+    assert_eq!(updated["base_url"], json!(base));
+    assert_eq!(updated["id"], openai["id"], "same provider, same id");
+    assert_eq!(chat(&server, "openai", &kf, "gpt-4o-mini").await, 200);
+    // --kind: an openai-compatible provider becomes openai.
+    let mut compat = add("compat", "stage", base.clone());
+    compat[4] = "openai-compatible".to_owned();
+    t.ok_with(
+        &server,
+        home,
+        &args(&compat),
+        Some(&format!("{provider_key}\n")),
+    )
+    .await;
+    let updated = t
+        .json(
+            &server,
+            home,
+            &[
+                "provider", "update", "compat", "--env", "stage", "--kind", "openai", "--json",
+            ],
+        )
+        .await;
+    assert_eq!(updated["kind"], "openai");
+    let err = t
+        .fails(
+            &server,
+            home,
+            &["provider", "update", "compat", "--env", "stage"],
+            None,
+        )
+        .await;
+    assert!(err.contains("nothing to change"), "{err}");
+
+    // provider remove: refused while a key reaches it, or while a rotation
+    // is in progress; --force removes it, and its keys are refused there.
+    let err = t
+        .fails(
+            &server,
+            home,
+            &["provider", "remove", "openai", "--env", "dev"],
+            None,
+        )
+        .await;
+    assert!(err.contains("keys in force can reach it"), "{err}");
+    assert!(err.contains(key["id"].as_str().unwrap()), "{err}");
+    assert_eq!(chat(&server, "openai", &kf, "gpt-4o-mini").await, 200);
+    let new_key = fake_provider_key("next");
+    upstream.accept_key(&new_key);
+    t.ok_with(
+        &server,
+        home,
+        &["rotate", "start", "compat", "--env", "stage"],
+        Some(&format!("{new_key}\n")),
+    )
+    .await;
+    let err = t
+        .fails(
+            &server,
+            home,
+            &["provider", "remove", "compat", "--env", "stage"],
+            None,
+        )
+        .await;
+    assert!(err.contains("rotation of its key is in progress"), "{err}");
+    t.ok(
+        &server,
+        home,
+        &["rotate", "cancel", "compat", "--env", "stage"],
+    )
+    .await;
+    t.ok(
+        &server,
+        home,
+        &["provider", "remove", "compat", "--env", "stage"],
+    )
+    .await;
+    let (out, _) = t
+        .ok(
+            &server,
+            home,
+            &["provider", "remove", "openai", "--env", "dev", "--force"],
+        )
+        .await;
+    assert!(out.contains("1 keys in force could reach it"), "{out}");
+    assert_ne!(chat(&server, "openai", &kf, "gpt-4o-mini").await, 200);
+
+    // rotate finish warns when the retired secret is still current
+    // elsewhere (prod and dev shared it; dev is re-added with it). The
+    // re-added provider continues the removed one's key versions, so its
+    // ledger rows (version 1) are not taken for the new key's traffic.
+    let readded = t
+        .ok_with(
+            &server,
+            home,
+            &args(&add("openai", "dev", base.clone())),
+            Some(&format!("{provider_key}\n")),
+        )
+        .await;
+    drop(readded);
+    let list = t.json(&server, home, &["provider", "list", "--json"]).await;
+    let dev = list["providers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "openai" && p["env"] == "dev")
+        .unwrap()
+        .clone();
+    assert_eq!(dev["credential_version"], json!(2), "{dev}");
+    t.ok_with(
+        &server,
+        home,
+        &["rotate", "start", "openai", "--env", "dev"],
+        Some(&format!("{new_key}\n")),
+    )
+    .await;
+    t.ok(
+        &server,
+        home,
+        &["rotate", "promote", "openai", "--env", "dev"],
+    )
+    .await;
+    let (_, err) = t
+        .ok(
+            &server,
+            home,
+            &["rotate", "finish", "openai", "--env", "dev"],
+        )
+        .await;
+    assert!(
+        err.contains("is still the key of provider `openai` (prod)"),
+        "{err}"
+    );
+
+    let entries = audit_kinds(&mut t, &server, home).await;
+    for kind in ["admin.provider.update", "admin.provider.remove"] {
+        let entry = entries.iter().find(|e| e["kind"] == kind).unwrap();
+        assert_eq!(entry["actor"], "admin", "{entry}");
+    }
+
+    // The edited rows still verify after a restart: prod's provider serves.
+    let prod_key = server
+        .create_key(home, &["--name", "app", "--env", "prod"])
+        .await;
+    let logs = server.stop().await;
+    let server = Server::start_in(home, &[]).await;
+    let prod_kf = prod_key["key"].as_str().unwrap();
+    assert_eq!(chat(&server, "openai", prod_kf, "gpt-4o-mini").await, 200);
+    let logs = logs + &server.stop().await;
+    assert!(!logs.contains("failed its integrity check"), "{logs}");
+    for secret in [&provider_key, &wrong_key, &new_key] {
+        assert!(
+            !t.0.contains(secret.as_str()),
+            "a provider key in CLI output"
+        );
+        assert!(
+            !logs.contains(secret.as_str()),
+            "a provider key in the logs"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn keys_are_updated_in_place_by_id_or_name() {
+    let home = tempfile::tempdir().unwrap();
+    let home = home.path();
+    let provider_key = fake_provider_key("keys");
+    let upstream = FakeUpstream::start(&provider_key).await.unwrap();
+    let server = Server::start_in(home, &[]).await;
+    for env in ["dev", "prod"] {
+        server
+            .add_provider(
+                home,
+                "openai",
+                "openai",
+                env,
+                &upstream.base_url(),
+                &provider_key,
+            )
+            .await;
+    }
+    let mut t = Transcript::default();
+    let created = t
+        .json(
+            &server,
+            home,
+            &[
+                "key",
+                "create",
+                "--name",
+                "app",
+                "--env",
+                "dev",
+                "--provider",
+                "openai",
+                "--model",
+                "gpt-4o-mini",
+                "--budget",
+                "1usd/day",
+                "--json",
+            ],
+        )
+        .await;
+    let id = created["id"].as_str().unwrap().to_owned();
+    let kf = created["key"].as_str().unwrap().to_owned();
+    // Names are handles: unique among keys in force of an environment.
+    let err = t
+        .fails(
+            &server,
+            home,
+            &["key", "create", "--name", "app", "--env", "dev"],
+            None,
+        )
+        .await;
+    assert!(err.contains("is already named `app`"), "{err}");
+    t.ok(
+        &server,
+        home,
+        &["key", "create", "--name", "app", "--env", "prod"],
+    )
+    .await;
+    assert_eq!(
+        show(&mut t, &server, home, "name:dev/app").await["id"],
+        json!(id)
+    );
+
+    // A model pattern that matches nothing known is warned about.
+    let (_, err) = t
+        .ok(
+            &server,
+            home,
+            &[
+                "key", "create", "--name", "typo", "--env", "dev", "--model", "gtp-4o*",
+            ],
+        )
+        .await;
+    assert!(
+        err.contains("model pattern `gtp-4o*` matches no model"),
+        "{err}"
+    );
+
+    // Budgets, limits, expiry, anomaly action, name and project.
+    let updated = t
+        .json(
+            &server,
+            home,
+            &[
+                "key",
+                "update",
+                &id,
+                "--budget",
+                "5usd/day",
+                "--budget",
+                "20usd/month",
+                "--rpm",
+                "1",
+                "--ttl",
+                "2h",
+                "--on-anomaly",
+                "suspend",
+                "--name",
+                "checkout",
+                "--project",
+                "shop",
+                "--json",
+            ],
+        )
+        .await;
+    let limits: Vec<String> = updated["budgets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(budget_text)
+        .collect();
+    assert!(
+        limits.contains(&"5usd/day".to_owned()) && limits.contains(&"20usd/month".to_owned()),
+        "{updated}"
+    );
+    assert_eq!(updated["limits"]["rpm"], json!(1));
+    assert!(updated["expires_at"].is_string());
+    assert_eq!(updated["on_anomaly"], "suspend");
+    assert_eq!(updated["name"], "checkout");
+    assert_eq!(updated["project"], "shop");
+    // The new limit is in force from the next request.
+    chat(&server, "openai", &kf, "gpt-4o-mini").await;
+    assert_eq!(chat(&server, "openai", &kf, "gpt-4o-mini").await, 429);
+    let updated = t
+        .json(
+            &server,
+            home,
+            &[
+                "key",
+                "update",
+                "name:dev/checkout",
+                "--rpm",
+                "none",
+                "--ttl",
+                "never",
+                "--project",
+                "none",
+                "--on-anomaly",
+                "alert",
+                "--remove-budget",
+                "month",
+                "--json",
+            ],
+        )
+        .await;
+    assert_eq!(updated["limits"]["rpm"], Value::Null);
+    assert_eq!(updated["expires_at"], Value::Null);
+    assert_eq!(updated["project"], Value::Null);
+    assert_eq!(updated["on_anomaly"], "alert");
+    // budget set --key, by name: replaces the key's budget of that period.
+    t.ok(
+        &server,
+        home,
+        &["budget", "set", "--key", "name:dev/checkout", "7usd/day"],
+    )
+    .await;
+    let now = show(&mut t, &server, home, &id).await;
+    let own: Vec<String> = now["budgets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|b| b["scope"] == json!({"kind": "key", "name": id}))
+        .map(budget_text)
+        .collect();
+    assert_eq!(own, ["7usd/day"], "{now}");
+
+    // Widening the scope needs --allow-widen, and is audited as such.
+    assert_eq!(chat(&server, "openai", &kf, "gpt-4o").await, 403);
+    let err = t
+        .fails(
+            &server,
+            home,
+            &["key", "update", "name:dev/checkout", "--model", "gpt-4o*"],
+            None,
+        )
+        .await;
+    assert!(err.contains("--allow-widen"), "{err}");
+    assert_eq!(chat(&server, "openai", &kf, "gpt-4o").await, 403);
+    let err = t
+        .fails(
+            &server,
+            home,
+            &["key", "update", &id, "--all-providers"],
+            None,
+        )
+        .await;
+    assert!(err.contains("every provider of the environment"), "{err}");
+    let updated = t
+        .json(
+            &server,
+            home,
+            &[
+                "key",
+                "update",
+                &id,
+                "--model",
+                "gpt-4o*",
+                "--allow-widen",
+                "--json",
+            ],
+        )
+        .await;
+    assert_eq!(updated["widened"], json!(true));
+    assert_eq!(chat(&server, "openai", &kf, "gpt-4o").await, 200);
+
+    // A child is never widened beyond its parent, and a parent is not
+    // narrowed below its child or moved out of its project.
+    let child = t
+        .json(
+            &server,
+            home,
+            &[
+                "key",
+                "create",
+                "--name",
+                "agent",
+                "--parent",
+                "name:dev/checkout",
+                "--json",
+            ],
+        )
+        .await;
+    let child_id = child["id"].as_str().unwrap().to_owned();
+    let err = t
+        .fails(
+            &server,
+            home,
+            &["key", "update", &id, "--model", "gpt-4o-mini"],
+            None,
+        )
+        .await;
+    assert!(
+        err.contains(&format!("child key {child_id} allows")),
+        "{err}"
+    );
+    let err = t
+        .fails(
+            &server,
+            home,
+            &["key", "update", &id, "--project", "shop"],
+            None,
+        )
+        .await;
+    assert!(err.contains("revoke its children"), "{err}");
+    t.ok(
+        &server,
+        home,
+        &["key", "update", "name:dev/agent", "--model", "gpt-4o-mini"],
+    )
+    .await;
+    // Narrowing needs nothing, and applies from the next request.
+    t.ok(
+        &server,
+        home,
+        &["key", "update", &id, "--model", "gpt-4o-mini"],
+    )
+    .await;
+    assert_eq!(chat(&server, "openai", &kf, "gpt-4o").await, 403);
+    let err = t
+        .fails(
+            &server,
+            home,
+            &[
+                "key",
+                "update",
+                &child_id,
+                "--model",
+                "gpt-4o*",
+                "--allow-widen",
+            ],
+            None,
+        )
+        .await;
+    assert!(err.contains("outside the parent key's"), "{err}");
+    let err = t
+        .fails(
+            &server,
+            home,
+            &["key", "update", &child_id, "--budget", "8usd/day"],
+            None,
+        )
+        .await;
+    assert!(err.contains("above the parent key's"), "{err}");
+
+    // Bad input is refused and changes nothing.
+    for (args, expect) in [
+        (vec![], "nothing to change"),
+        (vec!["--allow-widen"], "nothing to change"),
+        (vec!["--budget", "0usd/day"], "greater than zero"),
+        (vec!["--rpm", "0"], "at least 1"),
+        (vec!["--rpm", "many"], "whole number"),
+        (vec!["--remove-budget", "week"], "no week budget"),
+        (vec!["--name", "typo"], "is already named `typo`"),
+        (vec!["--provider", "nope"], "no provider named `nope`"),
+    ] {
+        let mut all = vec!["key", "update", id.as_str()];
+        all.extend(args);
+        let err = t.fails(&server, home, &all, None).await;
+        assert!(err.contains(expect), "{all:?}: {err}");
+    }
+    let after = show(&mut t, &server, home, &id).await;
+    assert_eq!(after["name"], now["name"]);
+    assert_eq!(
+        after["budgets"].as_array().unwrap().len(),
+        now["budgets"].as_array().unwrap().len()
+    );
+    // --allow-duplicate-name, then the handle is ambiguous and says so.
+    t.ok(
+        &server,
+        home,
+        &[
+            "key",
+            "update",
+            &child_id,
+            "--name",
+            "checkout",
+            "--allow-duplicate-name",
+        ],
+    )
+    .await;
+    let err = t
+        .fails(&server, home, &["key", "show", "name:dev/checkout"], None)
+        .await;
+    assert!(err.contains("2 keys are named `checkout`"), "{err}");
+    t.ok(&server, home, &["usage", "--key", "name:prod/app"])
+        .await;
+
+    let entries = audit_kinds(&mut t, &server, home).await;
+    let widen = entries
+        .iter()
+        .find(|e| e["kind"] == "admin.key.widen")
+        .expect("a widening is audited as such");
+    assert_eq!(widen["actor"], "admin");
+    assert!(entries.iter().any(|e| e["kind"] == "admin.key.update"));
+
+    // Revocation by name, then a restart: the edited key rows still verify.
+    t.ok(&server, home, &["key", "revoke", "name:dev/typo"])
+        .await;
+    let logs = server.stop().await;
+    let server = Server::start_in(home, &[]).await;
+    assert_eq!(chat(&server, "openai", &kf, "gpt-4o-mini").await, 200);
+    let (out, _) = t.ok(&server, home, &["audit", "verify"]).await;
+    assert!(out.contains("intact"), "{out}");
+    let logs = logs + &server.stop().await;
+    assert!(!logs.contains("failed its integrity check"), "{logs}");
+    assert!(!t.0.contains(&provider_key) && !logs.contains(&provider_key));
+}
+
+/// A budget of a view as it was written: `5usd/day`.
+fn budget_text(budget: &Value) -> String {
+    let nanos = budget["limit"]["amount"].as_i64().unwrap();
+    format!(
+        "{}usd/{}",
+        nanos / 1_000_000_000,
+        budget["limit"]["period"].as_str().unwrap()
+    )
+}
+
+fn args(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+/// `key show WHO --json`.
+async fn show(t: &mut Transcript, server: &Server, home: &Path, who: &str) -> Value {
+    t.json(server, home, &["key", "show", who, "--json"]).await
+}
