@@ -445,11 +445,19 @@ fn gate_opens(gate: Gate, data: &[u8], start: usize, end: usize) -> Option<usize
 /// block scalar (`|`, `>`). A value split by a string joint or behind
 /// escapes is the views' business: they are scanned with gates of their
 /// own.
+/// Bytes after an assignment's operator that [`assignment_follows`] reads.
+const VALUE_REACH: usize = 512;
+
 fn assignment_follows(data: &[u8], end: usize, value_min: usize) -> bool {
     let at = |i: usize| data.get(i).copied();
     let mut i = end;
+    // Each skip is bounded, and past its bound the gate lets the regex
+    // decide: unbounded, a line of keywords would cost its length at each.
     while at(i).is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_') {
         i += 1;
+        if i - end > VALUE_REACH {
+            return true;
+        }
     }
     let quoted = matches!(at(i), Some(b'"' | b'\''));
     if quoted {
@@ -458,8 +466,12 @@ fn assignment_follows(data: &[u8], end: usize, value_min: usize) -> bool {
     if at(i) == Some(b']') {
         i += 1;
     }
+    let blanks = i;
     while at(i).is_some_and(|b| b.is_ascii_whitespace()) {
         i += 1;
+        if i - blanks > VALUE_REACH {
+            return true;
+        }
     }
     i += match (at(i), at(i + 1)) {
         (Some(b':'), Some(b'=')) | (Some(b'='), Some(b'>')) => 2,
@@ -467,10 +479,18 @@ fn assignment_follows(data: &[u8], end: usize, value_min: usize) -> bool {
         (Some(b','), _) if quoted => 1,
         _ => return false,
     };
+    let spaces = i;
     while matches!(at(i), Some(b' ' | b'\t')) {
         i += 1;
+        if i - spaces > VALUE_REACH {
+            return true;
+        }
     }
-    let line_end = memchr::memchr(b'\n', &data[i.min(data.len())..]).map_or(data.len(), |n| i + n);
+    // The value's line, as far as a regex's value can reach (300 bytes and
+    // its quotes): looking further would make a long line of keywords
+    // quadratic.
+    let reach = data.len().min(i.saturating_add(VALUE_REACH));
+    let line_end = memchr::memchr(b'\n', &data[i.min(reach)..reach]).map_or(reach, |n| i + n);
     // Python's bytes and raw literals: `b'…'`, `rb"…"`, `Br'…'`.
     let prefix = |b: Option<u8>| matches!(b, Some(b'b' | b'B' | b'r' | b'R'));
     let quote = |b: Option<u8>| matches!(b, Some(b'"' | b'\''));
@@ -506,6 +526,7 @@ fn assignment_follows(data: &[u8], end: usize, value_min: usize) -> bool {
                                 | b']'
                         ))
                 })
+                .take(value_min)
                 .count();
             bare >= value_min
         }
@@ -1820,8 +1841,7 @@ fn is_wordy(secret: &[u8]) -> bool {
 /// Whether the line up to `start` is `NAME=` or `export NAME=` with an
 /// upper-case name (a shell profile, a dotenv file, a compose list item).
 fn env_assignment(data: &[u8], start: usize) -> bool {
-    let line_start = memchr::memrchr(b'\n', &data[..start]).map_or(0, |i| i + 1);
-    let lead = data[line_start..start].trim_ascii_start();
+    let lead = data[line_start(data, start)..start].trim_ascii_start();
     let lead = lead.strip_prefix(b"- ").unwrap_or(lead);
     let lead = lead.strip_prefix(b"export ").unwrap_or(lead);
     let Some(name) = lead.strip_suffix(b"=") else {
@@ -1894,8 +1914,7 @@ fn assignment_form(data: &[u8], matched: usize, start: usize) -> bool {
     if !lead.trim_ascii_end().ends_with(b",") {
         return true;
     }
-    let line_start = memchr::memrchr(b'\n', &data[..matched]).map_or(0, |i| i + 1);
-    let before: Vec<u8> = data[line_start..matched]
+    let before: Vec<u8> = data[line_start(data, matched)..matched]
         .iter()
         .filter(|b| !b.is_ascii_whitespace() && **b != b'"' && **b != b'\'')
         .map(u8::to_ascii_lowercase)
@@ -2071,10 +2090,25 @@ fn blank_separated(data: &[u8], start: usize) -> bool {
 }
 
 /// Whether the line holding `at` carries the allow marker.
+/// (within [`LINE_REACH`] bytes of it: a marker further away on a longer
+/// line does not count).
 fn allowed_inline(data: &[u8], at: usize) -> bool {
-    let start = memchr::memrchr(b'\n', &data[..at]).map_or(0, |i| i + 1);
-    let end = memchr::memchr(b'\n', &data[at..]).map_or(data.len(), |i| at + i);
+    let start = line_start(data, at);
+    let high = data.len().min(at.saturating_add(LINE_REACH));
+    let end = memchr::memchr(b'\n', &data[at..high]).map_or(high, |i| at + i);
     memchr::memmem::find(&data[start..end], ALLOW_MARKER).is_some()
+}
+
+/// How far the checks of a candidate look along its line, each way. Every
+/// candidate on a line looking at the whole line made a long line of
+/// candidates (one line of `password=…` repeated) quadratic.
+const LINE_REACH: usize = 4096;
+
+/// The start of the line holding `at`, looking back at most
+/// [`LINE_REACH`] bytes (where it stops if the line is longer).
+fn line_start(data: &[u8], at: usize) -> usize {
+    let low = at.saturating_sub(LINE_REACH);
+    memchr::memrchr(b'\n', &data[low..at]).map_or(low, |i| low + i + 1)
 }
 
 /// 1-based line and column (in bytes) of each offset, for offsets given in
@@ -2085,6 +2119,12 @@ pub struct LineIndex<'a> {
     line: usize,
     line_start: usize,
     scanned: usize,
+    /// The last character column counted: (line start, offset, characters
+    /// from the line start to the offset), so that the columns of many
+    /// findings on one long line cost the line once, not once each.
+    chars: (usize, usize, usize),
+    /// The last UTF-16 position decoded: (offset, line, column).
+    utf16: (usize, usize, usize),
 }
 
 impl<'a> LineIndex<'a> {
@@ -2094,7 +2134,62 @@ impl<'a> LineIndex<'a> {
             line: 1,
             line_start: 0,
             scanned: 0,
+            chars: (0, 0, 0),
+            utf16: (0, 1, 1),
         }
+    }
+
+    /// The (line, column) of `offset`, the column counting characters
+    /// (invalid UTF-8 bytes one each, as `from_utf8_lossy` shows them);
+    /// offsets must not decrease, or the count starts over.
+    pub fn locate_chars(&mut self, offset: usize) -> (usize, usize) {
+        let (line, byte_column) = self.locate(offset);
+        let line_start = offset + 1 - byte_column;
+        let (start, from, counted) = self.chars;
+        // Resume at the last offset only if it starts a character: a count
+        // from inside one would see its tail bytes as invalid.
+        let boundary = self.data.get(from).is_none_or(|b| (b & 0xc0) != 0x80);
+        let (from, counted) = if start == line_start && from <= offset && boundary {
+            (from, counted)
+        } else {
+            (line_start, 0)
+        };
+        let counted = counted
+            + String::from_utf8_lossy(&self.data[from..offset])
+                .chars()
+                .count();
+        self.chars = (line_start, offset, counted);
+        (line, counted + 1)
+    }
+
+    /// The (line, column) of byte `offset` of UTF-16 text in `order`, in
+    /// characters of the decoded text (a BOM not counted); offsets must
+    /// not decrease, or the decoding starts over.
+    pub fn utf16_position(&mut self, order: Utf16, offset: usize) -> (usize, usize) {
+        let data = self.data;
+        let base = usize::from(matches!(data, [0xff, 0xfe, ..] | [0xfe, 0xff, ..])) * 2;
+        let end = offset.clamp(base, data.len());
+        let (mut from, mut line, mut column) = self.utf16;
+        if from < base || from > end || (end - from) % 2 != 0 {
+            (from, line, column) = (base, 1, 1);
+        }
+        let units = data[from..end].chunks_exact(2).map(|pair| match order {
+            Utf16::Little => u16::from_le_bytes([pair[0], pair[1]]),
+            Utf16::Big => u16::from_be_bytes([pair[0], pair[1]]),
+        });
+        for decoded in char::decode_utf16(units) {
+            if decoded == Ok('\n') {
+                line += 1;
+                column = 1;
+            } else {
+                column += 1;
+            }
+        }
+        // Resume only where the whole units end (an odd tail is left to
+        // the next call's restart).
+        let whole = from + (end - from) / 2 * 2;
+        self.utf16 = (whole, line, column);
+        (line, column)
     }
 
     /// The (line, column) of `offset`; offsets must not decrease.
@@ -2119,6 +2214,70 @@ mod tests {
 
     fn scanner() -> Scanner {
         Scanner::new(None).unwrap()
+    }
+
+    /// Columns counted incrementally along a line (many findings on one
+    /// long line) agree with counting each from the line's start, in UTF-8
+    /// with multi-byte and invalid bytes, and in UTF-16.
+    #[test]
+    fn incremental_columns_agree_with_counting_from_the_start() {
+        let mut text = Vec::new();
+        for i in 0..300 {
+            text.extend_from_slice(if i % 3 == 0 {
+                "é😀 ".as_bytes()
+            } else {
+                b"ab\xff "
+            });
+            if i % 50 == 49 {
+                text.push(b'\n');
+            }
+        }
+        let mut index = LineIndex::new(&text);
+        for offset in (0..text.len()).step_by(7) {
+            let (line, column) = index.locate_chars(offset);
+            let start = memchr::memrchr(b'\n', &text[..offset]).map_or(0, |i| i + 1);
+            let expected = String::from_utf8_lossy(&text[start..offset])
+                .chars()
+                .count()
+                + 1;
+            assert_eq!(
+                (line, column),
+                (
+                    memchr::memchr_iter(b'\n', &text[..offset]).count() + 1,
+                    expected
+                ),
+                "at {offset}"
+            );
+        }
+        let decoded = String::from_utf8_lossy(&text).into_owned();
+        let mut utf16 = vec![0xff, 0xfe];
+        for unit in decoded.encode_utf16() {
+            utf16.extend_from_slice(&unit.to_le_bytes());
+        }
+        let mut index = LineIndex::new(&utf16);
+        let mut fresh_line = 1;
+        let mut fresh_column = 1;
+        let mut units = decoded.encode_utf16().collect::<Vec<u16>>().into_iter();
+        let mut at = 2;
+        // Positions at every character start, compared with a fresh count.
+        for c in decoded.chars() {
+            assert_eq!(
+                index.utf16_position(Utf16::Little, at),
+                (fresh_line, fresh_column),
+                "at {at}"
+            );
+            let width = c.len_utf16();
+            for _ in 0..width {
+                units.next();
+            }
+            at += 2 * width;
+            if c == '\n' {
+                fresh_line += 1;
+                fresh_column = 1;
+            } else {
+                fresh_column += 1;
+            }
+        }
     }
 
     /// Gates only skip work: with them and without, a scan finds the same

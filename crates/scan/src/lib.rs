@@ -160,28 +160,6 @@ pub const CHUNK_BYTES: usize = 32 * 1024 * 1024;
 /// most 64 KiB) are in the piece that reports it.
 pub const CHUNK_OVERLAP: usize = 256 * 1024;
 
-/// The 1-based line and character column of byte `offset` of UTF-16 text
-/// (a byte order mark, if any, is not a character). Lines end at the code
-/// unit U+000A, not at a byte 0x0A inside another unit.
-fn utf16_position(data: &[u8], order: engine::Utf16, offset: usize) -> (usize, usize) {
-    let base = usize::from(matches!(data, [0xff, 0xfe, ..] | [0xfe, 0xff, ..])) * 2;
-    let end = offset.clamp(base, data.len());
-    let units = data[base..end].chunks_exact(2).map(|pair| match order {
-        engine::Utf16::Little => u16::from_le_bytes([pair[0], pair[1]]),
-        engine::Utf16::Big => u16::from_be_bytes([pair[0], pair[1]]),
-    });
-    let (mut line, mut column) = (1, 1);
-    for decoded in char::decode_utf16(units) {
-        if decoded == Ok('\n') {
-            line += 1;
-            column = 1;
-        } else {
-            column += 1;
-        }
-    }
-    (line, column)
-}
-
 impl Scanner {
     /// Scans one buffer and describes its findings, located at `path`.
     pub fn findings(&self, path: &str, data: &[u8], preview: Preview) -> Vec<Finding> {
@@ -275,24 +253,24 @@ impl Scanner {
         // secret's last character, on that character's line.
         let (line, column, end_line, end_column) = match engine::utf16_order(data) {
             Some(order) => {
-                let (line, column) = utf16_position(data, order, hit.start);
-                let (end_line, end_column) = utf16_position(data, order, hit.end);
+                let (line, column) = lines.utf16_position(order, hit.start);
+                let (end_line, end_column) = lines.utf16_position(order, hit.end);
                 (line, column, end_line, end_column)
             }
             None => {
                 let chars = |bytes: &[u8]| String::from_utf8_lossy(bytes).chars().count();
-                let (line, byte_column) = lines.locate(hit.start);
-                let column = chars(&data[hit.start + 1 - byte_column..hit.start]) + 1;
+                let (line, column) = lines.locate_chars(hit.start);
                 let last = hit.end.saturating_sub(1).max(hit.start);
-                let end_line_start = memchr::memrchr(b'\n', &data[hit.start..=last])
-                    .map_or(hit.start + 1 - byte_column, |i| hit.start + i + 1);
-                let end_line = line + memchr::memchr_iter(b'\n', &data[hit.start..=last]).count();
-                (
-                    line,
-                    column,
-                    end_line,
-                    chars(&data[end_line_start..hit.end]) + 1,
-                )
+                let (end_line, end_column) = match memchr::memrchr(b'\n', &data[hit.start..=last]) {
+                    // The secret's own characters after the column: a
+                    // long line's prefix is not counted again.
+                    None => (line, column + chars(&data[hit.start..hit.end])),
+                    Some(i) => (
+                        line + memchr::memchr_iter(b'\n', &data[hit.start..=last]).count(),
+                        chars(&data[hit.start + i + 1..hit.end]) + 1,
+                    ),
+                };
+                (line, column, end_line, end_column)
             }
         };
         Finding {
