@@ -51,6 +51,9 @@ pub struct GatewayConfig {
     pub spend: SpendConfig,
     /// How long raw ledger rows are kept.
     pub ledger: LedgerConfig,
+    /// `/metrics` labels requests, tokens and cost with the key id too
+    /// (`[metrics] key_labels`): one series per key, so off by default.
+    pub metrics_key_labels: bool,
 }
 
 /// Ledger retention. Rollups (what usage, budgets, rotation and status
@@ -138,6 +141,7 @@ impl Default for GatewayConfig {
             oidc: crate::oidc::config::OidcConfig::default(),
             spend: SpendConfig::default(),
             ledger: LedgerConfig::default(),
+            metrics_key_labels: false,
         }
     }
 }

@@ -70,6 +70,9 @@ pub(crate) struct LedgerCounters {
     queue_full_total: AtomicU64,
     /// Ledger records committed to the store.
     written_total: AtomicU64,
+    /// When the writer last committed a batch (Unix ms, system time; 0:
+    /// never), for the audit write lag `/metrics` reports.
+    last_commit_ms: std::sync::atomic::AtomicI64,
     /// Batches (transactions) committed.
     batches_total: AtomicU64,
     /// Requests refused with 503 `ledger_backlog`.
@@ -102,6 +105,9 @@ pub struct LedgerStats {
     pub refused_total: u64,
     /// Raw ledger rows deleted by retention, since start.
     pub pruned_total: u64,
+    /// When the writer last committed a batch (Unix ms by the system
+    /// clock; 0: never).
+    pub last_commit_unix_ms: i64,
 }
 
 #[derive(Debug, Clone)]
@@ -222,6 +228,7 @@ impl LedgerWriter {
             dropped_total: 0,
             refused_total: c.refused_total.load(Ordering::Relaxed),
             pruned_total: c.pruned_total.load(Ordering::Relaxed),
+            last_commit_unix_ms: c.last_commit_ms.load(Ordering::Relaxed),
         }
     }
 
@@ -473,6 +480,9 @@ async fn run(
             backoff = (backoff * 2).min(Duration::from_secs(10));
         }
         chain.commit(&entries);
+        counters
+            .last_commit_ms
+            .store(system_unix_ms(), Ordering::Relaxed);
         counters.written_total.fetch_add(
             u64::try_from(batch.ledger.len()).unwrap_or(0),
             Ordering::Relaxed,
@@ -484,6 +494,15 @@ async fn run(
     }
 }
 
+/// Now by the system clock, in Unix ms (the writer's commits are timed by
+/// the machine, not by the gateway's injectable clock).
+pub(crate) fn system_unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| {
+            i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX)
+        })
+}
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicBool, Ordering};
@@ -516,6 +535,9 @@ mod tests {
         }
         async fn get_meta(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
             self.inner.get_meta(name).await
+        }
+        async fn ping(&self) -> Result<(), StoreError> {
+            self.inner.ping().await
         }
         async fn put_meta_if_absent(
             &self,

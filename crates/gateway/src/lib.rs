@@ -6,7 +6,10 @@
 //!   and provider credentials are read from an in-memory snapshot that admin
 //!   changes replace before they answer (so revocation is immediate).
 //! - Every route requires a credential except the allow-list in
-//!   [`Gateway::router`] (`/healthz`).
+//!   [`Gateway::router`] (`/healthz`, `/readyz`); `/metrics` needs the
+//!   metrics token there, and none only on [`serve_metrics`]'s listener.
+//! - Metrics are recorded with atomics; their labels never take a value a
+//!   client chose (see `metrics.rs`).
 //! - Errors reach clients in the dialect of the API they speak, rendered in
 //!   one place (`error.rs`), and never contain a secret.
 //! - Responses stream through as they arrive; request bodies are bounded in
@@ -18,8 +21,10 @@ pub mod audit;
 mod clock;
 mod config;
 mod error;
+mod health;
 mod ledger;
 mod listen;
+mod metrics;
 pub mod oidc;
 mod proxy;
 mod snapshot;
@@ -89,6 +94,10 @@ pub struct GatewayParts {
     /// Models' output and input limits, which bound requests that set no
     /// cap (the shipped table, with the operator's overrides).
     pub limits: keyforge_providers::LimitTable,
+    /// The bearer token `GET /metrics` needs on the main listener; `None`:
+    /// metrics are served only by [`serve_metrics`] on a listener of their
+    /// own.
+    pub metrics_token: Option<SecretString>,
 }
 
 /// A gateway ready to serve.
@@ -133,6 +142,7 @@ impl Gateway {
             parts.config.ledger.queue_capacity,
         );
         let oidc = oidc::Oidc::new(&parts.config.oidc);
+        let key_labels = parts.config.metrics_key_labels;
         let (alerts, raised) = alerts::Alerts::new();
         snapshot.report_integrity_failures(None, &alerts);
         alerts.set_webhooks(&snapshot.webhooks);
@@ -164,6 +174,8 @@ impl Gateway {
             leak_reports: admin::self_service::LeakReportLimiter::new(
                 admin::self_service::LEAK_REPORTS_PER_MINUTE,
             ),
+            metrics: Arc::new(metrics::Metrics::new(key_labels)),
+            metrics_token: parts.metrics_token,
         };
         // The gateway's start (with its configuration) opens its stretch of
         // the audit log; a gateway that cannot audit does not start.
@@ -216,9 +228,10 @@ impl Gateway {
         self.state.ledger.stats()
     }
 
-    /// The whole HTTP surface. `/healthz` and the OIDC exchange are the only
-    /// routes that need no credential (the exchange's credential is the
-    /// token it is given); `/admin/v1` needs the admin token; `/keyforge/v1`
+    /// The whole HTTP surface. `/healthz`, `/readyz` and the OIDC exchange
+    /// are the only routes that need no credential (the exchange's
+    /// credential is the token it is given); `/metrics` needs the metrics
+    /// token; `/admin/v1` needs the admin token; `/keyforge/v1`
     /// (a key acting on itself) and the proxy need a `kf_` key.
     pub fn router(&self) -> Router {
         // The API routes read their bodies whole, within the body deadline
@@ -227,6 +240,8 @@ impl Gateway {
             || axum::middleware::from_fn_with_state(self.state.clone(), listen::bounded_body);
         Router::new()
             .route("/healthz", get(|| async { "ok\n" }))
+            .route("/readyz", get(health::ready))
+            .route("/metrics", get(health::metrics_with_token))
             .nest(
                 "/admin/v1",
                 admin::router(self.state.clone()).layer(bounded_body()),
@@ -236,6 +251,17 @@ impl Gateway {
                 admin::self_service::router().layer(bounded_body()),
             )
             .fallback(proxy::handle)
+            .with_state(self.state.clone())
+    }
+
+    /// The separate metrics listener's surface: `/metrics` without a
+    /// token (the listener's address is the access control), `/healthz`
+    /// and `/readyz`.
+    pub fn metrics_router(&self) -> Router {
+        Router::new()
+            .route("/metrics", get(health::metrics))
+            .route("/healthz", get(|| async { "ok\n" }))
+            .route("/readyz", get(health::ready))
             .with_state(self.state.clone())
     }
 
@@ -341,6 +367,7 @@ pub async fn serve(
             }
         };
         let _ = stream.set_nodelay(true);
+        let counted = gateway.state.metrics.connection_opened();
         // The client's address rides along in each request's extensions,
         // for anomaly detection and per-address limits.
         let client = ClientAddr(peer.ip());
@@ -358,6 +385,7 @@ pub async fn serve(
         tokio::spawn(async move {
             // The slot is held for as long as the connection is open.
             let _slot = slot;
+            let _counted = counted;
             if let Err(error) = connection.await {
                 tracing::debug!(error = %error, "connection closed with an error");
             }
@@ -373,4 +401,16 @@ pub async fn serve(
     // Every finished request's ledger record is in the store before we return.
     gateway.state.ledger.flush(Duration::from_secs(30)).await;
     Ok(())
+}
+
+/// Serves [`Gateway::metrics_router`] on `listener` until `shutdown`
+/// completes (`keyforge serve --metrics-listen`).
+pub async fn serve_metrics(
+    listener: TcpListener,
+    gateway: Gateway,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, gateway.metrics_router())
+        .with_graceful_shutdown(shutdown)
+        .await
 }

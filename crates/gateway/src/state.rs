@@ -45,6 +45,11 @@ pub(crate) struct AppState {
     /// Leak reports accepted per client address (the endpoint needs no
     /// credential).
     pub(crate) leak_reports: crate::admin::self_service::LeakReportLimiter,
+    /// What `/metrics` exposes, recorded with atomics as requests pass.
+    pub(crate) metrics: Arc<crate::metrics::Metrics>,
+    /// The token `/metrics` needs on the main listener; `None`: it is served
+    /// there to nobody (only on a separate metrics listener).
+    pub(crate) metrics_token: Option<SecretString>,
 }
 
 impl AppState {

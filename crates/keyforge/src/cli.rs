@@ -122,6 +122,10 @@ pub(crate) struct ServeArgs {
     /// Address to listen on [default: 127.0.0.1:8787; env: KEYFORGE_LISTEN].
     #[arg(long)]
     pub(crate) listen: Option<SocketAddr>,
+    /// Also serve `/metrics` (with `/healthz` and `/readyz`) on this
+    /// address, without a token [config: `[metrics] listen`].
+    #[arg(long, value_name = "ADDR")]
+    pub(crate) metrics_listen: Option<SocketAddr>,
     /// Data directory [env: KEYFORGE_DATA_DIR; default: the platform data dir].
     #[arg(long)]
     pub(crate) data_dir: Option<PathBuf>,

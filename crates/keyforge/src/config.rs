@@ -36,6 +36,8 @@ pub(crate) struct RawConfig {
     rotation: RawRotation,
     #[serde(default)]
     ledger: RawLedger,
+    #[serde(default)]
+    metrics: RawMetrics,
     /// Workload identity: `[[oidc.issuer]]` and `[[oidc.role]]`.
     #[serde(default)]
     oidc: keyforge_gateway::oidc::config::RawOidc,
@@ -99,6 +101,18 @@ struct RawAnomaly {
     auth_failure_burst: Option<u32>,
 }
 
+/// `[metrics]`: what `/metrics` labels and where it is served besides the
+/// main listener.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMetrics {
+    /// Label requests, tokens and cost by key id (one series per key).
+    #[serde(default)]
+    key_labels: bool,
+    /// A listener of its own for `/metrics`, without a token.
+    listen: Option<String>,
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawLimits {
@@ -115,6 +129,8 @@ struct RawLimits {
 #[derive(Debug)]
 pub(crate) struct ServeConfig {
     pub(crate) listen: SocketAddr,
+    /// `--metrics-listen` or `[metrics] listen`: `/metrics` without a token.
+    pub(crate) metrics_listen: Option<SocketAddr>,
     pub(crate) data_dir: PathBuf,
     pub(crate) gateway: GatewayConfig,
     pub(crate) prices: PriceTable,
@@ -168,6 +184,13 @@ pub(crate) fn resolve(args: &ServeArgs, env: &EnvOverrides) -> anyhow::Result<Se
             format!("config `listen = \"{text}\"` is not an address like 127.0.0.1:8787")
         })?,
         (None, None, None) => DEFAULT_LISTEN.parse()?,
+    };
+    let metrics_listen = match (args.metrics_listen, &raw.metrics.listen) {
+        (Some(addr), _) => Some(addr),
+        (None, Some(text)) => Some(text.parse().with_context(|| {
+            format!("config `metrics.listen = \"{text}\"` is not an address like 127.0.0.1:9187")
+        })?),
+        (None, None) => None,
     };
     let data_dir = match args
         .data_dir
@@ -251,6 +274,7 @@ pub(crate) fn resolve(args: &ServeArgs, env: &EnvOverrides) -> anyhow::Result<Se
                 .context("config `rotation.max_age`")?,
         },
         ledger: ledger_config(raw.ledger, defaults.ledger.clone())?,
+        metrics_key_labels: raw.metrics.key_labels,
         oidc: raw
             .oidc
             .validate(&config_dir)
@@ -301,6 +325,7 @@ pub(crate) fn resolve(args: &ServeArgs, env: &EnvOverrides) -> anyhow::Result<Se
     };
     Ok(ServeConfig {
         listen,
+        metrics_listen,
         data_dir,
         gateway,
         prices,
@@ -401,6 +426,7 @@ mod tests {
     fn args() -> ServeArgs {
         ServeArgs {
             listen: None,
+            metrics_listen: None,
             data_dir: None,
             config: None,
         }
@@ -426,6 +452,7 @@ mod tests {
 
         let flags = ServeArgs {
             listen: Some("127.0.0.1:3333".parse().unwrap()),
+            metrics_listen: None,
             data_dir: Some("/from/flag".into()),
             config: None,
         };

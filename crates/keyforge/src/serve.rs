@@ -17,6 +17,11 @@ use crate::config::ServeConfig;
 
 pub(crate) const ADMIN_TOKEN_FILE: &str = "admin.token";
 pub(crate) const ADMIN_TOKEN_ENV: &str = "KEYFORGE_ADMIN_TOKEN";
+/// The metrics token: `/metrics` on the main listener needs it. Its own
+/// token, not the admin token: a Prometheus server holding it can read
+/// metrics and nothing else.
+const METRICS_TOKEN_FILE: &str = "metrics.token";
+const METRICS_TOKEN_ENV: &str = "KEYFORGE_METRICS_TOKEN";
 const MASTER_KEY_FILE: &str = "master.key";
 const DATABASE_FILE: &str = "keyforge.db";
 
@@ -34,6 +39,12 @@ pub(crate) async fn run(config: ServeConfig, json_logs: bool) -> anyhow::Result<
         &config.data_dir.join(MASTER_KEY_FILE),
     )?;
     let (admin_token, admin_created) = load_or_create_admin_token(&config.data_dir)?;
+    let (metrics_token, metrics_created) = load_or_create_token(
+        &config.data_dir,
+        METRICS_TOKEN_ENV,
+        METRICS_TOKEN_FILE,
+        "kfmetrics_",
+    )?;
 
     let store = SqliteStore::open(&config.data_dir.join(DATABASE_FILE))
         .await
@@ -46,12 +57,21 @@ pub(crate) async fn run(config: ServeConfig, json_logs: bool) -> anyhow::Result<
         clock: Arc::new(SystemClock),
         prices: config.prices,
         limits: config.limits,
+        metrics_token: Some(metrics_token),
     })
     .await?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let local = listener.local_addr()?;
+    let metrics_listener = match config.metrics_listen {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} (--metrics-listen)"))?,
+        ),
+        None => None,
+    };
 
     let (providers, keys) = gateway.counts();
     let mut notes = Vec::new();
@@ -69,6 +89,22 @@ pub(crate) async fn run(config: ServeConfig, json_logs: bool) -> anyhow::Result<
         ),
         None => "admin token: loaded".to_owned(),
     });
+    notes.push(match metrics_created {
+        Some(path) => format!(
+            "metrics token: created {} (mode 0600; GET /metrics needs it as a bearer token)",
+            path.display()
+        ),
+        None => "metrics token: loaded".to_owned(),
+    });
+    if let Some(metrics) = &metrics_listener {
+        let addr = metrics.local_addr()?;
+        notes.push(format!(
+            "metrics on http://{addr}/metrics (no token on this listener)"
+        ));
+        if !addr.ip().is_loopback() {
+            notes.push(format!("warning: the metrics listener {addr} is beyond loopback and needs no token; anyone who reaches it reads your traffic's projects, models and spend"));
+        }
+    }
     notes.push(format!("{providers} provider(s), {keys} virtual key(s)"));
     notes.extend(file_limit_note);
     if !local.ip().is_loopback() {
@@ -88,7 +124,21 @@ pub(crate) async fn run(config: ServeConfig, json_logs: bool) -> anyhow::Result<
     drop(stderr);
     tracing::info!(address = %local, providers, keys, "gateway started");
 
+    let (metrics_stop, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
+    let metrics_task = metrics_listener.map(|metrics| {
+        tokio::spawn(keyforge_gateway::serve_metrics(
+            metrics,
+            gateway.clone(),
+            async move {
+                let _ = metrics_stopped.await;
+            },
+        ))
+    });
     keyforge_gateway::serve(listener, gateway, shutdown).await?;
+    drop(metrics_stop);
+    if let Some(task) = metrics_task {
+        let _ = task.await;
+    }
     tracing::info!("gateway stopped");
     Ok(())
 }
@@ -200,16 +250,27 @@ fn prepare_data_dir(dir: &Path) -> anyhow::Result<()> {
 /// The server's admin token: `KEYFORGE_ADMIN_TOKEN` if set, else the 0600
 /// file in the data directory, created on first start.
 fn load_or_create_admin_token(dir: &Path) -> anyhow::Result<(SecretString, Option<PathBuf>)> {
-    if let Some(token) = std::env::var(ADMIN_TOKEN_ENV)
+    load_or_create_token(dir, ADMIN_TOKEN_ENV, ADMIN_TOKEN_FILE, "kfadmin_")
+}
+
+/// A server token: from `env` if set, else the 0600 file `file` in the data
+/// directory, created on first start as `prefix` and 43 base62 characters.
+fn load_or_create_token(
+    dir: &Path,
+    env: &str,
+    file: &str,
+    prefix: &str,
+) -> anyhow::Result<(SecretString, Option<PathBuf>)> {
+    if let Some(token) = std::env::var(env)
         .ok()
         .filter(|value| !value.trim().is_empty())
     {
         if token.trim().len() < 32 {
-            bail!("{ADMIN_TOKEN_ENV} must be at least 32 characters long");
+            bail!("{env} must be at least 32 characters long");
         }
         return Ok((SecretString::from(token.trim().to_owned()), None));
     }
-    let path = dir.join(ADMIN_TOKEN_FILE);
+    let path = dir.join(file);
     match read_admin_token_file(&path) {
         Ok(token) => Ok((token, None)),
         Err(error)
@@ -217,7 +278,7 @@ fn load_or_create_admin_token(dir: &Path) -> anyhow::Result<(SecretString, Optio
                 .downcast_ref::<std::io::Error>()
                 .is_some_and(|io| io.kind() == std::io::ErrorKind::NotFound) =>
         {
-            let token = format!("kfadmin_{}", random_base62(43));
+            let token = format!("{prefix}{}", random_base62(43));
             write_private_file(&path, format!("{token}\n").as_bytes())
                 .with_context(|| format!("cannot create {}", path.display()))?;
             Ok((SecretString::from(token), Some(path)))
@@ -230,7 +291,7 @@ pub(crate) fn read_admin_token_file(path: &Path) -> anyhow::Result<SecretString>
     let meta = std::fs::metadata(path)?;
     if meta.permissions().mode() & 0o077 != 0 {
         bail!(
-            "admin token file {} can be read by other users; run `chmod 600 {}`",
+            "token file {} can be read by other users; run `chmod 600 {}`",
             path.display(),
             path.display()
         );
@@ -238,7 +299,7 @@ pub(crate) fn read_admin_token_file(path: &Path) -> anyhow::Result<SecretString>
     let text = std::fs::read_to_string(path)?;
     let token = text.trim();
     if token.is_empty() {
-        bail!("admin token file {} is empty", path.display());
+        bail!("token file {} is empty", path.display());
     }
     Ok(SecretString::from(token.to_owned()))
 }

@@ -112,6 +112,9 @@ pub enum StoreError {
 pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// A named server value (for example the sealed key-hashing secret).
     async fn get_meta(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Whether the store answers and can take a write now (`/readyz`):
+    /// takes the write lock and gives it back without writing.
+    async fn ping(&self) -> Result<(), StoreError>;
     /// Sets a named value unless one exists; returns the value now stored, so
     /// two instances racing at first start agree on one.
     async fn put_meta_if_absent(&self, name: &str, value: &[u8]) -> Result<Vec<u8>, StoreError>;

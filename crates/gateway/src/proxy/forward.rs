@@ -58,13 +58,20 @@ pub(crate) async fn send(
     let drain_timeout = state.config.spend.cancelled_drain_timeout;
     let name = target.provider.record.name.clone();
     let (answer, answered) = oneshot::channel::<Result<Upstream, GatewayError>>();
+    let metrics = state.metrics.clone();
     ctx.overhead_us = elapsed_us(ctx.started, Instant::now());
     tokio::spawn(async move {
+        let sent = Instant::now();
         match exchange(&http, request, response_timeout, &name).await {
             Ok(response) => {
+                let headers_received = Instant::now();
+                metrics.observe_upstream_latency(
+                    name.as_str(),
+                    headers_received.duration_since(sent).as_secs_f64(),
+                );
                 let upstream = Upstream {
                     response,
-                    headers_received: Instant::now(),
+                    headers_received,
                     settlement,
                 };
                 if let Err(Ok(upstream)) = answer.send(Ok(upstream)) {
@@ -332,6 +339,7 @@ pub(crate) async fn respond(
                 "x-keyforge-error",
                 HeaderValue::from_static("upstream_key_rejected"),
             );
+            state.metrics.refused("upstream_key_rejected");
         }
         if rejected && target.provider.first_rejection_this_hour(state.clock.now()) {
             // The provider refuses its own key: tell an operator.
@@ -390,6 +398,9 @@ pub(crate) async fn respond(
         out_headers.insert("x-keyforge-request-id", value);
     }
     out_headers.insert("x-keyforge-overhead-us", HeaderValue::from(ctx.overhead_us));
+    state
+        .metrics
+        .observe_overhead(ctx.overhead_us as f64 / 1_000_000.0);
     Ok(out)
 }
 
@@ -446,6 +457,7 @@ pub(crate) fn settlement(
         limits: state.limits.clone(),
         unmetered_cost,
         unpriced_fallback: state.config.spend.unmetered_request_cost,
+        metrics: state.metrics.clone(),
     })
 }
 

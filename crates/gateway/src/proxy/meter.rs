@@ -102,6 +102,7 @@ pub(crate) struct Pending {
     pub(crate) unmetered_cost: NanoUsd,
     /// Added to the priced cost when the usage holds units no entry prices.
     pub(crate) unpriced_fallback: NanoUsd,
+    pub(crate) metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Settlement {
@@ -296,6 +297,13 @@ impl Pending {
         {
             super::watch::report(&self.alerts, &entry, [finding], now);
         }
+        let model = crate::metrics::model_label(
+            &self.prices,
+            self.api,
+            self.record.model.as_deref(),
+            self.arrived.date(),
+        );
+        self.metrics.record_settled(&self.record, model);
         self.ledger.record(self.record, self.client);
     }
 }

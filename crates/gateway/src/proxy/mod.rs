@@ -103,6 +103,7 @@ pub(crate) async fn handle(State(state): State<Arc<AppState>>, request: Request)
                 response
             }
             Err(error) => {
+                state.metrics.refused(error.code);
                 // Refusals of a known key (revoked, expired, suspended, out
                 // of scope) count towards its auth-failure burst.
                 if let Some(entry) = &ctx.key

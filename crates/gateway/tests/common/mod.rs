@@ -17,6 +17,9 @@ use secrecy::SecretString;
 use serde_json::{Value, json};
 use time::macros::datetime;
 
+/// The metrics token of every harness (`/metrics` on the main listener).
+pub(crate) const METRICS_TOKEN: &str = "test-metrics-token-0123456789abcdefghij";
+
 pub(crate) struct Harness {
     pub(crate) base: String,
     pub(crate) admin_token: String,
@@ -64,6 +67,7 @@ impl Harness {
             clock: Arc::new(clock.clone()),
             prices: keyforge_providers::PriceTable::shipped().unwrap(),
             limits: keyforge_providers::LimitTable::shipped().unwrap(),
+            metrics_token: Some(SecretString::from(METRICS_TOKEN.to_owned())),
         })
         .await
         .unwrap();

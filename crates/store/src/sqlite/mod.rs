@@ -440,6 +440,15 @@ impl Store for SqliteStore {
             .await?)
     }
 
+    async fn ping(&self) -> Result<(), StoreError> {
+        let mut connection = self.pool.acquire().await?;
+        sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut *connection)
+            .await?;
+        sqlx::query("ROLLBACK").execute(&mut *connection).await?;
+        Ok(())
+    }
+
     async fn put_meta_if_absent(&self, name: &str, value: &[u8]) -> Result<Vec<u8>, StoreError> {
         let mut tx = self.pool.begin().await?;
         sqlx::query("INSERT INTO meta (name, value) VALUES (?, ?) ON CONFLICT (name) DO NOTHING")
