@@ -167,6 +167,18 @@ async fn a_backup_taken_while_serving_restores_into_a_new_data_dir_that_serves_t
     )
     .await;
     assert!(!ok && err.contains("holds the data directory"), "{err}");
+    // Nor a second server: the lock restore looks for is the server's.
+    let output = command(home.path())
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&data)
+        .output()
+        .await
+        .unwrap();
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !output.status.success() && err.contains("holds the data directory"),
+        "{err}"
+    );
 
     // `backup verify` says what it checked.
     let (ok, out, err) = cli(
