@@ -297,6 +297,43 @@ async fn a_tampered_backup_is_refused_by_restore_and_backup_verify() {
     );
     assert!(!fresh.join("keyforge.db").exists());
 
+    // A provider pointed elsewhere in the file: the audit log still
+    // verifies, the provider row's MAC does not.
+    let edited = home.path().join("edited.backup");
+    std::fs::copy(&backup, &edited).unwrap();
+    let status = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); c.execute(\"UPDATE providers SET base_url = 'http://attacker.invalid'\"); c.commit()",
+            edited.to_str().unwrap(),
+        ])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let (ok, out, err) = cli(
+        home.path(),
+        &data,
+        &addr,
+        &["backup", "verify", edited.to_str().unwrap()],
+    )
+    .await;
+    assert!(!ok && err.contains("fail their MAC"), "{out}{err}");
+    let (ok, _, err) = cli(
+        home.path(),
+        &fresh,
+        &addr,
+        &[
+            "restore",
+            "--from",
+            edited.to_str().unwrap(),
+            "--data-dir",
+            fresh_arg,
+        ],
+    )
+    .await;
+    assert!(!ok && err.contains("fail their MAC"), "{err}");
+    assert!(!fresh.join("keyforge.db").exists());
+
     // Not a database at all, and the right backup under another master key.
     let junk = home.path().join("junk.backup");
     std::fs::write(&junk, vec![b'x'; 8192]).unwrap();
