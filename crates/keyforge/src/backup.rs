@@ -51,7 +51,7 @@ pub(crate) struct BackupArgs {
 #[derive(Debug, Subcommand)]
 pub(crate) enum BackupCommand {
     /// Restore FILE into a scratch directory and check it as `restore`
-    /// would: integrity, schema, audit chain and ledger (needs the master
+    /// would: integrity, schema, audit chain, ledger and row MACs (needs the master
     /// key: KEYFORGE_MASTER_KEY or --data-dir with master.key).
     Verify { file: PathBuf },
 }
