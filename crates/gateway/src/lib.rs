@@ -29,6 +29,7 @@ pub mod oidc;
 mod proxy;
 mod snapshot;
 mod state;
+pub mod stored_audit;
 mod upstream;
 
 use std::future::Future;

@@ -115,6 +115,12 @@ pub(crate) enum Command {
         #[command(flatten)]
         admin: AdminArgs,
     },
+    /// A consistent copy of the store (while `serve` runs, or not):
+    /// `backup --to FILE`; `backup verify FILE` checks one.
+    Backup(crate::backup::BackupArgs),
+    /// Replace the data directory's database with a checked backup (refused
+    /// while a server holds the directory; the old database is kept).
+    Restore(crate::backup::RestoreArgs),
 }
 
 #[derive(Debug, Args)]

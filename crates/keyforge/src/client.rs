@@ -992,7 +992,7 @@ pub(crate) async fn audit(command: AuditCommand) -> anyhow::Result<()> {
 
 /// The master key for offline verification: `KEYFORGE_MASTER_KEY`, or the
 /// data directory's `master.key` (never created here).
-fn offline_master_key(admin: &AdminArgs) -> anyhow::Result<keyforge_vault::MasterKey> {
+pub(crate) fn offline_master_key(admin: &AdminArgs) -> anyhow::Result<keyforge_vault::MasterKey> {
     if let Ok(text) = std::env::var(keyforge_vault::MASTER_KEY_ENV)
         && !text.is_empty()
     {

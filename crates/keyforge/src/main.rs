@@ -3,6 +3,7 @@
 //!
 //! Exit codes: 0 success, 1 failure, 2 usage error (from clap).
 
+mod backup;
 mod cli;
 mod client;
 mod config;
@@ -78,6 +79,8 @@ fn main() -> ExitCode {
                 client::usage(filter, since, by, json, admin).await
             }
             Command::Prices { json, admin } => client::prices(json, admin).await,
+            Command::Backup(args) => backup::backup(args).await,
+            Command::Restore(args) => backup::restore(args).await,
             Command::Status { json, admin } => client::status(json, admin).await,
             Command::Doctor { json, admin } => client::doctor(json, admin).await,
         }

@@ -22,14 +22,26 @@ pub(crate) const ADMIN_TOKEN_ENV: &str = "KEYFORGE_ADMIN_TOKEN";
 /// metrics and nothing else.
 const METRICS_TOKEN_FILE: &str = "metrics.token";
 const METRICS_TOKEN_ENV: &str = "KEYFORGE_METRICS_TOKEN";
-const MASTER_KEY_FILE: &str = "master.key";
-const DATABASE_FILE: &str = "keyforge.db";
+pub(crate) const MASTER_KEY_FILE: &str = "master.key";
+pub(crate) const DATABASE_FILE: &str = "keyforge.db";
+/// Locked (`flock`, exclusive) by `keyforge serve` for as long as it runs,
+/// and by `keyforge restore` and an offline `keyforge backup`: so a restore
+/// never swaps the database under a server, and an audit entry written
+/// without a server is the chain's only writer.
+pub(crate) const LOCK_FILE: &str = "keyforge.lock";
 
 pub(crate) async fn run(config: ServeConfig, json_logs: bool) -> anyhow::Result<()> {
     disable_core_dumps()?;
     forbid_inspection()?;
     let file_limit_note = ensure_file_limit(config.gateway.max_connections);
     prepare_data_dir(&config.data_dir)?;
+    // Held until the server stops; the kernel releases it if it dies.
+    let _data_dir_lock = lock_data_dir(&config.data_dir)?.with_context(|| {
+        format!(
+            "another keyforge process (a server, or a restore) holds the data directory {}",
+            config.data_dir.display()
+        )
+    })?;
 
     let master_env = std::env::var(MASTER_KEY_ENV)
         .ok()
@@ -224,7 +236,29 @@ fn ensure_file_limit(max_connections: usize) -> Option<String> {
     warning
 }
 
-fn prepare_data_dir(dir: &Path) -> anyhow::Result<()> {
+/// Takes the data directory's lock without waiting; `None` while another
+/// process holds it (a running `keyforge serve`).
+pub(crate) fn lock_data_dir(dir: &Path) -> anyhow::Result<Option<std::fs::File>> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = dir.join(LOCK_FILE);
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(Some(file)),
+        Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+        Err(std::fs::TryLockError::Error(error)) => {
+            Err(error).with_context(|| format!("cannot lock {}", path.display()))
+        }
+    }
+}
+
+pub(crate) fn prepare_data_dir(dir: &Path) -> anyhow::Result<()> {
     match std::fs::metadata(dir) {
         Ok(meta) if !meta.is_dir() => bail!(
             "data directory {} exists but is not a directory",

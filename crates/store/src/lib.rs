@@ -16,7 +16,7 @@ pub use model::{
     RevokeOutcome, RollupTotal, StoredAlert, StoredLedgerRow, Suspension, UpstreamHealth,
     UsageGroup, UsageQuery, UsageRow, VersionUsage, VirtualKeyRecord,
 };
-pub use sqlite::SqliteStore;
+pub use sqlite::{FileCheck, SqliteStore, check_file, checkpoint_file, sync_dir};
 
 /// The key security-relevant rows are sealed under (HMAC-SHA-256; the
 /// gateway derives it from the master key). The store computes each row's
@@ -308,4 +308,14 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// hour) into one row per hour and group, a bounded stretch (a day) per
     /// call, in one transaction; returns whether older minutes remain.
     async fn coarsen_rollups(&self, before_ms: i64) -> Result<bool, StoreError>;
+
+    /// Writes a consistent copy of the whole store to `dest` (mode 0600,
+    /// moved into place in one step; an existing file is replaced only
+    /// with `overwrite`) while the store keeps serving.
+    async fn backup_to(&self, dest: &std::path::Path, overwrite: bool) -> Result<(), StoreError> {
+        let _ = (dest, overwrite);
+        Err(StoreError::Conflict(
+            "this store cannot write backups".to_owned(),
+        ))
+    }
 }

@@ -621,3 +621,19 @@ pub struct DoctorReport {
     pub max_age_days: u64,
     pub findings: Vec<Finding>,
 }
+
+/// `POST /admin/v1/backup`: where the gateway writes a copy of its store.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackupRequest {
+    /// An absolute path on the gateway's machine.
+    pub to: String,
+    /// Replace an existing file.
+    #[serde(default)]
+    pub force: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BackupResult {
+    pub to: String,
+}

@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode};
 
 use super::AdminError;
-use crate::audit::{Verification, end_line, hash_hex, verify, verify_ledger};
+use crate::audit::Verification;
 use crate::snapshot::unix_ms;
 use crate::state::AppState;
 
@@ -57,45 +57,12 @@ pub(super) async fn tail(
 }
 
 /// Every line from `after` on, ending with a signed end marker over the
-/// stored head.
+/// stored head, once the queued entries are written.
 async fn signed_lines(state: &AppState, after: u64) -> Result<String, AdminError> {
     state.ledger.flush(std::time::Duration::from_secs(5)).await;
-    let head = state.store.audit_head().await.map_err(AdminError::store)?;
-    let mut out = String::new();
-    let mut cursor = after;
-    let mut count = 0u64;
-    loop {
-        let page = state
-            .store
-            .audit_lines(cursor, PAGE)
-            .await
-            .map_err(AdminError::store)?;
-        let Some((last, _)) = page.last() else {
-            break;
-        };
-        let last = *last;
-        for (seq, line) in &page {
-            if !line.starts_with("{\"checkpoint\"") && *seq > cursor {
-                count += 1;
-            }
-            out.push_str(line);
-            out.push('\n');
-        }
-        if last == cursor {
-            break;
-        }
-        cursor = last;
-    }
-    let head = head
-        .filter(|(seq, _)| *seq > after)
-        .and_then(|(seq, hash)| {
-            <[u8; 32]>::try_from(hash.as_slice())
-                .ok()
-                .map(|h| (seq, hash_hex(&h)))
-        });
-    out.push_str(&end_line(&state.audit_key, head, count));
-    out.push('\n');
-    Ok(out)
+    crate::stored_audit::signed_lines(state.store.as_ref(), &state.audit_key, after)
+        .await
+        .map_err(AdminError::store)
 }
 
 #[derive(Debug, serde::Deserialize)]
@@ -139,48 +106,15 @@ pub(super) async fn export(
     Ok(lines_response(signed_lines(&state, after).await?))
 }
 
-/// Verifies the whole stored log.
+/// Verifies the whole stored log and the ledger against it.
 pub(super) async fn check(
     State(state): State<Arc<AppState>>,
 ) -> Result<(StatusCode, axum::Json<Verification>), AdminError> {
-    let lines = signed_lines(&state, 0).await?;
-    let mut verification = verify(lines.lines(), &state.audit_key);
-    if verification.problem.is_none() {
-        // The chain is intact; now the ledger must match the key uses it
-        // sealed (rows deleted or edited to reset spend).
-        let mut rows = Vec::new();
-        let mut after = 0;
-        loop {
-            let page = state
-                .store
-                .ledger_rows(after, PAGE)
-                .await
-                .map_err(AdminError::store)?;
-            let Some(last) = page.last() else {
-                break;
-            };
-            after = last.id;
-            rows.extend(page);
-        }
-        let rollups = state
-            .store
-            .rollup_totals()
-            .await
-            .map_err(AdminError::store)?;
-        let problems = verify_ledger(lines.lines(), rows, Some(rollups));
-        if !problems.is_empty() {
-            const SHOWN: usize = 20;
-            let mut text = format!(
-                "the ledger does not match the audit log ({} problems): {}",
-                problems.len(),
-                problems[..problems.len().min(SHOWN)].join("; ")
-            );
-            if problems.len() > SHOWN {
-                text.push_str(&format!("; and {} more", problems.len() - SHOWN));
-            }
-            verification.problem = Some(text);
-        }
-    }
+    state.ledger.flush(std::time::Duration::from_secs(5)).await;
+    let checked = crate::stored_audit::verify_store(state.store.as_ref(), &state.audit_key)
+        .await
+        .map_err(AdminError::store)?;
+    let verification = checked.verification;
     if let Some(problem) = &verification.problem {
         tracing::error!(problem = %problem, "the audit log failed verification");
     }

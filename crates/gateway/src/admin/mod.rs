@@ -4,6 +4,7 @@
 mod alerts;
 pub mod api;
 mod audit_log;
+mod backup;
 mod budgets;
 pub(crate) mod doctor;
 pub(crate) mod edit;
@@ -69,6 +70,7 @@ pub(crate) fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
         .route("/audit", get(audit_log::tail))
         .route("/audit/export", get(audit_log::export))
         .route("/audit/verify", get(audit_log::check))
+        .route("/backup", post(backup::backup))
         .route("/doctor", get(doctor::doctor))
         .route("/usage", get(usage))
         .route("/prices", get(prices))

@@ -25,8 +25,11 @@ use crate::model::{
 };
 use crate::{RowFailure, RowMac, Store, StoreError};
 
+mod backup;
 mod rollup;
 mod row_mac;
+
+pub use backup::{FileCheck, check_file, checkpoint_file, sync_dir};
 
 const SCHEMA_VERSION: i64 = 9;
 /// Audit rows per INSERT statement (a batch has a few: its `key.use`
@@ -1158,6 +1161,10 @@ impl Store for SqliteStore {
         .await?;
         tx.commit().await?;
         Ok(to < horizon)
+    }
+
+    async fn backup_to(&self, dest: &Path, overwrite: bool) -> Result<(), StoreError> {
+        self.write_backup(dest, overwrite).await
     }
 
     async fn rotate_virtual_key(
