@@ -781,11 +781,21 @@ impl Scanner {
         // A secret seen in a view is new unless it overlaps one already
         // found; a more specific rule (earlier in the list) seeing it
         // through a view replaces a generic one that saw its encoding.
+        // A view's hit that holds a same-rule hit of the buffer and more is
+        // the whole of a secret the buffer saw only a piece of (the first
+        // literal of `"sk-proj-…" + "…"`, long enough for the rule alone):
+        // it replaces the piece, so the report and `redact` cover it all.
         let known = |all: &mut Vec<(Hit, Vec<u8>)>, hit: Hit, secret: Vec<u8>| {
             let overlapping = |other: &Hit| other.start < hit.end && hit.start < other.end;
+            let extends = |other: &Hit| {
+                other.rule == hit.rule
+                    && hit.start <= other.start
+                    && other.end <= hit.end
+                    && hit.end - hit.start > other.end - other.start
+            };
             if all
                 .iter()
-                .any(|(other, _)| overlapping(other) && other.rule <= hit.rule)
+                .any(|(other, _)| overlapping(other) && other.rule <= hit.rule && !extends(other))
             {
                 return;
             }
@@ -2520,6 +2530,28 @@ mod tests {
             assert_eq!(scanner.rules()[hit.rule].id, "kf-virtual-key");
             // The span points at the original text.
             assert!(case[hit.start..].starts_with("kf"), "{case}");
+        }
+        // A first piece long enough to be a key on its own: the joined key
+        // replaces it, so the whole key is reported (found by a tester:
+        // `redact` left the second literal, 156 characters of the key).
+        let long = openai_key();
+        for at in [20, 50, 60, 100] {
+            let (a, b) = long.split_at(at);
+            for case in [
+                format!("k = \"{a}\" + \"{b}\""),
+                format!("k = (\"{a}\"\n     \"{b}\")"),
+                format!("k = \"{a}\" +\n  \"{b}\";"),
+            ] {
+                let hits = scanner.scan_deep(case.as_bytes());
+                assert_eq!(hits.len(), 1, "{case}");
+                let (hit, secret) = &hits[0];
+                assert_eq!(secret, long.as_bytes(), "{case}");
+                assert!(
+                    case[..hit.end].ends_with(b),
+                    "{case}: the span ends at {}",
+                    hit.end
+                );
+            }
         }
         // Two ordinary strings side by side are not a secret.
         assert!(
