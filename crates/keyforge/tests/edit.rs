@@ -764,6 +764,197 @@ async fn keys_are_updated_in_place_by_id_or_name() {
     assert!(!t.0.contains(&provider_key) && !logs.contains(&provider_key));
 }
 
+/// A fresh server with provider `openai` in `dev`, for the tests below.
+async fn one_provider(home: &Path, label: &str) -> (Server, FakeUpstream) {
+    let provider_key = fake_provider_key(label);
+    let upstream = FakeUpstream::start(&provider_key).await.unwrap();
+    let server = Server::start_in(home, &[]).await;
+    server
+        .add_provider(
+            home,
+            "openai",
+            "openai",
+            "dev",
+            &upstream.base_url(),
+            &provider_key,
+        )
+        .await;
+    (server, upstream)
+}
+
+async fn create(t: &mut Transcript, server: &Server, home: &Path, args: &[&str]) -> String {
+    let mut all = vec!["key", "create", "--env", "dev", "--json"];
+    all.extend(args);
+    t.json(server, home, &all).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// Regression (issue #14, tester's findings 1 and 2): `budget set --key`
+/// skipped the parent check and worked on revoked keys, and a parent could
+/// be narrowed below its children in limits, expiry and budgets.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_key_change_goes_through_the_family_check() {
+    let home = tempfile::tempdir().unwrap();
+    let home = home.path();
+    let (server, _upstream) = one_provider(home, "family").await;
+    let mut t = Transcript::default();
+    let parent = create(
+        &mut t,
+        &server,
+        home,
+        &["--name", "parent", "--budget", "10usd/day"],
+    )
+    .await;
+    let child = create(
+        &mut t,
+        &server,
+        home,
+        &[
+            "--name", "child", "--parent", &parent, "--rpm", "50", "--ttl", "30d", "--budget",
+            "5usd/day",
+        ],
+    )
+    .await;
+    let other = create(
+        &mut t,
+        &server,
+        home,
+        &[
+            "--name", "other", "--parent", &parent, "--budget", "6usd/day",
+        ],
+    )
+    .await;
+
+    // budget set --key is checked like key update --budget.
+    let err = t
+        .fails(
+            &server,
+            home,
+            &["budget", "set", "--key", "name:dev/child", "100usd/day"],
+            None,
+        )
+        .await;
+    assert!(
+        err.contains("above the parent key's") && err.contains("exceeds_parent"),
+        "{err}"
+    );
+    let revoked = create(&mut t, &server, home, &["--name", "gone"]).await;
+    t.ok(&server, home, &["key", "revoke", &revoked]).await;
+    let err = t
+        .fails(
+            &server,
+            home,
+            &["budget", "set", "--key", &revoked, "1usd/day"],
+            None,
+        )
+        .await;
+    assert!(err.contains("is revoked"), "{err}");
+
+    // A parent is not narrowed below its children: every child and every
+    // field is named at once.
+    let err = t
+        .fails(
+            &server,
+            home,
+            &[
+                "key", "update", &parent, "--rpm", "10", "--tpm", "100", "--ttl", "1d", "--budget",
+                "1usd/day",
+            ],
+            None,
+        )
+        .await;
+    for expect in [
+        format!("child key {child} allows"),
+        format!("child key {other} allows"),
+        "rpm 50 (above 10)".to_owned(),
+        "no tpm limit (above 100)".to_owned(),
+        "no max-parallel".to_owned(),
+        "expiry ".to_owned(),
+        "no expiry".to_owned(),
+        "budget $5.000000/day (above $1.000000/day)".to_owned(),
+        "budget $6.000000/day".to_owned(),
+        "child_exceeds".to_owned(),
+    ] {
+        if expect == "no max-parallel" {
+            assert!(!err.contains(&expect), "only changed fields: {err}");
+        } else {
+            assert!(err.contains(&expect), "{expect}: {err}");
+        }
+    }
+    // Same through budget set --key on the parent.
+    let err = t
+        .fails(
+            &server,
+            home,
+            &["budget", "set", "--key", &parent, "2usd/day"],
+            None,
+        )
+        .await;
+    assert!(
+        err.contains(&format!("child key {child} allows budget $5.000000/day")),
+        "{err}"
+    );
+    let after = show(&mut t, &server, home, &parent).await;
+    assert_eq!(after["limits"]["rpm"], Value::Null, "nothing changed");
+    // A child's edit reports all its problems at once, and an unrelated
+    // edit (a rename) is not checked against the parent.
+    let err = t
+        .fails(
+            &server,
+            home,
+            &[
+                "key",
+                "update",
+                &child,
+                "--budget",
+                "50usd/day",
+                "--ttl",
+                "never",
+                "--project",
+                "x",
+            ],
+            None,
+        )
+        .await;
+    assert!(
+        err.contains("budget $50.000000/day is above") && err.contains("its parent's project"),
+        "{err}"
+    );
+    t.ok(
+        &server,
+        home,
+        &["key", "update", &child, "--name", "renamed"],
+    )
+    .await;
+    // Narrowing the children first, then the parent, works.
+    t.ok(
+        &server,
+        home,
+        &[
+            "key", "update", &other, "--budget", "1usd/day", "--rpm", "5",
+        ],
+    )
+    .await;
+    t.ok(
+        &server,
+        home,
+        &[
+            "key", "update", &child, "--budget", "1usd/day", "--rpm", "5",
+        ],
+    )
+    .await;
+    t.ok(
+        &server,
+        home,
+        &[
+            "key", "update", &parent, "--rpm", "10", "--budget", "1usd/day",
+        ],
+    )
+    .await;
+}
+
 /// A budget of a view as it was written: `5usd/day`.
 fn budget_text(budget: &Value) -> String {
     let nanos = budget["limit"]["amount"].as_i64().unwrap();

@@ -411,8 +411,80 @@ pub(super) async fn remove_provider(
     }))
 }
 
-fn narrowing(message: impl std::fmt::Display) -> AdminError {
-    AdminError::new(StatusCode::FORBIDDEN, "exceeds_parent", message.to_string())
+/// What an edit would leave inconsistent in a key's family: a key holds no
+/// more than its parent (`exceeds_parent`), and no child holds more than
+/// its parent's new settings (`child_exceeds`). Every problem is collected
+/// and reported at once, so a user fixes them in one go.
+#[derive(Default)]
+struct FamilyProblems {
+    above_parent: Vec<String>,
+    children: Vec<String>,
+}
+
+impl FamilyProblems {
+    fn into_result(self, id: &KeyId) -> Result<(), AdminError> {
+        if self.above_parent.is_empty() && self.children.is_empty() {
+            return Ok(());
+        }
+        let mut parts = Vec::new();
+        if !self.above_parent.is_empty() {
+            parts.push(format!(
+                "a child key can only narrow its parent: {}",
+                self.above_parent.join("; ")
+            ));
+        }
+        if !self.children.is_empty() {
+            parts.push(format!(
+                "{}, which the new settings of key {id} do not: narrow or revoke the children first",
+                self.children.join("; ")
+            ));
+        }
+        let (status, code) = if self.above_parent.is_empty() {
+            (StatusCode::CONFLICT, "child_exceeds")
+        } else {
+            (StatusCode::FORBIDDEN, "exceeds_parent")
+        };
+        Err(AdminError::new(
+            status,
+            code,
+            format!("key {id} was not changed: {}", parts.join("; ")),
+        ))
+    }
+}
+
+/// One limit of a child against its parent's: `None` is no limit, which
+/// for a child means its parent's (as at minting).
+fn limit_within<T: Copy + Ord + std::fmt::Display>(
+    name: &str,
+    parent: Option<T>,
+    asked: Option<T>,
+    problems: &mut Vec<String>,
+) -> Option<T> {
+    match (parent, asked) {
+        (Some(parent), Some(asked)) if asked > parent => {
+            problems.push(format!("{name} {asked} is above the parent key's {parent}"));
+            Some(asked)
+        }
+        (parent, None) => parent,
+        (_, asked) => asked,
+    }
+}
+
+/// What a child holds beyond `limit` (the parent's new value), if it does.
+/// Strict, as minting stores a child's limits: no limit is only within no
+/// limit.
+fn limit_excess<T: Copy + Ord + std::fmt::Display>(
+    name: &str,
+    limit: Option<T>,
+    child: Option<T>,
+) -> Option<String> {
+    match (limit, child) {
+        (Some(limit), None) => Some(format!("no {name} limit (above {limit})")),
+        (Some(limit), Some(child)) if child > limit => {
+            Some(format!("{name} {child} (above {limit})"))
+        }
+        _ => None,
+    }
 }
 
 pub(super) async fn update_key(
@@ -428,6 +500,21 @@ pub(super) async fn update_key(
         ));
     }
     let _guard = state.admin_write.lock().await;
+    apply_key_update(&state, &id, &request)
+        .await
+        .map(axum::Json)
+}
+
+/// Changes a key in place. Every path that changes a key's budgets,
+/// limits, scope or expiry (`key update`, `budget set --key`) comes here,
+/// so each is checked the same way: not revoked, within its parent, and
+/// not below any child in force. The caller holds the admin lock.
+pub(super) async fn apply_key_update(
+    state: &AppState,
+    id: &KeyId,
+    request: &UpdateKeyRequest,
+) -> Result<UpdatedKey, AdminError> {
+    let id = id.clone();
     let now = state.clock.now();
     let snapshot = state.snapshot.load_full();
     let entry = snapshot.key_by_id(&id).cloned().ok_or_else(|| {
@@ -446,6 +533,16 @@ pub(super) async fn update_key(
         ));
     }
     let parent = entry.ancestors.first().cloned();
+    let children: Vec<&KeyEntry> = snapshot
+        .keys_by_id
+        .values()
+        .filter(|child| child.record.parent.as_ref() == Some(&id) && in_force(child, now))
+        .map(|child| &**child)
+        .collect();
+    // Only the fields this request changes are checked against the family,
+    // so an inconsistency left by an earlier version never blocks an
+    // unrelated edit such as a rename.
+    let mut problems = FamilyProblems::default();
 
     let name = match &request.name {
         Some(name) => super::mint::validate_name(name)?,
@@ -461,61 +558,65 @@ pub(super) async fn update_key(
             if let Some(parent) = &parent
                 && asked != &parent.record.project
             {
-                return Err(narrowing(format!(
+                problems.above_parent.push(format!(
                     "a child key stays in its parent's project ({})",
                     parent
                         .record
                         .project
                         .as_ref()
                         .map_or("none".to_owned(), |p| format!("`{p}`"))
-                )));
+                ));
             }
             // A child stays in its parent's project (its spend counts
             // against that project's budgets), so a parent keeps its
             // project while it has children in force.
-            if asked != &old.project
-                && let Some(child) = snapshot
-                    .keys_by_id
-                    .values()
-                    .find(|child| child.record.parent.as_ref() == Some(&id) && in_force(child, now))
-            {
-                return Err(AdminError::new(
-                    StatusCode::CONFLICT,
-                    "has_children",
-                    format!(
-                        "key {id} has child key {} in its project: revoke its children before moving it to another project",
+            if asked != &old.project {
+                for child in &children {
+                    problems.children.push(format!(
+                        "child key {} is in the project (revoke its children before moving it to another project)",
                         child.record.id
-                    ),
-                ));
+                    ));
+                }
             }
             asked.clone()
         }
     };
 
+    let scope_changes = request.providers.is_some() || request.models.is_some();
     let asked_scope = Scope {
         providers: request
             .providers
-            .clone()
+            .as_ref()
+            .map(|providers| dedup(providers))
             .unwrap_or_else(|| old.scope.providers.clone()),
         models: request
             .models
-            .clone()
+            .as_ref()
+            .map(|models| dedup(models))
             .unwrap_or_else(|| old.scope.models.clone()),
     };
     let scope = match &parent {
         // A child's empty list is its parent's, as at minting.
-        Some(parent) => parent.record.scope.narrow(asked_scope).map_err(narrowing)?,
-        None => asked_scope,
+        Some(parent) if scope_changes => match parent.record.scope.narrow(asked_scope.clone()) {
+            Ok(scope) => scope,
+            Err(error) => {
+                problems.above_parent.push(error.0);
+                asked_scope
+            }
+        },
+        _ => asked_scope,
     };
-    for provider in &scope.providers {
-        if !snapshot
-            .providers
-            .contains_key(&(old.env.clone(), provider.clone()))
-        {
-            return Err(AdminError::bad_request(format!(
-                "no provider named `{provider}` in environment `{}`",
-                old.env
-            )));
+    if scope_changes {
+        for provider in &scope.providers {
+            if !snapshot
+                .providers
+                .contains_key(&(old.env.clone(), provider.clone()))
+            {
+                return Err(AdminError::bad_request(format!(
+                    "no provider named `{provider}` in environment `{}`",
+                    old.env
+                )));
+            }
         }
     }
     let widening = scope_excess(&old.scope, &scope);
@@ -529,25 +630,6 @@ pub(super) async fn update_key(
                 "the new scope of key {id} allows {excess}, which its current scope does not: add --allow-widen to widen it (audited)"
             ),
         ));
-    }
-    // Children hold only what their parent holds: narrowing a key's scope
-    // below one of its children's is refused (the child's own scope is
-    // what the request path checks).
-    for child in snapshot
-        .keys_by_id
-        .values()
-        .filter(|child| child.record.parent.as_ref() == Some(&id) && in_force(child, now))
-    {
-        if let Some(excess) = scope_excess(&scope, &child.record.scope) {
-            return Err(AdminError::new(
-                StatusCode::CONFLICT,
-                "child_exceeds_scope",
-                format!(
-                    "child key {} allows {excess}, which the new scope of key {id} does not: narrow or revoke the child first",
-                    child.record.id
-                ),
-            ));
-        }
     }
 
     let mut limits = old.limits;
@@ -565,10 +647,24 @@ pub(super) async fn update_key(
             "rpm, tpm and max-parallel must be at least 1 (remove a limit with `none`)",
         ));
     }
-    let limits = match &parent {
-        Some(parent) => parent.record.limits.narrow(limits).map_err(narrowing)?,
-        None => limits,
-    };
+    if let Some(parent) = &parent {
+        let own = parent.record.limits;
+        let problems = &mut problems.above_parent;
+        if request.rpm.is_some() {
+            limits.rpm = limit_within("rpm", own.rpm, limits.rpm, problems);
+        }
+        if request.tpm.is_some() {
+            limits.tpm = limit_within("tpm", own.tpm, limits.tpm, problems);
+        }
+        if request.max_parallel.is_some() {
+            limits.max_parallel = limit_within(
+                "max-parallel",
+                own.max_parallel,
+                limits.max_parallel,
+                problems,
+            );
+        }
+    }
 
     let expires_at = match &request.ttl {
         None => old.expires_at,
@@ -579,18 +675,19 @@ pub(super) async fn update_key(
             Some(now + ttl.as_duration())
         }
     };
-    let expires_at = match (&parent, expires_at) {
-        (Some(parent), asked) => match (asked, parent.record.expires_at) {
+    let expires_at = match (&parent, request.ttl.is_some()) {
+        (Some(parent), true) => match (expires_at, parent.record.expires_at) {
             (Some(asked), Some(own)) if asked > own => {
-                return Err(narrowing(format!(
+                problems.above_parent.push(format!(
                     "the parent key expires at {}; a child cannot outlive it",
                     super::rfc3339(own)
-                )));
+                ));
+                Some(asked)
             }
             (None, own) => own,
             (asked, _) => asked,
         },
-        (None, asked) => asked,
+        _ => expires_at,
     };
 
     let on_anomaly = match (&parent, request.on_anomaly) {
@@ -601,12 +698,75 @@ pub(super) async fn update_key(
         (_, None) => old.on_anomaly,
     };
 
-    let (set_budgets, remove_budgets) = budget_changes(&request, &entry, parent.as_deref(), now)?;
+    let (set_budgets, remove_budgets) = budget_changes(
+        request,
+        &entry,
+        parent.as_deref(),
+        now,
+        &mut problems.above_parent,
+    )?;
+
+    // Children hold only what their parent holds: narrowing a key below
+    // one of its children is refused (the child's own settings are what
+    // the request path and `key show` report).
+    for child in &children {
+        let record = &child.record;
+        let mut excess = Vec::new();
+        if scope_changes && let Some(what) = scope_excess(&scope, &record.scope) {
+            excess.push(what);
+        }
+        if request.rpm.is_some() {
+            excess.extend(limit_excess("rpm", limits.rpm, record.limits.rpm));
+        }
+        if request.tpm.is_some() {
+            excess.extend(limit_excess("tpm", limits.tpm, record.limits.tpm));
+        }
+        if request.max_parallel.is_some() {
+            excess.extend(limit_excess(
+                "max-parallel",
+                limits.max_parallel,
+                record.limits.max_parallel,
+            ));
+        }
+        if request.ttl.is_some()
+            && let Some(until) = expires_at
+        {
+            match record.expires_at {
+                None => excess.push(format!("no expiry (after {})", super::rfc3339(until))),
+                Some(at) if at > until => excess.push(format!(
+                    "expiry {} (after {})",
+                    super::rfc3339(at),
+                    super::rfc3339(until)
+                )),
+                Some(_) => {}
+            }
+        }
+        for budget in &set_budgets {
+            let scope = BudgetScope::Key(record.id.clone());
+            if let Some(own) = child
+                .budgets
+                .iter()
+                .map(|cell| cell.status(now))
+                .find(|status| status.scope == scope && status.limit.period == budget.limit.period)
+                && own.limit.amount > budget.limit.amount
+            {
+                excess.push(format!("budget {} (above {})", own.limit, budget.limit));
+            }
+        }
+        if !excess.is_empty() {
+            problems.children.push(format!(
+                "child key {} allows {}",
+                record.id,
+                excess.join(", ")
+            ));
+        }
+    }
+    problems.into_result(&id)?;
 
     let mut warnings = request
         .models
         .as_deref()
-        .map(|models| unknown_model_warnings(&state, models))
+        .map(|models| unknown_model_warnings(state, models))
         .unwrap_or_default();
     if name != old.name && request.allow_duplicate_name {
         warnings.extend(
@@ -621,7 +781,7 @@ pub(super) async fn update_key(
         "key.update"
     };
     audit(
-        &state,
+        state,
         kind,
         serde_json::json!({
             "id": id,
@@ -665,27 +825,40 @@ pub(super) async fn update_key(
             format!("no key with id {id}"),
         ));
     }
-    reload(&state).await?;
+    reload(state).await?;
     tracing::info!(key_id = %id, widened = widening.is_some(), "virtual key updated");
     let snapshot = state.snapshot.load();
     let entry = snapshot
         .key_by_id(&id)
         .ok_or_else(|| AdminError::internal("the key is missing from the reloaded snapshot"))?;
-    Ok(axum::Json(UpdatedKey {
+    Ok(UpdatedKey {
         view: key_view(entry, now),
         widened: widening.is_some(),
         warnings,
-    }))
+    })
+}
+
+/// `items` in their order, each once (`--provider oa --provider oa` is
+/// one provider).
+fn dedup<T: Clone + PartialEq>(items: &[T]) -> Vec<T> {
+    let mut out: Vec<T> = Vec::with_capacity(items.len());
+    for item in items {
+        if !out.contains(item) {
+            out.push(item.clone());
+        }
+    }
+    out
 }
 
 /// The key's own budgets to set and to remove, checked: amounts above zero,
 /// one per period, removals of budgets that exist, and a child's budgets no
-/// larger than its parent's of the same period.
+/// larger than its parent's of the same period (pushed to `above_parent`).
 fn budget_changes(
     request: &UpdateKeyRequest,
     entry: &KeyEntry,
     parent: Option<&KeyEntry>,
     now: OffsetDateTime,
+    above_parent: &mut Vec<String>,
 ) -> Result<(Vec<BudgetRecord>, Vec<BudgetId>), AdminError> {
     let own_scope = BudgetScope::Key(entry.record.id.clone());
     let own = |key: &KeyEntry, period: Period| {
@@ -714,10 +887,10 @@ fn budget_changes(
             && let Some(parents) = own(parent, limit.period)
             && limit.amount > parents.limit.amount
         {
-            return Err(narrowing(format!(
+            above_parent.push(format!(
                 "budget {limit} is above the parent key's {}",
                 parents.limit
-            )));
+            ));
         }
         set.push(BudgetRecord {
             id: own(entry, limit.period).map_or_else(BudgetId::generate, |status| status.id),
