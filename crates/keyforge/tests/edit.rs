@@ -955,6 +955,40 @@ async fn every_key_change_goes_through_the_family_check() {
     .await;
 }
 
+/// Regression (issue #14, tester's finding 3): `key update --ttl` revived an
+/// expired key, beside a newer key holding its name; a child of an expired
+/// parent showed as `active`.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_expired_key_stays_expired() {
+    let home = tempfile::tempdir().unwrap();
+    let home = home.path();
+    let (server, _upstream) = one_provider(home, "expired").await;
+    let mut t = Transcript::default();
+    let old = create(&mut t, &server, home, &["--name", "reuse", "--ttl", "2s"]).await;
+    let child = create(&mut t, &server, home, &["--name", "kid", "--parent", &old]).await;
+    // Real time: the binary runs on the wall clock.
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    create(&mut t, &server, home, &["--name", "reuse"]).await;
+    for args in [
+        vec!["key", "update", old.as_str(), "--ttl", "30d"],
+        vec!["key", "update", old.as_str(), "--name", "other"],
+        vec!["budget", "set", "--key", old.as_str(), "1usd/day"],
+    ] {
+        let err = t.fails(&server, home, &args, None).await;
+        assert!(
+            err.contains("expired at") && err.contains("create a new key instead"),
+            "{args:?}: {err}"
+        );
+    }
+    assert_eq!(show(&mut t, &server, home, &old).await["status"], "expired");
+    // A child expires with its parent (minting gives it the parent's
+    // expiry, and revoking a parent revokes its tree).
+    assert_eq!(
+        show(&mut t, &server, home, &child).await["status"],
+        "expired"
+    );
+}
+
 /// A budget of a view as it was written: `5usd/day`.
 fn budget_text(budget: &Value) -> String {
     let nanos = budget["limit"]["amount"].as_i64().unwrap();

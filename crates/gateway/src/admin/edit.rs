@@ -532,6 +532,21 @@ pub(super) async fn apply_key_update(
             format!("key {id} is revoked; create a new key instead"),
         ));
     }
+    // An expired key stays expired, like a revoked one: a new lifetime
+    // would bring back a secret that may have been handed out and
+    // forgotten, under a name another key may hold by now.
+    if let Some(at) = old.expires_at
+        && at <= now
+    {
+        return Err(AdminError::new(
+            StatusCode::CONFLICT,
+            "key_expired",
+            format!(
+                "key {id} expired at {}; create a new key instead",
+                super::rfc3339(at)
+            ),
+        ));
+    }
     let parent = entry.ancestors.first().cloned();
     let children: Vec<&KeyEntry> = snapshot
         .keys_by_id

@@ -201,9 +201,9 @@ fn provider_view(entry: &ProviderEntry) -> ProviderView {
     }
 }
 
-pub(crate) fn key_view(entry: &KeyEntry, now: OffsetDateTime) -> KeyView {
-    let record = &entry.record;
-    let status = if record.revoked_at.is_some() {
+/// A key's own status: `revoked`, `expired`, `suspended` or `active`.
+fn own_status(record: &keyforge_store::VirtualKeyRecord, now: OffsetDateTime) -> &'static str {
+    if record.revoked_at.is_some() {
         "revoked"
     } else if record.expires_at.is_some_and(|at| now >= at) {
         "expired"
@@ -211,6 +211,21 @@ pub(crate) fn key_view(entry: &KeyEntry, now: OffsetDateTime) -> KeyView {
         "suspended"
     } else {
         "active"
+    }
+}
+
+pub(crate) fn key_view(entry: &KeyEntry, now: OffsetDateTime) -> KeyView {
+    let record = &entry.record;
+    // A key is usable only while every ancestor is (as the request path
+    // checks): an active child of an expired parent shows `parent_expired`.
+    let status = match own_status(record, now) {
+        "active" => entry
+            .ancestors
+            .iter()
+            .map(|ancestor| own_status(&ancestor.record, now))
+            .find(|status| *status != "active")
+            .map_or_else(|| "active".to_owned(), |status| format!("parent_{status}")),
+        own => own.to_owned(),
     };
     KeyView {
         id: record.id.clone(),
@@ -218,7 +233,7 @@ pub(crate) fn key_view(entry: &KeyEntry, now: OffsetDateTime) -> KeyView {
         env: record.env.clone(),
         prefix: record.prefix.clone(),
         scope: record.scope.clone(),
-        status: status.to_owned(),
+        status,
         project: record.project.clone(),
         limits: record.limits,
         on_anomaly: record.on_anomaly,
