@@ -989,6 +989,106 @@ async fn an_expired_key_stays_expired() {
     );
 }
 
+/// Regression (issue #14, tester's finding 4): a secret pasted into an
+/// ordinary field was stored and kept in the audit log forever.
+#[tokio::test(flavor = "multi_thread")]
+async fn secrets_are_refused_in_ordinary_fields() {
+    let home = tempfile::tempdir().unwrap();
+    let home = home.path();
+    let provider_key = fake_provider_key("pasted");
+    let upstream = FakeUpstream::start(&provider_key).await.unwrap();
+    let server = Server::start_in(home, &[]).await;
+    server
+        .add_provider(
+            home,
+            "openai",
+            "openai",
+            "dev",
+            &upstream.base_url(),
+            &provider_key,
+        )
+        .await;
+    let mut t = Transcript::default();
+    let created = t
+        .json(
+            &server,
+            home,
+            &["key", "create", "--name", "app", "--env", "dev", "--json"],
+        )
+        .await;
+    let id = created["id"].as_str().unwrap().to_owned();
+    let kf = created["key"].as_str().unwrap().to_owned();
+    // Shapes the scanner knows, built at run time.
+    let openai = format!("sk-proj-{}", "Zq7x".repeat(12));
+    let anthropic = format!("sk-ant-api03-{}", "Qw3r".repeat(20));
+    for (value, field) in [
+        (kf.as_str(), "key name"),
+        (openai.as_str(), "key name"),
+        (provider_key.as_str(), "key name"),
+        (anthropic.as_str(), "key name"),
+    ] {
+        for args in [
+            vec!["key", "create", "--env", "dev", "--name", value],
+            vec!["key", "update", id.as_str(), "--name", value],
+        ] {
+            let err = t.fails(&server, home, &args, None).await;
+            assert!(
+                err.contains(&format!("the {field} looks like a secret")) && !err.contains(value),
+                "{args:?}: {err}"
+            );
+        }
+    }
+    let err = t
+        .fails(
+            &server,
+            home,
+            &["key", "update", &id, "--project", &provider_key],
+            None,
+        )
+        .await;
+    assert!(
+        err.contains("the project looks like a secret (the key of a provider)"),
+        "{err}"
+    );
+    let err = t
+        .fails(
+            &server,
+            home,
+            &["key", "update", &id, "--model", &format!("{openai}*")],
+            None,
+        )
+        .await;
+    assert!(
+        err.contains("the model pattern looks like a secret"),
+        "{err}"
+    );
+    let err = t
+        .fails(
+            &server,
+            home,
+            &[
+                "provider",
+                "update",
+                "openai",
+                "--env",
+                "dev",
+                "--base-url",
+                &format!("https://example.com/{openai}"),
+                "--no-check",
+            ],
+            None,
+        )
+        .await;
+    assert!(err.contains("the base URL looks like a secret"), "{err}");
+    let (log, _) = t.ok(&server, home, &["audit", "tail"]).await;
+    for secret in [&kf, &openai, &anthropic, &provider_key] {
+        assert!(
+            !log.contains(secret.as_str()),
+            "the audit log holds a secret"
+        );
+    }
+}
+
 /// A budget of a view as it was written: `5usd/day`.
 fn budget_text(budget: &Value) -> String {
     let nanos = budget["limit"]["amount"].as_i64().unwrap();

@@ -102,6 +102,59 @@ pub(crate) fn same_secret_elsewhere(
     found
 }
 
+/// Refuses a value of an ordinary field (a key name, a project, a model
+/// pattern, a base URL) that is a secret: one the scanner's rules or the
+/// key shapes of the scrubber recognise, or one equal to a stored
+/// provider key (by fingerprint). Those fields are written to the
+/// hash-chained audit log, which keeps them forever. The error names the
+/// field, never the value.
+pub(crate) fn refuse_secret(
+    state: &AppState,
+    snapshot: &Snapshot,
+    field: &str,
+    value: &str,
+) -> Result<(), AdminError> {
+    let recognised = state.scrubber.scrub(value.as_bytes(), &[]) != value.as_bytes();
+    let stored = !recognised
+        && ProviderSecret::parse(value)
+            .is_ok_and(|secret| !same_secret_elsewhere(state, snapshot, &secret, None).is_empty());
+    if recognised || stored {
+        return Err(AdminError::new(
+            StatusCode::BAD_REQUEST,
+            "secret_in_field",
+            format!(
+                "the {field} looks like a secret ({}): it was refused and not recorded; ordinary fields are kept in the audit log forever, so give secrets only where one is asked for",
+                if stored {
+                    "the key of a provider"
+                } else {
+                    "an API key"
+                }
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// [`refuse_secret`] for the fields of a key.
+pub(crate) fn refuse_secrets_in_key(
+    state: &AppState,
+    snapshot: &Snapshot,
+    name: Option<&str>,
+    project: Option<&str>,
+    models: &[ModelPattern],
+) -> Result<(), AdminError> {
+    if let Some(name) = name {
+        refuse_secret(state, snapshot, "key name", name)?;
+    }
+    if let Some(project) = project {
+        refuse_secret(state, snapshot, "project", project)?;
+    }
+    for pattern in models {
+        refuse_secret(state, snapshot, "model pattern", pattern.as_str())?;
+    }
+    Ok(())
+}
+
 /// A base URL checked (see `validate_base_url`) and normalised for its
 /// kind, with a warning when it was changed. Clients send the API's whole
 /// path (`/v1/chat/completions`) and the gateway appends it to the base
@@ -259,6 +312,7 @@ pub(super) async fn update_provider(
     let mut warnings = Vec::new();
     let base_url = match (&request.base_url, &entry.record.base_url) {
         (Some(text), _) => {
+            refuse_secret(&state, &state.snapshot.load(), "base URL", text)?;
             let (url, warning) = normalise_base_url(kind, text)?;
             warnings.extend(warning);
             Some(url)
@@ -554,6 +608,17 @@ pub(super) async fn apply_key_update(
         .filter(|child| child.record.parent.as_ref() == Some(&id) && in_force(child, now))
         .map(|child| &**child)
         .collect();
+    refuse_secrets_in_key(
+        state,
+        &snapshot,
+        request.name.as_deref(),
+        request
+            .project
+            .as_ref()
+            .and_then(|p| p.as_ref())
+            .map(|p| p.as_str()),
+        request.models.as_deref().unwrap_or_default(),
+    )?;
     // Only the fields this request changes are checked against the family,
     // so an inconsistency left by an earlier version never blocks an
     // unrelated edit such as a rename.

@@ -112,6 +112,13 @@ pub(crate) fn build(
     now: OffsetDateTime,
 ) -> Result<(VirtualKey, VirtualKeyRecord, Vec<BudgetRecord>), AdminError> {
     let name = validate_name(&spec.name)?;
+    super::edit::refuse_secrets_in_key(
+        state,
+        &state.snapshot.load(),
+        Some(&name),
+        spec.project.as_ref().map(|p| p.as_str()),
+        &spec.models,
+    )?;
     let limits = spec.limits;
     if limits.rpm == Some(0) || limits.tpm == Some(0) || limits.max_parallel == Some(0) {
         return Err(AdminError::bad_request(

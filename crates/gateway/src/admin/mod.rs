@@ -333,6 +333,7 @@ async fn create_provider(
     let mut warnings = Vec::new();
     let base_url = match (&request.base_url, kind.default_base_url()) {
         (Some(url), _) => {
+            edit::refuse_secret(&state, &state.snapshot.load(), "base URL", url)?;
             let (url, warning) = edit::normalise_base_url(kind, url)?;
             warnings.extend(warning);
             Some(url)
