@@ -250,6 +250,7 @@ pub(crate) async fn provider(command: ProviderCommand) -> anyhow::Result<()> {
             from_env,
             from_file,
             no_check,
+            force,
             admin,
         } => {
             let name = ProviderName::parse(&name)?;
@@ -269,6 +270,7 @@ pub(crate) async fn provider(command: ProviderCommand) -> anyhow::Result<()> {
                 base_url,
                 api_key,
                 skip_check: no_check,
+                allow_scoped_keys: force,
             };
             let view: ProviderView = client
                 .call(reqwest::Method::POST, "/providers", Some(&request))

@@ -1089,6 +1089,80 @@ async fn secrets_are_refused_in_ordinary_fields() {
     }
 }
 
+/// Regression (issue #14, tester's findings 5 and 6): keys scoped to a
+/// provider removed with --force silently regained access when a provider
+/// of that name was added again, and the new one restarted at key version
+/// v1 after the removed one had reached v2 by a rotation.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_re_added_provider_neither_surprises_scoped_keys_nor_reuses_versions() {
+    let home = tempfile::tempdir().unwrap();
+    let home = home.path();
+    let provider_key = fake_provider_key("readd");
+    let upstream = FakeUpstream::start(&provider_key).await.unwrap();
+    let server = Server::start_in(home, &[]).await;
+    let base = upstream.base_url();
+    let add = [
+        "provider",
+        "add",
+        "openai",
+        "--kind",
+        "openai",
+        "--env",
+        "dev",
+        "--base-url",
+        base.as_str(),
+    ];
+    let mut t = Transcript::default();
+    t.ok_with(&server, home, &add, Some(&format!("{provider_key}\n")))
+        .await;
+    let scoped = create(
+        &mut t,
+        &server,
+        home,
+        &["--name", "app", "--provider", "openai"],
+    )
+    .await;
+    let new_key = fake_provider_key("second");
+    upstream.accept_key(&new_key);
+    t.ok_with(
+        &server,
+        home,
+        &["rotate", "start", "openai", "--env", "dev"],
+        Some(&format!("{new_key}\n")),
+    )
+    .await;
+    for step in ["promote", "finish"] {
+        t.ok(&server, home, &["rotate", step, "openai", "--env", "dev"])
+            .await;
+    }
+    t.ok(
+        &server,
+        home,
+        &["provider", "remove", "openai", "--env", "dev", "--force"],
+    )
+    .await;
+
+    let err = t
+        .fails(&server, home, &add, Some(&format!("{new_key}\n")))
+        .await;
+    assert!(
+        err.contains("scoped to a removed provider named `openai`")
+            && err.contains(&scoped)
+            && err.contains("--force"),
+        "{err}"
+    );
+    let mut forced = add.to_vec();
+    forced.push("--force");
+    t.ok_with(&server, home, &forced, Some(&format!("{new_key}\n")))
+        .await;
+    let list = t.json(&server, home, &["provider", "list", "--json"]).await;
+    assert_eq!(
+        list["providers"][0]["credential_version"],
+        json!(3),
+        "{list}"
+    );
+}
+
 /// A budget of a view as it was written: `5usd/day`.
 fn budget_text(budget: &Value) -> String {
     let nanos = budget["limit"]["amount"].as_i64().unwrap();

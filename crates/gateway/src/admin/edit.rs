@@ -374,6 +374,16 @@ pub(super) async fn update_provider(
     Ok(axum::Json(view))
 }
 
+/// The store's marker that a removed provider of this environment and name
+/// reached key version `version`.
+pub(crate) fn retired_version_meta(
+    env: &EnvName,
+    name: &keyforge_types::ProviderName,
+    version: u32,
+) -> String {
+    format!("provider-version-used/{env}/{name}/{version}")
+}
+
 #[derive(Debug, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RemoveParams {
@@ -449,6 +459,25 @@ pub(super) async fn remove_provider(
         }),
     )
     .await?;
+    // A provider added later under this name carries on its key version
+    // numbers: every version it reached is marked, used or not (the
+    // ledger only knows the used ones).
+    let highest = entry
+        .pending
+        .as_ref()
+        .map_or(entry.current.version, |pending| {
+            pending.version.max(entry.current.version)
+        });
+    for version in 1..=highest {
+        state
+            .store
+            .put_meta_if_absent(
+                &retired_version_meta(&entry.record.env, &entry.record.name, version),
+                b"1",
+            )
+            .await
+            .map_err(AdminError::store)?;
+    }
     if !state
         .store
         .delete_provider(&entry.record.id)

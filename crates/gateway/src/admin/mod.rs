@@ -362,6 +362,36 @@ async fn create_provider(
             ),
         ));
     }
+    // Keys in force that name this provider in their scope were scoped to a
+    // removed provider of the same name: adding one would give them access
+    // to it silently, perhaps to another upstream. The admin says so.
+    if !request.allow_scoped_keys {
+        let now = state.clock.now();
+        let snapshot = state.snapshot.load();
+        let mut scoped: Vec<&str> = snapshot
+            .keys_by_id
+            .values()
+            .filter(|key| {
+                key.record.env == request.env
+                    && key.record.revoked_at.is_none()
+                    && key.record.expires_at.is_none_or(|at| at > now)
+                    && key.record.scope.providers.contains(&request.name)
+            })
+            .map(|key| key.record.id.as_str())
+            .collect();
+        scoped.sort_unstable();
+        if !scoped.is_empty() {
+            return Err(AdminError::new(
+                StatusCode::CONFLICT,
+                "keys_scoped_to_name",
+                format!(
+                    "keys in force are scoped to a removed provider named `{}` ({}): they would regain access to the new one; narrow or revoke them first, or add it anyway with --force",
+                    request.name,
+                    scoped.join(", ")
+                ),
+            ));
+        }
+    }
     if !request.skip_check {
         let effective = base_url
             .as_deref()
@@ -375,7 +405,7 @@ async fn create_provider(
     // provider added under the name of a removed one continues its version
     // numbers, so usage, rotation traffic and health never mix the two.
     state.ledger.flush(std::time::Duration::from_secs(5)).await;
-    let version = state
+    let mut version = state
         .store
         .version_usage(&request.env, &request.name, 0)
         .await
@@ -385,6 +415,21 @@ async fn create_provider(
         .max()
         .unwrap_or(0)
         + 1;
+    // Versions a removed provider reached without using them are marked at
+    // its removal (they are contiguous from v1).
+    while state
+        .store
+        .get_meta(&edit::retired_version_meta(
+            &request.env,
+            &request.name,
+            version,
+        ))
+        .await
+        .map_err(AdminError::store)?
+        .is_some()
+    {
+        version += 1;
+    }
     #[expect(
         clippy::disallowed_methods,
         reason = "the provider key is sealed here and goes nowhere else"
