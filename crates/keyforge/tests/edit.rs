@@ -1163,6 +1163,137 @@ async fn a_re_added_provider_neither_surprises_scoped_keys_nor_reuses_versions()
     );
 }
 
+/// Regression (issue #14, tester's finding 7): names that read the same
+/// but differ by an invisible character were two different handles.
+#[tokio::test(flavor = "multi_thread")]
+async fn key_names_refuse_invisible_characters() {
+    let home = tempfile::tempdir().unwrap();
+    let home = home.path();
+    let (server, _upstream) = one_provider(home, "names").await;
+    let mut t = Transcript::default();
+    let id = create(&mut t, &server, home, &["--name", "app"]).await;
+    for (invisible, code) in [
+        ('\u{200B}', "U+200B"),
+        ('\u{200D}', "U+200D"),
+        ('\u{202E}', "U+202E"),
+        ('\u{2066}', "U+2066"),
+        ('\u{FEFF}', "U+FEFF"),
+        ('\u{00AD}', "U+00AD"),
+        ('\u{E0041}', "U+E0041"),
+    ] {
+        let name = format!("ap{invisible}p");
+        for args in [
+            vec!["key", "create", "--env", "dev", "--name", name.as_str()],
+            vec!["key", "update", id.as_str(), "--name", name.as_str()],
+        ] {
+            let err = t.fails(&server, home, &args, None).await;
+            assert!(
+                err.contains(&format!("invisible character {code}")),
+                "{err}"
+            );
+        }
+    }
+    // Visible non-ASCII letters are names like any other.
+    create(&mut t, &server, home, &["--name", "caf\u{e9}"]).await;
+}
+
+/// Regression (issue #14, tester's finding 8): `gpt-4oxyz*` passed as a
+/// known model (the table's `gpt-4o*` matched its text), and a provider
+/// given twice was stored twice.
+#[tokio::test(flavor = "multi_thread")]
+async fn model_typos_are_warned_and_lists_deduplicated() {
+    let home = tempfile::tempdir().unwrap();
+    let home = home.path();
+    let (server, _upstream) = one_provider(home, "typos").await;
+    let mut t = Transcript::default();
+    let id = create(&mut t, &server, home, &["--name", "app"]).await;
+    for (pattern, warned) in [
+        ("gpt-4oxyz*", true),
+        ("gpt-4o-mini", false),
+        ("gpt-4o-2024-08-06", false),
+        ("gpt-4o*", false),
+    ] {
+        for args in [
+            vec![
+                "key",
+                "update",
+                id.as_str(),
+                "--model",
+                pattern,
+                "--allow-widen",
+            ],
+            vec![
+                "key",
+                "create",
+                "--env",
+                "dev",
+                "--model",
+                pattern,
+                "--name",
+                "n",
+                "--allow-duplicate-name",
+            ],
+        ] {
+            let (_, err) = t.ok(&server, home, &args).await;
+            assert_eq!(
+                err.contains(&format!("model pattern `{pattern}` matches no model")),
+                warned,
+                "{args:?}: {err}"
+            );
+        }
+    }
+    let updated = t
+        .json(
+            &server,
+            home,
+            &[
+                "key",
+                "update",
+                &id,
+                "--provider",
+                "openai",
+                "--provider",
+                "openai",
+                "--model",
+                "gpt-4o",
+                "--model",
+                "gpt-4o",
+                "--json",
+            ],
+        )
+        .await;
+    assert_eq!(
+        updated["scope"]["providers"],
+        json!(["openai"]),
+        "{updated}"
+    );
+    assert_eq!(updated["scope"]["models"], json!(["gpt-4o"]), "{updated}");
+    let created = t
+        .json(
+            &server,
+            home,
+            &[
+                "key",
+                "create",
+                "--env",
+                "dev",
+                "--name",
+                "twice",
+                "--provider",
+                "openai",
+                "--provider",
+                "openai",
+                "--json",
+            ],
+        )
+        .await;
+    assert_eq!(
+        created["scope"]["providers"],
+        json!(["openai"]),
+        "{created}"
+    );
+}
+
 /// A budget of a view as it was written: `5usd/day`.
 fn budget_text(budget: &Value) -> String {
     let nanos = budget["limit"]["amount"].as_i64().unwrap();

@@ -239,10 +239,9 @@ pub(crate) fn unknown_model_warnings(state: &AppState, patterns: &[ModelPattern]
         .filter(|pattern| {
             // Either side may be a glob: `gpt-4o*` against the table's
             // `gpt-4o-mini*`, or `gpt-4o-2024-08-06` against `gpt-4o*`.
-            !known.iter().any(|model| {
-                pattern.matches(model)
-                    || keyforge_types::glob_match(model.as_bytes(), pattern.as_str().as_bytes())
-            })
+            !known
+                .iter()
+                .any(|model| pattern.matches(model) || table_covers(model, pattern.as_str()))
         })
         .map(|pattern| {
             format!(
@@ -251,6 +250,20 @@ pub(crate) fn unknown_model_warnings(state: &AppState, patterns: &[ModelPattern]
             )
         })
         .collect()
+}
+
+/// Whether the table's `model` (perhaps a glob such as `gpt-4o*`) covers
+/// the models of `pattern`. A table prefix covers only what continues it
+/// after a separator: `gpt-4o*` covers `gpt-4o-2024-08-06` and
+/// `gpt-4o-mini*`, not the typo `gpt-4oxyz*`.
+fn table_covers(model: &str, pattern: &str) -> bool {
+    let text = pattern.trim_end_matches('*');
+    match model.strip_suffix('*') {
+        Some(prefix) if !prefix.contains('*') => text.strip_prefix(prefix).is_some_and(|rest| {
+            rest.is_empty() || rest.starts_with(['-', '.', ':', '@', '/', '_'])
+        }),
+        _ => keyforge_types::glob_match(model.as_bytes(), pattern.as_bytes()),
+    }
 }
 
 /// Why `inner` allows something `outer` does not, if it does. Strict: an
@@ -949,7 +962,7 @@ pub(super) async fn apply_key_update(
 
 /// `items` in their order, each once (`--provider oa --provider oa` is
 /// one provider).
-fn dedup<T: Clone + PartialEq>(items: &[T]) -> Vec<T> {
+pub(crate) fn dedup<T: Clone + PartialEq>(items: &[T]) -> Vec<T> {
     let mut out: Vec<T> = Vec::with_capacity(items.len());
     for item in items {
         if !out.contains(item) {
