@@ -1294,6 +1294,29 @@ async fn model_typos_are_warned_and_lists_deduplicated() {
     );
 }
 
+/// Regression (issue #14, tester's finding 9): `key resume` of a revoked
+/// key succeeded ("is revoked again") and wrote an audit entry.
+#[tokio::test(flavor = "multi_thread")]
+async fn resuming_a_revoked_key_is_an_error() {
+    let home = tempfile::tempdir().unwrap();
+    let home = home.path();
+    let (server, _upstream) = one_provider(home, "resume").await;
+    let mut t = Transcript::default();
+    let id = create(&mut t, &server, home, &["--name", "gone"]).await;
+    t.ok(&server, home, &["key", "revoke", &id]).await;
+    let before = audit_kinds(&mut t, &server, home).await.len();
+    let err = t.fails(&server, home, &["key", "resume", &id], None).await;
+    assert!(
+        err.contains("is revoked, which resuming does not undo") && err.contains("key_revoked"),
+        "{err}"
+    );
+    assert_eq!(
+        audit_kinds(&mut t, &server, home).await.len(),
+        before,
+        "a refused resume is not audited"
+    );
+}
+
 /// A budget of a view as it was written: `5usd/day`.
 fn budget_text(budget: &Value) -> String {
     let nanos = budget["limit"]["amount"].as_i64().unwrap();

@@ -782,6 +782,31 @@ async fn resume_key(
 ) -> Result<axum::Json<KeyView>, AdminError> {
     let id = parse_key_id(&id)?;
     let _guard = state.admin_write.lock().await;
+    // Resuming lifts a suspension only: a revoked or expired key stays
+    // dead, and the refusal writes no audit entry.
+    let now = state.clock.now();
+    if let Some(entry) = state.snapshot.load().key_by_id(&id) {
+        let record = &entry.record;
+        if record.revoked_at.is_some() {
+            return Err(AdminError::new(
+                StatusCode::CONFLICT,
+                "key_revoked",
+                format!(
+                    "key {id} is revoked, which resuming does not undo; create a new key instead"
+                ),
+            ));
+        }
+        if let Some(at) = record.expires_at.filter(|at| *at <= now) {
+            return Err(AdminError::new(
+                StatusCode::CONFLICT,
+                "key_expired",
+                format!(
+                    "key {id} expired at {}, which resuming does not undo; create a new key instead",
+                    rfc3339(at)
+                ),
+            ));
+        }
+    }
     audit(&state, "key.resume", serde_json::json!({"id": id})).await?;
     if !state
         .store
