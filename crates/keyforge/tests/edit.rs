@@ -1317,6 +1317,41 @@ async fn resuming_a_revoked_key_is_an_error() {
     );
 }
 
+/// Regression (issue #14, tester's findings 10 and 11): a port above 65535
+/// and `/v1/v1` were accepted; numbers too large for a field were called
+/// "not a number"; `name:dev/` was looked up.
+#[tokio::test(flavor = "multi_thread")]
+async fn out_of_range_input_says_what_is_allowed() {
+    let home = tempfile::tempdir().unwrap();
+    let home = home.path();
+    let (server, _upstream) = one_provider(home, "ranges").await;
+    let mut t = Transcript::default();
+    create(&mut t, &server, home, &["--name", "app"]).await;
+    for (url, expect) in [
+        ("http://127.0.0.1:99999", "invalid port"),
+        ("https://api.openai.com/v1/v1", "API version twice"),
+    ] {
+        let err = t
+            .fails(
+                &server,
+                home,
+                &[
+                    "provider",
+                    "update",
+                    "openai",
+                    "--env",
+                    "dev",
+                    "--base-url",
+                    url,
+                    "--no-check",
+                ],
+                None,
+            )
+            .await;
+        assert!(err.contains(expect), "{url}: {err}");
+    }
+}
+
 /// A budget of a view as it was written: `5usd/day`.
 fn budget_text(budget: &Value) -> String {
     let nanos = budget["limit"]["amount"].as_i64().unwrap();

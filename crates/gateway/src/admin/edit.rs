@@ -172,6 +172,13 @@ pub(crate) fn normalise_base_url(
     };
     for suffix in suffixes {
         if let Some(root) = url.strip_suffix(suffix) {
+            // `.../v1/v1` is a mistake, not a base URL: which part is the
+            // API's path cannot be guessed.
+            if suffixes.iter().any(|inner| root.ends_with(inner)) {
+                return Err(AdminError::bad_request(format!(
+                    "base URL {url} ends in the API version twice: give it once (or not at all), e.g. https://api.openai.com or https://api.openai.com/v1"
+                )));
+            }
             // Only a whole path segment, and never the bare host.
             if root.contains("://") && root.rsplit("://").next().is_some_and(|r| !r.is_empty()) {
                 let warning = format!(
@@ -1134,5 +1141,48 @@ mod tests {
             "https://generativelanguage.googleapis.com",
             true,
         );
+        check(
+            ProviderKind::OpenAi,
+            "http://127.0.0.1:65535",
+            "http://127.0.0.1:65535",
+            false,
+        );
+        check(
+            ProviderKind::OpenAi,
+            "http://[::1]:8080/v1",
+            "http://[::1]:8080",
+            true,
+        );
+    }
+
+    /// Regression (issue #14, tester's finding 10).
+    #[test]
+    fn bad_ports_and_doubled_versions_are_refused() {
+        for (kind, input, expect) in [
+            (
+                ProviderKind::OpenAi,
+                "http://127.0.0.1:99999",
+                "invalid port",
+            ),
+            (ProviderKind::OpenAi, "http://127.0.0.1:0", "invalid port"),
+            (
+                ProviderKind::OpenAi,
+                "https://api.openai.com/v1/v1",
+                "API version twice",
+            ),
+            (
+                ProviderKind::OpenAi,
+                "https://api.openai.com/v1/v1/",
+                "API version twice",
+            ),
+            (
+                ProviderKind::Gemini,
+                "https://g.example/v1beta/v1beta",
+                "API version twice",
+            ),
+        ] {
+            let error = normalise_base_url(kind, input).unwrap_err();
+            assert!(error.message.contains(expect), "{input}: {}", error.message);
+        }
     }
 }

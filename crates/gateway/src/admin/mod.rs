@@ -505,6 +505,16 @@ pub(crate) fn validate_base_url(text: &str) -> Result<String, AdminError> {
             "base URL must not have a query or fragment",
         ));
     }
+    // `http::Uri` keeps any digits after the colon; a port is 1 to 65535.
+    if let Some(authority) = uri.authority()
+        && let Some((_, port)) = authority.as_str().rsplit_once(':')
+        && !port.ends_with(']')
+        && port.parse::<u16>().map_or(true, |port| port == 0)
+    {
+        return Err(AdminError::bad_request(
+            "base URL has an invalid port: a port is a number from 1 to 65535",
+        ));
+    }
     Ok(text.trim_end_matches('/').to_owned())
 }
 
