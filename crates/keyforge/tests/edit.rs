@@ -1326,7 +1326,7 @@ async fn out_of_range_input_says_what_is_allowed() {
     let home = home.path();
     let (server, _upstream) = one_provider(home, "ranges").await;
     let mut t = Transcript::default();
-    create(&mut t, &server, home, &["--name", "app"]).await;
+    let id = create(&mut t, &server, home, &["--name", "app"]).await;
     for (url, expect) in [
         ("http://127.0.0.1:99999", "invalid port"),
         ("https://api.openai.com/v1/v1", "API version twice"),
@@ -1349,6 +1349,31 @@ async fn out_of_range_input_says_what_is_allowed() {
             )
             .await;
         assert!(err.contains(expect), "{url}: {err}");
+    }
+    for (args, expect) in [
+        (vec!["--rpm", "4294967296"], "--rpm is at most 4294967295"),
+        (
+            vec!["--max-parallel", "4294967296"],
+            "--max-parallel is at most 4294967295",
+        ),
+        (
+            vec!["--tpm", "18446744073709551616"],
+            "--tpm is at most 18446744073709551615",
+        ),
+        (vec!["--rpm", "many"], "takes a whole number"),
+        (
+            vec!["--budget", "18446744073usd/day"],
+            "above the largest budget, 9223372036usd",
+        ),
+    ] {
+        let mut all = vec!["key", "update", id.as_str()];
+        all.extend(args);
+        let err = t.fails(&server, home, &all, None).await;
+        assert!(err.contains(expect), "{all:?}: {err}");
+    }
+    for handle in ["name:dev/", "name:dev/ ", "name:dev"] {
+        let err = t.fails(&server, home, &["key", "show", handle], None).await;
+        assert!(err.contains("is written name:ENV/NAME"), "{handle}: {err}");
     }
 }
 
