@@ -1054,6 +1054,15 @@ async fn secrets_are_refused_in_ordinary_fields() {
         .fails(
             &server,
             home,
+            &["budget", "set", "--project", &provider_key, "1usd/day"],
+            None,
+        )
+        .await;
+    assert!(err.contains("the project looks like a secret"), "{err}");
+    let err = t
+        .fails(
+            &server,
+            home,
             &["key", "update", &id, "--model", &format!("{openai}*")],
             None,
         )

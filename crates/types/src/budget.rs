@@ -373,7 +373,10 @@ mod tests {
         assert!(matches!(err("50eur/month"), BudgetError::Amount(_)));
         assert!(matches!(err("-5/day"), BudgetError::Amount(_)));
         assert!(matches!(err("1.0000000001/day"), BudgetError::Amount(_)));
-        assert!(matches!(err("99999999999999/day"), BudgetError::TooLarge(_)));
+        assert!(matches!(
+            err("99999999999999/day"),
+            BudgetError::TooLarge(_)
+        ));
         assert_eq!(err("0usd/day"), BudgetError::Zero);
         assert!(matches!(err("5/fortnight"), BudgetError::Period(_)));
     }

@@ -62,6 +62,9 @@ pub(super) async fn set(
     if let BudgetScope::Key(id) = &request.scope {
         return set_for_key(&state, id, request.limit).await;
     }
+    if let BudgetScope::Project(project) = &request.scope {
+        super::edit::refuse_secret(&state, &state.snapshot.load(), "project", project.as_str())?;
+    }
     let now = state.clock.now();
     let record = BudgetRecord {
         id: BudgetId::generate(),
