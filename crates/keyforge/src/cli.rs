@@ -363,6 +363,10 @@ pub(crate) enum ProviderCommand {
         /// providers without a models endpoint).
         #[arg(long)]
         no_check: bool,
+        /// Add it although keys in force are scoped to a removed provider
+        /// of this name (they regain access to it).
+        #[arg(long)]
+        force: bool,
         #[command(flatten)]
         admin: AdminArgs,
     },

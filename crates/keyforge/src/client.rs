@@ -181,7 +181,10 @@ pub(crate) async fn resolve_key(client: &AdminClient, text: &str) -> anyhow::Res
     let Some(handle) = text.strip_prefix("name:") else {
         return Ok(KeyId::parse(text)?);
     };
-    let Some((env, name)) = handle.split_once('/') else {
+    let Some((env, name)) = handle
+        .split_once('/')
+        .filter(|(_, name)| !name.trim().is_empty())
+    else {
         bail!("a key name is written name:ENV/NAME (for example name:prod/checkout)");
     };
     let env = EnvName::parse(env).context("the environment in name:ENV/NAME")?;
@@ -213,15 +216,21 @@ pub(crate) async fn resolve_key(client: &AdminClient, text: &str) -> anyhow::Res
 }
 
 /// A limit flag of `key update`: a number, or `none` to remove the limit.
-fn limit_change<T: std::str::FromStr>(
+fn limit_change<T: std::str::FromStr + std::fmt::Display>(
     flag: &str,
     text: Option<&str>,
+    max: T,
 ) -> anyhow::Result<Option<Option<T>>> {
     match text {
         None => Ok(None),
         Some("none") => Ok(Some(None)),
         Some(text) => match text.parse::<T>() {
             Ok(value) => Ok(Some(Some(value))),
+            // A whole number that does not fit: say how large one may be,
+            // not that it is not a number.
+            Err(_) if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) => {
+                bail!("{flag} is at most {max}, or `none` to remove the limit")
+            }
             Err(_) => bail!("{flag} takes a whole number, or `none` to remove the limit"),
         },
     }
@@ -250,6 +259,7 @@ pub(crate) async fn provider(command: ProviderCommand) -> anyhow::Result<()> {
             from_env,
             from_file,
             no_check,
+            force,
             admin,
         } => {
             let name = ProviderName::parse(&name)?;
@@ -269,6 +279,7 @@ pub(crate) async fn provider(command: ProviderCommand) -> anyhow::Result<()> {
                 base_url,
                 api_key,
                 skip_check: no_check,
+                allow_scoped_keys: force,
             };
             let view: ProviderView = client
                 .call(reqwest::Method::POST, "/providers", Some(&request))
@@ -645,9 +656,9 @@ pub(crate) async fn key(command: KeyCommand) -> anyhow::Result<()> {
                 providers,
                 models,
                 ttl,
-                rpm: limit_change("--rpm", rpm.as_deref())?,
-                tpm: limit_change("--tpm", tpm.as_deref())?,
-                max_parallel: limit_change("--max-parallel", max_parallel.as_deref())?,
+                rpm: limit_change("--rpm", rpm.as_deref(), u32::MAX)?,
+                tpm: limit_change("--tpm", tpm.as_deref(), u64::MAX)?,
+                max_parallel: limit_change("--max-parallel", max_parallel.as_deref(), u32::MAX)?,
                 on_anomaly,
                 budgets,
                 remove_budgets,

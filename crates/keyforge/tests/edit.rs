@@ -764,6 +764,628 @@ async fn keys_are_updated_in_place_by_id_or_name() {
     assert!(!t.0.contains(&provider_key) && !logs.contains(&provider_key));
 }
 
+/// A fresh server with provider `openai` in `dev`, for the tests below.
+async fn one_provider(home: &Path, label: &str) -> (Server, FakeUpstream) {
+    let provider_key = fake_provider_key(label);
+    let upstream = FakeUpstream::start(&provider_key).await.unwrap();
+    let server = Server::start_in(home, &[]).await;
+    server
+        .add_provider(
+            home,
+            "openai",
+            "openai",
+            "dev",
+            &upstream.base_url(),
+            &provider_key,
+        )
+        .await;
+    (server, upstream)
+}
+
+async fn create(t: &mut Transcript, server: &Server, home: &Path, args: &[&str]) -> String {
+    let mut all = vec!["key", "create", "--env", "dev", "--json"];
+    all.extend(args);
+    t.json(server, home, &all).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// Regression (issue #14, tester's findings 1 and 2): `budget set --key`
+/// skipped the parent check and worked on revoked keys, and a parent could
+/// be narrowed below its children in limits, expiry and budgets.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_key_change_goes_through_the_family_check() {
+    let home = tempfile::tempdir().unwrap();
+    let home = home.path();
+    let (server, _upstream) = one_provider(home, "family").await;
+    let mut t = Transcript::default();
+    let parent = create(
+        &mut t,
+        &server,
+        home,
+        &["--name", "parent", "--budget", "10usd/day"],
+    )
+    .await;
+    let child = create(
+        &mut t,
+        &server,
+        home,
+        &[
+            "--name", "child", "--parent", &parent, "--rpm", "50", "--ttl", "30d", "--budget",
+            "5usd/day",
+        ],
+    )
+    .await;
+    let other = create(
+        &mut t,
+        &server,
+        home,
+        &[
+            "--name", "other", "--parent", &parent, "--budget", "6usd/day",
+        ],
+    )
+    .await;
+
+    // budget set --key is checked like key update --budget.
+    let err = t
+        .fails(
+            &server,
+            home,
+            &["budget", "set", "--key", "name:dev/child", "100usd/day"],
+            None,
+        )
+        .await;
+    assert!(
+        err.contains("above the parent key's") && err.contains("exceeds_parent"),
+        "{err}"
+    );
+    let revoked = create(&mut t, &server, home, &["--name", "gone"]).await;
+    t.ok(&server, home, &["key", "revoke", &revoked]).await;
+    let err = t
+        .fails(
+            &server,
+            home,
+            &["budget", "set", "--key", &revoked, "1usd/day"],
+            None,
+        )
+        .await;
+    assert!(err.contains("is revoked"), "{err}");
+
+    // A parent is not narrowed below its children: every child and every
+    // field is named at once.
+    let err = t
+        .fails(
+            &server,
+            home,
+            &[
+                "key", "update", &parent, "--rpm", "10", "--tpm", "100", "--ttl", "1d", "--budget",
+                "1usd/day",
+            ],
+            None,
+        )
+        .await;
+    for expect in [
+        format!("child key {child} allows"),
+        format!("child key {other} allows"),
+        "rpm 50 (above 10)".to_owned(),
+        "no tpm limit (above 100)".to_owned(),
+        "no max-parallel".to_owned(),
+        "expiry ".to_owned(),
+        "no expiry".to_owned(),
+        "budget $5.000000/day (above $1.000000/day)".to_owned(),
+        "budget $6.000000/day".to_owned(),
+        "child_exceeds".to_owned(),
+    ] {
+        if expect == "no max-parallel" {
+            assert!(!err.contains(&expect), "only changed fields: {err}");
+        } else {
+            assert!(err.contains(&expect), "{expect}: {err}");
+        }
+    }
+    // Same through budget set --key on the parent.
+    let err = t
+        .fails(
+            &server,
+            home,
+            &["budget", "set", "--key", &parent, "2usd/day"],
+            None,
+        )
+        .await;
+    assert!(
+        err.contains(&format!("child key {child} allows budget $5.000000/day")),
+        "{err}"
+    );
+    let after = show(&mut t, &server, home, &parent).await;
+    assert_eq!(after["limits"]["rpm"], Value::Null, "nothing changed");
+    // A child's edit reports all its problems at once, and an unrelated
+    // edit (a rename) is not checked against the parent.
+    let err = t
+        .fails(
+            &server,
+            home,
+            &[
+                "key",
+                "update",
+                &child,
+                "--budget",
+                "50usd/day",
+                "--ttl",
+                "never",
+                "--project",
+                "x",
+            ],
+            None,
+        )
+        .await;
+    assert!(
+        err.contains("budget $50.000000/day is above") && err.contains("its parent's project"),
+        "{err}"
+    );
+    t.ok(
+        &server,
+        home,
+        &["key", "update", &child, "--name", "renamed"],
+    )
+    .await;
+    // Narrowing the children first, then the parent, works.
+    t.ok(
+        &server,
+        home,
+        &[
+            "key", "update", &other, "--budget", "1usd/day", "--rpm", "5",
+        ],
+    )
+    .await;
+    t.ok(
+        &server,
+        home,
+        &[
+            "key", "update", &child, "--budget", "1usd/day", "--rpm", "5",
+        ],
+    )
+    .await;
+    t.ok(
+        &server,
+        home,
+        &[
+            "key", "update", &parent, "--rpm", "10", "--budget", "1usd/day",
+        ],
+    )
+    .await;
+}
+
+/// Regression (issue #14, tester's finding 3): `key update --ttl` revived an
+/// expired key, beside a newer key holding its name; a child of an expired
+/// parent showed as `active`.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_expired_key_stays_expired() {
+    let home = tempfile::tempdir().unwrap();
+    let home = home.path();
+    let (server, _upstream) = one_provider(home, "expired").await;
+    let mut t = Transcript::default();
+    let old = create(&mut t, &server, home, &["--name", "reuse", "--ttl", "2s"]).await;
+    let child = create(&mut t, &server, home, &["--name", "kid", "--parent", &old]).await;
+    // Real time: the binary runs on the wall clock.
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    create(&mut t, &server, home, &["--name", "reuse"]).await;
+    for args in [
+        vec!["key", "update", old.as_str(), "--ttl", "30d"],
+        vec!["key", "update", old.as_str(), "--name", "other"],
+        vec!["budget", "set", "--key", old.as_str(), "1usd/day"],
+    ] {
+        let err = t.fails(&server, home, &args, None).await;
+        assert!(
+            err.contains("expired at") && err.contains("create a new key instead"),
+            "{args:?}: {err}"
+        );
+    }
+    assert_eq!(show(&mut t, &server, home, &old).await["status"], "expired");
+    // A child expires with its parent (minting gives it the parent's
+    // expiry, and revoking a parent revokes its tree).
+    assert_eq!(
+        show(&mut t, &server, home, &child).await["status"],
+        "expired"
+    );
+}
+
+/// Regression (issue #14, tester's finding 4): a secret pasted into an
+/// ordinary field was stored and kept in the audit log forever.
+#[tokio::test(flavor = "multi_thread")]
+async fn secrets_are_refused_in_ordinary_fields() {
+    let home = tempfile::tempdir().unwrap();
+    let home = home.path();
+    let provider_key = fake_provider_key("pasted");
+    let upstream = FakeUpstream::start(&provider_key).await.unwrap();
+    let server = Server::start_in(home, &[]).await;
+    server
+        .add_provider(
+            home,
+            "openai",
+            "openai",
+            "dev",
+            &upstream.base_url(),
+            &provider_key,
+        )
+        .await;
+    let mut t = Transcript::default();
+    let created = t
+        .json(
+            &server,
+            home,
+            &["key", "create", "--name", "app", "--env", "dev", "--json"],
+        )
+        .await;
+    let id = created["id"].as_str().unwrap().to_owned();
+    let kf = created["key"].as_str().unwrap().to_owned();
+    // Shapes the scanner knows, built at run time.
+    let openai = format!("sk-proj-{}", "Zq7x".repeat(12));
+    let anthropic = format!("sk-ant-api03-{}", "Qw3r".repeat(20));
+    for (value, field) in [
+        (kf.as_str(), "key name"),
+        (openai.as_str(), "key name"),
+        (provider_key.as_str(), "key name"),
+        (anthropic.as_str(), "key name"),
+    ] {
+        for args in [
+            vec!["key", "create", "--env", "dev", "--name", value],
+            vec!["key", "update", id.as_str(), "--name", value],
+        ] {
+            let err = t.fails(&server, home, &args, None).await;
+            assert!(
+                err.contains(&format!("the {field} looks like a secret")) && !err.contains(value),
+                "{args:?}: {err}"
+            );
+        }
+    }
+    let err = t
+        .fails(
+            &server,
+            home,
+            &["key", "update", &id, "--project", &provider_key],
+            None,
+        )
+        .await;
+    assert!(
+        err.contains("the project looks like a secret (the key of a provider)"),
+        "{err}"
+    );
+    let err = t
+        .fails(
+            &server,
+            home,
+            &["budget", "set", "--project", &provider_key, "1usd/day"],
+            None,
+        )
+        .await;
+    assert!(err.contains("the project looks like a secret"), "{err}");
+    let err = t
+        .fails(
+            &server,
+            home,
+            &["key", "update", &id, "--model", &format!("{openai}*")],
+            None,
+        )
+        .await;
+    assert!(
+        err.contains("the model pattern looks like a secret"),
+        "{err}"
+    );
+    let err = t
+        .fails(
+            &server,
+            home,
+            &[
+                "provider",
+                "update",
+                "openai",
+                "--env",
+                "dev",
+                "--base-url",
+                &format!("https://example.com/{openai}"),
+                "--no-check",
+            ],
+            None,
+        )
+        .await;
+    assert!(err.contains("the base URL looks like a secret"), "{err}");
+    let (log, _) = t.ok(&server, home, &["audit", "tail"]).await;
+    for secret in [&kf, &openai, &anthropic, &provider_key] {
+        assert!(
+            !log.contains(secret.as_str()),
+            "the audit log holds a secret"
+        );
+    }
+}
+
+/// Regression (issue #14, tester's findings 5 and 6): keys scoped to a
+/// provider removed with --force silently regained access when a provider
+/// of that name was added again, and the new one restarted at key version
+/// v1 after the removed one had reached v2 by a rotation.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_re_added_provider_neither_surprises_scoped_keys_nor_reuses_versions() {
+    let home = tempfile::tempdir().unwrap();
+    let home = home.path();
+    let provider_key = fake_provider_key("readd");
+    let upstream = FakeUpstream::start(&provider_key).await.unwrap();
+    let server = Server::start_in(home, &[]).await;
+    let base = upstream.base_url();
+    let add = [
+        "provider",
+        "add",
+        "openai",
+        "--kind",
+        "openai",
+        "--env",
+        "dev",
+        "--base-url",
+        base.as_str(),
+    ];
+    let mut t = Transcript::default();
+    t.ok_with(&server, home, &add, Some(&format!("{provider_key}\n")))
+        .await;
+    let scoped = create(
+        &mut t,
+        &server,
+        home,
+        &["--name", "app", "--provider", "openai"],
+    )
+    .await;
+    let new_key = fake_provider_key("second");
+    upstream.accept_key(&new_key);
+    t.ok_with(
+        &server,
+        home,
+        &["rotate", "start", "openai", "--env", "dev"],
+        Some(&format!("{new_key}\n")),
+    )
+    .await;
+    for step in ["promote", "finish"] {
+        t.ok(&server, home, &["rotate", step, "openai", "--env", "dev"])
+            .await;
+    }
+    t.ok(
+        &server,
+        home,
+        &["provider", "remove", "openai", "--env", "dev", "--force"],
+    )
+    .await;
+
+    let err = t
+        .fails(&server, home, &add, Some(&format!("{new_key}\n")))
+        .await;
+    assert!(
+        err.contains("scoped to a removed provider named `openai`")
+            && err.contains(&scoped)
+            && err.contains("--force"),
+        "{err}"
+    );
+    let mut forced = add.to_vec();
+    forced.push("--force");
+    t.ok_with(&server, home, &forced, Some(&format!("{new_key}\n")))
+        .await;
+    let list = t.json(&server, home, &["provider", "list", "--json"]).await;
+    assert_eq!(
+        list["providers"][0]["credential_version"],
+        json!(3),
+        "{list}"
+    );
+}
+
+/// Regression (issue #14, tester's finding 7): names that read the same
+/// but differ by an invisible character were two different handles.
+#[tokio::test(flavor = "multi_thread")]
+async fn key_names_refuse_invisible_characters() {
+    let home = tempfile::tempdir().unwrap();
+    let home = home.path();
+    let (server, _upstream) = one_provider(home, "names").await;
+    let mut t = Transcript::default();
+    let id = create(&mut t, &server, home, &["--name", "app"]).await;
+    for (invisible, code) in [
+        ('\u{200B}', "U+200B"),
+        ('\u{200D}', "U+200D"),
+        ('\u{202E}', "U+202E"),
+        ('\u{2066}', "U+2066"),
+        ('\u{FEFF}', "U+FEFF"),
+        ('\u{00AD}', "U+00AD"),
+        ('\u{E0041}', "U+E0041"),
+    ] {
+        let name = format!("ap{invisible}p");
+        for args in [
+            vec!["key", "create", "--env", "dev", "--name", name.as_str()],
+            vec!["key", "update", id.as_str(), "--name", name.as_str()],
+        ] {
+            let err = t.fails(&server, home, &args, None).await;
+            assert!(
+                err.contains(&format!("invisible character {code}")),
+                "{err}"
+            );
+        }
+    }
+    // Visible non-ASCII letters are names like any other.
+    create(&mut t, &server, home, &["--name", "caf\u{e9}"]).await;
+}
+
+/// Regression (issue #14, tester's finding 8): `gpt-4oxyz*` passed as a
+/// known model (the table's `gpt-4o*` matched its text), and a provider
+/// given twice was stored twice.
+#[tokio::test(flavor = "multi_thread")]
+async fn model_typos_are_warned_and_lists_deduplicated() {
+    let home = tempfile::tempdir().unwrap();
+    let home = home.path();
+    let (server, _upstream) = one_provider(home, "typos").await;
+    let mut t = Transcript::default();
+    let id = create(&mut t, &server, home, &["--name", "app"]).await;
+    for (pattern, warned) in [
+        ("gpt-4oxyz*", true),
+        ("gpt-4o-mini", false),
+        ("gpt-4o-2024-08-06", false),
+        ("gpt-4o*", false),
+    ] {
+        for args in [
+            vec![
+                "key",
+                "update",
+                id.as_str(),
+                "--model",
+                pattern,
+                "--allow-widen",
+            ],
+            vec![
+                "key",
+                "create",
+                "--env",
+                "dev",
+                "--model",
+                pattern,
+                "--name",
+                "n",
+                "--allow-duplicate-name",
+            ],
+        ] {
+            let (_, err) = t.ok(&server, home, &args).await;
+            assert_eq!(
+                err.contains(&format!("model pattern `{pattern}` matches no model")),
+                warned,
+                "{args:?}: {err}"
+            );
+        }
+    }
+    let updated = t
+        .json(
+            &server,
+            home,
+            &[
+                "key",
+                "update",
+                &id,
+                "--provider",
+                "openai",
+                "--provider",
+                "openai",
+                "--model",
+                "gpt-4o",
+                "--model",
+                "gpt-4o",
+                "--json",
+            ],
+        )
+        .await;
+    assert_eq!(
+        updated["scope"]["providers"],
+        json!(["openai"]),
+        "{updated}"
+    );
+    assert_eq!(updated["scope"]["models"], json!(["gpt-4o"]), "{updated}");
+    let created = t
+        .json(
+            &server,
+            home,
+            &[
+                "key",
+                "create",
+                "--env",
+                "dev",
+                "--name",
+                "twice",
+                "--provider",
+                "openai",
+                "--provider",
+                "openai",
+                "--json",
+            ],
+        )
+        .await;
+    assert_eq!(
+        created["scope"]["providers"],
+        json!(["openai"]),
+        "{created}"
+    );
+}
+
+/// Regression (issue #14, tester's finding 9): `key resume` of a revoked
+/// key succeeded ("is revoked again") and wrote an audit entry.
+#[tokio::test(flavor = "multi_thread")]
+async fn resuming_a_revoked_key_is_an_error() {
+    let home = tempfile::tempdir().unwrap();
+    let home = home.path();
+    let (server, _upstream) = one_provider(home, "resume").await;
+    let mut t = Transcript::default();
+    let id = create(&mut t, &server, home, &["--name", "gone"]).await;
+    t.ok(&server, home, &["key", "revoke", &id]).await;
+    let before = audit_kinds(&mut t, &server, home).await.len();
+    let err = t.fails(&server, home, &["key", "resume", &id], None).await;
+    assert!(
+        err.contains("is revoked, which resuming does not undo") && err.contains("key_revoked"),
+        "{err}"
+    );
+    assert_eq!(
+        audit_kinds(&mut t, &server, home).await.len(),
+        before,
+        "a refused resume is not audited"
+    );
+}
+
+/// Regression (issue #14, tester's findings 10 and 11): a port above 65535
+/// and `/v1/v1` were accepted; numbers too large for a field were called
+/// "not a number"; `name:dev/` was looked up.
+#[tokio::test(flavor = "multi_thread")]
+async fn out_of_range_input_says_what_is_allowed() {
+    let home = tempfile::tempdir().unwrap();
+    let home = home.path();
+    let (server, _upstream) = one_provider(home, "ranges").await;
+    let mut t = Transcript::default();
+    let id = create(&mut t, &server, home, &["--name", "app"]).await;
+    for (url, expect) in [
+        ("http://127.0.0.1:99999", "invalid port"),
+        ("https://api.openai.com/v1/v1", "API version twice"),
+    ] {
+        let err = t
+            .fails(
+                &server,
+                home,
+                &[
+                    "provider",
+                    "update",
+                    "openai",
+                    "--env",
+                    "dev",
+                    "--base-url",
+                    url,
+                    "--no-check",
+                ],
+                None,
+            )
+            .await;
+        assert!(err.contains(expect), "{url}: {err}");
+    }
+    for (args, expect) in [
+        (vec!["--rpm", "4294967296"], "--rpm is at most 4294967295"),
+        (
+            vec!["--max-parallel", "4294967296"],
+            "--max-parallel is at most 4294967295",
+        ),
+        (
+            vec!["--tpm", "18446744073709551616"],
+            "--tpm is at most 18446744073709551615",
+        ),
+        (vec!["--rpm", "many"], "takes a whole number"),
+        (
+            vec!["--budget", "18446744073usd/day"],
+            "above the largest budget, 9223372036usd",
+        ),
+    ] {
+        let mut all = vec!["key", "update", id.as_str()];
+        all.extend(args);
+        let err = t.fails(&server, home, &all, None).await;
+        assert!(err.contains(expect), "{all:?}: {err}");
+    }
+    for handle in ["name:dev/", "name:dev/ ", "name:dev"] {
+        let err = t.fails(&server, home, &["key", "show", handle], None).await;
+        assert!(err.contains("is written name:ENV/NAME"), "{handle}: {err}");
+    }
+}
+
 /// A budget of a view as it was written: `5usd/day`.
 fn budget_text(budget: &Value) -> String {
     let nanos = budget["limit"]["amount"].as_i64().unwrap();

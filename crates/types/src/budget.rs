@@ -18,6 +18,8 @@ pub enum BudgetError {
         "amount `{0}` is not a dollar amount like 50, 50usd, $50 or 12.50usd (at most 9 decimals)"
     )]
     Amount(String),
+    #[error("amount `{0}` is above the largest budget, 9223372036usd")]
+    TooLarge(String),
     #[error("a budget must be greater than zero")]
     Zero,
     #[error("period `{0}` is not one of hour, day, week, month, total")]
@@ -262,18 +264,55 @@ fn parse_usd(text: &str) -> Result<NanoUsd, BudgetError> {
     let lower = text.to_ascii_lowercase();
     let number = lower.strip_prefix('$').unwrap_or(&lower);
     let number = number.strip_suffix("usd").unwrap_or(number).trim();
-    let nano = parse_fixed_decimal(number, 9)
-        .and_then(|nano| i64::try_from(nano).ok())
-        .ok_or_else(bad)?;
+    let nano = match parse_fixed_decimal(number, 9).map(i64::try_from) {
+        Some(Ok(nano)) => nano,
+        // Well formed but too large (nano-dollars are an i64): say so,
+        // rather than that it is not an amount.
+        Some(Err(_)) => return Err(BudgetError::TooLarge(text.chars().take(32).collect())),
+        None if is_decimal(number) => {
+            return Err(BudgetError::TooLarge(text.chars().take(32).collect()));
+        }
+        None => return Err(bad()),
+    };
     if nano == 0 {
         return Err(BudgetError::Zero);
     }
     Ok(NanoUsd(nano))
 }
 
+/// Digits with at most one point and at most 9 decimals (the shape
+/// `parse_fixed_decimal` accepts, whatever the size).
+fn is_decimal(text: &str) -> bool {
+    let (whole, fraction) = text.split_once('.').unwrap_or((text, ""));
+    !whole.is_empty()
+        && whole.bytes().all(|b| b.is_ascii_digit())
+        && fraction.len() <= 9
+        && fraction.bytes().all(|b| b.is_ascii_digit())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Regression (issue #14, tester's finding 11): a well-formed amount
+    /// too large for nano-dollars was "not a dollar amount".
+    #[test]
+    fn too_large_amounts_state_the_maximum() {
+        for (text, expect) in [
+            (
+                "18446744073usd/day",
+                "above the largest budget, 9223372036usd",
+            ),
+            ("9223372037usd/day", "above the largest budget"),
+            ("99999999999999999999999/day", "above the largest budget"),
+            ("50 dollars/day", "is not a dollar amount"),
+            ("1.0000000001usd/day", "is not a dollar amount"),
+        ] {
+            let error = BudgetLimit::parse(text).unwrap_err().to_string();
+            assert!(error.contains(expect), "{text}: {error}");
+        }
+        assert!(BudgetLimit::parse("9223372036usd/day").is_ok());
+    }
 
     #[test]
     fn child_limits_narrow_or_inherit() {
@@ -334,7 +373,10 @@ mod tests {
         assert!(matches!(err("50eur/month"), BudgetError::Amount(_)));
         assert!(matches!(err("-5/day"), BudgetError::Amount(_)));
         assert!(matches!(err("1.0000000001/day"), BudgetError::Amount(_)));
-        assert!(matches!(err("99999999999999/day"), BudgetError::Amount(_)));
+        assert!(matches!(
+            err("99999999999999/day"),
+            BudgetError::TooLarge(_)
+        ));
         assert_eq!(err("0usd/day"), BudgetError::Zero);
         assert!(matches!(err("5/fortnight"), BudgetError::Period(_)));
     }

@@ -20,6 +20,10 @@ pub struct CreateProviderRequest {
     /// endpoint).
     #[serde(default)]
     pub skip_check: bool,
+    /// Add it although keys in force are scoped to its name (left over from
+    /// a removed provider of that name): they regain access to it.
+    #[serde(default)]
+    pub allow_scoped_keys: bool,
 }
 
 impl std::fmt::Debug for CreateProviderRequest {
@@ -30,6 +34,7 @@ impl std::fmt::Debug for CreateProviderRequest {
             .field("env", &self.env)
             .field("base_url", &self.base_url)
             .field("skip_check", &self.skip_check)
+            .field("allow_scoped_keys", &self.allow_scoped_keys)
             .finish_non_exhaustive()
     }
 }

@@ -10,7 +10,7 @@ use keyforge_control::BudgetStatus;
 use keyforge_store::BudgetRecord;
 use keyforge_types::{BudgetId, BudgetScope};
 
-use super::api::{BudgetList, BudgetView, SetBudgetRequest};
+use super::api::{BudgetList, BudgetView, SetBudgetRequest, UpdateKeyRequest};
 use super::{AdminError, parse_json, reload, rfc3339};
 use crate::state::AppState;
 
@@ -59,14 +59,11 @@ pub(super) async fn set(
             "a budget must be greater than zero",
         ));
     }
-    if let BudgetScope::Key(id) = &request.scope
-        && state.snapshot.load().key_by_id(id).is_none()
-    {
-        return Err(AdminError::new(
-            StatusCode::NOT_FOUND,
-            "key_not_found",
-            format!("no key with id {id}"),
-        ));
+    if let BudgetScope::Key(id) = &request.scope {
+        return set_for_key(&state, id, request.limit).await;
+    }
+    if let BudgetScope::Project(project) = &request.scope {
+        super::edit::refuse_secret(&state, &state.snapshot.load(), "project", project.as_str())?;
     }
     let now = state.clock.now();
     let record = BudgetRecord {
@@ -106,6 +103,39 @@ pub(super) async fn set(
         StatusCode::OK
     };
     Ok((status, axum::Json(view(&cell.status(now)))))
+}
+
+/// `budget set --key`: a change to the key like `key update --budget`,
+/// through the same checks (not revoked, within its parent, not below a
+/// child), so the two paths can never disagree.
+async fn set_for_key(
+    state: &AppState,
+    id: &keyforge_types::KeyId,
+    limit: keyforge_types::BudgetLimit,
+) -> Result<(StatusCode, axum::Json<BudgetView>), AdminError> {
+    let scope = BudgetScope::Key(id.clone());
+    let own = |snapshot: &crate::snapshot::Snapshot| {
+        snapshot.budgets.values().find_map(|cell| {
+            let status = cell.status(state.clock.now());
+            (status.scope == scope && status.limit.period == limit.period).then_some(status)
+        })
+    };
+    let _guard = state.admin_write.lock().await;
+    let existed = own(&state.snapshot.load()).is_some();
+    let request = UpdateKeyRequest {
+        budgets: vec![limit],
+        ..UpdateKeyRequest::default()
+    };
+    super::edit::apply_key_update(state, id, &request).await?;
+    let status = own(&state.snapshot.load())
+        .ok_or_else(|| AdminError::internal("the budget is missing from the reloaded snapshot"))?;
+    tracing::info!(budget_id = %status.id, scope = %status.scope, limit = %status.limit, created = !existed, "budget set");
+    let code = if existed {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    Ok((code, axum::Json(view(&status))))
 }
 
 pub(super) async fn delete(

@@ -102,6 +102,59 @@ pub(crate) fn same_secret_elsewhere(
     found
 }
 
+/// Refuses a value of an ordinary field (a key name, a project, a model
+/// pattern, a base URL) that is a secret: one the scanner's rules or the
+/// key shapes of the scrubber recognise, or one equal to a stored
+/// provider key (by fingerprint). Those fields are written to the
+/// hash-chained audit log, which keeps them forever. The error names the
+/// field, never the value.
+pub(crate) fn refuse_secret(
+    state: &AppState,
+    snapshot: &Snapshot,
+    field: &str,
+    value: &str,
+) -> Result<(), AdminError> {
+    let recognised = state.scrubber.scrub(value.as_bytes(), &[]) != value.as_bytes();
+    let stored = !recognised
+        && ProviderSecret::parse(value)
+            .is_ok_and(|secret| !same_secret_elsewhere(state, snapshot, &secret, None).is_empty());
+    if recognised || stored {
+        return Err(AdminError::new(
+            StatusCode::BAD_REQUEST,
+            "secret_in_field",
+            format!(
+                "the {field} looks like a secret ({}): it was refused and not recorded; ordinary fields are kept in the audit log forever, so give secrets only where one is asked for",
+                if stored {
+                    "the key of a provider"
+                } else {
+                    "an API key"
+                }
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// [`refuse_secret`] for the fields of a key.
+pub(crate) fn refuse_secrets_in_key(
+    state: &AppState,
+    snapshot: &Snapshot,
+    name: Option<&str>,
+    project: Option<&str>,
+    models: &[ModelPattern],
+) -> Result<(), AdminError> {
+    if let Some(name) = name {
+        refuse_secret(state, snapshot, "key name", name)?;
+    }
+    if let Some(project) = project {
+        refuse_secret(state, snapshot, "project", project)?;
+    }
+    for pattern in models {
+        refuse_secret(state, snapshot, "model pattern", pattern.as_str())?;
+    }
+    Ok(())
+}
+
 /// A base URL checked (see `validate_base_url`) and normalised for its
 /// kind, with a warning when it was changed. Clients send the API's whole
 /// path (`/v1/chat/completions`) and the gateway appends it to the base
@@ -119,6 +172,13 @@ pub(crate) fn normalise_base_url(
     };
     for suffix in suffixes {
         if let Some(root) = url.strip_suffix(suffix) {
+            // `.../v1/v1` is a mistake, not a base URL: which part is the
+            // API's path cannot be guessed.
+            if suffixes.iter().any(|inner| root.ends_with(inner)) {
+                return Err(AdminError::bad_request(format!(
+                    "base URL {url} ends in the API version twice: give it once (or not at all), e.g. https://api.openai.com or https://api.openai.com/v1"
+                )));
+            }
             // Only a whole path segment, and never the bare host.
             if root.contains("://") && root.rsplit("://").next().is_some_and(|r| !r.is_empty()) {
                 let warning = format!(
@@ -186,10 +246,9 @@ pub(crate) fn unknown_model_warnings(state: &AppState, patterns: &[ModelPattern]
         .filter(|pattern| {
             // Either side may be a glob: `gpt-4o*` against the table's
             // `gpt-4o-mini*`, or `gpt-4o-2024-08-06` against `gpt-4o*`.
-            !known.iter().any(|model| {
-                pattern.matches(model)
-                    || keyforge_types::glob_match(model.as_bytes(), pattern.as_str().as_bytes())
-            })
+            !known
+                .iter()
+                .any(|model| pattern.matches(model) || table_covers(model, pattern.as_str()))
         })
         .map(|pattern| {
             format!(
@@ -198,6 +257,20 @@ pub(crate) fn unknown_model_warnings(state: &AppState, patterns: &[ModelPattern]
             )
         })
         .collect()
+}
+
+/// Whether the table's `model` (perhaps a glob such as `gpt-4o*`) covers
+/// the models of `pattern`. A table prefix covers only what continues it
+/// after a separator: `gpt-4o*` covers `gpt-4o-2024-08-06` and
+/// `gpt-4o-mini*`, not the typo `gpt-4oxyz*`.
+fn table_covers(model: &str, pattern: &str) -> bool {
+    let text = pattern.trim_end_matches('*');
+    match model.strip_suffix('*') {
+        Some(prefix) if !prefix.contains('*') => text.strip_prefix(prefix).is_some_and(|rest| {
+            rest.is_empty() || rest.starts_with(['-', '.', ':', '@', '/', '_'])
+        }),
+        _ => keyforge_types::glob_match(model.as_bytes(), pattern.as_bytes()),
+    }
 }
 
 /// Why `inner` allows something `outer` does not, if it does. Strict: an
@@ -259,6 +332,7 @@ pub(super) async fn update_provider(
     let mut warnings = Vec::new();
     let base_url = match (&request.base_url, &entry.record.base_url) {
         (Some(text), _) => {
+            refuse_secret(&state, &state.snapshot.load(), "base URL", text)?;
             let (url, warning) = normalise_base_url(kind, text)?;
             warnings.extend(warning);
             Some(url)
@@ -318,6 +392,16 @@ pub(super) async fn update_provider(
     let mut view = provider_view(&updated);
     view.warnings = warnings;
     Ok(axum::Json(view))
+}
+
+/// The store's marker that a removed provider of this environment and name
+/// reached key version `version`.
+pub(crate) fn retired_version_meta(
+    env: &EnvName,
+    name: &keyforge_types::ProviderName,
+    version: u32,
+) -> String {
+    format!("provider-version-used/{env}/{name}/{version}")
 }
 
 #[derive(Debug, Default, serde::Deserialize)]
@@ -395,6 +479,25 @@ pub(super) async fn remove_provider(
         }),
     )
     .await?;
+    // A provider added later under this name carries on its key version
+    // numbers: every version it reached is marked, used or not (the
+    // ledger only knows the used ones).
+    let highest = entry
+        .pending
+        .as_ref()
+        .map_or(entry.current.version, |pending| {
+            pending.version.max(entry.current.version)
+        });
+    for version in 1..=highest {
+        state
+            .store
+            .put_meta_if_absent(
+                &retired_version_meta(&entry.record.env, &entry.record.name, version),
+                b"1",
+            )
+            .await
+            .map_err(AdminError::store)?;
+    }
     if !state
         .store
         .delete_provider(&entry.record.id)
@@ -411,8 +514,80 @@ pub(super) async fn remove_provider(
     }))
 }
 
-fn narrowing(message: impl std::fmt::Display) -> AdminError {
-    AdminError::new(StatusCode::FORBIDDEN, "exceeds_parent", message.to_string())
+/// What an edit would leave inconsistent in a key's family: a key holds no
+/// more than its parent (`exceeds_parent`), and no child holds more than
+/// its parent's new settings (`child_exceeds`). Every problem is collected
+/// and reported at once, so a user fixes them in one go.
+#[derive(Default)]
+struct FamilyProblems {
+    above_parent: Vec<String>,
+    children: Vec<String>,
+}
+
+impl FamilyProblems {
+    fn into_result(self, id: &KeyId) -> Result<(), AdminError> {
+        if self.above_parent.is_empty() && self.children.is_empty() {
+            return Ok(());
+        }
+        let mut parts = Vec::new();
+        if !self.above_parent.is_empty() {
+            parts.push(format!(
+                "a child key can only narrow its parent: {}",
+                self.above_parent.join("; ")
+            ));
+        }
+        if !self.children.is_empty() {
+            parts.push(format!(
+                "{}, which the new settings of key {id} do not: narrow or revoke the children first",
+                self.children.join("; ")
+            ));
+        }
+        let (status, code) = if self.above_parent.is_empty() {
+            (StatusCode::CONFLICT, "child_exceeds")
+        } else {
+            (StatusCode::FORBIDDEN, "exceeds_parent")
+        };
+        Err(AdminError::new(
+            status,
+            code,
+            format!("key {id} was not changed: {}", parts.join("; ")),
+        ))
+    }
+}
+
+/// One limit of a child against its parent's: `None` is no limit, which
+/// for a child means its parent's (as at minting).
+fn limit_within<T: Copy + Ord + std::fmt::Display>(
+    name: &str,
+    parent: Option<T>,
+    asked: Option<T>,
+    problems: &mut Vec<String>,
+) -> Option<T> {
+    match (parent, asked) {
+        (Some(parent), Some(asked)) if asked > parent => {
+            problems.push(format!("{name} {asked} is above the parent key's {parent}"));
+            Some(asked)
+        }
+        (parent, None) => parent,
+        (_, asked) => asked,
+    }
+}
+
+/// What a child holds beyond `limit` (the parent's new value), if it does.
+/// Strict, as minting stores a child's limits: no limit is only within no
+/// limit.
+fn limit_excess<T: Copy + Ord + std::fmt::Display>(
+    name: &str,
+    limit: Option<T>,
+    child: Option<T>,
+) -> Option<String> {
+    match (limit, child) {
+        (Some(limit), None) => Some(format!("no {name} limit (above {limit})")),
+        (Some(limit), Some(child)) if child > limit => {
+            Some(format!("{name} {child} (above {limit})"))
+        }
+        _ => None,
+    }
 }
 
 pub(super) async fn update_key(
@@ -428,6 +603,21 @@ pub(super) async fn update_key(
         ));
     }
     let _guard = state.admin_write.lock().await;
+    apply_key_update(&state, &id, &request)
+        .await
+        .map(axum::Json)
+}
+
+/// Changes a key in place. Every path that changes a key's budgets,
+/// limits, scope or expiry (`key update`, `budget set --key`) comes here,
+/// so each is checked the same way: not revoked, within its parent, and
+/// not below any child in force. The caller holds the admin lock.
+pub(super) async fn apply_key_update(
+    state: &AppState,
+    id: &KeyId,
+    request: &UpdateKeyRequest,
+) -> Result<UpdatedKey, AdminError> {
+    let id = id.clone();
     let now = state.clock.now();
     let snapshot = state.snapshot.load_full();
     let entry = snapshot.key_by_id(&id).cloned().ok_or_else(|| {
@@ -445,7 +635,43 @@ pub(super) async fn update_key(
             format!("key {id} is revoked; create a new key instead"),
         ));
     }
+    // An expired key stays expired, like a revoked one: a new lifetime
+    // would bring back a secret that may have been handed out and
+    // forgotten, under a name another key may hold by now.
+    if let Some(at) = old.expires_at
+        && at <= now
+    {
+        return Err(AdminError::new(
+            StatusCode::CONFLICT,
+            "key_expired",
+            format!(
+                "key {id} expired at {}; create a new key instead",
+                super::rfc3339(at)
+            ),
+        ));
+    }
     let parent = entry.ancestors.first().cloned();
+    let children: Vec<&KeyEntry> = snapshot
+        .keys_by_id
+        .values()
+        .filter(|child| child.record.parent.as_ref() == Some(&id) && in_force(child, now))
+        .map(|child| &**child)
+        .collect();
+    refuse_secrets_in_key(
+        state,
+        &snapshot,
+        request.name.as_deref(),
+        request
+            .project
+            .as_ref()
+            .and_then(|p| p.as_ref())
+            .map(|p| p.as_str()),
+        request.models.as_deref().unwrap_or_default(),
+    )?;
+    // Only the fields this request changes are checked against the family,
+    // so an inconsistency left by an earlier version never blocks an
+    // unrelated edit such as a rename.
+    let mut problems = FamilyProblems::default();
 
     let name = match &request.name {
         Some(name) => super::mint::validate_name(name)?,
@@ -461,61 +687,65 @@ pub(super) async fn update_key(
             if let Some(parent) = &parent
                 && asked != &parent.record.project
             {
-                return Err(narrowing(format!(
+                problems.above_parent.push(format!(
                     "a child key stays in its parent's project ({})",
                     parent
                         .record
                         .project
                         .as_ref()
                         .map_or("none".to_owned(), |p| format!("`{p}`"))
-                )));
+                ));
             }
             // A child stays in its parent's project (its spend counts
             // against that project's budgets), so a parent keeps its
             // project while it has children in force.
-            if asked != &old.project
-                && let Some(child) = snapshot
-                    .keys_by_id
-                    .values()
-                    .find(|child| child.record.parent.as_ref() == Some(&id) && in_force(child, now))
-            {
-                return Err(AdminError::new(
-                    StatusCode::CONFLICT,
-                    "has_children",
-                    format!(
-                        "key {id} has child key {} in its project: revoke its children before moving it to another project",
+            if asked != &old.project {
+                for child in &children {
+                    problems.children.push(format!(
+                        "child key {} is in the project (revoke its children before moving it to another project)",
                         child.record.id
-                    ),
-                ));
+                    ));
+                }
             }
             asked.clone()
         }
     };
 
+    let scope_changes = request.providers.is_some() || request.models.is_some();
     let asked_scope = Scope {
         providers: request
             .providers
-            .clone()
+            .as_ref()
+            .map(|providers| dedup(providers))
             .unwrap_or_else(|| old.scope.providers.clone()),
         models: request
             .models
-            .clone()
+            .as_ref()
+            .map(|models| dedup(models))
             .unwrap_or_else(|| old.scope.models.clone()),
     };
     let scope = match &parent {
         // A child's empty list is its parent's, as at minting.
-        Some(parent) => parent.record.scope.narrow(asked_scope).map_err(narrowing)?,
-        None => asked_scope,
+        Some(parent) if scope_changes => match parent.record.scope.narrow(asked_scope.clone()) {
+            Ok(scope) => scope,
+            Err(error) => {
+                problems.above_parent.push(error.0);
+                asked_scope
+            }
+        },
+        _ => asked_scope,
     };
-    for provider in &scope.providers {
-        if !snapshot
-            .providers
-            .contains_key(&(old.env.clone(), provider.clone()))
-        {
-            return Err(AdminError::bad_request(format!(
-                "no provider named `{provider}` in environment `{}`",
-                old.env
-            )));
+    if scope_changes {
+        for provider in &scope.providers {
+            if !snapshot
+                .providers
+                .contains_key(&(old.env.clone(), provider.clone()))
+            {
+                return Err(AdminError::bad_request(format!(
+                    "no provider named `{provider}` in environment `{}`",
+                    old.env
+                )));
+            }
         }
     }
     let widening = scope_excess(&old.scope, &scope);
@@ -529,25 +759,6 @@ pub(super) async fn update_key(
                 "the new scope of key {id} allows {excess}, which its current scope does not: add --allow-widen to widen it (audited)"
             ),
         ));
-    }
-    // Children hold only what their parent holds: narrowing a key's scope
-    // below one of its children's is refused (the child's own scope is
-    // what the request path checks).
-    for child in snapshot
-        .keys_by_id
-        .values()
-        .filter(|child| child.record.parent.as_ref() == Some(&id) && in_force(child, now))
-    {
-        if let Some(excess) = scope_excess(&scope, &child.record.scope) {
-            return Err(AdminError::new(
-                StatusCode::CONFLICT,
-                "child_exceeds_scope",
-                format!(
-                    "child key {} allows {excess}, which the new scope of key {id} does not: narrow or revoke the child first",
-                    child.record.id
-                ),
-            ));
-        }
     }
 
     let mut limits = old.limits;
@@ -565,10 +776,24 @@ pub(super) async fn update_key(
             "rpm, tpm and max-parallel must be at least 1 (remove a limit with `none`)",
         ));
     }
-    let limits = match &parent {
-        Some(parent) => parent.record.limits.narrow(limits).map_err(narrowing)?,
-        None => limits,
-    };
+    if let Some(parent) = &parent {
+        let own = parent.record.limits;
+        let problems = &mut problems.above_parent;
+        if request.rpm.is_some() {
+            limits.rpm = limit_within("rpm", own.rpm, limits.rpm, problems);
+        }
+        if request.tpm.is_some() {
+            limits.tpm = limit_within("tpm", own.tpm, limits.tpm, problems);
+        }
+        if request.max_parallel.is_some() {
+            limits.max_parallel = limit_within(
+                "max-parallel",
+                own.max_parallel,
+                limits.max_parallel,
+                problems,
+            );
+        }
+    }
 
     let expires_at = match &request.ttl {
         None => old.expires_at,
@@ -579,18 +804,19 @@ pub(super) async fn update_key(
             Some(now + ttl.as_duration())
         }
     };
-    let expires_at = match (&parent, expires_at) {
-        (Some(parent), asked) => match (asked, parent.record.expires_at) {
+    let expires_at = match (&parent, request.ttl.is_some()) {
+        (Some(parent), true) => match (expires_at, parent.record.expires_at) {
             (Some(asked), Some(own)) if asked > own => {
-                return Err(narrowing(format!(
+                problems.above_parent.push(format!(
                     "the parent key expires at {}; a child cannot outlive it",
                     super::rfc3339(own)
-                )));
+                ));
+                Some(asked)
             }
             (None, own) => own,
             (asked, _) => asked,
         },
-        (None, asked) => asked,
+        _ => expires_at,
     };
 
     let on_anomaly = match (&parent, request.on_anomaly) {
@@ -601,12 +827,75 @@ pub(super) async fn update_key(
         (_, None) => old.on_anomaly,
     };
 
-    let (set_budgets, remove_budgets) = budget_changes(&request, &entry, parent.as_deref(), now)?;
+    let (set_budgets, remove_budgets) = budget_changes(
+        request,
+        &entry,
+        parent.as_deref(),
+        now,
+        &mut problems.above_parent,
+    )?;
+
+    // Children hold only what their parent holds: narrowing a key below
+    // one of its children is refused (the child's own settings are what
+    // the request path and `key show` report).
+    for child in &children {
+        let record = &child.record;
+        let mut excess = Vec::new();
+        if scope_changes && let Some(what) = scope_excess(&scope, &record.scope) {
+            excess.push(what);
+        }
+        if request.rpm.is_some() {
+            excess.extend(limit_excess("rpm", limits.rpm, record.limits.rpm));
+        }
+        if request.tpm.is_some() {
+            excess.extend(limit_excess("tpm", limits.tpm, record.limits.tpm));
+        }
+        if request.max_parallel.is_some() {
+            excess.extend(limit_excess(
+                "max-parallel",
+                limits.max_parallel,
+                record.limits.max_parallel,
+            ));
+        }
+        if request.ttl.is_some()
+            && let Some(until) = expires_at
+        {
+            match record.expires_at {
+                None => excess.push(format!("no expiry (after {})", super::rfc3339(until))),
+                Some(at) if at > until => excess.push(format!(
+                    "expiry {} (after {})",
+                    super::rfc3339(at),
+                    super::rfc3339(until)
+                )),
+                Some(_) => {}
+            }
+        }
+        for budget in &set_budgets {
+            let scope = BudgetScope::Key(record.id.clone());
+            if let Some(own) = child
+                .budgets
+                .iter()
+                .map(|cell| cell.status(now))
+                .find(|status| status.scope == scope && status.limit.period == budget.limit.period)
+                && own.limit.amount > budget.limit.amount
+            {
+                excess.push(format!("budget {} (above {})", own.limit, budget.limit));
+            }
+        }
+        if !excess.is_empty() {
+            problems.children.push(format!(
+                "child key {} allows {}",
+                record.id,
+                excess.join(", ")
+            ));
+        }
+    }
+    problems.into_result(&id)?;
 
     let mut warnings = request
         .models
         .as_deref()
-        .map(|models| unknown_model_warnings(&state, models))
+        .map(|models| unknown_model_warnings(state, models))
         .unwrap_or_default();
     if name != old.name && request.allow_duplicate_name {
         warnings.extend(
@@ -621,7 +910,7 @@ pub(super) async fn update_key(
         "key.update"
     };
     audit(
-        &state,
+        state,
         kind,
         serde_json::json!({
             "id": id,
@@ -665,27 +954,40 @@ pub(super) async fn update_key(
             format!("no key with id {id}"),
         ));
     }
-    reload(&state).await?;
+    reload(state).await?;
     tracing::info!(key_id = %id, widened = widening.is_some(), "virtual key updated");
     let snapshot = state.snapshot.load();
     let entry = snapshot
         .key_by_id(&id)
         .ok_or_else(|| AdminError::internal("the key is missing from the reloaded snapshot"))?;
-    Ok(axum::Json(UpdatedKey {
+    Ok(UpdatedKey {
         view: key_view(entry, now),
         widened: widening.is_some(),
         warnings,
-    }))
+    })
+}
+
+/// `items` in their order, each once (`--provider oa --provider oa` is
+/// one provider).
+pub(crate) fn dedup<T: Clone + PartialEq>(items: &[T]) -> Vec<T> {
+    let mut out: Vec<T> = Vec::with_capacity(items.len());
+    for item in items {
+        if !out.contains(item) {
+            out.push(item.clone());
+        }
+    }
+    out
 }
 
 /// The key's own budgets to set and to remove, checked: amounts above zero,
 /// one per period, removals of budgets that exist, and a child's budgets no
-/// larger than its parent's of the same period.
+/// larger than its parent's of the same period (pushed to `above_parent`).
 fn budget_changes(
     request: &UpdateKeyRequest,
     entry: &KeyEntry,
     parent: Option<&KeyEntry>,
     now: OffsetDateTime,
+    above_parent: &mut Vec<String>,
 ) -> Result<(Vec<BudgetRecord>, Vec<BudgetId>), AdminError> {
     let own_scope = BudgetScope::Key(entry.record.id.clone());
     let own = |key: &KeyEntry, period: Period| {
@@ -714,10 +1016,10 @@ fn budget_changes(
             && let Some(parents) = own(parent, limit.period)
             && limit.amount > parents.limit.amount
         {
-            return Err(narrowing(format!(
+            above_parent.push(format!(
                 "budget {limit} is above the parent key's {}",
                 parents.limit
-            )));
+            ));
         }
         set.push(BudgetRecord {
             id: own(entry, limit.period).map_or_else(BudgetId::generate, |status| status.id),
@@ -839,5 +1141,48 @@ mod tests {
             "https://generativelanguage.googleapis.com",
             true,
         );
+        check(
+            ProviderKind::OpenAi,
+            "http://127.0.0.1:65535",
+            "http://127.0.0.1:65535",
+            false,
+        );
+        check(
+            ProviderKind::OpenAi,
+            "http://[::1]:8080/v1",
+            "http://[::1]:8080",
+            true,
+        );
+    }
+
+    /// Regression (issue #14, tester's finding 10).
+    #[test]
+    fn bad_ports_and_doubled_versions_are_refused() {
+        for (kind, input, expect) in [
+            (
+                ProviderKind::OpenAi,
+                "http://127.0.0.1:99999",
+                "invalid port",
+            ),
+            (ProviderKind::OpenAi, "http://127.0.0.1:0", "invalid port"),
+            (
+                ProviderKind::OpenAi,
+                "https://api.openai.com/v1/v1",
+                "API version twice",
+            ),
+            (
+                ProviderKind::OpenAi,
+                "https://api.openai.com/v1/v1/",
+                "API version twice",
+            ),
+            (
+                ProviderKind::Gemini,
+                "https://g.example/v1beta/v1beta",
+                "API version twice",
+            ),
+        ] {
+            let error = normalise_base_url(kind, input).unwrap_err();
+            assert!(error.message.contains(expect), "{input}: {}", error.message);
+        }
     }
 }

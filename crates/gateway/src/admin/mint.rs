@@ -99,7 +99,46 @@ pub(crate) fn validate_name(name: &str) -> Result<String, AdminError> {
             "key name must be 1 to 100 printable characters",
         ));
     }
+    // Names are handles (`name:ENV/NAME`) and are unique: an invisible
+    // character would make two names that read the same. (No Unicode
+    // normalisation crate is in the tree, so format characters are
+    // refused rather than normalised.)
+    if let Some(invisible) = name.chars().find(|c| is_format_character(*c)) {
+        return Err(AdminError::bad_request(format!(
+            "key name contains the invisible character U+{:04X} (zero-width, bidirectional control or other format character): type the name without it",
+            u32::from(invisible)
+        )));
+    }
     Ok(name.to_owned())
+}
+
+/// Whether `c` is of Unicode general category Cf (format): zero-width
+/// spaces and joiners, bidirectional controls, the byte order mark, tags.
+fn is_format_character(c: char) -> bool {
+    matches!(
+        u32::from(c),
+        0x00AD
+            | 0x0600..=0x0605
+            | 0x061C
+            | 0x06DD
+            | 0x070F
+            | 0x0890..=0x0891
+            | 0x08E2
+            | 0x180E
+            | 0x200B..=0x200F
+            | 0x202A..=0x202E
+            | 0x2060..=0x2064
+            | 0x2066..=0x206F
+            | 0xFEFF
+            | 0xFFF9..=0xFFFB
+            | 0x110BD
+            | 0x110CD
+            | 0x13430..=0x1343F
+            | 0x1BCA0..=0x1BCA3
+            | 0x1D173..=0x1D17A
+            | 0xE0001
+            | 0xE0020..=0xE007F
+    )
 }
 
 /// Checks `spec` (against `parent` when given) and builds the key's record
@@ -112,6 +151,13 @@ pub(crate) fn build(
     now: OffsetDateTime,
 ) -> Result<(VirtualKey, VirtualKeyRecord, Vec<BudgetRecord>), AdminError> {
     let name = validate_name(&spec.name)?;
+    super::edit::refuse_secrets_in_key(
+        state,
+        &state.snapshot.load(),
+        Some(&name),
+        spec.project.as_ref().map(|p| p.as_str()),
+        &spec.models,
+    )?;
     let limits = spec.limits;
     if limits.rpm == Some(0) || limits.tpm == Some(0) || limits.max_parallel == Some(0) {
         return Err(AdminError::bad_request(
@@ -134,8 +180,8 @@ pub(crate) fn build(
         periods.push(limit.period);
     }
     let requested_scope = Scope {
-        providers: spec.providers,
-        models: spec.models,
+        providers: super::edit::dedup(&spec.providers),
+        models: super::edit::dedup(&spec.models),
     };
     let requested_expiry = spec.ttl.map(|ttl| now + ttl.as_duration());
     let (env, project, scope, limits, expires_at, on_anomaly) = match parent {

@@ -203,9 +203,9 @@ fn provider_view(entry: &ProviderEntry) -> ProviderView {
     }
 }
 
-pub(crate) fn key_view(entry: &KeyEntry, now: OffsetDateTime) -> KeyView {
-    let record = &entry.record;
-    let status = if record.revoked_at.is_some() {
+/// A key's own status: `revoked`, `expired`, `suspended` or `active`.
+fn own_status(record: &keyforge_store::VirtualKeyRecord, now: OffsetDateTime) -> &'static str {
+    if record.revoked_at.is_some() {
         "revoked"
     } else if record.expires_at.is_some_and(|at| now >= at) {
         "expired"
@@ -213,6 +213,21 @@ pub(crate) fn key_view(entry: &KeyEntry, now: OffsetDateTime) -> KeyView {
         "suspended"
     } else {
         "active"
+    }
+}
+
+pub(crate) fn key_view(entry: &KeyEntry, now: OffsetDateTime) -> KeyView {
+    let record = &entry.record;
+    // A key is usable only while every ancestor is (as the request path
+    // checks): an active child of an expired parent shows `parent_expired`.
+    let status = match own_status(record, now) {
+        "active" => entry
+            .ancestors
+            .iter()
+            .map(|ancestor| own_status(&ancestor.record, now))
+            .find(|status| *status != "active")
+            .map_or_else(|| "active".to_owned(), |status| format!("parent_{status}")),
+        own => own.to_owned(),
     };
     KeyView {
         id: record.id.clone(),
@@ -220,7 +235,7 @@ pub(crate) fn key_view(entry: &KeyEntry, now: OffsetDateTime) -> KeyView {
         env: record.env.clone(),
         prefix: record.prefix.clone(),
         scope: record.scope.clone(),
-        status: status.to_owned(),
+        status,
         project: record.project.clone(),
         limits: record.limits,
         on_anomaly: record.on_anomaly,
@@ -320,6 +335,7 @@ async fn create_provider(
     let mut warnings = Vec::new();
     let base_url = match (&request.base_url, kind.default_base_url()) {
         (Some(url), _) => {
+            edit::refuse_secret(&state, &state.snapshot.load(), "base URL", url)?;
             let (url, warning) = edit::normalise_base_url(kind, url)?;
             warnings.extend(warning);
             Some(url)
@@ -348,6 +364,36 @@ async fn create_provider(
             ),
         ));
     }
+    // Keys in force that name this provider in their scope were scoped to a
+    // removed provider of the same name: adding one would give them access
+    // to it silently, perhaps to another upstream. The admin says so.
+    if !request.allow_scoped_keys {
+        let now = state.clock.now();
+        let snapshot = state.snapshot.load();
+        let mut scoped: Vec<&str> = snapshot
+            .keys_by_id
+            .values()
+            .filter(|key| {
+                key.record.env == request.env
+                    && key.record.revoked_at.is_none()
+                    && key.record.expires_at.is_none_or(|at| at > now)
+                    && key.record.scope.providers.contains(&request.name)
+            })
+            .map(|key| key.record.id.as_str())
+            .collect();
+        scoped.sort_unstable();
+        if !scoped.is_empty() {
+            return Err(AdminError::new(
+                StatusCode::CONFLICT,
+                "keys_scoped_to_name",
+                format!(
+                    "keys in force are scoped to a removed provider named `{}` ({}): they would regain access to the new one; narrow or revoke them first, or add it anyway with --force",
+                    request.name,
+                    scoped.join(", ")
+                ),
+            ));
+        }
+    }
     if !request.skip_check {
         let effective = base_url
             .as_deref()
@@ -361,7 +407,7 @@ async fn create_provider(
     // provider added under the name of a removed one continues its version
     // numbers, so usage, rotation traffic and health never mix the two.
     state.ledger.flush(std::time::Duration::from_secs(5)).await;
-    let version = state
+    let mut version = state
         .store
         .version_usage(&request.env, &request.name, 0)
         .await
@@ -371,6 +417,21 @@ async fn create_provider(
         .max()
         .unwrap_or(0)
         + 1;
+    // Versions a removed provider reached without using them are marked at
+    // its removal (they are contiguous from v1).
+    while state
+        .store
+        .get_meta(&edit::retired_version_meta(
+            &request.env,
+            &request.name,
+            version,
+        ))
+        .await
+        .map_err(AdminError::store)?
+        .is_some()
+    {
+        version += 1;
+    }
     #[expect(
         clippy::disallowed_methods,
         reason = "the provider key is sealed here and goes nowhere else"
@@ -444,6 +505,16 @@ pub(crate) fn validate_base_url(text: &str) -> Result<String, AdminError> {
     if uri.query().is_some() || text.contains('#') {
         return Err(AdminError::bad_request(
             "base URL must not have a query or fragment",
+        ));
+    }
+    // `http::Uri` keeps any digits after the colon; a port is 1 to 65535.
+    if let Some(authority) = uri.authority()
+        && let Some((_, port)) = authority.as_str().rsplit_once(':')
+        && !port.ends_with(']')
+        && port.parse::<u16>().map_or(true, |port| port == 0)
+    {
+        return Err(AdminError::bad_request(
+            "base URL has an invalid port: a port is a number from 1 to 65535",
         ));
     }
     Ok(text.trim_end_matches('/').to_owned())
@@ -723,6 +794,31 @@ async fn resume_key(
 ) -> Result<axum::Json<KeyView>, AdminError> {
     let id = parse_key_id(&id)?;
     let _guard = state.admin_write.lock().await;
+    // Resuming lifts a suspension only: a revoked or expired key stays
+    // dead, and the refusal writes no audit entry.
+    let now = state.clock.now();
+    if let Some(entry) = state.snapshot.load().key_by_id(&id) {
+        let record = &entry.record;
+        if record.revoked_at.is_some() {
+            return Err(AdminError::new(
+                StatusCode::CONFLICT,
+                "key_revoked",
+                format!(
+                    "key {id} is revoked, which resuming does not undo; create a new key instead"
+                ),
+            ));
+        }
+        if let Some(at) = record.expires_at.filter(|at| *at <= now) {
+            return Err(AdminError::new(
+                StatusCode::CONFLICT,
+                "key_expired",
+                format!(
+                    "key {id} expired at {}, which resuming does not undo; create a new key instead",
+                    rfc3339(at)
+                ),
+            ));
+        }
+    }
     audit(&state, "key.resume", serde_json::json!({"id": id})).await?;
     if !state
         .store
