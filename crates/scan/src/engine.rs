@@ -1162,7 +1162,10 @@ fn confirmed(rule: &Rule, data: &[u8], matched: usize, start: usize, end: usize)
                                 is_wordy(&text) || is_identifier(&text)
                             })))
                     || (rule.entropy.is_some()
-                        && names_a_lookup_key(setting_name(&data[matched..start]))
+                        && {
+                            let name = setting_name(&data[matched..start]);
+                            names_a_lookup_key(name) || names_an_author(name)
+                        }
                         && !is_strong_random(secret))
                     || !assignment_form(data, matched, start))
             {
@@ -1458,6 +1461,35 @@ pub fn names_a_lookup_key(name: &[u8]) -> bool {
     let after = words.get(last + 1).map(String::as_str);
     before.is_some_and(|word| LOOKUP_KEY_WORDS.contains(&word))
         || after.is_some_and(|word| KEY_QUALIFIER_WORDS.contains(&word))
+}
+
+/// Words that hold `auth` without meaning authentication: `authorArn`,
+/// `author_email`, `authority`. (`authorization` and `authorize` do.)
+const AUTHOR_WORDS: &[&str] = &[
+    "author",
+    "authors",
+    "authored",
+    "authorship",
+    "authority",
+    "authorities",
+];
+
+/// Whether a setting's name holds `auth` only inside [`AUTHOR_WORDS`] and
+/// no other part of a credential's name (`authorArn`, `"author1"`,
+/// `MissingUriSchemeAndAuthority`): like a lookup key's, its value is
+/// reported only when it is unmistakably random ([`is_strong_random`]).
+pub fn names_an_author(name: &[u8]) -> bool {
+    let words = name_words(name);
+    let author = |word: &String| {
+        AUTHOR_WORDS.iter().any(|w| {
+            word.strip_prefix(w)
+                .is_some_and(|rest| rest.bytes().all(|b| b.is_ascii_digit()))
+        })
+    };
+    words.iter().any(author)
+        && words.iter().filter(|word| !author(word)).all(|word| {
+            !word.contains("key") && !CREDENTIAL_NAME_PARTS.iter().any(|part| word.contains(part))
+        })
 }
 
 /// A value no identifier, digest or name looks like: 32 characters or
@@ -2942,6 +2974,29 @@ mod tests {
             "signing_key",
         ] {
             assert!(!names_a_lookup_key(name.as_bytes()), "{name}");
+            let data = format!("{name} = \"{uuid}\"");
+            assert_eq!(found(&scanner, &data), ["generic-api-key"], "{data}");
+        }
+        // `auth` inside `author` or `authority` is not authentication.
+        for name in [
+            "authorArn",
+            "author_email",
+            "author1",
+            "certificate_authority",
+            "AUTHORITY",
+        ] {
+            assert!(names_an_author(name.as_bytes()), "{name}");
+            let data = format!("\"{name}\": \"arn:aws:iam::123456789012:user/Li_Juan\"");
+            assert!(found(&scanner, &data).is_empty(), "{data}");
+        }
+        for name in [
+            "authorization",
+            "AUTH_TOKEN",
+            "authorKey",
+            "author_token",
+            "authorizer_secret",
+        ] {
+            assert!(!names_an_author(name.as_bytes()), "{name}");
             let data = format!("{name} = \"{uuid}\"");
             assert_eq!(found(&scanner, &data), ["generic-api-key"], "{data}");
         }
