@@ -60,8 +60,11 @@ pub struct Scanner {
     prefilter: Option<Prefilter>,
     /// How many literals the prefilter searches for.
     prefilter_patterns: usize,
-    /// For each prefilter pattern, the rules it anchors.
+    /// For each prefilter pattern, the rules it anchors (none for the
+    /// [`BASE64_MARKERS`], which follow the keywords).
     keyword_rules: Vec<Vec<usize>>,
+    /// Index of the first of the [`BASE64_MARKERS`] among the patterns.
+    first_marker: usize,
     /// Rules without keywords: they always run.
     unanchored: Vec<usize>,
     /// Whether rules' gates apply (always, but for the test that shows
@@ -127,6 +130,15 @@ impl Scanner {
             .filter(|(_, keep)| *keep)
             .map(|(pair, _)| pair)
             .unzip();
+        // The base64 markers go into the same search, after the keywords:
+        // one pass over the bytes finds both.
+        let first_marker = patterns.len();
+        let mut patterns = patterns;
+        let mut keyword_rules = keyword_rules;
+        for marker in BASE64_MARKERS {
+            patterns.push((*marker).to_owned());
+            keyword_rules.push(Vec::new());
+        }
         let prefilter = if patterns.is_empty() {
             None
         } else {
@@ -153,6 +165,7 @@ impl Scanner {
             prefilter,
             prefilter_patterns: patterns.len(),
             keyword_rules,
+            first_marker,
             unanchored,
             gates: true,
             fingerprint_salt: crate::random_salt(),
@@ -213,7 +226,7 @@ impl Scanner {
     /// Every confirmed secret in `data`, read from `path` (rules limited to
     /// some paths run only there).
     pub fn scan_at(&self, data: &[u8], path: Option<&str>) -> Vec<Hit> {
-        self.hits(data, &self.windows(data, path).0)
+        self.hits(data, &self.windows(data, path).windows)
     }
 
     /// The confirmed secrets inside each rule's windows.
@@ -294,9 +307,10 @@ impl Scanner {
     /// gates say, where [`Scanner::deep`] decides which decoded or joined
     /// views are worth building (a gate refuses `"api_" + "key=…"`, whose
     /// joined view a rule takes).
-    fn windows(&self, data: &[u8], path: Option<&str>) -> (Vec<Spans>, Spans) {
+    fn windows(&self, data: &[u8], path: Option<&str>) -> Keywords {
         let mut windows: Vec<Vec<(usize, usize)>> = vec![Vec::new(); self.rules.len()];
         let mut lines: Vec<(usize, usize)> = Vec::new();
+        let mut markers: Vec<usize> = Vec::new();
         let runs = |rule: &Rule| match (&rule.path, path) {
             (None, _) => true,
             (Some(wanted), Some(path)) => wanted.is_match(path),
@@ -309,9 +323,17 @@ impl Scanner {
             }
         }
         let Some(prefilter) = &self.prefilter else {
-            return (windows, lines);
+            return Keywords {
+                windows,
+                lines,
+                markers,
+            };
         };
         prefilter.each(data, |pattern, start, end| {
+            if pattern >= self.first_marker {
+                markers.push(start);
+                return;
+            }
             let mut line_from = None;
             let mut reach = (0, 0);
             for &rule in &self.keyword_rules[pattern] {
@@ -374,8 +396,79 @@ impl Scanner {
                 }
             }
         });
-        (windows, lines)
+        Keywords {
+            windows,
+            lines,
+            markers,
+        }
     }
+}
+
+/// What the keyword search found in a buffer.
+#[derive(Debug)]
+struct Keywords {
+    /// For each rule, the merged byte ranges its regex must look at.
+    windows: Vec<Spans>,
+    /// The keyword lines, merged (see [`Scanner::windows`]).
+    lines: Spans,
+    /// Where a [`BASE64_MARKERS`] pattern starts.
+    markers: Vec<usize>,
+}
+
+/// base64 of what opens the secrets most worth finding encoded, as it
+/// reads when the secret opens the encoded text (`base64 <<< "$KEY"`, a
+/// Secret's `data`, a CI variable): `c2st` (`sk-`: OpenAI, Anthropic,
+/// DeepSeek…), `c2tf` (`sk_`: Stripe), `QUtJQ` (`AKIA`), `a2Zf` (`kf_`),
+/// `Z2hwX` (`ghp_`), `LS0tLS1CRUdJT` (`-----BEGIN`, a PEM block), and of
+/// JSON (`eyJ` is `{"`, `ewog` is `{\n `: a credentials file or a docker
+/// config encoded whole, whose secrets sit at any alignment). The base64
+/// run around each is decoded and scanned like a Kubernetes Secret's
+/// values; other encoded text is decoded where a generic rule found it as
+/// a value, and everywhere by `redact`. They share the keywords' search,
+/// within its 64 literals.
+const BASE64_MARKERS: &[&str] = &[
+    "c2st",
+    "c2tf",
+    "QUtJQ",
+    "a2Zf",
+    "Z2hwX",
+    "LS0tLS1CRUdJT",
+    "eyJ",
+    "ewog",
+];
+
+/// The base64 run around each marker: [`MIN_BASE64_RUN`] to
+/// [`MAX_BASE64_RUN`] characters with capitals and small letters.
+fn runs_around(data: &[u8], markers: &[usize]) -> Vec<(usize, usize)> {
+    let mut runs: Vec<(usize, usize)> = Vec::new();
+    for &at in markers {
+        if runs.last().is_some_and(|&(_, end)| at < end) {
+            continue;
+        }
+        let low = at.saturating_sub(MAX_BASE64_RUN);
+        let start = data[low..at]
+            .iter()
+            .rposition(|&b| !BASE64[usize::from(b)])
+            .map_or(low, |i| low + i + 1);
+        let high = data.len().min(at + MAX_BASE64_RUN);
+        let mut end = data[at..high]
+            .iter()
+            .position(|&b| !BASE64[usize::from(b)])
+            .map_or(high, |i| at + i);
+        while end < data.len() && data[end] == b'=' && end - start < MAX_BASE64_RUN {
+            end += 1;
+        }
+        // The marker says the run is base64: unlike a run found with no
+        // marker, it needs no digit (`QUtJQVJTWlNR…` is an access key id).
+        let run = &data[start..end];
+        if (MIN_BASE64_RUN..=MAX_BASE64_RUN).contains(&run.len())
+            && run.iter().any(u8::is_ascii_uppercase)
+            && run.iter().any(u8::is_ascii_lowercase)
+        {
+            runs.push((start, end));
+        }
+    }
+    runs
 }
 
 /// Whether a keyword found at `data[start..end]` passes `gate`, and if so
@@ -743,7 +836,11 @@ impl Scanner {
     ) -> Vec<(Hit, Vec<u8>)> {
         // One keyword search serves both the buffer and the decision
         // whether a joined view is worth building.
-        let (windows, lines) = self.windows(data, path);
+        let Keywords {
+            windows,
+            lines,
+            markers,
+        } = self.windows(data, path);
         let mut all: Vec<(Hit, Vec<u8>)> = self
             .hits(data, &windows)
             .into_iter()
@@ -818,19 +915,25 @@ impl Scanner {
         // inside is reported at the whole encoded run.
         // Which runs: in a Kubernetes Secret, all; elsewhere, the values a
         // generic assignment rule found (`OPENAI_API_KEY: <base64>`, a
-        // docker `auth`). Looking for runs in every byte of a tree costs a
-        // pass over all of it.
+        // docker `auth`) and the runs around a [`BASE64_MARKERS`] pattern
+        // (an encoded key or JSON document anywhere). Looking for runs in
+        // every byte of a tree costs a pass over all of it.
         let runs = if every_run || is_kubernetes_secret(data) {
             base64_runs(data)
         } else {
-            all.iter()
+            let mut runs: Vec<(usize, usize)> = all
+                .iter()
                 .filter(|(hit, _)| self.rules[hit.rule].literal)
                 .flat_map(|(hit, _)| {
                     base64_runs(&data[hit.start..hit.end])
                         .into_iter()
                         .map(|(a, b)| (hit.start + a, hit.start + b))
                 })
-                .collect()
+                .collect();
+            runs.extend(runs_around(data, &markers));
+            runs.sort_unstable();
+            runs.dedup();
+            runs
         };
         let mut decoded_total = 0;
         for (run_start, run_end) in runs {
@@ -889,7 +992,14 @@ fn regional(
         if let Some(view) = transform(&data[from..to]) {
             let base = bytes.len();
             map.extend(view.map.iter().map(|&(v, o)| (base + v, from + o)));
-            bytes.extend_from_slice(&view.bytes);
+            // The first region's bytes are taken as they are: a region is
+            // often most of a file, and a second copy of it costs as much
+            // as the first (fresh pages, zeroed by the kernel).
+            if bytes.is_empty() {
+                bytes = view.bytes;
+            } else {
+                bytes.extend_from_slice(&view.bytes);
+            }
             map.push((bytes.len(), to));
             bytes.push(b'\n');
         }
@@ -945,9 +1055,19 @@ fn windows_hold(data: &[u8], windows: &[(usize, usize)], needle: &[u8]) -> bool 
 /// `\/`, `\n`, `\t`, `\r`, `\uXXXX`. A notebook's cell source is such
 /// strings; so is a secret inside a JSON-encoded log line.
 fn json_unescaped(data: &[u8]) -> Option<View> {
+    // Most regions hold no escape at all (a `.cargo-checksum.json`, a test
+    // vector file): say so before copying them.
+    let escapes = |at: usize| {
+        matches!(
+            data.get(at + 1),
+            Some(b'"' | b'\'' | b'\\' | b'/' | b'n' | b't' | b'r' | b'u')
+        )
+    };
+    let first = memchr::memchr_iter(b'\\', data).find(|&at| escapes(at))?;
     let mut bytes = Vec::with_capacity(data.len());
+    bytes.extend_from_slice(&data[..first]);
     let mut map = vec![(0, 0)];
-    let mut i = 0;
+    let mut i = first;
     let mut any = false;
     while i < data.len() {
         let Some(found) = memchr::memchr(b'\\', &data[i..]) else {
@@ -1152,6 +1272,9 @@ fn confirmed(rule: &Rule, data: &[u8], matched: usize, start: usize, end: usize)
                     || is_public(&data[matched..start], secret)
                     || is_non_secret_word(secret)
                     || is_path_like(secret)
+                    || names_a_resource_or_digest(secret)
+                    || is_prose(data, start, end)
+                    || is_encoded_json(secret)
                     || secret.iter().all(u8::is_ascii_digit)
                     || (rule.entropy.is_some()
                         && (is_wordy(secret)
@@ -1167,6 +1290,9 @@ fn confirmed(rule: &Rule, data: &[u8], matched: usize, start: usize, end: usize)
                             names_a_lookup_key(name) || names_an_author(name)
                         }
                         && !is_strong_random(secret))
+                    || (rule.entropy.is_some()
+                        && is_uuid(secret)
+                        && names_an_identifier_token(setting_name(&data[matched..start])))
                     || !assignment_form(data, matched, start))
             {
                 return false;
@@ -1174,6 +1300,165 @@ fn confirmed(rule: &Rule, data: &[u8], matched: usize, start: usize, end: usize)
             !is_placeholder_for(secret, &rule.keywords)
         }
     }
+}
+
+/// Prefixes of values that name a resource or state a digest rather than
+/// hold a secret: an AWS ARN (`arn:aws:secretsmanager:eu-west-1:111122223333:secret:prod/db-AbC`,
+/// `arn:aws-cn:…`: where a secret lives, even with its random suffix), a
+/// Google Cloud resource name (`projects/p/secrets/db/versions/3`), and a
+/// digest or fingerprint (`SHA256:nThbg6kX…` from `ssh-keygen -l`,
+/// `sha256:<hex>` of an image, `md5:`), compared in any case.
+const RESOURCE_OR_DIGEST_PREFIXES: &[&[u8]] = &[
+    b"arn:aws:",
+    b"arn:aws-cn:",
+    b"arn:aws-us-gov:",
+    b"arn:aws-iso",
+    b"projects/",
+    b"sha1:",
+    b"sha224:",
+    b"sha256:",
+    b"sha384:",
+    b"sha512:",
+    b"sha3-256:",
+    b"md5:",
+    b"blake2b:",
+    b"blake3:",
+];
+
+/// Whether a value names a resource or states a digest
+/// ([`RESOURCE_OR_DIGEST_PREFIXES`]).
+fn names_a_resource_or_digest(value: &[u8]) -> bool {
+    RESOURCE_OR_DIGEST_PREFIXES.iter().any(|prefix| {
+        value.len() > prefix.len() && value[..prefix.len()].eq_ignore_ascii_case(prefix)
+    })
+}
+
+/// Words of a sentence that a passphrase hardly holds.
+const PROSE_WORDS: &[&str] = &[
+    "the",
+    "a",
+    "an",
+    "be",
+    "is",
+    "are",
+    "was",
+    "were",
+    "at",
+    "least",
+    "must",
+    "should",
+    "your",
+    "you",
+    "enter",
+    "please",
+    "to",
+    "of",
+    "for",
+    "and",
+    "or",
+    "not",
+    "with",
+    "in",
+    "on",
+    "this",
+    "that",
+    "it",
+    "will",
+    "can",
+    "cannot",
+    "has",
+    "have",
+    "been",
+    "from",
+    "by",
+    "as",
+    "if",
+    "when",
+    "do",
+    "does",
+    "than",
+    "characters",
+    "match",
+    "invalid",
+    "required",
+];
+
+/// Whether a value is prose rather than a secret: a message in an i18n or
+/// validation file (`"password": "Password must be at least 8 characters."`,
+/// `password_help = 'Enter the one you were given'`), or, bare, the first
+/// word of a sentence (`Password: Ask the team lead`). Prose is three or
+/// more words of letters or of digits (a closing `.`, `,`, `!`, `?` or `:`
+/// allowed)
+/// holding one of [`PROSE_WORDS`], or six words or more; a passphrase of
+/// plain words (`correct horse battery staple`) is still a secret.
+fn is_prose(data: &[u8], start: usize, end: usize) -> bool {
+    let value = &data[start..end];
+    let words_of = |text: &[u8]| -> Option<Vec<String>> {
+        text.split(|b| *b == b' ')
+            .filter(|word| !word.is_empty())
+            .map(|word| {
+                let word = word
+                    .strip_suffix(b".")
+                    .or_else(|| word.strip_suffix(b","))
+                    .or_else(|| word.strip_suffix(b"!"))
+                    .or_else(|| word.strip_suffix(b"?"))
+                    .or_else(|| word.strip_suffix(b":"))
+                    .unwrap_or(word);
+                (!word.is_empty()
+                    && (word.iter().all(|b| b.is_ascii_alphabetic() || *b == b'\'')
+                        || word.iter().all(u8::is_ascii_digit)))
+                .then(|| String::from_utf8_lossy(word).to_ascii_lowercase())
+            })
+            .collect()
+    };
+    let sentence = |words: &[String]| {
+        words.len() >= 6
+            || (words.len() >= 3
+                && words
+                    .iter()
+                    .any(|word| PROSE_WORDS.contains(&word.as_str())))
+    };
+    if value.contains(&b' ') {
+        return words_of(value).is_some_and(|words| sentence(&words));
+    }
+    // Bare: the value and the words after it on its line.
+    let quoted = start
+        .checked_sub(1)
+        .is_some_and(|at| matches!(data[at], b'"' | b'\'' | b'`'));
+    if quoted || !value.iter().all(u8::is_ascii_alphabetic) {
+        return false;
+    }
+    let line_end = memchr::memchr(b'\n', &data[end..data.len().min(end + 256)])
+        .map_or(data.len().min(end + 256), |at| end + at);
+    words_of(&data[start..line_end]).is_some_and(|words| sentence(&words))
+}
+
+/// Whether a value is base64 of a JSON object or array (`eyJ…` is `{"`):
+/// a pagination cursor (`NextToken`, `pageToken`) or an encoded document,
+/// not a secret as written. What such a document holds is still read: the
+/// generic rules' values are decoded as a base64 view, and a key or
+/// private key inside is reported there. A JWT is not one value of this
+/// shape (its parts are joined by dots).
+fn is_encoded_json(value: &[u8]) -> bool {
+    let opens = [&b"eyJ"[..], b"eyA", b"ewo", b"ew0", b"W3s", b"WyJ", b"W10"];
+    if value.len() < 16
+        || !opens.iter().any(|open| value.starts_with(open))
+        || !value.iter().all(|&b| BASE64[usize::from(b)] || b == b'=')
+    {
+        return false;
+    }
+    // Printable text (what `base64_text` decodes) that opens a document:
+    // `{"`, `{ "`, `{\n`, `[{`, `["`, `[]`.
+    base64_text(value).is_some_and(|text| {
+        let text = text.trim_ascii_start();
+        matches!(text.first(), Some(b'{' | b'['))
+            && text.get(1..).is_some_and(|rest| {
+                matches!(
+                    rest.trim_ascii_start().first(),
+                    Some(b'"' | b'{' | b'[' | b']' | b'}')
+                )
+            })
+    })
 }
 
 /// Bytes before a .netrc `password` searched for its entry's `machine`.
@@ -1463,6 +1748,68 @@ pub fn names_a_lookup_key(name: &[u8]) -> bool {
         || after.is_some_and(|word| KEY_QUALIFIER_WORDS.contains(&word))
 }
 
+/// Whether `value` is a UUID (8-4-4-4-12 hex digits, either case).
+fn is_uuid(value: &[u8]) -> bool {
+    value.len() == 36
+        && value.iter().enumerate().all(|(at, b)| match at {
+            8 | 13 | 18 | 23 => *b == b'-',
+            _ => b.is_ascii_hexdigit(),
+        })
+}
+
+/// Words before `token` that make it an identifier rather than a
+/// credential: a page's (`nextToken`, `page_token`, `continuationToken`),
+/// a request's or an idempotency key (`clientToken` in AWS APIs,
+/// `requestToken`, `idempotency_token`), a form's (`csrfToken`), a
+/// cancellation's or a sync's.
+const IDENTIFIER_TOKEN_WORDS: &[&str] = &[
+    "next",
+    "page",
+    "pagination",
+    "continuation",
+    "client",
+    "request",
+    "idempotency",
+    "idempotent",
+    "dedup",
+    "csrf",
+    "xsrf",
+    "cancel",
+    "cancellation",
+    "sync",
+    "resume",
+    "marker",
+    "cursor",
+    "correlation",
+    "trace",
+    "change",
+    "delta",
+    "transaction",
+    "upload",
+];
+
+/// Whether a setting's name is a token that identifies rather than
+/// authenticates ([`IDENTIFIER_TOKEN_WORDS`] right before `token`, and no
+/// other part of a credential's name). A UUID under such a name is an
+/// identifier and not reported; a UUID that authenticates (npm's
+/// `_authToken`, `CODECOV_TOKEN`, a Heroku API key) still is.
+fn names_an_identifier_token(name: &[u8]) -> bool {
+    let words = name_words(name);
+    let Some(at) = words
+        .iter()
+        .rposition(|word| matches!(word.as_str(), "token" | "tokens"))
+    else {
+        return false;
+    };
+    at.checked_sub(1)
+        .is_some_and(|before| IDENTIFIER_TOKEN_WORDS.contains(&words[before].as_str()))
+        && words.iter().all(|word| {
+            word == "token"
+                || word == "tokens"
+                || !CREDENTIAL_NAME_PARTS.iter().any(|part| word.contains(part))
+        })
+}
+
 /// Words that hold `auth` without meaning authentication: `authorArn`,
 /// `author_email`, `authority`. (`authorization` and `authorize` do.)
 const AUTHOR_WORDS: &[&str] = &[
@@ -1645,9 +1992,10 @@ const NAME_WORDS: &[&str] = &[
     "api", "apikey", "value", "string", "str", "test", "user", "username", "auth", "access",
     "client", "id", "none", "null", "nil", "empty", "default", "app", "db", "sk",
 ];
-/// Long placeholder words that mark a value opening or closing with them
-/// (`AKIAIOSFODNN7EXAMPLE`, `example-key-123`) whatever the rest is; in the
-/// middle of a random key they are chance (see [`long_word_at_an_end`]).
+/// Long placeholder words that mark a value whatever the rest is: opening
+/// or closing it in any case (`AKIAIOSFODNN7EXAMPLE`, `Example-key-123`),
+/// or anywhere in one case (`sk_test_4eC39HqLyjWDarjtEXAMPLEdp7dc`); see
+/// [`long_placeholder_word`].
 const LONG_PLACEHOLDER_WORDS: &[&[u8]] = &[
     b"example",
     b"placeholder",
@@ -1703,7 +2051,7 @@ fn is_placeholder_for(secret: &[u8], keywords: &[String]) -> bool {
     if body.is_empty() {
         return true;
     }
-    if long_word_at_an_end(body) {
+    if long_placeholder_word(body) {
         return true;
     }
     // One character over half of the value.
@@ -1717,15 +2065,24 @@ fn is_placeholder_for(secret: &[u8], keywords: &[String]) -> bool {
     placeholder_words(body)
 }
 
-/// Whether a long placeholder word opens or closes `body`, as documented
-/// examples have it: `AKIAIOSFODNN7EXAMPLE`, `wJalr…EXAMPLEKEY`,
-/// `example-key-123`, `proj-EXAMPLE…` (after a key's own prefix of letters
-/// ending in `-` or `_`). Inside a random key (`…Xq7exampleR2…`) it is
-/// chance, not a stand-in.
-fn long_word_at_an_end(body: &[u8]) -> bool {
+/// Whether a long placeholder word marks `body`, as documented examples
+/// have it: opening or closing it in any case (`AKIAIOSFODNN7EXAMPLE`,
+/// `wJalr…EXAMPLEKEY`, `Example-key-123`, `proj-EXAMPLE…` after a key's own
+/// prefix of letters ending in `-` or `_`), or anywhere in one case
+/// (`…HqLyjWDarjtEXAMPLEdp7dc`, `…-sample-…`). By chance a random base62
+/// key holds a given 6-letter word in one case with odds of about 2 in
+/// 62^6 (4e-11) at each place, so a 100-character key holding any of
+/// these words is about one in 10^8; the short words a random key does
+/// hold (`yOUr`, `fake`, `here`, `Test`) count only as a whole value (see
+/// [`placeholder_words`]).
+fn long_placeholder_word(body: &[u8]) -> bool {
     let lower = body.to_ascii_lowercase();
     LONG_PLACEHOLDER_WORDS.iter().any(|word| {
         memchr::memmem::find_iter(&lower, word).any(|at| {
+            let written = &body[at..at + word.len()];
+            if written == *word || written.iter().all(|b| !b.is_ascii_lowercase()) {
+                return true;
+            }
             let before = &lower[..at];
             let after = &lower[at + word.len()..];
             let prefix = before.is_empty()
@@ -1775,6 +2132,8 @@ fn has_named_slot(value: &[u8]) -> bool {
 /// Whether `body` is made of placeholder words and filler only.
 fn placeholder_words(body: &[u8]) -> bool {
     let mut words: Vec<String> = Vec::new();
+    // Where each word starts in `body`.
+    let mut starts: Vec<usize> = Vec::new();
     let mut digits = false;
     let mut current = String::new();
     let mut previous: Option<u8> = None;
@@ -1784,11 +2143,14 @@ fn placeholder_words(body: &[u8]) -> bool {
             current.clear();
         }
     };
-    for &b in body {
+    for (at, &b) in body.iter().enumerate() {
         if b.is_ascii_alphabetic() {
             // camelCase: a new word at each lower-to-upper step.
             if previous.is_some_and(|p| p.is_ascii_lowercase()) && b.is_ascii_uppercase() {
                 flush(&mut current, &mut words);
+            }
+            if current.is_empty() {
+                starts.push(at);
             }
             current.push(char::from(b));
         } else {
@@ -1814,15 +2176,13 @@ fn placeholder_words(body: &[u8]) -> bool {
     // A prefix is letters and separators at the front: a digit before the
     // first placeholder word means the value is random, and its letter
     // runs (`b`, `ce`, `fe`, then `a` in a hex token) are not words.
-    let digit_before = |word: &str| {
-        let lower = body.to_ascii_lowercase();
-        memchr::memmem::find(&lower, word.as_bytes())
-            .is_none_or(|at| lower[..at].iter().any(u8::is_ascii_digit))
-    };
+    // (At the word itself: the first `a` of `dab38975-…-a885` is inside
+    // `dab`, which a search for the letter would find.)
+    let digit_before = |word: usize| body[..starts[word]].iter().any(u8::is_ascii_digit);
     let skip = match words.iter().position(|w| strong(w)) {
         Some(first)
             if words[..first].iter().map(String::len).sum::<usize>() <= 8
-                && (first == 0 || !digit_before(&words[first])) =>
+                && (first == 0 || !digit_before(first)) =>
         {
             first
         }
@@ -1832,7 +2192,10 @@ fn placeholder_words(body: &[u8]) -> bool {
     if !words.iter().all(|w| strong(w) || weak(w)) {
         return false;
     }
-    words.iter().any(|w| strong(w)) || !digits
+    // With digits, a stand-in says so in a word of three letters or more
+    // (`your-key-123`); the lone letters of hex (`127a7627-…-a511`) are not
+    // the word `a`.
+    words.iter().any(|w| strong(w) && (w.len() >= 3 || !digits)) || !digits
 }
 
 /// Values an assignment holds that are not secrets: booleans, nulls,
@@ -1935,8 +2298,15 @@ const PAIR_CALLS: &[&[u8]] = &[
 
 /// Whether the text from `matched` (the setting's name) to `start` (its
 /// value) is an assignment: anything but `'name', ` is; that form only as
-/// the first arguments of a [`PAIR_CALLS`] call.
+/// the first arguments of a [`PAIR_CALLS`] call. Never a name that is a
+/// piece of a colon-joined identifier (an ARN, a URN).
 fn assignment_form(data: &[u8], matched: usize, start: usize) -> bool {
+    // A name inside a colon-joined name is a piece of an identifier, not a
+    // setting: `…:111122223333:secret:prod/db` in an ARN, `urn:x:token:v`.
+    // (Ruby's `:secret => "…"` has a blank or a brace before its colon.)
+    if matched >= 2 && data[matched - 1] == b':' && data[matched - 2].is_ascii_alphanumeric() {
+        return false;
+    }
     let lead = data[matched..start].trim_ascii_end();
     let lead = lead
         .strip_suffix(b"\"")
@@ -3013,33 +3383,74 @@ mod tests {
     /// `is_placeholder` and by the scanner; documented examples, whose
     /// word opens or closes the value, are not.
     #[test]
-    fn planted_placeholder_words_do_not_hide_random_keys() {
+    fn long_placeholder_words_mark_a_value_and_random_keys_hold_none() {
         let scanner = scanner();
-        for round in 0..200 {
+        for round in 0..100 {
             for word in LONG_PLACEHOLDER_WORDS {
                 let word = std::str::from_utf8(word).unwrap();
-                let word = if round % 2 == 0 {
-                    word.to_owned()
-                } else {
-                    word.to_ascii_uppercase()
-                };
                 let cut = 10 + round % 20;
-                let token = format!(
-                    "{}{word}{}",
-                    keyforge_types::random_base62(cut),
-                    keyforge_types::random_base62(40 - cut)
-                );
+                let around = |word: &str| {
+                    format!(
+                        "{}{word}{}",
+                        keyforge_types::random_base62(cut),
+                        keyforge_types::random_base62(40 - cut)
+                    )
+                };
+                // Written in one case, mid-value: a documented stand-in
+                // (`sk_test_4eC39HqLyjWDarjtEXAMPLEdp7dc`).
+                for written in [word.to_owned(), word.to_ascii_uppercase()] {
+                    let token = around(&written);
+                    assert!(is_placeholder(token.as_bytes()), "{token}");
+                    let data = format!("api_token = \"{token}\"");
+                    assert!(found(&scanner, &data).is_empty(), "{data}");
+                }
+                // Mixed case mid-value (`…q7SaMpLe…`) is not how anyone
+                // writes a stand-in: the key is reported.
+                let mixed: String = word
+                    .chars()
+                    .enumerate()
+                    .map(|(i, c)| {
+                        if i % 2 == 0 {
+                            c.to_ascii_uppercase()
+                        } else {
+                            c
+                        }
+                    })
+                    .collect();
+                let token = around(&mixed);
                 assert!(!is_placeholder(token.as_bytes()), "{token}");
-                let data = format!("api_token = \"{token}\"");
-                assert_eq!(found(&scanner, &data), ["generic-api-key"], "{data}");
                 let key = format!(
-                    "sk-proj-{}{word}{}T3BlbkFJ{}",
+                    "sk-proj-{}{mixed}{}T3BlbkFJ{}",
                     keyforge_types::random_base62(cut),
                     keyforge_types::random_base62(30),
                     keyforge_types::random_base62(40)
                 );
                 assert_eq!(found(&scanner, &key), ["openai-project-key"], "{key}");
             }
+        }
+        // Random keys of every usual length are never taken for stand-ins:
+        // the words above are too long to occur by chance, and the short
+        // ones count only as a whole value.
+        for round in 0..20_000 {
+            let token = keyforge_types::random_base62(20 + round % 100);
+            assert!(!is_placeholder(token.as_bytes()), "{token}");
+        }
+        // Nor are random UUIDs and hex: a letter that is a placeholder word
+        // alone (`a`) after a digit is not a stand-in (a tester's flaky
+        // failure: `dab38975-7213-4304-a885-…` was taken for `a`).
+        assert!(!is_placeholder(b"dab38975-7213-4304-a885-717032816610"));
+        for _ in 0..5_000 {
+            let hex = random_hex(32);
+            let uuid = format!(
+                "{}-{}-4{}-a{}-{}",
+                &hex[..8],
+                &hex[8..12],
+                &hex[13..16],
+                &hex[17..20],
+                random_hex(12)
+            );
+            assert!(!is_placeholder(hex.as_bytes()), "{hex}");
+            assert!(!is_placeholder(uuid.as_bytes()), "{uuid}");
         }
         for documented in [
             &b"sk-example-key"[..],
@@ -3048,6 +3459,8 @@ mod tests {
             b"AKIAIOSFODNN7EXAMPLE",
             b"wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
             b"EXAMPLE0123456789abcdefghijklmnopq",
+            b"sk_test_4eC39HqLyjWDarjtEXAMPLEdp7dc",
+            b"ghp_k8Fj2LmQ9xVz3sample7Wp4Rt2Lm9Qx8Fj2Lm",
             b"proj-example-0123456789abcdefghijkl",
             b"[REDACTED:openai-project-key]",
         ] {
@@ -3056,6 +3469,92 @@ mod tests {
                 "{}",
                 String::from_utf8_lossy(documented)
             );
+        }
+    }
+
+    /// A tester's finding: `scan` decoded base64 only in Kubernetes
+    /// Secrets and in secret-named settings, so an encoded key under any
+    /// other name, in a JSON blob or alone on a log line was missed
+    /// (`redact` found it). Each is now found at its encoded span.
+    #[test]
+    fn base64_encoded_secrets_outside_secrets_and_secret_names_are_found() {
+        use base64::Engine;
+        use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+        let scanner = scanner();
+        let github = format!("ghp_{}", keyforge_types::random_base62(36));
+        // An access key id's 16 characters are base32 (`A-Z2-7`).
+        let aws: String = "AKIA"
+            .chars()
+            .chain(
+                keyforge_types::random_base62(16)
+                    .bytes()
+                    .map(|b| char::from(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"[usize::from(b % 32)])),
+            )
+            .collect();
+        let credentials = format!(
+            "{{\"type\": \"config\", \"llm\": {{\"api_key\": \"{}\"}}}}",
+            openai_key()
+        );
+        let pretty = format!("{{\n  \"openai\": \"{}\"\n}}", openai_key());
+        let cases: [(String, &str); 6] = [
+            (openai_key(), "openai-project-key"),
+            (github, "github-token"),
+            (aws, "aws-access-key-id"),
+            (planted_kf(), "kf-virtual-key"),
+            (credentials, "openai-project-key"),
+            (pretty, "openai-project-key"),
+        ];
+        for (secret, rule) in &cases {
+            for encoded in [
+                STANDARD.encode(secret.as_bytes()),
+                URL_SAFE_NO_PAD.encode(secret.as_bytes()),
+            ] {
+                for data in [
+                    format!("CONFIG_BLOB={encoded}\n"),
+                    format!("{{\"blob\": \"{encoded}\", \"n\": 1}}"),
+                    format!("2026-12-02T10:00:00Z worker started with {encoded} loaded\n"),
+                    format!("apiVersion: v1\nkind: ConfigMap\ndata:\n  blob: {encoded}\n"),
+                ] {
+                    let hits = scanner.scan_deep(data.as_bytes());
+                    let ids: Vec<&str> = hits
+                        .iter()
+                        .map(|(hit, _)| scanner.rules()[hit.rule].id.as_str())
+                        .collect();
+                    assert_eq!(ids, [*rule], "{data}");
+                    let (hit, _) = &hits[0];
+                    assert_eq!(&data[hit.start..hit.end], encoded.as_str(), "{data}");
+                }
+            }
+        }
+        // Encoded text that holds no secret stays quiet: a JWT's parts, a
+        // pagination cursor.
+        let cursor = STANDARD.encode(br#"{"offset": 200, "shard": "eu-7", "v": 2}"#);
+        let quiet = format!("next_cursor = {cursor}\nAuthorization: Bearer {}\n", {
+            let part = |text: &[u8]| URL_SAFE_NO_PAD.encode(text);
+            format!(
+                "{}.{}.{}",
+                part(br#"{"alg":"HS256","typ":"JWT"}"#),
+                part(br#"{"sub":"1234567890","name":"Jo"}"#),
+                keyforge_types::random_base62(43)
+            )
+        });
+        assert!(scanner.scan_deep(quiet.as_bytes()).is_empty(), "{quiet}");
+    }
+
+    /// The base64 markers share the keywords' search: none holds or is
+    /// held by a keyword (leftmost-first matching would hide one).
+    #[test]
+    fn base64_markers_and_keywords_do_not_overlap() {
+        let scanner = scanner();
+        for rule in scanner.rules() {
+            for keyword in &rule.keywords {
+                for marker in BASE64_MARKERS {
+                    assert!(
+                        !keyword.contains(marker) && !marker.contains(keyword.as_str()),
+                        "{keyword} / {marker}"
+                    );
+                }
+            }
         }
     }
 
