@@ -252,6 +252,12 @@ pub(crate) struct RedactArgs {
     /// A rule file adding rules or overriding built-in ones by id.
     #[arg(long)]
     pub(crate) rules: Option<PathBuf>,
+    /// The file name stdin stands for (`--path home/.pgpass`): rules
+    /// limited to some files (.pgpass, .npmrc, config/master.key) then run
+    /// only where that name matches, as `scan` would run them. Without it
+    /// they all run.
+    #[arg(long, value_name = "NAME")]
+    pub(crate) path: Option<String>,
 }
 
 /// Where a workload's OIDC token comes from (never argv).

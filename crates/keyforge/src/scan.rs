@@ -172,7 +172,8 @@ fn scan_inner(args: ScanArgs) -> anyhow::Result<Outcome> {
     if let Some(image) = &args.image {
         let (findings, stats) = keyforge_scan::image::scan_image(&scanner, image, &options)?;
         let root = std::env::current_dir().unwrap_or_default();
-        return finish(&args, &scanner, findings, stats, started, false, root);
+        let from = root.clone();
+        return finish(&args, &scanner, findings, stats, started, false, root, from);
     }
     if args.git.is_some() || args.staged || baseline_git.is_some() {
         let repo = args
@@ -187,6 +188,8 @@ fn scan_inner(args: ScanArgs) -> anyhow::Result<Outcome> {
         }
         .map_err(anyhow::Error::from)?;
         let (findings, stats) = scanner.git_findings(&repo, &blobs, &options)?;
+        // Blob paths are relative to the repository's top directory.
+        let from = repository_root(&repo);
         let root = std::fs::canonicalize(&repo).unwrap_or(repo);
         return finish(
             &args,
@@ -196,6 +199,7 @@ fn scan_inner(args: ScanArgs) -> anyhow::Result<Outcome> {
             started,
             baseline_git.is_some(),
             root,
+            from,
         );
     }
     let (paths, creating_baseline) = match &args.command {
@@ -233,6 +237,7 @@ fn scan_inner(args: ScanArgs) -> anyhow::Result<Outcome> {
         stats.merge(walked);
     }
     let root = std::env::current_dir().unwrap_or_default();
+    let from = root.clone();
     finish(
         &args,
         &scanner,
@@ -241,11 +246,34 @@ fn scan_inner(args: ScanArgs) -> anyhow::Result<Outcome> {
         started,
         creating_baseline,
         root,
+        from,
     )
 }
 
+/// The top directory of the git repository holding `directory`, or
+/// `directory` itself outside one; absolute. Baselines name files
+/// relative to it.
+fn repository_root(directory: &Path) -> PathBuf {
+    let top = std::process::Command::new("git")
+        .arg("-C")
+        .arg(directory)
+        .args(["rev-parse", "--show-toplevel"])
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()
+        .filter(|output| output.status.success())
+        .map(|output| {
+            let text = output.stdout.trim_ascii_end().to_vec();
+            PathBuf::from(String::from_utf8_lossy(&text).into_owned())
+        })
+        .filter(|top| !top.as_os_str().is_empty());
+    let directory = top.unwrap_or_else(|| directory.to_path_buf());
+    std::fs::canonicalize(&directory).unwrap_or(directory)
+}
+
 /// Reports (or records as a baseline) what was found; true if anything new
-/// was.
+/// was. Findings' relative paths start from `from`; SARIF's from `root`.
+#[expect(clippy::too_many_arguments, reason = "three private call sites")]
 fn finish(
     args: &ScanArgs,
     scanner: &Scanner,
@@ -254,16 +282,21 @@ fn finish(
     started: std::time::Instant,
     creating_baseline: bool,
     root: PathBuf,
+    from: PathBuf,
 ) -> anyhow::Result<Outcome> {
     let skipped = stats.skipped_total();
+    let baseline_paths = || keyforge_scan::baseline::PathBase {
+        root: repository_root(&from),
+        from: std::fs::canonicalize(&from).unwrap_or_else(|_| from.clone()),
+    };
     if creating_baseline {
-        let baseline = Baseline::of(&findings, scanner.fingerprint_salt());
+        let baseline = Baseline::of(&findings, scanner.fingerprint_salt(), &baseline_paths());
         let mut out = std::io::stdout().lock();
         serde_json::to_writer_pretty(&mut out, &baseline)?;
         writeln!(out)?;
         let _ = writeln!(
             std::io::stderr().lock(),
-            "baseline: {} finding(s) recorded by fingerprint (no secrets in the file){}",
+            "baseline: {} finding(s) recorded by fingerprint and path (no secrets in the file){}",
             baseline.findings.len(),
             report::skipped_clause(&stats)
         );
@@ -290,15 +323,22 @@ fn finish(
         let baseline = Baseline::parse(&text)
             .map_err(anyhow::Error::msg)
             .with_context(|| path.display().to_string())?;
-        if baseline.is_legacy() {
+        if baseline.is_path_agnostic() {
+            let weakness = if baseline.is_legacy() {
+                " (unsalted fingerprints, which let a reader test guesses of short secrets)"
+            } else {
+                ""
+            };
             let _ = writeln!(
                 std::io::stderr().lock(),
-                "warning: {} is a version 1 baseline (unsalted fingerprints, which let a reader test guesses of short secrets); it still works, but recreate it with `keyforge scan baseline create`",
+                "warning: {} is a version {} baseline{weakness}: it matches a known secret at any path, so a copy of one in another file is not reported; recreate it with `keyforge scan baseline create > {}` (`keyforge scan baseline create --git` for history)",
+                path.display(),
+                baseline.version,
                 path.display()
             );
         }
         findings = baseline
-            .filter(findings, scanner.fingerprint_salt())
+            .filter(findings, scanner.fingerprint_salt(), &baseline_paths())
             .map_err(anyhow::Error::msg)
             .with_context(|| path.display().to_string())?;
     }
@@ -345,8 +385,13 @@ pub(crate) fn redact(args: RedactArgs) -> anyhow::Result<()> {
     let mut input = std::io::BufReader::with_capacity(64 * 1024, stdin.lock());
     let stdout = std::io::stdout();
     let mut output = stdout.lock();
-    keyforge_scan::redact::redact_stream(&scanner, &mut input, &mut output)
-        .context("redacting stdin")?;
+    keyforge_scan::redact::redact_stream_named(
+        &scanner,
+        args.path.as_deref(),
+        &mut input,
+        &mut output,
+    )
+    .context("redacting stdin")?;
     Ok(())
 }
 

@@ -912,6 +912,151 @@ async fn git_history_includes_the_reflog_and_with_all_objects_dangling_objects()
 /// `scan baseline create --git` records history, and `scan --git
 /// --baseline` accepts it; a scan report given as a baseline is refused as
 /// exactly that.
+/// Issue #16, path-agnostic baselines: a baselined secret copied into a
+/// new file is reported there (the original stays known, from any
+/// directory of the repository); `--git` records the path and commit where
+/// each secret was first seen; an old (version 2) baseline still matches
+/// anywhere, and the scan says so once and how to recreate it.
+#[tokio::test]
+async fn a_baselined_secret_copied_into_a_new_file_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path();
+    git(repo, &["init", "-q", "-b", "main"]);
+    let key = openai_key();
+    write(
+        repo,
+        "app/old.env",
+        format!("OPENAI_API_KEY={key}\n").as_bytes(),
+    );
+    git(repo, &["add", "."]);
+    git(repo, &["commit", "-q", "-m", "old"]);
+    let first_commit = head(repo);
+    let output = keyforge(repo, &["scan", "baseline", "create"], None).await;
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    let baseline: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(baseline["version"], 3, "{baseline}");
+    assert_eq!(baseline["findings"][0]["path"], "app/old.env", "{baseline}");
+    write(repo, "../baseline.json", &output.stdout);
+    let baseline_path = repo.join("../baseline.json");
+    let baseline_path = baseline_path.to_str().unwrap();
+
+    write(
+        repo,
+        "app/copy.env",
+        format!("\nOPENAI_API_KEY={key}\n").as_bytes(),
+    );
+    for from in [repo.to_path_buf(), repo.join("app")] {
+        let output = keyforge(&from, &["scan", "--baseline", baseline_path], None).await;
+        assert_eq!(output.status.code(), Some(1), "{}", text(&output.stdout));
+        let stdout = text(&output.stdout);
+        assert!(stdout.contains("copy.env:2:"), "{stdout}");
+        assert!(!stdout.contains("old.env"), "{stdout}");
+        assert!(stdout.contains("1 secret found."), "{stdout}");
+        assert!(text(&output.stderr).is_empty(), "{}", text(&output.stderr));
+    }
+
+    // History: each secret at the path and commit where it was first seen.
+    git(repo, &["add", "."]);
+    git(repo, &["commit", "-q", "-m", "copy"]);
+    let output = keyforge(repo, &["scan", "baseline", "create", "--git"], None).await;
+    let history: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let entries = history["findings"].as_array().unwrap();
+    assert_eq!(entries.len(), 2, "{history}");
+    assert_eq!(entries[1]["path"], "app/old.env");
+    assert_eq!(entries[1]["commit"], first_commit.as_str());
+    assert_eq!(entries[0]["path"], "app/copy.env");
+
+    // A version 2 baseline accepts the copy, as it did, and says why once.
+    let mut old = baseline.clone();
+    old["version"] = 2.into();
+    write(repo, "../v2.json", old.to_string().as_bytes());
+    let v2_path = repo.join("../v2.json");
+    let output = keyforge(
+        repo,
+        &["scan", "--baseline", v2_path.to_str().unwrap()],
+        None,
+    )
+    .await;
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stdout));
+    let stderr = text(&output.stderr);
+    assert_eq!(
+        stderr.matches("matches a known secret at any path").count(),
+        1,
+        "{stderr}"
+    );
+    assert!(stderr.contains("keyforge scan baseline create"), "{stderr}");
+}
+
+/// Issue #16, forged text output: file names holding a newline, a carriage
+/// return, ESC, bidi overrides or bytes that are not UTF-8 print as one
+/// escaped line each in text; JSON keeps their exact bytes; SARIF URIs are
+/// percent-encoded.
+#[tokio::test]
+async fn file_names_cannot_forge_findings_and_are_reported_exactly() {
+    use std::os::unix::ffi::OsStrExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let names: [&[u8]; 3] = [
+        b"a.env\nfake.env:1:1: openai-api-key: OpenAI API key\r\x1b[31m",
+        "b \u{202e}vne.txt#?%".as_bytes(),
+        b"c\xff\xfe.env",
+    ];
+    for name in names {
+        let path = dir.path().join(std::ffi::OsStr::from_bytes(name));
+        std::fs::write(path, format!("OPENAI_API_KEY={}\n", openai_key())).unwrap();
+    }
+    let output = keyforge(dir.path(), &["scan"], None).await;
+    assert_eq!(output.status.code(), Some(1));
+    let stdout = text(&output.stdout);
+    let headers: Vec<&str> = stdout
+        .lines()
+        .filter(|line| !line.starts_with("    "))
+        .collect();
+    assert_eq!(headers.len(), 4, "{stdout}");
+    for (header, name) in headers.iter().zip([
+        "a.env\\nfake.env:1:1: openai-api-key: OpenAI API key\\r\\x1b[31m",
+        "b \\u{202e}vne.txt#?%",
+        "c\\xff\\xfe.env",
+    ]) {
+        assert!(
+            header.starts_with(&format!("{name}:1:16: openai-")),
+            "{stdout}"
+        );
+    }
+    assert_eq!(headers[3], "3 secrets found.");
+    for bad in ['\r', '\x1b', '\u{202e}', '\u{fffd}'] {
+        assert!(!stdout.contains(bad), "{bad:?} in {stdout}");
+    }
+    let output = keyforge(dir.path(), &["scan", "--format", "json"], None).await;
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let exact: Vec<Option<&str>> = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|finding| finding["path_base64"].as_str())
+        .collect();
+    assert_eq!(exact, [None, None, Some("Y//+LmVudg==")], "{report}");
+    let output = keyforge(dir.path(), &["scan", "--format", "sarif"], None).await;
+    let sarif: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let uris: Vec<&str> = sarif["runs"][0]["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|result| {
+            result["locations"][0]["physicalLocation"]["artifactLocation"]["uri"]
+                .as_str()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(
+        uris,
+        [
+            "a.env%0Afake.env%3A1%3A1%3A%20openai-api-key%3A%20OpenAI%20API%20key%0D%1B%5B31m",
+            "b%20%E2%80%AEvne.txt%23%3F%25",
+            "c%FF%FE.env",
+        ]
+    );
+}
+
 #[tokio::test]
 async fn a_baseline_of_history_is_created_with_git_and_a_report_is_not_a_baseline() {
     let dir = tempfile::tempdir().unwrap();
@@ -1133,7 +1278,9 @@ async fn issue_16_kinds_are_found_and_their_decoys_are_not() {
         "home/.cshrc",
         format!("setenv API_KEY {}\n", random_base62(40)).as_bytes(),
     );
-    let planted = format!("{}{}{}", random_base62(18), "example", random_base62(22));
+    // A short placeholder word inside a random key is chance: the key is
+    // reported (a long one written in one case, `EXAMPLE`, marks a stand-in).
+    let planted = format!("{}{}{}", random_base62(18), "yOUr", random_base62(22));
     write(
         dir.path(),
         "app/tokens.env",
@@ -1348,7 +1495,7 @@ async fn fingerprints_are_keyed_and_old_baselines_still_load() {
 
     let created = keyforge(repo, &["scan", "baseline", "create"], None).await;
     let baseline: Value = serde_json::from_slice(&created.stdout).unwrap();
-    assert_eq!(baseline["version"], 2, "{baseline}");
+    assert_eq!(baseline["version"], 3, "{baseline}");
     assert!(baseline["salt_check"].is_string(), "{baseline}");
     write(repo, "../baseline.json", &created.stdout);
     let baseline_path = repo.join("../baseline.json");

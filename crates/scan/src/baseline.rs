@@ -3,19 +3,25 @@
 //! the salt its fingerprints are keyed with: only a short check of which
 //! salt that was (see [`crate::fingerprint`]).
 //!
-//! Version 2 fingerprints are HMAC-SHA-256 under the repository's salt.
-//! Version 1 baselines (unsalted SHA-256, which let a reader test guesses
-//! of short secrets) still load and match; `keyforge scan` says to
-//! recreate them.
+//! Version 3 (this KeyForge's) records each known secret with its rule and
+//! its path relative to the repository's root, and a finding is known only
+//! when the same fingerprint is recorded at the same path (its line may
+//! move): a known secret copied into another file is reported there.
+//! Version 2 fingerprints are the same HMAC-SHA-256 under the repository's
+//! salt, but matched at any path; version 1 baselines (unsalted SHA-256,
+//! which let a reader test guesses of short secrets) too. Both still load
+//! and match as they did; `keyforge scan` says once that they match
+//! regardless of path and how to recreate them.
 
 use std::collections::HashSet;
+use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
 use crate::Finding;
 
 /// The version this KeyForge writes.
-pub const VERSION: u32 = 2;
+pub const VERSION: u32 = 3;
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Baseline {
@@ -31,24 +37,83 @@ pub struct Baseline {
 pub struct BaselineEntry {
     pub fingerprint: String,
     pub rule: String,
+    /// Relative to the repository's root, `/`-separated (version 3; in
+    /// older versions, as the scan printed it, and not matched).
     pub path: String,
+    /// Where it was when recorded (informative: lines move).
     pub line: usize,
+    /// For a baseline of history (`--git`): the commit where the secret was
+    /// first seen at this path.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub commit: Option<String>,
+}
+
+/// How findings' paths become a baseline's: findings name files relative to
+/// `from` (the working directory, or the repository for history), and a
+/// baseline names them relative to `root` (the repository's top directory,
+/// or the working directory outside a repository), so a baseline matches
+/// whichever subdirectory a scan runs from.
+#[derive(Debug, Clone)]
+pub struct PathBase {
+    /// The directory findings' relative paths start from, absolute.
+    pub from: PathBuf,
+    /// The repository's root, absolute.
+    pub root: PathBuf,
+}
+
+impl PathBase {
+    /// Paths relative to `directory` (absolute), recorded as they are.
+    pub fn at(directory: PathBuf) -> Self {
+        Self {
+            from: directory.clone(),
+            root: directory,
+        }
+    }
+
+    /// `path` relative to the root, lexically normalized, `/`-separated;
+    /// a path outside the root stays absolute.
+    pub fn key(&self, path: &str) -> String {
+        let absolute = crate::report::lexically_normal(&self.from.join(path));
+        let relative = absolute
+            .strip_prefix(crate::report::lexically_normal(&self.root))
+            .unwrap_or(&absolute);
+        if relative.is_absolute() {
+            return relative.to_string_lossy().replace('\\', "/");
+        }
+        relative
+            .components()
+            .map(|part| part.as_os_str().to_string_lossy())
+            .collect::<Vec<_>>()
+            .join("/")
+    }
 }
 
 impl Baseline {
-    /// A baseline of `findings`, whose fingerprints were keyed by `salt`.
-    pub fn of(findings: &[Finding], salt: &[u8]) -> Self {
-        let mut entries: Vec<BaselineEntry> = findings
-            .iter()
-            .map(|finding| BaselineEntry {
+    /// A baseline of `findings`, whose fingerprints were keyed by `salt`:
+    /// each secret once per path, with the line (and for history, the
+    /// commit) of its first finding there; findings of history come
+    /// oldest first, so that is where it was first seen.
+    pub fn of(findings: &[Finding], salt: &[u8], paths: &PathBase) -> Self {
+        let mut seen: HashSet<(String, String, String)> = HashSet::new();
+        let mut entries: Vec<BaselineEntry> = Vec::new();
+        for finding in findings {
+            let path = paths.key(&finding.path);
+            if !seen.insert((
+                finding.fingerprint.clone(),
+                finding.rule.clone(),
+                path.clone(),
+            )) {
+                continue;
+            }
+            entries.push(BaselineEntry {
                 fingerprint: finding.fingerprint.clone(),
                 rule: finding.rule.clone(),
-                path: finding.path.clone(),
+                path,
                 line: finding.line,
-            })
-            .collect();
+                commit: finding.commit.clone(),
+            });
+        }
         entries.sort_by(|a, b| (&a.path, a.line, &a.rule).cmp(&(&b.path, b.line, &b.rule)));
-        entries.dedup();
         Self {
             version: VERSION,
             salt_check: Some(crate::salt_check(salt)),
@@ -80,8 +145,12 @@ impl Baseline {
             .map_err(|error| format!("not a KeyForge baseline: {error}"))?;
         match baseline.version {
             1 => {}
-            VERSION if baseline.salt_check.is_some() => {}
-            VERSION => return Err("a version 2 baseline needs its `salt_check`".into()),
+            2 | VERSION if baseline.salt_check.is_some() => {}
+            version @ (2 | VERSION) => {
+                return Err(format!(
+                    "a version {version} baseline needs its `salt_check`"
+                ));
+            }
             other => {
                 return Err(format!(
                     "baseline version {other} is not supported (this KeyForge writes version {VERSION})"
@@ -96,31 +165,67 @@ impl Baseline {
         self.version == 1
     }
 
-    /// Drops the findings the baseline knows (by fingerprint: the same
-    /// secret stays known when its line or file moves). Findings keyed by
-    /// another salt than the baseline's are refused, not matched against
-    /// nothing.
-    pub fn filter(&self, findings: Vec<Finding>, salt: &[u8]) -> Result<Vec<Finding>, String> {
+    /// Whether this baseline matches a fingerprint at any path (versions 1
+    /// and 2, which recorded paths but did not match them).
+    pub fn is_path_agnostic(&self) -> bool {
+        self.version < 3
+    }
+
+    /// Drops the findings the baseline knows: the same fingerprint (of the
+    /// same rule) at the same path, its line free to move; at any path for
+    /// an older baseline ([`Baseline::is_path_agnostic`]). Findings keyed
+    /// by another salt than the baseline's are refused, not matched
+    /// against nothing.
+    pub fn filter(
+        &self,
+        findings: Vec<Finding>,
+        salt: &[u8],
+        paths: &PathBase,
+    ) -> Result<Vec<Finding>, String> {
         if let Some(check) = &self.salt_check
             && *check != crate::salt_check(salt)
         {
             return Err("this baseline's fingerprints were made with another salt (another repository, or another KEYFORGE_SCAN_SALT or .keyforge-scan-salt): scan with the same salt, or recreate the baseline with `keyforge scan baseline create`".into());
         }
-        let known: HashSet<&str> = self
+        let legacy = self.is_legacy();
+        if self.is_path_agnostic() {
+            let known: HashSet<&str> = self
+                .findings
+                .iter()
+                .map(|entry| entry.fingerprint.as_str())
+                .collect();
+            return Ok(findings
+                .into_iter()
+                .filter(|finding| {
+                    let fingerprint = if legacy {
+                        &finding.legacy_fingerprint
+                    } else {
+                        &finding.fingerprint
+                    };
+                    !known.contains(fingerprint.as_str())
+                })
+                .collect());
+        }
+        let known: HashSet<(&str, &str, &str)> = self
             .findings
             .iter()
-            .map(|entry| entry.fingerprint.as_str())
+            .map(|entry| {
+                (
+                    entry.fingerprint.as_str(),
+                    entry.rule.as_str(),
+                    entry.path.as_str(),
+                )
+            })
             .collect();
-        let legacy = self.is_legacy();
         Ok(findings
             .into_iter()
             .filter(|finding| {
-                let fingerprint = if legacy {
-                    &finding.legacy_fingerprint
-                } else {
-                    &finding.fingerprint
-                };
-                !known.contains(fingerprint.as_str())
+                let path = paths.key(&finding.path);
+                !known.contains(&(
+                    finding.fingerprint.as_str(),
+                    finding.rule.as_str(),
+                    path.as_str(),
+                ))
             })
             .collect())
     }

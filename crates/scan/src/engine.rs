@@ -313,6 +313,7 @@ impl Scanner {
         let mut markers: Vec<usize> = Vec::new();
         let runs = |rule: &Rule| match (&rule.path, path) {
             (None, _) => true,
+            (Some(_), Some(EVERY_PATH)) => true,
             (Some(wanted), Some(path)) => wanted.is_match(path),
             (Some(_), None) => false,
         };
@@ -792,6 +793,10 @@ fn percent_decoded(data: &[u8]) -> Option<View> {
     any.then_some(View { bytes, map })
 }
 
+/// The path that every rule limited to some paths runs on (a NUL is in no
+/// file name): see [`Scanner::scan_deep_every_run_named`].
+const EVERY_PATH: &str = "\0every path";
+
 /// How deep views nest (base64 inside JSON escapes inside UTF-16...).
 const MAX_VIEW_DEPTH: usize = 2;
 /// Shortest base64 run decoded: 18 bytes of secret.
@@ -825,6 +830,19 @@ impl Scanner {
     /// that `scan_deep` finds, and more.
     pub fn scan_deep_every_run(&self, data: &[u8]) -> Vec<(Hit, Vec<u8>)> {
         self.deep(data, None, 0, true)
+    }
+
+    /// [`Scanner::scan_deep_every_run`] for `redact`: a stream read as
+    /// the file `name` runs the rules limited to paths that name matches;
+    /// a stream without a name runs every rule limited to some path (a
+    /// `.pgpass` line is removed wherever it shows up: redaction errs
+    /// toward removing).
+    pub fn scan_deep_every_run_named(
+        &self,
+        data: &[u8],
+        name: Option<&str>,
+    ) -> Vec<(Hit, Vec<u8>)> {
+        self.deep(data, Some(name.unwrap_or(EVERY_PATH)), 0, true)
     }
 
     fn deep(

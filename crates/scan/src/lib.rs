@@ -32,7 +32,14 @@ pub use engine::{Hit, LineIndex, Scanner};
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Finding {
     /// Where: a path, `-` for stdin, or `path@commit` style locations.
+    /// A name that is not UTF-8 is here lossily (U+FFFD for each invalid
+    /// byte); its exact bytes are in [`Finding::path_base64`].
     pub path: String,
+    /// The exact bytes of a path that is not UTF-8, standard base64 (RFC
+    /// 4648 §4, padded); absent when `path` is exact. Reports print the
+    /// path from these bytes (`\xNN` in text, `%NN` in SARIF URIs).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub path_base64: Option<String>,
     pub line: usize,
     pub column: usize,
     /// The line the secret ends on (a private key block spans lines).
@@ -68,6 +75,38 @@ pub struct Finding {
     pub author: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub date: Option<String>,
+}
+
+impl Finding {
+    /// The path's exact bytes: decoded from [`Finding::path_base64`] when
+    /// it is set (and valid), else the UTF-8 of `path`.
+    pub fn path_bytes(&self) -> std::borrow::Cow<'_, [u8]> {
+        path_bytes(&self.path, self.path_base64.as_deref())
+    }
+}
+
+/// A path's exact bytes from its text and optional base64 form (see
+/// [`Finding::path_base64`]).
+pub(crate) fn path_bytes<'a>(path: &'a str, exact: Option<&str>) -> std::borrow::Cow<'a, [u8]> {
+    use base64::Engine as _;
+    match exact.and_then(|exact| base64::engine::general_purpose::STANDARD.decode(exact).ok()) {
+        Some(bytes) => std::borrow::Cow::Owned(bytes),
+        None => std::borrow::Cow::Borrowed(path.as_bytes()),
+    }
+}
+
+/// A file name as reports carry it: the text (lossy when the name is not
+/// UTF-8) and, only then, its exact bytes in base64 (see
+/// [`Finding::path_base64`]).
+pub fn path_names(raw: &[u8]) -> (String, Option<String>) {
+    use base64::Engine as _;
+    match std::str::from_utf8(raw) {
+        Ok(text) => (text.to_owned(), None),
+        Err(_) => (
+            String::from_utf8_lossy(raw).into_owned(),
+            Some(base64::engine::general_purpose::STANDARD.encode(raw)),
+        ),
+    }
 }
 
 /// How much of a secret a preview shows.
@@ -160,6 +199,14 @@ pub const CHUNK_BYTES: usize = 32 * 1024 * 1024;
 /// most 64 KiB) are in the piece that reports it.
 pub const CHUNK_OVERLAP: usize = 256 * 1024;
 
+/// Where a piece of an input starts: its line, and the characters of that
+/// line before it (0 at a line start).
+#[derive(Debug, Clone, Copy)]
+struct Origin {
+    line: usize,
+    column: usize,
+}
+
 impl Scanner {
     /// Scans one buffer and describes its findings, located at `path`.
     pub fn findings(&self, path: &str, data: &[u8], preview: Preview) -> Vec<Finding> {
@@ -170,7 +217,8 @@ impl Scanner {
                 .scan_deep_at(data, rule_path)
                 .into_iter()
                 .map(|(hit, secret)| {
-                    self.describe(path, data, &mut lines, 1, hit, &secret, preview)
+                    let origin = Origin { line: 1, column: 0 };
+                    self.describe(path, data, &mut lines, origin, hit, &secret, preview)
                 })
                 .collect();
         }
@@ -190,59 +238,139 @@ impl Scanner {
         input: &mut impl std::io::Read,
         preview: Preview,
     ) -> std::io::Result<(Vec<Finding>, u64)> {
+        self.findings_in_pieces(path, input, preview, CHUNK_BYTES, CHUNK_OVERLAP)
+    }
+
+    /// [`Scanner::findings_streamed`] in pieces of `piece` bytes that
+    /// overlap by `overlap` (tests make them small). Lines and columns
+    /// count on across pieces: a piece that starts inside a line (one
+    /// longer than a piece) carries the characters before it, in UTF-8 and
+    /// UTF-16 alike; UTF-16 (decided on the first piece, as a whole input
+    /// is) is cut on code units and every later piece is scanned with a
+    /// byte order mark in front, so it is decoded in the input's order.
+    fn findings_in_pieces(
+        &self,
+        path: &str,
+        input: &mut impl std::io::Read,
+        preview: Preview,
+        piece: usize,
+        overlap: usize,
+    ) -> std::io::Result<(Vec<Finding>, u64)> {
         use std::io::Read as _;
         let mut findings = Vec::new();
         let mut buffer: Vec<u8> = Vec::new();
-        let mut first_line = 1;
+        let mut origin = Origin { line: 1, column: 0 };
         let mut total = 0u64;
         // Hits starting before this offset of `buffer` were reported.
         let mut reported_until = 0;
         let rule_path = (path != "-").then_some(path);
+        let mut order: Option<Option<engine::Utf16>> = None;
         loop {
             // Fill the piece (the buffer grows only as data arrives).
-            let want = (CHUNK_BYTES + CHUNK_OVERLAP - buffer.len()) as u64;
+            let want = (piece + overlap - buffer.len()) as u64;
             let read = std::io::Read::by_ref(input)
                 .take(want)
                 .read_to_end(&mut buffer)?;
             total += read as u64;
             let eof = (read as u64) < want;
+            let first = order.is_none();
+            let utf16 = *order.get_or_insert_with(|| engine::utf16_order(&buffer));
+            // Later pieces of UTF-16 are scanned behind a byte order mark
+            // (`shift` bytes before the buffer's first).
+            let data: std::borrow::Cow<'_, [u8]> = match utf16 {
+                Some(order) if !first => {
+                    let mut marked = match order {
+                        engine::Utf16::Little => vec![0xff, 0xfe],
+                        engine::Utf16::Big => vec![0xfe, 0xff],
+                    };
+                    marked.extend_from_slice(&buffer);
+                    std::borrow::Cow::Owned(marked)
+                }
+                _ => std::borrow::Cow::Borrowed(&buffer),
+            };
+            let shift = data.len() - buffer.len();
             let report_until = if eof {
                 buffer.len()
             } else {
-                buffer.len() - CHUNK_OVERLAP / 2
+                buffer.len() - overlap / 2
             };
-            let hits = self.scan_deep_at(&buffer, rule_path);
-            let mut lines = LineIndex::new(&buffer);
+            let hits = self.scan_deep_at(&data, rule_path);
+            let mut lines = LineIndex::new(&data);
             for (hit, secret) in hits {
-                if hit.start < reported_until || hit.start >= report_until {
+                let start = hit.start.saturating_sub(shift);
+                if start < reported_until || start >= report_until {
                     continue;
                 }
-                findings.push(
-                    self.describe(path, &buffer, &mut lines, first_line, hit, &secret, preview),
-                );
+                findings
+                    .push(self.describe(path, &data, &mut lines, origin, hit, &secret, preview));
             }
             if eof {
                 return Ok((findings, total));
             }
-            // The next piece starts at a line start in the overlap.
-            let nominal = buffer.len() - CHUNK_OVERLAP;
-            let next = memchr::memrchr(b'\n', &buffer[nominal - CHUNK_OVERLAP / 4..nominal])
-                .map_or(nominal, |i| nominal - CHUNK_OVERLAP / 4 + i + 1);
-            first_line += memchr::memchr_iter(b'\n', &buffer[..next]).count();
+            // The next piece starts at a line start in the overlap, or
+            // (a line longer than that) at a character's first byte.
+            let nominal = buffer.len() - overlap;
+            let low = nominal - overlap / 4;
+            let next = match utf16 {
+                None => memchr::memrchr(b'\n', &buffer[low..nominal]).map_or_else(
+                    || {
+                        let mut at = nominal;
+                        while at > low && (buffer[at] & 0xc0) == 0x80 {
+                            at -= 1;
+                        }
+                        at
+                    },
+                    |i| low + i + 1,
+                ),
+                Some(order) => {
+                    // Code units start at even offsets (a BOM is one).
+                    let unit = |at: usize| match order {
+                        engine::Utf16::Little => u16::from_le_bytes([buffer[at], buffer[at + 1]]),
+                        engine::Utf16::Big => u16::from_be_bytes([buffer[at], buffer[at + 1]]),
+                    };
+                    let nominal = nominal & !1;
+                    let low = (low + 1) & !1;
+                    (low..nominal)
+                        .step_by(2)
+                        .rev()
+                        .find(|&at| unit(at) == u16::from(b'\n'))
+                        .map_or_else(
+                            // Not between the halves of a surrogate pair.
+                            || {
+                                nominal
+                                    - 2 * usize::from((0xd800..0xdc00).contains(&unit(nominal - 2)))
+                            },
+                            |at| at + 2,
+                        )
+                }
+            };
+            let (line, column) = match utf16 {
+                Some(order) => lines.utf16_position(order, next + shift),
+                None => lines.locate_chars(next),
+            };
+            origin = Origin {
+                line: origin.line + line - 1,
+                column: if line == 1 {
+                    origin.column + column - 1
+                } else {
+                    column - 1
+                },
+            };
             reported_until = report_until - next;
+            drop(data);
             buffer.drain(..next);
         }
     }
 
-    /// One hit as a finding; `lines` indexes `data`, whose first line is
-    /// line `first_line` of the input.
+    /// One hit as a finding; `lines` indexes `data`, which starts at
+    /// `origin` of the input.
     #[expect(clippy::too_many_arguments, reason = "one private call site")]
     fn describe(
         &self,
         path: &str,
         data: &[u8],
         lines: &mut LineIndex<'_>,
-        first_line: usize,
+        origin: Origin,
         hit: Hit,
         secret: &[u8],
         preview: Preview,
@@ -273,12 +401,21 @@ impl Scanner {
                 (line, column, end_line, end_column)
             }
         };
+        // On the data's first line, the characters before it count too.
+        let carried = |on: usize, column: usize| {
+            if on == 1 {
+                column + origin.column
+            } else {
+                column
+            }
+        };
         Finding {
             path: path.to_owned(),
-            line: first_line + line - 1,
-            column,
-            end_line: first_line + end_line - 1,
-            end_column,
+            path_base64: None,
+            line: origin.line + line - 1,
+            column: carried(line, column),
+            end_line: origin.line + end_line - 1,
+            end_column: carried(end_line, end_column),
             rule: rule.id.clone(),
             description: rule.description.clone(),
             preview: match preview {
@@ -387,6 +524,82 @@ mod tests {
         }
     }
 
+    /// Issue #16: columns on a line longer than a piece (32 MiB in use,
+    /// 4 KiB here) restarted in each piece. Pieces carry the line's
+    /// characters: every finding of a streamed input, in UTF-8 and in
+    /// UTF-16 (both orders, with and without a BOM), is where a scan of
+    /// the whole buffer puts it, line, column and end alike.
+    #[test]
+    fn columns_on_lines_longer_than_a_piece_count_on_across_pieces() {
+        let scanner = Scanner::new(None).unwrap();
+        for filler in ["ab ", "é ", "😀 x", "Ċ\u{2028}"] {
+            let mut text = String::from("first line\n");
+            for line in 0..2 {
+                for i in 0..9 {
+                    text.push_str(&filler.repeat(150 + 37 * i + line));
+                    let key = format!(
+                        "sk-proj-{}T3BlbkFJ{}",
+                        keyforge_types::random_base62(40),
+                        keyforge_types::random_base62(40)
+                    );
+                    text.push_str(&format!(" OPENAI_API_KEY={key} "));
+                }
+                text.push('\n');
+            }
+            let encode = |order: Option<engine::Utf16>, bom: bool| -> Vec<u8> {
+                let Some(order) = order else {
+                    return text.clone().into_bytes();
+                };
+                let mut out = match (bom, order) {
+                    (false, _) => Vec::new(),
+                    (true, engine::Utf16::Little) => vec![0xff, 0xfe],
+                    (true, engine::Utf16::Big) => vec![0xfe, 0xff],
+                };
+                for unit in text.encode_utf16() {
+                    out.extend_from_slice(&match order {
+                        engine::Utf16::Little => unit.to_le_bytes(),
+                        engine::Utf16::Big => unit.to_be_bytes(),
+                    });
+                }
+                out
+            };
+            for (order, bom) in [
+                (None, false),
+                (Some(engine::Utf16::Little), false),
+                (Some(engine::Utf16::Little), true),
+                (Some(engine::Utf16::Big), false),
+                (Some(engine::Utf16::Big), true),
+            ] {
+                // Without a BOM, UTF-16 is recognised by its ASCII text.
+                if order.is_some() && !bom && !filler.is_ascii() {
+                    continue;
+                }
+                let data = encode(order, bom);
+                let whole = scanner.findings("x.txt", &data, Preview::Masked);
+                assert_eq!(whole.len(), 18, "{filler:?} {order:?} {bom}");
+                let (streamed, read) = scanner
+                    .findings_in_pieces("x.txt", &mut data.as_slice(), Preview::Masked, 4096, 1024)
+                    .unwrap();
+                assert_eq!(read, data.len() as u64);
+                assert!(data.len() > 4 * 4096, "several pieces");
+                let place = |f: &Finding| {
+                    (
+                        f.line,
+                        f.column,
+                        f.end_line,
+                        f.end_column,
+                        f.fingerprint.clone(),
+                    )
+                };
+                assert_eq!(
+                    streamed.iter().map(place).collect::<Vec<_>>(),
+                    whole.iter().map(place).collect::<Vec<_>>(),
+                    "{filler:?} {order:?} bom={bom}"
+                );
+            }
+        }
+    }
+
     /// Gap 9: fingerprints are keyed: stable for one salt, different for
     /// another, and not the unsalted hash an attacker could compute.
     #[test]
@@ -426,17 +639,74 @@ mod tests {
         );
         let old = baseline::Baseline::parse(&v1).unwrap();
         assert!(old.is_legacy());
-        assert!(old.filter(found.clone(), b"salt-a").unwrap().is_empty());
-        let v2 = baseline::Baseline::of(&found, b"salt-a");
-        assert_eq!(v2.version, 2);
+        let here = baseline::PathBase::at(std::path::PathBuf::from("/repo"));
+        assert!(
+            old.filter(found.clone(), b"salt-a", &here)
+                .unwrap()
+                .is_empty()
+        );
+        let v2 = baseline::Baseline::of(&found, b"salt-a", &here);
+        assert_eq!(v2.version, 3);
         let text = serde_json::to_string(&v2).unwrap();
         assert!(
             !text.contains("salt-a"),
             "the salt is not in the file: {text}"
         );
         let v2 = baseline::Baseline::parse(&text).unwrap();
-        assert!(v2.filter(found.clone(), b"salt-a").unwrap().is_empty());
-        let refused = v2.filter(found, b"salt-b").unwrap_err();
+        assert!(
+            v2.filter(found.clone(), b"salt-a", &here)
+                .unwrap()
+                .is_empty()
+        );
+        let refused = v2.filter(found, b"salt-b", &here).unwrap_err();
         assert!(refused.contains("another salt"), "{refused}");
+    }
+
+    /// Issue #16, path-agnostic baselines: a baselined secret copied into
+    /// another file is reported there; at its own path it stays known
+    /// when its line moves, and whichever directory the scan names it
+    /// from. Version 1 and 2 baselines still match at any path.
+    #[test]
+    fn a_baselined_secret_copied_into_another_file_is_reported() {
+        let mut scanner = Scanner::new(None).unwrap();
+        scanner.set_fingerprint_salt(b"salt-a".to_vec());
+        let password = format!("Pw{}", keyforge_types::random_base62(14));
+        let line = format!("DB_PASSWORD={password}\n");
+        let moved = format!("# a comment\n\n{line}");
+        let root = baseline::PathBase::at(std::path::PathBuf::from("/repo"));
+        let known = scanner.findings("config/app.env", line.as_bytes(), Preview::Masked);
+        let baseline = baseline::Baseline::of(&known, b"salt-a", &root);
+        assert_eq!(baseline.findings[0].path, "config/app.env");
+        assert_eq!(baseline.findings[0].rule, "password-assignment");
+        let text = serde_json::to_string(&baseline).unwrap();
+        let baseline = baseline::Baseline::parse(&text).unwrap();
+        let scan = |path: &str, data: &str, from: &str| {
+            let found = scanner.findings(path, data.as_bytes(), Preview::Masked);
+            let paths = baseline::PathBase {
+                from: std::path::PathBuf::from(from),
+                root: std::path::PathBuf::from("/repo"),
+            };
+            baseline.filter(found, b"salt-a", &paths).unwrap()
+        };
+        assert!(
+            scan("config/app.env", &moved, "/repo").is_empty(),
+            "line moved"
+        );
+        assert!(scan("./config/../config/app.env", &line, "/repo").is_empty());
+        assert!(
+            scan("app.env", &line, "/repo/config").is_empty(),
+            "from a subdirectory"
+        );
+        assert!(scan("/repo/config/app.env", &line, "/elsewhere").is_empty());
+        let copied = scan("deploy/prod.env", &line, "/repo");
+        assert_eq!(copied.len(), 1, "a copy in another file is new");
+        assert_eq!(copied[0].path, "deploy/prod.env");
+        // A version 2 baseline (path-agnostic) accepts the copy, as before.
+        let mut v2: serde_json::Value = serde_json::from_str(&text).unwrap();
+        v2["version"] = 2.into();
+        let v2 = baseline::Baseline::parse(&v2.to_string()).unwrap();
+        assert!(v2.is_path_agnostic());
+        let found = scanner.findings("deploy/prod.env", line.as_bytes(), Preview::Masked);
+        assert!(v2.filter(found, b"salt-a", &root).unwrap().is_empty());
     }
 }

@@ -16,8 +16,16 @@
 //! [`MAX_LINE`] bytes), so a key's body lines are redacted with its header.
 //! A line longer than [`MAX_LINE`] is processed in pieces that overlap by
 //! [`OVERLAP`] bytes, longer than any secret a rule matches. UTF-16 input
-//! (a byte order mark) is redacted in pieces of [`crate::CHUNK_BYTES`], its
-//! markers written in UTF-16 too.
+//! (a byte order mark, or without one what [`utf16_order`] takes for
+//! UTF-16 in its first 512 bytes, as `scan` does) is redacted in pieces of
+//! [`crate::CHUNK_BYTES`], its markers written in the stream's byte order
+//! over whole code units.
+//!
+//! Rules limited to some paths (`.pgpass`, `.npmrc`, `config/master.key`)
+//! run on a stream without a name as well, since `scan` reports their
+//! secrets under the file's real name and redaction errs toward removing;
+//! a stream given a name (`keyforge redact --path NAME`) runs them only
+//! where `scan` would for that name.
 
 use std::io::{BufRead, Write};
 
@@ -31,14 +39,25 @@ pub const OVERLAP: usize = 4096;
 /// Lines held while waiting for a multi-line secret to close.
 pub const MAX_HELD_LINES: usize = 400;
 
-/// Replaces each secret of `data` by `[REDACTED:<rule>]`.
+/// Replaces each secret of `data` by `[REDACTED:<rule>]` (every rule
+/// limited to some paths runs too: see the module's paragraph).
 pub fn redact_bytes(scanner: &Scanner, data: &[u8]) -> Vec<u8> {
-    let hits: Vec<crate::Hit> = scanner
-        .scan_deep_every_run(data)
+    redact_bytes_named(scanner, data, None)
+}
+
+/// [`redact_bytes`] for data read as the file `name` (`None`: no name).
+pub fn redact_bytes_named(scanner: &Scanner, data: &[u8], name: Option<&str>) -> Vec<u8> {
+    replace(scanner, data, &hits(scanner, data, name), utf16_order(data))
+}
+
+/// The secrets of one piece, as `scan` finds them and more (every base64
+/// run; rules limited to paths as `name` says).
+fn hits(scanner: &Scanner, data: &[u8], name: Option<&str>) -> Vec<crate::Hit> {
+    scanner
+        .scan_deep_every_run_named(data, name)
         .into_iter()
         .map(|(hit, _)| hit)
-        .collect();
-    replace(scanner, data, &hits, utf16_order(data))
+        .collect()
 }
 
 /// `data` with the secrets at `hits` replaced; overlapping spans are
@@ -55,7 +74,16 @@ fn replace(scanner: &Scanner, data: &[u8], hits: &[crate::Hit], utf16: Option<Ut
         if hit.end <= at {
             continue;
         }
-        let start = hit.start.max(at);
+        // UTF-16 is replaced over whole code units (a BOM is one unit, so
+        // units start at even offsets with or without it).
+        let (hit_start, hit_end) = match utf16 {
+            None => (hit.start, hit.end),
+            Some(_) => (hit.start & !1, (hit.end + 1) & !1),
+        };
+        if hit_end <= at {
+            continue;
+        }
+        let start = hit_start.max(at);
         out.extend_from_slice(&data[at..start]);
         let marker = format!("[REDACTED:{}]", scanner.rules()[hit.rule].id);
         match utf16 {
@@ -69,7 +97,7 @@ fn replace(scanner: &Scanner, data: &[u8], hits: &[crate::Hit], utf16: Option<Ut
                 }
             }
         }
-        at = hit.end.min(data.len());
+        at = hit_end.min(data.len());
     }
     out.extend_from_slice(&data[at..]);
     out
@@ -153,18 +181,51 @@ fn closes(hold: Hold, line: &[u8]) -> bool {
 }
 
 /// Copies `input` to `output`, redacted, line by line (multi-line secrets
-/// held until they close). Returns how many secrets were replaced.
+/// held until they close). Returns how many secrets were replaced. Every
+/// rule limited to some paths runs (see the module's paragraph).
 pub fn redact_stream(
     scanner: &Scanner,
     input: &mut impl BufRead,
     output: &mut impl Write,
 ) -> std::io::Result<usize> {
-    // UTF-16 (a byte order mark in the first two bytes) has NULs in every
-    // other byte and two-byte line ends: it is redacted in whole pieces
-    // instead of lines. The first two bytes are read before deciding (a
-    // reader may hand out one byte at a time).
-    let mut pending: Vec<u8> = Vec::new();
-    while pending.len() < 2 {
+    redact_stream_named(scanner, None, input, output)
+}
+
+/// Bytes at the start of an input that [`utf16_order`] looks at.
+const UTF16_SNIFF: usize = 512;
+
+/// Whether [`utf16_order`] of `head` and of any longer input starting
+/// with it agree: `head` holds all the bytes it looks at, starts with a
+/// byte order mark, or already has more than a tenth of the most pairs it
+/// looks at that are not ASCII text beside a NUL in either byte order (it
+/// takes UTF-16 only when nine in ten are). A UTF-8 stream is decided
+/// after 52 bytes at most, so its first lines are not held longer.
+fn utf16_decided(head: &[u8]) -> bool {
+    if head.len() >= UTF16_SNIFF || matches!(head, [0xff, 0xfe, ..] | [0xfe, 0xff, ..]) {
+        return true;
+    }
+    let text = |b: u8| b == b'\t' || b == b'\n' || b == b'\r' || (0x20..0x7f).contains(&b);
+    let pairs = || head.chunks_exact(2);
+    let not_little = pairs().filter(|p| !(p[1] == 0 && text(p[0]))).count();
+    let not_big = pairs().filter(|p| !(p[0] == 0 && text(p[1]))).count();
+    let most_pairs = UTF16_SNIFF / 2;
+    not_little * 10 > most_pairs && not_big * 10 > most_pairs
+}
+
+/// [`redact_stream`] for a stream read as the file `name` (`None`: no
+/// name, and every rule limited to some paths runs).
+pub fn redact_stream_named(
+    scanner: &Scanner,
+    name: Option<&str>,
+    input: &mut impl BufRead,
+    output: &mut impl Write,
+) -> std::io::Result<usize> {
+    // UTF-16 (a byte order mark, or NULs in every other byte) has two-byte
+    // line ends: it is redacted in whole pieces instead of lines. The
+    // bytes `scan` decides it on are read first (a reader may hand out one
+    // byte at a time), then given back to the line reader.
+    let mut head: Vec<u8> = Vec::new();
+    while !utf16_decided(&head) {
         let available = match input.fill_buf() {
             Ok(bytes) => bytes,
             Err(error) if error.kind() == std::io::ErrorKind::Interrupted => continue,
@@ -173,18 +234,25 @@ pub fn redact_stream(
         if available.is_empty() {
             break;
         }
-        let taken = available.len().min(2 - pending.len());
-        pending.extend_from_slice(&available[..taken]);
+        let taken = available.len().min(UTF16_SNIFF - head.len());
+        head.extend_from_slice(&available[..taken]);
         input.consume(taken);
     }
-    let order = match pending.as_slice() {
-        [0xff, 0xfe] => Some(Utf16::Little),
-        [0xfe, 0xff] => Some(Utf16::Big),
-        _ => None,
-    };
-    if let Some(order) = order {
-        return redact_utf16(scanner, input, output, order, pending);
+    if let Some(order) = utf16_order(&head) {
+        return redact_utf16(scanner, name, input, output, order, head);
     }
+    let mut input = std::io::Read::chain(std::io::Cursor::new(head), input);
+    redact_lines(scanner, name, &mut input, output)
+}
+
+/// Text other than UTF-16, line by line.
+fn redact_lines(
+    scanner: &Scanner,
+    name: Option<&str>,
+    input: &mut impl BufRead,
+    output: &mut impl Write,
+) -> std::io::Result<usize> {
+    let mut pending: Vec<u8> = Vec::new();
     let mut replaced = 0;
     let mut held: Vec<u8> = Vec::new();
     let mut held_lines = 0;
@@ -200,11 +268,11 @@ pub fn redact_stream(
         };
         if available.is_empty() {
             if let Some(previous) = quote_held.take() {
-                replaced += emit(scanner, &previous, output)?;
+                replaced += emit(scanner, name, &previous, output)?;
             }
             held.extend_from_slice(&pending);
             if !held.is_empty() {
-                replaced += emit(scanner, &held, output)?;
+                replaced += emit(scanner, name, &held, output)?;
                 output.flush()?;
             }
             return Ok(replaced);
@@ -223,7 +291,7 @@ pub fn redact_stream(
                 both.extend_from_slice(&pending);
                 pending = both;
             } else {
-                replaced += emit(scanner, &previous, output)?;
+                replaced += emit(scanner, name, &previous, output)?;
                 output.flush()?;
             }
         }
@@ -246,7 +314,7 @@ pub fn redact_stream(
                         if hold.is_none() || held.len() >= MAX_LINE || held_lines >= MAX_HELD_LINES
                         {
                             hold = None;
-                            replaced += emit(scanner, &held, output)?;
+                            replaced += emit(scanner, name, &held, output)?;
                             output.flush()?;
                             held.clear();
                             held_lines = 0;
@@ -268,7 +336,7 @@ pub fn redact_stream(
                         continue;
                     }
                     None => {
-                        replaced += emit(scanner, &pending, output)?;
+                        replaced += emit(scanner, name, &pending, output)?;
                         output.flush()?;
                     }
                 },
@@ -278,36 +346,33 @@ pub fn redact_stream(
             // An over-long line: write out all but the tail, taking care
             // not to cut through a secret (after a line held back for it).
             if let Some(previous) = quote_held.take() {
-                replaced += emit(scanner, &previous, output)?;
+                replaced += emit(scanner, name, &previous, output)?;
             }
             held.extend_from_slice(&pending);
             pending.clear();
             hold = None;
             held_lines = 0;
-            let hits: Vec<crate::Hit> = scanner
-                .scan_deep_every_run(&held)
-                .into_iter()
-                .map(|(hit, _)| hit)
-                .collect();
+            let hits = hits(scanner, &held, name);
             let mut cut = held.len() - OVERLAP;
             for hit in &hits {
                 if hit.start < cut && hit.end > cut {
                     cut = hit.start;
                 }
             }
-            replaced += emit(scanner, &held[..cut], output)?;
+            replaced += emit(scanner, name, &held[..cut], output)?;
             held.drain(..cut);
             pending = std::mem::take(&mut held);
         }
     }
 }
 
-fn emit(scanner: &Scanner, piece: &[u8], output: &mut impl Write) -> std::io::Result<usize> {
-    let hits: Vec<crate::Hit> = scanner
-        .scan_deep_every_run(piece)
-        .into_iter()
-        .map(|(hit, _)| hit)
-        .collect();
+fn emit(
+    scanner: &Scanner,
+    name: Option<&str>,
+    piece: &[u8],
+    output: &mut impl Write,
+) -> std::io::Result<usize> {
+    let hits = hits(scanner, piece, name);
     if hits.is_empty() {
         output.write_all(piece)?;
     } else {
@@ -317,9 +382,11 @@ fn emit(scanner: &Scanner, piece: &[u8], output: &mut impl Write) -> std::io::Re
 }
 
 /// UTF-16 input, redacted in pieces of [`crate::CHUNK_BYTES`] cut after a
-/// line end (or whole, for a piece without one).
+/// line end (or whole, for a piece without one), each cut at an even
+/// offset of the stream (a code unit boundary).
 fn redact_utf16(
     scanner: &Scanner,
+    name: Option<&str>,
     input: &mut impl BufRead,
     output: &mut impl Write,
     order: Utf16,
@@ -327,11 +394,11 @@ fn redact_utf16(
 ) -> std::io::Result<usize> {
     let mut replaced = 0;
     let mut buffer: Vec<u8> = head;
-    let newline: [u8; 2] = match order {
-        Utf16::Little => [b'\n', 0],
-        Utf16::Big => [0, b'\n'],
+    let (newline, bom): ([u8; 2], [u8; 2]) = match order {
+        Utf16::Little => ([b'\n', 0], [0xff, 0xfe]),
+        Utf16::Big => ([0, b'\n'], [0xfe, 0xff]),
     };
-    let mut bom: Option<Vec<u8>> = None;
+    let mut first = true;
     loop {
         let available = match input.fill_buf() {
             Ok(bytes) => bytes.to_vec(),
@@ -355,24 +422,15 @@ fn redact_utf16(
                 .map_or(buffer.len() & !1, |at| at + 2)
         };
         let mut piece: Vec<u8> = buffer.drain(..cut).collect();
-        // Every piece is decoded with the byte order mark in front.
-        let marked = match &bom {
-            None => {
-                bom = Some(piece[..2.min(piece.len())].to_vec());
-                false
-            }
-            Some(mark) => {
-                let mut with = mark.clone();
-                with.extend_from_slice(&piece);
-                piece = with;
-                true
-            }
-        };
-        let hits: Vec<crate::Hit> = scanner
-            .scan_deep_every_run(&piece)
-            .into_iter()
-            .map(|(hit, _)| hit)
-            .collect();
+        // Every piece is scanned with a byte order mark in front (the
+        // stream's own, or one added and not written), so it is decoded in
+        // the stream's byte order whatever its text looks like.
+        let marked = !(first && piece.starts_with(&bom));
+        first = false;
+        if marked {
+            piece.splice(0..0, bom);
+        }
+        let hits = hits(scanner, &piece, name);
         replaced += hits.len();
         let out = replace(scanner, &piece, &hits, Some(order));
         output.write_all(if marked { &out[2..] } else { &out })?;
@@ -541,6 +599,107 @@ mod tests {
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(data)
     }
 
+    /// Issue #16, `redact` corrupted UTF-16 text without a byte order mark
+    /// (its marker went out as 8-bit bytes into the UTF-16 stream). In
+    /// both byte orders, with and without a BOM, whole and read one byte
+    /// at a time: the output is valid UTF-16, the key is gone, its marker
+    /// is in the stream's encoding, and every other byte is as it was.
+    #[test]
+    fn utf16_without_a_bom_is_redacted_in_its_own_encoding() {
+        let scanner = Scanner::new(None).unwrap();
+        let key = planted();
+        let before = "first line é 😀\r\nAPI: ";
+        let after = " Ċ done\r\nlast line\r\n";
+        let text = format!("{before}{key}{after}");
+        for (order, bom) in [
+            (Utf16::Little, &[0xff, 0xfe][..]),
+            (Utf16::Big, &[0xfe, 0xff][..]),
+        ] {
+            let encode = |text: &str| -> Vec<u8> {
+                text.encode_utf16()
+                    .flat_map(|unit| match order {
+                        Utf16::Little => unit.to_le_bytes(),
+                        Utf16::Big => unit.to_be_bytes(),
+                    })
+                    .collect()
+            };
+            for with_bom in [false, true] {
+                let mut input = if with_bom { bom.to_vec() } else { Vec::new() };
+                let head_len = input.len() + encode(before).len();
+                input.extend_from_slice(&encode(&text));
+                let tail = encode(after);
+                let mut outputs = vec![redact_bytes(&scanner, &input)];
+                for chunk in [1, 3, 4096] {
+                    let mut reader = std::io::BufReader::with_capacity(
+                        chunk,
+                        Trickle {
+                            data: &input,
+                            chunk,
+                        },
+                    );
+                    let mut out = Vec::new();
+                    assert_eq!(redact_stream(&scanner, &mut reader, &mut out).unwrap(), 1);
+                    outputs.push(out);
+                }
+                for out in outputs {
+                    let case = format!("{order:?} bom={with_bom}");
+                    assert_eq!(out.len() % 2, 0, "{case}");
+                    assert_eq!(out[..head_len], input[..head_len], "{case}");
+                    assert!(out.ends_with(&tail), "{case}");
+                    let units: Vec<u16> = out[if with_bom { 2 } else { 0 }..]
+                        .chunks_exact(2)
+                        .map(|pair| match order {
+                            Utf16::Little => u16::from_le_bytes([pair[0], pair[1]]),
+                            Utf16::Big => u16::from_be_bytes([pair[0], pair[1]]),
+                        })
+                        .collect();
+                    let decoded = String::from_utf16(&units).expect("valid UTF-16");
+                    assert_eq!(
+                        decoded,
+                        format!("{before}[REDACTED:kf-virtual-key]{after}"),
+                        "{case}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// Issue #16: a `.pgpass` line passed through `redact`, since the rule
+    /// is limited to files of that name and a stream has none. Without a
+    /// name every such rule runs; named, a stream runs them as `scan` does
+    /// for a file of that name.
+    #[test]
+    fn a_pgpass_line_is_redacted_from_a_stream_without_a_name() {
+        let scanner = Scanner::new(None).unwrap();
+        let password = format!("Wq8z{}", keyforge_types::random_base62(12));
+        let line = format!("db.internal:5432:appdb:app:{password}\n");
+        assert!(scanner.scan_deep(line.as_bytes()).is_empty());
+        assert_eq!(
+            scanner
+                .findings(".pgpass", line.as_bytes(), crate::Preview::Masked)
+                .len(),
+            1
+        );
+        for name in [None, Some(".pgpass"), Some("home/me/.pgpass")] {
+            let mut out = Vec::new();
+            redact_stream_named(&scanner, name, &mut line.as_bytes(), &mut out).unwrap();
+            let out = String::from_utf8(out).unwrap();
+            assert!(!out.contains(&password), "{name:?}: {out}");
+            assert!(
+                out.starts_with("db.internal:5432:appdb:app:[REDACTED:"),
+                "{out}"
+            );
+        }
+        let mut out = Vec::new();
+        redact_stream_named(&scanner, Some("app.log"), &mut line.as_bytes(), &mut out).unwrap();
+        assert_eq!(String::from_utf8(out).unwrap(), line, "not a .pgpass file");
+        assert!(
+            !String::from_utf8(redact_bytes(&scanner, line.as_bytes()))
+                .unwrap()
+                .contains(&password)
+        );
+    }
+
     /// The property of the issue: for every rule example and every
     /// encoding, `redact`'s output (streamed, one byte per read, and whole)
     /// holds no byte run that `scan` reports, and scans clean.
@@ -549,10 +708,9 @@ mod tests {
         let scanner = Scanner::new(None).unwrap();
         let mut checked = 0;
         for rule in scanner.rules() {
-            // Rules limited to some paths never see a stream.
-            if rule.path.is_some() {
-                continue;
-            }
+            // Rules limited to some paths are checked against what `scan`
+            // reports in a file of their example's name.
+            let path = rule.example_path.as_deref();
             for example in &rule.examples {
                 let json: String = example
                     .chars()
@@ -568,6 +726,9 @@ mod tests {
                     utf16.extend_from_slice(&unit.to_le_bytes());
                 }
                 let encodings: Vec<(&str, Vec<u8>)> = vec![
+                    // Alone: a whole-file rule (`config/master.key`)
+                    // matches only so.
+                    ("bare", example.as_bytes().to_vec()),
                     (
                         "plain",
                         format!("log: start\n{example}\nlog: end\n").into_bytes(),
@@ -592,11 +753,13 @@ mod tests {
                         )
                         .into_bytes(),
                     ),
+                    ("utf-16 without a BOM", utf16[2..].to_vec()),
                     ("utf-16", utf16),
                 ];
                 for (encoding, input) in encodings {
-                    let hits = scanner.scan_deep(&input);
-                    if encoding == "plain" {
+                    let hits = scanner.scan_deep_at(&input, path);
+                    let must_find = if path.is_some() { "bare" } else { "plain" };
+                    if encoding == must_find {
                         assert!(!hits.is_empty(), "{}: {example:?} not found", rule.id);
                     }
                     let whole = redact_bytes(&scanner, &input);
@@ -620,7 +783,7 @@ mod tests {
                             );
                         }
                         assert!(
-                            scanner.scan_deep(output).is_empty(),
+                            scanner.scan_deep_at(output, path).is_empty(),
                             "{} {encoding}: {example:?} redacted still scans dirty:\n{}",
                             rule.id,
                             String::from_utf8_lossy(output)

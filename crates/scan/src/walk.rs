@@ -81,13 +81,30 @@ pub enum SkipReason {
 /// One input not scanned.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Skipped {
+    /// The name, lossy when it is not UTF-8 (as [`Finding::path`]).
     pub path: String,
+    /// The exact bytes of a name that is not UTF-8, base64 (as
+    /// [`Finding::path_base64`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path_base64: Option<String>,
     pub reason: SkipReason,
+}
+
+impl Skipped {
+    /// The name's exact bytes.
+    pub fn path_bytes(&self) -> std::borrow::Cow<'_, [u8]> {
+        crate::path_bytes(&self.path, self.path_base64.as_deref())
+    }
 }
 
 impl Stats {
     /// Counts (and lists, up to the limit) one input not scanned.
     pub fn skip(&mut self, path: String, reason: SkipReason) {
+        self.skip_exact(path, None, reason);
+    }
+
+    /// [`Stats::skip`] for a name whose exact bytes are not UTF-8.
+    pub fn skip_exact(&mut self, path: String, path_base64: Option<String>, reason: SkipReason) {
         match reason {
             SkipReason::Binary => self.skipped_binary += 1,
             SkipReason::TooLarge => self.skipped_large += 1,
@@ -96,7 +113,11 @@ impl Stats {
             SkipReason::Special => self.skipped_special += 1,
         }
         if self.skipped.len() < MAX_LISTED_SKIPS {
-            self.skipped.push(Skipped { path, reason });
+            self.skipped.push(Skipped {
+                path,
+                path_base64,
+                reason,
+            });
         }
     }
 
@@ -132,10 +153,18 @@ pub fn allowlist(globs: &[String]) -> Result<GlobSet, String> {
     builder.build().map_err(|error| error.to_string())
 }
 
-/// `./a/b` → `a/b`, for reports and allowlists.
+/// `./a/b` → `a/b`, for reports and allowlists (lossy when the name is
+/// not UTF-8: see [`display_path_exact`]).
 pub fn display_path(path: &Path) -> String {
     let text = path.to_string_lossy();
     text.strip_prefix("./").unwrap_or(&text).to_owned()
+}
+
+/// [`display_path`] and, when the name is not UTF-8, its exact bytes in
+/// base64 (see [`Finding::path_base64`]).
+pub fn display_path_exact(path: &Path) -> (String, Option<String>) {
+    let raw = path.as_os_str().as_encoded_bytes();
+    crate::path_names(raw.strip_prefix(b"./").unwrap_or(raw))
 }
 
 #[derive(Default)]
@@ -152,9 +181,14 @@ struct Counters {
 }
 
 impl Counters {
-    fn skip(&self, path: String, reason: SkipReason) {
+    fn skip(&self, path: &Path, reason: SkipReason) {
+        let (text, exact) = display_path_exact(path);
+        self.skip_text(text, exact, reason);
+    }
+
+    fn skip_text(&self, path: String, exact: Option<String>, reason: SkipReason) {
         if let Ok(mut stats) = self.skips.lock() {
-            stats.skip(path, reason);
+            stats.skip_exact(path, exact, reason);
         }
     }
 }
@@ -193,7 +227,8 @@ pub fn scan_paths(
                 let entry = match entry {
                     Ok(entry) => entry,
                     Err(error) => {
-                        counters.skip(error_path(&error), SkipReason::Unreadable);
+                        let (path, exact) = error_path(&error);
+                        counters.skip_text(path, exact, SkipReason::Unreadable);
                         return ignore::WalkState::Continue;
                     }
                 };
@@ -203,35 +238,38 @@ pub fn scan_paths(
                     Some(kind) if kind.is_file() => {}
                     Some(kind) if kind.is_dir() => return ignore::WalkState::Continue,
                     Some(kind) if kind.is_symlink() => {
-                        counters.skip(display_path(entry.path()), SkipReason::Symlink);
+                        counters.skip(entry.path(), SkipReason::Symlink);
                         return ignore::WalkState::Continue;
                     }
                     _ => {
-                        counters.skip(display_path(entry.path()), SkipReason::Special);
+                        counters.skip(entry.path(), SkipReason::Special);
                         return ignore::WalkState::Continue;
                     }
                 }
-                let path = display_path(entry.path());
+                let (path, exact) = display_path_exact(entry.path());
                 if options.allow_paths.is_match(&path) {
                     return ignore::WalkState::Continue;
                 }
                 let size = entry.metadata().map(|m| m.len()).unwrap_or(0);
                 if size > options.max_file_bytes {
-                    counters.skip(path, SkipReason::TooLarge);
+                    counters.skip_text(path, exact, SkipReason::TooLarge);
                     return ignore::WalkState::Continue;
                 }
                 let findings = match scan_file(scanner, entry.path(), &path, size, options) {
-                    Ok(Some((findings, bytes))) => {
+                    Ok(Some((mut findings, bytes))) => {
                         counters.files.fetch_add(1, Ordering::Relaxed);
                         counters.bytes.fetch_add(bytes, Ordering::Relaxed);
+                        for finding in &mut findings {
+                            finding.path_base64.clone_from(&exact);
+                        }
                         findings
                     }
                     Ok(None) => {
-                        counters.skip(path, SkipReason::Binary);
+                        counters.skip_text(path, exact, SkipReason::Binary);
                         return ignore::WalkState::Continue;
                     }
                     Err(_) => {
-                        counters.skip(path, SkipReason::Unreadable);
+                        counters.skip_text(path, exact, SkipReason::Unreadable);
                         return ignore::WalkState::Continue;
                     }
                 };
@@ -256,15 +294,15 @@ pub fn scan_paths(
 /// The path an error of the walk is about (a directory that could not be
 /// listed, a file that could not be opened), however the walker wrapped
 /// it; the error itself when it names none.
-fn error_path(error: &ignore::Error) -> String {
+fn error_path(error: &ignore::Error) -> (String, Option<String>) {
     match error {
-        ignore::Error::WithPath { path, .. } => display_path(path),
+        ignore::Error::WithPath { path, .. } => display_path_exact(path),
         ignore::Error::WithDepth { err, .. } | ignore::Error::WithLineNumber { err, .. } => {
             error_path(err)
         }
-        ignore::Error::Loop { child, .. } => display_path(child),
+        ignore::Error::Loop { child, .. } => display_path_exact(child),
         ignore::Error::Partial(errors) if errors.len() == 1 => error_path(&errors[0]),
-        other => other.to_string(),
+        other => (other.to_string(), None),
     }
 }
 
@@ -346,6 +384,6 @@ mod tests {
                 err: Box::new(ignore::Error::Io(io)),
             }),
         };
-        assert_eq!(error_path(&error), "secrets/locked");
+        assert_eq!(error_path(&error), ("secrets/locked".to_owned(), None));
     }
 }
