@@ -27,6 +27,14 @@ pub struct GatewayConfig {
     /// receive window full, no byte taken); then the connection is closed,
     /// so a client that never reads cannot hold its place for ever.
     pub write_stall_timeout: Duration,
+    /// Time a TLS client has to finish its handshake, counted from the
+    /// TCP accept; then the connection is closed and its place freed.
+    pub tls_handshake_timeout: Duration,
+    /// Proxies in front of the gateway whose forwarding header names the
+    /// client (`[server] trusted_proxies`). A trusted proxy's own address
+    /// is exempt from `max_connections_per_client` (all its clients share
+    /// it); it still counts towards `max_connections`.
+    pub trusted_proxies: crate::forwarded::TrustedProxies,
     /// Time to connect to an upstream.
     pub upstream_connect_timeout: Duration,
     /// Time for an upstream to start answering (LLM responses can take
@@ -131,6 +139,8 @@ impl Default for GatewayConfig {
             max_connections: 768,
             max_connections_per_client: 64,
             write_stall_timeout: Duration::from_secs(60),
+            tls_handshake_timeout: Duration::from_secs(10),
+            trusted_proxies: crate::forwarded::TrustedProxies::default(),
             upstream_connect_timeout: Duration::from_secs(10),
             upstream_response_timeout: Duration::from_secs(600),
             max_upstream_error_bytes: 1024 * 1024,

@@ -14,6 +14,13 @@
 //!   one place (`error.rs`), and never contain a secret.
 //! - Responses stream through as they arrive; request bodies are bounded in
 //!   size and time.
+//! - Every listener runs one accept loop (`serve_on`): a connection takes
+//!   its slot before anything else, TLS handshakes included, and gives it
+//!   back when it closes; a client's address is the TCP peer unless that
+//!   peer is a trusted proxy (`forwarded.rs`).
+//!
+//! It never reads a certificate or key file on its own: the binary loads
+//! them and asks for a reload.
 
 pub mod admin;
 mod alerts;
@@ -21,6 +28,7 @@ pub mod audit;
 mod clock;
 mod config;
 mod error;
+mod forwarded;
 mod health;
 mod ledger;
 mod listen;
@@ -30,6 +38,7 @@ mod proxy;
 mod snapshot;
 mod state;
 pub mod stored_audit;
+mod tls;
 mod upstream;
 
 use std::future::Future;
@@ -39,7 +48,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use axum::Router;
 use axum::routing::get;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use keyforge_store::{Store, StoreError};
@@ -51,15 +60,20 @@ use tokio::net::TcpListener;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{GatewayConfig, LedgerConfig, SpendConfig, UnknownInput};
 pub use error::Fault;
+pub use forwarded::{ClientAddressHeader, TrustedProxies};
 pub use keyforge_control::AnomalyConfig;
 pub use ledger::LedgerStats;
 pub use snapshot::SnapshotError;
+pub use tls::{LoadedCertificate, TlsCertificates, TlsError, TlsFiles};
 
 use state::AppState;
 
 /// Largest request head (request line and headers) accepted; larger ones get
 /// 431. SDK requests carry a few hundred bytes of headers.
 const MAX_REQUEST_HEAD_BYTES: usize = 64 * 1024;
+
+/// Concurrent requests (streams) one HTTP/2 connection may carry.
+const MAX_H2_STREAMS: u32 = 128;
 
 /// Name of the store's meta row holding the sealed virtual-key hashing key.
 const HASH_KEY_META: &str = "virtual_key_hash_key";
@@ -301,36 +315,109 @@ async fn load_or_create_hash_key(
     Ok(KeyHasher::new(&key))
 }
 
-/// The TCP peer of a request's connection.
+/// The client's address of a request: the TCP peer, or, when the peer is
+/// a trusted proxy, the address its forwarding header names
+/// ([`TrustedProxies`]). What anomaly detection, the ledger's client HMAC
+/// and the leak-report rate limit see.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ClientAddr(pub(crate) std::net::IpAddr);
 
-/// Serves `gateway` on `listener` until `shutdown` completes, then lets
-/// in-flight requests finish (for up to 30 seconds).
+/// Serves `gateway` over plain HTTP/1.1 on `listener` until `shutdown`
+/// completes, then lets in-flight requests finish (for up to 30 seconds).
 ///
 /// Connections past `max_connections`, or past `max_connections_per_client`
-/// from one address, get a 503 with `Retry-After: 1` and are closed at
-/// once; a failing `accept` (out of file descriptors) is retried with a
-/// backoff of 5 ms doubling to 1 s. Both are logged at most once a second.
+/// from one address (trusted proxies exempt), get a 503 with
+/// `Retry-After: 1` and are closed at once; a failing `accept` (out of file
+/// descriptors) is retried with a backoff of 5 ms doubling to 1 s. Both are
+/// logged at most once a second.
 pub async fn serve(
     listener: TcpListener,
     gateway: Gateway,
     shutdown: impl Future<Output = ()> + Send,
 ) -> std::io::Result<()> {
     let router = gateway.router();
+    serve_on(listener, router, &gateway, None, Surface::Main, shutdown).await
+}
+
+/// As [`serve`], over TLS: ALPN picks HTTP/2 (`h2`) or HTTP/1.1; a
+/// handshake not finished within `tls_handshake_timeout` is dropped, so
+/// it holds its connection slot no longer. `tls` can be reloaded
+/// ([`TlsCertificates::reload`]) while this runs.
+pub async fn serve_tls(
+    listener: TcpListener,
+    gateway: Gateway,
+    tls: TlsCertificates,
+    shutdown: impl Future<Output = ()> + Send,
+) -> std::io::Result<()> {
+    let router = gateway.router();
+    serve_on(
+        listener,
+        router,
+        &gateway,
+        Some(tls),
+        Surface::Main,
+        shutdown,
+    )
+    .await
+}
+
+/// Serves [`Gateway::metrics_router`] on `listener` until `shutdown`
+/// completes (`keyforge serve --metrics-listen`), over TLS if `tls` is
+/// given; with the main listener's connection caps and timeouts.
+pub async fn serve_metrics(
+    listener: TcpListener,
+    gateway: Gateway,
+    tls: Option<TlsCertificates>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let router = gateway.metrics_router();
+    serve_on(listener, router, &gateway, tls, Surface::Metrics, shutdown).await
+}
+
+/// Which of the gateway's surfaces a listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Surface {
+    /// The proxy and the APIs: its connections are counted in
+    /// `keyforge_open_connections`, and the ledger is flushed at shutdown.
+    Main,
+    /// `/metrics` (and health) on a listener of its own.
+    Metrics,
+}
+
+async fn serve_on(
+    listener: TcpListener,
+    router: Router,
+    gateway: &Gateway,
+    tls: Option<TlsCertificates>,
+    surface: Surface,
+    shutdown: impl Future<Output = ()> + Send,
+) -> std::io::Result<()> {
+    let config = gateway.config();
     let graceful = GracefulShutdown::new();
-    let mut builder = hyper::server::conn::http1::Builder::new();
-    builder
+    let mut http1 = hyper::server::conn::http1::Builder::new();
+    http1
         .timer(TokioTimer::new())
-        .header_read_timeout(gateway.config().header_read_timeout)
+        .header_read_timeout(config.header_read_timeout)
         .keep_alive(true)
         .max_header_size(MAX_REQUEST_HEAD_BYTES);
-    let limits = listen::ConnectionLimits::new(
-        gateway.config().max_connections,
-        gateway.config().max_connections_per_client,
-    );
+    let mut http2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    http2
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(MAX_REQUEST_HEAD_BYTES).unwrap_or(u32::MAX))
+        // Streams, not connections, carry requests in HTTP/2: this bounds
+        // what one connection slot can hold at once.
+        .max_concurrent_streams(MAX_H2_STREAMS)
+        // A peer that stops answering pings is gone: its streams and slot
+        // are freed.
+        .keep_alive_interval(Some(Duration::from_secs(30)))
+        .keep_alive_timeout(Duration::from_secs(20));
+    let builders = Arc::new((http1, http2));
+    let acceptor = tls.as_ref().map(TlsCertificates::acceptor);
+    let limits =
+        listen::ConnectionLimits::new(config.max_connections, config.max_connections_per_client);
     let refusals_logged = listen::WarnLimiter::new(Duration::from_secs(1));
     let accept_errors_logged = listen::WarnLimiter::new(Duration::from_secs(1));
+    let handshakes_logged = Arc::new(listen::WarnLimiter::new(Duration::from_secs(1)));
     let mut backoff = listen::AcceptBackoff::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
@@ -354,40 +441,90 @@ pub async fn serve(
                 }
             }
         };
-        let slot = match limits.admit(peer.ip()) {
+        let peer_ip = peer.ip().to_canonical();
+        let proxied = config.trusted_proxies.trusts(peer_ip);
+        let slot = match limits.admit(peer_ip, proxied) {
             Ok(slot) => slot,
             Err(refusal) => {
                 if let Some(suppressed) = refusals_logged.allow() {
-                    tracing::warn!(client = %peer.ip(), cap = ?refusal, suppressed, "connection refused: too many open connections");
+                    tracing::warn!(client = %peer_ip, cap = ?refusal, suppressed, "connection refused: too many open connections");
                 }
                 // A best-effort answer into the socket's send buffer, which
                 // a fresh connection always has room for; the connection is
-                // closed when `stream` drops.
-                let _ = stream.try_write(&listen::refusal_response(refusal));
+                // closed when `stream` drops. Over TLS the client cannot
+                // read it, but the close is prompt all the same.
+                if acceptor.is_none() {
+                    let _ = stream.try_write(&listen::refusal_response(refusal));
+                }
                 continue;
             }
         };
         let _ = stream.set_nodelay(true);
-        let counted = gateway.state.metrics.connection_opened();
+        let counted = (surface == Surface::Main).then(|| gateway.state.metrics.connection_opened());
         // The client's address rides along in each request's extensions,
-        // for anomaly detection and per-address limits.
-        let client = ClientAddr(peer.ip());
+        // for anomaly detection and per-address limits; behind a trusted
+        // proxy it is read from each request's forwarding header.
+        let trusted = proxied.then(|| config.trusted_proxies.clone());
         let service = tower::ServiceExt::map_request(
             router.clone(),
             move |mut request: http::Request<hyper::body::Incoming>| {
-                request.extensions_mut().insert(client);
+                let client = match &trusted {
+                    Some(proxies) => proxies.client_address(peer_ip, request.headers()),
+                    None => peer_ip,
+                };
+                request.extensions_mut().insert(ClientAddr(client));
                 request
             },
         );
-        let stream = listen::WriteDeadline::new(stream, gateway.config().write_stall_timeout);
-        let connection =
-            builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
-        let connection = graceful.watch(connection);
+        let service = TowerToHyperService::new(service);
+        let stream = listen::WriteDeadline::new(stream, config.write_stall_timeout);
+        let watcher = graceful.watcher();
+        let builders = builders.clone();
+        let acceptor = acceptor.clone();
+        let handshake_timeout = config.tls_handshake_timeout;
+        let handshakes_logged = handshakes_logged.clone();
         tokio::spawn(async move {
-            // The slot is held for as long as the connection is open.
+            // The slot is held for as long as the connection is open,
+            // handshake included.
             let _slot = slot;
             let _counted = counted;
-            if let Err(error) = connection.await {
+            let (http1, http2) = &*builders;
+            let result = match acceptor {
+                None => {
+                    watcher
+                        .watch(http1.serve_connection(TokioIo::new(stream), service))
+                        .await
+                }
+                Some(acceptor) => {
+                    let handshake =
+                        tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await;
+                    let stream = match handshake {
+                        Ok(Ok(stream)) => stream,
+                        Ok(Err(error)) => {
+                            // Debug: scanners and clients with an old CA
+                            // fail handshakes all day long.
+                            tracing::debug!(client = %peer_ip, error = %error, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            if let Some(suppressed) = handshakes_logged.allow() {
+                                tracing::info!(client = %peer_ip, timeout_ms = handshake_timeout.as_millis(), suppressed, "TLS handshake not finished in time; connection closed");
+                            }
+                            return;
+                        }
+                    };
+                    if tls::negotiated_h2(stream.get_ref().1) {
+                        watcher
+                            .watch(http2.serve_connection(TokioIo::new(stream), service))
+                            .await
+                    } else {
+                        watcher
+                            .watch(http1.serve_connection(TokioIo::new(stream), service))
+                            .await
+                    }
+                }
+            };
+            if let Err(error) = result {
                 tracing::debug!(error = %error, "connection closed with an error");
             }
         });
@@ -399,19 +536,10 @@ pub async fn serve(
     {
         tracing::warn!("in-flight requests did not finish within 30 seconds of shutdown");
     }
-    // Every finished request's ledger record is in the store before we return.
-    gateway.state.ledger.flush(Duration::from_secs(30)).await;
+    if surface == Surface::Main {
+        // Every finished request's ledger record is in the store before we
+        // return.
+        gateway.state.ledger.flush(Duration::from_secs(30)).await;
+    }
     Ok(())
-}
-
-/// Serves [`Gateway::metrics_router`] on `listener` until `shutdown`
-/// completes (`keyforge serve --metrics-listen`).
-pub async fn serve_metrics(
-    listener: TcpListener,
-    gateway: Gateway,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    axum::serve(listener, gateway.metrics_router())
-        .with_graceful_shutdown(shutdown)
-        .await
 }

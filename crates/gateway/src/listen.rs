@@ -80,15 +80,20 @@ impl ConnectionLimits {
     }
 
     /// Takes a slot for a connection from `client`, or says which cap is
-    /// reached.
-    pub(crate) fn admit(self: &Arc<Self>, client: IpAddr) -> Result<ConnectionSlot, Refusal> {
+    /// reached. `proxy`: `client` is a trusted proxy, whose connections
+    /// carry many clients, so only the global cap applies to it.
+    pub(crate) fn admit(
+        self: &Arc<Self>,
+        client: IpAddr,
+        proxy: bool,
+    ) -> Result<ConnectionSlot, Refusal> {
         let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
         let (total, per_client) = &mut *open;
         if *total >= self.max {
             return Err(Refusal::Global);
         }
         let mine = per_client.entry(client).or_insert(0);
-        if *mine >= self.per_client {
+        if *mine >= self.per_client && !proxy {
             return Err(Refusal::PerClient);
         }
         *mine += 1;
@@ -380,18 +385,28 @@ mod tests {
         let one = IpAddr::from([10, 0, 0, 1]);
         let two = IpAddr::from([10, 0, 0, 2]);
         let three = IpAddr::from([10, 0, 0, 3]);
-        let a = limits.admit(one).unwrap();
-        let _b = limits.admit(one).unwrap();
-        assert_eq!(limits.admit(one).unwrap_err(), Refusal::PerClient);
-        let _c = limits.admit(two).unwrap();
-        assert_eq!(limits.admit(three).unwrap_err(), Refusal::Global);
+        let a = limits.admit(one, false).unwrap();
+        let _b = limits.admit(one, false).unwrap();
+        assert_eq!(limits.admit(one, false).unwrap_err(), Refusal::PerClient);
+        let _c = limits.admit(two, false).unwrap();
+        assert_eq!(limits.admit(three, false).unwrap_err(), Refusal::Global);
         assert_eq!(limits.open(one), (3, 2));
         drop(a);
         assert_eq!(limits.open(one), (2, 1));
         assert!(
-            limits.admit(three).is_ok(),
+            limits.admit(three, false).is_ok(),
             "a closed connection frees its slot"
         );
+    }
+
+    #[test]
+    fn a_trusted_proxy_is_held_only_to_the_global_cap() {
+        let limits = ConnectionLimits::new(3, 1);
+        let proxy = IpAddr::from([10, 0, 0, 1]);
+        let _a = limits.admit(proxy, true).unwrap();
+        let _b = limits.admit(proxy, true).unwrap();
+        let _c = limits.admit(proxy, true).unwrap();
+        assert_eq!(limits.admit(proxy, true).unwrap_err(), Refusal::Global);
     }
 
     #[test]

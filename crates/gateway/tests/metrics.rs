@@ -326,6 +326,7 @@ async fn a_separate_metrics_listener_needs_no_token() {
     tokio::spawn(keyforge_gateway::serve_metrics(
         listener,
         gateway,
+        None,
         std::future::pending(),
     ));
     let response = harness

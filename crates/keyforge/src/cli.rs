@@ -138,6 +138,15 @@ pub(crate) struct ServeArgs {
     /// TOML configuration file [env: KEYFORGE_CONFIG].
     #[arg(long)]
     pub(crate) config: Option<PathBuf>,
+    /// Serve HTTPS (HTTP/2 and HTTP/1.1) with this PEM certificate chain,
+    /// the server's certificate first; re-read on SIGHUP
+    /// [config: `[server] tls_cert`].
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub(crate) tls_cert: Option<PathBuf>,
+    /// The certificate's private key in PEM (PKCS#8, RSA or EC; not
+    /// encrypted); re-read on SIGHUP [config: `[server] tls_key`].
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub(crate) tls_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]

@@ -35,6 +35,10 @@ pub(crate) struct AdminClient {
     http: reqwest::Client,
 }
 
+/// PEM file of CA certificates the CLI trusts, besides the system's, for
+/// a gateway serving TLS with a private CA's certificate.
+const CA_CERT_ENV: &str = "KEYFORGE_CA_CERT";
+
 /// The gateway's base URL: `--addr`, else `KEYFORGE_ADDR`, else the
 /// default listen address.
 pub(crate) fn gateway_base(addr: Option<&str>) -> String {
@@ -75,9 +79,24 @@ impl AdminClient {
                 read_admin_token_file(&path).with_context(|| format!("no admin token: set {ADMIN_TOKEN_ENV}, or run on the gateway's machine where {} exists", path.display()))?
             }
         };
-        let http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()?;
+        let mut builder = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none());
+        // A gateway serving TLS with a certificate of a private CA: the CA
+        // is trusted beside the system's roots.
+        if let Some(path) = std::env::var_os(CA_CERT_ENV).filter(|value| !value.is_empty()) {
+            let path = PathBuf::from(path);
+            let pem = std::fs::read(&path)
+                .with_context(|| format!("cannot read {CA_CERT_ENV} {}", path.display()))?;
+            let certificates = reqwest::Certificate::from_pem_bundle(&pem)
+                .ok()
+                .filter(|certificates| !certificates.is_empty())
+                .with_context(|| {
+                    format!("{CA_CERT_ENV} {} holds no PEM certificate", path.display())
+                })?;
+            for certificate in certificates {
+                builder = builder.add_root_certificate(certificate);
+            }
+        }
+        let http = builder.build()?;
         Ok(Self {
             base: base.trim_end_matches('/').to_owned(),
             token,
@@ -1004,14 +1023,6 @@ pub(crate) async fn audit(command: AuditCommand) -> anyhow::Result<()> {
 /// The master key for offline verification: `KEYFORGE_MASTER_KEY`, or the
 /// data directory's `master.key` (never created here).
 pub(crate) fn offline_master_key(admin: &AdminArgs) -> anyhow::Result<keyforge_vault::MasterKey> {
-    if let Ok(text) = std::env::var(keyforge_vault::MASTER_KEY_ENV)
-        && !text.is_empty()
-    {
-        return Ok(keyforge_vault::MasterKey::from_base64(
-            &text,
-            keyforge_vault::MASTER_KEY_ENV,
-        )?);
-    }
     let data_dir = match &admin.data_dir {
         Some(dir) => dir.clone(),
         None => match std::env::var_os("KEYFORGE_DATA_DIR") {
@@ -1019,15 +1030,14 @@ pub(crate) fn offline_master_key(admin: &AdminArgs) -> anyhow::Result<keyforge_v
             None => default_data_dir()?,
         },
     };
-    let path = data_dir.join("master.key");
-    if !path.exists() {
-        bail!(
-            "verifying a file needs the master key: set {} or point --data-dir at the data directory holding master.key",
-            keyforge_vault::MASTER_KEY_ENV
-        );
-    }
-    let (key, _) = keyforge_vault::MasterKey::load_or_create(None, &path)?;
-    Ok(key)
+    // The server's own order of sources; never a key created here.
+    crate::serve::load_master_key(&data_dir, false)?.map(|(key, _)| key).with_context(|| {
+        format!(
+            "verifying a file needs the master key: set {} or {}, or point --data-dir at the data directory holding master.key",
+            keyforge_vault::MASTER_KEY_ENV,
+            crate::serve::MASTER_KEY_FILE_ENV
+        )
+    })
 }
 
 fn report_verification(

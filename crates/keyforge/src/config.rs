@@ -25,6 +25,8 @@ pub(crate) struct RawConfig {
     listen: Option<String>,
     data_dir: Option<PathBuf>,
     #[serde(default)]
+    server: RawServer,
+    #[serde(default)]
     limits: RawLimits,
     #[serde(default)]
     pricing: RawPricing,
@@ -101,6 +103,22 @@ struct RawAnomaly {
     auth_failure_burst: Option<u32>,
 }
 
+/// `[server]`: TLS and the proxies in front of the gateway.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    /// PEM certificate chain (relative paths: to the config file).
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of the certificate.
+    tls_key: Option<PathBuf>,
+    /// Networks (`10.0.0.0/8`) or addresses of proxies whose forwarding
+    /// header names the client.
+    #[serde(default)]
+    trusted_proxies: Vec<String>,
+    /// `"x-forwarded-for"` (default) or `"forwarded"` (RFC 7239).
+    client_address_header: Option<String>,
+}
+
 /// `[metrics]`: what `/metrics` labels and where it is served besides the
 /// main listener.
 #[derive(Debug, Default, Deserialize)]
@@ -111,6 +129,9 @@ struct RawMetrics {
     key_labels: bool,
     /// A listener of its own for `/metrics`, without a token.
     listen: Option<String>,
+    /// Serve that listener over TLS too, with `[server]`'s certificate.
+    #[serde(default)]
+    tls: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -124,6 +145,7 @@ struct RawLimits {
     max_connections: Option<usize>,
     max_connections_per_client: Option<usize>,
     write_stall_timeout: Option<String>,
+    tls_handshake_timeout: Option<String>,
 }
 
 #[derive(Debug)]
@@ -132,6 +154,10 @@ pub(crate) struct ServeConfig {
     /// `--metrics-listen` or `[metrics] listen`: `/metrics` without a token.
     pub(crate) metrics_listen: Option<SocketAddr>,
     pub(crate) data_dir: PathBuf,
+    /// `--tls-cert`/`--tls-key` or `[server]`: serve HTTPS.
+    pub(crate) tls: Option<keyforge_gateway::TlsFiles>,
+    /// `[metrics] tls`: the metrics listener serves HTTPS too.
+    pub(crate) metrics_tls: bool,
     pub(crate) gateway: GatewayConfig,
     pub(crate) prices: PriceTable,
     pub(crate) limits: LimitTable,
@@ -192,6 +218,38 @@ pub(crate) fn resolve(args: &ServeArgs, env: &EnvOverrides) -> anyhow::Result<Se
         })?),
         (None, None) => None,
     };
+    let tls = match (
+        &args.tls_cert,
+        &args.tls_key,
+        &raw.server.tls_cert,
+        &raw.server.tls_key,
+    ) {
+        (Some(cert), Some(key), _, _) => Some(keyforge_gateway::TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+        }),
+        (None, None, Some(cert), Some(key)) => Some(keyforge_gateway::TlsFiles {
+            cert: config_dir.join(cert),
+            key: config_dir.join(key),
+        }),
+        (None, None, None, None) => None,
+        (None, None, _, _) => {
+            bail!("config `[server]` needs both `tls_cert` and `tls_key`, or neither")
+        }
+        // clap makes each flag require the other.
+        _ => bail!("--tls-cert and --tls-key go together"),
+    };
+    if raw.metrics.tls && tls.is_none() {
+        bail!(
+            "config `metrics.tls = true` needs a certificate: pass --tls-cert and --tls-key or set `[server] tls_cert` and `tls_key`"
+        );
+    }
+    if raw.metrics.tls && metrics_listen.is_none() {
+        bail!(
+            "config `metrics.tls = true` applies to the metrics listener: set `[metrics] listen` or pass --metrics-listen"
+        );
+    }
+    let trusted_proxies = trusted_proxies(&raw.server)?;
     let data_dir = match args
         .data_dir
         .clone()
@@ -236,6 +294,12 @@ pub(crate) fn resolve(args: &ServeArgs, env: &EnvOverrides) -> anyhow::Result<Se
         max_request_body_bytes,
         max_connections,
         max_connections_per_client,
+        tls_handshake_timeout: duration(
+            limits.tls_handshake_timeout,
+            "tls_handshake_timeout",
+            defaults.tls_handshake_timeout,
+        )?,
+        trusted_proxies,
         write_stall_timeout: duration(
             limits.write_stall_timeout,
             "write_stall_timeout",
@@ -327,10 +391,47 @@ pub(crate) fn resolve(args: &ServeArgs, env: &EnvOverrides) -> anyhow::Result<Se
         listen,
         metrics_listen,
         data_dir,
+        metrics_tls: raw.metrics.tls,
+        tls,
         gateway,
         prices,
         limits,
     })
+}
+
+/// `[server] trusted_proxies` and `client_address_header`, checked: each
+/// entry a network in CIDR notation or a single address.
+fn trusted_proxies(raw: &RawServer) -> anyhow::Result<keyforge_gateway::TrustedProxies> {
+    let networks = raw
+        .trusted_proxies
+        .iter()
+        .map(|text| {
+            let text = text.trim();
+            text.parse::<ipnet::IpNet>()
+                .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map(|network| network.trunc())
+                .map_err(|_| {
+                    anyhow::anyhow!(
+                        "config `server.trusted_proxies`: `{text}` is not a network like 10.0.0.0/8 or fd00::/8, nor an address"
+                    )
+                })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let header = match raw.client_address_header.as_deref() {
+        None | Some("x-forwarded-for" | "X-Forwarded-For") => {
+            keyforge_gateway::ClientAddressHeader::XForwardedFor
+        }
+        Some("forwarded" | "Forwarded") => keyforge_gateway::ClientAddressHeader::Forwarded,
+        Some(other) => bail!(
+            "config `server.client_address_header` is `{other}`: expected \"x-forwarded-for\" or \"forwarded\""
+        ),
+    };
+    if raw.client_address_header.is_some() && networks.is_empty() {
+        bail!(
+            "config `server.client_address_header` is read only from trusted proxies: set `server.trusted_proxies` too"
+        );
+    }
+    Ok(keyforge_gateway::TrustedProxies { networks, header })
 }
 
 /// The shortest retention accepted: rate limiters are rebuilt at start
@@ -429,6 +530,8 @@ mod tests {
             metrics_listen: None,
             data_dir: None,
             config: None,
+            tls_cert: None,
+            tls_key: None,
         }
     }
 
@@ -455,6 +558,8 @@ mod tests {
             metrics_listen: None,
             data_dir: Some("/from/flag".into()),
             config: None,
+            tls_cert: None,
+            tls_key: None,
         };
         let config = resolve(&flags, &env).unwrap();
         assert_eq!(config.listen.port(), 3333);
@@ -567,6 +672,38 @@ mod tests {
                 "[[price]]\napi = \"openai\"\nmodel = \"m\"\nsince = \"2025-13-01\"\ninput = \"1\"",
                 "not a date",
             ),
+            (
+                "[server]\ntrusted_proxies = [\"10.0.0.0/33\"]",
+                "`10.0.0.0/33` is not a network",
+            ),
+            (
+                "[server]\ntrusted_proxies = [\"proxy.internal\"]",
+                "`proxy.internal` is not a network",
+            ),
+            (
+                "[server]\ntrusted_proxies = [\"10.0.0.0/8\"]\nclient_address_header = \"x-real-ip\"",
+                "expected \"x-forwarded-for\" or \"forwarded\"",
+            ),
+            (
+                "[server]\nclient_address_header = \"forwarded\"",
+                "set `server.trusted_proxies` too",
+            ),
+            (
+                "[server]\ntls_cert = \"cert.pem\"",
+                "both `tls_cert` and `tls_key`",
+            ),
+            (
+                "[server]\ntls_cert = \"c.pem\"\ntls_key = \"k.pem\"\n[metrics]\ntls = true",
+                "applies to the metrics listener",
+            ),
+            (
+                "[metrics]\nlisten = \"127.0.0.1:9\"\ntls = true",
+                "needs a certificate",
+            ),
+            (
+                "[limits]\ntls_handshake_timeout = \"never\"",
+                "limits.tls_handshake_timeout",
+            ),
         ];
         for (text, expected) in cases {
             let file = dir.path().join("bad.toml");
@@ -578,5 +715,36 @@ mod tests {
             let error = format!("{:#}", resolve(&args(), &env).unwrap_err());
             assert!(error.contains(expected), "{text}: {error}");
         }
+    }
+
+    #[test]
+    fn server_section_is_read_relative_to_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("keyforge.toml");
+        std::fs::write(&file, "[server]\ntls_cert = \"tls/cert.pem\"\ntls_key = \"/etc/k.pem\"\ntrusted_proxies = [\"10.1.2.3/8\", \"::1\", \"192.0.2.7\"]\nclient_address_header = \"forwarded\"\n[limits]\ntls_handshake_timeout = \"3s\"\n").unwrap();
+        let env = EnvOverrides {
+            config: Some(file),
+            ..Default::default()
+        };
+        let config = resolve(&args(), &env).unwrap();
+        let tls = config.tls.unwrap();
+        assert_eq!(tls.cert, dir.path().join("tls/cert.pem"));
+        assert_eq!(tls.key, PathBuf::from("/etc/k.pem"));
+        let proxies = &config.gateway.trusted_proxies;
+        let networks: Vec<String> = proxies.networks.iter().map(ToString::to_string).collect();
+        assert_eq!(networks, ["10.0.0.0/8", "::1/128", "192.0.2.7/32"]);
+        assert_eq!(
+            proxies.header,
+            keyforge_gateway::ClientAddressHeader::Forwarded
+        );
+        assert_eq!(config.gateway.tls_handshake_timeout, Duration::from_secs(3));
+        // Flags beat the file.
+        let flags = ServeArgs {
+            tls_cert: Some("/flag/c.pem".into()),
+            tls_key: Some("/flag/k.pem".into()),
+            ..args()
+        };
+        let config = resolve(&flags, &env).unwrap();
+        assert_eq!(config.tls.unwrap().cert, PathBuf::from("/flag/c.pem"));
     }
 }

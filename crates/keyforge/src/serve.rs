@@ -23,6 +23,11 @@ pub(crate) const ADMIN_TOKEN_ENV: &str = "KEYFORGE_ADMIN_TOKEN";
 const METRICS_TOKEN_FILE: &str = "metrics.token";
 const METRICS_TOKEN_ENV: &str = "KEYFORGE_METRICS_TOKEN";
 pub(crate) const MASTER_KEY_FILE: &str = "master.key";
+/// Names a file holding the master key (a Docker or Kubernetes secret).
+pub(crate) const MASTER_KEY_FILE_ENV: &str = "KEYFORGE_MASTER_KEY_FILE";
+/// The systemd credential holding the master key
+/// (`LoadCredential=master.key:/etc/keyforge/master.key`).
+pub(crate) const MASTER_KEY_CREDENTIAL: &str = "master.key";
 pub(crate) const DATABASE_FILE: &str = "keyforge.db";
 /// Locked (`flock`, exclusive) by `keyforge serve` for as long as it runs,
 /// and by `keyforge restore` and an offline `keyforge backup`: so a restore
@@ -43,13 +48,8 @@ pub(crate) async fn run(config: ServeConfig, json_logs: bool) -> anyhow::Result<
         )
     })?;
 
-    let master_env = std::env::var(MASTER_KEY_ENV)
-        .ok()
-        .filter(|value| !value.is_empty());
-    let (master_key, master_source) = MasterKey::load_or_create(
-        master_env.as_deref(),
-        &config.data_dir.join(MASTER_KEY_FILE),
-    )?;
+    let (master_key, master_source) =
+        load_master_key(&config.data_dir, true)?.context("no master key")?;
     let (admin_token, admin_created) = load_or_create_admin_token(&config.data_dir)?;
     let (metrics_token, metrics_created) = load_or_create_token(
         &config.data_dir,
@@ -72,6 +72,15 @@ pub(crate) async fn run(config: ServeConfig, json_logs: bool) -> anyhow::Result<
         metrics_token: Some(metrics_token),
     })
     .await?;
+    // Read before the listener opens: a bad certificate stops the start.
+    let tls = match &config.tls {
+        Some(files) => Some(
+            keyforge_gateway::TlsCertificates::load(files.clone()).context(
+                "cannot serve TLS (--tls-cert/--tls-key, `[server] tls_cert`/`tls_key`)",
+            )?,
+        ),
+        None => None,
+    };
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -87,7 +96,16 @@ pub(crate) async fn run(config: ServeConfig, json_logs: bool) -> anyhow::Result<
 
     let (providers, keys) = gateway.counts();
     let mut notes = Vec::new();
-    notes.push(format!("KeyForge listening on http://{local}"));
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    notes.push(format!("KeyForge listening on {scheme}://{local}"));
+    if let Some(tls) = &tls {
+        notes.push(format!(
+            "TLS: {} ({} certificate(s) in the chain), key {}; HTTP/2 and HTTP/1.1; SIGHUP re-reads both",
+            tls.files().cert.display(),
+            tls.current().chain_len,
+            tls.files().key.display()
+        ));
+    }
     notes.push(format!("data directory: {}", config.data_dir.display()));
     notes.push(match &master_source {
         MasterKeySource::Environment => format!("master key: from {MASTER_KEY_ENV}"),
@@ -110,8 +128,9 @@ pub(crate) async fn run(config: ServeConfig, json_logs: bool) -> anyhow::Result<
     });
     if let Some(metrics) = &metrics_listener {
         let addr = metrics.local_addr()?;
+        let scheme = if config.metrics_tls { "https" } else { "http" };
         notes.push(format!(
-            "metrics on http://{addr}/metrics (no token on this listener)"
+            "metrics on {scheme}://{addr}/metrics (no token on this listener)"
         ));
         if !addr.ip().is_loopback() {
             notes.push(format!("warning: the metrics listener {addr} is beyond loopback and needs no token; anyone who reaches it reads your traffic's projects, models and spend"));
@@ -119,12 +138,16 @@ pub(crate) async fn run(config: ServeConfig, json_logs: bool) -> anyhow::Result<
     }
     notes.push(format!("{providers} provider(s), {keys} virtual key(s)"));
     notes.extend(file_limit_note);
-    if !local.ip().is_loopback() {
-        notes.push("warning: listening beyond loopback over plain HTTP; put KeyForge behind a TLS terminator so keys never cross a network in clear".to_owned());
+    if !local.ip().is_loopback() && tls.is_none() {
+        notes.push("warning: listening beyond loopback over plain HTTP: keys cross the network in clear; serve TLS with --tls-cert FILE --tls-key FILE (or put KeyForge behind a TLS terminator and set `[server] trusted_proxies`)".to_owned());
     }
     let mut stderr = std::io::stderr().lock();
     // Before anyone can read that the gateway is up.
     let shutdown = shutdown_signal();
+    let reloads = match &tls {
+        Some(tls) => Some(reload_on_sighup(tls.clone())?),
+        None => None,
+    };
     for note in &notes {
         if json_logs {
             // Every stderr line is then one JSON object.
@@ -137,22 +160,101 @@ pub(crate) async fn run(config: ServeConfig, json_logs: bool) -> anyhow::Result<
     tracing::info!(address = %local, providers, keys, "gateway started");
 
     let (metrics_stop, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
+    let metrics_tls = if config.metrics_tls {
+        tls.clone()
+    } else {
+        None
+    };
     let metrics_task = metrics_listener.map(|metrics| {
         tokio::spawn(keyforge_gateway::serve_metrics(
             metrics,
             gateway.clone(),
+            metrics_tls,
             async move {
                 let _ = metrics_stopped.await;
             },
         ))
     });
-    keyforge_gateway::serve(listener, gateway, shutdown).await?;
+    match tls {
+        Some(tls) => keyforge_gateway::serve_tls(listener, gateway, tls, shutdown).await?,
+        None => keyforge_gateway::serve(listener, gateway, shutdown).await?,
+    }
+    if let Some(reloads) = reloads {
+        reloads.abort();
+    }
     drop(metrics_stop);
     if let Some(task) = metrics_task {
         let _ = task.await;
     }
     tracing::info!("gateway stopped");
     Ok(())
+}
+
+/// Where the master key is read from, first found wins:
+/// `KEYFORGE_MASTER_KEY`; the file `KEYFORGE_MASTER_KEY_FILE` names (a
+/// mounted secret); systemd's credential `master.key` (`LoadCredential=`,
+/// in `$CREDENTIALS_DIRECTORY`); the data directory's `master.key`,
+/// created if absent when `create` (else `None`). Files must be readable
+/// by their owner only, and the one `KEYFORGE_MASTER_KEY_FILE` names must
+/// exist.
+pub(crate) fn load_master_key(
+    data_dir: &Path,
+    create: bool,
+) -> anyhow::Result<Option<(MasterKey, MasterKeySource)>> {
+    let var = |name: &str| std::env::var_os(name).filter(|value| !value.is_empty());
+    if let Some(text) = std::env::var(MASTER_KEY_ENV)
+        .ok()
+        .filter(|value| !value.is_empty())
+    {
+        return Ok(Some(MasterKey::load_or_create(
+            Some(&text),
+            &data_dir.join(MASTER_KEY_FILE),
+        )?));
+    }
+    if let Some(path) = var(MASTER_KEY_FILE_ENV).map(PathBuf::from) {
+        let key = MasterKey::from_file(&path).context(MASTER_KEY_FILE_ENV)?;
+        return Ok(Some((key, MasterKeySource::File(path))));
+    }
+    if let Some(directory) = var("CREDENTIALS_DIRECTORY").map(PathBuf::from) {
+        let path = directory.join(MASTER_KEY_CREDENTIAL);
+        if path.exists() {
+            let key = MasterKey::from_file(&path)
+                .context("the systemd credential master.key ($CREDENTIALS_DIRECTORY)")?;
+            return Ok(Some((key, MasterKeySource::File(path))));
+        }
+    }
+    let path = data_dir.join(MASTER_KEY_FILE);
+    if !create && !path.exists() {
+        return Ok(None);
+    }
+    Ok(Some(MasterKey::load_or_create(None, &path)?))
+}
+
+/// Re-reads the TLS certificate and key on every SIGHUP. The handler is
+/// installed now, before the start notes, so a reload sent as soon as the
+/// gateway says it is up never kills it (SIGHUP's default action).
+fn reload_on_sighup(
+    tls: keyforge_gateway::TlsCertificates,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangups = signal(SignalKind::hangup()).context("cannot install the SIGHUP handler")?;
+    Ok(tokio::spawn(async move {
+        while hangups.recv().await.is_some() {
+            let cert = tls.files().cert.display().to_string();
+            match tls.reload() {
+                Ok(loaded) => {
+                    tracing::info!(
+                        cert,
+                        chain_len = loaded.chain_len,
+                        "TLS certificate reloaded; new connections get it"
+                    );
+                }
+                Err(error) => {
+                    tracing::warn!(error = %error, "TLS reload failed; still serving the previous certificate");
+                }
+            }
+        }
+    }))
 }
 
 /// Resolves on SIGTERM or SIGINT. The handlers are installed when this is

@@ -13,13 +13,14 @@
 //!
 //! [`WebhookSink`] receives alert webhooks and can fail the first few.
 //! [`TestIssuer`] is an OIDC issuer (discovery, JWKS, signing) for workload
-//! identity tests.
+//! identity tests. [`tls`] makes a CA and server certificates at test time.
 //!
 //! Only ever a dev-dependency of KeyForge's crates (and the fake-upstream
 //! binary the benchmarks run).
 
 mod fake;
 mod oidc;
+pub mod tls;
 mod webhook;
 
 pub use fake::{FakeUpstream, MaxBilling, RecordedRequest, fake_provider_key};

@@ -84,6 +84,35 @@ impl MasterKey {
         out
     }
 
+    /// Reads the key from an existing file (base64, surrounding white
+    /// space ignored): a master key file of a data directory, a systemd
+    /// credential (`LoadCredential=`), a mounted secret.
+    ///
+    /// # Errors
+    /// [`MasterKeyError::TooOpen`] if the group or others may read it
+    /// (whatever the content: the file is refused before it is read),
+    /// `Read` if it cannot be read, `Malformed` if it is not a key.
+    pub fn from_file(path: &Path) -> Result<Self, MasterKeyError> {
+        let meta = std::fs::metadata(path).map_err(|source| MasterKeyError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(MasterKeyError::TooOpen {
+                path: path.to_owned(),
+                mode,
+            });
+        }
+        let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|source| {
+            MasterKeyError::Read {
+                path: path.to_owned(),
+                source,
+            }
+        })?);
+        Self::from_base64(&text, &path.display().to_string())
+    }
+
     /// Reads the key from `env_value` if given (the caller reads
     /// `KEYFORGE_MASTER_KEY`), else from `path`, creating the file with a
     /// fresh key if it does not exist.
@@ -98,25 +127,10 @@ impl MasterKey {
             ));
         }
         match std::fs::metadata(path) {
-            Ok(meta) => {
-                let mode = meta.permissions().mode() & 0o777;
-                if mode & 0o077 != 0 {
-                    return Err(MasterKeyError::TooOpen {
-                        path: path.to_owned(),
-                        mode,
-                    });
-                }
-                let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|source| {
-                    MasterKeyError::Read {
-                        path: path.to_owned(),
-                        source,
-                    }
-                })?);
-                Ok((
-                    Self::from_base64(&text, &path.display().to_string())?,
-                    MasterKeySource::File(path.to_owned()),
-                ))
-            }
+            Ok(_) => Ok((
+                Self::from_file(path)?,
+                MasterKeySource::File(path.to_owned()),
+            )),
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
                 let key = Self::generate();
                 let mut text = key.to_base64();

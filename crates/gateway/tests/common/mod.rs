@@ -55,6 +55,18 @@ impl Harness {
         store: Arc<dyn keyforge_store::Store>,
         master_key: MasterKey,
     ) -> (Self, Gateway) {
+        Self::start_serving_tls(config, store, master_key, None).await
+    }
+
+    /// Serves HTTPS with `tls` if given, with its client (which must
+    /// trust the certificate's issuer); `base` is then
+    /// `https://127.0.0.1:PORT`.
+    pub(crate) async fn start_serving_tls(
+        config: GatewayConfig,
+        store: Arc<dyn keyforge_store::Store>,
+        master_key: MasterKey,
+        tls: Option<(keyforge_gateway::TlsCertificates, reqwest::Client)>,
+    ) -> (Self, Gateway) {
         let provider_key = fake_provider_key("provider");
         let upstream = FakeUpstream::start(&provider_key).await.unwrap();
         let admin_token = format!("kfadmin_{}", keyforge_types::random_base62(43));
@@ -72,19 +84,30 @@ impl Harness {
         .await
         .unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let (shutdown, stopped) = tokio::sync::oneshot::channel();
-        tokio::spawn(keyforge_gateway::serve(
-            listener,
-            gateway.clone(),
-            async move {
-                let _ = stopped.await;
-            },
-        ));
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(20))
-            .build()
-            .unwrap();
+        let address = listener.local_addr().unwrap();
+        let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
+        let stopped = async move {
+            let _ = stopped.await;
+        };
+        let (base, http) = match tls {
+            None => {
+                tokio::spawn(keyforge_gateway::serve(listener, gateway.clone(), stopped));
+                let http = reqwest::Client::builder()
+                    .timeout(Duration::from_secs(20))
+                    .build()
+                    .unwrap();
+                (format!("http://{address}"), http)
+            }
+            Some((tls, http)) => {
+                tokio::spawn(keyforge_gateway::serve_tls(
+                    listener,
+                    gateway.clone(),
+                    tls,
+                    stopped,
+                ));
+                (format!("https://{address}"), http)
+            }
+        };
         let harness = Self {
             base,
             admin_token,
