@@ -442,8 +442,12 @@ const BASE64_MARKERS: &[&str] = &[
 /// [`MAX_BASE64_RUN`] characters with capitals and small letters.
 fn runs_around(data: &[u8], markers: &[usize]) -> Vec<(usize, usize)> {
     let mut runs: Vec<(usize, usize)> = Vec::new();
+    // Where the last run looked at ended, taken or not: the markers inside
+    // it are the same run (a hostile line of `c2stc2st…` holds millions),
+    // so each byte is read a bounded number of times.
+    let mut covered = 0;
     for &at in markers {
-        if runs.last().is_some_and(|&(_, end)| at < end) {
+        if at < covered {
             continue;
         }
         let low = at.saturating_sub(MAX_BASE64_RUN);
@@ -459,6 +463,7 @@ fn runs_around(data: &[u8], markers: &[usize]) -> Vec<(usize, usize)> {
         while end < data.len() && data[end] == b'=' && end - start < MAX_BASE64_RUN {
             end += 1;
         }
+        covered = end;
         // The marker says the run is base64: unlike a run found with no
         // marker, it needs no digit (`QUtJQVJTWlNR…` is an access key id).
         let run = &data[start..end];
@@ -3446,6 +3451,12 @@ mod tests {
                 assert_eq!(found(&scanner, &key), ["openai-project-key"], "{key}");
             }
         }
+        let marked = format!(
+            "ghp_{}sample{}",
+            keyforge_types::random_base62(17),
+            keyforge_types::random_base62(13)
+        );
+        assert!(is_placeholder(marked.as_bytes()), "{marked}");
         // Random keys of every usual length are never taken for stand-ins:
         // the words above are too long to occur by chance, and the short
         // ones count only as a whole value.
@@ -3478,7 +3489,6 @@ mod tests {
             b"wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
             b"EXAMPLE0123456789abcdefghijklmnopq",
             b"sk_test_4eC39HqLyjWDarjtEXAMPLEdp7dc",
-            b"ghp_k8Fj2LmQ9xVz3sample7Wp4Rt2Lm9Qx8Fj2Lm",
             b"proj-example-0123456789abcdefghijkl",
             b"[REDACTED:openai-project-key]",
         ] {
@@ -3557,6 +3567,28 @@ mod tests {
             )
         });
         assert!(scanner.scan_deep(quiet.as_bytes()).is_empty(), "{quiet}");
+    }
+
+    /// Regression (found in review): a line made of one marker repeated
+    /// (`c2stc2st…`, 1 MiB) read its whole run again at each of its 262,144
+    /// markers, minutes of work; each run is now read once. Nothing is in
+    /// it, and the encoded key after it is still found.
+    #[test]
+    fn a_line_of_markers_is_one_run_read_once() {
+        use base64::Engine;
+        let scanner = scanner();
+        let key = openai_key();
+        let data = format!(
+            "{}\nblob: {}\n",
+            "c2st".repeat(256 * 1024),
+            base64::engine::general_purpose::STANDARD.encode(key.as_bytes())
+        );
+        let found: Vec<&str> = scanner
+            .scan_deep(data.as_bytes())
+            .iter()
+            .map(|(hit, _)| scanner.rules()[hit.rule].id.as_str())
+            .collect();
+        assert_eq!(found, ["openai-project-key"]);
     }
 
     /// The base64 markers share the keywords' search: none holds or is
