@@ -527,6 +527,36 @@ mod tests {
 
     #[async_trait]
     impl Store for Flaky {
+        async fn insert_admin(
+            &self,
+            admin: &keyforge_store::AdminRecord,
+        ) -> Result<(), StoreError> {
+            self.inner.insert_admin(admin).await
+        }
+        async fn list_admins(&self) -> Result<Vec<keyforge_store::AdminRecord>, StoreError> {
+            self.inner.list_admins().await
+        }
+        async fn get_admin_by_token_hash(
+            &self,
+            token_hash: &keyforge_types::KeyHash,
+        ) -> Result<Option<keyforge_store::AdminRecord>, StoreError> {
+            self.inner.get_admin_by_token_hash(token_hash).await
+        }
+        async fn revoke_admin(
+            &self,
+            name: &keyforge_types::AdminName,
+            at: time::OffsetDateTime,
+        ) -> Result<keyforge_store::AdminRevokeOutcome, StoreError> {
+            self.inner.revoke_admin(name, at).await
+        }
+        async fn replace_admin_token(
+            &self,
+            name: &keyforge_types::AdminName,
+            token_hash: &keyforge_types::KeyHash,
+            at: time::OffsetDateTime,
+        ) -> Result<bool, StoreError> {
+            self.inner.replace_admin_token(name, token_hash, at).await
+        }
         async fn usage_window_start(&self, since_ms: i64) -> Result<i64, StoreError> {
             self.inner.usage_window_start(since_ms).await
         }

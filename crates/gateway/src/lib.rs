@@ -102,7 +102,17 @@ pub struct GatewayParts {
     pub config: GatewayConfig,
     pub store: Arc<dyn Store>,
     pub master_key: MasterKey,
+    /// The legacy admin token (`admin.token`, `KEYFORGE_ADMIN_TOKEN`): at
+    /// the first start with no named admin it becomes the owner admin
+    /// `owner`; afterwards it is that admin's token until rotated.
     pub admin_token: SecretString,
+    /// The legacy admin token was created by this start (a new data
+    /// directory, or a restored or moved one without its `admin.token`).
+    /// On a store that already has admins it then becomes a new owner
+    /// admin `owner-<unix seconds>`, so a restore elsewhere cannot lock
+    /// its operator out (whoever can make the server create the file holds
+    /// the data directory, master key included, already).
+    pub admin_token_created: bool,
     pub clock: Arc<dyn Clock>,
     /// Prices for metering (the shipped table, with the operator's overrides).
     pub prices: keyforge_providers::PriceTable,
@@ -136,6 +146,16 @@ impl Gateway {
                 "store upgraded: existing rows sealed with MACs"
             );
         }
+        // The legacy admin token becomes the owner admin on the first start
+        // with no admin (said once in the log, and in `gateway.start`).
+        let legacy_owner_created = admin::admins::adopt_legacy_token(
+            parts.store.as_ref(),
+            &hasher,
+            &parts.admin_token,
+            parts.admin_token_created,
+            parts.clock.now(),
+        )
+        .await?;
         let snapshot =
             snapshot::Snapshot::load(parts.store.as_ref(), &sealer, None, parts.clock.now())
                 .await?;
@@ -173,7 +193,6 @@ impl Gateway {
                     .as_slice(),
             ),
             snapshot: ArcSwap::from_pointee(snapshot),
-            admin_token: parts.admin_token,
             clock: parts.clock,
             http,
             scrubber: proxy::Scrubber::new()
@@ -206,6 +225,7 @@ impl Gateway {
                 // each one, so a faked upgrade cannot go unseen.
                 "rows_sealed_at_upgrade": sealed,
                 "rows_failing_integrity": integrity_failures,
+                "legacy_owner_created": legacy_owner_created,
                 "max_request_body_bytes": state.config.max_request_body_bytes,
                 "reserve_output_tokens": state.config.reserve_output_tokens,
                 "rotation_max_age_days": state.config.rotation_max_age.as_secs() / 86_400,

@@ -160,6 +160,14 @@ pub(crate) struct Snapshot {
     pub(crate) refused_keys: HashMap<KeyHash, KeyId>,
     /// Every row that failed its check, with what was done about it.
     pub(crate) integrity_failures: HashMap<RowFailure, &'static str>,
+    /// Unrevoked admins whose row holds its MAC, by the hash of their
+    /// token: what the admin API authenticates against, with no database
+    /// call. Revoked admins and admins whose row failed its check are left
+    /// out, so their tokens are refused from the next request on.
+    pub(crate) admins: HashMap<KeyHash, Arc<keyforge_store::AdminRecord>>,
+    /// Every admin (revoked ones included), by name, for listings and
+    /// checks such as "the last owner".
+    pub(crate) admins_by_name: std::collections::BTreeMap<String, Arc<keyforge_store::AdminRecord>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -404,6 +412,23 @@ impl Snapshot {
                 Arc::new(entry),
             );
         }
+        for record in store.list_admins().await? {
+            let record = Arc::new(record);
+            if fails(SealedTable::Admin, record.name.as_str()) {
+                refuse(
+                    SealedTable::Admin,
+                    record.name.as_str(),
+                    "admin refused: its token cannot call the admin API",
+                );
+            } else if record.revoked_at.is_none() {
+                snapshot
+                    .admins
+                    .insert(record.token_hash, Arc::clone(&record));
+            }
+            snapshot
+                .admins_by_name
+                .insert(record.name.as_str().to_owned(), record);
+        }
         snapshot.integrity_failures = refused;
         Ok(snapshot)
     }
@@ -453,6 +478,14 @@ impl Snapshot {
                 .get(hash)
                 .map(|(entry, valid_until)| (entry, Some(*valid_until))),
         }
+    }
+
+    /// The unrevoked, intact admin holding the token that hashes to `hash`
+    /// (map lookup on a keyed hash, then a constant-time comparison).
+    pub(crate) fn find_admin(&self, hash: &KeyHash) -> Option<&Arc<keyforge_store::AdminRecord>> {
+        self.admins
+            .get(hash)
+            .filter(|admin| admin.token_hash.ct_eq(hash))
     }
 
     pub(crate) fn key_by_id(&self, id: &KeyId) -> Option<&Arc<KeyEntry>> {

@@ -24,7 +24,6 @@ pub(crate) struct AppState {
     pub(crate) secret_fingerprints: crate::admin::edit::SecretFingerprints,
     /// Read lock-free by every request; replaced whole after admin changes.
     pub(crate) snapshot: ArcSwap<Snapshot>,
-    pub(crate) admin_token: SecretString,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) http: crate::upstream::UpstreamClient,
     pub(crate) scrubber: Scrubber,

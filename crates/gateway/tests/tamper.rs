@@ -34,6 +34,8 @@ struct Deployment {
     _dir: tempfile::TempDir,
     path: PathBuf,
     master_key: String,
+    /// Its `admin.token`, kept across restarts like the master key.
+    admin_token: String,
 }
 
 impl Deployment {
@@ -44,6 +46,7 @@ impl Deployment {
             _dir: dir,
             path,
             master_key: MasterKey::generate().to_base64().to_string(),
+            admin_token: format!("kfadmin_{}", keyforge_types::random_base62(43)),
         }
     }
 
@@ -56,7 +59,14 @@ impl Deployment {
     async fn start_with(&self, config: GatewayConfig) -> (Harness, keyforge_gateway::Gateway) {
         let store = SqliteStore::open(&self.path).await.unwrap();
         let master_key = MasterKey::from_base64(&self.master_key, "test").unwrap();
-        Harness::start_serving(config, Arc::new(store), master_key).await
+        Harness::start_serving_as(
+            config,
+            Arc::new(store),
+            master_key,
+            None,
+            self.admin_token.clone(),
+        )
+        .await
     }
 
     /// Starts a second gateway on the file once the first has written its
@@ -469,6 +479,8 @@ async fn a_version_7_store_is_sealed_at_its_first_start_and_verifies() {
     }
     // Version 9's rollups are rebuilt from the raw rows by its migration.
     deployment.run("DROP TABLE ledger_rollup").await;
+    // And version 10's admins are made again from the admin token.
+    deployment.run("DROP TABLE admins").await;
     deployment.run("PRAGMA user_version = 7").await;
     let second = deployment.start().await;
     assert_eq!(chat(&second, &key, "gpt-4o-mini").await.0, 200);
@@ -600,4 +612,44 @@ async fn pruning_past_retention_keeps_usage_and_audit_verify_checks_the_rows_kep
             && problem.contains("was deleted"),
         "{problem}"
     );
+}
+
+/// `GET /admin/v1/whoami` with `token`: (status, body).
+async fn whoami(harness: &Harness, token: &str) -> (u16, Value) {
+    let response = harness
+        .http
+        .get(harness.url("/admin/v1/whoami"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn an_admin_whose_role_was_raised_in_the_file_is_refused() {
+    let deployment = Deployment::new();
+    let first = deployment.start().await;
+    let (status, added) = first
+        .admin(
+            reqwest::Method::POST,
+            "/admins",
+            Some(json!({"name": "fin", "role": "viewer"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{added}");
+    let token = added["token"].as_str().unwrap().to_owned();
+    assert_eq!(whoami(&first, &token).await.1["role"], "viewer");
+
+    deployment
+        .tamper("UPDATE admins SET role = 'owner' WHERE name = 'fin'")
+        .await;
+    let second = deployment.restart(&first).await;
+    let (status, body) = whoami(&second, &token).await;
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(body["error"]["code"], "invalid_admin_token");
+    // The other admins are untouched, and the edit is alerted.
+    assert_eq!(whoami(&second, &second.admin_token).await.0, 200);
+    integrity_alert(&second, "fin").await;
 }

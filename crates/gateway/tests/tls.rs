@@ -433,6 +433,7 @@ async fn the_metrics_listener_serves_https_too() {
             "kfadmin_{}",
             keyforge_types::random_base62(43)
         )),
+        admin_token_created: false,
         clock: std::sync::Arc::new(keyforge_gateway::SystemClock),
         prices: keyforge_providers::PriceTable::shipped().unwrap(),
         limits: keyforge_providers::LimitTable::shipped().unwrap(),

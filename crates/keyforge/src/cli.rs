@@ -53,6 +53,10 @@ pub(crate) enum Command {
     /// Alert webhooks (budget thresholds, anomalies) and the log of alerts raised.
     #[command(subcommand)]
     Alerts(AlertsCommand),
+    /// Named admins with roles (viewer, auditor, operator, owner): add,
+    /// list, revoke, rotate a token; `whoami` shows the token in use.
+    #[command(subcommand)]
+    Admin(AdminCommand),
     /// Tokens and cost from the ledger, summed by key, model, day, environment or project.
     Usage {
         /// Only this key (its id or name:ENV/NAME).
@@ -780,6 +784,57 @@ pub(crate) enum AuditCommand {
         /// An exported file to verify instead of the gateway's log.
         #[arg(long)]
         file: Option<PathBuf>,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum AdminCommand {
+    /// Add an admin; prints its token (kfa_...) once. Only owners add
+    /// admins, and never with a role above their own.
+    Add {
+        /// A name of lowercase letters, digits and `-` (shown in the audit
+        /// log as admin:NAME; never reused, even after revocation).
+        name: String,
+        /// viewer (read usage, budgets, keys, status), auditor (+ audit
+        /// log), operator (+ change keys, budgets, rotations, alerts) or
+        /// owner (+ providers, admins, backups).
+        #[arg(long)]
+        role: String,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Every admin with its role and status (never a token or its hash).
+    List {
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Revoke an admin: its token is refused from the next request on. The
+    /// last owner cannot be revoked.
+    Revoke {
+        name: String,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Give an admin a new token (printed once); the old one stops working at once.
+    RotateToken {
+        name: String,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// The admin whose token this command uses, and its role.
+    Whoami {
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         admin: AdminArgs,
     },

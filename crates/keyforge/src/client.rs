@@ -21,8 +21,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::cli::{
-    AdminArgs, AlertsCommand, AuditCommand, BudgetCommand, KeyCommand, ProviderCommand,
-    ProviderTarget, RotateCommand,
+    AdminArgs, AdminCommand, AlertsCommand, AuditCommand, BudgetCommand, KeyCommand,
+    ProviderCommand, ProviderTarget, RotateCommand,
 };
 use crate::config::{DEFAULT_LISTEN, default_data_dir};
 use crate::output;
@@ -1171,5 +1171,86 @@ pub(crate) async fn prices(json: bool, admin: AdminArgs) -> anyhow::Result<()> {
         output::json(&list)
     } else {
         output::price_table(&list)
+    }
+}
+
+/// `keyforge admin ...`: named admins.
+pub(crate) async fn admin(command: AdminCommand) -> anyhow::Result<()> {
+    use keyforge_gateway::admin::api::{AdminList, AdminView, AdminWithToken, CreateAdminRequest};
+    use keyforge_types::{AdminName, AdminRole};
+    match command {
+        AdminCommand::Add {
+            name,
+            role,
+            json,
+            admin,
+        } => {
+            let request = CreateAdminRequest {
+                name: AdminName::parse(&name)?,
+                role: AdminRole::parse(&role)?,
+            };
+            let client = AdminClient::resolve(&admin)?;
+            let created: AdminWithToken = client
+                .call(reqwest::Method::POST, "/admins", Some(&request))
+                .await?;
+            if json {
+                output::json(&created)
+            } else {
+                output::admin_token(&created, "Added")
+            }
+        }
+        AdminCommand::List { json, admin } => {
+            let list: AdminList = AdminClient::resolve(&admin)?
+                .call(reqwest::Method::GET, "/admins", NO_BODY)
+                .await?;
+            if json {
+                output::json(&list)
+            } else {
+                output::admins(&list.admins)
+            }
+        }
+        AdminCommand::Revoke { name, json, admin } => {
+            let name = AdminName::parse(&name)?;
+            let view: AdminView = AdminClient::resolve(&admin)?
+                .call(
+                    reqwest::Method::POST,
+                    &format!("/admins/{name}/revoke"),
+                    NO_BODY,
+                )
+                .await?;
+            if json {
+                output::json(&view)
+            } else {
+                output::line(&format!(
+                    "Revoked admin {} ({}): its token is refused from now on.",
+                    view.name, view.role
+                ))
+            }
+        }
+        AdminCommand::RotateToken { name, json, admin } => {
+            let name = AdminName::parse(&name)?;
+            let rotated: AdminWithToken = AdminClient::resolve(&admin)?
+                .call(
+                    reqwest::Method::POST,
+                    &format!("/admins/{name}/rotate-token"),
+                    NO_BODY,
+                )
+                .await?;
+            if json {
+                output::json(&rotated)
+            } else {
+                output::admin_token(&rotated, "New token for")
+            }
+        }
+        AdminCommand::Whoami { json, admin } => {
+            let view: AdminView = AdminClient::resolve(&admin)?
+                .call(reqwest::Method::GET, "/whoami", NO_BODY)
+                .await?;
+            if json {
+                output::json(&view)
+            } else {
+                output::line(&format!("{} ({})", view.name, view.role))
+            }
+        }
     }
 }

@@ -66,6 +66,7 @@ fn main() -> ExitCode {
             Command::Rotate(command) => client::rotate(command).await,
             Command::Alerts(command) => client::alerts(command).await,
             Command::Audit(command) => client::audit(command).await,
+            Command::Admin(command) => client::admin(command).await,
             Command::Usage {
                 key,
                 env,

@@ -619,3 +619,43 @@ fn table(headers: &[&str], rows: &[Vec<String>], empty: &str) -> anyhow::Result<
     }
     Ok(())
 }
+
+/// An admin's token, the one time it is shown (`admin add`,
+/// `admin rotate-token`).
+pub(crate) fn admin_token(
+    created: &keyforge_gateway::admin::api::AdminWithToken,
+    what: &str,
+) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    let admin = &created.admin;
+    writeln!(out, "{what} admin {} ({})", admin.name, admin.role)?;
+    writeln!(out)?;
+    writeln!(out, "    {}", created.token)?;
+    writeln!(out)?;
+    writeln!(
+        out,
+        "This is the only time the token is shown. Store it in a password manager; the admin uses it as KEYFORGE_ADMIN_TOKEN. KeyForge keeps only a hash."
+    )?;
+    Ok(())
+}
+
+pub(crate) fn admins(admins: &[keyforge_gateway::admin::api::AdminView]) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "{:<24} {:<9} {:<8} {:<21} CREATED BY",
+        "NAME", "ROLE", "STATUS", "CREATED"
+    )?;
+    for admin in admins {
+        writeln!(
+            out,
+            "{:<24} {:<9} {:<8} {:<21} {}",
+            admin.name.as_str(),
+            admin.role.as_str(),
+            admin.status,
+            admin.created_at,
+            admin.created_by
+        )?;
+    }
+    Ok(())
+}

@@ -66,6 +66,7 @@ pub(crate) async fn run(config: ServeConfig, json_logs: bool) -> anyhow::Result<
         store: Arc::new(store),
         master_key,
         admin_token,
+        admin_token_created: admin_created.is_some(),
         clock: Arc::new(SystemClock),
         prices: config.prices,
         limits: config.limits,

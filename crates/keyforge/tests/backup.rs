@@ -156,7 +156,11 @@ async fn a_backup_taken_while_serving_restores_into_a_new_data_dir_that_serves_t
         .filter(|entry| entry["kind"] == "store.backup")
         .collect();
     assert_eq!(backups.len(), 2, "{tail}");
-    assert!(backups.iter().all(|entry| entry["actor"] == "admin"));
+    // (the legacy admin.token is the owner admin `owner`)
+    assert!(
+        backups.iter().all(|entry| entry["actor"] == "admin:owner"),
+        "{tail}"
+    );
 
     // No restore while the server holds the data directory.
     let (ok, _, err) = cli(
@@ -238,6 +242,13 @@ async fn a_backup_taken_while_serving_restores_into_a_new_data_dir_that_serves_t
         .cli(home.path(), &["provider", "list", "--json"], None)
         .await;
     assert!(ok && providers.contains("\"openai\""), "{providers}{err}");
+    // The restored directory got a new admin.token: the backup's admins
+    // keep theirs, and the new one is a new owner, not a lock-out.
+    let (ok, me, err) = second.cli(home.path(), &["admin", "whoami"], None).await;
+    assert!(
+        ok && me.starts_with("owner-") && me.trim_end().ends_with("(owner)"),
+        "{me}{err}"
+    );
     let (ok, out, err) = second.cli(home.path(), &["audit", "verify"], None).await;
     assert!(ok && out.contains("intact"), "{out}{err}");
     second.stop().await;

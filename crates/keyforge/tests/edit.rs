@@ -390,7 +390,7 @@ async fn providers_are_checked_normalised_updated_and_removed() {
     let entries = audit_kinds(&mut t, &server, home).await;
     for kind in ["admin.provider.update", "admin.provider.remove"] {
         let entry = entries.iter().find(|e| e["kind"] == kind).unwrap();
-        assert_eq!(entry["actor"], "admin", "{entry}");
+        assert_eq!(entry["actor"], "admin:owner", "{entry}");
     }
 
     // The edited rows still verify after a restart: prod's provider serves.
@@ -748,7 +748,7 @@ async fn keys_are_updated_in_place_by_id_or_name() {
         .iter()
         .find(|e| e["kind"] == "admin.key.widen")
         .expect("a widening is audited as such");
-    assert_eq!(widen["actor"], "admin");
+    assert_eq!(widen["actor"], "admin:owner");
     assert!(entries.iter().any(|e| e["kind"] == "admin.key.update"));
 
     // Revocation by name, then a restart: the edited key rows still verify.

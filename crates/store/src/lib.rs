@@ -2,7 +2,7 @@
 //! embedded default: one file in the data directory).
 //!
 //! Invariants: the store never sees a plaintext secret. Provider keys arrive
-//! sealed by the vault, virtual keys as their keyed hash. The store is not on
+//! sealed by the vault, virtual keys and admin tokens as their keyed hash. The store is not on
 //! the request path: the gateway loads what it needs into memory at start and
 //! after each change.
 
@@ -10,11 +10,11 @@ mod model;
 mod sqlite;
 
 pub use model::{
-    AlertDelivery, AlertEvent, AlertWebhookRecord, AuditCheckpoint, AuditRow, BudgetRecord,
-    CredentialInfo, CredentialRecord, CredentialStage, GraceSecret, KeyRotation,
-    KeyRotationOutcome, KeyUpdate, LedgerRecord, NewProvider, ProviderRecord, RecentRequest,
-    RevokeOutcome, RollupTotal, StoredAlert, StoredLedgerRow, Suspension, UpstreamHealth,
-    UsageGroup, UsageQuery, UsageRow, VersionUsage, VirtualKeyRecord,
+    AdminRecord, AdminRevokeOutcome, AlertDelivery, AlertEvent, AlertWebhookRecord,
+    AuditCheckpoint, AuditRow, BudgetRecord, CredentialInfo, CredentialRecord, CredentialStage,
+    GraceSecret, KeyRotation, KeyRotationOutcome, KeyUpdate, LedgerRecord, NewProvider,
+    ProviderRecord, RecentRequest, RevokeOutcome, RollupTotal, StoredAlert, StoredLedgerRow,
+    Suspension, UpstreamHealth, UsageGroup, UsageQuery, UsageRow, VersionUsage, VirtualKeyRecord,
 };
 pub use sqlite::{FileCheck, SqliteStore, check_file, checkpoint_file, sync_dir};
 
@@ -64,6 +64,8 @@ pub enum SealedTable {
     /// An earlier secret of a rotated key, in its grace window (`id` is the
     /// key's id).
     KeyGrace,
+    /// A named admin (`id` is the admin's name).
+    Admin,
 }
 
 impl SealedTable {
@@ -75,6 +77,7 @@ impl SealedTable {
             Self::Budget => "budget",
             Self::AlertWebhook => "alert webhook",
             Self::KeyGrace => "earlier secret of a rotated key",
+            Self::Admin => "admin",
         }
     }
 }
@@ -89,7 +92,9 @@ pub struct RowFailure {
 }
 
 use async_trait::async_trait;
-use keyforge_types::{AlertId, BudgetId, BudgetScope, EnvName, KeyId, ProviderId, ProviderName};
+use keyforge_types::{
+    AdminName, AlertId, BudgetId, BudgetScope, EnvName, KeyHash, KeyId, ProviderId, ProviderName,
+};
 use time::OffsetDateTime;
 
 #[derive(Debug, thiserror::Error)]
@@ -308,6 +313,37 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// hour) into one row per hour and group, a bounded stretch (a day) per
     /// call, in one transaction; returns whether older minutes remain.
     async fn coarsen_rollups(&self, before_ms: i64) -> Result<bool, StoreError>;
+
+    /// Adds a named admin (schema 10, table `admins`), sealing its row.
+    /// A name already taken (revoked admins included) or a token hash
+    /// already stored is a [`StoreError::Conflict`].
+    async fn insert_admin(&self, admin: &AdminRecord) -> Result<(), StoreError>;
+    /// Every admin, revoked ones included, by name.
+    async fn list_admins(&self) -> Result<Vec<AdminRecord>, StoreError>;
+    /// The admin whose token hashes to `token_hash` (revoked or not);
+    /// `None` if none does. Not on the request path (the gateway serves
+    /// admins from its snapshot); for tools and the conformance suite.
+    async fn get_admin_by_token_hash(
+        &self,
+        token_hash: &KeyHash,
+    ) -> Result<Option<AdminRecord>, StoreError>;
+    /// Revokes an admin by name at `at`, in one transaction that refuses
+    /// to revoke the last unrevoked owner. Re-seals the row only if its MAC
+    /// held before.
+    async fn revoke_admin(
+        &self,
+        name: &AdminName,
+        at: OffsetDateTime,
+    ) -> Result<AdminRevokeOutcome, StoreError>;
+    /// Gives an unrevoked admin a new token hash and sets `rotated_at`;
+    /// `false` if there is no such unrevoked admin. The old token stops
+    /// working at once. Re-seals the row only if its MAC held before.
+    async fn replace_admin_token(
+        &self,
+        name: &AdminName,
+        token_hash: &KeyHash,
+        at: OffsetDateTime,
+    ) -> Result<bool, StoreError>;
 
     /// Writes a consistent copy of the whole store to `dest` (mode 0600,
     /// moved into place in one step; an existing file is replaced only

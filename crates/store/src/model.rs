@@ -1,8 +1,8 @@
 //! Rows as the rest of KeyForge sees them.
 
 use keyforge_types::{
-    AlertId, AnomalyAction, BudgetId, BudgetLimit, BudgetScope, EnvName, KeyHash, KeyId, KeyLimits,
-    ProjectName, ProviderId, ProviderName, Scope,
+    AdminId, AdminName, AdminRole, AlertId, AnomalyAction, BudgetId, BudgetLimit, BudgetScope,
+    EnvName, KeyHash, KeyId, KeyLimits, ProjectName, ProviderId, ProviderName, Scope,
 };
 use time::OffsetDateTime;
 
@@ -420,4 +420,32 @@ pub struct KeyUpdate {
     pub set_budgets: Vec<BudgetRecord>,
     /// Budgets of this key to remove.
     pub remove_budgets: Vec<BudgetId>,
+}
+
+/// A named admin (schema 10): who may call the admin API, with which role.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminRecord {
+    pub id: AdminId,
+    pub name: AdminName,
+    pub role: AdminRole,
+    /// The keyed hash of the admin's token (never the token).
+    pub token_hash: KeyHash,
+    pub created_at: OffsetDateTime,
+    /// The actor that added it (`admin:NAME`, or `gateway` for the owner
+    /// made from the legacy `admin.token`).
+    pub created_by: String,
+    /// When its token was last replaced.
+    pub rotated_at: Option<OffsetDateTime>,
+    pub revoked_at: Option<OffsetDateTime>,
+}
+
+/// What [`crate::Store::revoke_admin`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdminRevokeOutcome {
+    Revoked,
+    AlreadyRevoked,
+    /// Refused: this is the last unrevoked owner (nobody could manage
+    /// admins after it).
+    LastOwner,
+    NotFound,
 }

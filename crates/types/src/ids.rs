@@ -120,6 +120,10 @@ define_id!(
     BudgetId, "budget", "bgt_", 16
 );
 define_id!(
+    /// The id of a named admin (`adm_` + 16 base62 characters).
+    AdminId, "admin", "adm_", 16
+);
+define_id!(
     /// The id of an alert webhook (`alr_` + 16 base62 characters).
     AlertId, "alert", "alr_", 16
 );

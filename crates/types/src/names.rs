@@ -107,6 +107,12 @@ define_name!(
     /// spans environments: its budget counts the spend of all its keys.
     ProjectName, "project", 48
 );
+define_name!(
+    /// The name of a named admin (`owner`, `alice`, `finance-bot`): what
+    /// audit entries show as `admin:NAME`. Unique among admins, revoked
+    /// ones included, so an audit entry's actor always names one person.
+    AdminName, "admin", 48
+);
 
 #[cfg(test)]
 mod tests {

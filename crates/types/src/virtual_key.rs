@@ -174,7 +174,33 @@ impl KeyHasher {
         bytes.copy_from_slice(tag.as_ref());
         KeyHash(bytes)
     }
+
+    /// The keyed hash an admin token is stored under: a `kfa_` token, or
+    /// the legacy `admin.token` text (any format). Domain-separated from
+    /// [`Self::hash`], so no `kf_` key hash can ever equal an admin's.
+    pub fn hash_admin(&self, token: &SecretString) -> KeyHash {
+        #[expect(
+            clippy::disallowed_methods,
+            reason = "the token text goes only into the HMAC"
+        )]
+        let text = token.expose_secret();
+        let mut context = hmac::Context::with_key(&self.key);
+        context.update(ADMIN_DOMAIN);
+        context.update(text.as_bytes());
+        let tag = context.sign();
+        let mut bytes = [0u8; 32];
+        bytes.copy_from_slice(tag.as_ref());
+        KeyHash(bytes)
+    }
+
+    /// [`Self::hash_admin`] of a parsed `kfa_` token.
+    pub fn hash_admin_token(&self, token: &crate::AdminToken) -> KeyHash {
+        self.hash_admin(token.secret())
+    }
 }
+
+/// Prefix of every admin token's hash input (a NUL cannot start a key).
+const ADMIN_DOMAIN: &[u8] = b"keyforge/admin-token\0";
 
 impl fmt::Debug for KeyHasher {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

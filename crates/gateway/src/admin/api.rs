@@ -642,3 +642,51 @@ pub struct BackupRequest {
 pub struct BackupResult {
     pub to: String,
 }
+
+/// A named admin as listings show it: never its token or the token's hash.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct AdminView {
+    pub id: keyforge_types::AdminId,
+    pub name: keyforge_types::AdminName,
+    /// `viewer`, `auditor`, `operator` or `owner`.
+    pub role: keyforge_types::AdminRole,
+    /// `active` or `revoked`.
+    pub status: String,
+    /// RFC 3339.
+    pub created_at: String,
+    /// The actor that added it (`admin:NAME`; `gateway` for the owner made
+    /// from the legacy `admin.token`).
+    pub created_by: String,
+    pub rotated_at: Option<String>,
+    pub revoked_at: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+pub struct AdminList {
+    pub admins: Vec<AdminView>,
+}
+
+/// `POST /admin/v1/admins`.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateAdminRequest {
+    pub name: keyforge_types::AdminName,
+    pub role: keyforge_types::AdminRole,
+}
+
+/// The answer to adding an admin or rotating its token: the one time the
+/// token (`kfa_...`) is shown.
+#[derive(Deserialize, Serialize)]
+pub struct AdminWithToken {
+    pub token: String,
+    pub admin: AdminView,
+}
+
+impl std::fmt::Debug for AdminWithToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminWithToken")
+            .field("token", &"[redacted]")
+            .field("admin", &self.admin)
+            .finish()
+    }
+}

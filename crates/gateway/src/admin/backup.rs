@@ -35,7 +35,7 @@ pub(super) async fn backup(
     }
     audit_as(
         &state,
-        "admin",
+        &super::current_actor()?,
         BACKUP_KIND,
         serde_json::json!({"to": request.to, "force": request.force, "online": true}),
     )

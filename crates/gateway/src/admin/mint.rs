@@ -72,7 +72,7 @@ impl KeySpec {
 /// Who is minting, for the record and the audit log.
 #[derive(Debug, Clone)]
 pub(crate) struct Minter {
-    /// The audit log's actor: `admin`, `key:<id>`, `oidc:<role>`.
+    /// The audit log's actor: `admin:NAME`, `key:<id>`, `oidc:<role>`.
     pub(crate) actor: String,
     /// The key's `origin` column.
     pub(crate) origin: String,
@@ -261,7 +261,7 @@ pub(crate) fn build(
                     }
                 }
             }
-            if spec.can_mint && !record.can_mint && minter.actor != "admin" {
+            if spec.can_mint && !record.can_mint && minter.origin != "admin" {
                 return Err(narrowing(
                     "a key that may not mint keys cannot give that right to a child",
                 ));
@@ -296,7 +296,7 @@ pub(crate) fn build(
             }
         }
     }
-    if minter.actor == "admin" && !spec.allow_duplicate_name {
+    if minter.origin == "admin" && !spec.allow_duplicate_name {
         super::edit::check_name_free(&state.snapshot.load(), &env, &name, None, now)?;
     }
     let virtual_key = VirtualKey::generate(&env);
@@ -371,7 +371,7 @@ pub(crate) async fn mint(
     {
         data.extend(detail.clone());
     }
-    let kind = if minter.actor == "admin" {
+    let kind = if minter.origin == "admin" {
         "admin.key.create"
     } else {
         "key.create"

@@ -1,6 +1,12 @@
-//! The admin API (`/admin/v1/...`), used by the CLI. Every route requires the
-//! admin token; `kf_` proxy keys are refused here whatever their scope.
+//! The admin API (`/admin/v1/...`), used by the CLI. Every route requires a
+//! named admin's token (`kfa_...`, or the legacy `admin.token`, which is
+//! the `owner` admin's); `kf_` proxy keys are refused here whatever their
+//! scope. Then the route table in [`access`] decides, deny by default,
+//! whether the admin's role may call the route; every audit entry made here
+//! names the admin as `admin:NAME`.
 
+pub(crate) mod access;
+pub(crate) mod admins;
 mod alerts;
 pub mod api;
 mod audit_log;
@@ -26,7 +32,6 @@ use keyforge_providers::ProviderKind;
 use keyforge_store::{CredentialRecord, NewProvider, RevokeOutcome, StoreError};
 use keyforge_types::{KeyId, ProviderId, ProviderSecret, Ttl, VirtualKey};
 use secrecy::ExposeSecret;
-use subtle::ConstantTimeEq;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
@@ -38,46 +43,122 @@ use crate::snapshot::{KeyEntry, ProviderEntry, credential_aad};
 use crate::state::AppState;
 
 pub(crate) fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
-    Router::new()
-        .route("/providers", get(list_providers).post(create_provider))
-        .route(
+    routes()
+        .0
+        .layer(middleware::from_fn_with_state(state, require_admin))
+}
+
+/// Every admin route, and the (method, path) pairs it was built from: the
+/// test of [`access`] walks these to prove each one has a minimum role.
+/// Routes are added only through [`Routes::add`], so the list is the
+/// router's own.
+pub(crate) fn routes() -> (Router<Arc<AppState>>, Vec<(http::Method, &'static str)>) {
+    use axum::routing::{delete, patch};
+    use http::Method;
+    Routes::default()
+        .add(Method::GET, "/providers", get(list_providers))
+        .add(Method::POST, "/providers", post(create_provider))
+        .add(
+            Method::PATCH,
             "/providers/{id}",
-            axum::routing::patch(edit::update_provider).delete(edit::remove_provider),
+            patch(edit::update_provider),
         )
-        .route(
+        .add(
+            Method::DELETE,
+            "/providers/{id}",
+            delete(edit::remove_provider),
+        )
+        .add(
+            Method::GET,
             "/providers/{id}/rotation",
-            get(rotation::status).post(rotation::start),
+            get(rotation::status),
         )
-        .route("/providers/{id}/rotation/promote", post(rotation::promote))
-        .route("/providers/{id}/rotation/finish", post(rotation::finish))
-        .route(
+        .add(
+            Method::POST,
+            "/providers/{id}/rotation",
+            post(rotation::start),
+        )
+        .add(
+            Method::POST,
+            "/providers/{id}/rotation/promote",
+            post(rotation::promote),
+        )
+        .add(
+            Method::POST,
+            "/providers/{id}/rotation/finish",
+            post(rotation::finish),
+        )
+        .add(
+            Method::POST,
             "/providers/{id}/rotation/rollback",
             post(rotation::rollback),
         )
-        .route("/providers/{id}/rotation/cancel", post(rotation::cancel))
-        .route("/keys", get(list_keys).post(create_key))
-        .route("/keys/{id}", get(show_key).patch(edit::update_key))
-        .route("/keys/revoke", post(revoke_keys))
-        .route("/keys/{id}/revoke", post(revoke_key))
-        .route("/keys/{id}/resume", post(resume_key))
-        .route("/keys/{id}/rotate", post(rotate_key))
-        .route("/budgets", get(budgets::list).post(budgets::set))
-        .route("/budgets/{id}", axum::routing::delete(budgets::delete))
-        .route("/alerts", get(alerts::list).post(alerts::add))
-        .route("/alerts/log", get(alerts::log))
-        .route("/alerts/{id}", axum::routing::delete(alerts::remove))
-        .route("/status", get(status::status))
-        .route("/audit", get(audit_log::tail))
-        .route("/audit/export", get(audit_log::export))
-        .route("/audit/verify", get(audit_log::check))
-        .route("/backup", post(backup::backup))
-        .route("/doctor", get(doctor::doctor))
-        .route("/usage", get(usage))
-        .route("/prices", get(prices))
-        .fallback(|| async {
+        .add(
+            Method::POST,
+            "/providers/{id}/rotation/cancel",
+            post(rotation::cancel),
+        )
+        .add(Method::GET, "/keys", get(list_keys))
+        .add(Method::POST, "/keys", post(create_key))
+        .add(Method::GET, "/keys/{id}", get(show_key))
+        .add(Method::PATCH, "/keys/{id}", patch(edit::update_key))
+        .add(Method::POST, "/keys/revoke", post(revoke_keys))
+        .add(Method::POST, "/keys/{id}/revoke", post(revoke_key))
+        .add(Method::POST, "/keys/{id}/resume", post(resume_key))
+        .add(Method::POST, "/keys/{id}/rotate", post(rotate_key))
+        .add(Method::GET, "/budgets", get(budgets::list))
+        .add(Method::POST, "/budgets", post(budgets::set))
+        .add(Method::DELETE, "/budgets/{id}", delete(budgets::delete))
+        .add(Method::GET, "/alerts", get(alerts::list))
+        .add(Method::POST, "/alerts", post(alerts::add))
+        .add(Method::GET, "/alerts/log", get(alerts::log))
+        .add(Method::DELETE, "/alerts/{id}", delete(alerts::remove))
+        .add(Method::GET, "/status", get(status::status))
+        .add(Method::GET, "/audit", get(audit_log::tail))
+        .add(Method::GET, "/audit/export", get(audit_log::export))
+        .add(Method::GET, "/audit/verify", get(audit_log::check))
+        .add(Method::POST, "/backup", post(backup::backup))
+        .add(Method::GET, "/doctor", get(doctor::doctor))
+        .add(Method::GET, "/usage", get(usage))
+        .add(Method::GET, "/prices", get(prices))
+        .add(Method::GET, "/admins", get(admins::list))
+        .add(Method::POST, "/admins", post(admins::add))
+        .add(Method::POST, "/admins/{name}/revoke", post(admins::revoke))
+        .add(
+            Method::POST,
+            "/admins/{name}/rotate-token",
+            post(admins::rotate_token),
+        )
+        .add(Method::GET, "/whoami", get(admins::whoami))
+        .finish()
+}
+
+/// Builds the admin router one (method, path) at a time and records each.
+#[derive(Default)]
+struct Routes {
+    router: Router<Arc<AppState>>,
+    added: Vec<(http::Method, &'static str)>,
+}
+
+impl Routes {
+    /// Adds one method of one path (axum merges the methods of a path).
+    fn add(
+        mut self,
+        method: http::Method,
+        path: &'static str,
+        handler: axum::routing::MethodRouter<Arc<AppState>>,
+    ) -> Self {
+        self.router = self.router.route(path, handler);
+        self.added.push((method, path));
+        self
+    }
+
+    fn finish(self) -> (Router<Arc<AppState>>, Vec<(http::Method, &'static str)>) {
+        let router = self.router.fallback(|| async {
             AdminError::new(StatusCode::NOT_FOUND, "not_found", "no such admin endpoint")
-        })
-        .layer(middleware::from_fn_with_state(state, require_admin_token))
+        });
+        (router, self.added)
+    }
 }
 
 /// An admin API error: `{"error": {"code", "message"}}`.
@@ -133,7 +214,31 @@ impl IntoResponse for AdminError {
     }
 }
 
-async fn require_admin_token(
+tokio::task_local! {
+    /// The admin whose request is being served: set by [`require_admin`]
+    /// around the handler, read by [`audit`] (every audit entry of the
+    /// admin API names its admin without each handler passing it on).
+    static ACTOR: Arc<keyforge_store::AdminRecord>;
+}
+
+/// The audit actor of the request being served: `admin:NAME`. Outside a
+/// request that [`require_admin`] authenticated there is none, and the
+/// action is refused (nothing is audited under a made-up name).
+pub(crate) fn current_actor() -> Result<String, AdminError> {
+    ACTOR
+        .try_with(|admin| format!("admin:{}", admin.name))
+        .map_err(|_| AdminError::internal("no admin identity for this request"))
+}
+
+/// The admin whose request is being served, if any.
+pub(crate) fn current_admin() -> Option<Arc<keyforge_store::AdminRecord>> {
+    ACTOR.try_with(Arc::clone).ok()
+}
+
+/// Authenticates the admin (401 without a valid token), then checks its
+/// role against the route table (403 `insufficient_role`, audited), then
+/// serves the request as that admin.
+async fn require_admin(
     State(state): State<Arc<AppState>>,
     request: Request,
     next: Next,
@@ -148,37 +253,112 @@ async fn require_admin_token(
                 .or_else(|| value.strip_prefix("bearer "))
         })
         .map(str::trim);
-    match presented {
-        None => AdminError::new(
-            StatusCode::UNAUTHORIZED,
-            "missing_admin_token",
-            "the admin API needs `Authorization: Bearer <admin token>`",
-        )
-        .into_response(),
-        Some(token) if VirtualKey::looks_like(token) => AdminError::new(
-            StatusCode::FORBIDDEN,
-            "proxy_key_not_allowed",
-            "KeyForge proxy keys (kf_...) cannot call the admin API; use the admin token",
-        )
-        .into_response(),
+    let admin = match presented {
+        None => {
+            return AdminError::new(
+                StatusCode::UNAUTHORIZED,
+                "missing_admin_token",
+                "the admin API needs `Authorization: Bearer <admin token>`",
+            )
+            .into_response();
+        }
+        Some(token) if VirtualKey::looks_like(token) => {
+            return AdminError::new(
+                StatusCode::FORBIDDEN,
+                "proxy_key_not_allowed",
+                "KeyForge proxy keys (kf_...) cannot call the admin API; use an admin token",
+            )
+            .into_response();
+        }
         Some(token) => {
-            #[expect(
-                clippy::disallowed_methods,
-                reason = "the admin token is compared in constant time and goes nowhere else"
-            )]
-            let expected = state.admin_token.expose_secret().as_bytes();
-            if bool::from(token.as_bytes().ct_eq(expected)) {
-                next.run(request).await
-            } else {
-                AdminError::new(
+            // A `kfa_` token with a bad checksum is refused offline, with
+            // what is wrong with it; other text may be the legacy token.
+            if keyforge_types::AdminToken::looks_like(token)
+                && let Err(error) = keyforge_types::AdminToken::parse(token)
+            {
+                return AdminError::new(
                     StatusCode::UNAUTHORIZED,
                     "invalid_admin_token",
-                    "the admin token is not valid",
+                    error.to_string(),
                 )
-                .into_response()
+                .into_response();
+            }
+            let hash = state
+                .hasher
+                .hash_admin(&secrecy::SecretString::from(token.to_owned()));
+            match state.snapshot.load().find_admin(&hash) {
+                Some(admin) => Arc::clone(admin),
+                None => {
+                    return AdminError::new(
+                        StatusCode::UNAUTHORIZED,
+                        "invalid_admin_token",
+                        "the admin token is not valid (unknown, revoked or replaced)",
+                    )
+                    .into_response();
+                }
             }
         }
+    };
+    let matched = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|path| path.as_str().to_owned());
+    let method = request.method().clone();
+    ACTOR
+        .scope(Arc::clone(&admin), async move {
+            match access::check(&method, matched.as_deref(), admin.role) {
+                access::Decision::Allow => next.run(request).await,
+                access::Decision::NoSuchRoute => {
+                    AdminError::new(StatusCode::NOT_FOUND, "not_found", "no such admin endpoint")
+                        .into_response()
+                }
+                access::Decision::Refuse(refusal) => refuse(&state, &admin, &method, refusal)
+                    .await
+                    .into_response(),
+            }
+        })
+        .await
+}
+
+/// The 403 of a refused route, after its audit entry
+/// (`admin.access.refused`). If the refusal cannot be audited the answer
+/// is the audit failure (503): still refused.
+async fn refuse(
+    state: &AppState,
+    admin: &keyforge_store::AdminRecord,
+    method: &http::Method,
+    refusal: access::Refusal,
+) -> AdminError {
+    let (code, needed, message) = match refusal.needed {
+        Some(needed) => (
+            "insufficient_role",
+            Some(needed.as_str()),
+            format!(
+                "{method} {} needs the {needed} role; admin `{}` is {}",
+                refusal.route, admin.name, admin.role
+            ),
+        ),
+        None => (
+            "route_not_in_access_table",
+            None,
+            format!(
+                "{method} {} is not in the admin access table, so no role may call it (deny by default)",
+                refusal.route
+            ),
+        ),
+    };
+    let data = serde_json::json!({
+        "method": method.as_str(),
+        "route": refusal.route,
+        "role": admin.role.as_str(),
+        "role_needed": needed,
+        "code": code,
+    });
+    if let Err(error) = audit(state, "access.refused", data).await {
+        return error;
     }
+    tracing::warn!(admin = %admin.name, role = %admin.role, method = %method, route = %refusal.route, code, "admin request refused by role");
+    AdminError::new(StatusCode::FORBIDDEN, code, message)
 }
 
 pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, AdminError> {
@@ -259,10 +439,10 @@ pub(crate) fn key_view(entry: &KeyEntry, now: OffsetDateTime) -> KeyView {
 /// the audit log cannot be written, the action is refused: nothing happens
 /// unaudited.
 async fn audit(state: &AppState, kind: &str, data: serde_json::Value) -> Result<(), AdminError> {
-    audit_as(state, "admin", &format!("admin.{kind}"), data).await
+    audit_as(state, &current_actor()?, &format!("admin.{kind}"), data).await
 }
 
-/// Records an action by `actor` (`admin`, `key:<id>`, `oidc:<role>`) in the
+/// Records an action by `actor` (`admin:NAME`, `key:<id>`, `oidc:<role>`) in the
 /// audit log before it is carried out; refused if it cannot be recorded.
 pub(crate) async fn audit_as(
     state: &AppState,
@@ -541,7 +721,7 @@ async fn create_key(
     let warnings = edit::unknown_model_warnings(&state, &request.models);
     let spec = mint::KeySpec::from_request(request)?;
     let minter = mint::Minter {
-        actor: "admin".to_owned(),
+        actor: current_actor()?,
         origin: "admin".to_owned(),
         detail: serde_json::Value::Null,
     };

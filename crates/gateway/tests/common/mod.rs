@@ -67,15 +67,29 @@ impl Harness {
         master_key: MasterKey,
         tls: Option<(keyforge_gateway::TlsCertificates, reqwest::Client)>,
     ) -> (Self, Gateway) {
+        let admin_token = format!("kfadmin_{}", keyforge_types::random_base62(43));
+        Self::start_serving_as(config, store, master_key, tls, admin_token).await
+    }
+
+    /// With the legacy admin token `admin_token`: a deployment restarted on
+    /// the same store keeps its `admin.token`, and the owner it became at
+    /// the first start answers to it.
+    pub(crate) async fn start_serving_as(
+        config: GatewayConfig,
+        store: Arc<dyn keyforge_store::Store>,
+        master_key: MasterKey,
+        tls: Option<(keyforge_gateway::TlsCertificates, reqwest::Client)>,
+        admin_token: String,
+    ) -> (Self, Gateway) {
         let provider_key = fake_provider_key("provider");
         let upstream = FakeUpstream::start(&provider_key).await.unwrap();
-        let admin_token = format!("kfadmin_{}", keyforge_types::random_base62(43));
         let clock = ManualClock::new(datetime!(2026-06-01 12:00:00 UTC));
         let gateway = Gateway::new(GatewayParts {
             config,
             store,
             master_key,
             admin_token: SecretString::from(admin_token.clone()),
+            admin_token_created: false,
             clock: Arc::new(clock.clone()),
             prices: keyforge_providers::PriceTable::shipped().unwrap(),
             limits: keyforge_providers::LimitTable::shipped().unwrap(),

@@ -6,8 +6,9 @@ use std::sync::{Arc, OnceLock};
 
 use async_trait::async_trait;
 use keyforge_types::{
-    AlertId, AnomalyAction, BudgetId, BudgetLimit, BudgetScope, EnvName, KeyHash, KeyId, KeyLimits,
-    NanoUsd, Period, ProjectName, ProviderId, ProviderName, Scope,
+    AdminId, AdminName, AdminRole, AlertId, AnomalyAction, BudgetId, BudgetLimit, BudgetScope,
+    EnvName, KeyHash, KeyId, KeyLimits, NanoUsd, Period, ProjectName, ProviderId, ProviderName,
+    Scope,
 };
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
@@ -17,11 +18,11 @@ use sqlx::{Row, SqliteConnection};
 use time::OffsetDateTime;
 
 use crate::model::{
-    AlertDelivery, AlertEvent, AlertWebhookRecord, AuditCheckpoint, AuditRow, BudgetRecord,
-    CredentialInfo, CredentialRecord, CredentialStage, GraceSecret, KeyRotation,
-    KeyRotationOutcome, KeyUpdate, LedgerRecord, NewProvider, ProviderRecord, RecentRequest,
-    RevokeOutcome, StoredAlert, StoredLedgerRow, Suspension, UpstreamHealth, UsageGroup,
-    UsageQuery, UsageRow, VersionUsage, VirtualKeyRecord,
+    AdminRecord, AdminRevokeOutcome, AlertDelivery, AlertEvent, AlertWebhookRecord,
+    AuditCheckpoint, AuditRow, BudgetRecord, CredentialInfo, CredentialRecord, CredentialStage,
+    GraceSecret, KeyRotation, KeyRotationOutcome, KeyUpdate, LedgerRecord, NewProvider,
+    ProviderRecord, RecentRequest, RevokeOutcome, StoredAlert, StoredLedgerRow, Suspension,
+    UpstreamHealth, UsageGroup, UsageQuery, UsageRow, VersionUsage, VirtualKeyRecord,
 };
 use crate::{RowFailure, RowMac, Store, StoreError};
 
@@ -31,7 +32,7 @@ mod row_mac;
 
 pub use backup::{FileCheck, check_file, checkpoint_file, sync_dir};
 
-const SCHEMA_VERSION: i64 = 9;
+const SCHEMA_VERSION: i64 = 10;
 /// Audit rows per INSERT statement (a batch has a few: its `key.use`
 /// entries and admin entries).
 const AUDIT_ROWS_PER_STATEMENT: usize = 100;
@@ -44,6 +45,7 @@ const SCHEMA_V6: &str = include_str!("schema_v6.sql");
 const SCHEMA_V7: &str = include_str!("schema_v7.sql");
 const SCHEMA_V8: &str = include_str!("schema_v8.sql");
 const SCHEMA_V9: &str = include_str!("schema_v9.sql");
+const SCHEMA_V10: &str = include_str!("schema_v10.sql");
 /// How far minute rollups have been merged into hours (Unix ms, 8 bytes
 /// big-endian); absent until the first merge.
 const ROLLUP_HOURLY_BEFORE: &str = "rollup_hourly_before";
@@ -148,6 +150,9 @@ impl SqliteStore {
         }
         if version < 9 {
             sqlx::raw_sql(SCHEMA_V9).execute(&mut *tx).await?;
+        }
+        if version < 10 {
+            sqlx::raw_sql(SCHEMA_V10).execute(&mut *tx).await?;
         }
         if version < SCHEMA_VERSION {
             sqlx::raw_sql(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))
@@ -349,6 +354,30 @@ fn optional_u32(row: &SqliteRow, column: &'static str) -> Result<Option<u32>, St
 const KEY_COLUMNS: &str = "id, name, env, hash, prefix, scope, created_at, expires_at, revoked_at, \
      project, rpm, tpm, max_parallel, on_anomaly, suspended_at, suspended_reason, parent_id, can_mint, \
      origin";
+
+const ADMIN_COLUMNS: &str =
+    "id, name, role, token_hash, created_at, created_by, rotated_at, revoked_at";
+
+fn admin_from_row(row: &SqliteRow) -> Result<AdminRecord, StoreError> {
+    let hash: Vec<u8> = row.try_get("token_hash")?;
+    Ok(AdminRecord {
+        id: AdminId::parse(row.try_get("id")?).map_err(corrupt("admin id"))?,
+        name: AdminName::parse(row.try_get("name")?).map_err(corrupt("admin name"))?,
+        role: AdminRole::parse(row.try_get("role")?).map_err(corrupt("admin role"))?,
+        token_hash: KeyHash::from_slice(&hash)
+            .ok_or_else(|| StoreError::Corrupt("admin token hash length".into()))?,
+        created_at: from_unix(row.try_get("created_at")?)?,
+        created_by: row.try_get("created_by")?,
+        rotated_at: row
+            .try_get::<Option<i64>, _>("rotated_at")?
+            .map(from_unix)
+            .transpose()?,
+        revoked_at: row
+            .try_get::<Option<i64>, _>("revoked_at")?
+            .map(from_unix)
+            .transpose()?,
+    })
+}
 
 fn budget_from_row(row: &SqliteRow) -> Result<BudgetRecord, StoreError> {
     let kind: String = row.try_get("scope_kind")?;
@@ -1161,6 +1190,136 @@ impl Store for SqliteStore {
         .await?;
         tx.commit().await?;
         Ok(to < horizon)
+    }
+
+    async fn insert_admin(&self, admin: &AdminRecord) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO admins (id, name, role, token_hash, created_at, created_by, rotated_at, revoked_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(admin.id.as_str())
+        .bind(admin.name.as_str())
+        .bind(admin.role.as_str())
+        .bind(admin.token_hash.as_bytes().as_slice())
+        .bind(to_unix(admin.created_at))
+        .bind(&admin.created_by)
+        .bind(admin.rotated_at.map(to_unix))
+        .bind(admin.revoked_at.map(to_unix))
+        .execute(&mut *tx)
+        .await;
+        let inserted = match inserted {
+            Err(error) if is_unique_violation(&error) => {
+                return Err(StoreError::Conflict(format!(
+                    "an admin named `{}` already exists (names of revoked admins are not reused)",
+                    admin.name
+                )));
+            }
+            other => other?,
+        };
+        row_mac::seal(
+            &mut tx,
+            self.mac(),
+            &row_mac::ADMINS,
+            inserted.last_insert_rowid(),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn list_admins(&self) -> Result<Vec<AdminRecord>, StoreError> {
+        let rows = sqlx::query(&format!("SELECT {ADMIN_COLUMNS} FROM admins ORDER BY name"))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(admin_from_row).collect()
+    }
+
+    async fn get_admin_by_token_hash(
+        &self,
+        token_hash: &KeyHash,
+    ) -> Result<Option<AdminRecord>, StoreError> {
+        let row = sqlx::query(&format!(
+            "SELECT {ADMIN_COLUMNS} FROM admins WHERE token_hash = ?"
+        ))
+        .bind(token_hash.as_bytes().as_slice())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(admin_from_row).transpose()
+    }
+
+    async fn revoke_admin(
+        &self,
+        name: &AdminName,
+        at: OffsetDateTime,
+    ) -> Result<AdminRevokeOutcome, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query("SELECT rowid, role, revoked_at FROM admins WHERE name = ?")
+            .bind(name.as_str())
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(row) = row else {
+            tx.commit().await?;
+            return Ok(AdminRevokeOutcome::NotFound);
+        };
+        let rowid: i64 = row.try_get("rowid")?;
+        if row.try_get::<Option<i64>, _>("revoked_at")?.is_some() {
+            tx.commit().await?;
+            return Ok(AdminRevokeOutcome::AlreadyRevoked);
+        }
+        if row.try_get::<String, _>("role")? == AdminRole::Owner.as_str() {
+            let other_owners: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM admins WHERE role = 'owner' AND revoked_at IS NULL AND name <> ?",
+            )
+            .bind(name.as_str())
+            .fetch_one(&mut *tx)
+            .await?;
+            if other_owners == 0 {
+                tx.commit().await?;
+                return Ok(AdminRevokeOutcome::LastOwner);
+            }
+        }
+        let intact = self
+            .intact_rows(&mut tx, &row_mac::ADMINS, &[rowid])
+            .await?;
+        sqlx::query("UPDATE admins SET revoked_at = ? WHERE rowid = ?")
+            .bind(to_unix(at))
+            .bind(rowid)
+            .execute(&mut *tx)
+            .await?;
+        self.reseal(&mut tx, &row_mac::ADMINS, &intact).await?;
+        tx.commit().await?;
+        Ok(AdminRevokeOutcome::Revoked)
+    }
+
+    async fn replace_admin_token(
+        &self,
+        name: &AdminName,
+        token_hash: &KeyHash,
+        at: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let rowid: Option<i64> =
+            sqlx::query_scalar("SELECT rowid FROM admins WHERE name = ? AND revoked_at IS NULL")
+                .bind(name.as_str())
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some(rowid) = rowid else {
+            tx.commit().await?;
+            return Ok(false);
+        };
+        let intact = self
+            .intact_rows(&mut tx, &row_mac::ADMINS, &[rowid])
+            .await?;
+        sqlx::query("UPDATE admins SET token_hash = ?, rotated_at = ? WHERE rowid = ?")
+            .bind(token_hash.as_bytes().as_slice())
+            .bind(to_unix(at))
+            .bind(rowid)
+            .execute(&mut *tx)
+            .await?;
+        self.reseal(&mut tx, &row_mac::ADMINS, &intact).await?;
+        tx.commit().await?;
+        Ok(true)
     }
 
     async fn backup_to(&self, dest: &Path, overwrite: bool) -> Result<(), StoreError> {

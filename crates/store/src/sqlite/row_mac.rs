@@ -101,13 +101,33 @@ pub(crate) const KEY_GRACE: Spec = Spec {
     columns: &["hash", "key_id", "prefix", "valid_until"],
 };
 
-pub(crate) const ALL: [&Spec; 6] = [
+/// A named admin: its role, token hash and revocation are what an
+/// attacker with the database file would want to change.
+pub(crate) const ADMINS: Spec = Spec {
+    table: SealedTable::Admin,
+    name: "admins",
+    label: "keyforge/row/admins/v1",
+    id: "name",
+    columns: &[
+        "id",
+        "name",
+        "role",
+        "token_hash",
+        "created_at",
+        "created_by",
+        "rotated_at",
+        "revoked_at",
+    ],
+};
+
+pub(crate) const ALL: [&Spec; 7] = [
     &PROVIDERS,
     &CREDENTIALS,
     &KEYS,
     &BUDGETS,
     &WEBHOOKS,
     &KEY_GRACE,
+    &ADMINS,
 ];
 
 /// The canonical MAC input of one row: `label`, then each column's name and

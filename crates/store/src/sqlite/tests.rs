@@ -4,6 +4,7 @@ use time::macros::datetime;
 use super::*;
 use crate::SealedTable;
 use crate::model::{CredentialStage, LedgerRecord, UsageGroup, UsageQuery};
+use keyforge_types::{AdminName, KeyHash};
 
 fn provider(name: &str, env: &str) -> NewProvider {
     NewProvider {
@@ -1098,7 +1099,7 @@ async fn a_version_7_database_is_sealed_once_at_the_first_start() {
             "ALTER TABLE providers DROP COLUMN mac; ALTER TABLE provider_credentials DROP COLUMN mac; \
              ALTER TABLE virtual_keys DROP COLUMN mac; ALTER TABLE budgets DROP COLUMN mac; \
              ALTER TABLE alert_webhooks DROP COLUMN mac; ALTER TABLE key_grace DROP COLUMN mac; DELETE FROM meta WHERE name = 'row_mac_backfill'; \
-             DROP TABLE ledger_rollup; PRAGMA user_version = 7",
+             DROP TABLE ledger_rollup; DROP TABLE admins; PRAGMA user_version = 7",
         )
         .execute(&store.pool)
         .await
@@ -1480,4 +1481,170 @@ async fn health_reports_the_latest_status_of_each_key_version() {
         ),
         (1, 1, 1, 401, 69_000)
     );
+}
+
+fn admin(name: &str, role: keyforge_types::AdminRole, hash: u8) -> AdminRecord {
+    AdminRecord {
+        id: keyforge_types::AdminId::generate(),
+        name: AdminName::parse(name).unwrap(),
+        role,
+        token_hash: KeyHash::from_bytes([hash; 32]),
+        created_at: datetime!(2026-12-01 10:00 UTC),
+        created_by: "gateway".to_owned(),
+        rotated_at: None,
+        revoked_at: None,
+    }
+}
+
+#[tokio::test]
+async fn admins_round_trip_and_the_last_owner_is_never_revoked() {
+    use keyforge_types::AdminRole::{Owner, Viewer};
+    let store = SqliteStore::open_in_memory().await.unwrap();
+    store.install_row_mac(row_mac()).await.unwrap();
+    let owner = admin("owner", Owner, 1);
+    let viewer = admin("fin", Viewer, 2);
+    store.insert_admin(&owner).await.unwrap();
+    store.insert_admin(&viewer).await.unwrap();
+    // Names and token hashes are unique.
+    for duplicate in [admin("fin", Owner, 3), admin("other", Viewer, 2)] {
+        assert!(matches!(
+            store.insert_admin(&duplicate).await,
+            Err(StoreError::Conflict(_))
+        ));
+    }
+    assert_eq!(
+        store.list_admins().await.unwrap(),
+        [viewer.clone(), owner.clone()]
+    );
+    assert_eq!(
+        store
+            .get_admin_by_token_hash(&KeyHash::from_bytes([2; 32]))
+            .await
+            .unwrap(),
+        Some(viewer.clone())
+    );
+    assert_eq!(
+        store
+            .get_admin_by_token_hash(&KeyHash::from_bytes([9; 32]))
+            .await
+            .unwrap(),
+        None
+    );
+
+    let at = datetime!(2026-12-02 10:00 UTC);
+    let cases = [
+        ("owner", AdminRevokeOutcome::LastOwner),
+        ("nobody", AdminRevokeOutcome::NotFound),
+        ("fin", AdminRevokeOutcome::Revoked),
+        ("fin", AdminRevokeOutcome::AlreadyRevoked),
+    ];
+    for (name, outcome) in cases {
+        let name = AdminName::parse(name).unwrap();
+        assert_eq!(
+            store.revoke_admin(&name, at).await.unwrap(),
+            outcome,
+            "{name}"
+        );
+    }
+    // A second owner makes the first revocable; then the second is last.
+    store.insert_admin(&admin("boss", Owner, 4)).await.unwrap();
+    let owner_name = AdminName::parse("owner").unwrap();
+    let boss = AdminName::parse("boss").unwrap();
+    assert_eq!(
+        store.revoke_admin(&owner_name, at).await.unwrap(),
+        AdminRevokeOutcome::Revoked
+    );
+    assert_eq!(
+        store.revoke_admin(&boss, at).await.unwrap(),
+        AdminRevokeOutcome::LastOwner
+    );
+
+    // A new token hash replaces the old one; revoked admins get none.
+    let new_hash = KeyHash::from_bytes([5; 32]);
+    assert!(
+        store
+            .replace_admin_token(&boss, &new_hash, at)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .replace_admin_token(&owner_name, &KeyHash::from_bytes([6; 32]), at)
+            .await
+            .unwrap()
+    );
+    let found = store
+        .get_admin_by_token_hash(&new_hash)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((found.name.as_str(), found.rotated_at), ("boss", Some(at)));
+    assert_eq!(
+        store
+            .get_admin_by_token_hash(&KeyHash::from_bytes([4; 32]))
+            .await
+            .unwrap(),
+        None
+    );
+    // Every write above left its row sealed.
+    assert_eq!(failures(&store).await, []);
+}
+
+#[tokio::test]
+async fn an_admin_row_edited_outside_the_store_fails_its_check() {
+    use keyforge_types::AdminRole::{Owner, Viewer};
+    let edits = [
+        "UPDATE admins SET role = 'owner' WHERE name = 'fin'",
+        "UPDATE admins SET token_hash = x'0707070707070707070707070707070707070707070707070707070707070707' WHERE name = 'fin'",
+        "UPDATE admins SET revoked_at = NULL WHERE name = 'fin'",
+    ];
+    for edit in edits {
+        let store = SqliteStore::open_in_memory().await.unwrap();
+        store.install_row_mac(row_mac()).await.unwrap();
+        store.insert_admin(&admin("owner", Owner, 1)).await.unwrap();
+        store.insert_admin(&admin("fin", Viewer, 2)).await.unwrap();
+        store
+            .revoke_admin(
+                &AdminName::parse("fin").unwrap(),
+                datetime!(2026-12-02 10:00 UTC),
+            )
+            .await
+            .unwrap();
+        sqlx::raw_sql(edit).execute(&store.pool).await.unwrap();
+        assert_eq!(
+            failures(&store).await,
+            [(SealedTable::Admin, "fin".to_owned())],
+            "{edit}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_version_9_database_gains_an_empty_admins_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keyforge.db");
+    {
+        let options = SqliteConnectOptions::new()
+            .filename(&path)
+            .create_if_missing(true);
+        let pool = SqlitePool::connect_with(options).await.unwrap();
+        for schema in [
+            SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5, SCHEMA_V6, SCHEMA_V7, SCHEMA_V8,
+            SCHEMA_V9,
+        ] {
+            sqlx::raw_sql(schema).execute(&pool).await.unwrap();
+        }
+        sqlx::raw_sql("PRAGMA user_version = 9")
+            .execute(&pool)
+            .await
+            .unwrap();
+        pool.close().await;
+    }
+    let store = SqliteStore::open(&path).await.unwrap();
+    assert_eq!(store.list_admins().await.unwrap(), []);
+    let version: i64 = sqlx::query_scalar("PRAGMA user_version")
+        .fetch_one(&store.pool)
+        .await
+        .unwrap();
+    assert_eq!(version, 10);
 }
