@@ -279,6 +279,14 @@ impl Chain {
         checkpoint_line(last.seq, &hash, &mac)
     }
 
+    /// Continues after `last` from now on: another instance appended to
+    /// the shared chain since this one last wrote (PostgreSQL).
+    pub(crate) fn rebase(&mut self, last: Option<(u64, [u8; 32])>) {
+        let (seq, hash) = last.unwrap_or((0, [0u8; 32]));
+        self.next_seq = seq + 1;
+        self.last_hash = hash;
+    }
+
     pub(crate) fn commit(&mut self, entries: &[ChainedEntry]) {
         if let Some(last) = entries.last() {
             self.next_seq = last.seq + 1;

@@ -2,7 +2,10 @@
 //! queue and one background task writes them in batches, one transaction
 //! each (group commit). Nothing on the request path waits for the database.
 //!
-//! The same task appends the audit log, so the hash chain has one writer:
+//! The same task appends the audit log, so the hash chain has one writer per
+//! instance (instances sharing a PostgreSQL store take turns: a batch that
+//! finds the stored head moved on is chained again after it, see
+//! `StoreError::ChainMoved`):
 //! the ledger records of a batch become one `key.use` entry listing every
 //! use (one line, one hash and one row per batch rather than per request),
 //! admin actions arrive as entries of their own (their caller waits for the
@@ -455,30 +458,46 @@ async fn run(
             }
         }
         batch.close_uses();
-        let entries = chain.entries(&batch.audit);
-        let rows: Vec<AuditRow> = entries
-            .iter()
-            .map(|entry| AuditRow {
-                seq: entry.seq,
-                at_ms: entry.at_ms,
-                kind: entry.kind.clone(),
-                line: entry.line.clone(),
-                hash: entry.hash.to_vec(),
-            })
-            .collect();
-        let checkpoint = entries.last().map(|last| AuditCheckpoint {
-            seq: last.seq,
-            line: chain.checkpoint(last),
-        });
         let mut backoff = Duration::from_millis(100);
-        while let Err(error) = store
-            .commit_batch(&batch.ledger, &rows, checkpoint.as_ref())
-            .await
-        {
+        // Built again on the stored head when another instance appended to
+        // the shared chain first (PostgreSQL); nothing was written then.
+        let entries = loop {
+            let entries = chain.entries(&batch.audit);
+            let rows: Vec<AuditRow> = entries
+                .iter()
+                .map(|entry| AuditRow {
+                    seq: entry.seq,
+                    at_ms: entry.at_ms,
+                    kind: entry.kind.clone(),
+                    line: entry.line.clone(),
+                    hash: entry.hash.to_vec(),
+                })
+                .collect();
+            let checkpoint = entries.last().map(|last| AuditCheckpoint {
+                seq: last.seq,
+                line: chain.checkpoint(last),
+            });
+            let error = match store
+                .commit_batch(&batch.ledger, &rows, checkpoint.as_ref())
+                .await
+            {
+                Ok(()) => break entries,
+                Err(StoreError::ChainMoved { head }) => match store.audit_head().await {
+                    Ok(stored) => {
+                        tracing::debug!(head, "the audit log moved on; chaining the batch again");
+                        chain.rebase(stored.and_then(|(seq, hash)| {
+                            <[u8; 32]>::try_from(hash.as_slice()).ok().map(|h| (seq, h))
+                        }));
+                        continue;
+                    }
+                    Err(error) => error,
+                },
+                Err(error) => error,
+            };
             tracing::error!(error = %error, records = batch.ledger.len(), audit_entries = rows.len(), "cannot write the ledger and audit log; retrying");
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_secs(10));
-        }
+        };
         chain.commit(&entries);
         counters
             .last_commit_ms
@@ -821,6 +840,93 @@ mod tests {
             latency_ms: 1,
             outcome: "ok",
         }
+    }
+
+    /// Two instances' writers on one PostgreSQL store, appending at once:
+    /// a batch that finds the stored head moved on is chained again after
+    /// it, so the shared log verifies and the ledger matches it.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn two_writers_on_one_postgres_store_keep_one_chain() {
+        let admin_url = std::env::var("KEYFORGE_TEST_PG_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+        let admin = match sqlx::PgPool::connect(&admin_url).await {
+            Ok(pool) => pool,
+            Err(error) => {
+                assert!(
+                    !std::env::var("CI").is_ok_and(|ci| ci == "true"),
+                    "CI=true and no PostgreSQL server at {admin_url}: {error}"
+                );
+                eprintln!("skipped: no PostgreSQL server at {admin_url} ({error})");
+                return;
+            }
+        };
+        let name = format!("kf_test_ledger_{}_{}", std::process::id(), system_unix_ms());
+        sqlx::raw_sql(&format!("CREATE DATABASE {name}"))
+            .execute(&admin)
+            .await
+            .unwrap();
+        let (base, _) = admin_url.rsplit_once('/').unwrap();
+        let url = format!("{base}/{name}");
+        let key = || crate::audit::CheckpointKey::new(&[1; 32]);
+        let a = Arc::new(keyforge_store::PgStore::connect(&url).await.unwrap());
+        let b = Arc::new(keyforge_store::PgStore::connect(&url).await.unwrap());
+        let writers: Vec<LedgerWriter> = [a.clone(), b.clone()]
+            .into_iter()
+            .map(|store| {
+                LedgerWriter::spawn(
+                    store,
+                    Chain::resume(None, key()),
+                    IdHasher::new(&[2; 32]),
+                    QUEUE,
+                )
+            })
+            .collect();
+        let tasks: Vec<_> = writers
+            .iter()
+            .enumerate()
+            .map(|(instance, writer)| {
+                let writer = writer.clone();
+                tokio::spawn(async move {
+                    for n in 0..25 {
+                        // Request ids are unique across instances.
+                        let id = format!("req_{instance}_{n}");
+                        writer.record(
+                            LedgerRecord {
+                                request_id: id,
+                                ..record(n)
+                            },
+                            None,
+                        );
+                        let event = AuditEvent {
+                            at: OffsetDateTime::UNIX_EPOCH,
+                            kind: "admin.test".to_owned(),
+                            actor: format!("instance-{instance}"),
+                            data: json!({"n": n}).into(),
+                        };
+                        assert!(
+                            writer.audit(event, Duration::from_secs(10)).await,
+                            "instance {instance}: entry {n} was not written"
+                        );
+                    }
+                    assert!(writer.flush(Duration::from_secs(10)).await);
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+        let checked = crate::stored_audit::verify_store(&*a, &key())
+            .await
+            .unwrap();
+        assert_eq!(checked.verification.problem, None);
+        assert_eq!(checked.ledger_rows, 50);
+        assert!(checked.verification.entries >= 50);
+        a.close().await;
+        b.close().await;
+        sqlx::raw_sql(&format!("DROP DATABASE {name} WITH (FORCE)"))
+            .execute(&admin)
+            .await
+            .unwrap();
     }
 
     #[tokio::test]

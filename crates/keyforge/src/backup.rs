@@ -97,6 +97,12 @@ pub(crate) async fn backup(args: BackupArgs) -> anyhow::Result<()> {
 /// there is no local database: a server elsewhere, at `--addr`); offline,
 /// under the data directory's lock, otherwise.
 async fn take_backup(to: &Path, force: bool, admin: &AdminArgs) -> anyhow::Result<()> {
+    if std::env::var_os(crate::config::DATABASE_URL_ENV).is_some_and(|url| !url.is_empty()) {
+        bail!(
+            "{} names a PostgreSQL store; back it up with pg_dump (for example `pg_dump --format=custom --file=keyforge.dump DATABASE`) and keep the master key apart; `keyforge backup` copies the embedded SQLite store only",
+            crate::config::DATABASE_URL_ENV
+        );
+    }
     let to = std::path::absolute(to).with_context(|| format!("{}", to.display()))?;
     if !force && to.exists() {
         bail!("{} exists; give --force to replace it", to.display());
@@ -236,11 +242,11 @@ async fn check_backup(
 /// The audit chain and ledger, then the MACs of the security-relevant rows
 /// (providers, key versions, keys, budgets, webhooks), checked under the
 /// master key as a gateway would at start.
-async fn verify_opened(
-    store: &SqliteStore,
+pub(crate) async fn verify_opened(
+    store: &dyn keyforge_store::Store,
     master: &MasterKey,
 ) -> anyhow::Result<(StoreVerification, Vec<keyforge_store::RowFailure>)> {
-    use keyforge_store::{RowMac, Store};
+    use keyforge_store::RowMac;
     let checked = stored_audit::verify_store(store, &stored_audit::checkpoint_key(master)).await?;
     store
         .install_row_mac(RowMac::new(&master.derive(RowMac::LABEL)))
@@ -271,6 +277,12 @@ fn print_report(file: &Path, report: &BackupReport) -> anyhow::Result<()> {
 }
 
 pub(crate) async fn restore(args: RestoreArgs) -> anyhow::Result<()> {
+    if std::env::var_os(crate::config::DATABASE_URL_ENV).is_some_and(|url| !url.is_empty()) {
+        bail!(
+            "{} names a PostgreSQL store; `keyforge restore` restores the embedded SQLite store only (restore PostgreSQL with pg_restore from a pg_dump)",
+            crate::config::DATABASE_URL_ENV
+        );
+    }
     let data_dir = data_dir_of(args.data_dir.as_ref())?;
     prepare_data_dir(&data_dir)?;
     // Held until the swap is done, so no server starts on a half-restored

@@ -125,6 +125,10 @@ pub(crate) enum Command {
     /// Replace the data directory's database with a checked backup (refused
     /// while a server holds the directory; the old database is kept).
     Restore(crate::backup::RestoreArgs),
+    /// Copy an embedded (SQLite) store into an empty PostgreSQL database and
+    /// verify the copy under the master key: every key keeps its secret,
+    /// spend and audit log carry over (no server may run on the source).
+    Migrate(crate::migrate::MigrateArgs),
 }
 
 #[derive(Debug, Args)]
@@ -142,6 +146,13 @@ pub(crate) struct ServeArgs {
     /// TOML configuration file [env: KEYFORGE_CONFIG].
     #[arg(long)]
     pub(crate) config: Option<PathBuf>,
+    /// Keep the state in this PostgreSQL database, shared by every
+    /// instance (`postgres://user@host:5432/db`; no password here: argv is
+    /// public, use the environment, the config file or PGPASSFILE)
+    /// [env: KEYFORGE_DATABASE_URL; config: `[store] database`; default:
+    /// SQLite in the data directory].
+    #[arg(long, value_name = "URL")]
+    pub(crate) database: Option<String>,
     /// Serve HTTPS (HTTP/2 and HTTP/1.1) with this PEM certificate chain,
     /// the server's certificate first; re-read on SIGHUP
     /// [config: `[server] tls_cert`].

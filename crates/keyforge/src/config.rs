@@ -40,6 +40,8 @@ pub(crate) struct RawConfig {
     ledger: RawLedger,
     #[serde(default)]
     metrics: RawMetrics,
+    #[serde(default)]
+    store: RawStore,
     /// Workload identity: `[[oidc.issuer]]` and `[[oidc.role]]`.
     #[serde(default)]
     oidc: keyforge_gateway::oidc::config::RawOidc,
@@ -119,6 +121,15 @@ struct RawServer {
     client_address_header: Option<String>,
 }
 
+/// `[store]`: where the state lives. Unset: the embedded SQLite file in
+/// the data directory.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStore {
+    /// A `postgres://` URL: the cluster store, shared by every instance.
+    database: Option<String>,
+}
+
 /// `[metrics]`: what `/metrics` labels and where it is served besides the
 /// main listener.
 #[derive(Debug, Default, Deserialize)]
@@ -154,6 +165,9 @@ pub(crate) struct ServeConfig {
     /// `--metrics-listen` or `[metrics] listen`: `/metrics` without a token.
     pub(crate) metrics_listen: Option<SocketAddr>,
     pub(crate) data_dir: PathBuf,
+    /// `--database`, `KEYFORGE_DATABASE_URL` or `[store] database`: a
+    /// PostgreSQL URL (`None`: the SQLite file in the data directory).
+    pub(crate) database: Option<String>,
     /// `--tls-cert`/`--tls-key` or `[server]`: serve HTTPS.
     pub(crate) tls: Option<keyforge_gateway::TlsFiles>,
     /// `[metrics] tls`: the metrics listener serves HTTPS too.
@@ -169,7 +183,12 @@ pub(crate) struct EnvOverrides {
     pub(crate) config: Option<PathBuf>,
     pub(crate) listen: Option<String>,
     pub(crate) data_dir: Option<PathBuf>,
+    /// `KEYFORGE_DATABASE_URL`.
+    pub(crate) database: Option<String>,
 }
+
+/// The environment variable naming the PostgreSQL database.
+pub(crate) const DATABASE_URL_ENV: &str = "KEYFORGE_DATABASE_URL";
 
 impl EnvOverrides {
     pub(crate) fn from_process() -> Self {
@@ -178,6 +197,7 @@ impl EnvOverrides {
             config: var("KEYFORGE_CONFIG").map(PathBuf::from),
             listen: var("KEYFORGE_LISTEN").and_then(|value| value.into_string().ok()),
             data_dir: var("KEYFORGE_DATA_DIR").map(PathBuf::from),
+            database: var(DATABASE_URL_ENV).and_then(|value| value.into_string().ok()),
         }
     }
 }
@@ -250,6 +270,7 @@ pub(crate) fn resolve(args: &ServeArgs, env: &EnvOverrides) -> anyhow::Result<Se
         );
     }
     let trusted_proxies = trusted_proxies(&raw.server)?;
+    let database = database(args.database.as_deref(), env, raw.store.database.as_deref())?;
     let data_dir = match args
         .data_dir
         .clone()
@@ -391,12 +412,42 @@ pub(crate) fn resolve(args: &ServeArgs, env: &EnvOverrides) -> anyhow::Result<Se
         listen,
         metrics_listen,
         data_dir,
+        database,
         metrics_tls: raw.metrics.tls,
         tls,
         gateway,
         prices,
         limits,
     })
+}
+
+/// The PostgreSQL URL from `--database`, the environment or `[store]`
+/// (first set wins), checked. A password on the command line is refused:
+/// every user of the machine can read argv (`ps`).
+fn database(
+    flag: Option<&str>,
+    env: &EnvOverrides,
+    file: Option<&str>,
+) -> anyhow::Result<Option<String>> {
+    let (url, origin) = match (flag, env.database.as_deref(), file) {
+        (Some(url), _, _) => (url, "--database"),
+        (None, Some(url), _) => (url, DATABASE_URL_ENV),
+        (None, None, Some(url)) => (url, "config `[store] database`"),
+        (None, None, None) => return Ok(None),
+    };
+    if !keyforge_store::is_postgres_url(url) {
+        bail!(
+            "{origin} takes a postgres:// URL (postgres://user@host:5432/database), not `{}`; leave it unset for the embedded SQLite store",
+            keyforge_store::redact_url(url)
+        );
+    }
+    if origin == "--database" && keyforge_store::url_has_password(url) {
+        bail!(
+            "--database {} carries a password, and the command line is visible to every user (ps); set {DATABASE_URL_ENV} or `[store] database` in a 0600 config file instead, or keep the password in PGPASSFILE (~/.pgpass) or PGPASSWORD",
+            keyforge_store::redact_url(url)
+        );
+    }
+    Ok(Some(url.to_owned()))
 }
 
 /// `[server] trusted_proxies` and `client_address_header`, checked: each
@@ -530,6 +581,7 @@ mod tests {
             metrics_listen: None,
             data_dir: None,
             config: None,
+            database: None,
             tls_cert: None,
             tls_key: None,
         }
@@ -544,6 +596,7 @@ mod tests {
             config: Some(file.clone()),
             listen: Some("127.0.0.1:2222".into()),
             data_dir: None,
+            database: None,
         };
         let config = resolve(&args(), &env).unwrap();
         assert_eq!(config.listen.port(), 2222);
@@ -558,6 +611,7 @@ mod tests {
             metrics_listen: None,
             data_dir: Some("/from/flag".into()),
             config: None,
+            database: None,
             tls_cert: None,
             tls_key: None,
         };
@@ -715,6 +769,69 @@ mod tests {
             let error = format!("{:#}", resolve(&args(), &env).unwrap_err());
             assert!(error.contains(expected), "{text}: {error}");
         }
+    }
+
+    #[test]
+    fn the_database_comes_from_flag_environment_or_file_and_never_with_a_password_on_argv() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("keyforge.toml");
+        std::fs::write(
+            &file,
+            "[store]\ndatabase = \"postgres://kf@file-db/keyforge\"\n",
+        )
+        .unwrap();
+        let from_file = EnvOverrides {
+            config: Some(file.clone()),
+            ..Default::default()
+        };
+        let config = resolve(&args(), &from_file).unwrap();
+        assert_eq!(
+            config.database.as_deref(),
+            Some("postgres://kf@file-db/keyforge")
+        );
+        let from_env = EnvOverrides {
+            config: Some(file.clone()),
+            database: Some("postgres://kf@env-db/keyforge".into()),
+            ..Default::default()
+        };
+        let config = resolve(&args(), &from_env).unwrap();
+        assert_eq!(
+            config.database.as_deref(),
+            Some("postgres://kf@env-db/keyforge")
+        );
+        let mut flagged = args();
+        flagged.database = Some("postgres://kf@flag-db/keyforge".into());
+        let config = resolve(&flagged, &from_env).unwrap();
+        assert_eq!(
+            config.database.as_deref(),
+            Some("postgres://kf@flag-db/keyforge")
+        );
+        // No store configured: SQLite.
+        assert_eq!(
+            resolve(&args(), &EnvOverrides::default()).unwrap().database,
+            None
+        );
+
+        let password = ["hun", "ter2"].concat();
+        flagged.database = Some(format!("postgres://kf:{password}@db/keyforge"));
+        let error = format!(
+            "{:#}",
+            resolve(&flagged, &EnvOverrides::default()).unwrap_err()
+        );
+        assert!(error.contains("KEYFORGE_DATABASE_URL"), "{error}");
+        assert!(!error.contains(&password), "{error}");
+        // The same URL from the environment is fine.
+        let env = EnvOverrides {
+            database: Some(format!("postgres://kf:{password}@db/keyforge")),
+            ..Default::default()
+        };
+        assert!(resolve(&args(), &env).is_ok());
+        flagged.database = Some("mysql://db/keyforge".into());
+        let error = format!(
+            "{:#}",
+            resolve(&flagged, &EnvOverrides::default()).unwrap_err()
+        );
+        assert!(error.contains("postgres://"), "{error}");
     }
 
     #[test]

@@ -7,6 +7,7 @@ mod backup;
 mod cli;
 mod client;
 mod config;
+mod migrate;
 mod output;
 mod panic_hook;
 mod run;
@@ -82,6 +83,7 @@ fn main() -> ExitCode {
             Command::Prices { json, admin } => client::prices(json, admin).await,
             Command::Backup(args) => backup::backup(args).await,
             Command::Restore(args) => backup::restore(args).await,
+            Command::Migrate(args) => migrate::migrate(args).await,
             Command::Status { json, admin } => client::status(json, admin).await,
             Command::Doctor { json, admin } => client::doctor(json, admin).await,
         }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use keyforge_gateway::{Gateway, GatewayParts, SystemClock};
-use keyforge_store::SqliteStore;
+use keyforge_store::{PgStore, SqliteStore, Store};
 use keyforge_types::random_base62;
 use keyforge_vault::{MASTER_KEY_ENV, MasterKey, MasterKeySource, write_private_file};
 use secrecy::SecretString;
@@ -40,13 +40,19 @@ pub(crate) async fn run(config: ServeConfig, json_logs: bool) -> anyhow::Result<
     forbid_inspection()?;
     let file_limit_note = ensure_file_limit(config.gateway.max_connections);
     prepare_data_dir(&config.data_dir)?;
-    // Held until the server stops; the kernel releases it if it dies.
-    let _data_dir_lock = lock_data_dir(&config.data_dir)?.with_context(|| {
-        format!(
-            "another keyforge process (a server, or a restore) holds the data directory {}",
-            config.data_dir.display()
-        )
-    })?;
+    // The embedded store's file is this process's alone: a second server on
+    // the same data directory is refused at once. With PostgreSQL the data
+    // directory holds only local files (master key, tokens), and any
+    // number of instances share the database.
+    let _data_dir_lock = match &config.database {
+        Some(_) => None,
+        None => Some(lock_data_dir(&config.data_dir)?.with_context(|| {
+            format!(
+                "another keyforge process (a server, or a restore) holds the data directory {}",
+                config.data_dir.display()
+            )
+        })?),
+    };
 
     let (master_key, master_source) =
         load_master_key(&config.data_dir, true)?.context("no master key")?;
@@ -58,12 +64,22 @@ pub(crate) async fn run(config: ServeConfig, json_logs: bool) -> anyhow::Result<
         "kfmetrics_",
     )?;
 
-    let store = SqliteStore::open(&config.data_dir.join(DATABASE_FILE))
-        .await
-        .context("cannot open the database")?;
+    let store: Arc<dyn Store> = match &config.database {
+        Some(url) => Arc::new(PgStore::connect(url).await.with_context(|| {
+            format!(
+                "cannot open the PostgreSQL database {}",
+                keyforge_store::redact_url(url)
+            )
+        })?),
+        None => Arc::new(
+            SqliteStore::open(&config.data_dir.join(DATABASE_FILE))
+                .await
+                .context("cannot open the database")?,
+        ),
+    };
     let gateway = Gateway::new(GatewayParts {
         config: config.gateway,
-        store: Arc::new(store),
+        store,
         master_key,
         admin_token,
         admin_token_created: admin_created.is_some(),
@@ -108,6 +124,16 @@ pub(crate) async fn run(config: ServeConfig, json_logs: bool) -> anyhow::Result<
         ));
     }
     notes.push(format!("data directory: {}", config.data_dir.display()));
+    notes.push(match &config.database {
+        Some(url) => format!(
+            "store: PostgreSQL {} (shared; every instance needs the same master key)",
+            keyforge_store::redact_url(url)
+        ),
+        None => format!(
+            "store: SQLite {}",
+            config.data_dir.join(DATABASE_FILE).display()
+        ),
+    });
     notes.push(match &master_source {
         MasterKeySource::Environment => format!("master key: from {MASTER_KEY_ENV}"),
         MasterKeySource::File(path) => format!("master key: {}", path.display()),

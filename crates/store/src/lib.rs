@@ -1,14 +1,22 @@
 //! KeyForge's storage: one [`Store`] trait, implemented on SQLite (the
-//! embedded default: one file in the data directory).
+//! embedded default: one file in the data directory) and on PostgreSQL
+//! ([`PgStore`]: one database shared by a cluster of gateways). Both are
+//! held to one conformance suite (`conformance.rs`).
 //!
 //! Invariants: the store never sees a plaintext secret. Provider keys arrive
 //! sealed by the vault, virtual keys and admin tokens as their keyed hash. The store is not on
 //! the request path: the gateway loads what it needs into memory at start and
 //! after each change.
 
+#[cfg(test)]
+mod conformance;
+mod migrate;
 mod model;
+mod postgres;
+mod row_mac;
 mod sqlite;
 
+pub use migrate::{CopyReport, copy_sqlite_to_postgres};
 pub use model::{
     AdminRecord, AdminRevokeOutcome, AlertDelivery, AlertEvent, AlertWebhookRecord,
     AuditCheckpoint, AuditRow, BudgetRecord, CredentialInfo, CredentialRecord, CredentialStage,
@@ -16,6 +24,7 @@ pub use model::{
     ProviderRecord, RecentRequest, RevokeOutcome, RollupTotal, StoredAlert, StoredLedgerRow,
     Suspension, UpstreamHealth, UsageGroup, UsageQuery, UsageRow, VersionUsage, VirtualKeyRecord,
 };
+pub use postgres::{PgStore, is_postgres_url, redact_url, url_has_password};
 pub use sqlite::{FileCheck, SqliteStore, check_file, checkpoint_file, sync_dir};
 
 /// The key security-relevant rows are sealed under (HMAC-SHA-256; the
@@ -107,6 +116,13 @@ pub enum StoreError {
         "the database was written by a newer KeyForge (schema version {found}, this build knows up to {known}); upgrade KeyForge"
     )]
     TooNew { found: i64, known: i64 },
+    /// The audit batch does not continue the stored chain: another
+    /// instance appended up to `head` since this writer read it. Nothing
+    /// was written; chain the batch again after `head`.
+    #[error(
+        "the audit log moved on to entry {head} (another instance appended); the batch must be chained again"
+    )]
+    ChainMoved { head: u64 },
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
     #[error("cannot prepare the database file: {0}")]

@@ -27,7 +27,7 @@ use crate::model::{
 use crate::{RowFailure, RowMac, Store, StoreError};
 
 mod backup;
-mod rollup;
+pub(crate) mod rollup;
 mod row_mac;
 
 pub use backup::{FileCheck, check_file, checkpoint_file, sync_dir};
@@ -92,6 +92,17 @@ impl SqliteStore {
         };
         store.migrate().await?;
         Ok(store)
+    }
+
+    /// The pool, for copying a whole store ([`crate::copy_sqlite_to_postgres`]).
+    pub(crate) fn pool_ref(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    /// The pool, for tests that edit rows behind the store's back.
+    #[cfg(test)]
+    pub(crate) fn pool(&self) -> &SqlitePool {
+        &self.pool
     }
 
     /// An in-memory database, for tests.
@@ -226,24 +237,24 @@ fn create_private_file(path: &Path) -> std::io::Result<()> {
         .map(|_| ())
 }
 
-fn to_i64(value: u64) -> i64 {
+pub(crate) fn to_i64(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
 
-fn to_u64(value: i64) -> u64 {
+pub(crate) fn to_u64(value: i64) -> u64 {
     u64::try_from(value).unwrap_or(0)
 }
 
-fn to_unix(time: OffsetDateTime) -> i64 {
+pub(crate) fn to_unix(time: OffsetDateTime) -> i64 {
     time.unix_timestamp()
 }
 
-fn from_unix(seconds: i64) -> Result<OffsetDateTime, StoreError> {
+pub(crate) fn from_unix(seconds: i64) -> Result<OffsetDateTime, StoreError> {
     OffsetDateTime::from_unix_timestamp(seconds)
         .map_err(|_| StoreError::Corrupt(format!("timestamp {seconds}")))
 }
 
-fn corrupt<E: std::fmt::Display>(what: &'static str) -> impl FnOnce(E) -> StoreError {
+pub(crate) fn corrupt<E: std::fmt::Display>(what: &'static str) -> impl FnOnce(E) -> StoreError {
     move |error| StoreError::Corrupt(format!("{what}: {error}"))
 }
 
@@ -351,7 +362,7 @@ fn optional_u32(row: &SqliteRow, column: &'static str) -> Result<Option<u32>, St
         .map_err(corrupt(column))
 }
 
-const KEY_COLUMNS: &str = "id, name, env, hash, prefix, scope, created_at, expires_at, revoked_at, \
+pub(crate) const KEY_COLUMNS: &str = "id, name, env, hash, prefix, scope, created_at, expires_at, revoked_at, \
      project, rpm, tpm, max_parallel, on_anomaly, suspended_at, suspended_reason, parent_id, can_mint, \
      origin";
 
@@ -394,16 +405,16 @@ fn budget_from_row(row: &SqliteRow) -> Result<BudgetRecord, StoreError> {
     })
 }
 
-fn to_unix_ms(time: OffsetDateTime) -> i64 {
+pub(crate) fn to_unix_ms(time: OffsetDateTime) -> i64 {
     i64::try_from(time.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
 }
 
-fn from_unix_ms(ms: i64) -> Result<OffsetDateTime, StoreError> {
+pub(crate) fn from_unix_ms(ms: i64) -> Result<OffsetDateTime, StoreError> {
     OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
         .map_err(|_| StoreError::Corrupt(format!("timestamp {ms} ms")))
 }
 
-fn thresholds_text(thresholds: &[u8]) -> String {
+pub(crate) fn thresholds_text(thresholds: &[u8]) -> String {
     thresholds
         .iter()
         .map(u8::to_string)

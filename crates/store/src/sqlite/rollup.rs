@@ -108,40 +108,40 @@ pub(crate) async fn insert_raw(
 
 /// One rollup group: a minute and the dimensions usage is asked by.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct Group<'a> {
-    bucket_ms: i64,
-    key_id: &'a str,
-    env: &'a str,
+pub(crate) struct Group<'a> {
+    pub(crate) bucket_ms: i64,
+    pub(crate) key_id: &'a str,
+    pub(crate) env: &'a str,
     /// Empty: no project.
-    project: &'a str,
-    provider: &'a str,
-    provider_key_version: u32,
+    pub(crate) project: &'a str,
+    pub(crate) provider: &'a str,
+    pub(crate) provider_key_version: u32,
     /// Empty: no model.
-    model: &'a str,
+    pub(crate) model: &'a str,
 }
 
 /// A group's sums (see schema_v9.sql for each count's meaning).
 #[derive(Debug, Clone, Default)]
-struct Sums {
-    requests: i64,
-    input_tokens: i64,
-    cached_input_tokens: i64,
-    cache_write_tokens: i64,
-    output_tokens: i64,
-    reasoning_tokens: i64,
-    cost_nano_usd: i64,
-    errors: i64,
-    estimated: i64,
-    fallback_priced: i64,
-    unmetered: i64,
-    client_cancelled: i64,
-    ok: i64,
-    rejected: i64,
-    rate_limited: i64,
-    failed: i64,
-    client_errors: i64,
-    last_ms: i64,
-    last_status: i64,
+pub(crate) struct Sums {
+    pub(crate) requests: i64,
+    pub(crate) input_tokens: i64,
+    pub(crate) cached_input_tokens: i64,
+    pub(crate) cache_write_tokens: i64,
+    pub(crate) output_tokens: i64,
+    pub(crate) reasoning_tokens: i64,
+    pub(crate) cost_nano_usd: i64,
+    pub(crate) errors: i64,
+    pub(crate) estimated: i64,
+    pub(crate) fallback_priced: i64,
+    pub(crate) unmetered: i64,
+    pub(crate) client_cancelled: i64,
+    pub(crate) ok: i64,
+    pub(crate) rejected: i64,
+    pub(crate) rate_limited: i64,
+    pub(crate) failed: i64,
+    pub(crate) client_errors: i64,
+    pub(crate) last_ms: i64,
+    pub(crate) last_status: i64,
 }
 
 impl Sums {
@@ -180,13 +180,10 @@ impl Sums {
     }
 }
 
-/// Adds a batch's records to their rollup rows.
-pub(crate) async fn upsert(
-    connection: &mut SqliteConnection,
-    records: &[LedgerRecord],
-) -> Result<(), StoreError> {
+/// A batch's records summed into their rollup groups, in first-seen order
+/// (so statements, and tests, are deterministic).
+pub(crate) fn summarize(records: &[LedgerRecord]) -> Vec<(Group<'_>, Sums)> {
     let mut groups: HashMap<Group<'_>, Sums> = HashMap::new();
-    // First-seen order, so statements (and tests) are deterministic.
     let mut order: Vec<Group<'_>> = Vec::new();
     for r in records {
         let group = Group {
@@ -206,10 +203,19 @@ pub(crate) async fn upsert(
             })
             .add(r);
     }
-    let rows: Vec<(&Group<'_>, &Sums)> = order
-        .iter()
-        .filter_map(|group| groups.get(group).map(|sums| (group, sums)))
-        .collect();
+    order
+        .into_iter()
+        .filter_map(|group| groups.remove(&group).map(|sums| (group, sums)))
+        .collect()
+}
+
+/// Adds a batch's records to their rollup rows.
+pub(crate) async fn upsert(
+    connection: &mut SqliteConnection,
+    records: &[LedgerRecord],
+) -> Result<(), StoreError> {
+    let summed = summarize(records);
+    let rows: Vec<(&Group<'_>, &Sums)> = summed.iter().map(|(g, s)| (g, s)).collect();
     let mut rest = rows.as_slice();
     for size in chunk_sizes(rows.len(), &ROLLUP_CHUNKS) {
         let (chunk, tail) = rest.split_at(size);
