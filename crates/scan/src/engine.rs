@@ -9,7 +9,9 @@ use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind, packed};
 
 use crate::rules::{Gate, Rule, RuleError, Validation, rules_with};
 
-/// A line containing this is never reported.
+/// A comment holding this silences its line for `scan` (never for
+/// `redact`, and never where it sits inside a string value: see
+/// [`allowed_inline`]).
 pub const ALLOW_MARKER: &[u8] = b"keyforge:allow";
 
 /// How many first bytes decide whether a file is binary (as git looks).
@@ -60,11 +62,11 @@ pub struct Scanner {
     prefilter: Option<Prefilter>,
     /// How many literals the prefilter searches for.
     prefilter_patterns: usize,
-    /// For each prefilter pattern, the rules it anchors (none for the
-    /// [`BASE64_MARKERS`], which follow the keywords).
+    /// For each prefilter pattern, the rules it anchors.
     keyword_rules: Vec<Vec<usize>>,
-    /// Index of the first of the [`BASE64_MARKERS`] among the patterns.
-    first_marker: usize,
+    /// The search for [`BASE64_MARKERS`] and [`SHIFTED_BASE64_MARKERS`], a
+    /// second SIMD pass: the keywords' pass holds its 64 literals.
+    base64_markers: Option<packed::Searcher>,
     /// Rules without keywords: they always run.
     unanchored: Vec<usize>,
     /// Whether rules' gates apply (always, but for the test that shows
@@ -130,15 +132,6 @@ impl Scanner {
             .filter(|(_, keep)| *keep)
             .map(|(pair, _)| pair)
             .unzip();
-        // The base64 markers go into the same search, after the keywords:
-        // one pass over the bytes finds both.
-        let first_marker = patterns.len();
-        let mut patterns = patterns;
-        let mut keyword_rules = keyword_rules;
-        for marker in BASE64_MARKERS {
-            patterns.push((*marker).to_owned());
-            keyword_rules.push(Vec::new());
-        }
         let prefilter = if patterns.is_empty() {
             None
         } else {
@@ -160,12 +153,17 @@ impl Scanner {
                 ),
             })
         };
+        let base64_markers = packed::Config::new()
+            .match_kind(packed::MatchKind::LeftmostFirst)
+            .builder()
+            .extend(BASE64_MARKERS.iter().chain(SHIFTED_BASE64_MARKERS))
+            .build();
         Ok(Self {
             rules,
             prefilter,
             prefilter_patterns: patterns.len(),
             keyword_rules,
-            first_marker,
+            base64_markers,
             unanchored,
             gates: true,
             fingerprint_salt: crate::random_salt(),
@@ -226,11 +224,13 @@ impl Scanner {
     /// Every confirmed secret in `data`, read from `path` (rules limited to
     /// some paths run only there).
     pub fn scan_at(&self, data: &[u8], path: Option<&str>) -> Vec<Hit> {
-        self.hits(data, &self.windows(data, path).windows)
+        self.hits(data, &self.windows(data, path).windows, true)
     }
 
-    /// The confirmed secrets inside each rule's windows.
-    fn hits(&self, data: &[u8], windows: &[Vec<(usize, usize)>]) -> Vec<Hit> {
+    /// The confirmed secrets inside each rule's windows; with `allow`, a
+    /// `keyforge:allow` comment on a secret's line drops it (`scan`), and
+    /// without, nothing does (`redact`).
+    fn hits(&self, data: &[u8], windows: &[Vec<(usize, usize)>], allow: bool) -> Vec<Hit> {
         let mut hits: Vec<Hit> = Vec::new();
         for (index, rule) in self.rules.iter().enumerate() {
             for &(from, to) in &windows[index] {
@@ -246,7 +246,7 @@ impl Scanner {
                     if secret.is_empty() || !confirmed(rule, data, matched, start, end) {
                         continue;
                     }
-                    if allowed_inline(data, start) {
+                    if allow && allowed_inline(data, start) {
                         continue;
                     }
                     hits.push(Hit {
@@ -310,7 +310,6 @@ impl Scanner {
     fn windows(&self, data: &[u8], path: Option<&str>) -> Keywords {
         let mut windows: Vec<Vec<(usize, usize)>> = vec![Vec::new(); self.rules.len()];
         let mut lines: Vec<(usize, usize)> = Vec::new();
-        let mut markers: Vec<usize> = Vec::new();
         let runs = |rule: &Rule| match (&rule.path, path) {
             (None, _) => true,
             (Some(_), Some(EVERY_PATH)) => true,
@@ -324,17 +323,9 @@ impl Scanner {
             }
         }
         let Some(prefilter) = &self.prefilter else {
-            return Keywords {
-                windows,
-                lines,
-                markers,
-            };
+            return Keywords { windows, lines };
         };
         prefilter.each(data, |pattern, start, end| {
-            if pattern >= self.first_marker {
-                markers.push(start);
-                return;
-            }
             let mut line_from = None;
             let mut reach = (0, 0);
             for &rule in &self.keyword_rules[pattern] {
@@ -397,11 +388,7 @@ impl Scanner {
                 }
             }
         });
-        Keywords {
-            windows,
-            lines,
-            markers,
-        }
+        Keywords { windows, lines }
     }
 }
 
@@ -412,8 +399,6 @@ struct Keywords {
     windows: Vec<Spans>,
     /// The keyword lines, merged (see [`Scanner::windows`]).
     lines: Spans,
-    /// Where a [`BASE64_MARKERS`] pattern starts.
-    markers: Vec<usize>,
 }
 
 /// base64 of what opens the secrets most worth finding encoded, as it
@@ -425,8 +410,8 @@ struct Keywords {
 /// config encoded whole, whose secrets sit at any alignment). The base64
 /// run around each is decoded and scanned like a Kubernetes Secret's
 /// values; other encoded text is decoded where a generic rule found it as
-/// a value, and everywhere by `redact`. They share the keywords' search,
-/// within its 64 literals.
+/// a value, and everywhere by `redact`. They are searched with
+/// [`SHIFTED_BASE64_MARKERS`] in a pass of their own.
 const BASE64_MARKERS: &[&str] = &[
     "c2st",
     "c2tf",
@@ -437,6 +422,50 @@ const BASE64_MARKERS: &[&str] = &[
     "eyJ",
     "ewog",
 ];
+
+/// base64 of the same openings one and two bytes into a 3-byte group (a
+/// key after `token: ` in the encoded text, whose encoding depends on its
+/// offset), only the characters that offset leaves fixed: `sk-` reads
+/// `NrL` or `zay`, `sk_` `NrX` or `za1`, `AKIA` `FLSU` or `BS0lB`, `kf_`
+/// `tmX` or `rZl`, `ghp_` `docF` or `naHBf`, `-----BEGIN`
+/// `0tLS0tQkVHSU` or `tLS0tLUJFR0lO`. And base64 of the aligned markers
+/// (`YzJzd` opens base64 of `c2st`…): base64 of base64 anywhere, not only in
+/// a Kubernetes Secret.
+const SHIFTED_BASE64_MARKERS: &[&str] = &[
+    "NrL",
+    "zay",
+    "NrX",
+    "za1",
+    "FLSU",
+    "BS0lB",
+    "tmX",
+    "rZl",
+    "docF",
+    "naHBf",
+    "0tLS0tQkVHSU",
+    "tLS0tLUJFR0lO",
+    "YzJzd",
+    "YzJ0Z",
+    "UVV0Sl",
+    "YTJaZ",
+    "WjJod1",
+    "TFMwdExTMUNSVWRKV",
+];
+
+impl Scanner {
+    /// Where a [`BASE64_MARKERS`] or [`SHIFTED_BASE64_MARKERS`] pattern
+    /// starts in `data`, in order.
+    fn base64_markers(&self, data: &[u8]) -> Vec<usize> {
+        self.base64_markers
+            .as_ref()
+            .map_or_else(Vec::new, |searcher| {
+                searcher
+                    .find_iter(data)
+                    .map(|found| found.start())
+                    .collect()
+            })
+    }
+}
 
 /// The base64 run around each marker: [`MIN_BASE64_RUN`] to
 /// [`MAX_BASE64_RUN`] characters with capitals and small letters.
@@ -825,47 +854,48 @@ impl Scanner {
 
     /// [`Scanner::scan_deep`] for data read from `path`.
     pub fn scan_deep_at(&self, data: &[u8], path: Option<&str>) -> Vec<(Hit, Vec<u8>)> {
-        self.deep(data, path, 0, false)
+        self.deep(data, path, 0, false, true)
     }
 
     /// [`Scanner::scan_deep`] decoding every base64 run, not only those of
     /// a Kubernetes Secret or of a value a generic rule found: for a
     /// stream seen a line at a time (`redact`), where a Secret's `data:`
     /// lines come before its `kind:` line (kubectl's order). It finds all
-    /// that `scan_deep` finds, and more.
+    /// that `scan_deep` finds, and more: `keyforge:allow` markers are
+    /// ignored (a log line can carry one inside its data, as in
+    /// `user_agent="keyforge:allow" token=…`).
     pub fn scan_deep_every_run(&self, data: &[u8]) -> Vec<(Hit, Vec<u8>)> {
-        self.deep(data, None, 0, true)
+        self.deep(data, None, 0, true, false)
     }
 
     /// [`Scanner::scan_deep_every_run`] for `redact`: a stream read as
     /// the file `name` runs the rules limited to paths that name matches;
     /// a stream without a name runs every rule limited to some path (a
     /// `.pgpass` line is removed wherever it shows up: redaction errs
-    /// toward removing).
+    /// toward removing). `keyforge:allow` markers are ignored.
     pub fn scan_deep_every_run_named(
         &self,
         data: &[u8],
         name: Option<&str>,
     ) -> Vec<(Hit, Vec<u8>)> {
-        self.deep(data, Some(name.unwrap_or(EVERY_PATH)), 0, true)
+        self.deep(data, Some(name.unwrap_or(EVERY_PATH)), 0, true, false)
     }
 
+    /// `allow`: whether `keyforge:allow` comments silence their lines
+    /// (`scan`), or nothing does (`redact`).
     fn deep(
         &self,
         data: &[u8],
         path: Option<&str>,
         depth: usize,
         every_run: bool,
+        allow: bool,
     ) -> Vec<(Hit, Vec<u8>)> {
         // One keyword search serves both the buffer and the decision
         // whether a joined view is worth building.
-        let Keywords {
-            windows,
-            lines,
-            markers,
-        } = self.windows(data, path);
+        let Keywords { windows, lines } = self.windows(data, path);
         let mut all: Vec<(Hit, Vec<u8>)> = self
-            .hits(data, &windows)
+            .hits(data, &windows, allow)
             .into_iter()
             .map(|hit| (hit, data[hit.start..hit.end].to_vec()))
             .collect();
@@ -882,6 +912,11 @@ impl Scanner {
         }
         if has_key_escapes(data) {
             views.extend(percent_decoded(data));
+        }
+        // A coloured log line (`\x1b[32mAPI_KEY=…\x1b[0m`): read as it
+        // prints.
+        if keywords_found && windows_hold(data, &lines, b"\x1b") {
+            views.extend(ansi_stripped(data));
         }
         // JSON documents and JSON lines (a notebook, a JSON log): their
         // strings hold escapes.
@@ -923,7 +958,7 @@ impl Scanner {
             all.push((hit, secret));
         };
         for view in views {
-            for (hit, secret) in self.deep(&view.bytes, path, depth + 1, every_run) {
+            for (hit, secret) in self.deep(&view.bytes, path, depth + 1, every_run, allow) {
                 let start = view.original(hit.start);
                 let end = view.original_end(hit.end, data.len());
                 let hit = Hit {
@@ -953,7 +988,7 @@ impl Scanner {
                         .map(|(a, b)| (hit.start + a, hit.start + b))
                 })
                 .collect();
-            runs.extend(runs_around(data, &markers));
+            runs.extend(runs_around(data, &self.base64_markers(data)));
             runs.sort_unstable();
             runs.dedup();
             runs
@@ -979,7 +1014,7 @@ impl Scanner {
             // run has its runs decoded too, within the depth bound. Each
             // level decodes at most 3/4 of the bytes of the one above.
             let nested = every_run || is_one_base64_run(&decoded);
-            for (hit, secret) in self.deep(&decoded, path, depth + 1, nested) {
+            for (hit, secret) in self.deep(&decoded, path, depth + 1, nested, allow) {
                 let hit = Hit {
                     rule: hit.rule,
                     start: run_start,
@@ -1133,8 +1168,69 @@ fn json_unescaped(data: &[u8]) -> Option<View> {
     any.then_some(View { bytes, map })
 }
 
-/// Byte order of UTF-16 text: a byte order mark, or (without one) NULs in
-/// every other byte of the first 512, with ASCII text in between.
+/// The buffer with ANSI terminal escapes removed: CSI sequences
+/// (`\x1b[32m`, `\x1b[0m`, `\x1b[2K`), OSC sequences (`\x1b]…` to BEL or
+/// `\x1b\\`, at most 256 bytes) and two-byte escapes. `None` when there
+/// are none.
+fn ansi_stripped(data: &[u8]) -> Option<View> {
+    let first = memchr::memchr(0x1b, data)?;
+    let mut bytes = Vec::with_capacity(data.len());
+    bytes.extend_from_slice(&data[..first]);
+    let mut map = vec![(0, 0)];
+    let mut i = first;
+    let mut any = false;
+    while i < data.len() {
+        let Some(found) = memchr::memchr(0x1b, &data[i..]) else {
+            bytes.extend_from_slice(&data[i..]);
+            break;
+        };
+        let at = i + found;
+        bytes.extend_from_slice(&data[i..at]);
+        match escape_length(&data[at..]) {
+            0 => {
+                bytes.push(0x1b);
+                i = at + 1;
+            }
+            length => {
+                i = at + length;
+                map.push((bytes.len(), i));
+                any = true;
+            }
+        }
+    }
+    any.then_some(View { bytes, map })
+}
+
+/// The length of the terminal escape `rest` opens with (0: none).
+fn escape_length(rest: &[u8]) -> usize {
+    match rest.get(1) {
+        Some(b'[') => {
+            // Parameters and intermediates, then one final byte.
+            let body = rest[2..]
+                .iter()
+                .take(32)
+                .position(|b| !(0x20..=0x3f).contains(b))
+                .map_or(0, |at| at + 2);
+            match rest.get(body) {
+                Some(0x40..=0x7e) if body > 0 => body + 1,
+                _ => 0,
+            }
+        }
+        Some(b']') => {
+            let reach = &rest[..rest.len().min(256)];
+            match reach.iter().position(|&b| b == 0x07) {
+                Some(at) => at + 1,
+                None => memchr::memmem::find(reach, b"\x1b\\").map_or(0, |at| at + 2),
+            }
+        }
+        Some(0x40..=0x5f) => 2,
+        _ => 0,
+    }
+}
+
+/// Byte order of UTF-16 text: a byte order mark, or (without one) nine in
+/// ten of the first 256 code units text (ASCII, or letters of an alphabet
+/// such as Cyrillic or Greek).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Utf16 {
     Little,
@@ -1154,8 +1250,20 @@ pub fn utf16_order(data: &[u8]) -> Option<Utf16> {
     }
     let pairs = sniff.len() / 2;
     let text = |b: u8| b == b'\t' || b == b'\n' || b == b'\r' || (0x20..0x7f).contains(&b);
-    let little = sniff.chunks(2).filter(|p| p[1] == 0 && text(p[0])).count();
-    let big = sniff.chunks(2).filter(|p| p[0] == 0 && text(p[1])).count();
+    // A code unit of text: ASCII, or a character of an alphabet from
+    // Latin Extended to Greek Extended (U+0100 to U+1FFF: Greek, Cyrillic,
+    // Hebrew, Arabic, Indic scripts…), so a file that opens in Russian is
+    // UTF-16 too. Their high bytes are control bytes, which no ASCII or
+    // UTF-8 text holds in every other place. (CJK ideographs and general
+    // punctuation are left out: two ASCII characters read as one of them.)
+    let unit = |low: u8, high: u8| {
+        let code = u32::from(high) << 8 | u32::from(low);
+        (high == 0 && text(low))
+            || ((0x0100..0x2000).contains(&code)
+                && char::from_u32(code).is_some_and(|c| !c.is_control()))
+    };
+    let little = sniff.chunks(2).filter(|p| unit(p[0], p[1])).count();
+    let big = sniff.chunks(2).filter(|p| unit(p[1], p[0])).count();
     if little * 10 >= pairs * 9 {
         Some(Utf16::Little)
     } else if big * 10 >= pairs * 9 {
@@ -1278,7 +1386,8 @@ fn confirmed(rule: &Rule, data: &[u8], matched: usize, start: usize, end: usize)
         Validation::KfChecksum => std::str::from_utf8(secret)
             .is_ok_and(|text| keyforge_types::VirtualKey::parse(text).is_ok()),
         Validation::NetrcEntry if !follows_netrc_entry(data, matched) => false,
-        Validation::None | Validation::NetrcEntry => {
+        Validation::HttpCredentials if !http_credentials(data, matched, start, end) => false,
+        Validation::None | Validation::NetrcEntry | Validation::HttpCredentials => {
             // A string literal's escapes (`b'\x8f\x1a…'`, Python's bytes
             // from `os.urandom`) are judged as the bytes they stand for:
             // `\`, `x` and hex digits alone never reach a random key's
@@ -1316,6 +1425,15 @@ fn confirmed(rule: &Rule, data: &[u8], matched: usize, start: usize, end: usize)
                     || (rule.entropy.is_some()
                         && is_uuid(secret)
                         && names_an_identifier_token(setting_name(&data[matched..start])))
+                    || (rule.entropy.is_some()
+                        && names_an_identifier_or_digest(
+                            setting_name(&data[matched..start]),
+                            secret,
+                        ))
+                    || is_pattern_or_type(secret)
+                    || is_counting(secret)
+                    || is_sealed_ciphertext(data, secret)
+                    || inside_vault_reference(data, matched)
                     || !assignment_form(data, matched, start))
             {
                 return false;
@@ -1323,6 +1441,136 @@ fn confirmed(rule: &Rule, data: &[u8], matched: usize, start: usize, end: usize)
             !is_placeholder_for(secret, &rule.keywords)
         }
     }
+}
+
+/// Words naming a pagination cursor before `token` (`pageToken`,
+/// `nextPageToken`, `continuation_token`): an opaque position in a list
+/// that the server hands out to anyone who lists, however random it looks.
+const CURSOR_WORDS: &[&str] = &[
+    "next",
+    "page",
+    "pagination",
+    "continuation",
+    "cursor",
+    "marker",
+    "resume",
+    "prev",
+    "previous",
+];
+
+/// Last words of a name whose value is a digest (`content_hash`,
+/// `layer_digest`, `commit_sha`, `checksum`): hex of a hash is not a
+/// secret.
+const DIGEST_WORDS: &[&str] = &[
+    "hash",
+    "digest",
+    "sha",
+    "sha1",
+    "sha256",
+    "sha512",
+    "md5",
+    "checksum",
+    "fingerprint",
+];
+
+/// Whether a setting `name` says its `value` identifies or digests rather
+/// than authenticates: a pagination cursor of any shape (`nextPageToken`),
+/// a UUID under an `…_id` name (`secret_id`, `api_key_id`: which secret,
+/// not the secret), hex under a digest's name (`api_key_hash`,
+/// `token_sha256`, `checksum`).
+fn names_an_identifier_or_digest(name: &[u8], value: &[u8]) -> bool {
+    let words = name_words(name);
+    let Some(last) = words.last() else {
+        return false;
+    };
+    if matches!(last.as_str(), "token" | "tokens")
+        && words.len() >= 2
+        && CURSOR_WORDS.contains(&words[words.len() - 2].as_str())
+    {
+        return true;
+    }
+    if matches!(last.as_str(), "id" | "ids") && is_uuid(value) {
+        return true;
+    }
+    let hex = value.len() >= 32 && value.iter().all(u8::is_ascii_hexdigit);
+    hex && (DIGEST_WORDS.contains(&last.as_str()) || words.iter().any(|word| word == "checksum"))
+}
+
+/// Whether a value is a pattern or a type rather than a secret: a regular
+/// expression (`^ghp_[A-Za-z0-9]{36}$`, `(?i)…`, `\s*`) or a GraphQL
+/// field type (`String!`, `[Token!]!`).
+fn is_pattern_or_type(value: &[u8]) -> bool {
+    let holds = |needle: &[u8]| memchr::memmem::find(value, needle).is_some();
+    let regex = (value.first() == Some(&b'^') && value.last() == Some(&b'$'))
+        || holds(b"]{")
+        || holds(b"]+")
+        || holds(b"]*")
+        || holds(b"(?:")
+        || holds(b"(?i")
+        || holds(b"\\s")
+        || holds(b"\\d")
+        || holds(b"\\w");
+    let graphql = {
+        let inner = value.strip_suffix(b"!").unwrap_or(value);
+        let inner = inner
+            .strip_prefix(b"[")
+            .and_then(|rest| rest.strip_suffix(b"]"))
+            .map_or(inner, |rest| rest.strip_suffix(b"!").unwrap_or(rest));
+        value.ends_with(b"!")
+            && inner.first().is_some_and(u8::is_ascii_uppercase)
+            && inner.iter().all(u8::is_ascii_alphabetic)
+    };
+    regex || graphql
+}
+
+/// Whether a value is mostly a counting run (`k-123456789`, `abcdefgh1`):
+/// a stand-in typed by hand, not a secret. A run of six or more ascending
+/// characters making up two thirds of the value or more (`Pass!12345`, a
+/// weak password, is still one).
+fn is_counting(value: &[u8]) -> bool {
+    let mut longest = 1;
+    let mut run = 1;
+    for pair in value.windows(2) {
+        run = if pair[0].is_ascii_alphanumeric() && pair[1] == pair[0].wrapping_add(1) {
+            run + 1
+        } else {
+            1
+        };
+        longest = longest.max(run);
+    }
+    longest >= 6 && longest * 3 >= value.len() * 2
+}
+
+/// Whether the setting at `matched` is an argument of an Azure Key Vault
+/// or App Configuration reference (`@Microsoft.KeyVault(SecretUri=…)`):
+/// where the secret lives, resolved at run time.
+fn inside_vault_reference(data: &[u8], matched: usize) -> bool {
+    let line = &data[line_start(data, matched)..matched];
+    [
+        &b"@Microsoft.KeyVault("[..],
+        b"@Microsoft.AppConfiguration(",
+    ]
+    .iter()
+    .any(|call| memchr::memmem::find(line, call).is_some())
+}
+
+/// Whether a value is a Bitnami SealedSecret's ciphertext (`Ag…` base64,
+/// only the controller's private key opens it) in a `SealedSecret`.
+fn is_sealed_ciphertext(data: &[u8], value: &[u8]) -> bool {
+    value.starts_with(b"Ag")
+        && value.len() >= 100
+        && memchr::memmem::find(data, b"SealedSecret").is_some()
+}
+
+/// Whether an `Authorization` header's credentials at `data[start..end]`
+/// (the header from `matched`) can be real: after `Basic`, base64 of text
+/// holding `user:password`'s colon; after another scheme, any token.
+fn http_credentials(data: &[u8], matched: usize, start: usize, end: usize) -> bool {
+    let scheme = data[matched..start].trim_ascii_end();
+    if !scheme.to_ascii_lowercase().ends_with(b"basic") {
+        return true;
+    }
+    base64_text(&data[start..end]).is_some_and(|text| text.contains(&b':'))
 }
 
 /// Prefixes of values that name a resource or state a digest rather than
@@ -1404,6 +1652,34 @@ const PROSE_WORDS: &[&str] = &[
     "match",
     "invalid",
     "required",
+    // French, Spanish, Portuguese, German, Italian, Dutch: messages about
+    // passwords in other languages (`Mot de passe incorrect`).
+    "de",
+    "le",
+    "la",
+    "les",
+    "votre",
+    "mot",
+    "passe",
+    "incorrect",
+    "el",
+    "es",
+    "su",
+    "contrase\u{f1}a",
+    "incorrecta",
+    "senha",
+    "inv\u{e1}lida",
+    "der",
+    "die",
+    "das",
+    "ist",
+    "passwort",
+    "falsch",
+    "il",
+    "non",
+    "wachtwoord",
+    "het",
+    "onjuist",
 ];
 
 /// Whether a value is prose rather than a secret: a message in an i18n or
@@ -1427,15 +1703,21 @@ fn is_prose(data: &[u8], start: usize, end: usize) -> bool {
                     .or_else(|| word.strip_suffix(b"?"))
                     .or_else(|| word.strip_suffix(b":"))
                     .unwrap_or(word);
-                (!word.is_empty()
-                    && (word.iter().all(|b| b.is_ascii_alphabetic() || *b == b'\'')
-                        || word.iter().all(u8::is_ascii_digit)))
-                .then(|| String::from_utf8_lossy(word).to_ascii_lowercase())
+                // Letters of any script (`Неверный пароль`), an apostrophe,
+                // or digits alone.
+                let letters = std::str::from_utf8(word)
+                    .is_ok_and(|text| text.chars().all(|c| c.is_alphabetic() || c == '\''));
+                (!word.is_empty() && (letters || word.iter().all(u8::is_ascii_digit)))
+                    .then(|| String::from_utf8_lossy(word).to_lowercase())
             })
             .collect()
     };
     let sentence = |words: &[String]| {
-        words.len() >= 6
+        // Two words or more, one of them in a script other than Latin
+        // letters: a message in another language, not a key.
+        let foreign = words.iter().any(|word| !word.is_ascii());
+        (foreign && words.len() >= 2)
+            || words.len() >= 6
             || (words.len() >= 3
                 && words
                     .iter()
@@ -2374,6 +2656,10 @@ fn is_path_like(secret: &[u8]) -> bool {
 const REFERENCE_PREFIXES: &[&[u8]] = &[
     // Ansible Vault: the lines that follow are ciphertext.
     b"!vault",
+    // Azure App Service and Functions: a Key Vault or App Configuration
+    // reference, resolved at run time.
+    b"@Microsoft.KeyVault(",
+    b"@Microsoft.AppConfiguration(",
     b"process.env",
     b"import.meta.env",
     b"os.environ",
@@ -2524,14 +2810,63 @@ fn blank_separated(data: &[u8], start: usize) -> bool {
         && (before[name_end - 1].is_ascii_alphanumeric() || before[name_end - 1] == b'_')
 }
 
-/// Whether the line holding `at` carries the allow marker.
+/// Whether the line holding `at` carries the allow marker in a comment
 /// (within [`LINE_REACH`] bytes of it: a marker further away on a longer
-/// line does not count).
+/// line does not count). A marker inside a string value
+/// (`user_agent="keyforge:allow"`, text a user typed into a log) is data,
+/// not a reviewer's decision, and silences nothing.
 fn allowed_inline(data: &[u8], at: usize) -> bool {
     let start = line_start(data, at);
     let high = data.len().min(at.saturating_add(LINE_REACH));
     let end = memchr::memchr(b'\n', &data[at..high]).map_or(high, |i| at + i);
-    memchr::memmem::find(&data[start..end], ALLOW_MARKER).is_some()
+    let line = &data[start..end];
+    memchr::memmem::find_iter(line, ALLOW_MARKER).any(|marker| in_comment(line, marker))
+}
+
+/// Whether `line[at..]` is inside a comment: a comment opener (`#`, `//`,
+/// `/*`, `<!--`, `--`, `;`, `{#`, `%` opening the line) comes before it
+/// outside any quoted string. `#`, `--` and `;` count only at the line's
+/// start or after a blank (`a#b`, `x--`, `f();` are not comments), `//`
+/// not after `:` (a URL's `https://`); a `'` after a letter or digit is
+/// an apostrophe (`don't`), not a quote.
+fn in_comment(line: &[u8], at: usize) -> bool {
+    let mut quote: Option<u8> = None;
+    let mut i = 0;
+    while i < at {
+        let b = line[i];
+        if let Some(open) = quote {
+            if b == b'\\' {
+                i += 2;
+                continue;
+            }
+            if b == open {
+                quote = None;
+            }
+            i += 1;
+            continue;
+        }
+        let after_blank = i == 0 || line[i - 1].is_ascii_whitespace();
+        let next = line.get(i + 1).copied();
+        let opens = match b {
+            b'#' | b';' => after_blank,
+            b'-' => after_blank && next == Some(b'-'),
+            b'/' => next == Some(b'*') || (next == Some(b'/') && (i == 0 || line[i - 1] != b':')),
+            b'<' => line[i..].starts_with(b"<!--"),
+            b'{' => next == Some(b'#'),
+            b'%' => line[..i].iter().all(u8::is_ascii_whitespace),
+            _ => false,
+        };
+        if opens {
+            return true;
+        }
+        match b {
+            b'"' | b'`' => quote = Some(b),
+            b'\'' if i == 0 || !line[i - 1].is_ascii_alphanumeric() => quote = Some(b),
+            _ => {}
+        }
+        i += 1;
+    }
+    false
 }
 
 /// How far the checks of a candidate look along its line, each way. Every
@@ -2908,8 +3243,17 @@ mod tests {
     /// literals); a rule adding keywords past that slows every scan.
     #[test]
     fn the_built_in_keywords_keep_the_prefilter_on_its_simd_path() {
-        let patterns = scanner().prefilter_patterns();
+        let scanner = scanner();
+        let patterns = scanner.prefilter_patterns();
         assert!(patterns <= 64, "{patterns} prefilter literals");
+        // Teddy's fingerprints are as long as its shortest literal: one of
+        // two bytes made every scan of the tree corpus take about 1.5x the
+        // time (measured on issue 16's work).
+        for rule in scanner.rules() {
+            for keyword in &rule.keywords {
+                assert!(keyword.len() >= 3, "{}: `{keyword}`", rule.id);
+            }
+        }
     }
 
     #[test]
@@ -2925,6 +3269,40 @@ mod tests {
         assert_eq!(hits.len(), 1);
         let mut lines = LineIndex::new(data.as_bytes());
         assert_eq!(lines.locate(hits[0].start), (2, 6));
+    }
+
+    /// Found by a tester: `keyforge:allow` anywhere on a line silenced it,
+    /// so a log line whose data held the marker passed `redact` whole.
+    /// For `scan` the marker counts in a comment only; `redact` ignores it.
+    #[test]
+    fn an_allow_marker_counts_only_as_a_comment_and_never_for_redact() {
+        let scanner = scanner();
+        let token = format!("ghp_{}", keyforge_types::random_base62(36));
+        let silenced = [
+            format!("token = \"{token}\"  # keyforge:allow"),
+            format!("const t = \"{token}\"; // keyforge:allow: a test fixture"),
+            format!("token: {token} # don't worry, keyforge:allow"),
+            format!("example: {token} <!-- keyforge:allow -->"),
+        ];
+        for line in &silenced {
+            assert!(scanner.scan_deep(line.as_bytes()).is_empty(), "{line}");
+            let redacted = crate::redact::redact_bytes(&scanner, line.as_bytes());
+            let redacted = String::from_utf8_lossy(&redacted);
+            assert!(!redacted.contains(&token), "redact kept {redacted}");
+        }
+        for line in [
+            format!("user_agent=\"keyforge:allow\" token={token}"),
+            format!("msg='keyforge:allow' token={token}"),
+            format!("x = \"# keyforge:allow\"; token = \"{token}\""),
+            format!("GET https://x.test/#keyforge:allow?t={token}"),
+            format!("token={token} note=keyforge:allow"),
+        ] {
+            let hits = scanner.scan_deep(line.as_bytes());
+            assert_eq!(hits.len(), 1, "{line}");
+            let redacted = crate::redact::redact_bytes(&scanner, line.as_bytes());
+            let redacted = String::from_utf8_lossy(&redacted);
+            assert!(!redacted.contains(&token), "redact kept {redacted}");
+        }
     }
 
     fn planted_kf() -> String {
@@ -3566,7 +3944,14 @@ mod tests {
                 keyforge_types::random_base62(43)
             )
         });
-        assert!(scanner.scan_deep(quiet.as_bytes()).is_empty(), "{quiet}");
+        // The bearer token is a credential in its own right (the header
+        // rule reports it), but what its parts decode to adds nothing.
+        let ids: Vec<&str> = scanner
+            .scan_deep(quiet.as_bytes())
+            .iter()
+            .map(|(hit, _)| scanner.rules()[hit.rule].id.as_str())
+            .collect();
+        assert_eq!(ids, ["http-authorization-header"], "{quiet}");
     }
 
     /// Regression (found in review): a line made of one marker repeated
@@ -3598,7 +3983,7 @@ mod tests {
         let scanner = scanner();
         for rule in scanner.rules() {
             for keyword in &rule.keywords {
-                for marker in BASE64_MARKERS {
+                for marker in BASE64_MARKERS.iter().chain(SHIFTED_BASE64_MARKERS) {
                     assert!(
                         !keyword.contains(marker) && !marker.contains(keyword.as_str()),
                         "{keyword} / {marker}"
@@ -3610,6 +3995,104 @@ mod tests {
 
     /// Gap 10: URL-safe and unpadded base64, base64 of base64, and a
     /// Secret written as JSON are decoded, reported at the encoded span.
+    /// Found by a tester: a coloured log line's key (`\x1b[32mAPI_KEY=…`)
+    /// and a UTF-16 file without a byte order mark that opens in Russian
+    /// (taken for binary) were missed by `scan` and `redact`.
+    #[test]
+    fn ansi_coloured_and_non_latin_utf16_text_is_read() {
+        let scanner = scanner();
+        let key = openai_key();
+        for line in [
+            format!("\x1b[32mAPI_KEY={key}\x1b[0m\n"),
+            format!("\x1b[1;33mINFO\x1b[0m token=\x1b[36m{key}\x1b[39m\n"),
+            format!("\x1b]0;title\x07OPENAI_API_KEY: {key}\n"),
+        ] {
+            let hits = scanner.scan_deep(line.as_bytes());
+            assert_eq!(hits.len(), 1, "{line:?}");
+            assert_eq!(hits[0].1, key.as_bytes(), "{line:?}");
+            let redacted = crate::redact::redact_bytes(&scanner, line.as_bytes());
+            let redacted = String::from_utf8_lossy(&redacted);
+            assert!(!redacted.contains(&key[8..40]), "{redacted:?}");
+        }
+        for opening in [
+            "Привет, это настройки приложения для продакшена\n",
+            "Ρυθμίσεις της εφαρμογής για την παραγωγή\n",
+            "הגדרות היישום לסביבת הייצור שלנו\n",
+        ] {
+            let text = format!("{opening}API_KEY={key}\n");
+            let data = utf16le(&text, false);
+            assert!(!Scanner::is_binary(&data), "{opening}");
+            assert_eq!(utf16_order(&data), Some(Utf16::Little), "{opening}");
+            let hits = scanner.scan_deep(&data);
+            assert_eq!(hits.len(), 1, "{opening}");
+            let redacted = crate::redact::redact_bytes(&scanner, &data);
+            assert!(scanner.scan_deep(&redacted).is_empty(), "{opening}");
+        }
+        // Text in ASCII or UTF-8 is not taken for UTF-16.
+        for text in [
+            "plain ASCII text, long enough to be sniffed as text\n".repeat(4),
+            "Привет, это настройки приложения\n".repeat(8),
+        ] {
+            assert_eq!(utf16_order(text.as_bytes()), None);
+        }
+    }
+
+    /// Found by a tester: `base64("token: ghp_…")` was missed by `scan`
+    /// (caught by `redact`): the markers were the encodings of a key that
+    /// opens a 3-byte group. Keys at each of the three offsets, and base64
+    /// of base64 outside a Kubernetes Secret, on a line of their own.
+    #[test]
+    fn base64_keys_at_every_offset_and_base64_of_base64_are_found() {
+        use base64::Engine;
+        use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+        let scanner = scanner();
+        let aws = format!(
+            "AKIA{}",
+            keyforge_types::random_base62(64)
+                .to_ascii_uppercase()
+                .chars()
+                .filter(|c| matches!(c, 'A'..='Z' | '2'..='7'))
+                .take(16)
+                .collect::<String>()
+        );
+        let keys = [
+            (
+                format!("ghp_{}", keyforge_types::random_base62(36)),
+                "github-token",
+            ),
+            (openai_key(), "openai-project-key"),
+            (aws, "aws-access-key-id"),
+            (planted_kf(), "kf-virtual-key"),
+        ];
+        for (key, rule) in &keys {
+            for prefix in ["", "=", "a=", "token: ", "tok: ", "the key is "] {
+                let text = format!("{prefix}{key}\n");
+                // base64 of base64 is searched for where the key opens the
+                // inner text (an encoded value encoded again).
+                let twice = prefix
+                    .is_empty()
+                    .then(|| STANDARD.encode(STANDARD.encode(text.as_bytes())));
+                for encoded in [
+                    STANDARD.encode(text.as_bytes()),
+                    URL_SAFE_NO_PAD.encode(text.as_bytes()),
+                ]
+                .into_iter()
+                .chain(twice)
+                {
+                    let data = format!("blob {encoded} end\n");
+                    let hits = scanner.scan_deep(data.as_bytes());
+                    let ids: Vec<&str> = hits
+                        .iter()
+                        .map(|(hit, _)| scanner.rules()[hit.rule].id.as_str())
+                        .collect();
+                    assert_eq!(ids, [*rule], "{prefix:?} {data}");
+                    let (hit, _) = &hits[0];
+                    assert_eq!(&data[hit.start..hit.end], encoded.as_str());
+                }
+            }
+        }
+    }
+
     #[test]
     fn every_base64_shape_is_decoded_and_reported_at_its_span() {
         use base64::Engine;

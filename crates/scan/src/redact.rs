@@ -10,8 +10,8 @@
 //! is complete, so it can sit in a log pipeline; bytes that are not UTF-8
 //! pass through untouched; and since it only ever scans whole lines, a
 //! secret split across two reads is still found. A line that opens a
-//! multi-line secret (a private key's `-----BEGIN`, a PuTTY key, a YAML
-//! block scalar, a string continued on the next line) holds the lines after
+//! multi-line secret (a private key's `-----BEGIN`, a PuTTY key, a JSON
+//! Web Key, a YAML block scalar, a string continued on the next line) holds the lines after
 //! it until the block closes (at most [`MAX_HELD_LINES`] lines or
 //! [`MAX_LINE`] bytes), so a key's body lines are redacted with its header.
 //! A line longer than [`MAX_LINE`] is processed in pieces that overlap by
@@ -106,7 +106,7 @@ fn replace(scanner: &Scanner, data: &[u8], hits: &[crate::Hit], utf16: Option<Ut
 /// What a held block waits for before it is scanned and written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Hold {
-    /// `-----END … PRIVATE KEY…-----`.
+    /// `-----END … PRIVATE KEY…-----` (or an SSH2 key's `---- END SSH2`).
     PemEnd,
     /// PuTTY's `Private-MAC:` (or `Private-Hash:`) line.
     PuttyMac,
@@ -117,16 +117,24 @@ enum Hold {
     /// USER` lines continue it): any line that is not `login`, `account`
     /// or `port` closes it.
     NetrcPassword,
+    /// A JSON Web Key written over several lines (`"kty"` opened it): its
+    /// private `"d"` may come lines later; a line with `}` closes it.
+    JwkEnd,
 }
 
 /// Whether `line` opens a secret that spans lines, and what closes it.
 fn opens(line: &[u8]) -> Option<Hold> {
     let find = |needle: &[u8]| memchr::memmem::find(line, needle).is_some();
-    if find(b"-----BEGIN") && find(b"PRIVATE KEY") && !find(b"-----END") {
+    if (find(b"-----BEGIN") && find(b"PRIVATE KEY") && !find(b"-----END"))
+        || (find(b"---- BEGIN SSH2") && !find(b"---- END SSH2"))
+    {
         return Some(Hold::PemEnd);
     }
     if line.starts_with(b"PuTTY-User-Key-File-") {
         return Some(Hold::PuttyMac);
+    }
+    if find(b"\"kty\"") && !find(b"}") {
+        return Some(Hold::JwkEnd);
     }
     if first_word(line) == b"machine" && !find(b"password") {
         return Some(Hold::NetrcPassword);
@@ -174,9 +182,13 @@ fn closes(hold: Hold, line: &[u8]) -> bool {
             !matches!(first_word(line), b"login" | b"account" | b"port")
                 || memchr::memmem::find(line, b"password").is_some()
         }
-        Hold::PemEnd => memchr::memmem::find(line, b"-----END").is_some(),
+        Hold::PemEnd => {
+            memchr::memmem::find(line, b"-----END").is_some()
+                || memchr::memmem::find(line, b"---- END SSH2").is_some()
+        }
         Hold::PuttyMac => line.starts_with(b"Private-MAC:") || line.starts_with(b"Private-Hash:"),
         Hold::NextLine => true,
+        Hold::JwkEnd => memchr::memchr(b'}', line).is_some(),
     }
 }
 

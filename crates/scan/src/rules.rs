@@ -33,7 +33,8 @@ pub struct RawRule {
     pub entropy: Option<f64>,
     /// `kf-checksum`: the secret must be a checksum-valid KeyForge key;
     /// `netrc-entry`: the match must follow a .netrc entry's `machine HOST
-    /// login USER`.
+    /// login USER`; `http-credentials`: after `Basic`, the secret must be
+    /// base64 of `user:password`.
     pub validate: Option<String>,
     /// The secret is the value of an assignment: it must be a literal, not
     /// a reference to where the secret lives (an environment lookup,
@@ -106,6 +107,10 @@ pub enum Validation {
     /// The match follows a .netrc entry's `machine HOST` and at least one
     /// `login USER` (`account`, `port`) pair, in the 2 KiB before it.
     NetrcEntry,
+    /// An HTTP `Authorization` header's credentials: after `Basic`, base64
+    /// of `user:password` (text holding a `:`); after another scheme, any
+    /// token.
+    HttpCredentials,
 }
 
 /// A compiled rule.
@@ -163,6 +168,7 @@ fn compile(raw: RawRule) -> Result<Rule, RuleError> {
         None => Validation::None,
         Some("kf-checksum") => Validation::KfChecksum,
         Some("netrc-entry") => Validation::NetrcEntry,
+        Some("http-credentials") => Validation::HttpCredentials,
         Some(other) => return Err(fail(format!("unknown validate `{other}`"))),
     };
     if raw.keywords.iter().any(String::is_empty) {
