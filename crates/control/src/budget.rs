@@ -24,6 +24,10 @@ use time::OffsetDateTime;
 pub struct BudgetCell {
     id: BudgetId,
     scope: BudgetScope,
+    /// This instance's share of the limit when it counts alone for a
+    /// cluster of `share` instances (Redis unreachable, `[redis]
+    /// on_unavailable = "local"`); 1 otherwise.
+    share: i64,
     /// Locked only to check-and-reserve, settle or read a status: integer
     /// arithmetic and, once per period, a calendar computation.
     #[expect(clippy::disallowed_types, reason = "see the module's explanation")]
@@ -95,12 +99,12 @@ fn to_ms(time: OffsetDateTime) -> i64 {
     i64::try_from(time.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
 }
 
-fn from_ms(ms: i64) -> OffsetDateTime {
+pub(crate) fn from_ms(ms: i64) -> OffsetDateTime {
     OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
         .unwrap_or(OffsetDateTime::UNIX_EPOCH)
 }
 
-fn period_bounds(period: Period, now: OffsetDateTime) -> (i64, i64) {
+pub(crate) fn period_bounds(period: Period, now: OffsetDateTime) -> (i64, i64) {
     let start = period.start_of(now);
     let end = period.end_of(start).map_or(i64::MAX, to_ms);
     (to_ms(start), end)
@@ -121,11 +125,11 @@ impl CellState {
         }
     }
 
-    fn fits(&self, amount: i64) -> bool {
+    fn fits(&self, amount: i64, share: i64) -> bool {
         self.spent
             .saturating_add(self.reserved)
             .saturating_add(amount)
-            <= self.limit.amount.0
+            <= self.limit.amount.0 / share
     }
 }
 
@@ -149,7 +153,21 @@ impl BudgetCell {
             reserved: 0,
             refused_in_period: None,
         });
-        Self { id, scope, state }
+        Self {
+            id,
+            scope,
+            share: 1,
+            state,
+        }
+    }
+
+    /// The same budget, enforced locally at `1 / instances` of its limit
+    /// (what one instance of a cluster may spend while it counts alone).
+    /// Its status still reports the whole limit.
+    #[must_use]
+    pub fn with_share(mut self, instances: u32) -> Self {
+        self.share = i64::from(instances.max(1));
+        self
     }
 
     pub fn id(&self) -> &BudgetId {
@@ -180,6 +198,35 @@ impl BudgetCell {
     pub fn set_limit(&self, limit: BudgetLimit) {
         let mut state = self.lock();
         state.limit = limit;
+    }
+
+    /// The budget's limit now.
+    pub fn limit(&self) -> BudgetLimit {
+        self.lock().limit
+    }
+
+    /// Records a refusal made elsewhere (by shared counters) in the period
+    /// starting at `period_start_ms`; true if it is this budget's first
+    /// refusal in that period here (worth an alert).
+    pub(crate) fn note_refusal(&self, period_start_ms: i64) -> bool {
+        let mut state = self.lock();
+        let first = state.refused_in_period != Some(period_start_ms);
+        state.refused_in_period = Some(period_start_ms);
+        first
+    }
+
+    /// Cluster mode: the shared counters reported `spent` for the period
+    /// starting at `period_start_ms`. Kept (never lowered), so that an
+    /// instance that must count alone (Redis unreachable, `local`) starts
+    /// from the cluster's spend as last seen, not from its own: with each
+    /// of N instances allowed `limit / N` on top of that, they cannot
+    /// together pass the limit.
+    pub fn observe_spent(&self, period_start_ms: i64, spent: NanoUsd, now: OffsetDateTime) {
+        let mut state = self.lock();
+        state.roll(now);
+        if state.period_start_ms == period_start_ms && spent.0 > state.spent {
+            state.spent = spent.0;
+        }
     }
 
     pub fn status(&self, now: OffsetDateTime) -> BudgetStatus {
@@ -214,7 +261,7 @@ pub fn reserve(
     for cell in cells {
         let mut state = cell.lock();
         state.roll(now);
-        if !state.fits(amount) {
+        if !state.fits(amount, cell.share) {
             let first_in_period = state.refused_in_period != Some(state.period_start_ms);
             state.refused_in_period = Some(state.period_start_ms);
             return Err(Box::new(Exhausted {
@@ -406,6 +453,35 @@ mod tests {
         assert_eq!(changes[0].before, 0);
         assert_eq!(changes[0].after, USD / 5);
         assert_eq!(budget.status(later).reserved, NanoUsd(0));
+    }
+
+    /// One instance of three counting alone may use a third of the limit;
+    /// its status still reports the whole limit.
+    #[test]
+    fn a_shared_budget_counted_alone_allows_this_instances_share() {
+        let budget = Arc::new(
+            BudgetCell::new(
+                BudgetId::generate(),
+                key_scope(),
+                BudgetLimit::parse("3usd/day").unwrap(),
+                NanoUsd(0),
+                NOW,
+            )
+            .with_share(3),
+        );
+        let cells = [budget.clone()];
+        assert!(reserve(&cells, NanoUsd(USD + 1), NOW).is_err());
+        let held = reserve(&cells, NanoUsd(USD), NOW).unwrap();
+        let refused = reserve(&cells, NanoUsd(1), NOW).unwrap_err();
+        assert_eq!(refused.status.limit.amount, NanoUsd(3 * USD));
+        drop(held);
+        // The cluster's spend, as last seen in Redis, counts against it.
+        let start = period_bounds(Period::Day, NOW).0;
+        budget.observe_spent(start, NanoUsd(USD / 2), NOW);
+        budget.observe_spent(start, NanoUsd(USD / 4), NOW);
+        assert_eq!(budget.status(NOW).spent, NanoUsd(USD / 2));
+        assert!(reserve(&cells, NanoUsd(USD / 2 + 1), NOW).is_err());
+        assert!(reserve(&cells, NanoUsd(USD / 2), NOW).is_ok());
     }
 
     #[test]

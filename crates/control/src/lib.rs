@@ -10,15 +10,28 @@
 //! - [`anomaly`]: each key compared with its own recent past (request and
 //!   token spikes, new client addresses, bursts of refused requests).
 //!
-//! Invariants: this crate does no I/O and never waits. The request path
+//! - [`counters`]: one interface ([`Counters`]) over the counters above,
+//!   with two implementations: [`LocalCounters`] (the in-memory code, each
+//!   instance alone) and [`cluster::RedisCounters`] (shared by every
+//!   instance of a cluster: one atomic Lua script per operation, leases on
+//!   reservations and places in flight, spend rebuilt from the store).
+//!
+//! Invariants: apart from [`cluster`], this crate does no I/O and never
+//! waits. The local request path
 //! takes at most one short `std::sync::Mutex` per applicable budget (a few
 //! integer operations, never across an `.await`); rate limiters are
 //! lock-free. State is rebuilt from the store's ledger by the caller at start.
 
 pub mod anomaly;
 pub mod budget;
+pub mod cluster;
+pub mod counters;
 pub mod rate;
 
 pub use anomaly::{AnomalyConfig, Finding, KeyWatch};
 pub use budget::{BudgetCell, BudgetStatus, Exhausted, Reservation, SpendChange, reserve};
+pub use cluster::{BudgetSpend, RedisCounters, RedisSettings, SpendSource};
+pub use counters::{
+    Counters, Entered, Hold, Limiter, LocalCounters, Place, Refusal, SharedHold, Unavailable,
+};
 pub use rate::{InFlight, InFlightGuard, RateDenied, RateGrant, RateLimiter};

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
 use std::time::Duration;
 
 /// The window every limit is expressed over.
-const WINDOW_NS: i64 = 60_000_000_000;
+pub(crate) const WINDOW_NS: i64 = 60_000_000_000;
 
 /// A request-or-token rate limit over one minute.
 #[derive(Debug)]
@@ -46,7 +46,7 @@ pub struct RateDenied {
     pub too_large: bool,
 }
 
-fn nanos(duration_ns: i64) -> Duration {
+pub(crate) fn nanos(duration_ns: i64) -> Duration {
     Duration::from_nanos(u64::try_from(duration_ns).unwrap_or(0))
 }
 
@@ -64,12 +64,12 @@ impl RateLimiter {
     }
 
     /// How far `cost` units push the arrival time.
-    fn increment(&self, cost: u64) -> i64 {
+    pub(crate) fn increment(&self, cost: u64) -> i64 {
         let ns = i128::from(cost) * i128::from(WINDOW_NS) / i128::from(self.limit);
         i64::try_from(ns).unwrap_or(i64::MAX)
     }
 
-    fn remaining(&self, tat_ns: i64, now_ns: i64) -> u64 {
+    pub(crate) fn remaining(&self, tat_ns: i64, now_ns: i64) -> u64 {
         let used = tat_ns.saturating_sub(now_ns).max(0);
         let free = WINDOW_NS.saturating_sub(used).max(0);
         let units = i128::from(free) * i128::from(self.limit) / i128::from(WINDOW_NS);

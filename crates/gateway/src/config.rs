@@ -62,6 +62,47 @@ pub struct GatewayConfig {
     /// `/metrics` labels requests, tokens and cost with the key id too
     /// (`[metrics] key_labels`): one series per key, so off by default.
     pub metrics_key_labels: bool,
+    /// `[redis]` / `--redis`: admission counters shared with the other
+    /// instances of a cluster. `None`: this instance counts alone, in
+    /// memory (the embedded default).
+    pub redis: Option<RedisConfig>,
+}
+
+/// Cluster mode's shared admission counters (see `crate::cluster`).
+#[derive(Debug, Clone)]
+pub struct RedisConfig {
+    /// `redis://[:password@]host:port[/db]`; never logged or printed.
+    pub url: secrecy::SecretString,
+    /// What a request does while Redis cannot be reached; `None`: keys
+    /// with a budget fail closed, keys without one count locally.
+    pub on_unavailable: Option<OnUnavailable>,
+    /// How many instances share the limits: while Redis is unreachable a
+    /// `local` instance enforces `1 / instances` of each limit.
+    pub instances: u32,
+    /// Lifetime of a reservation or place in flight never settled (an
+    /// instance that crashed).
+    pub lease: Duration,
+    /// Put before every Redis key.
+    pub prefix: String,
+}
+
+/// `[redis] on_unavailable`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnUnavailable {
+    /// 503 `admission_unavailable`: never serve unmetered.
+    FailClosed,
+    /// Count in memory, at this instance's share of each limit.
+    Local,
+}
+
+impl GatewayConfig {
+    /// The share of each limit the in-memory counters enforce: `1 /
+    /// instances` in cluster mode, the whole limit otherwise.
+    pub(crate) fn cluster_share(&self) -> u32 {
+        self.redis
+            .as_ref()
+            .map_or(1, |redis| redis.instances.max(1))
+    }
 }
 
 /// Ledger retention. Rollups (what usage, budgets, rotation and status
@@ -152,6 +193,7 @@ impl Default for GatewayConfig {
             spend: SpendConfig::default(),
             ledger: LedgerConfig::default(),
             metrics_key_labels: false,
+            redis: None,
         }
     }
 }

@@ -26,6 +26,7 @@ pub mod admin;
 mod alerts;
 pub mod audit;
 mod clock;
+mod cluster;
 mod config;
 mod error;
 mod forwarded;
@@ -58,7 +59,9 @@ use secrecy::SecretString;
 use tokio::net::TcpListener;
 
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use config::{GatewayConfig, LedgerConfig, SpendConfig, UnknownInput};
+pub use config::{
+    GatewayConfig, LedgerConfig, OnUnavailable, RedisConfig, SpendConfig, UnknownInput,
+};
 pub use error::Fault;
 pub use forwarded::{ClientAddressHeader, TrustedProxies};
 pub use keyforge_control::AnomalyConfig;
@@ -94,6 +97,8 @@ pub enum GatewayInitError {
     Audit,
     #[error("cannot build the secret scrubber: {0}")]
     Scrubber(String),
+    #[error("cannot set up the Redis admission counters: {0}")]
+    Redis(String),
 }
 
 /// Everything a gateway is built from; the outside world is passed in.
@@ -156,9 +161,14 @@ impl Gateway {
             parts.clock.now(),
         )
         .await?;
-        let snapshot =
-            snapshot::Snapshot::load(parts.store.as_ref(), &sealer, None, parts.clock.now())
-                .await?;
+        let snapshot = snapshot::Snapshot::load(
+            parts.store.as_ref(),
+            &sealer,
+            None,
+            parts.clock.now(),
+            parts.config.cluster_share(),
+        )
+        .await?;
         let snapshot_counts = (snapshot.providers.len(), snapshot.keys.len());
         let integrity_failures = snapshot.integrity_failures.len();
         let http = upstream::build(&parts.config).map_err(GatewayInitError::HttpClient)?;
@@ -181,7 +191,26 @@ impl Gateway {
         let (alerts, raised) = alerts::Alerts::new();
         snapshot.report_integrity_failures(None, &alerts);
         alerts.set_webhooks(&snapshot.webhooks);
+        let cluster = match &parts.config.redis {
+            Some(redis) => Some(Arc::new(
+                cluster::Cluster::new(redis, parts.store.clone())
+                    .map_err(GatewayInitError::Redis)?,
+            )),
+            None => None,
+        };
+        if let Some(cluster) = &cluster {
+            // Spend into Redis if it has none (a first start, or Redis came
+            // back empty); unreachable now is not fatal: admission follows
+            // `[redis] on_unavailable` and the first reservation rebuilds.
+            match cluster.counters.rebuild(parts.clock.now()).await {
+                Ok(rebuilt) => tracing::info!(rebuilt, "redis admission counters ready"),
+                Err(error) => {
+                    tracing::warn!(error = %error, "redis unreachable at start: admission follows [redis] on_unavailable until it is back")
+                }
+            }
+        }
         let state = AppState {
+            cluster,
             config: parts.config,
             store: parts.store,
             sealer,

@@ -46,12 +46,20 @@ pub(crate) struct KeyLimiters {
 }
 
 impl KeyLimiters {
-    fn new(limits: KeyLimits) -> Self {
+    /// In-memory limiters for `limits` (the whole limits, kept in
+    /// `limits`), each enforcing `1 / share` of its limit: one instance's
+    /// share of a cluster of `share` (1 outside cluster mode).
+    fn new(limits: KeyLimits, share: u32) -> Self {
+        let share = share.max(1);
         Self {
             limits,
-            rpm: limits.rpm.map(|rpm| RateLimiter::new(u64::from(rpm))),
-            tpm: limits.tpm.map(RateLimiter::new),
-            in_flight: limits.max_parallel.map(InFlight::new),
+            rpm: limits
+                .rpm
+                .map(|rpm| RateLimiter::new(u64::from(rpm) / u64::from(share))),
+            tpm: limits
+                .tpm
+                .map(|tpm| RateLimiter::new(tpm / u64::from(share))),
+            in_flight: limits.max_parallel.map(|max| InFlight::new(max / share)),
         }
     }
 }
@@ -75,7 +83,7 @@ impl KeyEntry {
     /// A key that is not in the snapshot (archived), for display only.
     pub(crate) fn detached(record: VirtualKeyRecord) -> Self {
         Self {
-            limiters: Arc::new(KeyLimiters::new(record.limits)),
+            limiters: Arc::new(KeyLimiters::new(record.limits, 1)),
             watch: Arc::new(KeyWatch::new()),
             budgets: Vec::new(),
             ancestors: Vec::new(),
@@ -205,12 +213,15 @@ const RATE_WINDOW_MS: i64 = 60_000;
 
 impl Snapshot {
     /// Builds a snapshot from the store, carrying counters over from
-    /// `previous` (or, at start, rebuilding them from the ledger).
+    /// `previous` (or, at start, rebuilding them from the ledger). `share`:
+    /// the in-memory counters enforce `1 / share` of each limit (the
+    /// `[redis] instances` of a cluster; 1 outside cluster mode).
     pub(crate) async fn load(
         store: &dyn Store,
         sealer: &Sealer,
         previous: Option<&Snapshot>,
         now: OffsetDateTime,
+        share: u32,
     ) -> Result<Self, SnapshotError> {
         let mut snapshot = Snapshot::default();
         let failed: std::collections::HashSet<(SealedTable, String)> = store
@@ -258,13 +269,16 @@ impl Snapshot {
                 None => {
                     let since = BudgetCell::period_start(budget.limit, now);
                     let spent = store.spend_since(&budget.scope, unix_ms(since)).await?;
-                    Arc::new(BudgetCell::new(
-                        budget.id.clone(),
-                        budget.scope.clone(),
-                        budget.limit,
-                        NanoUsd(spent),
-                        now,
-                    ))
+                    Arc::new(
+                        BudgetCell::new(
+                            budget.id.clone(),
+                            budget.scope.clone(),
+                            budget.limit,
+                            NanoUsd(spent),
+                            now,
+                        )
+                        .with_share(share),
+                    )
                 }
             };
             snapshot.budgets.insert(budget.id, cell);
@@ -309,7 +323,7 @@ impl Snapshot {
             let limiters = match earlier {
                 Some(entry) if entry.limiters.limits == record.limits => entry.limiters.clone(),
                 _ => {
-                    let limiters = Arc::new(KeyLimiters::new(record.limits));
+                    let limiters = Arc::new(KeyLimiters::new(record.limits, share));
                     fresh_limiters.insert(record.id.clone(), limiters.clone());
                     limiters
                 }

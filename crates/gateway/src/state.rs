@@ -16,6 +16,9 @@ use crate::snapshot::{Snapshot, SnapshotError};
 #[derive(Debug)]
 pub(crate) struct AppState {
     pub(crate) config: GatewayConfig,
+    /// Cluster mode: admission counters shared in Redis; `None` in the
+    /// embedded mode, where admission counts in memory only.
+    pub(crate) cluster: Option<Arc<crate::cluster::Cluster>>,
     pub(crate) store: Arc<dyn Store>,
     pub(crate) sealer: Sealer,
     pub(crate) hasher: KeyHasher,
@@ -61,6 +64,7 @@ impl AppState {
             &self.sealer,
             Some(&previous),
             self.clock.now(),
+            self.config.cluster_share(),
         )
         .await?;
         snapshot.report_integrity_failures(Some(&previous), &self.alerts);

@@ -162,6 +162,13 @@ pub(crate) struct ServeArgs {
     /// encrypted); re-read on SIGHUP [config: `[server] tls_key`].
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     pub(crate) tls_key: Option<PathBuf>,
+    /// Cluster mode: share admission counters (budgets, RPM/TPM, requests
+    /// in flight) with the other instances in this Redis,
+    /// `redis://host:port[/db]`. A password is refused here (argv is
+    /// visible to every user): put the URL in KEYFORGE_REDIS_URL or
+    /// `[redis] url` [env: KEYFORGE_REDIS_URL].
+    #[arg(long, value_name = "URL")]
+    pub(crate) redis: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]

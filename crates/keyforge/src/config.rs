@@ -42,6 +42,8 @@ pub(crate) struct RawConfig {
     metrics: RawMetrics,
     #[serde(default)]
     store: RawStore,
+    #[serde(default)]
+    redis: RawRedis,
     /// Workload identity: `[[oidc.issuer]]` and `[[oidc.role]]`.
     #[serde(default)]
     oidc: keyforge_gateway::oidc::config::RawOidc,
@@ -130,6 +132,101 @@ struct RawStore {
     database: Option<String>,
 }
 
+/// `[redis]`: cluster mode's shared admission counters.
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRedis {
+    /// `redis://[:password@]host:port[/db]`.
+    url: Option<String>,
+    /// `"fail_closed"` or `"local"`; unset: keys with a budget fail
+    /// closed, keys without one count locally.
+    on_unavailable: Option<String>,
+    /// Instances sharing the limits (what `local` divides each limit by).
+    instances: Option<u32>,
+    /// Lifetime of an unsettled reservation or place in flight (`5m`).
+    lease: Option<String>,
+    /// Put before every Redis key (`keyforge:`).
+    prefix: Option<String>,
+}
+
+impl std::fmt::Debug for RawRedis {
+    /// The URL may hold a password: never printed.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RawRedis")
+            .field("url", &self.url.as_ref().map(|_| "<redacted>"))
+            .field("on_unavailable", &self.on_unavailable)
+            .field("instances", &self.instances)
+            .field("lease", &self.lease)
+            .field("prefix", &self.prefix)
+            .finish()
+    }
+}
+
+/// Whether a Redis URL carries credentials (`redis://user:pass@host`).
+fn has_credentials(url: &str) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let authority = rest.split('/').next().unwrap_or(rest);
+    authority.contains('@')
+}
+
+fn redis_config(
+    raw: RawRedis,
+    flag: Option<&str>,
+    env: Option<&str>,
+) -> anyhow::Result<Option<keyforge_gateway::RedisConfig>> {
+    if flag.is_some_and(has_credentials) {
+        bail!(
+            "--redis carries a password, and the command line is visible to every user of this machine: pass the URL in KEYFORGE_REDIS_URL or `[redis] url` instead"
+        );
+    }
+    let (url, source) = match (flag, env, raw.url) {
+        (Some(url), _, _) => (url.to_owned(), "--redis"),
+        (None, Some(url), _) => (url.to_owned(), "KEYFORGE_REDIS_URL"),
+        (None, None, Some(url)) => (url, "config `redis.url`"),
+        (None, None, None) => {
+            if raw.on_unavailable.is_some() || raw.instances.is_some() || raw.lease.is_some() {
+                bail!(
+                    "config `[redis]` sets options but no `url`: set `[redis] url`, KEYFORGE_REDIS_URL or --redis"
+                );
+            }
+            return Ok(None);
+        }
+    };
+    // The URL itself is never repeated in an error: it may hold a password.
+    if !url.starts_with("redis://") {
+        bail!(
+            "{source} must be a redis:// URL (redis://[:password@]host:port[/db]); rediss:// (TLS) is not supported"
+        );
+    }
+    let on_unavailable = match raw.on_unavailable.as_deref() {
+        None => None,
+        Some("fail_closed") => Some(keyforge_gateway::OnUnavailable::FailClosed),
+        Some("local") => Some(keyforge_gateway::OnUnavailable::Local),
+        Some(other) => bail!(
+            "config `redis.on_unavailable = \"{other}\"` is not one of \"fail_closed\", \"local\""
+        ),
+    };
+    let instances = raw.instances.unwrap_or(1);
+    if instances == 0 {
+        bail!("config `redis.instances` must be at least 1");
+    }
+    let lease = match raw.lease {
+        // Five minutes: longer than most requests, short enough that a
+        // crashed instance's reservations free their budget soon.
+        None => Duration::from_secs(300),
+        Some(text) => Ttl::parse(&text)
+            .map(|ttl| ttl.as_duration())
+            .context("config `redis.lease`")?,
+    };
+    Ok(Some(keyforge_gateway::RedisConfig {
+        url: secrecy::SecretString::from(url),
+        on_unavailable,
+        instances,
+        lease,
+        prefix: raw.prefix.unwrap_or_else(|| "keyforge:".to_owned()),
+    }))
+}
+
 /// `[metrics]`: what `/metrics` labels and where it is served besides the
 /// main listener.
 #[derive(Debug, Default, Deserialize)]
@@ -185,6 +282,8 @@ pub(crate) struct EnvOverrides {
     pub(crate) data_dir: Option<PathBuf>,
     /// `KEYFORGE_DATABASE_URL`.
     pub(crate) database: Option<String>,
+    /// `KEYFORGE_REDIS_URL`.
+    pub(crate) redis_url: Option<String>,
 }
 
 /// The environment variable naming the PostgreSQL database.
@@ -198,6 +297,7 @@ impl EnvOverrides {
             listen: var("KEYFORGE_LISTEN").and_then(|value| value.into_string().ok()),
             data_dir: var("KEYFORGE_DATA_DIR").map(PathBuf::from),
             database: var(DATABASE_URL_ENV).and_then(|value| value.into_string().ok()),
+            redis_url: var("KEYFORGE_REDIS_URL").and_then(|value| value.into_string().ok()),
         }
     }
 }
@@ -360,6 +460,7 @@ pub(crate) fn resolve(args: &ServeArgs, env: &EnvOverrides) -> anyhow::Result<Se
         },
         ledger: ledger_config(raw.ledger, defaults.ledger.clone())?,
         metrics_key_labels: raw.metrics.key_labels,
+        redis: redis_config(raw.redis, args.redis.as_deref(), env.redis_url.as_deref())?,
         oidc: raw
             .oidc
             .validate(&config_dir)
@@ -584,6 +685,7 @@ mod tests {
             database: None,
             tls_cert: None,
             tls_key: None,
+            redis: None,
         }
     }
 
@@ -597,6 +699,7 @@ mod tests {
             listen: Some("127.0.0.1:2222".into()),
             data_dir: None,
             database: None,
+            redis_url: None,
         };
         let config = resolve(&args(), &env).unwrap();
         assert_eq!(config.listen.port(), 2222);
@@ -614,6 +717,7 @@ mod tests {
             database: None,
             tls_cert: None,
             tls_key: None,
+            redis: None,
         };
         let config = resolve(&flags, &env).unwrap();
         assert_eq!(config.listen.port(), 3333);
@@ -863,5 +967,92 @@ mod tests {
         };
         let config = resolve(&flags, &env).unwrap();
         assert_eq!(config.tls.unwrap().cert, PathBuf::from("/flag/c.pem"));
+    }
+
+    /// `--redis` with a password is refused (argv is public), without the
+    /// password in the error; the environment and the file may carry one.
+    #[test]
+    fn redis_urls_keep_their_password_off_argv() {
+        let password = format!("pw{}", keyforge_types::random_base62(12));
+        let with_password = format!("redis://:{password}@127.0.0.1:6379/0");
+        let flags = ServeArgs {
+            redis: Some(with_password.clone()),
+            ..args()
+        };
+        let error = format!(
+            "{:#}",
+            resolve(&flags, &EnvOverrides::default()).unwrap_err()
+        );
+        assert!(error.contains("KEYFORGE_REDIS_URL"), "{error}");
+        assert!(!error.contains(&password), "{error}");
+        let env = EnvOverrides {
+            redis_url: Some(with_password),
+            ..Default::default()
+        };
+        let redis = resolve(&args(), &env).unwrap().gateway.redis.unwrap();
+        assert_eq!(redis.on_unavailable, None);
+        assert_eq!(redis.instances, 1);
+        assert!(!format!("{redis:?}").contains(&password));
+        let flags = ServeArgs {
+            redis: Some("redis://127.0.0.1:6379".into()),
+            ..args()
+        };
+        assert!(
+            resolve(&flags, &EnvOverrides::default())
+                .unwrap()
+                .gateway
+                .redis
+                .is_some()
+        );
+        assert!(
+            resolve(&args(), &EnvOverrides::default())
+                .unwrap()
+                .gateway
+                .redis
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn redis_settings_are_checked() {
+        let cases = [
+            (
+                "[redis]\nurl = \"redis://h:1\"\non_unavailable = \"open\"\n",
+                "is not one of",
+            ),
+            (
+                "[redis]\nurl = \"redis://h:1\"\ninstances = 0\n",
+                "at least 1",
+            ),
+            ("[redis]\nurl = \"http://h:1\"\n", "must be a redis:// URL"),
+            ("[redis]\ninstances = 3\n", "no `url`"),
+        ];
+        for (text, expected) in cases {
+            let dir = tempfile::tempdir().unwrap();
+            let file = dir.path().join("keyforge.toml");
+            std::fs::write(&file, text).unwrap();
+            let env = EnvOverrides {
+                config: Some(file),
+                ..Default::default()
+            };
+            let error = format!("{:#}", resolve(&args(), &env).unwrap_err());
+            assert!(error.contains(expected), "{text}: {error}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("keyforge.toml");
+        std::fs::write(&file, "[redis]\nurl = \"redis://h:1\"\non_unavailable = \"local\"\ninstances = 3\nlease = \"2m\"\n").unwrap();
+        let env = EnvOverrides {
+            config: Some(file),
+            ..Default::default()
+        };
+        let redis = resolve(&args(), &env).unwrap().gateway.redis.unwrap();
+        assert_eq!(
+            redis.on_unavailable,
+            Some(keyforge_gateway::OnUnavailable::Local)
+        );
+        assert_eq!(
+            (redis.instances, redis.lease),
+            (3, Duration::from_secs(120))
+        );
     }
 }

@@ -173,6 +173,17 @@ pub(crate) fn status(report: &StatusReport) -> anyhow::Result<()> {
                 "WARNING: the audit log could not be written; admin changes are refused until it can (see the gateway's log)."
             )?;
         }
+        match report.redis.as_deref() {
+            Some("reachable") => writeln!(
+                out,
+                "Cluster admission: Redis reachable; budgets and limits are shared by every instance."
+            )?,
+            Some(_) => writeln!(
+                out,
+                "WARNING: Redis is unreachable; admission follows [redis] on_unavailable (503 admission_unavailable, or this instance's share of each limit) and reconnects by itself."
+            )?,
+            None => {}
+        }
         let ledger = &report.ledger;
         writeln!(
             out,

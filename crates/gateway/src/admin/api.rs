@@ -604,6 +604,11 @@ pub struct StatusReport {
     /// The ledger writer's queue and counters.
     #[serde(default)]
     pub ledger: crate::LedgerStats,
+    /// Cluster mode: whether the shared admission counters in Redis
+    /// answered the last call (`reachable` or `unreachable`); absent in
+    /// the embedded mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis: Option<String>,
 }
 
 /// One thing `keyforge doctor` found.

@@ -39,12 +39,20 @@ pub(super) fn view(status: &BudgetStatus) -> BudgetView {
 
 pub(super) async fn list(State(state): State<Arc<AppState>>) -> axum::Json<BudgetList> {
     let now = state.clock.now();
-    let snapshot = state.snapshot.load();
-    let mut budgets: Vec<BudgetView> = snapshot
-        .budgets
-        .values()
-        .map(|cell| view(&cell.status(now)))
-        .collect();
+    let snapshot = state.snapshot.load_full();
+    let mut budgets: Vec<BudgetView> = Vec::with_capacity(snapshot.budgets.len());
+    for cell in snapshot.budgets.values() {
+        // In cluster mode the spend is the whole cluster's, from Redis;
+        // this instance's own figures while Redis cannot be reached.
+        let status = match &state.cluster {
+            Some(cluster) => match cluster.counters.status(cell, now).await {
+                Ok(status) => status,
+                Err(_) => cell.status(now),
+            },
+            None => cell.status(now),
+        };
+        budgets.push(view(&status));
+    }
     budgets.sort_by(|a, b| (&a.scope, a.limit.period).cmp(&(&b.scope, b.limit.period)));
     axum::Json(BudgetList { budgets })
 }

@@ -41,6 +41,13 @@ pub(super) async fn status(
             .load(std::sync::atomic::Ordering::Relaxed),
         providers,
         ledger: state.ledger.stats(),
+        redis: state.cluster.as_ref().map(|cluster| {
+            if cluster.counters.reachable() {
+                "reachable".to_owned()
+            } else {
+                "unreachable".to_owned()
+            }
+        }),
     }))
 }
 

@@ -12,7 +12,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
-use keyforge_control::{Exhausted, InFlightGuard, RateDenied, RateGrant, Reservation, SpendChange};
+use keyforge_control::{
+    Counters, Entered, Exhausted, Hold, InFlightGuard, Limiter, Place, RateDenied, RateGrant,
+    RateLimiter, Refusal, Reservation, SpendChange,
+};
 use keyforge_providers::{Api, ErrorClass, Units, Usage};
 use keyforge_types::NanoUsd;
 use time::OffsetDateTime;
@@ -21,6 +24,7 @@ use time::format_description::well_known::Rfc3339;
 use super::RequestContext;
 use super::authenticate::Authenticated;
 use super::authorize::Target;
+use crate::cluster::Cluster;
 use crate::config::UnknownInput;
 use crate::error::GatewayError;
 use crate::snapshot::{KeyEntry, KeyLimiters, unix_ns};
@@ -47,6 +51,32 @@ pub(crate) struct Admission {
     /// token endpoint whose response reported no usage (an upstream that
     /// omits it), so the charge never exceeds the reservation.
     worst_cost: Option<NanoUsd>,
+    /// Cluster mode: what the request took from the shared counters.
+    shared: Option<Shared>,
+}
+
+/// What a request took from the counters shared in Redis; given back by a
+/// task of its own when the request ends, off the response's path.
+#[derive(Debug)]
+struct Shared {
+    cluster: Arc<Cluster>,
+    /// The key, whose in-memory budget cells learn the cluster's spend.
+    entry: Arc<KeyEntry>,
+    alerts: crate::alerts::Alerts,
+    places: Vec<Entered>,
+    /// RPM limiters a place was taken from: (shared name, limit).
+    requests: Vec<(String, u64)>,
+    /// TPM limiters: (shared name, limit, tokens taken on the estimate).
+    tokens: Vec<(String, u64, u64)>,
+    hold: Option<Hold>,
+}
+
+/// Why the shared counters did not admit a request.
+enum SharedRefusal {
+    /// A limit or budget refused it: the same answer as in memory.
+    Refused(GatewayError),
+    /// Redis could not be reached.
+    Unavailable(keyforge_control::Unavailable),
 }
 
 /// One key's limiters, and what this request took from them.
@@ -234,7 +264,7 @@ fn unbounded_work(upstream_path: &str) -> Option<&'static str> {
     }
 }
 
-pub(crate) fn admit(
+pub(crate) async fn admit(
     state: &AppState,
     ctx: &RequestContext,
     key: &Authenticated,
@@ -251,6 +281,7 @@ pub(crate) fn admit(
         settled: false,
         input_estimate: None,
         worst_cost: None,
+        shared: None,
     };
     let chain = std::iter::once(entry).chain(entry.ancestors.iter());
     let limited: Vec<&Arc<KeyEntry>> = chain
@@ -286,6 +317,38 @@ pub(crate) fn admit(
         } else {
             None
         };
+    if let Some(cluster) = &state.cluster {
+        match admit_shared(
+            state,
+            cluster,
+            ctx,
+            target,
+            &mut admission,
+            &limited,
+            estimate.as_ref(),
+            now_ns,
+        )
+        .await
+        {
+            Ok(()) => return Ok(admission),
+            Err(SharedRefusal::Refused(error)) => {
+                if let Some(shared) = admission.shared.take() {
+                    shared.give_back(None, now_ns, true);
+                }
+                return Err(error);
+            }
+            Err(SharedRefusal::Unavailable(reason)) => {
+                if let Some(shared) = admission.shared.take() {
+                    shared.give_back(None, now_ns, true);
+                }
+                if cluster.fails_closed(!entry.budgets.is_empty()) {
+                    return Err(admission_unavailable(&reason));
+                }
+                // `local`: this instance counts alone, at its share of
+                // each limit (the in-memory counters hold that share).
+            }
+        }
+    }
     // On a refusal, what was taken so far is given back: in-flight places
     // and TPM tokens when `admission` drops, RPM places here.
     for level in limited {
@@ -312,17 +375,7 @@ pub(crate) fn admit(
         ));
     }
     if let (false, Some(estimate)) = (entry.budgets.is_empty(), &estimate) {
-        let (mut worst, unpriced) = estimate.worst_cost(state, ctx, target);
-        let fallback = state.config.spend.unmetered_request_cost;
-        if unpriced {
-            // Units no entry prices are charged the fallback on top.
-            worst = worst.saturating_add(fallback);
-        }
-        if ctx.billable && !reports_tokens(&target.upstream_path) {
-            // An endpoint that bills no tokens: a success it reports
-            // nothing priceable for is charged at least the fallback.
-            worst = NanoUsd(worst.0.max(fallback.0));
-        }
+        let worst = reserved_cost(state, ctx, target, estimate);
         admission.worst_cost = Some(worst);
         admission.reservation = keyforge_control::reserve(&entry.budgets, worst, ctx.arrived)
             .map_err(|exhausted| {
@@ -333,6 +386,332 @@ pub(crate) fn admit(
             })?;
     }
     Ok(admission)
+}
+
+/// What a budget reserves for the request: its worst case, plus the
+/// fallback charge for units no price covers, and at least the fallback
+/// for a billable endpoint that reports no tokens.
+fn reserved_cost(
+    state: &AppState,
+    ctx: &RequestContext,
+    target: &Target,
+    estimate: &Estimate,
+) -> NanoUsd {
+    let (mut worst, unpriced) = estimate.worst_cost(state, ctx, target);
+    let fallback = state.config.spend.unmetered_request_cost;
+    if unpriced {
+        // Units no entry prices are charged the fallback on top.
+        worst = worst.saturating_add(fallback);
+    }
+    if ctx.billable && !reports_tokens(&target.upstream_path) {
+        // An endpoint that bills no tokens: a success it reports
+        // nothing priceable for is charged at least the fallback.
+        worst = NanoUsd(worst.0.max(fallback.0));
+    }
+    worst
+}
+
+/// 503 in the dialect's shape: Redis is unreachable and this key may not
+/// be served without the shared counters (`[redis] on_unavailable`).
+fn admission_unavailable(reason: &keyforge_control::Unavailable) -> GatewayError {
+    GatewayError {
+        class: ErrorClass::Unavailable,
+        code: "admission_unavailable",
+        message: format!(
+            "KeyForge cannot reach the admission counters its cluster shares ({}), and this key is not served unmetered; retry shortly",
+            reason.0
+        ),
+        // One info line per request; the outage itself is warned about
+        // once by the counters when Redis stops answering.
+        fault: crate::error::Fault::Client,
+        headers: None,
+    }
+    .with_header(http::header::RETRY_AFTER, HeaderValue::from_static("1"))
+}
+
+/// Cluster mode: the same steps as the in-memory path (places in flight,
+/// RPM, TPM for the key and each limited ancestor, then every budget at
+/// once), each one atomic script on the counters every instance shares.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the request's parts, passed down one step"
+)]
+async fn admit_shared(
+    state: &AppState,
+    cluster: &Arc<Cluster>,
+    ctx: &RequestContext,
+    target: &Target,
+    admission: &mut Admission,
+    limited: &[&Arc<KeyEntry>],
+    estimate: Option<&Estimate>,
+    now_ns: i64,
+) -> Result<(), SharedRefusal> {
+    let entry = admission.entry.clone();
+    if !entry.budgets.is_empty()
+        && ctx.billable
+        && let Some(what) = unbounded_work(&target.upstream_path)
+    {
+        return Err(SharedRefusal::Refused(unbounded_cost(what)));
+    }
+    let counters = &cluster.counters;
+    admission.shared = Some(Shared {
+        cluster: cluster.clone(),
+        entry: entry.clone(),
+        alerts: state.alerts.clone(),
+        places: Vec::new(),
+        requests: Vec::new(),
+        tokens: Vec::new(),
+        hold: None,
+    });
+    let unavailable = SharedRefusal::Unavailable;
+    for level in limited {
+        let own = Arc::ptr_eq(level, &entry);
+        let whose = whose(&entry, level, own);
+        let limits = level.limiters.limits;
+        let id = level.record.id.as_str();
+        if let (Some(max), Some(local)) = (limits.max_parallel, &level.limiters.in_flight) {
+            match counters
+                .enter(
+                    Place {
+                        name: id,
+                        local,
+                        max,
+                    },
+                    now_ns,
+                )
+                .await
+            {
+                Ok(place) => push(admission, |shared| shared.places.push(place)),
+                Err(Refusal::Full { max }) => {
+                    return Err(SharedRefusal::Refused(too_many_parallel(&whose, max)));
+                }
+                Err(Refusal::Unavailable(reason)) => return Err(unavailable(reason)),
+                Err(other) => {
+                    return Err(unavailable(keyforge_control::Unavailable(
+                        other.to_string(),
+                    )));
+                }
+            }
+        }
+        if let (Some(rpm), Some(local)) = (limits.rpm, &level.limiters.rpm) {
+            let name = format!("{id}:rpm");
+            let limit = u64::from(rpm);
+            match counters
+                .acquire(
+                    Limiter {
+                        name: &name,
+                        local,
+                        limit,
+                    },
+                    1,
+                    now_ns,
+                )
+                .await
+            {
+                Ok(grant) => {
+                    if own {
+                        admission.requests = Some(grant);
+                    }
+                    push(admission, |shared| shared.requests.push((name, limit)));
+                }
+                Err(Refusal::Rate(denied)) => {
+                    return Err(SharedRefusal::Refused(rpm_exceeded(&whose, denied)));
+                }
+                Err(Refusal::Unavailable(reason)) => return Err(unavailable(reason)),
+                Err(other) => {
+                    return Err(unavailable(keyforge_control::Unavailable(
+                        other.to_string(),
+                    )));
+                }
+            }
+        }
+        if let (Some(limit), Some(local), Some(estimate)) =
+            (limits.tpm, &level.limiters.tpm, estimate)
+        {
+            let name = format!("{id}:tpm");
+            let tokens = estimate.rate_tokens();
+            match counters
+                .acquire(
+                    Limiter {
+                        name: &name,
+                        local,
+                        limit,
+                    },
+                    tokens,
+                    now_ns,
+                )
+                .await
+            {
+                Ok(grant) => {
+                    if own {
+                        admission.tokens = Some(grant);
+                    }
+                    push(admission, |shared| {
+                        shared.tokens.push((name, limit, tokens))
+                    });
+                }
+                Err(Refusal::Rate(denied)) => {
+                    return Err(SharedRefusal::Refused(tpm_exceeded(&whose, tokens, denied)));
+                }
+                Err(Refusal::Unavailable(reason)) => return Err(unavailable(reason)),
+                Err(other) => {
+                    return Err(unavailable(keyforge_control::Unavailable(
+                        other.to_string(),
+                    )));
+                }
+            }
+        }
+    }
+    if let (false, Some(estimate)) = (entry.budgets.is_empty(), estimate) {
+        let worst = reserved_cost(state, ctx, target, estimate);
+        admission.worst_cost = Some(worst);
+        match counters.reserve(&entry.budgets, worst, ctx.arrived).await {
+            Ok(hold) => push(admission, |shared| shared.hold = Some(hold)),
+            Err(Refusal::Exhausted(exhausted)) => {
+                if exhausted.first_in_period {
+                    state.alerts.exhausted(&exhausted.status);
+                }
+                return Err(SharedRefusal::Refused(budget_exhausted(
+                    &exhausted,
+                    ctx.arrived,
+                )));
+            }
+            Err(Refusal::Unavailable(reason)) => return Err(unavailable(reason)),
+            Err(other) => {
+                return Err(unavailable(keyforge_control::Unavailable(
+                    other.to_string(),
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn push(admission: &mut Admission, add: impl FnOnce(&mut Shared)) {
+    if let Some(shared) = admission.shared.as_mut() {
+        add(shared);
+    }
+}
+
+impl Shared {
+    /// Gives back what the request took, in a task of its own: the hold
+    /// settled to `settle` (cost, tokens used, when) or released, TPM
+    /// estimates corrected, places left; RPM places too when the request
+    /// was refused (a refused request takes no place in any limiter).
+    fn give_back(self, settle: Option<(NanoUsd, u64, OffsetDateTime)>, now_ns: i64, refused: bool) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            // No runtime (shutting down): the leases free everything.
+            return;
+        };
+        runtime.spawn(async move {
+            let counters = &self.cluster.counters;
+            let used = settle.map_or(0, |(_, tokens, _)| i64::try_from(tokens).unwrap_or(i64::MAX));
+            for (name, limit, taken) in &self.tokens {
+                let local = RateLimiter::new(*limit);
+                let delta = used - i64::try_from(*taken).unwrap_or(i64::MAX);
+                if let Err(error) = counters.adjust(Limiter { name, local: &local, limit: *limit }, delta, now_ns).await {
+                    tracing::debug!(error = %error, "a TPM correction did not reach Redis");
+                }
+            }
+            if refused {
+                for (name, limit) in &self.requests {
+                    let local = RateLimiter::new(*limit);
+                    let _ = counters.adjust(Limiter { name, local: &local, limit: *limit }, -1, now_ns).await;
+                }
+            }
+            if let Some(hold) = self.hold {
+                match settle {
+                    Some((cost, _, now)) => match counters.settle(hold, cost, now).await {
+                        Ok(changes) => {
+                            for change in &changes {
+                                if let Some(cell) = self.entry.budgets.iter().find(|cell| cell.id() == &change.id) {
+                                    cell.observe_spent(change.period_start_ms, NanoUsd(change.after), now);
+                                }
+                            }
+                            self.alerts.observe(&changes);
+                        }
+                        Err(error) => tracing::warn!(error = %error, cost = cost.0, "a settlement did not reach Redis: its reservation holds the budget until its lease ends; the ledger has the cost"),
+                    },
+                    None => {
+                        if let Err(error) = counters.release(hold).await {
+                            tracing::debug!(error = %error, "a release did not reach Redis: its lease frees it");
+                        }
+                    }
+                }
+            }
+            for place in self.places {
+                if let Err(error) = counters.leave(place).await {
+                    tracing::debug!(error = %error, "a place in flight was not left in Redis: its lease frees it");
+                }
+            }
+        });
+    }
+}
+
+/// Whose limits a refusal names.
+fn whose(entry: &KeyEntry, level: &KeyEntry, own: bool) -> String {
+    if own {
+        format!("KeyForge key {}", level.record.id)
+    } else {
+        format!(
+            "KeyForge key {}'s ancestor {} (its limits cover all its descendants)",
+            entry.record.id, level.record.id
+        )
+    }
+}
+
+fn unbounded_cost(what: &str) -> GatewayError {
+    GatewayError::client(
+        ErrorClass::PermissionDenied,
+        "unbounded_cost",
+        format!(
+            "this request starts {what}, whose cost KeyForge cannot bound before it runs, so keys with a budget may not make it; use a key without a budget for such work"
+        ),
+    )
+}
+
+fn too_many_parallel(whose: &str, max: u32) -> GatewayError {
+    GatewayError::client(
+        ErrorClass::RateLimited,
+        "too_many_parallel_requests",
+        format!("{whose} already has {max} requests in flight, its limit; retry when one finishes"),
+    )
+    .with_header(http::header::RETRY_AFTER, HeaderValue::from_static("1"))
+}
+
+fn rpm_exceeded(whose: &str, denied: RateDenied) -> GatewayError {
+    rate_limited(
+        format!(
+            "{whose} is over its limit of {} requests per minute; retry in {}",
+            denied.limit,
+            human(denied.retry_after)
+        ),
+        denied,
+        "requests",
+    )
+}
+
+fn tpm_exceeded(whose: &str, tokens: u64, denied: RateDenied) -> GatewayError {
+    if denied.too_large {
+        return GatewayError::client(
+            ErrorClass::RateLimited,
+            "request_too_large_for_limit",
+            format!(
+                "this request may use up to {tokens} tokens (input estimate plus its output cap), more than the {} tokens per minute {whose} may use; lower the request's max tokens",
+                denied.limit
+            ),
+        )
+        .with_header(HeaderName::from_static("x-should-retry"), HeaderValue::from_static("false"));
+    }
+    rate_limited(
+        format!(
+            "{whose} is over its limit of {} tokens per minute (this request may use up to {tokens}); retry in {}",
+            denied.limit,
+            human(denied.retry_after)
+        ),
+        denied,
+        "tokens",
+    )
 }
 
 /// Takes the request's place from one key's limiters: its own (`own`) or an
@@ -456,6 +835,11 @@ impl Admission {
         now: OffsetDateTime,
     ) -> Vec<SpendChange> {
         self.settled = true;
+        if let Some(shared) = self.shared.take() {
+            // Settled in Redis off the response's path; its alerts are
+            // raised from there.
+            shared.give_back(Some((cost, tokens, now)), unix_ns(now), false);
+        }
         for level in &self.levels {
             if let Some(tpm) = &level.limiters.tpm {
                 let delta = i64::try_from(tokens).unwrap_or(i64::MAX)
@@ -489,6 +873,9 @@ impl Drop for Admission {
     fn drop(&mut self) {
         if self.settled {
             return;
+        }
+        if let Some(shared) = self.shared.take() {
+            shared.give_back(None, self.arrived_ns, false);
         }
         for level in &self.levels {
             if let Some(tpm) = &level.limiters.tpm {

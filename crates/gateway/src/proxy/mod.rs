@@ -157,7 +157,7 @@ async fn pipeline(
         state.config.max_request_body_bytes,
         ctx,
     )?;
-    let admission = admit::admit(state, ctx, &key, &target)?;
+    let admission = admit::admit(state, ctx, &key, &target).await?;
     let findings = key.entry.watch.on_request(
         crate::snapshot::unix_ms(ctx.arrived),
         ctx.client,
