@@ -384,3 +384,82 @@ async fn an_embedded_install_migrates_to_postgres_with_its_keys_spend_and_audit(
     let output = clustered.stop().await;
     assert!(output.contains("store: PostgreSQL"), "{output}");
 }
+
+/// The Redis the cluster-admission test shares (`KEYFORGE_TEST_REDIS_URL`,
+/// default 127.0.0.1:6379; `scripts/test` starts one).
+fn redis_url() -> String {
+    std::env::var("KEYFORGE_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// Two instances on one PostgreSQL database and one Redis: a key's
+/// requests per minute are one limit across both, not one per instance.
+#[tokio::test(flavor = "multi_thread")]
+async fn two_instances_on_one_redis_share_a_keys_rate_limit() {
+    let Some(database) = database().await else {
+        return;
+    };
+    let home = tempfile::tempdir().unwrap();
+    let (data_a, data_b) = (home.path().join("a"), home.path().join("b"));
+    let provider_key = fake_provider_key("cluster-redis");
+    let upstream = FakeUpstream::start(&provider_key).await.unwrap();
+    let redis = redis_url();
+    let start = |data: &Path| {
+        let data_arg = data.to_str().unwrap().to_owned();
+        let (home, data, url, redis) = (
+            home.path().to_owned(),
+            data.to_owned(),
+            database.url.clone(),
+            redis.clone(),
+        );
+        async move {
+            Server::start(
+                &home,
+                &data,
+                &["--listen", "127.0.0.1:0", "--data-dir", &data_arg],
+                &[
+                    ("KEYFORGE_DATABASE_URL", url.as_str()),
+                    ("KEYFORGE_REDIS_URL", redis.as_str()),
+                ],
+            )
+            .await
+        }
+    };
+    let a = start(&data_a).await;
+    a.add_provider(
+        home.path(),
+        "openai",
+        "openai",
+        "prod",
+        &upstream.base_url(),
+        &provider_key,
+    )
+    .await;
+    let key = a
+        .create_key(
+            home.path(),
+            &["--name", "shared", "--env", "prod", "--rpm", "4"],
+        )
+        .await["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&data_b)
+        .unwrap();
+    std::fs::copy(data_a.join("master.key"), data_b.join("master.key")).unwrap();
+    std::fs::set_permissions(data_b.join("master.key"), PermissionsExt::from_mode(0o600)).unwrap();
+    let b = start(&data_b).await;
+
+    let http = reqwest::Client::new();
+    // Four requests in the minute, two through each instance: all served.
+    for server in [&a, &b, &a, &b] {
+        assert_eq!(chat(&http, server, &key).await, 200);
+    }
+    // The fifth is refused by whichever instance it reaches: each alone
+    // has seen only two.
+    assert_eq!(chat(&http, &b, &key).await, 429, "B counted alone");
+    assert_eq!(chat(&http, &a, &key).await, 429, "A counted alone");
+    a.stop().await;
+    b.stop().await;
+}
