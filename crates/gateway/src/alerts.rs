@@ -67,6 +67,8 @@ pub(crate) enum Raised {
         version: u32,
         age_days: i64,
         max_age_days: i64,
+        /// The command that rotates it, `--env` included.
+        rotate: String,
     },
     /// A store row failed its MAC check: it was edited outside KeyForge
     /// and is refused.
@@ -366,9 +368,10 @@ fn event_of(raised: &Raised, now: OffsetDateTime) -> (AlertEvent, Option<u8>) {
             version,
             age_days,
             max_age_days,
+            rotate,
         } => {
             let message = format!(
-                "KeyForge: {subject}: key version {version} is {age_days} days old, past the {max_age_days}-day rotation policy; rotate it with `keyforge rotate start`"
+                "KeyForge: {subject}: key version {version} is {age_days} days old, past the {max_age_days}-day rotation policy; rotate it with `{rotate}`"
             );
             let payload = json!({
                 "text": message,
@@ -506,9 +509,11 @@ async fn deliver(state: Weak<AppState>, alert_id: i64, webhook: Arc<Webhook>, bo
         let Some(live) = state.upgrade() else {
             return;
         };
-        let outcome = post(&live, &webhook, body.clone()).await;
+        let outcome = post(&live, &webhook, body.clone())
+            .await
+            .map_err(|failure| failure.reason);
         let (status, last_error) = match &outcome {
-            Ok(()) => ("delivered", None),
+            Ok(_) => ("delivered", None),
             Err(_) if attempt == ATTEMPTS => ("failed", outcome.clone().err()),
             Err(_) => ("pending", outcome.clone().err()),
         };
@@ -526,7 +531,7 @@ async fn deliver(state: Weak<AppState>, alert_id: i64, webhook: Arc<Webhook>, bo
             tracing::error!(error = %error, alert_id, "could not record an alert delivery");
         }
         match outcome {
-            Ok(()) => return,
+            Ok(_) => return,
             Err(reason) => {
                 tracing::warn!(alert_id, webhook = %webhook.display_url, attempt, reason = %reason, "alert delivery failed");
             }
@@ -538,9 +543,51 @@ async fn deliver(state: Weak<AppState>, alert_id: i64, webhook: Arc<Webhook>, bo
     }
 }
 
-/// One POST. Errors name the status or the kind of failure, never the URL
-/// (it may carry a secret).
-async fn post(state: &AppState, webhook: &Webhook, body: Bytes) -> Result<(), String> {
+/// Why one POST to a webhook failed: never the URL (it may carry a secret).
+#[derive(Debug, Clone)]
+pub(crate) struct PostFailure {
+    /// The HTTP status the webhook answered, when it answered at all.
+    pub(crate) status: Option<u16>,
+    /// `HTTP 500`, `timed out`, `could not connect`, ...
+    pub(crate) reason: String,
+}
+
+impl PostFailure {
+    fn without_status(reason: &str) -> Self {
+        Self {
+            status: None,
+            reason: reason.to_owned(),
+        }
+    }
+}
+
+/// Sends the test alert of `keyforge alerts test` to one webhook: the
+/// same POST as a real alert, once (no retries, so the operator hears at
+/// once), and never recorded in the alert log. `Ok` is the 2xx status.
+pub(crate) async fn send_test(
+    state: &AppState,
+    webhook: &Webhook,
+    actor: &str,
+) -> Result<u16, PostFailure> {
+    let now = state.clock.now();
+    let at = now.format(&Rfc3339).unwrap_or_default();
+    let message = format!(
+        "KeyForge: TEST alert sent by {actor} with `keyforge alerts test` to check this webhook; nothing happened, no action needed"
+    );
+    let payload = json!({
+        "text": message,
+        "kind": "test",
+        "test": true,
+        "at": at,
+        "actor": actor,
+        "webhook_id": webhook.id,
+    });
+    post(state, webhook, Bytes::from(payload.to_string())).await
+}
+
+/// One POST; `Ok` is the 2xx status. Errors name the status or the kind
+/// of failure, never the URL (it may carry a secret).
+async fn post(state: &AppState, webhook: &Webhook, body: Bytes) -> Result<u16, PostFailure> {
     #[expect(
         clippy::disallowed_methods,
         reason = "the webhook URL is only parsed into the request's URI"
@@ -549,7 +596,7 @@ async fn post(state: &AppState, webhook: &Webhook, body: Bytes) -> Result<(), St
         .url
         .expose_secret()
         .parse()
-        .map_err(|_| "the stored webhook URL does not parse".to_owned())?;
+        .map_err(|_| PostFailure::without_status("the stored webhook URL does not parse"))?;
     let mut request = http::Request::new(Full::new(body));
     *request.method_mut() = http::Method::POST;
     *request.uri_mut() = uri;
@@ -563,13 +610,13 @@ async fn post(state: &AppState, webhook: &Webhook, body: Bytes) -> Result<(), St
     );
     let response = tokio::time::timeout(DELIVERY_TIMEOUT, state.http.request(request))
         .await
-        .map_err(|_| "timed out".to_owned())?
+        .map_err(|_| PostFailure::without_status("timed out"))?
         .map_err(|error| {
-            if error.is_connect() {
-                "could not connect".to_owned()
+            PostFailure::without_status(if error.is_connect() {
+                "could not connect"
             } else {
-                "the connection failed".to_owned()
-            }
+                "the connection failed"
+            })
         })?;
     let status = response.status();
     // Drain (bounded) so the connection can be reused.
@@ -579,9 +626,12 @@ async fn post(state: &AppState, webhook: &Webhook, body: Bytes) -> Result<(), St
     )
     .await;
     if status.is_success() {
-        Ok(())
+        Ok(status.as_u16())
     } else {
-        Err(format!("HTTP {}", status.as_u16()))
+        Err(PostFailure {
+            status: Some(status.as_u16()),
+            reason: format!("HTTP {}", status.as_u16()),
+        })
     }
 }
 

@@ -52,6 +52,10 @@ pub struct GatewayConfig {
     pub anomaly: keyforge_control::AnomalyConfig,
     /// Rotation policy: provider keys older than this are overdue.
     pub rotation_max_age: Duration,
+    /// `rotate finish` retires the previous key only when it served no
+    /// request in this window (15 minutes by default; a request may name
+    /// its own, `FinishRequest::quiet_minutes`).
+    pub rotation_quiet_window: Duration,
     /// Workload identity: trusted OIDC issuers and roles.
     pub oidc: crate::oidc::config::OidcConfig,
     /// How spend is bounded and billed where a response or request does
@@ -189,6 +193,7 @@ impl Default for GatewayConfig {
             alert_retry_base: Duration::from_secs(1),
             anomaly: keyforge_control::AnomalyConfig::default(),
             rotation_max_age: Duration::from_secs(90 * 86_400),
+            rotation_quiet_window: Duration::from_secs(15 * 60),
             oidc: crate::oidc::config::OidcConfig::default(),
             spend: SpendConfig::default(),
             ledger: LedgerConfig::default(),

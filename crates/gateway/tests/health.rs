@@ -76,7 +76,7 @@ async fn status_tells_a_rejected_key_from_a_failing_provider() {
     let detail = rejected["detail"].as_str().unwrap();
     assert!(
         detail.contains("rejected key version 1 on 5")
-            && detail.contains("keyforge rotate start openai"),
+            && detail.contains("keyforge rotate start openai --env dev"),
         "{detail}"
     );
     assert!(!detail.contains(&harness.provider_key));

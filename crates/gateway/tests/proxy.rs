@@ -564,6 +564,51 @@ async fn keys_expire_at_their_ttl() {
     assert_eq!(view["status"], "active");
 }
 
+/// The Anthropic dialect of `upstream_key_rejected`: the provider's 401
+/// to KeyForge's key carries the header, the body keeps Anthropic's error
+/// shape with the key scrubbed, and the client's own bad `kf_` key gets a
+/// different code.
+#[tokio::test]
+async fn anthropic_upstream_key_rejections_are_told_apart_from_bad_kf_keys() {
+    let harness = Harness::start().await;
+    let wrong_key = keyforge_testkit::fake_provider_key("wrong-anthropic");
+    harness
+        .add_provider_with(
+            "anthropic",
+            "anthropic",
+            "dev",
+            &harness.upstream.base_url(),
+            &wrong_key,
+        )
+        .await;
+    let (_, key) = harness
+        .create_key(json!({"name": "app", "env": "dev"}))
+        .await;
+    let ask = |key: String| {
+        harness
+            .http
+            .post(harness.url("/anthropic/v1/messages"))
+            .header("x-api-key", key)
+            .header("anthropic-version", "2023-06-01")
+            .json(&json!({"model": "claude-3-5-haiku-latest", "max_tokens": 4, "messages": [{"role": "user", "content": "hi"}]}))
+            .send()
+    };
+    let response = ask(key.clone()).await.unwrap();
+    assert_eq!(response.status(), 401);
+    assert_eq!(
+        response.headers()["x-keyforge-error"],
+        "upstream_key_rejected"
+    );
+    let text = response.text().await.unwrap();
+    assert!(!text.contains(&wrong_key) && !text.contains(&key), "{text}");
+    let body: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(body["type"], "error", "{body}");
+    assert_eq!(body["error"]["type"], "authentication_error", "{body}");
+    let own = ask(format!("{key}x")).await.unwrap();
+    assert_eq!(own.status(), 401);
+    assert_ne!(own.headers()["x-keyforge-error"], "upstream_key_rejected");
+}
+
 #[tokio::test]
 async fn upstream_errors_pass_through_with_secrets_scrubbed() {
     let harness = Harness::start().await;

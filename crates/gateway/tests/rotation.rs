@@ -138,6 +138,20 @@ async fn a_full_rotation_under_load_fails_no_request() {
         "{message}"
     );
     assert!(!message.contains(&bogus), "{message}");
+    // The key already in force is refused too (a rotation to it would
+    // change nothing), without echoing it.
+    let (status, same) = harness
+        .admin(
+            reqwest::Method::POST,
+            &base,
+            Some(json!({"api_key": old_key, "skip_check": true})),
+        )
+        .await;
+    assert_eq!(status, 409, "{same}");
+    assert_eq!(same["error"]["code"], "same_key", "{same}");
+    let message = same["error"]["message"].as_str().unwrap();
+    assert!(message.contains("version 1"), "{message}");
+    assert!(!message.contains(&old_key), "{message}");
 
     let stop = Arc::new(AtomicBool::new(false));
     let traffic = load(&harness, &key, stop.clone());
@@ -219,6 +233,33 @@ async fn a_full_rotation_under_load_fails_no_request() {
         v1["last_used"].as_str().unwrap() < "2026-06-01T12:01:00Z",
         "{quiet}"
     );
+    // A longer quiet window asked for in the request still sees its
+    // traffic; an impossible one is refused.
+    let (status, longer) = harness
+        .admin(
+            reqwest::Method::POST,
+            &format!("{base}/finish"),
+            Some(json!({"quiet_minutes": 60})),
+        )
+        .await;
+    assert_eq!(status, 409, "{longer}");
+    assert!(
+        longer["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("in the last 60 minutes"),
+        "{longer}"
+    );
+    for minutes in [0, 7 * 24 * 60 + 1] {
+        let (status, bad) = harness
+            .admin(
+                reqwest::Method::POST,
+                &format!("{base}/finish"),
+                Some(json!({"quiet_minutes": minutes})),
+            )
+            .await;
+        assert_eq!(status, 400, "{minutes}: {bad}");
+    }
     let (status, finished) = harness
         .admin(reqwest::Method::POST, &format!("{base}/finish"), None)
         .await;

@@ -682,6 +682,16 @@ pub(crate) enum AlertsCommand {
         #[command(flatten)]
         admin: AdminArgs,
     },
+    /// Send a test alert (marked as a test, naming you) to one webhook or
+    /// to every one, and report how each delivery went.
+    Test {
+        /// The webhook's id (alr_...); every webhook when left out.
+        webhook_id: Option<String>,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
     /// The latest alerts and how their deliveries went.
     Log {
         #[arg(long, default_value_t = 50)]
@@ -750,6 +760,11 @@ pub(crate) enum RotateCommand {
         target: ProviderTarget,
         #[arg(long)]
         force: bool,
+        /// How long the previous key must have served nothing, e.g. 30m,
+        /// 2h (up to 7d); default: the gateway's `[rotation] quiet_window`
+        /// (15m).
+        #[arg(long, value_name = "DURATION")]
+        quiet_window: Option<String>,
         #[arg(long)]
         json: bool,
         #[command(flatten)]

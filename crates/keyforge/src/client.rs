@@ -9,8 +9,8 @@ use keyforge_gateway::admin::api::{
     BulkRevokeResult, CreateAlertRequest, CreateKeyRequest, CreateProviderRequest, CreatedKey,
     DoctorReport, ErrorBody, FinishRequest, KeyList, KeyView, PriceList, PromoteRequest,
     ProviderList, ProviderView, RemovedProvider, RevokeResult, RotateKeyRequest, RotatedKey,
-    RotationStatus, SetBudgetRequest, StartRotationRequest, StatusReport, UpdateKeyRequest,
-    UpdateProviderRequest, UpdatedKey, UsageReport,
+    RotationStatus, SetBudgetRequest, StartRotationRequest, StatusReport, TestAlertReport,
+    TestAlertRequest, UpdateKeyRequest, UpdateProviderRequest, UpdatedKey, UsageReport,
 };
 use keyforge_types::{
     AlertId, AnomalyAction, BudgetId, BudgetLimit, BudgetScope, EnvName, KeyId, KeyLimits,
@@ -925,8 +925,28 @@ pub(crate) async fn rotate(command: RotateCommand) -> anyhow::Result<()> {
                 )
                 .await?
         }
-        RotateCommand::Finish { force, .. } => {
-            let request = FinishRequest { force: *force };
+        RotateCommand::Finish {
+            force,
+            quiet_window,
+            ..
+        } => {
+            let quiet_minutes = quiet_window
+                .as_deref()
+                .map(|text| -> anyhow::Result<u32> {
+                    let seconds = Ttl::parse(text)
+                        .with_context(|| format!("--quiet-window {text}"))?
+                        .as_duration()
+                        .as_secs();
+                    u32::try_from(seconds / 60)
+                        .ok()
+                        .filter(|minutes| (1..=7 * 24 * 60).contains(minutes))
+                        .with_context(|| format!("--quiet-window {text}: 1m to 7d"))
+                })
+                .transpose()?;
+            let request = FinishRequest {
+                force: *force,
+                quiet_minutes,
+            };
             client
                 .call(
                     reqwest::Method::POST,
@@ -948,10 +968,17 @@ pub(crate) async fn rotate(command: RotateCommand) -> anyhow::Result<()> {
     };
     output::warnings(&status.warnings);
     if json {
-        output::json(&status)
-    } else {
-        output::rotation_status(&status)
+        return output::json(&status);
     }
+    output::rotation_status(&status)?;
+    if matches!(command, RotateCommand::Rollback { .. }) {
+        let provider = &status.provider;
+        output::line(&format!(
+            "Next: the key rolled back from is retired and serves no request. If it was faulty or leaked, revoke it in the provider's console; then rotate again with a new key: `keyforge rotate start {} --env {}`.",
+            provider.name, provider.env
+        ))?;
+    }
+    Ok(())
 }
 
 pub(crate) async fn audit(command: AuditCommand) -> anyhow::Result<()> {
@@ -1101,6 +1128,31 @@ pub(crate) async fn alerts(command: AlertsCommand) -> anyhow::Result<()> {
                 .call_no_content(reqwest::Method::DELETE, &format!("/alerts/{id}"))
                 .await?;
             output::line(&format!("Removed alert webhook {id}."))
+        }
+        AlertsCommand::Test {
+            webhook_id,
+            json,
+            admin,
+        } => {
+            let request = TestAlertRequest {
+                webhook_id: webhook_id.as_deref().map(AlertId::parse).transpose()?,
+            };
+            let report: TestAlertReport = AdminClient::resolve(&admin)?
+                .call(reqwest::Method::POST, "/alerts/test", Some(&request))
+                .await?;
+            if json {
+                output::json(&report)?;
+            } else {
+                output::test_alerts(&report.outcomes)?;
+            }
+            let failed = report.outcomes.iter().filter(|o| !o.delivered).count();
+            if failed > 0 {
+                anyhow::bail!(
+                    "{failed} of {} webhooks did not accept the test alert",
+                    report.outcomes.len()
+                );
+            }
+            Ok(())
         }
         AlertsCommand::Log { limit, json, admin } => {
             let log: AlertLog = AdminClient::resolve(&admin)?

@@ -86,6 +86,9 @@ struct RawBudgets {
 struct RawRotation {
     /// Provider keys older than this are overdue (`90d`).
     max_age: Option<String>,
+    /// `rotate finish` waits for this long without traffic on the
+    /// previous key (`15m`; 1m to 7d).
+    quiet_window: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -458,6 +461,19 @@ pub(crate) fn resolve(args: &ServeArgs, env: &EnvOverrides) -> anyhow::Result<Se
                 .map(|ttl| ttl.as_duration())
                 .context("config `rotation.max_age`")?,
         },
+        rotation_quiet_window: match raw.rotation.quiet_window {
+            None => defaults.rotation_quiet_window,
+            Some(text) => {
+                let window = Ttl::parse(&text)
+                    .map(|ttl| ttl.as_duration())
+                    .context("config `rotation.quiet_window`")?;
+                anyhow::ensure!(
+                    (60..=7 * 86_400).contains(&window.as_secs()),
+                    "config `rotation.quiet_window`: 1m to 7d, not {text}"
+                );
+                window
+            }
+        },
         ledger: ledger_config(raw.ledger, defaults.ledger.clone())?,
         metrics_key_labels: raw.metrics.key_labels,
         redis: redis_config(raw.redis, args.redis.as_deref(), env.redis_url.as_deref())?,
@@ -819,6 +835,12 @@ mod tests {
             ),
             ("[budgets]\nreserve = 1", "unknown field"),
             ("[rotation]\nmax_age = \"ninety days\"", "rotation.max_age"),
+            (
+                "[rotation]\nquiet_window = \"soon\"",
+                "rotation.quiet_window",
+            ),
+            ("[rotation]\nquiet_window = \"30s\"", "1m to 7d"),
+            ("[rotation]\nquiet_window = \"8d\"", "1m to 7d"),
             ("[ledger]\nretention = \"a month\"", "ledger.retention"),
             ("[ledger]\nretention = \"10m\"", "at least 1h"),
             ("[ledger]\nkeep = \"30d\"", "unknown field"),

@@ -95,11 +95,20 @@ fn main() -> ExitCode {
 }
 
 /// Whether writing our output failed because its reader closed the pipe.
+/// Every command's output ends here, `--json` included: a `serde_json`
+/// write error hides its `io::Error` from the error chain (its `source` is
+/// the io error's own source), so it is asked for the kind directly.
 fn is_broken_pipe(error: &anyhow::Error) -> bool {
     error.chain().any(|cause| {
-        cause
+        let kind = cause
             .downcast_ref::<std::io::Error>()
-            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            .map(std::io::Error::kind)
+            .or_else(|| {
+                cause
+                    .downcast_ref::<serde_json::Error>()
+                    .and_then(serde_json::Error::io_error_kind)
+            });
+        kind == Some(std::io::ErrorKind::BrokenPipe)
     })
 }
 

@@ -371,6 +371,30 @@ pub(crate) fn webhook_table(webhooks: &[AlertWebhookView]) -> anyhow::Result<()>
     )
 }
 
+/// One row per webhook a test alert went to: delivered or failed, with
+/// the HTTP status (the URL shown as scheme and host only).
+pub(crate) fn test_alerts(
+    outcomes: &[keyforge_gateway::admin::api::TestAlertOutcome],
+) -> anyhow::Result<()> {
+    let rows: Vec<Vec<String>> = outcomes
+        .iter()
+        .map(|o| {
+            vec![
+                o.webhook_id.to_string(),
+                o.url.clone(),
+                if o.delivered { "delivered" } else { "failed" }.to_owned(),
+                o.status.map_or_else(|| "-".to_owned(), |s| s.to_string()),
+                o.error.clone().unwrap_or_default(),
+            ]
+        })
+        .collect();
+    table(
+        &["ID", "WEBHOOK", "RESULT", "HTTP", "ERROR"],
+        &rows,
+        "no alert webhooks to test: `keyforge alerts add --webhook -` (reads the URL from stdin)",
+    )
+}
+
 pub(crate) fn alert_log(alerts: &[AlertView]) -> anyhow::Result<()> {
     let rows: Vec<Vec<String>> = alerts
         .iter()

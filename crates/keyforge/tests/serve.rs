@@ -947,10 +947,32 @@ async fn rotate_commands_walk_a_provider_key_through_blue_green() {
         .cli(home.path(), &["rotate", "finish", "openai"], None)
         .await;
     assert!(!ok && err.contains("--force"), "{err}");
+    // A longer quiet window is still not met; a too short one is refused.
+    let (ok, _, err) = server
+        .cli(
+            home.path(),
+            &["rotate", "finish", "openai", "--quiet-window", "2h"],
+            None,
+        )
+        .await;
+    assert!(!ok && err.contains("in the last 120 minutes"), "{err}");
+    let (ok, _, err) = server
+        .cli(
+            home.path(),
+            &["rotate", "finish", "openai", "--quiet-window", "30s"],
+            None,
+        )
+        .await;
+    assert!(!ok && err.contains("1m to 7d"), "{err}");
     let (ok, out, err) = server
         .cli(home.path(), &["rotate", "rollback", "openai"], None)
         .await;
     assert!(ok && out.contains("retired"), "{out}{err}");
+    // It says what to do next, ready to paste.
+    assert!(
+        out.contains("Next:") && out.contains("`keyforge rotate start openai --env dev`"),
+        "{out}"
+    );
     let (ok, _, err) = server
         .cli(home.path(), &["rotate", "status", "nope"], None)
         .await;

@@ -48,6 +48,8 @@ pub(crate) const ROUTES: &[(Method, &str, AdminRole)] = &[
     (Method::POST, "/providers/{id}/rotation/cancel", Operator),
     (Method::POST, "/alerts", Operator),
     (Method::DELETE, "/alerts/{id}", Operator),
+    // Sends to every webhook: a write as far as the receivers are concerned.
+    (Method::POST, "/alerts/test", Operator),
     // owner: also providers, admins and backups.
     (Method::POST, "/providers", Owner),
     (Method::PATCH, "/providers/{id}", Owner),
@@ -162,6 +164,7 @@ mod tests {
             (Method::GET, "/audit/verify", Auditor),
             (Method::POST, "/keys", Operator),
             (Method::POST, "/providers/{id}/rotation/promote", Operator),
+            (Method::POST, "/alerts/test", Operator),
             (Method::POST, "/providers", Owner),
             (Method::POST, "/admins", Owner),
             (Method::POST, "/backup", Owner),

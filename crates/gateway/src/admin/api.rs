@@ -475,6 +475,35 @@ pub struct AlertWebhookList {
     pub webhooks: Vec<AlertWebhookView>,
 }
 
+/// `POST /admin/v1/alerts/test`: send a test alert.
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TestAlertRequest {
+    /// One webhook (`alr_...`); `None`: every configured webhook.
+    #[serde(default)]
+    pub webhook_id: Option<AlertId>,
+}
+
+/// How the test alert went at one webhook.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct TestAlertOutcome {
+    pub webhook_id: AlertId,
+    /// Scheme and host only, as in listings.
+    pub url: String,
+    /// Whether the webhook answered 2xx.
+    pub delivered: bool,
+    /// The HTTP status it answered, if it answered.
+    pub status: Option<u16>,
+    /// Why it failed (`HTTP 500`, `could not connect`, ...); never the URL.
+    pub error: Option<String>,
+}
+
+/// The answer of `POST /admin/v1/alerts/test`, one outcome per webhook.
+#[derive(Debug, Deserialize, Serialize)]
+pub struct TestAlertReport {
+    pub outcomes: Vec<TestAlertOutcome>,
+}
+
 #[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct AlertDeliveryView {
     pub webhook_id: AlertId,
@@ -533,6 +562,11 @@ pub struct FinishRequest {
     /// Retire the previous key even though it served requests recently.
     #[serde(default)]
     pub force: bool,
+    /// How long the previous key must have served nothing, in minutes
+    /// (1 to 10080, a week); `None`: the gateway's
+    /// `[rotation] quiet_window` (15 minutes by default).
+    #[serde(default)]
+    pub quiet_minutes: Option<u32>,
 }
 
 /// One version of a provider's key and its recent traffic.

@@ -58,6 +58,7 @@ pub(crate) async fn check(state: &AppState) -> Result<Vec<Finding>, AdminError> 
                 version: record.current.version,
                 age_days: age.whole_days(),
                 max_age_days: max_age.whole_days(),
+                rotate: rotate.clone(),
             });
         }
         let versions = state

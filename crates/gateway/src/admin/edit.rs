@@ -74,6 +74,13 @@ impl SecretFingerprints {
     }
 }
 
+/// Whether two provider secrets are the same, by keyed fingerprint (the
+/// secrets themselves are never compared).
+pub(crate) fn same_secret(state: &AppState, a: &ProviderSecret, b: &ProviderSecret) -> bool {
+    let tag = state.secret_fingerprints.tag(a);
+    state.secret_fingerprints.matches(b, &tag)
+}
+
 /// Providers other than `except` whose current or pending key is `secret`
 /// (by fingerprint), as `provider `NAME` (ENV)`.
 pub(crate) fn same_secret_elsewhere(

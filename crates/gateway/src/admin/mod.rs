@@ -112,6 +112,7 @@ pub(crate) fn routes() -> (Router<Arc<AppState>>, Vec<(http::Method, &'static st
         .add(Method::GET, "/alerts", get(alerts::list))
         .add(Method::POST, "/alerts", post(alerts::add))
         .add(Method::GET, "/alerts/log", get(alerts::log))
+        .add(Method::POST, "/alerts/test", post(alerts::test))
         .add(Method::DELETE, "/alerts/{id}", delete(alerts::remove))
         .add(Method::GET, "/status", get(status::status))
         .add(Method::GET, "/audit", get(audit_log::tail))
@@ -539,8 +540,8 @@ async fn create_provider(
             StatusCode::CONFLICT,
             "conflict",
             format!(
-                "a provider named `{}` already exists in environment `{}`; change it with `keyforge provider update`",
-                request.name, request.env
+                "a provider named `{}` already exists in environment `{}`; change it with `keyforge provider update {} --env {}`",
+                request.name, request.env, request.name, request.env
             ),
         ));
     }

@@ -7,7 +7,8 @@
 //! makes it *current* and the old current *previous* (still valid at the
 //! provider, so requests in flight and a rollback can use it); `finish`
 //! retires *previous* once it has carried no traffic for
-//! [`QUIET_WINDOW_MINUTES`]; `rollback` makes *previous* current again;
+//! the quiet window (`Config::rotation_quiet_window`, 15 minutes by
+//! default; `rotate finish --quiet-window` for one call); `rollback` makes *previous* current again;
 //! `cancel` drops a pending key. A request keeps the version it started
 //! with to its end, so no switch ever fails a request in flight.
 
@@ -29,8 +30,8 @@ use super::{AdminError, parse_json, provider_view, reload, rfc3339};
 use crate::snapshot::{ProviderEntry, credential_aad, unix_ms};
 use crate::state::AppState;
 
-/// `finish` refuses while the previous key served a request this recently.
-pub(crate) const QUIET_WINDOW_MINUTES: i64 = 15;
+/// The longest quiet window `finish` accepts, in minutes: a week.
+pub(crate) const MAX_QUIET_MINUTES: u32 = 7 * 24 * 60;
 
 pub(super) fn provider(state: &AppState, id: &str) -> Result<Arc<ProviderEntry>, AdminError> {
     let id = ProviderId::parse(id).map_err(|error| AdminError::bad_request(error.to_string()))?;
@@ -169,6 +170,17 @@ pub(super) async fn start(
             format!(
                 "provider `{}` ({}) already has a pending key (version {}): promote it or cancel the rotation first",
                 entry.record.name, entry.record.env, pending.version
+            ),
+        ));
+    }
+    // Rotating to the key in force would change nothing while looking
+    // done: refused (a paste of the old key is the usual cause).
+    if super::edit::same_secret(&state, &secret, &entry.current.secret) {
+        return Err(conflict(
+            "same_key",
+            format!(
+                "the new key is already the current key of provider `{}` ({}) (version {}): create a new key at the provider and start the rotation with that one",
+                entry.record.name, entry.record.env, entry.current.version
             ),
         ));
     }
@@ -369,6 +381,15 @@ pub(super) async fn finish(
     body: Bytes,
 ) -> Result<axum::Json<RotationStatus>, AdminError> {
     let request: FinishRequest = optional_json(&body)?;
+    // The traffic counts reach back a week (`rotate status`).
+    if request
+        .quiet_minutes
+        .is_some_and(|minutes| !(1..=MAX_QUIET_MINUTES).contains(&minutes))
+    {
+        return Err(AdminError::bad_request(format!(
+            "the quiet window is 1 to {MAX_QUIET_MINUTES} minutes (a week)"
+        )));
+    }
     let (_guard, entry) = begin(
         &state,
         &id,
@@ -385,7 +406,11 @@ pub(super) async fn finish(
     };
     if !request.force {
         state.ledger.flush(std::time::Duration::from_secs(5)).await;
-        let since = unix_ms(state.clock.now() - Duration::minutes(QUIET_WINDOW_MINUTES));
+        let quiet_minutes = i64::from(request.quiet_minutes.unwrap_or_else(|| {
+            u32::try_from(state.config.rotation_quiet_window.as_secs() / 60).unwrap_or(u32::MAX)
+        }))
+        .max(1);
+        let since = unix_ms(state.clock.now() - Duration::minutes(quiet_minutes));
         let recent = state
             .store
             .version_usage(&entry.record.env, &entry.record.name, since)
@@ -395,7 +420,7 @@ pub(super) async fn finish(
             return Err(conflict(
                 "previous_key_in_use",
                 format!(
-                    "version {} of provider `{}` served {} requests in the last {QUIET_WINDOW_MINUTES} minutes (the last at {}); wait until it is quiet, or retire it anyway with --force",
+                    "version {} of provider `{}` served {} requests in the last {quiet_minutes} minutes (the last at {}); wait until it is quiet, or retire it anyway with --force",
                     previous.version,
                     entry.record.name,
                     usage.requests,

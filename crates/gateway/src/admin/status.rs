@@ -119,6 +119,7 @@ fn verdict(entry: &ProviderEntry, versions: &[VersionHealthView]) -> (&'static s
         .map(|v| v.ok + v.rejected + v.rate_limited + v.failed + v.client_errors)
         .sum();
     let name = &entry.record.name;
+    let env = &entry.record.env;
     if total == 0 {
         return (
             "idle",
@@ -129,7 +130,7 @@ fn verdict(entry: &ProviderEntry, versions: &[VersionHealthView]) -> (&'static s
         return (
             "key_rejected",
             format!(
-                "the provider rejected key version {} on {} of its requests (last answer HTTP {}): the key was revoked or lost its permissions at the provider; rotate it with `keyforge rotate start {name}`",
+                "the provider rejected key version {} on {} of its requests (last answer HTTP {}): the key was revoked or lost its permissions at the provider; rotate it with `keyforge rotate start {name} --env {env}`",
                 rejected.version, rejected.rejected, rejected.last_status
             ),
         );
