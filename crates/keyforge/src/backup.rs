@@ -97,10 +97,11 @@ pub(crate) async fn backup(args: BackupArgs) -> anyhow::Result<()> {
 /// there is no local database: a server elsewhere, at `--addr`); offline,
 /// under the data directory's lock, otherwise.
 async fn take_backup(to: &Path, force: bool, admin: &AdminArgs) -> anyhow::Result<()> {
-    if std::env::var_os(crate::config::DATABASE_URL_ENV).is_some_and(|url| !url.is_empty()) {
+    if let Some(setting) =
+        crate::config::postgres_setting(&crate::config::EnvOverrides::from_process())?
+    {
         bail!(
-            "{} names a PostgreSQL store; back it up with pg_dump (for example `pg_dump --format=custom --file=keyforge.dump DATABASE`) and keep the master key apart; `keyforge backup` copies the embedded SQLite store only",
-            crate::config::DATABASE_URL_ENV
+            "{setting} names a PostgreSQL store; back it up with pg_dump (for example `pg_dump --format=custom --file=keyforge.dump DATABASE`) and keep the master key apart; `keyforge backup` copies the embedded SQLite store only"
         );
     }
     let to = std::path::absolute(to).with_context(|| format!("{}", to.display()))?;
@@ -277,10 +278,11 @@ fn print_report(file: &Path, report: &BackupReport) -> anyhow::Result<()> {
 }
 
 pub(crate) async fn restore(args: RestoreArgs) -> anyhow::Result<()> {
-    if std::env::var_os(crate::config::DATABASE_URL_ENV).is_some_and(|url| !url.is_empty()) {
+    if let Some(setting) =
+        crate::config::postgres_setting(&crate::config::EnvOverrides::from_process())?
+    {
         bail!(
-            "{} names a PostgreSQL store; `keyforge restore` restores the embedded SQLite store only (restore PostgreSQL with pg_restore from a pg_dump)",
-            crate::config::DATABASE_URL_ENV
+            "{setting} names a PostgreSQL store; `keyforge restore` restores the embedded SQLite store only (restore PostgreSQL with pg_restore from a pg_dump)"
         );
     }
     let data_dir = data_dir_of(args.data_dir.as_ref())?;

@@ -682,6 +682,29 @@ fn anomaly_config(raw: RawAnomaly, defaults: AnomalyConfig) -> anyhow::Result<An
     })
 }
 
+/// Where the PostgreSQL store is named for commands that act on the
+/// embedded store only (`backup`, `restore`): `KEYFORGE_DATABASE_URL`, or
+/// `[store] database` of the file `KEYFORGE_CONFIG` names, as `serve`
+/// reads them. Returns the name of the setting, never the URL (it may
+/// hold a password). A config file that cannot be read is an error, not
+/// "no PostgreSQL": restoring SQLite under a cluster config must not pass
+/// by accident.
+pub(crate) fn postgres_setting(env: &EnvOverrides) -> anyhow::Result<Option<String>> {
+    if env.database.is_some() {
+        return Ok(Some(DATABASE_URL_ENV.to_owned()));
+    }
+    if let Some(path) = &env.config {
+        let raw = load_file(path)?;
+        if raw.store.database.is_some_and(|url| !url.is_empty()) {
+            return Ok(Some(format!(
+                "[store] database in {} (KEYFORGE_CONFIG)",
+                path.display()
+            )));
+        }
+    }
+    Ok(None)
+}
+
 fn load_file(path: &Path) -> anyhow::Result<RawConfig> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read config file {}", path.display()))?;

@@ -417,3 +417,50 @@ async fn a_tampered_backup_is_refused_by_restore_and_backup_verify() {
     );
     server.stop().await;
 }
+
+/// `backup` and `restore` copy the embedded SQLite store only: a cluster
+/// configured through `KEYFORGE_CONFIG`'s `[store] database` (as systemd
+/// units and Kubernetes manifests do) is refused just as
+/// `KEYFORGE_DATABASE_URL` is, naming the setting and never the URL.
+#[tokio::test]
+async fn backup_and_restore_refuse_a_postgresql_store_named_in_the_config_file() {
+    let home = tempfile::tempdir().unwrap();
+    let data_dir = home.path().join("data");
+    let config = home.path().join("keyforge.toml");
+    let password = format!("pw{}", keyforge_types::random_base62(12));
+    let url = format!("postgres://kf:{password}@127.0.0.1:1/keyforge");
+    std::fs::write(&config, format!("[store]\ndatabase = \"{url}\"\n")).unwrap();
+    let backup = home.path().join("backup.db");
+    std::fs::write(home.path().join("some.db"), b"not a backup").unwrap();
+    let from = home.path().join("some.db");
+    for (args, setting) in [
+        (vec!["backup", "--to", backup.to_str().unwrap()], "file"),
+        (vec!["restore", "--from", from.to_str().unwrap()], "file"),
+        (vec!["backup", "--to", backup.to_str().unwrap()], "env"),
+        (vec!["restore", "--from", from.to_str().unwrap()], "env"),
+    ] {
+        let mut command = command(home.path());
+        command
+            .args(&args)
+            .env("KEYFORGE_DATA_DIR", &data_dir)
+            .stdin(Stdio::null());
+        if setting == "file" {
+            command.env("KEYFORGE_CONFIG", &config);
+        } else {
+            command.env("KEYFORGE_DATABASE_URL", &url);
+        }
+        let output = command.output().await.unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{args:?} {setting}");
+        assert!(stderr.contains("pg_dump"), "{args:?} {setting}: {stderr}");
+        let named = if setting == "file" {
+            "[store] database"
+        } else {
+            "KEYFORGE_DATABASE_URL"
+        };
+        assert!(stderr.contains(named), "{args:?} {setting}: {stderr}");
+        assert!(!stderr.contains(&password), "{stderr}");
+    }
+    assert!(!backup.exists());
+    assert!(!data_dir.exists(), "restore prepared a data directory");
+}
