@@ -59,6 +59,17 @@ fn invalid(detail: String) -> BackendError {
     )
 }
 
+/// The punctuation a reference's path may hold, besides letters and digits.
+fn path_punctuation(backend: BackendKind) -> &'static str {
+    match backend {
+        BackendKind::Vault => "_-./",
+        BackendKind::AwsSecretsManager => AWS_NAME_PUNCTUATION,
+    }
+}
+
+/// Secrets Manager names: letters, digits and `/_+=.@-`; ARNs add `:`.
+const AWS_NAME_PUNCTUATION: &str = "/_+=.@-:";
+
 const FORMS: &str = "vault://MOUNT/PATH#FIELD or aws-sm://SECRET_ID[#FIELD]";
 
 impl SecretRef {
@@ -91,22 +102,12 @@ impl SecretRef {
                 backend.name()
             )));
         }
-        let allowed = |c: char| match backend {
-            BackendKind::Vault => c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '/'),
-            // Secrets Manager names: letters, digits and /_+=.@-; ARNs add ':'.
-            BackendKind::AwsSecretsManager => {
-                c.is_ascii_alphanumeric()
-                    || matches!(c, '_' | '-' | '.' | '/' | '+' | '=' | '@' | ':')
-            }
-        };
+        let allowed = |c: char| c.is_ascii_alphanumeric() || path_punctuation(backend).contains(c);
         if locator.is_empty() || !locator.chars().all(allowed) {
             return Err(invalid(format!(
                 "a {} reference's path may hold only letters, digits and {} (no spaces, '@' user info, '?' or '%'): {FORMS}",
                 backend.name(),
-                match backend {
-                    BackendKind::Vault => "_-./",
-                    BackendKind::AwsSecretsManager => "/_+=.@-:",
-                }
+                path_punctuation(backend)
             )));
         }
         match backend {
