@@ -27,7 +27,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use tokio::sync::mpsc;
 
-use crate::snapshot::unix_ms;
+use crate::snapshot::{Snapshot, unix_ms};
 use crate::state::AppState;
 
 /// Thresholds (percent of a budget) every alert log records, whatever the
@@ -197,8 +197,8 @@ pub(crate) async fn dispatch(state: Weak<AppState>, mut rx: mpsc::Receiver<Raise
         {
             suspend(&state, key_id, detail, now).await;
         }
-        let (event, percent) = event_of(&raised, now);
         let snapshot = state.snapshot.load_full();
+        let (event, percent) = event_of(&raised, now, &snapshot);
         let targets: Vec<Arc<Webhook>> = snapshot
             .webhooks
             .iter()
@@ -270,14 +270,46 @@ fn from_ms(ms: i64) -> OffsetDateTime {
         .unwrap_or(OffsetDateTime::UNIX_EPOCH)
 }
 
+/// A key as alerts name it: its name, id, environment and project, read
+/// from the snapshot (memory, never the database). Text for people
+/// (``key `checkout` (key_..., env prod, project `shop`)``) and the JSON
+/// object webhook bodies carry (`id`, `name`, `env`, `project`). A key the
+/// snapshot no longer holds is named by its id alone.
+fn key_naming(snapshot: &Snapshot, key_id: &KeyId) -> (String, serde_json::Value) {
+    match snapshot.key_by_id(key_id) {
+        Some(entry) => {
+            let record = &entry.record;
+            let project = record
+                .project
+                .as_ref()
+                .map(|project| format!(", project `{project}`"))
+                .unwrap_or_default();
+            (
+                format!(
+                    "key `{}` ({key_id}, env {}{project})",
+                    record.name, record.env
+                ),
+                json!({
+                    "id": key_id,
+                    "name": record.name,
+                    "env": record.env,
+                    "project": record.project,
+                }),
+            )
+        }
+        None => (format!("key {key_id}"), json!({"id": key_id})),
+    }
+}
+
 /// The stored event (message, dedup key, webhook body) of an alert, and the
-/// budget percentage webhooks filter on (`None`: every webhook).
-fn event_of(raised: &Raised, now: OffsetDateTime) -> (AlertEvent, Option<u8>) {
+/// budget percentage webhooks filter on (`None`: every webhook). Keys are
+/// named from `snapshot`.
+fn event_of(raised: &Raised, now: OffsetDateTime, snapshot: &Snapshot) -> (AlertEvent, Option<u8>) {
     let at = rfc3339(now);
     match raised {
         Raised::Budget {
             id,
-            scope,
+            scope: budget_scope,
             limit,
             period_start_ms,
             percent,
@@ -286,6 +318,14 @@ fn event_of(raised: &Raised, now: OffsetDateTime) -> (AlertEvent, Option<u8>) {
         } => {
             let period_start = from_ms(*period_start_ms);
             let resets_at = limit.period.end_of(period_start).map(rfc3339);
+            let (scope_text, key) = match budget_scope {
+                BudgetScope::Key(key_id) => {
+                    let (text, key) = key_naming(snapshot, key_id);
+                    (text, Some(key))
+                }
+                other => (other.to_string(), None),
+            };
+            let scope = &scope_text;
             let message = if *blocked {
                 format!(
                     "KeyForge: the budget of {scope} ({limit}) is exhausted and refusing requests ({spent} spent){}",
@@ -305,7 +345,7 @@ fn event_of(raised: &Raised, now: OffsetDateTime) -> (AlertEvent, Option<u8>) {
                 "blocked": blocked,
                 "budget": {
                     "id": id,
-                    "scope": scope,
+                    "scope": budget_scope,
                     "limit_usd": limit.to_string(),
                     "limit_nano_usd": limit.amount.0,
                     "period": limit.period,
@@ -315,11 +355,15 @@ fn event_of(raised: &Raised, now: OffsetDateTime) -> (AlertEvent, Option<u8>) {
                 "spent_usd": spent.to_string(),
                 "spent_nano_usd": spent.0,
             });
+            let mut payload = payload;
+            if let (Some(key), Some(fields)) = (key, payload.as_object_mut()) {
+                fields.insert("key".to_owned(), key);
+            }
             let event = AlertEvent {
                 at_ms: unix_ms(now),
                 kind: "budget".to_owned(),
                 dedup: Some(format!("budget/{id}/{period_start_ms}/{percent}")),
-                key_id: match scope {
+                key_id: match budget_scope {
                     BudgetScope::Key(key) => Some(key.clone()),
                     _ => None,
                 },
@@ -407,14 +451,16 @@ fn event_of(raised: &Raised, now: OffsetDateTime) -> (AlertEvent, Option<u8>) {
                 || "a request naming no model".to_owned(),
                 |model| format!("model `{}`", model.chars().take(100).collect::<String>()),
             );
+            let (key_text, key) = key_naming(snapshot, key_id);
             let message = format!(
-                "KeyForge: a response of provider `{provider}` for {named} (key {key_id}) reported nothing the price table can price; it was charged the unmetered fallback of {charged}. Add a [[price]] entry so such requests are billed at their price"
+                "KeyForge: a response of provider `{provider}` for {named} ({key_text}) reported nothing the price table can price; it was charged the unmetered fallback of {charged}. Add a [[price]] entry so such requests are billed at their price"
             );
             let payload = json!({
                 "text": message,
                 "kind": "unmetered",
                 "at": at,
                 "key_id": key_id,
+                "key": key,
                 "provider": provider,
                 "model": model,
                 "charged_nano_usd": charged.0,
@@ -476,13 +522,15 @@ fn event_of(raised: &Raised, now: OffsetDateTime) -> (AlertEvent, Option<u8>) {
             } else {
                 String::new()
             };
-            let message = format!("KeyForge: key {key_id}: {detail}.{action}");
+            let (key_text, key) = key_naming(snapshot, key_id);
+            let message = format!("KeyForge: {key_text}: {detail}.{action}");
             let payload = json!({
                 "text": message,
                 "kind": "anomaly",
                 "at": at,
                 "rule": rule,
                 "key_id": key_id,
+                "key": key,
                 "suspended": suspended,
             });
             let event = AlertEvent {

@@ -70,6 +70,29 @@ pub struct GatewayConfig {
     /// instances of a cluster. `None`: this instance counts alone, in
     /// memory (the embedded default).
     pub redis: Option<RedisConfig>,
+    /// How `keyforge serve` was started, for `doctor`'s checks of what a
+    /// new operator gets wrong. Default: nothing known, those checks skip.
+    pub deployment: Deployment,
+}
+
+/// What the process that started the gateway knows about its setting:
+/// facts `doctor` checks (`crate::admin::doctor`), read at start, never on
+/// the request path.
+#[derive(Debug, Clone, Default)]
+pub struct Deployment {
+    /// The master key's file, when it came from one (`None`: from the
+    /// environment, or not known).
+    pub master_key_file: Option<std::path::PathBuf>,
+    /// The main listener's address as configured (`None`: not known).
+    pub listen: Option<std::net::SocketAddr>,
+    /// Whether the main listener serves TLS.
+    pub tls: bool,
+    /// The data directory, where `keyforge backup` records its last run
+    /// (`crate::admin::backup::LAST_BACKUP_FILE`); `None`: not known.
+    pub data_dir: Option<std::path::PathBuf>,
+    /// Whether the store is the embedded SQLite file, which `keyforge
+    /// backup` copies (PostgreSQL is backed up with its own tools).
+    pub embedded_store: bool,
 }
 
 /// Cluster mode's shared admission counters (see `crate::cluster`).
@@ -199,6 +222,7 @@ impl Default for GatewayConfig {
             ledger: LedgerConfig::default(),
             metrics_key_labels: false,
             redis: None,
+            deployment: Deployment::default(),
         }
     }
 }

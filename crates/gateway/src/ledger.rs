@@ -952,6 +952,7 @@ mod tests {
         assert!(writer.flush(Duration::from_secs(30)).await);
         let query = UsageQuery {
             since_ms: 0,
+            until_ms: None,
             key_id: None,
             env: None,
             project: None,
@@ -1010,6 +1011,7 @@ mod tests {
         assert!(!writer.backlogged());
         let query = UsageQuery {
             since_ms: 0,
+            until_ms: None,
             key_id: None,
             env: None,
             project: None,

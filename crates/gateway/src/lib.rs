@@ -60,7 +60,7 @@ use tokio::net::TcpListener;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{
-    GatewayConfig, LedgerConfig, OnUnavailable, RedisConfig, SpendConfig, UnknownInput,
+    Deployment, GatewayConfig, LedgerConfig, OnUnavailable, RedisConfig, SpendConfig, UnknownInput,
 };
 pub use error::Fault;
 pub use forwarded::{ClientAddressHeader, TrustedProxies};

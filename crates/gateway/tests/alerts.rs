@@ -155,7 +155,12 @@ async fn budget_thresholds_fire_once_per_period_and_reach_their_webhooks() {
     for (path, payload) in &received {
         assert_eq!(path, "/services/T0000/B0000/very-secret-path");
         let text = payload["text"].as_str().unwrap();
-        assert!(text.contains(&format!("key {key_id}")), "{text}");
+        // Named, not only by id (issue #14).
+        assert!(
+            text.contains(&format!("key `alerted` ({key_id}, env dev)")),
+            "{text}"
+        );
+        assert_eq!(payload["key"]["name"], "alerted", "{payload}");
         assert_eq!(payload["kind"], "budget");
         assert_eq!(payload["budget"]["limit_usd"], "$0.003000/day");
         assert_eq!(payload["budget"]["resets_at"], "2026-06-02T00:00:00Z");

@@ -411,9 +411,16 @@ async fn doctor_reports_the_rotation_policy_and_half_done_rotations() {
         [
             "provider_key_overdue",
             "provider_key_never_rotated",
-            "virtual_key_old"
+            "virtual_key_old",
+            // The owner's token is as old as the provider key (issue #14).
+            "owner_token_old"
         ],
         "{overdue}"
+    );
+    let owner = overdue["findings"][3]["message"].as_str().unwrap();
+    assert!(
+        owner.contains("never been rotated") && owner.contains("keyforge admin rotate-token owner"),
+        "{owner}"
     );
     let message = overdue["findings"][0]["message"].as_str().unwrap();
     assert!(

@@ -114,6 +114,15 @@ async fn take_backup(to: &Path, force: bool, admin: &AdminArgs) -> anyhow::Resul
         && let Some(lock) = lock_data_dir(&data_dir)?
     {
         offline_backup(&database, &to, force, admin).await?;
+        // For `keyforge doctor` ("no backup ever taken"); the copy is made
+        // either way.
+        if let Err(error) = keyforge_gateway::admin::backup::record_backup(
+            &data_dir,
+            &to,
+            OffsetDateTime::now_utc(),
+        ) {
+            eprintln!("warning: could not record the backup for `keyforge doctor`: {error}");
+        }
         drop(lock);
         return output::line(&format!(
             "backed up {} to {} (no server running; store.backup recorded in its audit log)",

@@ -68,13 +68,24 @@ pub(crate) enum Command {
         /// Only this project.
         #[arg(long)]
         project: Option<String>,
-        /// How far back: 12h, 7d, 30d.
-        #[arg(long, default_value = "30d")]
-        since: String,
+        /// From when: a duration back from now (12h, 7d) or a time, RFC 3339
+        /// or a UTC date (2026-11-01) [default: 30d].
+        #[arg(long)]
+        since: Option<String>,
+        /// Until when, excluded: RFC 3339 or a UTC date (2026-12-01).
+        #[arg(long)]
+        until: Option<String>,
+        /// One calendar month, UTC: 2026-11 (not with --since or --until).
+        #[arg(long, conflicts_with_all = ["since", "until"])]
+        month: Option<String>,
         /// key, model, day, env or project.
         #[arg(long, default_value = "key")]
         by: String,
-        #[arg(long)]
+        /// table (for people), json or csv (a header row, RFC 4180).
+        #[arg(long, value_enum)]
+        format: Option<UsageFormat>,
+        /// The same as --format json.
+        #[arg(long, conflicts_with = "format")]
         json: bool,
         #[command(flatten)]
         admin: AdminArgs,
@@ -87,9 +98,14 @@ pub(crate) enum Command {
         #[command(flatten)]
         admin: AdminArgs,
     },
-    /// Check the rotation policy and half-done rotations; exits 1 when it
+    /// Check the rotation policy, half-done rotations and the setup (master
+    /// key file mode, exposure, backups, owner tokens); exits 1 when it
     /// finds something to act on (for cron and CI).
     Doctor {
+        /// Also call each provider with its key (a models listing) and
+        /// report the keys it refuses.
+        #[arg(long)]
+        check_providers: bool,
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -790,13 +806,58 @@ pub(crate) enum RotateCommand {
     },
 }
 
+/// How `keyforge usage` prints its report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum UsageFormat {
+    /// Columns for people, with a total.
+    Table,
+    /// The admin API's report as it is.
+    Json,
+    /// A header row, then one row per group (no total), RFC 4180 quoting.
+    Csv,
+}
+
+/// How `audit tail` prints entries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum TailFormat {
+    /// The stored JSON lines, unchanged (for scripts and SIEMs).
+    Json,
+    /// One line per entry: time, sequence, kind, actor, key, summary.
+    Text,
+}
+
 #[derive(Debug, Subcommand)]
 pub(crate) enum AuditCommand {
-    /// Print audit entries as JSON lines (with -f, keep following).
+    /// Print the newest audit entries (JSON lines, or --format text), with
+    /// filters; with -f, keep following.
     Tail {
-        /// Start after this sequence number (default: the beginning).
+        /// How many of the newest matching entries [default: 100].
+        #[arg(short = 'n', long = "lines", conflicts_with = "after")]
+        lines: Option<u32>,
+        /// Every matching entry after this sequence number instead, oldest
+        /// first (`--after 0`: the whole log).
         #[arg(long)]
         after: Option<u64>,
+        /// Only this kind (`admin.key.create`), or kinds starting with a
+        /// prefix (`admin.key.*`).
+        #[arg(long)]
+        kind: Option<String>,
+        /// Only this actor (`admin:fin`, `gateway`).
+        #[arg(long)]
+        actor: Option<String>,
+        /// Only entries naming this key (its id or name:ENV/NAME), `key.use`
+        /// batches included.
+        #[arg(long)]
+        key: Option<String>,
+        /// From this time on (included): RFC 3339 or a UTC date, 2026-11-01.
+        #[arg(long)]
+        since: Option<String>,
+        /// Before this time (excluded): RFC 3339 or a UTC date, 2026-12-01.
+        #[arg(long, conflicts_with = "follow")]
+        until: Option<String>,
+        /// json (JSON lines, as stored) or text (one line per entry for people).
+        #[arg(long, value_enum, default_value_t = TailFormat::Json)]
+        format: TailFormat,
         #[arg(short = 'f', long)]
         follow: bool,
         #[command(flatten)]

@@ -22,7 +22,7 @@ use serde::de::DeserializeOwned;
 
 use crate::cli::{
     AdminArgs, AdminCommand, AlertsCommand, AuditCommand, BudgetCommand, KeyCommand,
-    ProviderCommand, ProviderTarget, RotateCommand,
+    ProviderCommand, ProviderTarget, RotateCommand, TailFormat, UsageFormat,
 };
 use crate::config::{DEFAULT_LISTEN, default_data_dir};
 use crate::output;
@@ -130,12 +130,33 @@ impl AdminClient {
         self.send(method, path, NO_BODY).await.map(drop)
     }
 
+    /// For endpoints that answer text and say more in headers.
+    async fn text_with_headers(
+        &self,
+        path: &str,
+    ) -> anyhow::Result<(String, reqwest::header::HeaderMap)> {
+        let (bytes, headers) = self.send_full(reqwest::Method::GET, path, NO_BODY).await?;
+        let text = String::from_utf8(bytes).context("the audit log is not text")?;
+        Ok((text, headers))
+    }
+
     async fn send(
         &self,
         method: reqwest::Method,
         path: &str,
         body: Option<&impl Serialize>,
     ) -> anyhow::Result<Vec<u8>> {
+        self.send_full(method, path, body)
+            .await
+            .map(|(bytes, _)| bytes)
+    }
+
+    async fn send_full(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&impl Serialize>,
+    ) -> anyhow::Result<(Vec<u8>, reqwest::header::HeaderMap)> {
         let url = format!("{}/admin/v1{path}", self.base);
         #[expect(
             clippy::disallowed_methods,
@@ -152,6 +173,7 @@ impl AdminClient {
             anyhow::anyhow!("cannot reach KeyForge at {}: {} (is `keyforge serve` running? set KEYFORGE_ADDR to its address)", self.base, error.without_url())
         })?;
         let status = response.status();
+        let headers = response.headers().clone();
         let bytes = response.bytes().await?;
         if !status.is_success() {
             match serde_json::from_slice::<ErrorBody>(&bytes) {
@@ -159,11 +181,25 @@ impl AdminClient {
                 Err(_) => bail!("KeyForge answered {status}"),
             }
         }
-        Ok(bytes.to_vec())
+        Ok((bytes.to_vec(), headers))
     }
 }
 
 const NO_BODY: Option<&()> = None;
+
+/// Percent-encodes a query value (RFC 3986 unreserved characters stay).
+fn query_escape(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for byte in value.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(byte));
+        } else {
+            use std::fmt::Write as _;
+            let _ = write!(out, "%{byte:02X}");
+        }
+    }
+    out
+}
 
 /// Reads the provider key from the chosen source; never from argv.
 fn read_provider_key(
@@ -720,21 +756,46 @@ pub(crate) struct UsageFilter {
     pub(crate) key: Option<String>,
     pub(crate) env: Option<String>,
     pub(crate) project: Option<String>,
+    /// A duration back (`30d`) or a time (RFC 3339, `YYYY-MM-DD`).
+    pub(crate) since: Option<String>,
+    /// A time, excluded.
+    pub(crate) until: Option<String>,
+    /// `YYYY-MM`.
+    pub(crate) month: Option<String>,
 }
 
 pub(crate) async fn usage(
     filter: UsageFilter,
-    since: String,
     by: String,
-    json: bool,
+    format: UsageFormat,
     admin: AdminArgs,
 ) -> anyhow::Result<()> {
-    Ttl::parse(&since).with_context(|| format!("--since {since}"))?;
+    use keyforge_gateway::admin::range;
     if !matches!(by.as_str(), "key" | "model" | "day" | "env" | "project") {
         bail!("--by must be key, model, day, env or project");
     }
+    // Checked here as the server checks them, so a typo costs no request.
+    let mut query: Vec<(&str, String)> = vec![("by", by)];
+    if let Some(month) = filter.month {
+        range::parse_month(&month).map_err(|error| anyhow::anyhow!("--month: {error}"))?;
+        query.push(("month", month));
+    }
+    if let Some(since) = filter.since {
+        if Ttl::parse(&since).is_err() {
+            let at = range::parse_instant(&since).map_err(|error| {
+                anyhow::anyhow!("--since: {error}, or a duration back from now (12h, 30d)")
+            })?;
+            query.push(("since", output::rfc3339(at)));
+        } else {
+            query.push(("since", since));
+        }
+    }
+    if let Some(until) = filter.until {
+        let at =
+            range::parse_instant(&until).map_err(|error| anyhow::anyhow!("--until: {error}"))?;
+        query.push(("until", output::rfc3339(at)));
+    }
     let client = AdminClient::resolve(&admin)?;
-    let mut query = vec![("since", since), ("by", by)];
     if let Some(key) = filter.key {
         query.push(("key", resolve_key(&client, &key).await?.to_string()));
     }
@@ -746,7 +807,7 @@ pub(crate) async fn usage(
     }
     let encoded: Vec<String> = query
         .iter()
-        .map(|(name, value)| format!("{name}={value}"))
+        .map(|(name, value)| format!("{name}={}", query_escape(value)))
         .collect();
     let report: UsageReport = client
         .call(
@@ -755,10 +816,10 @@ pub(crate) async fn usage(
             NO_BODY,
         )
         .await?;
-    if json {
-        output::json(&report)
-    } else {
-        output::usage_table(&report)
+    match format {
+        UsageFormat::Json => output::json(&report),
+        UsageFormat::Table => output::usage_table(&report),
+        UsageFormat::Csv => output::usage_csv(&report),
     }
 }
 
@@ -984,28 +1045,149 @@ pub(crate) async fn rotate(command: RotateCommand) -> anyhow::Result<()> {
 pub(crate) async fn audit(command: AuditCommand) -> anyhow::Result<()> {
     match command {
         AuditCommand::Tail {
+            lines,
             after,
+            kind,
+            actor,
+            key,
+            since,
+            until,
+            format,
             follow,
             admin,
         } => {
             let client = AdminClient::resolve(&admin)?;
-            let mut after = after.unwrap_or(0);
-            loop {
-                let text = client
-                    .text(&format!("/audit?after={after}&limit=1000"))
-                    .await?;
-                for line in text.lines() {
-                    if let Ok(entry) = serde_json::from_str::<serde_json::Value>(line)
-                        && let Some(seq) = entry.get("seq").and_then(serde_json::Value::as_u64)
-                    {
-                        after = after.max(seq);
-                    }
-                    output::line(line)?;
+            let instant = |flag: &str, text: Option<String>| -> anyhow::Result<Option<String>> {
+                text.map(|text| {
+                    keyforge_gateway::admin::range::parse_instant(&text)
+                        .map(crate::output::rfc3339)
+                        .map_err(|error| anyhow::anyhow!("{flag}: {error}"))
+                })
+                .transpose()
+            };
+            let mut filters: Vec<(&str, String)> = Vec::new();
+            if let Some(kind) = kind {
+                filters.push(("kind", kind));
+            }
+            if let Some(actor) = actor {
+                filters.push(("actor", actor));
+            }
+            if let Some(key) = key {
+                let id = resolve_key(&client, &key).await.context("--key")?;
+                filters.push(("key", id.to_string()));
+            }
+            if let Some(since) = instant("--since", since)? {
+                filters.push(("since", since));
+            }
+            if let Some(until) = instant("--until", until)? {
+                filters.push(("until", until));
+            }
+            let filtered = !filters.is_empty();
+            let query = |extra: &[(&str, String)]| {
+                let pairs: Vec<String> = extra
+                    .iter()
+                    .chain(filters.iter())
+                    .map(|(name, value)| format!("{name}={}", query_escape(value)))
+                    .collect();
+                format!("/audit?{}", pairs.join("&"))
+            };
+            let print = |line: &str| -> anyhow::Result<()> {
+                match format {
+                    TailFormat::Json => output::line(line),
+                    TailFormat::Text => match output::audit_text_line(line) {
+                        Some(text) => output::line(&text),
+                        // Checkpoints are for verification, not for people.
+                        None => Ok(()),
+                    },
                 }
-                if !follow {
+            };
+            let header_seq = |headers: &reqwest::header::HeaderMap, name: &str| {
+                headers
+                    .get(name)
+                    .and_then(|value| value.to_str().ok())
+                    .and_then(|value| value.parse::<u64>().ok())
+            };
+            let seq_of = |line: &str| {
+                serde_json::from_str::<serde_json::Value>(line)
+                    .ok()
+                    .and_then(|entry| entry.get("seq").and_then(serde_json::Value::as_u64))
+            };
+            // Where following goes on from: the newest entry seen or scanned.
+            let mut position = match after {
+                Some(after) => after,
+                None => {
+                    let shown = lines.unwrap_or(100).clamp(1, 10_000);
+                    // One more than shown: whether earlier entries match.
+                    let wanted = shown as usize + 1;
+                    let mut collected: Vec<String> = Vec::new();
+                    let mut before: Option<u64> = None;
+                    let mut head: Option<u64> = None;
+                    loop {
+                        let mut extra = vec![("last", (wanted - collected.len()).to_string())];
+                        if let Some(before) = before {
+                            extra.push(("before", before.to_string()));
+                        }
+                        let (text, headers) = client.text_with_headers(&query(&extra)).await?;
+                        head = head.or(header_seq(
+                            &headers,
+                            keyforge_gateway::admin::audit_log::SCANNED_TO_HEADER,
+                        ));
+                        let mut older: Vec<String> = text.lines().map(str::to_owned).collect();
+                        older.append(&mut collected);
+                        collected = older;
+                        before = header_seq(
+                            &headers,
+                            keyforge_gateway::admin::audit_log::NEXT_BEFORE_HEADER,
+                        );
+                        if collected.len() >= wanted || before.is_none() {
+                            break;
+                        }
+                    }
+                    let more = collected.len() > shown as usize;
+                    let skip = collected.len().saturating_sub(shown as usize);
+                    for line in &collected[skip..] {
+                        print(line)?;
+                    }
+                    if more {
+                        eprintln!(
+                            "(the newest {shown} matching entries; earlier ones exist: `-n {}` shows more, `--after 0` shows every one)",
+                            u64::from(shown).saturating_mul(10).min(10_000)
+                        );
+                    }
+                    head.unwrap_or(0)
+                }
+            };
+            // Forward: every entry after `position`, then (with -f) new ones.
+            let forward_all = after.is_some();
+            loop {
+                if !forward_all && !follow {
                     return Ok(());
                 }
-                if text.is_empty() {
+                let extra = [
+                    ("after", position.to_string()),
+                    ("limit", "1000".to_owned()),
+                ];
+                let (text, headers) = client.text_with_headers(&query(&extra)).await?;
+                let before = position;
+                for line in text.lines() {
+                    if let Some(seq) = seq_of(line) {
+                        position = position.max(seq);
+                    }
+                    print(line)?;
+                }
+                if filtered
+                    && let Some(scanned) = header_seq(
+                        &headers,
+                        keyforge_gateway::admin::audit_log::SCANNED_TO_HEADER,
+                    )
+                {
+                    position = position.max(scanned);
+                }
+                if position == before {
+                    // Caught up.
+                    if !follow {
+                        return Ok(());
+                    }
                     tokio::time::sleep(std::time::Duration::from_secs(1)).await;
                 }
             }
@@ -1195,9 +1377,18 @@ pub(crate) async fn status(json: bool, admin: AdminArgs) -> anyhow::Result<()> {
     }
 }
 
-pub(crate) async fn doctor(json: bool, admin: AdminArgs) -> anyhow::Result<()> {
+pub(crate) async fn doctor(
+    check_providers: bool,
+    json: bool,
+    admin: AdminArgs,
+) -> anyhow::Result<()> {
+    let path = if check_providers {
+        "/doctor?check_providers=true"
+    } else {
+        "/doctor"
+    };
     let report: DoctorReport = AdminClient::resolve(&admin)?
-        .call(reqwest::Method::GET, "/doctor", NO_BODY)
+        .call(reqwest::Method::GET, path, NO_BODY)
         .await?;
     if json {
         output::json(&report)?;

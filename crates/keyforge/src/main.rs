@@ -73,19 +73,38 @@ fn main() -> ExitCode {
                 env,
                 project,
                 since,
+                until,
+                month,
                 by,
+                format,
                 json,
                 admin,
             } => {
-                let filter = client::UsageFilter { key, env, project };
-                client::usage(filter, since, by, json, admin).await
+                let filter = client::UsageFilter {
+                    key,
+                    env,
+                    project,
+                    since,
+                    until,
+                    month,
+                };
+                let format = match (format, json) {
+                    (Some(format), _) => format,
+                    (None, true) => cli::UsageFormat::Json,
+                    (None, false) => cli::UsageFormat::Table,
+                };
+                client::usage(filter, by, format, admin).await
             }
             Command::Prices { json, admin } => client::prices(json, admin).await,
             Command::Backup(args) => backup::backup(args).await,
             Command::Restore(args) => backup::restore(args).await,
             Command::Migrate(args) => migrate::migrate(args).await,
             Command::Status { json, admin } => client::status(json, admin).await,
-            Command::Doctor { json, admin } => client::doctor(json, admin).await,
+            Command::Doctor {
+                check_providers,
+                json,
+                admin,
+            } => client::doctor(check_providers, json, admin).await,
         }
     });
     match result {

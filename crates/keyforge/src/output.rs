@@ -138,7 +138,7 @@ pub(crate) fn doctor(report: &DoctorReport) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     writeln!(
         out,
-        "Rotation policy: provider keys at most {} days old.",
+        "Rotation policy: provider keys and owner tokens at most {} days old.",
         report.max_age_days
     )?;
     if report.findings.is_empty() {
@@ -526,7 +526,34 @@ pub(crate) fn revoked(result: &RevokeResult) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The window of a usage report for people: `since 2026-11-01T00:00:00Z`
+/// or `from 2026-11-01T00:00:00Z until 2026-12-01T00:00:00Z`, and the
+/// key it is limited to, by name.
+fn usage_window(report: &UsageReport) -> String {
+    let window = match &report.until {
+        Some(until) => format!("from {} until {until}", report.since),
+        None => format!("since {}", report.since),
+    };
+    match &report.key {
+        Some(key) => format!(
+            "{window}, key {} ({})",
+            key.id,
+            key_label(&key.name, &key.env, key.project.as_deref())
+        ),
+        None => window,
+    }
+}
+
+/// `checkout, env prod, project shop`.
+fn key_label(name: &str, env: &str, project: Option<&str>) -> String {
+    match project {
+        Some(project) => format!("{name}, env {env}, project {project}"),
+        None => format!("{name}, env {env}"),
+    }
+}
+
 pub(crate) fn usage_table(report: &UsageReport) -> anyhow::Result<()> {
+    let by_key = report.group_by == "key";
     let row = |r: &UsageRowView| {
         let mut flags = Vec::new();
         if r.estimated > 0 {
@@ -553,40 +580,112 @@ pub(crate) fn usage_table(report: &UsageReport) -> anyhow::Result<()> {
         if r.errors > 0 {
             flags.push(format!("{} errors", r.errors));
         }
-        vec![
-            r.group.clone(),
+        let mut cells = vec![r.group.clone()];
+        if by_key {
+            cells.push(r.key_name.clone().unwrap_or_else(|| "-".to_owned()));
+            cells.push(r.project.clone().unwrap_or_else(|| "-".to_owned()));
+        }
+        cells.extend([
             r.requests.to_string(),
             r.input_tokens.to_string(),
             r.cached_input_tokens.to_string(),
             r.output_tokens.to_string(),
             r.cost_usd.clone(),
             flags.join("; "),
-        ]
+        ]);
+        cells
     };
     let mut rows: Vec<Vec<String>> = report.rows.iter().map(row).collect();
     if rows.is_empty() {
-        return table(&[], &[], &format!("no requests since {}", report.since));
+        return table(&[], &[], &format!("no requests {}", usage_window(report)));
     }
     rows.push(row(&report.total));
     writeln!(
         std::io::stdout().lock(),
-        "Usage since {}, by {}:",
-        report.since,
+        "Usage {}, by {}:",
+        usage_window(report),
         report.group_by
     )?;
-    table(
-        &[
-            report.group_by.to_uppercase().as_str(),
-            "REQUESTS",
-            "INPUT",
-            "CACHED",
-            "OUTPUT",
-            "COST",
-            "NOTES",
-        ],
-        &rows,
-        "",
-    )
+    let group = report.group_by.to_uppercase();
+    let mut headers = vec![group.as_str()];
+    if by_key {
+        headers.extend(["NAME", "PROJECT"]);
+    }
+    headers.extend(["REQUESTS", "INPUT", "CACHED", "OUTPUT", "COST", "NOTES"]);
+    table(&headers, &rows, "")
+}
+
+/// The columns of `usage --format csv`, after the group (and, by key, its
+/// name, environment and project).
+const USAGE_CSV_COLUMNS: [&str; 13] = [
+    "requests",
+    "input_tokens",
+    "cached_input_tokens",
+    "cache_write_tokens",
+    "output_tokens",
+    "reasoning_tokens",
+    "cost_usd",
+    "cost_nano_usd",
+    "estimated",
+    "fallback_priced",
+    "unmetered",
+    "client_cancelled",
+    "errors",
+];
+
+/// `usage --format csv`: a header row, then one row per group, no total
+/// (a spreadsheet sums); CRLF line ends and RFC 4180 quoting. Costs in
+/// dollars without the `$` and in nano-USD. Grouped by key, the key's
+/// name, environment and project follow its id.
+pub(crate) fn usage_csv(report: &UsageReport) -> anyhow::Result<()> {
+    let by_key = report.group_by == "key";
+    let mut out = std::io::stdout().lock();
+    let mut header = vec![report.group_by.as_str()];
+    if by_key {
+        header.extend(["key_name", "env", "project"]);
+    }
+    header.extend(USAGE_CSV_COLUMNS);
+    write!(out, "{}\r\n", csv_row(header.iter().copied()))?;
+    for r in &report.rows {
+        let mut cells = vec![r.group.clone()];
+        if by_key {
+            for cell in [&r.key_name, &r.env, &r.project] {
+                cells.push(cell.clone().unwrap_or_default());
+            }
+        }
+        cells.extend([
+            r.requests.to_string(),
+            r.input_tokens.to_string(),
+            r.cached_input_tokens.to_string(),
+            r.cache_write_tokens.to_string(),
+            r.output_tokens.to_string(),
+            r.reasoning_tokens.to_string(),
+            r.cost_usd.trim_start_matches('$').to_owned(),
+            r.cost_nano_usd.to_string(),
+            r.estimated.to_string(),
+            r.fallback_priced.to_string(),
+            r.unmetered.to_string(),
+            r.client_cancelled.to_string(),
+            r.errors.to_string(),
+        ]);
+        write!(out, "{}\r\n", csv_row(cells.iter().map(String::as_str)))?;
+    }
+    Ok(())
+}
+
+/// One CSV record (RFC 4180): a field holding a comma, a double quote, CR
+/// or LF is quoted, its quotes doubled.
+fn csv_row<'a>(fields: impl Iterator<Item = &'a str>) -> String {
+    fields
+        .map(|field| {
+            if field.contains([',', '"', '\r', '\n']) {
+                format!("\"{}\"", field.replace('"', "\"\""))
+            } else {
+                field.to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 pub(crate) fn price_table(list: &PriceList) -> anyhow::Result<()> {
@@ -693,4 +792,120 @@ pub(crate) fn admins(admins: &[keyforge_gateway::admin::api::AdminView]) -> anyh
         )?;
     }
     Ok(())
+}
+
+/// An instant as RFC 3339, UTC (`2026-11-01T09:30:00Z`).
+pub(crate) fn rfc3339(at: time::OffsetDateTime) -> String {
+    at.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+/// One audit entry as a line for people: time, sequence number, kind,
+/// actor, the key it names (`key_a +2` when several) and a short summary
+/// of its data. `None` for lines that are no entry (checkpoints).
+pub(crate) fn audit_text_line(line: &str) -> Option<String> {
+    let entry: serde_json::Value = serde_json::from_str(line).ok()?;
+    let text = |name: &str| entry.get(name).and_then(serde_json::Value::as_str);
+    let kind = text("kind")?;
+    let seq = entry.get("seq").and_then(serde_json::Value::as_u64)?;
+    let data = entry.get("data").cloned().unwrap_or_default();
+    let mut keys: Vec<&str> = Vec::new();
+    key_ids(&data, &mut keys);
+    let key = match keys.as_slice() {
+        [] => "-".to_owned(),
+        [one] => (*one).to_owned(),
+        [first, rest @ ..] => format!("{first} +{}", rest.len()),
+    };
+    Some(format!(
+        "{}  #{seq:<6} {kind:<28} {:<16} {key:<24} {}",
+        text("at").unwrap_or("-"),
+        text("actor").unwrap_or("-"),
+        audit_summary(kind, &data)
+    ))
+}
+
+/// Every distinct `key_...` id among the values of `value`, in order.
+fn key_ids<'a>(value: &'a serde_json::Value, out: &mut Vec<&'a str>) {
+    match value {
+        serde_json::Value::String(text)
+            if text.starts_with("key_") && !out.contains(&text.as_str()) =>
+        {
+            out.push(text);
+        }
+        serde_json::Value::Array(items) => items.iter().for_each(|item| key_ids(item, out)),
+        serde_json::Value::Object(fields) => fields.values().for_each(|item| key_ids(item, out)),
+        _ => {}
+    }
+}
+
+/// At most this many characters of an entry's summary.
+const SUMMARY_CHARS: usize = 100;
+
+/// `key.use`: how many uses and their outcomes; otherwise the data's
+/// top-level fields as `name=value` (lists as their length).
+fn audit_summary(kind: &str, data: &serde_json::Value) -> String {
+    let summary = if kind == "key.use"
+        && let Some(uses) = data.get("uses").and_then(serde_json::Value::as_array)
+    {
+        let mut outcomes: std::collections::BTreeMap<&str, usize> = Default::default();
+        for one in uses {
+            let outcome = one
+                .get("outcome")
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or("?");
+            *outcomes.entry(outcome).or_default() += 1;
+        }
+        let outcomes: Vec<String> = outcomes
+            .iter()
+            .map(|(outcome, count)| format!("{outcome} {count}"))
+            .collect();
+        format!(
+            "{} use{} ({})",
+            uses.len(),
+            if uses.len() == 1 { "" } else { "s" },
+            outcomes.join(", ")
+        )
+    } else if let Some(fields) = data.as_object() {
+        fields
+            .iter()
+            .filter_map(|(name, value)| match value {
+                serde_json::Value::Null => None,
+                serde_json::Value::String(text) => Some(format!("{name}={text}")),
+                serde_json::Value::Array(items) => Some(format!("{name}=[{}]", items.len())),
+                serde_json::Value::Object(_) => Some(format!("{name}={{..}}")),
+                other => Some(format!("{name}={other}")),
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    } else {
+        String::new()
+    };
+    if summary.chars().count() > SUMMARY_CHARS {
+        let cut: String = summary.chars().take(SUMMARY_CHARS - 1).collect();
+        format!("{cut}…")
+    } else {
+        summary
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn csv_fields_are_quoted_as_rfc_4180_says() {
+        // (fields, record)
+        let cases: &[(&[&str], &str)] = &[
+            (&["a", "b"], "a,b"),
+            (&["a,b", "c"], "\"a,b\",c"),
+            (&["say \"hi\""], "\"say \"\"hi\"\"\""),
+            (&["two\nlines", ""], "\"two\nlines\","),
+            (&["cr\r"], "\"cr\r\""),
+        ];
+        for (fields, record) in cases {
+            assert_eq!(
+                super::csv_row(fields.iter().copied()),
+                *record,
+                "{fields:?}"
+            );
+        }
+    }
 }

@@ -77,8 +77,21 @@ pub(crate) async fn run(config: ServeConfig, json_logs: bool) -> anyhow::Result<
                 .context("cannot open the database")?,
         ),
     };
+    // What `doctor` checks about this start (master key file mode,
+    // exposure, backups).
+    let mut gateway_config = config.gateway;
+    gateway_config.deployment = keyforge_gateway::Deployment {
+        master_key_file: match &master_source {
+            MasterKeySource::Environment => None,
+            MasterKeySource::File(path) | MasterKeySource::CreatedFile(path) => Some(path.clone()),
+        },
+        listen: Some(config.listen),
+        tls: config.tls.is_some(),
+        data_dir: Some(config.data_dir.clone()),
+        embedded_store: config.database.is_none(),
+    };
     let gateway = Gateway::new(GatewayParts {
-        config: config.gateway,
+        config: gateway_config,
         store,
         master_key,
         admin_token,

@@ -250,6 +250,7 @@ suite!(
     keys_round_trip_and_revoke_once,
     meta_first_writer_wins,
     ledger_sums_by_key_model_day_and_env,
+    usage_windows_end_before_until_to_the_millisecond,
     keys_keep_project_limits_and_suspension,
     budgets_are_one_per_scope_and_period,
     spend_and_recent_requests_come_from_the_ledger,
@@ -445,6 +446,7 @@ pub(crate) async fn ledger_sums_by_key_model_day_and_env(new: &dyn Factory) {
         .unwrap();
     let query = |group_by, since_ms, key_id: Option<KeyId>, env: Option<&str>| UsageQuery {
         since_ms,
+        until_ms: None,
         key_id,
         env: env.map(|e| EnvName::parse(e).unwrap()),
         project: None,
@@ -519,6 +521,66 @@ pub(crate) async fn ledger_sums_by_key_model_day_and_env(new: &dyn Factory) {
             .unwrap()
             .is_empty()
     );
+}
+
+/// `until_ms` ends a usage window exactly, excluded, whether it falls on a
+/// minute (read from the rollups) or inside one (the raw rows of that
+/// partial minute), and a window inside one minute reads raw rows only.
+pub(crate) async fn usage_windows_end_before_until_to_the_millisecond(new: &dyn Factory) {
+    let h = new.open().await;
+    let store = h.store();
+    let a = KeyId::generate();
+    let day1 = 1_767_225_600_000; // 2026-01-01T00:00:00Z
+    let day2 = day1 + 86_400_000;
+    let times = [
+        day1,
+        day1 + 30_000,
+        day1 + 90_000,
+        day2 - 1,
+        day2,
+        day2 + 45_000,
+    ];
+    let records: Vec<LedgerRecord> = times
+        .iter()
+        .map(|at| ledger(&a, "dev", "gpt-4o-mini", *at, 10))
+        .collect();
+    store.insert_ledger(&records).await.unwrap();
+    let count = |since_ms: i64, until_ms: Option<i64>| async move {
+        store
+            .query_usage(&UsageQuery {
+                since_ms,
+                until_ms,
+                key_id: None,
+                env: None,
+                project: None,
+                group_by: UsageGroup::Key,
+            })
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| row.requests)
+            .sum::<u64>()
+    };
+    // (since, until, requests expected)
+    let cases: &[(i64, Option<i64>, u64)] = &[
+        (0, None, 6),
+        (0, Some(day2), 4),
+        (day1, Some(day2), 4),
+        (day2, Some(day2 + 86_400_000), 2),
+        (day1 + 10_000, Some(day1 + 95_000), 2),
+        (day1 + 20_000, Some(day1 + 40_000), 1),
+        (day1 + 30_000, Some(day1 + 30_000), 0),
+        (day1 + 30_001, Some(day2), 2),
+        (0, Some(day2 + 45_000), 5),
+        (0, Some(day2 + 45_001), 6),
+    ];
+    for (since_ms, until_ms, expected) in cases {
+        assert_eq!(
+            count(*since_ms, *until_ms).await,
+            *expected,
+            "[{since_ms}, {until_ms:?})"
+        );
+    }
 }
 
 pub(crate) async fn keys_keep_project_limits_and_suspension(new: &dyn Factory) {
@@ -1289,6 +1351,7 @@ pub(crate) async fn aggregates(
             store
                 .query_usage(&UsageQuery {
                     since_ms,
+                    until_ms: None,
                     key_id: None,
                     env: None,
                     project: None,
@@ -1461,6 +1524,7 @@ pub(crate) async fn pruning_raw_rows_keeps_usage_budgets_rotation_and_health(new
     let counted: u64 = store
         .query_usage(&UsageQuery {
             since_ms: effective,
+            until_ms: None,
             key_id: None,
             env: None,
             project: None,

@@ -224,9 +224,16 @@ pub enum UsageGroup {
     Project,
 }
 
+/// What [`crate::Store::query_usage`] sums: the window `[since_ms,
+/// until_ms)` (Unix ms, UTC), optionally one key, environment or project.
 #[derive(Debug, Clone)]
 pub struct UsageQuery {
+    /// Start of the window, included (Unix ms).
     pub since_ms: i64,
+    /// End of the window, excluded (Unix ms); `None`: up to now. Exact to
+    /// the millisecond within the retention period; past it the rollups
+    /// are hourly and a window covers the whole hour its end falls in.
+    pub until_ms: Option<i64>,
     pub key_id: Option<KeyId>,
     pub env: Option<EnvName>,
     pub project: Option<ProjectName>,

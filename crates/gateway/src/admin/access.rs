@@ -74,6 +74,16 @@ pub(crate) struct Refusal {
 pub(crate) enum Decision {
     Allow,
     Refuse(Refusal),
+    /// The route exists, and the role may call some of its methods, but
+    /// not this one: 405 with `Allow` listing the route's methods (every
+    /// method the table has for it, whichever role each needs: the route's
+    /// shape, not the admin's rights). A role that may call none of the
+    /// route's methods is refused instead ([`Decision::Refuse`]), so a
+    /// wrong method teaches it nothing a right one would not.
+    MethodNotAllowed {
+        /// The route's methods, in table order, `HEAD` after `GET`.
+        allow: Vec<Method>,
+    },
     /// No route matched (the router answers 404; nothing to authorize).
     NoSuchRoute,
 }
@@ -102,11 +112,35 @@ pub(crate) fn check(method: &Method, matched: Option<&str>, role: AdminRole) -> 
     let route = matched.strip_prefix(PREFIX).unwrap_or(matched);
     match required_role(method, route) {
         Some(needed) if role >= needed => Decision::Allow,
+        None if may_use_route(route, role) => Decision::MethodNotAllowed {
+            allow: route_methods(route),
+        },
         needed => Decision::Refuse(Refusal {
             route: route.to_owned(),
             needed,
         }),
     }
+}
+
+/// Whether `role` may call at least one method of `route`.
+fn may_use_route(route: &str, role: AdminRole) -> bool {
+    ROUTES
+        .iter()
+        .any(|(_, r, needed)| *r == route && role >= *needed)
+}
+
+/// The methods the table has for `route`; `HEAD` wherever `GET` is.
+fn route_methods(route: &str) -> Vec<Method> {
+    let mut methods = Vec::new();
+    for (method, r, _) in ROUTES {
+        if *r == route && !methods.contains(method) {
+            methods.push(method.clone());
+            if *method == Method::GET {
+                methods.push(Method::HEAD);
+            }
+        }
+    }
+    methods
 }
 
 #[cfg(test)]
@@ -147,12 +181,60 @@ mod tests {
                 })
             );
         }
-        // A known route with a method it lacks in the table is refused too.
-        assert!(matches!(
-            check(&Method::PUT, Some("/admin/v1/keys"), Owner),
-            Decision::Refuse(_)
-        ));
         assert_eq!(check(&Method::GET, None, Owner), Decision::NoSuchRoute);
+    }
+
+    #[test]
+    fn a_wrong_method_is_405_only_for_a_role_that_may_use_the_route() {
+        // (method, route, role, expected): `Some(allow)` is a 405 with
+        // those methods, `None` a refusal.
+        let cases: &[(Method, &str, AdminRole, Option<&[Method]>)] = &[
+            (
+                Method::PUT,
+                "/keys",
+                Viewer,
+                Some(&[Method::GET, Method::HEAD, Method::POST]),
+            ),
+            (
+                Method::PUT,
+                "/keys",
+                Owner,
+                Some(&[Method::GET, Method::HEAD, Method::POST]),
+            ),
+            (
+                Method::DELETE,
+                "/keys/{id}",
+                Viewer,
+                Some(&[Method::GET, Method::HEAD, Method::PATCH]),
+            ),
+            (
+                Method::PATCH,
+                "/audit",
+                Auditor,
+                Some(&[Method::GET, Method::HEAD]),
+            ),
+            // A viewer may use no method of these: refused as before.
+            (Method::PATCH, "/audit", Viewer, None),
+            (Method::PUT, "/admins", Viewer, None),
+            (Method::PUT, "/backup", Operator, None),
+            (Method::GET, "/backup", Owner, Some(&[Method::POST])),
+        ];
+        for (method, route, role, expected) in cases {
+            let got = check(method, Some(&format!("{PREFIX}{route}")), *role);
+            match expected {
+                Some(allow) => assert_eq!(
+                    got,
+                    Decision::MethodNotAllowed {
+                        allow: allow.to_vec()
+                    },
+                    "{role} {method} {route}"
+                ),
+                None => assert!(
+                    matches!(got, Decision::Refuse(Refusal { needed: None, .. })),
+                    "{role} {method} {route}: {got:?}"
+                ),
+            }
+        }
     }
 
     #[test]

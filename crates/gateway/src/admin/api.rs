@@ -390,7 +390,17 @@ pub struct ErrorDetail {
 /// Sums of the ledger for one group (a key, model, day or environment).
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
 pub struct UsageRowView {
+    /// The key id, model, day (`YYYY-MM-DD`, UTC), environment or project.
     pub group: String,
+    /// Grouped by key: the key's name (absent for a key no longer known).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_name: Option<String>,
+    /// Grouped by key: the key's environment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env: Option<String>,
+    /// Grouped by key: the key's project name (absent: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project: Option<String>,
     pub requests: u64,
     pub input_tokens: u64,
     pub cached_input_tokens: u64,
@@ -417,10 +427,28 @@ pub struct UsageRowView {
 
 #[derive(Debug, Deserialize, Serialize)]
 pub struct UsageReport {
+    /// Start of the window, included (RFC 3339, UTC).
     pub since: String,
+    /// End of the window, excluded (RFC 3339, UTC); absent: up to now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<String>,
+    /// With `key=`: the key's name, environment and project, as the rows
+    /// of a by-key report name them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<UsageKeyView>,
     pub group_by: String,
     pub rows: Vec<UsageRowView>,
     pub total: UsageRowView,
+}
+
+/// A key as usage reports name it.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+pub struct UsageKeyView {
+    pub id: KeyId,
+    pub name: String,
+    pub env: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Serialize)]

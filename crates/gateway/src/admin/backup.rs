@@ -15,6 +15,48 @@ use super::{AdminError, audit_as, parse_json};
 use crate::state::AppState;
 use crate::stored_audit::BACKUP_KIND;
 
+/// The file in the data directory where `keyforge backup` records its
+/// last successful run (`{"at": RFC 3339, "to": PATH}`), for `doctor`.
+pub const LAST_BACKUP_FILE: &str = "last-backup.json";
+
+/// The last backup recorded in `data_dir`: (when, where to).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct LastBackup {
+    /// RFC 3339, UTC.
+    pub at: String,
+    /// The file written.
+    pub to: String,
+}
+
+/// Records a backup just taken: written to a scratch file (0600) and
+/// renamed over `LAST_BACKUP_FILE`, so a reader never sees half of it.
+pub fn record_backup(data_dir: &Path, to: &Path, at: time::OffsetDateTime) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let record = LastBackup {
+        at: super::rfc3339(at),
+        to: to.display().to_string(),
+    };
+    let text = serde_json::to_string(&record).map_err(std::io::Error::other)?;
+    let scratch = data_dir.join(format!("{LAST_BACKUP_FILE}.tmp"));
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&scratch)?;
+    file.write_all(text.as_bytes())?;
+    file.sync_all()?;
+    std::fs::rename(&scratch, data_dir.join(LAST_BACKUP_FILE))
+}
+
+/// The last backup recorded in `data_dir`; `None` when none was (or the
+/// record cannot be read).
+pub fn last_backup(data_dir: &Path) -> Option<LastBackup> {
+    let text = std::fs::read_to_string(data_dir.join(LAST_BACKUP_FILE)).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
 pub(super) async fn backup(
     State(state): State<Arc<AppState>>,
     body: Bytes,
@@ -59,5 +101,11 @@ pub(super) async fn backup(
             }
         })?;
     tracing::info!(to = %dest.display(), "store backed up");
+    if let Some(data_dir) = &state.config.deployment.data_dir
+        && let Err(error) = record_backup(data_dir, dest, state.clock.now())
+    {
+        // The copy is made; only doctor's record of it is missing.
+        tracing::warn!(error = %error, "could not record the backup for `keyforge doctor`");
+    }
     Ok(axum::Json(BackupResult { to: request.to }))
 }

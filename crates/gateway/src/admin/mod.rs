@@ -2,19 +2,21 @@
 //! named admin's token (`kfa_...`, or the legacy `admin.token`, which is
 //! the `owner` admin's); `kf_` proxy keys are refused here whatever their
 //! scope. Then the route table in [`access`] decides, deny by default,
-//! whether the admin's role may call the route; every audit entry made here
+//! whether the admin's role may call the route (a wrong method on a route
+//! the role may use is a 405 with `Allow`); every audit entry made here
 //! names the admin as `admin:NAME`.
 
 pub(crate) mod access;
 pub(crate) mod admins;
 mod alerts;
 pub mod api;
-mod audit_log;
-mod backup;
+pub mod audit_log;
+pub mod backup;
 mod budgets;
 pub(crate) mod doctor;
 pub(crate) mod edit;
 pub(crate) mod mint;
+pub mod range;
 mod rotation;
 pub(crate) mod self_service;
 mod status;
@@ -316,9 +318,32 @@ async fn require_admin(
                 access::Decision::Refuse(refusal) => refuse(&state, &admin, &method, refusal)
                     .await
                     .into_response(),
+                access::Decision::MethodNotAllowed { allow } => method_not_allowed(&method, &allow),
             }
         })
         .await
+}
+
+/// The 405 of a known route called with a method it does not have, for
+/// an admin whose role may use the route: the JSON error shape, and
+/// `Allow` listing the route's methods. Not audited (nothing was refused
+/// that the admin may do).
+fn method_not_allowed(method: &http::Method, allow: &[http::Method]) -> Response {
+    let allow_text = allow
+        .iter()
+        .map(http::Method::as_str)
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut response = AdminError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("{method} is not a method of this endpoint; it takes {allow_text}"),
+    )
+    .into_response();
+    if let Ok(value) = http::HeaderValue::from_str(&allow_text) {
+        response.headers_mut().insert(http::header::ALLOW, value);
+    }
+    response
 }
 
 /// The 403 of a refused route, after its audit entry
@@ -1025,7 +1050,12 @@ async fn resume_key(
 #[derive(Debug, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 struct UsageParams {
+    /// How far back (`30d`) or from when (RFC 3339 or `YYYY-MM-DD`, UTC).
     since: Option<String>,
+    /// Until when, excluded (RFC 3339 or `YYYY-MM-DD`, UTC).
+    until: Option<String>,
+    /// One calendar month, `YYYY-MM` (UTC); not with `since` or `until`.
+    month: Option<String>,
     key: Option<String>,
     env: Option<String>,
     project: Option<String>,
@@ -1035,6 +1065,9 @@ struct UsageParams {
 fn usage_row_view(row: &keyforge_store::UsageRow) -> UsageRowView {
     UsageRowView {
         group: row.group.clone(),
+        key_name: None,
+        env: None,
+        project: None,
         requests: row.requests,
         input_tokens: row.input_tokens,
         cached_input_tokens: row.cached_input_tokens,
@@ -1058,8 +1091,8 @@ async fn usage(
     let axum::extract::Query(params) = query.map_err(|error| {
         AdminError::bad_request(format!("invalid query: {}", error.body_text()))
     })?;
-    let since = Ttl::parse(params.since.as_deref().unwrap_or("30d"))
-        .map_err(|error| AdminError::bad_request(format!("since: {error}")))?;
+    let now = state.clock.now();
+    let (asked, until) = usage_window(&params, now)?;
     let group_by = match params.by.as_deref().unwrap_or("key") {
         "key" => keyforge_store::UsageGroup::Key,
         "model" => keyforge_store::UsageGroup::Model,
@@ -1085,7 +1118,6 @@ async fn usage(
         .map(keyforge_types::ProjectName::parse)
         .transpose()
         .map_err(|error| AdminError::bad_request(error.to_string()))?;
-    let asked = state.clock.now() - since.as_duration();
     // Records of requests that just finished may still be queued.
     state.ledger.flush(std::time::Duration::from_secs(5)).await;
     // Past retention the window starts on the hour: the report says where.
@@ -1099,7 +1131,8 @@ async fn usage(
             .unwrap_or(asked);
     let query = keyforge_store::UsageQuery {
         since_ms,
-        key_id,
+        until_ms: until.map(range::unix_ms),
+        key_id: key_id.clone(),
         env,
         project,
         group_by,
@@ -1128,12 +1161,101 @@ async fn usage(
         total.errors += row.errors;
     }
     total.cost_usd = keyforge_types::NanoUsd(total.cost_nano_usd).to_string();
+    let mut views: Vec<UsageRowView> = rows.iter().map(usage_row_view).collect();
+    if group_by == keyforge_store::UsageGroup::Key {
+        for view in &mut views {
+            if let Ok(id) = KeyId::parse(&view.group)
+                && let Some(key) = usage_key_view(&state, &id).await?
+            {
+                view.key_name = Some(key.name);
+                view.env = Some(key.env);
+                view.project = key.project;
+            }
+        }
+    }
+    let key = match &key_id {
+        Some(id) => usage_key_view(&state, id).await?,
+        None => None,
+    };
     Ok(axum::Json(UsageReport {
         since: rfc3339(since_at.replace_nanosecond(0).unwrap_or(since_at)),
+        until: until.map(rfc3339),
+        key,
         group_by: params.by.unwrap_or_else(|| "key".to_owned()),
-        rows: rows.iter().map(usage_row_view).collect(),
+        rows: views,
         total,
     }))
+}
+
+/// The window a usage request asks for: `[since, until)`. `since` is a
+/// duration back from `now` (`30d`, the default) or a time; `month` is a
+/// whole calendar month and takes neither.
+fn usage_window(
+    params: &UsageParams,
+    now: OffsetDateTime,
+) -> Result<(OffsetDateTime, Option<OffsetDateTime>), AdminError> {
+    if let Some(month) = &params.month {
+        if params.since.is_some() || params.until.is_some() {
+            return Err(AdminError::bad_request(
+                "month is a whole calendar month: it does not combine with since or until",
+            ));
+        }
+        let (first, next) = range::parse_month(month)
+            .map_err(|error| AdminError::bad_request(format!("month: {error}")))?;
+        return Ok((first, Some(next)));
+    }
+    let text = params.since.as_deref().unwrap_or("30d");
+    let since = match Ttl::parse(text) {
+        Ok(back) => now - back.as_duration(),
+        Err(_) => range::parse_instant(text).map_err(|error| {
+            AdminError::bad_request(format!(
+                "since: {error}, or a duration back from now (12h, 30d)"
+            ))
+        })?,
+    };
+    let until = params
+        .until
+        .as_deref()
+        .map(|text| {
+            range::parse_instant(text)
+                .map_err(|error| AdminError::bad_request(format!("until: {error}")))
+        })
+        .transpose()?;
+    if let Some(until) = until
+        && until <= since
+    {
+        return Err(AdminError::bad_request(format!(
+            "until ({}) must be after since ({}): the window is [since, until)",
+            rfc3339(until),
+            rfc3339(since)
+        )));
+    }
+    Ok((since, until))
+}
+
+/// A key's name, environment and project for a usage report: from the
+/// snapshot, else (an archived key) from the store; `None` for a key
+/// neither knows.
+async fn usage_key_view(
+    state: &AppState,
+    id: &KeyId,
+) -> Result<Option<api::UsageKeyView>, AdminError> {
+    let view = |record: &keyforge_store::VirtualKeyRecord| api::UsageKeyView {
+        id: record.id.clone(),
+        name: record.name.clone(),
+        env: record.env.to_string(),
+        project: record.project.as_ref().map(ToString::to_string),
+    };
+    if let Some(entry) = state.snapshot.load().key_by_id(id) {
+        return Ok(Some(view(&entry.record)));
+    }
+    Ok(state
+        .store
+        .get_virtual_key(id)
+        .await
+        .map_err(AdminError::store)?
+        .as_ref()
+        .map(view))
 }
 
 /// Pico-USD per token back to "USD per million tokens".

@@ -1454,7 +1454,7 @@ impl Store for PgStore {
              FROM src WHERE ($3::TEXT IS NULL OR key_id = $3) AND ($4::TEXT IS NULL OR env = $4) \
              AND ($5::TEXT IS NULL OR project = $5) \
              GROUP BY grp ORDER BY grp",
-            rollup::SOURCE
+            rollup::WINDOW_SOURCE
         );
         let rows = sqlx::query(&sql)
             .bind(query.since_ms)
@@ -1462,6 +1462,8 @@ impl Store for PgStore {
             .bind(query.key_id.as_ref().map(KeyId::as_str))
             .bind(query.env.as_ref().map(EnvName::as_str))
             .bind(query.project.as_ref().map(ProjectName::as_str))
+            .bind(query.until_ms.map_or(i64::MAX, rollup::minute_floor))
+            .bind(query.until_ms.unwrap_or(i64::MAX))
             .fetch_all(&self.pool)
             .await?;
         rows.iter()

@@ -15,7 +15,7 @@ use crate::model::LedgerRecord;
 use crate::sqlite::rollup::summarize;
 use crate::sqlite::to_i64;
 
-pub(crate) use crate::sqlite::rollup::{HOUR_MS, minute_ceil};
+pub(crate) use crate::sqlite::rollup::{HOUR_MS, minute_ceil, minute_floor};
 
 const RAW_INSERT: &str = "INSERT INTO ledger (at_ms, request_id, key_id, env, project, provider, provider_key_version, model, \
      input_tokens, cached_input_tokens, cache_write_tokens, output_tokens, reasoning_tokens, usage_source, cost_nano_usd, \
@@ -174,18 +174,23 @@ macro_rules! count {
     };
 }
 
-/// A common table expression `src` (to follow `WITH`): the ledger since
-/// `$1` (Unix ms) in rollup shape, read from the rollups from `$2` (the
-/// first minute boundary at or after `$1`: [`minute_ceil`]) and from the
-/// raw rows between the two (see SQLite's `SOURCE`).
-pub(crate) const SOURCE: &str = concat!(
-    "src AS ( \
-     SELECT bucket_ms AS at_ms, key_id, env, project, provider, provider_key_version, model, requests, input_tokens, \
+/// The rollups' columns in `SOURCE`'s shape (a macro, for `concat!`).
+macro_rules! rollup_rows {
+    () => {
+        concat!(
+            "SELECT bucket_ms AS at_ms, key_id, env, project, provider, provider_key_version, model, requests, input_tokens, \
        cached_input_tokens, cache_write_tokens, output_tokens, reasoning_tokens, cost_nano_usd, errors, estimated, \
        fallback_priced, unmetered, client_cancelled, ok, rejected, rate_limited, failed, client_errors, last_ms, last_status \
-     FROM ledger_rollup WHERE bucket_ms >= $2 \
-     UNION ALL \
-     SELECT at_ms, key_id, env, COALESCE(project, ''), provider, provider_key_version, COALESCE(model, ''), 1::BIGINT, input_tokens, \
+     FROM ledger_rollup"
+        )
+    };
+}
+
+/// Raw ledger rows in rollup shape (counts of one request).
+macro_rules! raw_rows {
+    () => {
+        concat!(
+            "SELECT at_ms, key_id, env, COALESCE(project, ''), provider, provider_key_version, COALESCE(model, ''), 1::BIGINT, input_tokens, \
        cached_input_tokens, cache_write_tokens, output_tokens, reasoning_tokens, cost_nano_usd, ",
     count!("status >= 400"),
     ", ",
@@ -207,7 +212,32 @@ pub(crate) const SOURCE: &str = concat!(
     ", ",
     count!("status >= 400 AND status < 500 AND status NOT IN (401, 403, 429)"),
     ", at_ms, status \
-     FROM ledger WHERE at_ms >= $1 AND at_ms < $2) "
+     FROM ledger"
+        )
+    };
+}
+
+/// A common table expression `src` (to follow `WITH`): the ledger since
+/// `$1` (Unix ms) in rollup shape, read from the rollups from `$2` (the
+/// first minute boundary at or after `$1`: [`minute_ceil`]) and from the
+/// raw rows between the two (see SQLite's `SOURCE`).
+pub(crate) const SOURCE: &str = concat!(
+    "src AS ( ",
+    rollup_rows!(),
+    " WHERE bucket_ms >= $2 UNION ALL ",
+    raw_rows!(),
+    " WHERE at_ms >= $1 AND at_ms < $2) "
+);
+
+/// `src` for a window `[$1, $7)` (Unix ms): the rollups of the whole
+/// minutes `[$2, $6)`, plus the raw rows of the partial minutes at either
+/// end (see SQLite's `WINDOW_SOURCE`).
+pub(crate) const WINDOW_SOURCE: &str = concat!(
+    "src AS ( ",
+    rollup_rows!(),
+    " WHERE bucket_ms >= $2 AND bucket_ms < $6 UNION ALL ",
+    raw_rows!(),
+    " WHERE at_ms >= $1 AND at_ms < $7 AND (at_ms < $2 OR at_ms >= $6)) "
 );
 
 /// Merges the minute rollups in `[from_ms, to_ms)` (hour-aligned) into

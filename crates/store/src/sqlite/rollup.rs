@@ -271,24 +271,61 @@ pub(crate) fn minute_ceil(since_ms: i64) -> i64 {
         }
 }
 
+/// The rollups' columns, in the shape `SOURCE` gives (a macro, so
+/// `concat!` can join it into the queries below).
+macro_rules! rollup_rows {
+    () => {
+        "SELECT bucket_ms AS at_ms, key_id, env, project, provider, provider_key_version, model, requests, input_tokens, \
+       cached_input_tokens, cache_write_tokens, output_tokens, reasoning_tokens, cost_nano_usd, errors, estimated, \
+       fallback_priced, unmetered, client_cancelled, ok, rejected, rate_limited, failed, client_errors, last_ms, last_status \
+     FROM ledger_rollup"
+    };
+}
+
+/// Raw ledger rows in rollup shape (counts of one request).
+macro_rules! raw_rows {
+    () => {
+        "SELECT at_ms, key_id, env, COALESCE(project, ''), provider, provider_key_version, COALESCE(model, ''), 1, input_tokens, \
+       cached_input_tokens, cache_write_tokens, output_tokens, reasoning_tokens, cost_nano_usd, status >= 400, \
+       usage_source = 'estimated', priced_by = 'fallback', priced_by = 'unmetered', outcome = 'client_cancelled', \
+       status < 400, status IN (401, 403), status = 429, status >= 500, \
+       status >= 400 AND status < 500 AND status NOT IN (401, 403, 429), at_ms, status \
+     FROM ledger"
+    };
+}
+
 /// A common table expression `src` (to follow `WITH`): the ledger since `?1` (Unix ms) in
 /// rollup shape, read from the rollups from `?2` (the first minute
 /// boundary at or after `?1`: [`minute_ceil`]) and from the raw rows
 /// between the two. Columns: `at_ms` (bucket start, or the raw row's
 /// arrival), the rollup's dimensions (`project` and `model` empty when
 /// none) and counts.
-pub(crate) const SOURCE: &str = "src AS ( \
-     SELECT bucket_ms AS at_ms, key_id, env, project, provider, provider_key_version, model, requests, input_tokens, \
-       cached_input_tokens, cache_write_tokens, output_tokens, reasoning_tokens, cost_nano_usd, errors, estimated, \
-       fallback_priced, unmetered, client_cancelled, ok, rejected, rate_limited, failed, client_errors, last_ms, last_status \
-     FROM ledger_rollup WHERE bucket_ms >= ?2 \
-     UNION ALL \
-     SELECT at_ms, key_id, env, COALESCE(project, ''), provider, provider_key_version, COALESCE(model, ''), 1, input_tokens, \
-       cached_input_tokens, cache_write_tokens, output_tokens, reasoning_tokens, cost_nano_usd, status >= 400, \
-       usage_source = 'estimated', priced_by = 'fallback', priced_by = 'unmetered', outcome = 'client_cancelled', \
-       status < 400, status IN (401, 403), status = 429, status >= 500, \
-       status >= 400 AND status < 500 AND status NOT IN (401, 403, 429), at_ms, status \
-     FROM ledger WHERE at_ms >= ?1 AND at_ms < ?2) ";
+pub(crate) const SOURCE: &str = concat!(
+    "src AS ( ",
+    rollup_rows!(),
+    " WHERE bucket_ms >= ?2 UNION ALL ",
+    raw_rows!(),
+    " WHERE at_ms >= ?1 AND at_ms < ?2) "
+);
+
+/// `src` for a window `[?1, ?7)` (Unix ms): the rollups of the whole
+/// minutes `[?2, ?6)` (`?2` as in [`SOURCE`], `?6` the minute `?7` falls
+/// in: [`minute_floor`]), plus the raw rows of the partial minutes at
+/// either end. With no end, `?6` and `?7` are `i64::MAX` and this is
+/// [`SOURCE`]. Past retention the rollups are hourly (at the hour's
+/// start), so a window then covers the whole hour its end falls in.
+pub(crate) const WINDOW_SOURCE: &str = concat!(
+    "src AS ( ",
+    rollup_rows!(),
+    " WHERE bucket_ms >= ?2 AND bucket_ms < ?6 UNION ALL ",
+    raw_rows!(),
+    " WHERE at_ms >= ?1 AND at_ms < ?7 AND (at_ms < ?2 OR at_ms >= ?6)) "
+);
+
+/// The minute boundary at or before `until_ms`.
+pub(crate) fn minute_floor(until_ms: i64) -> i64 {
+    until_ms.div_euclid(MINUTE_MS) * MINUTE_MS
+}
 
 /// Merges the minute rollups in `[from_ms, to_ms)` (hour-aligned) into
 /// their hours: each hour's rows become one per group, at the hour's start.
