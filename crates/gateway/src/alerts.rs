@@ -261,6 +261,11 @@ async fn suspend(state: &AppState, key_id: &KeyId, reason: &str, now: OffsetDate
     }
 }
 
+/// The week number (Unix weeks) of `time`, for alert deduplication.
+pub(crate) fn week_of(time: OffsetDateTime) -> i64 {
+    time.unix_timestamp().div_euclid(7 * 86_400)
+}
+
 fn rfc3339(time: OffsetDateTime) -> String {
     time.format(&Rfc3339).unwrap_or_default()
 }
@@ -432,7 +437,7 @@ fn event_of(raised: &Raised, now: OffsetDateTime, snapshot: &Snapshot) -> (Alert
                 // Once a week per key version.
                 dedup: Some(format!(
                     "rotation/{provider_id}/v{version}/{}",
-                    crate::admin::doctor::week_of(now)
+                    week_of(now)
                 )),
                 key_id: None,
                 budget_id: None,

@@ -4,7 +4,9 @@
 //! Invariants:
 //! - The request path does no database round trip and takes no lock: keys
 //!   and provider credentials are read from an in-memory snapshot that admin
-//!   changes replace before they answer (so revocation is immediate).
+//!   changes replace before they answer (so revocation is immediate). On
+//!   a shared PostgreSQL store, other instances' changes arrive as notices
+//!   and are reloaded off the request path (`changes.rs`).
 //! - Every route requires a credential except the allow-list in
 //!   [`Gateway::router`] (`/healthz`, `/readyz`); `/metrics` needs the
 //!   metrics token there, and none only on [`serve_metrics`]'s listener.
@@ -25,17 +27,22 @@
 pub mod admin;
 mod alerts;
 pub mod audit;
+mod changes;
 mod clock;
 mod cluster;
 mod config;
 mod error;
+mod floor;
 mod forwarded;
 mod health;
+mod leak_reports;
 mod ledger;
 mod listen;
 mod metrics;
 pub mod oidc;
 mod proxy;
+mod scrub;
+mod secret_fingerprints;
 mod snapshot;
 mod state;
 pub mod stored_audit;
@@ -161,6 +168,9 @@ impl Gateway {
             parts.clock.now(),
         )
         .await?;
+        // Read before the first load (see `AppState::reload`); `None` on
+        // the embedded store, which has no other instance to hear from.
+        let change_seq = parts.store.change_seq().await?;
         let snapshot = snapshot::Snapshot::load(
             parts.store.as_ref(),
             &sealer,
@@ -209,22 +219,29 @@ impl Gateway {
                 }
             }
         }
+        let changes = Arc::new(changes::Changes::new());
+        if let Some(seq) = change_seq {
+            changes.applied(seq);
+        }
+        let (changes_stop, changes_stopped) = tokio::sync::watch::channel(());
         let state = AppState {
+            changes,
+            changes_stop,
             cluster,
             config: parts.config,
             store: parts.store,
             sealer,
             hasher,
-            secret_fingerprints: admin::edit::SecretFingerprints::new(
+            secret_fingerprints: secret_fingerprints::SecretFingerprints::new(
                 parts
                     .master_key
-                    .derive(admin::edit::SECRET_FINGERPRINT_LABEL)
+                    .derive(secret_fingerprints::SECRET_FINGERPRINT_LABEL)
                     .as_slice(),
             ),
             snapshot: ArcSwap::from_pointee(snapshot),
             clock: parts.clock,
             http,
-            scrubber: proxy::Scrubber::new()
+            scrubber: scrub::Scrubber::new()
                 .map_err(|error| GatewayInitError::Scrubber(error.to_string()))?,
             admin_write: tokio::sync::Mutex::new(()),
             prices: Arc::new(parts.prices),
@@ -234,8 +251,8 @@ impl Gateway {
             audit_key: audit::CheckpointKey::new(checkpoint_key.as_slice()),
             audit_failing: std::sync::atomic::AtomicBool::new(false),
             oidc,
-            leak_reports: admin::self_service::LeakReportLimiter::new(
-                admin::self_service::LEAK_REPORTS_PER_MINUTE,
+            leak_reports: leak_reports::LeakReportLimiter::new(
+                leak_reports::LEAK_REPORTS_PER_MINUTE,
             ),
             metrics: Arc::new(metrics::Metrics::new(key_labels)),
             metrics_token: parts.metrics_token,
@@ -269,6 +286,10 @@ impl Gateway {
         // is dropped, as its queue closes.
         tokio::spawn(alerts::dispatch(Arc::downgrade(&state), raised));
         tokio::spawn(admin::doctor::watch(Arc::downgrade(&state)));
+        if change_seq.is_some() {
+            // A shared store: hear of the other instances' changes.
+            changes::spawn(&state, &changes_stopped);
+        }
         tokio::spawn(ledger::retain(
             Arc::downgrade(&state),
             state.config.ledger.retention,

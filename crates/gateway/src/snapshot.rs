@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use keyforge_control::{BudgetCell, InFlight, KeyWatch, RateLimiter};
-use keyforge_providers::ProviderKind;
+use keyforge_providers::{ErrorClass, ProviderKind};
 use keyforge_store::{
     CredentialRecord, ProviderRecord, RowFailure, SealedTable, Store, StoreError, VirtualKeyRecord,
 };
@@ -33,8 +33,10 @@ use keyforge_types::{
 use keyforge_vault::Sealer;
 use secrecy::SecretString;
 use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
 
 use crate::alerts::Webhook;
+use crate::error::GatewayError;
 
 /// A key's rate limiters; `None` where the key has no such limit.
 #[derive(Debug)]
@@ -102,7 +104,7 @@ pub(crate) struct Credential {
     pub(crate) secret: ProviderSecret,
     /// The key's encodings, precomputed once: searched for in every
     /// response of a request that uses this version, and replaced.
-    pub(crate) floor: Arc<crate::proxy::KeyFloor>,
+    pub(crate) floor: Arc<crate::floor::KeyFloor>,
 }
 
 /// A provider as the request path needs it.
@@ -626,7 +628,7 @@ fn provider_entry(record: ProviderRecord, sealer: &Sealer) -> Result<ProviderEnt
             clippy::disallowed_methods,
             reason = "the key's encodings are precomputed only to be searched for in responses and replaced"
         )]
-        let floor = Arc::new(crate::proxy::KeyFloor::new(&[secret.expose().as_bytes()]));
+        let floor = Arc::new(crate::floor::KeyFloor::new(&[secret.expose().as_bytes()]));
         Ok(Credential {
             version: credential.version,
             secret,
@@ -644,4 +646,61 @@ fn provider_entry(record: ProviderRecord, sealer: &Sealer) -> Result<ProviderEnt
         rejection_alert_hour: AtomicI64::new(i64::MIN),
         record,
     })
+}
+
+/// A key is usable while it and every ancestor are: revoking, suspending or
+/// the expiry of a parent stops its whole tree at once.
+pub(crate) fn entry_is_usable(entry: &KeyEntry, now: OffsetDateTime) -> Result<(), GatewayError> {
+    own_status(entry, now, None)?;
+    for ancestor in &entry.ancestors {
+        own_status(ancestor, now, Some(&entry.record))?;
+    }
+    Ok(())
+}
+
+fn own_status(
+    entry: &KeyEntry,
+    now: OffsetDateTime,
+    child: Option<&VirtualKeyRecord>,
+) -> Result<(), GatewayError> {
+    let record: &VirtualKeyRecord = &entry.record;
+    let say = |what: &str| match child {
+        None => format!("KeyForge key {} {what}", record.id),
+        Some(child) => format!(
+            "KeyForge key {} cannot be used: its parent key {} {what}",
+            child.id, record.id
+        ),
+    };
+    if record.revoked_at.is_some() {
+        return Err(GatewayError::client(
+            ErrorClass::Authentication,
+            "key_revoked",
+            say("has been revoked"),
+        ));
+    }
+    if record.suspended.is_some() || entry.watch.is_suspended() {
+        let reason = record
+            .suspended
+            .as_ref()
+            .map_or("anomaly detected", |s| s.reason.as_str());
+        return Err(GatewayError::client(
+            ErrorClass::PermissionDenied,
+            "key_suspended",
+            say(&format!(
+                "is suspended ({reason}); an operator can resume it with `keyforge key resume {}`",
+                record.id
+            )),
+        ));
+    }
+    if let Some(expires_at) = record.expires_at
+        && now >= expires_at
+    {
+        let when = expires_at.format(&Rfc3339).unwrap_or_default();
+        return Err(GatewayError::client(
+            ErrorClass::Authentication,
+            "key_expired",
+            say(&format!("expired at {when}")),
+        ));
+    }
+    Ok(())
 }

@@ -10,7 +10,7 @@ use secrecy::SecretString;
 
 use crate::clock::Clock;
 use crate::config::GatewayConfig;
-use crate::proxy::Scrubber;
+use crate::scrub::Scrubber;
 use crate::snapshot::{Snapshot, SnapshotError};
 
 #[derive(Debug)]
@@ -24,7 +24,7 @@ pub(crate) struct AppState {
     pub(crate) hasher: KeyHasher,
     /// Fingerprints provider secrets (HMAC under a master-derived key) to
     /// find one secret used by several providers.
-    pub(crate) secret_fingerprints: crate::admin::edit::SecretFingerprints,
+    pub(crate) secret_fingerprints: crate::secret_fingerprints::SecretFingerprints,
     /// Read lock-free by every request; replaced whole after admin changes.
     pub(crate) snapshot: ArcSwap<Snapshot>,
     pub(crate) clock: Arc<dyn Clock>,
@@ -46,18 +46,32 @@ pub(crate) struct AppState {
     pub(crate) oidc: crate::oidc::Oidc,
     /// Leak reports accepted per client address (the endpoint needs no
     /// credential).
-    pub(crate) leak_reports: crate::admin::self_service::LeakReportLimiter,
+    pub(crate) leak_reports: crate::leak_reports::LeakReportLimiter,
     /// What `/metrics` exposes, recorded with atomics as requests pass.
     pub(crate) metrics: Arc<crate::metrics::Metrics>,
     /// The token `/metrics` needs on the main listener; `None`: it is served
     /// there to nobody (only on a separate metrics listener).
     pub(crate) metrics_token: Option<SecretString>,
+    /// Cluster mode: how far the snapshot is in the shared store's
+    /// changes, and the change tasks' counters (`changes.rs`); unused on
+    /// the embedded store.
+    pub(crate) changes: Arc<crate::changes::Changes>,
+    /// Dropped with the state, which ends the change tasks.
+    #[expect(
+        dead_code,
+        reason = "held only to be dropped with the state, which ends the change tasks"
+    )]
+    pub(crate) changes_stop: tokio::sync::watch::Sender<()>,
 }
 
 impl AppState {
     /// Rebuilds the snapshot from the store and publishes it. Callers hold
-    /// `admin_write` across their store write and this call.
+    /// `admin_write` across their store write and this call (local admin
+    /// changes, and `changes.rs` for other instances' changes).
     pub(crate) async fn reload(&self) -> Result<(), SnapshotError> {
+        // Read before loading: the snapshot then holds every change up to
+        // it (the number grows in commit order). `None` on SQLite.
+        let seq = self.store.change_seq().await?;
         let previous = self.snapshot.load_full();
         let snapshot = Snapshot::load(
             self.store.as_ref(),
@@ -70,6 +84,9 @@ impl AppState {
         snapshot.report_integrity_failures(Some(&previous), &self.alerts);
         self.alerts.set_webhooks(&snapshot.webhooks);
         self.snapshot.store(Arc::new(snapshot));
+        if let Some(seq) = seq {
+            self.changes.applied(seq);
+        }
         Ok(())
     }
 }

@@ -133,6 +133,9 @@ struct RawServer {
 struct RawStore {
     /// A `postgres://` URL: the cluster store, shared by every instance.
     database: Option<String>,
+    /// How often each instance checks the shared store for changes whose
+    /// notice it missed (`"5s"` by default; 1 s to 1 h).
+    change_check_interval: Option<String>,
 }
 
 /// `[redis]`: cluster mode's shared admission counters.
@@ -477,6 +480,19 @@ pub(crate) fn resolve(args: &ServeArgs, env: &EnvOverrides) -> anyhow::Result<Se
         ledger: ledger_config(raw.ledger, defaults.ledger.clone())?,
         metrics_key_labels: raw.metrics.key_labels,
         redis: redis_config(raw.redis, args.redis.as_deref(), env.redis_url.as_deref())?,
+        change_check_interval: match raw.store.change_check_interval {
+            None => defaults.change_check_interval,
+            Some(text) => {
+                let every = Ttl::parse(&text)
+                    .map(|ttl| ttl.as_duration())
+                    .context("config `store.change_check_interval`")?;
+                anyhow::ensure!(
+                    (1..=3_600).contains(&every.as_secs()),
+                    "config `store.change_check_interval`: 1s to 1h, not {text}"
+                );
+                every
+            }
+        },
         oidc: raw
             .oidc
             .validate(&config_dir)
@@ -907,6 +923,14 @@ mod tests {
                 "[limits]\ntls_handshake_timeout = \"never\"",
                 "limits.tls_handshake_timeout",
             ),
+            (
+                "[store]\nchange_check_interval = \"0s\"",
+                "store.change_check_interval`: duration must be greater than zero",
+            ),
+            (
+                "[store]\nchange_check_interval = \"2h\"",
+                "store.change_check_interval`: 1s to 1h",
+            ),
         ];
         for (text, expected) in cases {
             let file = dir.path().join("bad.toml");
@@ -959,6 +983,19 @@ mod tests {
         assert_eq!(
             resolve(&args(), &EnvOverrides::default()).unwrap().database,
             None
+        );
+        // The backstop check of a shared store: 5 s unless configured.
+        assert_eq!(
+            config.gateway.change_check_interval,
+            std::time::Duration::from_secs(5)
+        );
+        std::fs::write(&file, "[store]\nchange_check_interval = \"30s\"\n").unwrap();
+        assert_eq!(
+            resolve(&args(), &from_file)
+                .unwrap()
+                .gateway
+                .change_check_interval,
+            std::time::Duration::from_secs(30)
         );
 
         let password = ["hun", "ter2"].concat();

@@ -184,6 +184,32 @@ pub(crate) fn status(report: &StatusReport) -> anyhow::Result<()> {
             )?,
             None => {}
         }
+        if let Some(changes) = &report.changes {
+            if changes.listener == "listening" {
+                writeln!(
+                    out,
+                    "Cluster changes: listening; {} reloads for other instances' changes, {} reconnects of the listener (each followed by a reload), {} changes found by the {}s check; at change {}.",
+                    changes.reloads,
+                    changes.reconnects,
+                    changes.found_by_check,
+                    changes.check_interval_secs,
+                    changes.seq,
+                )?;
+            } else {
+                writeln!(
+                    out,
+                    "WARNING: the change listener is disconnected from PostgreSQL; it reconnects by itself and reloads then, and other instances' changes are checked for every {}s meanwhile ({} reconnects so far).",
+                    changes.check_interval_secs, changes.reconnects,
+                )?;
+            }
+            if changes.reload_failures > 0 {
+                writeln!(
+                    out,
+                    "WARNING: {} reloads for other instances' changes failed (see the gateway's log); they are retried every second.",
+                    changes.reload_failures
+                )?;
+            }
+        }
         let ledger = &report.ledger;
         writeln!(
             out,

@@ -24,7 +24,9 @@ pub use model::{
     ProviderRecord, RecentRequest, RevokeOutcome, RollupTotal, StoredAlert, StoredLedgerRow,
     Suspension, UpstreamHealth, UsageGroup, UsageQuery, UsageRow, VersionUsage, VirtualKeyRecord,
 };
-pub use postgres::{PgStore, is_postgres_url, redact_url, url_has_password};
+pub use postgres::{
+    CHANGE_LISTENER_APPLICATION, PgStore, is_postgres_url, redact_url, url_has_password,
+};
 pub use sqlite::{FileCheck, SqliteStore, check_file, checkpoint_file, sync_dir};
 
 /// The key security-relevant rows are sealed under (HMAC-SHA-256; the
@@ -127,6 +129,22 @@ pub enum StoreError {
     Database(#[from] sqlx::Error),
     #[error("cannot prepare the database file: {0}")]
     Io(#[from] std::io::Error),
+    /// A [`ChangeListener`]'s connection was lost: notices sent meanwhile
+    /// are missed. Listen again, then reload.
+    #[error("the change listener lost its connection to the database")]
+    ListenerLost,
+}
+
+/// Notices of changes other gateways made to a shared store
+/// ([`Store::listen_changes`]).
+#[async_trait]
+pub trait ChangeListener: Send + std::fmt::Debug {
+    /// Waits for the next notice: the store's change sequence number
+    /// ([`Store::change_seq`]) a committed change reached (`i64::MAX` for
+    /// a notice whose number cannot be read: reload to be sure). An error
+    /// (above all [`StoreError::ListenerLost`]) ends this listener:
+    /// changes may have been missed since; listen again and reload.
+    async fn next(&mut self) -> Result<i64, StoreError>;
 }
 
 #[async_trait]
@@ -360,6 +378,22 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         token_hash: &KeyHash,
         at: OffsetDateTime,
     ) -> Result<bool, StoreError>;
+
+    /// The store's change sequence number: it grows by one with every
+    /// committed transaction that changed what a gateway's snapshot is
+    /// built from (providers, key versions, keys, budgets, webhooks,
+    /// admins), in commit order, so a snapshot loaded after reading `n`
+    /// holds every change up to `n`. `None`: the store is not shared
+    /// (SQLite), there is nothing to watch.
+    async fn change_seq(&self) -> Result<Option<i64>, StoreError> {
+        Ok(None)
+    }
+
+    /// Starts listening for other gateways' changes on a connection of
+    /// its own; `None` where the store is not shared (SQLite).
+    async fn listen_changes(&self) -> Result<Option<Box<dyn ChangeListener>>, StoreError> {
+        Ok(None)
+    }
 
     /// Writes a consistent copy of the whole store to `dest` (mode 0600,
     /// moved into place in one step; an existing file is replaced only

@@ -671,6 +671,36 @@ pub struct StatusReport {
     /// the embedded mode.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redis: Option<String>,
+    /// Cluster mode (a shared PostgreSQL store): how this instance hears
+    /// of the other instances' changes; absent in the embedded mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub changes: Option<ChangeStatus>,
+}
+
+/// How an instance of a cluster keeps up with the other instances'
+/// changes (`keyforge status`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct ChangeStatus {
+    /// `listening` (notices arrive as changes commit) or `disconnected`
+    /// (reconnecting; the periodic check still runs).
+    pub listener: String,
+    /// The store's change number the served snapshot holds every change
+    /// up to.
+    pub seq: i64,
+    /// Change notices received (this instance's own included).
+    pub notices: u64,
+    /// Snapshot reloads for changes made through other instances (or
+    /// after a reconnect).
+    pub reloads: u64,
+    /// Times the listener's connection was lost and came back; each was
+    /// followed by a reload.
+    pub reconnects: u64,
+    /// Changes the periodic check found that no notice had announced.
+    pub found_by_check: u64,
+    /// Reloads that failed (retried every second).
+    pub reload_failures: u64,
+    /// Seconds between periodic checks (`[store] change_check_interval`).
+    pub check_interval_secs: u64,
 }
 
 /// One thing `keyforge doctor` found.

@@ -13,7 +13,7 @@
 use std::sync::{Arc, Weak};
 
 use axum::extract::State;
-use time::{Duration, OffsetDateTime};
+use time::Duration;
 
 use super::api::{DoctorReport, Finding};
 use super::{AdminError, rfc3339};
@@ -312,9 +312,4 @@ pub(crate) async fn watch(state: Weak<AppState>) {
             tracing::warn!(error = ?error, "the rotation policy check failed");
         }
     }
-}
-
-/// `OffsetDateTime` of a week number, for alert deduplication.
-pub(crate) fn week_of(time: OffsetDateTime) -> i64 {
-    time.unix_timestamp().div_euclid(7 * 86_400)
 }

@@ -19,7 +19,7 @@ use keyforge_types::{
 use time::OffsetDateTime;
 
 use super::{AdminError, audit_as, reload};
-use crate::proxy::entry_is_usable;
+use crate::snapshot::entry_is_usable;
 use crate::snapshot::{KeyEntry, MAX_KEY_DEPTH};
 use crate::state::AppState;
 

@@ -16,6 +16,7 @@ mod budgets;
 pub(crate) mod doctor;
 pub(crate) mod edit;
 pub(crate) mod mint;
+mod oidc_login;
 pub mod range;
 mod rotation;
 pub(crate) mod self_service;

@@ -48,6 +48,25 @@ pub(super) async fn status(
                 "unreachable".to_owned()
             }
         }),
+        // Only a shared store has a change number.
+        changes: (state.changes.counts().applied >= 0).then(|| {
+            let counts = state.changes.counts();
+            super::api::ChangeStatus {
+                listener: if counts.listening {
+                    "listening"
+                } else {
+                    "disconnected"
+                }
+                .to_owned(),
+                seq: counts.applied,
+                notices: counts.notices,
+                reloads: counts.reloads,
+                reconnects: counts.reconnects,
+                found_by_check: counts.found_by_check,
+                reload_failures: counts.reload_failures,
+                check_interval_secs: state.config.change_check_interval.as_secs(),
+            }
+        }),
     }))
 }
 

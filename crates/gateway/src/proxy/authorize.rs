@@ -10,13 +10,12 @@ use keyforge_providers::{
 };
 use keyforge_store::VirtualKeyRecord;
 use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 
 use super::RequestContext;
 use super::authenticate::Authenticated;
 use super::route::{Route, Selector};
 use crate::error::GatewayError;
-use crate::snapshot::{Credential, KeyEntry, ProviderEntry, Snapshot};
+use crate::snapshot::{Credential, ProviderEntry, Snapshot};
 
 /// Where a request goes.
 pub(crate) struct Target {
@@ -42,64 +41,7 @@ impl Target {
 }
 
 pub(crate) fn key_is_usable(key: &Authenticated, now: OffsetDateTime) -> Result<(), GatewayError> {
-    entry_is_usable(&key.entry, now)
-}
-
-/// A key is usable while it and every ancestor are: revoking, suspending or
-/// the expiry of a parent stops its whole tree at once.
-pub(crate) fn entry_is_usable(entry: &KeyEntry, now: OffsetDateTime) -> Result<(), GatewayError> {
-    own_status(entry, now, None)?;
-    for ancestor in &entry.ancestors {
-        own_status(ancestor, now, Some(&entry.record))?;
-    }
-    Ok(())
-}
-
-fn own_status(
-    entry: &KeyEntry,
-    now: OffsetDateTime,
-    child: Option<&VirtualKeyRecord>,
-) -> Result<(), GatewayError> {
-    let record: &VirtualKeyRecord = &entry.record;
-    let say = |what: &str| match child {
-        None => format!("KeyForge key {} {what}", record.id),
-        Some(child) => format!(
-            "KeyForge key {} cannot be used: its parent key {} {what}",
-            child.id, record.id
-        ),
-    };
-    if record.revoked_at.is_some() {
-        return Err(GatewayError::client(
-            ErrorClass::Authentication,
-            "key_revoked",
-            say("has been revoked"),
-        ));
-    }
-    if record.suspended.is_some() || entry.watch.is_suspended() {
-        let reason = record
-            .suspended
-            .as_ref()
-            .map_or("anomaly detected", |s| s.reason.as_str());
-        return Err(GatewayError::client(
-            ErrorClass::PermissionDenied,
-            "key_suspended",
-            say(&format!(
-                "is suspended ({reason}); an operator can resume it with `keyforge key resume {}`",
-                record.id
-            )),
-        ));
-    }
-    if let Some(expires_at) = record.expires_at
-        && now >= expires_at
-    {
-        let when = expires_at.format(&Rfc3339).unwrap_or_default();
-        return Err(GatewayError::client(
-            ErrorClass::Authentication,
-            "key_expired",
-            say(&format!("expired at {when}")),
-        ));
-    }
-    Ok(())
+    crate::snapshot::entry_is_usable(&key.entry, now)
 }
 
 pub(crate) fn target(

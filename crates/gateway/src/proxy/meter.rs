@@ -22,9 +22,9 @@ use time::OffsetDateTime;
 use keyforge_types::KeyId;
 
 use super::admit::Admission;
-use super::floor::FloorStream;
 use crate::alerts::Alerts;
 use crate::clock::Clock;
+use crate::floor::FloorStream;
 use crate::ledger::LedgerWriter;
 use crate::state::AppState;
 
@@ -342,9 +342,9 @@ impl KeyGuard {
         };
         while every.poll_tick(cx).is_ready() {
             let snapshot = self.state.snapshot.load();
-            let usable = snapshot
-                .key_by_id(&self.key_id)
-                .is_some_and(|entry| super::entry_is_usable(entry, self.state.clock.now()).is_ok());
+            let usable = snapshot.key_by_id(&self.key_id).is_some_and(|entry| {
+                crate::snapshot::entry_is_usable(entry, self.state.clock.now()).is_ok()
+            });
             if !usable {
                 return true;
             }
@@ -505,7 +505,7 @@ impl Body for MeteredBody {
                 None => data,
                 Some(stripper) if ended => {
                     let released = stripper.feed(&data);
-                    super::floor::join(released, stripper.finish())
+                    crate::floor::join(released, stripper.finish())
                 }
                 Some(stripper) => stripper.feed(&data),
             };

@@ -8,11 +8,9 @@ mod authenticate;
 mod authorize;
 mod body;
 mod canonical;
-mod floor;
 mod forward;
 mod meter;
 mod route;
-mod scrub;
 mod watch;
 
 use std::panic::AssertUnwindSafe;
@@ -29,10 +27,6 @@ use tracing::Instrument;
 
 use crate::error::{Fault, GatewayError};
 use crate::state::AppState;
-
-pub(crate) use authorize::entry_is_usable;
-pub(crate) use floor::KeyFloor;
-pub(crate) use scrub::Scrubber;
 
 /// Per-request state, filled in as the pipeline learns things. It is what
 /// the completion log line and error rendering read.

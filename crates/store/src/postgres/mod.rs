@@ -13,6 +13,10 @@
 //!   interleaving breaks verification.
 //! - A row is checked and re-sealed under its row lock (`SELECT … FOR
 //!   UPDATE`), so another instance cannot change it in between.
+//! - Every committed transaction that changes what gateways load into
+//!   memory sends one notice on `keyforge_changes` carrying the new
+//!   `keyforge_changes.seq`, from a deferred trigger in that transaction
+//!   (`schema_v11.sql`); ledger, rollup, audit and alert rows send none.
 //! - Errors never carry the connection URL (it may hold a password).
 
 use std::str::FromStr;
@@ -39,7 +43,7 @@ use crate::sqlite::{
     KEY_COLUMNS, corrupt, from_unix, from_unix_ms, thresholds_text, to_i64, to_u64, to_unix,
     to_unix_ms,
 };
-use crate::{RowFailure, RowMac, Store, StoreError};
+use crate::{ChangeListener, RowFailure, RowMac, Store, StoreError};
 
 mod rollup;
 mod row_mac;
@@ -47,14 +51,21 @@ mod row_mac;
 mod tests;
 
 /// The newest schema version this build knows.
-pub(crate) const SCHEMA_VERSION: i64 = 10;
+pub(crate) const SCHEMA_VERSION: i64 = 11;
 /// The migrations, one per version, in order: a database at version `v`
 /// runs every entry above `v`. A fresh database starts at version 9 (the
 /// SQLite schema's versions 1 to 9 in one step), then takes each later one.
 const MIGRATIONS: &[(i64, &str)] = &[
     (9, include_str!("schema_v9.sql")),
     (10, include_str!("schema_v10.sql")),
+    (11, include_str!("schema_v11.sql")),
 ];
+/// The channel change notices are sent on (`schema_v11.sql`'s trigger).
+const CHANGE_CHANNEL: &str = "keyforge_changes";
+/// The change listener's `application_name`, followed by `-<process id>`,
+/// so an operator (or a test) can tell each instance's listening
+/// connection in `pg_stat_activity`.
+pub const CHANGE_LISTENER_APPLICATION: &str = "keyforge-changes";
 /// Advisory lock keys (one 64-bit space per database): `kf` then a number.
 const MIGRATION_LOCK: i64 = 0x6b66_0000_0001;
 const AUDIT_LOCK: i64 = 0x6b66_0000_0002;
@@ -71,6 +82,8 @@ const ROW_MAC_BACKFILL: &str = "row_mac_backfill";
 #[derive(Debug, Clone)]
 pub struct PgStore {
     pool: PgPool,
+    /// How to connect, kept for the change listener's own connection.
+    options: PgConnectOptions,
     /// The row key, installed once by the gateway at start (the store never
     /// sees the master key).
     row_mac: Arc<OnceLock<RowMac>>,
@@ -122,6 +135,25 @@ pub fn is_postgres_url(url: &str) -> bool {
     url.starts_with("postgres://") || url.starts_with("postgresql://")
 }
 
+/// Listens on [`CHANGE_CHANNEL`] over a connection of its own.
+#[derive(Debug)]
+struct PgChangeListener {
+    /// Holds the only handle of its pool: dropping it closes the
+    /// connection.
+    listener: sqlx::postgres::PgListener,
+}
+
+#[async_trait]
+impl ChangeListener for PgChangeListener {
+    async fn next(&mut self) -> Result<i64, StoreError> {
+        match self.listener.try_recv().await {
+            Ok(Some(notice)) => Ok(notice.payload().parse().unwrap_or(i64::MAX)),
+            Ok(None) => Err(StoreError::ListenerLost),
+            Err(error) => Err(StoreError::Database(error)),
+        }
+    }
+}
+
 impl PgStore {
     /// Connects to the database at `url` (`postgres://user@host:port/db`;
     /// TLS as `sslmode` says, with rustls; a password may come from the URL,
@@ -136,10 +168,11 @@ impl PgStore {
         let pool = PgPoolOptions::new()
             .max_connections(POOL_SIZE)
             .acquire_timeout(std::time::Duration::from_secs(10))
-            .connect_with(options)
+            .connect_with(options.clone())
             .await?;
         let store = Self {
             pool,
+            options,
             row_mac: Arc::default(),
         };
         store.migrate().await?;
@@ -459,6 +492,33 @@ fn meta_i64(bytes: &[u8], name: &str) -> Result<i64, StoreError> {
 
 #[async_trait]
 impl Store for PgStore {
+    async fn change_seq(&self) -> Result<Option<i64>, StoreError> {
+        let seq: i64 = sqlx::query_scalar("SELECT seq FROM keyforge_changes WHERE id = 1")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(Some(seq))
+    }
+
+    async fn listen_changes(&self) -> Result<Option<Box<dyn ChangeListener>>, StoreError> {
+        let application = format!("{CHANGE_LISTENER_APPLICATION}-{}", std::process::id());
+        // A pool of one connection of its own, so listening never takes a
+        // connection from the requests' pool; it is never recycled (a
+        // recycled connection would drop the LISTEN silently).
+        let pool = PgPoolOptions::new()
+            .max_connections(1)
+            .max_lifetime(None)
+            .idle_timeout(None)
+            .acquire_timeout(std::time::Duration::from_secs(10))
+            .connect_with(self.options.clone().application_name(&application))
+            .await?;
+        let mut listener = sqlx::postgres::PgListener::connect_with(&pool).await?;
+        // A lost connection is reported (`ListenerLost`), not mended behind
+        // the caller's back: the caller must reload after it.
+        listener.eager_reconnect(false);
+        listener.listen(CHANGE_CHANNEL).await?;
+        Ok(Some(Box::new(PgChangeListener { listener })))
+    }
+
     async fn get_meta(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(sqlx::query_scalar("SELECT value FROM meta WHERE name = $1")
             .bind(name)

@@ -389,3 +389,54 @@ async fn a_sqlite_store_copies_into_postgres_and_verifies_there() {
     assert!(matches!(again, Err(StoreError::Conflict(_))), "{again:?}");
     target.close().await;
 }
+
+/// Waits up to 10 s for the listener's next notice (a lost test, not a
+/// hung one, when none comes).
+async fn next_notice(listener: &mut Box<dyn ChangeListener>) -> i64 {
+    tokio::time::timeout(std::time::Duration::from_secs(10), listener.next())
+        .await
+        .expect("a change notice within 10 s")
+        .expect("the listener keeps its connection")
+}
+
+/// What another instance learns of a change: one notice per committed
+/// transaction carrying the change sequence number that transaction
+/// reached (a key revoked with its child is one transaction, one
+/// notice), and ledger batches, written for every request, send none.
+#[tokio::test]
+async fn committed_changes_notify_other_instances_once_and_ledger_batches_do_not() {
+    let Some(factory) = PgFactory::new().await else {
+        return;
+    };
+    let database = factory.database().await;
+    let writer = PgStore::connect(&database.url).await.unwrap();
+    writer.install_row_mac(row_mac()).await.unwrap();
+    let watcher = PgStore::connect(&database.url).await.unwrap();
+    let mut listener = watcher.listen_changes().await.unwrap().unwrap();
+    let start = watcher.change_seq().await.unwrap().unwrap();
+
+    let parent = key("prod");
+    writer.insert_virtual_key(&parent, &[]).await.unwrap();
+    assert_eq!(next_notice(&mut listener).await, start + 1);
+    let child = VirtualKeyRecord {
+        parent: Some(parent.id.clone()),
+        ..key("prod")
+    };
+    writer.insert_virtual_key(&child, &[]).await.unwrap();
+    assert_eq!(next_notice(&mut listener).await, start + 2);
+
+    // Ledger rows and their audit entry: no notice, no new number.
+    writer
+        .insert_ledger(&[ledger(&parent.id, "prod", "m", 1_767_225_600_000, 3)])
+        .await
+        .unwrap();
+    // The revocation (two rows, one transaction) is the next notice.
+    writer
+        .revoke_virtual_key(&parent.id, OffsetDateTime::now_utc())
+        .await
+        .unwrap();
+    assert_eq!(next_notice(&mut listener).await, start + 3);
+    assert_eq!(watcher.change_seq().await.unwrap(), Some(start + 3));
+    writer.close().await;
+    watcher.close().await;
+}

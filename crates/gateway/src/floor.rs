@@ -1,7 +1,7 @@
 //! The provider-key floor: every response header and body (streams
 //! included) is searched for the exact provider key injected for the
 //! request, in the encodings an echo takes, and each match is replaced by
-//! `[REDACTED]`. Pattern-based scrubbing of error bodies ([`super::Scrubber`])
+//! `[REDACTED]`. Pattern-based scrubbing of error bodies ([`crate::scrub::Scrubber`])
 //! stays on top of it; this is the guarantee underneath that holds for any
 //! key shape, known or not.
 //!

@@ -1,5 +1,7 @@
 //! Limits and timeouts of the gateway, already validated by the binary.
 
+pub mod oidc;
+
 use std::time::Duration;
 
 #[derive(Debug, Clone)]
@@ -57,7 +59,7 @@ pub struct GatewayConfig {
     /// its own, `FinishRequest::quiet_minutes`).
     pub rotation_quiet_window: Duration,
     /// Workload identity: trusted OIDC issuers and roles.
-    pub oidc: crate::oidc::config::OidcConfig,
+    pub oidc: oidc::OidcConfig,
     /// How spend is bounded and billed where a response or request does
     /// not say it all.
     pub spend: SpendConfig,
@@ -73,6 +75,12 @@ pub struct GatewayConfig {
     /// How `keyforge serve` was started, for `doctor`'s checks of what a
     /// new operator gets wrong. Default: nothing known, those checks skip.
     pub deployment: Deployment,
+    /// Cluster mode (a shared PostgreSQL store): how often the gateway
+    /// reads the store's change number to catch a change whose notice it
+    /// missed (`[store] change_check_interval`, 5 s by default). Notices
+    /// themselves arrive within milliseconds; this is the backstop for a
+    /// listening connection that died without saying so.
+    pub change_check_interval: Duration,
 }
 
 /// What the process that started the gateway knows about its setting:
@@ -217,12 +225,13 @@ impl Default for GatewayConfig {
             anomaly: keyforge_control::AnomalyConfig::default(),
             rotation_max_age: Duration::from_secs(90 * 86_400),
             rotation_quiet_window: Duration::from_secs(15 * 60),
-            oidc: crate::oidc::config::OidcConfig::default(),
+            oidc: oidc::OidcConfig::default(),
             spend: SpendConfig::default(),
             ledger: LedgerConfig::default(),
             metrics_key_labels: false,
             redis: None,
             deployment: Deployment::default(),
+            change_check_interval: Duration::from_secs(5),
         }
     }
 }
