@@ -113,23 +113,39 @@ const SALT_ENV: &str = "KEYFORGE_SCAN_SALT";
 /// The file, at the scanned root, that holds the fingerprint salt.
 pub(crate) const SALT_FILE: &str = ".keyforge-scan-salt";
 
-/// The salt findings' fingerprints are keyed with, for the repository or
-/// directory at `root`: `KEYFORGE_SCAN_SALT`, else `.keyforge-scan-salt` at
-/// the root, else derived from the repository's root commit ids (the same
-/// for every clone and run, and not in any report), else from the root's
-/// absolute path. Derived salts are known to whoever can read the
-/// repository, who can read its secrets anyway; set one of the first two,
-/// kept out of the repository, for more.
-fn fingerprint_salt(root: &Path) -> Vec<u8> {
+/// The salts findings' fingerprints may be keyed with, for the repository
+/// or directory at `root`, the one to use first: `KEYFORGE_SCAN_SALT`,
+/// else `.keyforge-scan-salt` at the repository's top directory or at the
+/// root (either alone), else the one
+/// derived from the repository's root commit ids (the same for every clone
+/// and run, and not in any report) and then the one derived from the
+/// root's absolute path (the only one before a repository's first
+/// commit). A baseline made before the first commit is keyed with the
+/// second: [`salt_for_baseline`] picks the one it was made with, so the
+/// first commit does not make it stop matching. Derived salts are known to
+/// whoever can read the repository, who can read its secrets anyway; set
+/// one of the first two, kept out of the repository, for more.
+fn fingerprint_salts(root: &Path) -> Vec<Vec<u8>> {
     if let Some(salt) = std::env::var_os(SALT_ENV).filter(|salt| !salt.is_empty()) {
-        return salt.as_encoded_bytes().to_vec();
+        return vec![salt.as_encoded_bytes().to_vec()];
     }
-    if let Ok(salt) = std::fs::read(root.join(SALT_FILE)) {
-        let salt = salt.trim_ascii();
-        if !salt.is_empty() {
-            return salt.to_vec();
+    // The salt file sits at the repository's top directory, whichever of
+    // its subdirectories the scan runs from (or at the scanned root).
+    let top = repository_root(root);
+    for directory in [top.as_path(), root] {
+        if let Ok(salt) = std::fs::read(directory.join(SALT_FILE)) {
+            let salt = salt.trim_ascii();
+            if !salt.is_empty() {
+                return vec![salt.to_vec()];
+            }
         }
     }
+    let derived = |identity: &[u8]| {
+        let mut salt = b"keyforge-scan-salt\0".to_vec();
+        salt.extend_from_slice(identity);
+        salt
+    };
+    let mut salts = Vec::new();
     let roots = std::process::Command::new("git")
         .arg("-C")
         .arg(root)
@@ -138,20 +154,33 @@ fn fingerprint_salt(root: &Path) -> Vec<u8> {
         .output()
         .ok()
         .filter(|output| output.status.success() && !output.stdout.is_empty());
-    let identity = match roots {
-        Some(output) => {
-            let mut ids: Vec<&[u8]> = output.stdout.split(|b| *b == b'\n').collect();
-            ids.sort_unstable();
-            ids.join(&b","[..])
-        }
-        None => std::fs::canonicalize(root)
-            .unwrap_or_else(|_| root.to_path_buf())
-            .into_os_string()
-            .into_encoded_bytes(),
-    };
-    let mut salt = b"keyforge-scan-salt\0".to_vec();
-    salt.extend_from_slice(&identity);
-    salt
+    if let Some(output) = roots {
+        let mut ids: Vec<&[u8]> = output.stdout.split(|b| *b == b'\n').collect();
+        ids.sort_unstable();
+        salts.push(derived(&ids.join(&b","[..])));
+    }
+    // The path is the repository's top directory (the same from any of
+    // its subdirectories), or the directory itself outside git.
+    salts.push(derived(top.as_os_str().as_encoded_bytes()));
+    salts
+}
+
+/// Of `salts`, the one the baseline at `path` was made with (by its
+/// `salt_check`), or the first when none is (or there is no readable
+/// baseline: reading it reports the error later).
+fn salt_for_baseline(mut salts: Vec<Vec<u8>>, path: Option<&Path>) -> Vec<u8> {
+    let check = path
+        .and_then(|path| std::fs::read_to_string(path).ok())
+        .and_then(|text| Baseline::parse(&text).ok())
+        .and_then(|baseline| baseline.salt_check);
+    let chosen = check
+        .and_then(|check| {
+            salts
+                .iter()
+                .position(|salt| keyforge_scan::salt_check(salt) == check)
+        })
+        .unwrap_or(0);
+    salts.swap_remove(chosen)
 }
 
 fn scan_inner(args: ScanArgs) -> anyhow::Result<Outcome> {
@@ -184,7 +213,10 @@ fn scan_inner(args: ScanArgs) -> anyhow::Result<Outcome> {
         .clone()
         .or_else(|| baseline_git.clone())
         .unwrap_or_else(|| PathBuf::from("."));
-    scanner.set_fingerprint_salt(fingerprint_salt(&salt_root));
+    scanner.set_fingerprint_salt(salt_for_baseline(
+        fingerprint_salts(&salt_root),
+        args.baseline.as_deref(),
+    ));
     if let Some(image) = &args.image {
         let (findings, stats) = keyforge_scan::image::scan_image(&scanner, image, &options)?;
         let root = std::env::current_dir().unwrap_or_default();
@@ -203,7 +235,14 @@ fn scan_inner(args: ScanArgs) -> anyhow::Result<Outcome> {
             keyforge_scan::git::history(&repo, args.since.as_deref(), args.all_objects)
         }
         .map_err(anyhow::Error::from)?;
-        let (findings, stats) = scanner.git_findings(&repo, &blobs, &options)?;
+        let (mut findings, stats) = scanner.git_findings(&repo, &blobs, &options)?;
+        if !args.staged {
+            // Commit and tag messages are history too.
+            let messages =
+                keyforge_scan::git::messages(&repo, args.since.as_deref(), args.all_objects)
+                    .map_err(anyhow::Error::from)?;
+            findings.extend(scanner.message_findings(&messages, options.preview));
+        }
         // Blob paths are relative to the repository's top directory.
         let from = repository_root(&repo);
         let root = std::fs::canonicalize(&repo).unwrap_or(repo);

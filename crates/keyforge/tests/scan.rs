@@ -1534,3 +1534,325 @@ async fn fingerprints_are_keyed_and_old_baselines_still_load() {
         text(&output.stderr)
     );
 }
+
+/// Issue #16: keys in commit messages and annotated tag messages were not
+/// read by `scan --git`. They are reported at `(commit message)` and
+/// `(tag message: NAME)`, with the commit's (or the tag object's) id,
+/// author and date; a lightweight tag adds nothing (its commit's message
+/// is read once).
+#[tokio::test]
+async fn git_scans_commit_and_tag_messages() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path();
+    git(repo, &["init", "-q", "-b", "main"]);
+    write(repo, "README.md", b"hello\n");
+    git(repo, &["add", "."]);
+    let (in_commit, in_tag) = (openai_key(), anthropic_key());
+    git(
+        repo,
+        &[
+            "commit",
+            "-q",
+            "-m",
+            &format!("rotate\n\nold key: {in_commit}\n"),
+        ],
+    );
+    let commit = head(repo);
+    git(
+        repo,
+        &[
+            "tag",
+            "-a",
+            "v1.0",
+            "-m",
+            &format!("release\nANTHROPIC_API_KEY={in_tag}"),
+        ],
+    );
+    git(repo, &["tag", "light"]);
+    let tag_object = {
+        let output = git_command(repo, &["rev-parse", "v1.0"]).output().unwrap();
+        text(&output.stdout).trim().to_owned()
+    };
+    assert_ne!(tag_object, commit);
+
+    let output = keyforge(repo, &["scan", "--git", "--format", "json"], None).await;
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output.stderr));
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let found: Vec<(String, String, String, u64)> = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|finding| {
+            (
+                finding["path"].as_str().unwrap().to_owned(),
+                finding["rule"].as_str().unwrap().to_owned(),
+                finding["commit"].as_str().unwrap().to_owned(),
+                finding["line"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        found,
+        [
+            (
+                "(commit message)".to_owned(),
+                "openai-project-key".to_owned(),
+                commit.clone(),
+                3
+            ),
+            (
+                "(tag message: v1.0)".to_owned(),
+                "anthropic-api-key".to_owned(),
+                tag_object.clone(),
+                2
+            ),
+        ],
+        "{report}"
+    );
+    let output = keyforge(repo, &["scan", "--git"], None).await;
+    let stdout = text(&output.stdout);
+    assert!(stdout.contains("(commit message):3:"), "{stdout}");
+    assert!(
+        stdout.contains(&format!(
+            "    commit: {commit} (Dev One <dev@example.com>, "
+        )),
+        "{stdout}"
+    );
+    assert!(!stdout.contains(&in_commit) && !stdout.contains(&in_tag));
+    // A history baseline takes messages in too.
+    let outside = tempfile::tempdir().unwrap();
+    let created = keyforge(repo, &["scan", "baseline", "create", "--git"], None).await;
+    let baseline_path = outside.path().join("baseline.json");
+    std::fs::write(&baseline_path, &created.stdout).unwrap();
+    let output = keyforge(
+        repo,
+        &[
+            "scan",
+            "--git",
+            "--baseline",
+            baseline_path.to_str().unwrap(),
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stdout));
+    // --staged reads no message.
+    let output = keyforge(repo, &["scan", "--staged"], None).await;
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stdout));
+}
+
+/// Issue #16 output faults: `--stats` with `--fail-on-skip` ends its line;
+/// a baseline outside the repository works for `scan --git` run from a
+/// subdirectory; a baseline made before a repository's first commit still
+/// matches after it (the salt does not change under it); and a file name
+/// that is not UTF-8 round-trips through a baseline of history exactly
+/// (two names lossy as one stay two).
+#[tokio::test]
+async fn stats_lines_baselines_from_subdirectories_first_commits_and_byte_names() {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path();
+    let outside = tempfile::tempdir().unwrap();
+    git(repo, &["init", "-q", "-b", "main"]);
+    let key = openai_key();
+    write(
+        repo,
+        "app/sub/.env",
+        format!("OPENAI_API_KEY={key}\n").as_bytes(),
+    );
+    std::fs::write(repo.join("app/blob.bin"), [0u8; 64].repeat(64)).unwrap();
+
+    // Before the first commit: a baseline of the tree.
+    let created = keyforge(repo, &["scan", "baseline", "create"], None).await;
+    assert_eq!(created.status.code(), Some(0), "{}", text(&created.stderr));
+    let before = outside.path().join("before.json");
+    std::fs::write(&before, &created.stdout).unwrap();
+    let before = before.to_str().unwrap();
+    let output = keyforge(repo, &["scan", "--baseline", before], None).await;
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stdout));
+    git(repo, &["add", "app/sub/.env"]);
+    git(repo, &["commit", "-q", "-m", "first"]);
+    for from in [repo.to_path_buf(), repo.join("app/sub")] {
+        let output = keyforge(&from, &["scan", "--baseline", before], None).await;
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "{}{}",
+            text(&output.stdout),
+            text(&output.stderr)
+        );
+    }
+
+    // --stats --fail-on-skip: the stats line, like every line, ends.
+    let output = keyforge(
+        repo,
+        &["scan", "--stats", "--fail-on-skip", "--baseline", before],
+        None,
+    )
+    .await;
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = text(&output.stderr);
+    assert!(stderr.contains("scanned "), "{stderr}");
+    for line in stderr.split_inclusive('\n') {
+        assert!(line.ends_with('\n'), "{stderr:?}");
+    }
+
+    // History, a baseline outside the repository, from a subdirectory.
+    let created = keyforge(repo, &["scan", "baseline", "create", "--git"], None).await;
+    let history = outside.path().join("history.json");
+    std::fs::write(&history, &created.stdout).unwrap();
+    for from in [repo.to_path_buf(), repo.join("app"), repo.join("app/sub")] {
+        let output = keyforge(
+            &from,
+            &["scan", "--git", "--baseline", history.to_str().unwrap()],
+            None,
+        )
+        .await;
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "from {}: {}{}",
+            from.display(),
+            text(&output.stdout),
+            text(&output.stderr)
+        );
+    }
+
+    // With a salt file at the top, from a subdirectory too (the file was
+    // looked for in the directory the scan ran from).
+    std::fs::write(repo.join(".keyforge-scan-salt"), random_base62(24)).unwrap();
+    let created = keyforge(repo, &["scan", "baseline", "create", "--git"], None).await;
+    let salted = outside.path().join("salted.json");
+    std::fs::write(&salted, &created.stdout).unwrap();
+    for from in [repo.to_path_buf(), repo.join("app/sub")] {
+        for scan in [&["scan", "--git"][..], &["scan"]] {
+            let mut args = scan.to_vec();
+            args.extend(["--baseline", salted.to_str().unwrap()]);
+            let output = keyforge(&from, &args, None).await;
+            assert_eq!(
+                output.status.code(),
+                Some(0),
+                "{args:?} from {}: {}{}",
+                from.display(),
+                text(&output.stdout),
+                text(&output.stderr)
+            );
+        }
+    }
+    std::fs::remove_file(repo.join(".keyforge-scan-salt")).unwrap();
+
+    // Two names that are not UTF-8 and read the same lossily: a baseline
+    // of one does not hide the other.
+    let names: [&[u8]; 2] = [b"app/k\xff.env", b"app/k\xfe.env"];
+    std::fs::write(
+        repo.join(std::ffi::OsStr::from_bytes(names[0])),
+        format!("# a file of its own\nOPENAI_API_KEY={key}\n"),
+    )
+    .unwrap();
+    git(repo, &["add", "app"]);
+    git(repo, &["commit", "-q", "-m", "byte name"]);
+    let created = keyforge(repo, &["scan", "baseline", "create", "--git"], None).await;
+    let baseline: Value = serde_json::from_slice(&created.stdout).unwrap();
+    let exact = baseline["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find_map(|entry| entry["path_base64"].as_str())
+        .unwrap_or_else(|| panic!("no exact name: {baseline}"))
+        .to_owned();
+    use base64::Engine;
+    assert_eq!(
+        base64::engine::general_purpose::STANDARD
+            .decode(&exact)
+            .unwrap(),
+        names[0]
+    );
+    std::fs::write(&history, &created.stdout).unwrap();
+    let output = keyforge(
+        repo,
+        &["scan", "--git", "--baseline", history.to_str().unwrap()],
+        None,
+    )
+    .await;
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stdout));
+    std::fs::write(
+        repo.join(std::ffi::OsStr::from_bytes(names[1])),
+        format!("\nOPENAI_API_KEY={key}\n"),
+    )
+    .unwrap();
+    git(repo, &["add", "app"]);
+    git(repo, &["commit", "-q", "-m", "another byte name"]);
+    let output = keyforge(
+        repo,
+        &[
+            "scan",
+            "--git",
+            "--baseline",
+            history.to_str().unwrap(),
+            "--format",
+            "json",
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output.stdout));
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let findings = report["findings"].as_array().unwrap();
+    assert_eq!(findings.len(), 1, "{report}");
+    assert_eq!(
+        findings[0]["path_base64"].as_str().unwrap(),
+        base64::engine::general_purpose::STANDARD.encode(names[1])
+    );
+}
+
+/// Issue #16, S1 and S2 through the binary: a PEM key in a YAML block
+/// scalar (`tls.key: |`) lost only its BEGIN line to `redact`, and a
+/// PuTTY key whose header did not start its line (`key: PuTTY-User-…`,
+/// behind a log prefix) kept every line but its first. `scan -` finds
+/// each whole; `redact` leaves none of their body lines.
+#[tokio::test]
+async fn redact_removes_key_bodies_in_yaml_block_scalars_and_behind_prefixes() {
+    let dir = tempfile::tempdir().unwrap();
+    let pem = private_key_block();
+    let yaml: String = pem.lines().map(|line| format!("    {line}\n")).collect();
+    let putty_header = ["PuTTY", "User", "Key", "File", "3: ssh-ed25519"].join("-");
+    let (public, private) = (random_base62(64), random_base62(64));
+    let putty = format!(
+        "key: {putty_header}\nEncryption: none\nComment: test\nPublic-Lines: 1\n{public}\nPrivate-Lines: 1\n{private}\nPrivate-MAC: {}\n",
+        "0123456789abcdef".repeat(4)
+    );
+    let logged: String = putty
+        .lines()
+        .enumerate()
+        .map(|(i, line)| format!("2026-12-01T10:00:{i:02}Z app[1]: {line}\n"))
+        .collect();
+    for input in [
+        format!("apiVersion: v1\ndata:\n  tls.key: |\n{yaml}  other: 1\n"),
+        format!("before\n{putty}after\n"),
+        format!("before\n{logged}after\n"),
+    ] {
+        let scanned = keyforge(
+            dir.path(),
+            &["scan", "-", "--format", "json"],
+            Some(input.as_bytes()),
+        )
+        .await;
+        let report: Value = serde_json::from_slice(&scanned.stdout).unwrap();
+        assert_eq!(report["findings"].as_array().unwrap().len(), 1, "{report}");
+        let output = keyforge(dir.path(), &["redact"], Some(input.as_bytes())).await;
+        let redacted = text(&output.stdout);
+        let bodies: Vec<&str> = pem.lines().skip(1).take(13).collect();
+        for body in bodies
+            .iter()
+            .copied()
+            .chain([public.as_str(), private.as_str()])
+        {
+            assert!(!redacted.contains(body), "{redacted}");
+        }
+        assert!(redacted.contains("[REDACTED:private-key]"), "{redacted}");
+        assert!(
+            redacted.ends_with("other: 1\n") || redacted.ends_with("after\n"),
+            "{redacted}"
+        );
+    }
+}

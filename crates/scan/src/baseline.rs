@@ -38,8 +38,13 @@ pub struct BaselineEntry {
     pub fingerprint: String,
     pub rule: String,
     /// Relative to the repository's root, `/`-separated (version 3; in
-    /// older versions, as the scan printed it, and not matched).
+    /// older versions, as the scan printed it, and not matched); lossy
+    /// (U+FFFD) when the name is not UTF-8.
     pub path: String,
+    /// The path's exact bytes in standard base64, only for a name that is
+    /// not UTF-8 (as [`Finding::path_base64`]); matched by these bytes.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub path_base64: Option<String>,
     /// Where it was when recorded (informative: lines move).
     pub line: usize,
     /// For a baseline of history (`--git`): the commit where the secret was
@@ -73,18 +78,44 @@ impl PathBase {
     /// `path` relative to the root, lexically normalized, `/`-separated;
     /// a path outside the root stays absolute.
     pub fn key(&self, path: &str) -> String {
+        String::from_utf8_lossy(&self.key_bytes(path.as_bytes())).into_owned()
+    }
+
+    /// [`PathBase::key`] of a path's exact bytes (a name need not be
+    /// UTF-8), as bytes.
+    pub fn key_bytes(&self, path: &[u8]) -> Vec<u8> {
+        let path = path_of_bytes(path);
         let absolute = crate::report::lexically_normal(&self.from.join(path));
         let relative = absolute
             .strip_prefix(crate::report::lexically_normal(&self.root))
             .unwrap_or(&absolute);
         if relative.is_absolute() {
-            return relative.to_string_lossy().replace('\\', "/");
+            return relative
+                .as_os_str()
+                .as_encoded_bytes()
+                .iter()
+                .map(|&b| if b == b'\\' { b'/' } else { b })
+                .collect();
         }
         relative
             .components()
-            .map(|part| part.as_os_str().to_string_lossy())
+            .map(|part| part.as_os_str().as_encoded_bytes())
             .collect::<Vec<_>>()
-            .join("/")
+            .join(&b'/')
+    }
+}
+
+/// A path from its exact bytes (on Unix any bytes; elsewhere a name is
+/// UTF-8 or taken lossily).
+fn path_of_bytes(bytes: &[u8]) -> PathBuf {
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStrExt as _;
+        PathBuf::from(std::ffi::OsStr::from_bytes(bytes))
+    }
+    #[cfg(not(unix))]
+    {
+        PathBuf::from(String::from_utf8_lossy(bytes).into_owned())
     }
 }
 
@@ -94,21 +125,23 @@ impl Baseline {
     /// commit) of its first finding there; findings of history come
     /// oldest first, so that is where it was first seen.
     pub fn of(findings: &[Finding], salt: &[u8], paths: &PathBase) -> Self {
-        let mut seen: HashSet<(String, String, String)> = HashSet::new();
+        let mut seen: HashSet<(String, String, Vec<u8>)> = HashSet::new();
         let mut entries: Vec<BaselineEntry> = Vec::new();
         for finding in findings {
-            let path = paths.key(&finding.path);
+            let exact = paths.key_bytes(&finding.path_bytes());
             if !seen.insert((
                 finding.fingerprint.clone(),
                 finding.rule.clone(),
-                path.clone(),
+                exact.clone(),
             )) {
                 continue;
             }
+            let (path, path_base64) = crate::path_names(&exact);
             entries.push(BaselineEntry {
                 fingerprint: finding.fingerprint.clone(),
                 rule: finding.rule.clone(),
                 path,
+                path_base64,
                 line: finding.line,
                 commit: finding.commit.clone(),
             });
@@ -206,26 +239,22 @@ impl Baseline {
                 })
                 .collect());
         }
-        let known: HashSet<(&str, &str, &str)> = self
+        let known: HashSet<(&str, &str, Vec<u8>)> = self
             .findings
             .iter()
             .map(|entry| {
                 (
                     entry.fingerprint.as_str(),
                     entry.rule.as_str(),
-                    entry.path.as_str(),
+                    crate::path_bytes(&entry.path, entry.path_base64.as_deref()).into_owned(),
                 )
             })
             .collect();
         Ok(findings
             .into_iter()
             .filter(|finding| {
-                let path = paths.key(&finding.path);
-                !known.contains(&(
-                    finding.fingerprint.as_str(),
-                    finding.rule.as_str(),
-                    path.as_str(),
-                ))
+                let path = paths.key_bytes(&finding.path_bytes());
+                !known.contains(&(finding.fingerprint.as_str(), finding.rule.as_str(), path))
             })
             .collect())
     }

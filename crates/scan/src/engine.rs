@@ -249,6 +249,21 @@ impl Scanner {
                     if allow && allowed_inline(data, start) {
                         continue;
                     }
+                    // Secrets that run on past their match: a key block's
+                    // rule matches its header, and the block is the header
+                    // and its body lines (a bare header is none); an RSA
+                    // JWK's primes and exponents after its `"d"` are as
+                    // secret as it.
+                    let end = match rule.validation {
+                        Validation::KeyBlock => {
+                            match crate::blocks::key_block_end(data, start, end) {
+                                Some(block_end) => block_end,
+                                None => continue,
+                            }
+                        }
+                        Validation::JwkPrivate => crate::blocks::jwk_private_end(data, end),
+                        _ => end,
+                    };
                     hits.push(Hit {
                         rule: index,
                         start,
@@ -910,7 +925,15 @@ impl Scanner {
         if keywords_found && joint_in_windows(data, &lines) {
             views.extend(regional(data, &lines, joined));
         }
-        if has_key_escapes(data) {
+        // Percent-encoded key characters anywhere, or an encoded separator
+        // (`key%3A%20AKIA…`, `Authorization%3A%20Bearer%20…`) on a keyword
+        // line: the encoded separator keeps a rule from matching.
+        if has_key_escapes(data)
+            || (keywords_found
+                && [&b"%3A"[..], b"%3a", b"%20"]
+                    .iter()
+                    .any(|needle| windows_hold(data, &lines, needle)))
+        {
             views.extend(percent_decoded(data));
         }
         // A coloured log line (`\x1b[32mAPI_KEY=…\x1b[0m`): read as it
@@ -927,11 +950,19 @@ impl Scanner {
         // And JSON inside other text (a container log's `… stdout F {"msg":
         // "token = \"…\""}`, a notebook line in a diff): an escaped quote
         // near a keyword.
-        if keywords_found
+        // And `\u00XX` escapes anywhere (`"sk\u002dproj\u002d…"`): they
+        // may hide the keyword itself, so their own lines are decoded too.
+        let json_keywords = keywords_found
             && ((json_like && windows_hold(data, &lines, b"\\"))
-                || windows_hold(data, &lines, b"\\\""))
-        {
-            views.extend(regional(data, &lines, json_unescaped));
+                || windows_hold(data, &lines, b"\\\""));
+        let escaped = unicode_escape_lines(data);
+        if json_keywords || !escaped.is_empty() {
+            let regions = if json_keywords {
+                merged_spans(&lines, &escaped)
+            } else {
+                escaped
+            };
+            views.extend(regional(data, &regions, json_unescaped));
         }
         // A secret seen in a view is new unless it overlaps one already
         // found; a more specific rule (earlier in the list) seeing it
@@ -1005,10 +1036,18 @@ impl Scanner {
             }) {
                 continue;
             }
-            let Some(decoded) = base64_text(&data[run_start..run_end]) else {
+            // A run may open with one to three base64-class characters
+            // that are not part of the encoding (`x_c2st…`, `-c2st…`: a
+            // name or a dash glued on): decoded from each of its first four
+            // offsets until one reads as text (a wrong alignment of text
+            // decodes to bytes that are not). Every attempt counts.
+            let mut attempts = (0..4).filter(|skip| run_start + skip + MIN_BASE64_RUN <= run_end);
+            let Some(decoded) = attempts.find_map(|skip| {
+                decoded_total += (run_end - run_start - skip) * 3 / 4;
+                base64_text(&data[run_start + skip..run_end])
+            }) else {
                 continue;
             };
-            decoded_total += decoded.len();
             // base64 of base64 (a Secret of an encoded value, a docker
             // `auth` of a token): a decoded text that is itself one base64
             // run has its runs decoded too, within the depth bound. Each
@@ -1100,6 +1139,59 @@ fn is_one_base64_run(text: &[u8]) -> bool {
         .rposition(|&c| c != b'=')
         .map_or(&text[..0], |i| &text[..=i]);
     body.len() >= MIN_BASE64_RUN && body.iter().all(|&b| BASE64[usize::from(b)])
+}
+
+/// Most lines holding a `\u00XX` escape that [`unicode_escape_lines`]
+/// lists (a bound on the work a file of escapes can ask for; the lines are
+/// merged first, so one long JSON line counts once).
+const MAX_ESCAPE_LINES: usize = 4096;
+
+/// The lines (and the next, as keyword lines have) holding a JSON
+/// `\u00XX` escape of a printable ASCII character: sorted, merged spans.
+fn unicode_escape_lines(data: &[u8]) -> Spans {
+    let mut spans: Spans = Vec::new();
+    let mut past = 0;
+    for at in memchr::memmem::find_iter(data, b"\\u00") {
+        // Only an escape of printable ASCII (`\u0020` to `\u007F`) can
+        // stand for a key's character; `\u00e9` in a translation file
+        // cannot.
+        if at < past || !matches!(data.get(at + 4), Some(b'2'..=b'7')) {
+            continue;
+        }
+        let from = memchr::memrchr(b'\n', &data[..at]).map_or(0, |i| i + 1);
+        let to = match memchr::memchr(b'\n', &data[at..]) {
+            Some(i) => {
+                let next = at + i + 1;
+                memchr::memchr(b'\n', &data[next..]).map_or(data.len(), |j| next + j)
+            }
+            None => data.len(),
+        };
+        past = to;
+        match spans.last_mut() {
+            Some(last) if from <= last.1 => last.1 = last.1.max(to),
+            _ => {
+                if spans.len() >= MAX_ESCAPE_LINES {
+                    break;
+                }
+                spans.push((from, to));
+            }
+        }
+    }
+    spans
+}
+
+/// Two sorted span lists as one, sorted and merged.
+fn merged_spans(a: &[(usize, usize)], b: &[(usize, usize)]) -> Spans {
+    let mut all: Spans = a.iter().chain(b).copied().collect();
+    all.sort_unstable();
+    let mut merged: Spans = Vec::with_capacity(all.len());
+    for (from, to) in all {
+        match merged.last_mut() {
+            Some(last) if from <= last.1 => last.1 = last.1.max(to),
+            _ => merged.push((from, to)),
+        }
+    }
+    merged
 }
 
 /// Whether any keyword window holds `needle`.
@@ -1387,7 +1479,11 @@ fn confirmed(rule: &Rule, data: &[u8], matched: usize, start: usize, end: usize)
             .is_ok_and(|text| keyforge_types::VirtualKey::parse(text).is_ok()),
         Validation::NetrcEntry if !follows_netrc_entry(data, matched) => false,
         Validation::HttpCredentials if !http_credentials(data, matched, start, end) => false,
-        Validation::None | Validation::NetrcEntry | Validation::HttpCredentials => {
+        Validation::None
+        | Validation::NetrcEntry
+        | Validation::HttpCredentials
+        | Validation::KeyBlock
+        | Validation::JwkPrivate => {
             // A string literal's escapes (`b'\x8f\x1a…'`, Python's bytes
             // from `os.urandom`) are judged as the bytes they stand for:
             // `\`, `x` and hex digits alone never reach a random key's
@@ -4041,6 +4137,118 @@ mod tests {
     /// (caught by `redact`): the markers were the encodings of a key that
     /// opens a 3-byte group. Keys at each of the three offsets, and base64
     /// of base64 outside a Kubernetes Secret, on a line of their own.
+    /// Issue #16, misses found by a tester, each a kind: a base64 run with
+    /// one to three base64-class characters glued in front (`x_c2st…`,
+    /// `-c2st…`, where the URL-safe alphabet takes `-` and `_` into the
+    /// run, so its decoding started out of step), URL-safe unpadded base64
+    /// holding `-` and `_`, JSON `\uXXXX` escapes inside strings (the
+    /// keyword itself escaped), and percent-encoded separators
+    /// (`key%3A%20AKIA…`, `Authorization%3A%20Bearer%20…`).
+    #[test]
+    fn keys_behind_glued_base64_unicode_escapes_and_encoded_separators_are_found() {
+        use base64::Engine;
+        use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+        let scanner = scanner();
+        let rule_of = |data: &str| -> Vec<String> {
+            scanner
+                .scan_deep(data.as_bytes())
+                .iter()
+                .map(|(hit, _)| scanner.rules()[hit.rule].id.clone())
+                .collect()
+        };
+        let github = format!("ghp_{}", keyforge_types::random_base62(36));
+        for (key, rule) in [
+            (openai_key(), "openai-project-key"),
+            (github, "github-token"),
+        ] {
+            // `?` and `~` make the URL-safe encoding hold `_` and `-`.
+            for text in [key.clone(), format!("GET /v1?~={key}")] {
+                for encoded in [
+                    STANDARD.encode(text.as_bytes()),
+                    URL_SAFE_NO_PAD.encode(text.as_bytes()),
+                ] {
+                    for lead in ["", "a", "ab", "abc", "-", "_", "x_", "--"] {
+                        let data = format!("value: {lead}{encoded}\n");
+                        assert_eq!(rule_of(&data), [rule], "{data}");
+                        let hits = scanner.scan_deep(data.as_bytes());
+                        let span = &data[hits[0].0.start..hits[0].0.end];
+                        assert!(span.ends_with(encoded.as_str()), "{span}");
+                        let redacted = crate::redact::redact_bytes(&scanner, data.as_bytes());
+                        assert!(
+                            memchr::memmem::find(&redacted, encoded.as_bytes()).is_none(),
+                            "{data}"
+                        );
+                    }
+                }
+            }
+        }
+        // JSON escapes: `-` as `\u002d`, every character escaped, `_` as
+        // `\u005F`.
+        let anthropic = format!(
+            "{}{}AA",
+            ["sk", "ant", "api03-"].join("-"),
+            keyforge_types::random_base62(93)
+        );
+        let escaped_dashes = anthropic.replace('-', "\\u002d");
+        let escaped_all: String = anthropic
+            .chars()
+            .map(|c| format!("\\u{:04x}", u32::from(c)))
+            .collect();
+        let kf = planted_kf();
+        let escaped_kf = kf.replace('_', "\\u005F");
+        for (json, rule) in [
+            (
+                format!("{{\"k\": \"{escaped_dashes}\"}}\n"),
+                "anthropic-api-key",
+            ),
+            (
+                format!("{{\"k\": \"{escaped_all}\"}}\n"),
+                "anthropic-api-key",
+            ),
+            (
+                format!("log: {{\"k\": \"{escaped_kf}\"}}\n"),
+                "kf-virtual-key",
+            ),
+        ] {
+            assert_eq!(rule_of(&json), [rule], "{json}");
+            let redacted = crate::redact::redact_bytes(&scanner, json.as_bytes());
+            assert!(
+                !String::from_utf8_lossy(&redacted).contains(&json[8..40]),
+                "{json}"
+            );
+        }
+        // Percent-encoded separators.
+        let aws = format!(
+            "AKIA{}",
+            keyforge_types::random_base62(64)
+                .to_ascii_uppercase()
+                .chars()
+                .filter(|c| matches!(c, 'A'..='Z' | '2'..='7'))
+                .take(16)
+                .collect::<String>()
+        );
+        let bearer = keyforge_types::random_base62(32);
+        for (text, rule, secret) in [
+            (
+                format!("GET /log?line=key%3A%20{aws} 200\n"),
+                "aws-access-key-id",
+                &aws,
+            ),
+            (
+                format!("GET /cb?h=Authorization%3A%20Bearer%20{bearer}&x=1 200\n"),
+                "http-authorization-header",
+                &bearer,
+            ),
+        ] {
+            assert_eq!(rule_of(&text), [rule], "{text}");
+            let redacted = crate::redact::redact_bytes(&scanner, text.as_bytes());
+            assert!(
+                !String::from_utf8_lossy(&redacted).contains(secret.as_str()),
+                "{text}"
+            );
+        }
+    }
+
     #[test]
     fn base64_keys_at_every_offset_and_base64_of_base64_are_found() {
         use base64::Engine;

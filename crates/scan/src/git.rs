@@ -4,7 +4,9 @@
 //!
 //! Blob ids and paths come from `git log --raw` (every commit of every ref,
 //! merges against each parent, oldest first) or `git diff --cached --raw`;
-//! contents from one `git cat-file --batch` process.
+//! contents from one `git cat-file --batch` process. Commit and annotated
+//! tag messages are read too ([`messages`]), with `git log` and `git
+//! for-each-ref`.
 
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -15,7 +17,11 @@ use std::process::{Command, Stdio};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BlobOrigin {
     pub blob: String,
+    /// The path in the tree, lossy (U+FFFD) when it is not UTF-8.
     pub path: String,
+    /// The path's exact bytes in standard base64 when it is not UTF-8 (see
+    /// [`crate::Finding::path_base64`]).
+    pub path_base64: Option<String>,
     /// Empty for staged blobs.
     pub commit: String,
     pub author: String,
@@ -125,26 +131,31 @@ pub fn history(
         command.arg("--stdin");
     }
     let bytes = run_with_input(command, revisions.join("\n").as_bytes())?;
-    let text = String::from_utf8_lossy(&bytes);
     let mut seen: HashSet<String> = HashSet::new();
     let mut blobs = Vec::new();
-    for record in text.split('\u{1}').filter(|r| !r.is_empty()) {
-        let mut tokens = record.split('\0');
-        let commit = tokens.next().unwrap_or_default().to_owned();
-        let author = tokens.next().unwrap_or_default().to_owned();
-        let date = tokens.next().unwrap_or_default().to_owned();
+    // Paths are bytes (a file name need not be UTF-8): the output is split
+    // as bytes, and only the fields that are text are decoded.
+    let lossy = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+    for record in bytes.split(|&b| b == 1).filter(|r| !r.is_empty()) {
+        let mut tokens = record.split(|&b| b == 0);
+        let commit = tokens.next().map(lossy).unwrap_or_default();
+        let author = tokens.next().map(lossy).unwrap_or_default();
+        let date = tokens.next().map(lossy).unwrap_or_default();
         while let Some(token) = tokens.next() {
+            let token = lossy(token);
             let token = token.trim_start_matches('\n');
             if !token.starts_with(':') {
                 continue;
             }
-            let path = tokens.next().unwrap_or_default();
+            let raw_path = tokens.next().unwrap_or_default();
             if let Some(blob) = raw_new_blob(token)
                 && seen.insert(blob.clone())
             {
+                let (path, path_base64) = crate::path_names(raw_path);
                 blobs.push(BlobOrigin {
                     blob,
-                    path: path.to_owned(),
+                    path,
+                    path_base64,
                     commit: commit.clone(),
                     author: author.clone(),
                     date: date.clone(),
@@ -157,6 +168,7 @@ pub fn history(
             blobs.push(BlobOrigin {
                 blob,
                 path: "(unreachable blob)".into(),
+                path_base64: None,
                 commit: String::new(),
                 author: String::new(),
                 date: String::new(),
@@ -164,6 +176,96 @@ pub fn history(
         }
     }
     Ok(blobs)
+}
+
+/// A commit's or an annotated tag's message: text a key can be pasted
+/// into as well as a file's (`git commit -m "rotate sk-…"`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    /// The commit's id, or the tag object's.
+    pub object: String,
+    /// Where it is reported: `(commit message)` or `(tag message: NAME)`.
+    pub location: String,
+    /// The author (tagger for a tag), `Name <email>`.
+    pub author: String,
+    /// Strict ISO 8601.
+    pub date: String,
+    pub text: Vec<u8>,
+}
+
+/// The location of a commit's message in reports.
+pub const COMMIT_MESSAGE: &str = "(commit message)";
+
+/// The messages of every commit `history` reads (every ref, the reflog,
+/// with `all_objects` the dangling commits too; only those not reachable
+/// from `since`), and of every annotated tag (all of them, `since` or
+/// not: a tag is small and cheap to read).
+pub fn messages(
+    repo: &Path,
+    since: Option<&str>,
+    all_objects: bool,
+) -> Result<Vec<Message>, GitError> {
+    let mut revisions: Vec<String> = Vec::new();
+    if all_objects {
+        revisions.extend(unreachable(repo)?.0);
+    }
+    if let Some(since) = since {
+        revisions.push(format!("^{since}"));
+    }
+    let mut command = git(repo);
+    command.args([
+        "log",
+        "--reverse",
+        "--format=%x01%H%x00%an <%ae>%x00%aI%x00%B",
+        "--all",
+        "--reflog",
+    ]);
+    if !revisions.is_empty() {
+        command.arg("--stdin");
+    }
+    let bytes = run_with_input(command, revisions.join("\n").as_bytes())?;
+    let mut messages = Vec::new();
+    for record in bytes.split(|&b| b == 1).filter(|r| !r.is_empty()) {
+        let mut fields = record.splitn(4, |&b| b == 0);
+        let (Some(id), Some(author), Some(date), Some(text)) =
+            (fields.next(), fields.next(), fields.next(), fields.next())
+        else {
+            continue;
+        };
+        messages.push(Message {
+            object: String::from_utf8_lossy(id).into_owned(),
+            location: COMMIT_MESSAGE.into(),
+            author: String::from_utf8_lossy(author).into_owned(),
+            date: String::from_utf8_lossy(date).into_owned(),
+            text: text.to_vec(),
+        });
+    }
+    let tags = output(
+        repo,
+        &[
+            "for-each-ref",
+            "refs/tags",
+            "--format=%01%(objecttype)%00%(objectname)%00%(refname:short)%00%(taggername) %(taggeremail)%00%(taggerdate:iso-strict)%00%(contents)",
+        ],
+    )?;
+    for record in tags.split(|&b| b == 1).filter(|r| !r.is_empty()) {
+        let fields: Vec<&[u8]> = record.splitn(6, |&b| b == 0).collect();
+        let [kind, id, name, tagger, date, text] = fields.as_slice() else {
+            continue;
+        };
+        // A lightweight tag names a commit, whose message is read above.
+        if *kind != b"tag" {
+            continue;
+        }
+        messages.push(Message {
+            object: String::from_utf8_lossy(id).into_owned(),
+            location: format!("(tag message: {})", String::from_utf8_lossy(name)),
+            author: String::from_utf8_lossy(tagger).into_owned(),
+            date: String::from_utf8_lossy(date).into_owned(),
+            text: text.to_vec(),
+        });
+    }
+    Ok(messages)
 }
 
 /// Runs `command` with `input` on its stdin; its stdout if it succeeds.
@@ -232,18 +334,20 @@ pub fn staged(repo: &Path) -> Result<Vec<BlobOrigin>, GitError> {
             "--diff-filter=ACMT",
         ],
     )?;
-    let text = String::from_utf8_lossy(&bytes);
-    let mut tokens = text.split('\0');
+    let mut tokens = bytes.split(|&b| b == 0);
     let mut blobs = Vec::new();
     while let Some(token) = tokens.next() {
+        let token = String::from_utf8_lossy(token);
         if !token.trim_start_matches('\n').starts_with(':') {
             continue;
         }
-        let path = tokens.next().unwrap_or_default();
-        if let Some(blob) = raw_new_blob(token) {
+        let raw_path = tokens.next().unwrap_or_default();
+        if let Some(blob) = raw_new_blob(&token) {
+            let (path, path_base64) = crate::path_names(raw_path);
             blobs.push(BlobOrigin {
                 blob,
-                path: path.to_owned(),
+                path,
+                path_base64,
                 commit: String::new(),
                 author: String::new(),
                 date: String::new(),

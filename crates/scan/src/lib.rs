@@ -15,6 +15,7 @@
 //! No network, no async: the binary drives it.
 
 pub mod baseline;
+pub mod blocks;
 pub mod engine;
 pub mod git;
 pub mod image;
@@ -465,6 +466,7 @@ impl Scanner {
             stats.files += 1;
             stats.bytes += data.len() as u64;
             for mut finding in self.findings(&blob.path, data, options.preview) {
+                finding.path_base64.clone_from(&blob.path_base64);
                 if !blob.commit.is_empty() {
                     finding.commit = Some(blob.commit.clone());
                     finding.author = Some(blob.author.clone());
@@ -474,6 +476,23 @@ impl Scanner {
             }
         })?;
         Ok((findings, stats))
+    }
+
+    /// The secrets in commit and tag messages, each reported at the
+    /// message's location (`(commit message)`, `(tag message: NAME)`)
+    /// with the commit or tag object's id in `commit`, its author (the
+    /// tagger) and date.
+    pub fn message_findings(&self, messages: &[git::Message], preview: Preview) -> Vec<Finding> {
+        let mut findings = Vec::new();
+        for message in messages {
+            for mut finding in self.findings(&message.location, &message.text, preview) {
+                finding.commit = Some(message.object.clone());
+                finding.author = Some(message.author.clone());
+                finding.date = Some(message.date.clone());
+                findings.push(finding);
+            }
+        }
+        findings
     }
 }
 

@@ -30,6 +30,7 @@
 use std::io::{BufRead, Write};
 
 use crate::Scanner;
+use crate::blocks;
 use crate::engine::{Utf16, utf16_order};
 
 /// Longest piece of a line held in memory.
@@ -106,10 +107,12 @@ fn replace(scanner: &Scanner, data: &[u8], hits: &[crate::Hit], utf16: Option<Ut
 /// What a held block waits for before it is scanned and written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Hold {
-    /// `-----END … PRIVATE KEY…-----` (or an SSH2 key's `---- END SSH2`).
-    PemEnd,
-    /// PuTTY's `Private-MAC:` (or `Private-Hash:`) line.
-    PuttyMac,
+    /// A private key block (PEM, SSH2, PuTTY; its header anywhere on its
+    /// line): its END line (`-----END … PRIVATE KEY…-----`, `---- END
+    /// SSH2`, PuTTY's `Private-MAC:`) closes it, and a line that is no
+    /// body line of it ends it before that line (see
+    /// [`blocks::continues_key_block`]).
+    KeyBlock,
     /// One more line: a YAML block scalar's first line, or the rest of a
     /// string continued across a line end.
     NextLine,
@@ -125,13 +128,8 @@ enum Hold {
 /// Whether `line` opens a secret that spans lines, and what closes it.
 fn opens(line: &[u8]) -> Option<Hold> {
     let find = |needle: &[u8]| memchr::memmem::find(line, needle).is_some();
-    if (find(b"-----BEGIN") && find(b"PRIVATE KEY") && !find(b"-----END"))
-        || (find(b"---- BEGIN SSH2") && !find(b"---- END SSH2"))
-    {
-        return Some(Hold::PemEnd);
-    }
-    if line.starts_with(b"PuTTY-User-Key-File-") {
-        return Some(Hold::PuttyMac);
+    if blocks::opens_key_block(line) {
+        return Some(Hold::KeyBlock);
     }
     if find(b"\"kty\"") && !find(b"}") {
         return Some(Hold::JwkEnd);
@@ -169,6 +167,12 @@ fn continues(line: &[u8]) -> bool {
     matches!(start.first(), Some(b'+' | b'.' | b'"' | b'\''))
 }
 
+/// The last line of `held` (its line end included).
+fn last_line(held: &[u8]) -> &[u8] {
+    let body = held.strip_suffix(b"\n").unwrap_or(held);
+    memchr::memrchr(b'\n', body).map_or(held, |i| &held[i + 1..])
+}
+
 /// A line's first word (split at blanks).
 fn first_word(line: &[u8]) -> &[u8] {
     line.split(u8::is_ascii_whitespace)
@@ -182,11 +186,7 @@ fn closes(hold: Hold, line: &[u8]) -> bool {
             !matches!(first_word(line), b"login" | b"account" | b"port")
                 || memchr::memmem::find(line, b"password").is_some()
         }
-        Hold::PemEnd => {
-            memchr::memmem::find(line, b"-----END").is_some()
-                || memchr::memmem::find(line, b"---- END SSH2").is_some()
-        }
-        Hold::PuttyMac => line.starts_with(b"Private-MAC:") || line.starts_with(b"Private-Hash:"),
+        Hold::KeyBlock => blocks::closes_key_block(line),
         Hold::NextLine => true,
         Hold::JwkEnd => memchr::memchr(b'}', line).is_some(),
     }
@@ -269,6 +269,9 @@ fn redact_lines(
     let mut held: Vec<u8> = Vec::new();
     let mut held_lines = 0;
     let mut hold: Option<Hold> = None;
+    // The line that opened a `Hold::KeyBlock`: its header's prefix says
+    // which lines are body lines.
+    let mut key_header: Vec<u8> = Vec::new();
     // A line ending in a string literal, waiting to see whether the next
     // line continues it (see `may_continue`).
     let mut quote_held: Option<Vec<u8>> = None;
@@ -307,6 +310,18 @@ fn redact_lines(
                 output.flush()?;
             }
         }
+        if line_done
+            && hold == Some(Hold::KeyBlock)
+            && !blocks::continues_key_block(&key_header, last_line(&held), &pending)
+        {
+            // The block ended on the line before: it is written, and this
+            // line is read afresh (it may open a block of its own).
+            hold = None;
+            replaced += emit(scanner, name, &held, output)?;
+            output.flush()?;
+            held.clear();
+            held_lines = 0;
+        }
         if line_done {
             match hold {
                 Some(waiting) => {
@@ -316,13 +331,16 @@ fn redact_lines(
                         || held_lines >= MAX_HELD_LINES
                         || held.len() >= MAX_LINE
                     {
-                        // A continued string may continue again.
+                        // A continued string may continue again, and a
+                        // block scalar's first line may open a key block
+                        // (`tls.key: |` then `  -----BEGIN …`) or a JWK.
                         hold = match waiting {
-                            Hold::NextLine => {
-                                opens(&pending).filter(|next| *next == Hold::NextLine)
-                            }
+                            Hold::NextLine => opens(&pending),
                             _ => None,
                         };
+                        if hold == Some(Hold::KeyBlock) {
+                            key_header.clone_from(&pending);
+                        }
                         if hold.is_none() || held.len() >= MAX_LINE || held_lines >= MAX_HELD_LINES
                         {
                             hold = None;
@@ -336,6 +354,9 @@ fn redact_lines(
                 None => match opens(&pending) {
                     Some(next) => {
                         hold = Some(next);
+                        if next == Hold::KeyBlock {
+                            key_header.clone_from(&pending);
+                        }
                         held.extend_from_slice(&pending);
                         held_lines = 1;
                     }
@@ -719,6 +740,9 @@ mod tests {
     fn redact_output_holds_nothing_scan_reports_for_every_example_and_encoding() {
         let scanner = Scanner::new(None).unwrap();
         let mut checked = 0;
+        // How many examples each encoding shows `scan` a secret in: every
+        // encoding must be exercised, not only pass through.
+        let mut found_in: std::collections::BTreeMap<&str, usize> = Default::default();
         for rule in scanner.rules() {
             // Rules limited to some paths are checked against what `scan`
             // reports in a file of their example's name.
@@ -767,9 +791,20 @@ mod tests {
                     ),
                     ("utf-16 without a BOM", utf16[2..].to_vec()),
                     ("utf-16", utf16),
+                    (
+                        "percent-encoded",
+                        format!("GET /log?q={} 200\n", percent_encoded(example)).into_bytes(),
+                    ),
+                    (
+                        "JSON \\u escapes",
+                        format!("{{\"v\": \"{}\"}}\n", unicode_escaped(&json)).into_bytes(),
+                    ),
                 ];
                 for (encoding, input) in encodings {
                     let hits = scanner.scan_deep_at(&input, path);
+                    if !hits.is_empty() {
+                        *found_in.entry(encoding).or_insert(0) += 1;
+                    }
                     let must_find = if path.is_some() { "bare" } else { "plain" };
                     if encoding == must_find {
                         assert!(!hits.is_empty(), "{}: {example:?} not found", rule.id);
@@ -806,5 +841,199 @@ mod tests {
             }
         }
         assert!(checked > 200, "{checked}");
+        for (encoding, found) in &found_in {
+            assert!(*found >= 20, "{encoding}: {found_in:?}");
+        }
+        assert_eq!(found_in.len(), 9, "{found_in:?}");
+    }
+
+    /// A multi-line example written as a stream would carry it: behind
+    /// `encoding` (indentation, a log prefix whose digits change per line,
+    /// a comment or quote marker, a YAML block scalar, a JSON string with
+    /// `\n` escapes), with CRLF line ends or not, between two plain lines.
+    fn dressed(example: &str, encoding: usize, crlf: bool) -> String {
+        let end = if crlf { "\r\n" } else { "\n" };
+        let lines: Vec<&str> = example.split('\n').collect();
+        let prefixed = |prefix: &dyn Fn(usize) -> String| -> String {
+            lines
+                .iter()
+                .enumerate()
+                .map(|(i, line)| format!("{}{line}{end}", prefix(i)))
+                .collect()
+        };
+        let body = match encoding {
+            0 => prefixed(&|_| "  ".into()),
+            1 => prefixed(&|_| "\t\t".into()),
+            2 => prefixed(&|i| format!("2026-12-01T10:00:{:02}Z app[{}]: ", i % 60, 1 + i % 9)),
+            3 => prefixed(&|_| "# ".into()),
+            4 => prefixed(&|_| "// ".into()),
+            5 => prefixed(&|_| "> ".into()),
+            6 => prefixed(&|_| " * ".into()),
+            7..=10 => {
+                let indicator = ["|", "|-", ">", ">-"][encoding - 7];
+                format!(
+                    "data:{end}  tls.key: {indicator}{end}{}",
+                    prefixed(&|_| "    ".into())
+                )
+            }
+            11 => {
+                let escaped: String = example
+                    .chars()
+                    .flat_map(|c| match c {
+                        '"' => vec!['\\', '"'],
+                        '\\' => vec!['\\', '\\'],
+                        '\n' if crlf => vec!['\\', 'r', '\\', 'n'],
+                        '\n' => vec!['\\', 'n'],
+                        c => vec![c],
+                    })
+                    .collect();
+                format!("{{\"key\": \"{escaped}\\n\", \"n\": 1}}{end}")
+            }
+            _ => prefixed(&|_| String::new()),
+        };
+        format!("before{end}{body}after{end}")
+    }
+
+    /// The encodings [`dressed`] knows.
+    const DRESSINGS: usize = 13;
+
+    /// The base64 body lines of a private key example (16 characters or
+    /// more, nothing else on the line): none may survive `redact`.
+    fn body_lines(example: &str) -> Vec<&str> {
+        example
+            .lines()
+            .filter(|line| {
+                line.len() >= 16
+                    && line
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'='))
+            })
+            .collect()
+    }
+
+    /// The values of a JWK example's private members (`d`, and an RSA
+    /// key's `p`, `q`, `dp`, `dq`, `qi`).
+    fn jwk_private_values(example: &str) -> Vec<&str> {
+        ["d", "p", "q", "dp", "dq", "qi"]
+            .iter()
+            .filter_map(|name| {
+                let at = example.find(&format!("\"{name}\""))?;
+                let rest = &example[at + name.len() + 2..];
+                let open = rest.find('"')? + 1;
+                let close = rest[open..].find('"')?;
+                Some(&rest[open..open + close])
+            })
+            .collect()
+    }
+
+    /// `text` with every byte but `A-Z a-z 0-9` as `%XX`.
+    fn percent_encoded(text: &str) -> String {
+        text.bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() {
+                    char::from(b).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect()
+    }
+
+    /// A JSON string body with `-`, `_`, `:`, `=`, `/`, `+` and blanks as
+    /// `\u00XX` escapes.
+    fn unicode_escaped(json: &str) -> String {
+        json.chars()
+            .map(|c| match c {
+                '-' | '_' | ':' | '=' | '/' | '+' | ' ' => format!("\\u{:04x}", u32::from(c)),
+                c => c.to_string(),
+            })
+            .collect()
+    }
+
+    fn shared_scanner() -> &'static Scanner {
+        static SCANNER: std::sync::OnceLock<Scanner> = std::sync::OnceLock::new();
+        SCANNER.get_or_init(|| Scanner::new(None).unwrap())
+    }
+
+    /// Redacted whole and streamed `chunk` bytes per read.
+    fn both_redactions(scanner: &Scanner, input: &[u8], chunk: usize) -> [Vec<u8>; 2] {
+        let whole = redact_bytes(scanner, input);
+        let mut streamed = Vec::new();
+        let mut reader = std::io::BufReader::with_capacity(chunk, Trickle { data: input, chunk });
+        redact_stream(scanner, &mut reader, &mut streamed).unwrap();
+        [whole, streamed]
+    }
+
+    proptest::proptest! {
+        /// Issue #16, S1 and S2: a private key's body went through
+        /// `redact` when its block was indented, behind a log prefix or a
+        /// comment marker, in a YAML block scalar (`tls.key: |`), in a
+        /// JSON string or with CRLF ends, and a PuTTY key whose header did
+        /// not start its line kept every line but its first. For every
+        /// multi-line rule example in every such dressing: `scan -` finds
+        /// the key blocks and JWKs, `redact`'s output (whole and streamed)
+        /// holds no byte run `scan` reports nor any body line, and scans
+        /// clean.
+        #[test]
+        fn multi_line_secrets_leave_nothing_in_redact_output(
+            pick in 0usize..1000,
+            encoding in 0usize..DRESSINGS,
+            crlf in proptest::bool::ANY,
+            chunk in 1usize..80,
+        ) {
+            let scanner = shared_scanner();
+            let examples: Vec<(&str, &str)> = scanner
+                .rules()
+                .iter()
+                .filter(|rule| rule.path.is_none())
+                .flat_map(|rule| {
+                    rule.examples
+                        .iter()
+                        .filter(|example| example.contains('\n'))
+                        .map(|example| (rule.id.as_str(), example.as_str()))
+                })
+                .collect();
+            let (rule, example) = examples[pick % examples.len()];
+            let input = dressed(example, encoding, crlf);
+            let hits = scanner.scan_deep(input.as_bytes());
+            let key = matches!(rule, "private-key" | "jwk-private-key");
+            if key {
+                proptest::prop_assert!(
+                    hits.iter().any(|(hit, _)| scanner.rules()[hit.rule].id == rule),
+                    "{rule} not found in dressing {encoding}:\n{input}"
+                );
+            }
+            for output in both_redactions(scanner, input.as_bytes(), chunk) {
+                let shown = String::from_utf8_lossy(&output);
+                for (hit, _) in &hits {
+                    let run = &input.as_bytes()[hit.start..hit.end];
+                    proptest::prop_assert!(
+                        memchr::memmem::find(&output, run).is_none(),
+                        "{rule} dressing {encoding}: a reported run survives:\n{shown}"
+                    );
+                }
+                if rule == "jwk-private-key" {
+                    for value in jwk_private_values(example) {
+                        proptest::prop_assert!(
+                            !shown.contains(value),
+                            "dressing {encoding}: JWK value {value} survives:\n{shown}"
+                        );
+                    }
+                }
+                if rule == "private-key" {
+                    for line in body_lines(example) {
+                        proptest::prop_assert!(
+                            !shown.contains(line),
+                            "dressing {encoding}: body line {line} survives:\n{shown}"
+                        );
+                    }
+                }
+                proptest::prop_assert!(
+                    scanner.scan_deep(&output).is_empty(),
+                    "{rule} dressing {encoding}: redacted still scans dirty:\n{shown}"
+                );
+                proptest::prop_assert!(shown.ends_with("after\n") || shown.ends_with("after\r\n"));
+            }
+        }
     }
 }

@@ -34,7 +34,10 @@ pub struct RawRule {
     /// `kf-checksum`: the secret must be a checksum-valid KeyForge key;
     /// `netrc-entry`: the match must follow a .netrc entry's `machine HOST
     /// login USER`; `http-credentials`: after `Basic`, the secret must be
-    /// base64 of `user:password`.
+    /// base64 of `user:password`; `key-block`: the regex matches a private
+    /// key's header, and the secret is its whole block (a bare header is
+    /// none); `jwk-private`: a JWK's `"d"`, and the secret goes on over
+    /// its other private members.
     pub validate: Option<String>,
     /// The secret is the value of an assignment: it must be a literal, not
     /// a reference to where the secret lives (an environment lookup,
@@ -111,6 +114,15 @@ pub enum Validation {
     /// of `user:password` (text holding a `:`); after another scheme, any
     /// token.
     HttpCredentials,
+    /// The match is a private key block's header; the secret is the block,
+    /// up to its END line or last body line (see
+    /// [`crate::blocks::key_block_end`]), and a header with no base64 body
+    /// is no secret.
+    KeyBlock,
+    /// A JSON Web Key's `"d"`: the secret goes on to the last of an RSA
+    /// key's other private members (`p`, `q`, `dp`, `dq`, `qi`) before the
+    /// object closes (see [`crate::blocks::jwk_private_end`]).
+    JwkPrivate,
 }
 
 /// A compiled rule.
@@ -169,6 +181,8 @@ fn compile(raw: RawRule) -> Result<Rule, RuleError> {
         Some("kf-checksum") => Validation::KfChecksum,
         Some("netrc-entry") => Validation::NetrcEntry,
         Some("http-credentials") => Validation::HttpCredentials,
+        Some("key-block") => Validation::KeyBlock,
+        Some("jwk-private") => Validation::JwkPrivate,
         Some(other) => return Err(fail(format!("unknown validate `{other}`"))),
     };
     if raw.keywords.iter().any(String::is_empty) {
