@@ -20,6 +20,51 @@ const BINARY_SNIFF_BYTES: usize = 8000;
 /// NULs or other control characters: one stray NUL in a `.env` is not.
 const BINARY_CONTROL_SHARE: usize = 10;
 
+/// Whether `data` opens as a compiled or compressed format: an object
+/// file or executable (ELF, Mach-O, PE, WebAssembly, LLVM bitcode, Dalvik),
+/// a Java class, a Python `.pyc` (a version, `\r\n`, then flags), gzip,
+/// zstd or xz, PNG, JPEG or GIF. The text inside them (a `.pyc`'s
+/// constants, an object file's strings) is no source a person wrote, and
+/// they may hold few enough NULs to pass for text.
+fn has_binary_magic(data: &[u8]) -> bool {
+    const MAGIC: &[&[u8]] = &[
+        b"\x7fELF",
+        b"\xca\xfe\xba\xbe",
+        b"\xfe\xed\xfa\xce",
+        b"\xfe\xed\xfa\xcf",
+        b"\xce\xfa\xed\xfe",
+        b"\xcf\xfa\xed\xfe",
+        b"\0asm",
+        b"BC\xc0\xde",
+        b"dex\n0",
+        b"\x1f\x8b",
+        b"\x28\xb5\x2f\xfd",
+        b"\xfd7zXZ\0",
+        b"\x89PNG\r\n\x1a\n",
+        b"\xff\xd8\xff",
+        b"GIF87a",
+        b"GIF89a",
+        // Python 2.7's `.pyc`.
+        b"\x03\xf3\r\n",
+    ];
+    if MAGIC.iter().any(|magic| data.starts_with(magic)) {
+        return true;
+    }
+    // Python 3's `.pyc`: a magic number of 3000 to 3999, `\r\n`, then a
+    // 32-bit flags field of 0 to 3.
+    let pyc = data.len() >= 16
+        && (3000..4000).contains(&u16::from_le_bytes([data[0], data[1]]))
+        && &data[2..4] == b"\r\n"
+        && data[4] <= 3
+        && data[5..8] == [0, 0, 0];
+    // A PE executable: `MZ`, and `PE\0\0` where the DOS header points.
+    let pe = data.len() >= 0x40 && data.starts_with(b"MZ") && {
+        let at = u32::from_le_bytes([data[0x3c], data[0x3d], data[0x3e], data[0x3f]]) as usize;
+        data.get(at..at.saturating_add(4)) == Some(b"PE\0\0")
+    };
+    pyc || pe
+}
+
 /// The keyword search: Teddy (SIMD, at most 64 literals) on its own
 /// where it can run, which reports its matches without the automaton's
 /// second look at each candidate; the Aho-Corasick automaton otherwise.
@@ -205,6 +250,9 @@ impl Scanner {
     /// (tabs, line ends and form feeds are text). UTF-16 text is not
     /// binary (see [`utf16_order`]).
     pub fn is_binary(data: &[u8]) -> bool {
+        if has_binary_magic(data) {
+            return true;
+        }
         let sniff = &data[..data.len().min(BINARY_SNIFF_BYTES)];
         if memchr::memchr(0, sniff).is_none() || utf16_order(data).is_some() {
             return false;
@@ -233,17 +281,44 @@ impl Scanner {
     fn hits(&self, data: &[u8], windows: &[Vec<(usize, usize)>], allow: bool) -> Vec<Hit> {
         let mut hits: Vec<Hit> = Vec::new();
         for (index, rule) in self.rules.iter().enumerate() {
+            if windows[index].is_empty() {
+                continue;
+            }
+            // One set of capture slots per rule, reused for every
+            // candidate (`captures_iter` allocates one per match).
+            let mut slots = rule.regex.capture_locations();
+            // The shortest value the rule's regex takes (its gate's), for
+            // a value cut at a query string's `&`.
+            let value_min = match rule.gate {
+                Some(Gate::Assignment { value_min }) => value_min,
+                _ => 1,
+            };
             for &(from, to) in &windows[index] {
                 let window = &data[from..to];
-                for captures in rule.regex.captures_iter(window) {
-                    let span = (1..captures.len())
-                        .find_map(|group| captures.get(group))
-                        .or_else(|| captures.get(0));
-                    let Some(span) = span else { continue };
-                    let (start, end) = (from + span.start(), from + span.end());
-                    let secret = &data[start..end];
-                    let matched = captures.get(0).map_or(start, |whole| from + whole.start());
-                    if secret.is_empty() || !confirmed(rule, data, matched, start, end) {
+                let mut at = 0;
+                while at <= window.len() {
+                    let Some(whole) = rule.regex.captures_read_at(&mut slots, window, at) else {
+                        break;
+                    };
+                    at = whole.end().max(whole.start() + 1);
+                    let (span_start, span_end) = (1..slots.len())
+                        .find_map(|group| slots.get(group))
+                        .unwrap_or((whole.start(), whole.end()));
+                    let (start, mut end) = (from + span_start, from + span_end);
+                    let matched = from + whole.start();
+                    // `?token=abc&next=…`: a query string's value ends at
+                    // its `&`, and the search goes on from there (the
+                    // next parameter may be a secret of its own).
+                    if rule.literal
+                        && let Some(cut) = query_value_end(data, matched, start, end)
+                    {
+                        end = cut;
+                        at = cut - from;
+                        if end - start < value_min {
+                            continue;
+                        }
+                    }
+                    if start == end || !confirmed(rule, data, matched, start, end) {
                         continue;
                     }
                     if allow && allowed_inline(data, start) {
@@ -292,6 +367,20 @@ impl Scanner {
         kept.sort_by_key(|hit| hit.start);
         kept
     }
+}
+
+/// Where the value at `data[start..end]` ends when its setting is a
+/// parameter of a URL's query string (`?token=abc&next=…`, the name right
+/// after `?` or `&`): at its first `&`, which starts the next parameter.
+/// `None` when the value is not in a query string or holds no `&`.
+fn query_value_end(data: &[u8], matched: usize, start: usize, end: usize) -> Option<usize> {
+    let in_query = matched
+        .checked_sub(1)
+        .is_some_and(|before| matches!(data[before], b'?' | b'&'));
+    if !in_query {
+        return None;
+    }
+    memchr::memchr(b'&', &data[start..end]).map(|i| start + i)
 }
 
 /// Byte ranges `(from, to)` of a buffer, sorted and not overlapping.
@@ -343,6 +432,8 @@ impl Scanner {
         prefilter.each(data, |pattern, start, end| {
             let mut line_from = None;
             let mut reach = (0, 0);
+            // Read once for all the keyword's assignment-gated rules.
+            let mut opening: Option<Opening> = None;
             for &rule in &self.keyword_rules[pattern] {
                 if !runs(&self.rules[rule]) {
                     continue;
@@ -365,13 +456,14 @@ impl Scanner {
                     }
                     from
                 });
-                let from = match self.rules[rule].gate.filter(|_| self.gates) {
-                    Some(gate) => match gate_opens(gate, data, start, end) {
-                        Some(from) => from,
-                        None => continue,
-                    },
-                    None => line,
+                let opens = match self.rules[rule].gate.filter(|_| self.gates) {
+                    Some(Gate::Assignment { value_min }) => opening
+                        .get_or_insert_with(|| assignment_opening(data, start, end))
+                        .admits(value_min),
+                    Some(gate) => gate_opens(gate, data, start, end),
+                    None => Some(line),
                 };
+                let Some(from) = opens else { continue };
                 let window = self.rules[rule].window;
                 if reach.0 != window {
                     let high = (end + window).min(data.len());
@@ -527,71 +619,111 @@ fn runs_around(data: &[u8], markers: &[usize]) -> Vec<(usize, usize)> {
 /// condition of the regex it guards, and looks at most [`WINDOW_BEFORE`]
 /// bytes back and one line ahead.
 fn gate_opens(gate: Gate, data: &[u8], start: usize, end: usize) -> Option<usize> {
-    let low = start.saturating_sub(WINDOW_BEFORE);
-    // Back to the first byte of a run of `class`; past `low`, the window
-    // starts where it would ungated (a line start), cutting no match.
-    let run_start = |class: fn(u8) -> bool| {
-        let run = data[low..start].iter().rposition(|&b| !class(b));
-        match run {
-            Some(i) => low + i + 1,
-            None if low == 0 => 0,
-            None => memchr::memrchr(b'\n', &data[low..start]).map_or(low, |i| low + i + 1),
-        }
-    };
     match gate {
-        Gate::UrlAuthority => {
-            let rest = &data[end..data.len().min(end + 512)];
-            let stop = rest
+        Gate::UrlAuthority => url_authority_opens(data, start, end),
+        Gate::Assignment { value_min } => assignment_opening(data, start, end).admits(value_min),
+    }
+}
+
+/// Back from `start` to the first byte of a run of `class`; past
+/// [`WINDOW_BEFORE`] bytes, where a window would start ungated (a line
+/// start), cutting no match.
+fn run_start(data: &[u8], start: usize, class: fn(u8) -> bool) -> usize {
+    let low = start.saturating_sub(WINDOW_BEFORE);
+    let run = data[low..start].iter().rposition(|&b| !class(b));
+    match run {
+        Some(i) => low + i + 1,
+        None if low == 0 => 0,
+        None => memchr::memrchr(b'\n', &data[low..start]).map_or(low, |i| low + i + 1),
+    }
+}
+
+/// [`Gate::UrlAuthority`] at a `://` found at `data[start..end]`.
+fn url_authority_opens(data: &[u8], start: usize, end: usize) -> Option<usize> {
+    let rest = &data[end..data.len().min(end + 512)];
+    let stop = rest
+        .iter()
+        .position(|&b| {
+            b.is_ascii_whitespace() || matches!(b, b'/' | b'?' | b'"' | b'\'' | b'<' | b'>')
+        })
+        .unwrap_or(rest.len());
+    let authority = &rest[..stop];
+    let credentials = memchr::memchr(b':', authority)
+        .is_some_and(|colon| memchr::memchr(b'@', &authority[colon..]).is_some());
+    // The scheme, and any word bytes before it: the window must start
+    // where the regex's `\b` can, never inside a word.
+    credentials.then(|| {
+        run_start(data, start, |b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'_' | b'+' | b'.' | b'-')
+        })
+    })
+}
+
+/// What a keyword occurrence offers the [`Gate::Assignment`] gates of its
+/// rules, read once for all of them (they differ only in the shortest
+/// value they take, `value_min`).
+#[derive(Debug, Clone, Copy)]
+struct Opening {
+    /// Where a gated window starts: the setting's name, or the XML
+    /// element.
+    from: usize,
+    /// Bytes of the value that follows (`usize::MAX`: any rule's value
+    /// may, a block scalar or an XML element); `None`: no assignment.
+    value: Option<usize>,
+}
+
+impl Opening {
+    /// Where the window of a rule taking values of `value_min` bytes or
+    /// more starts, if the gate opens for it.
+    fn admits(self, value_min: usize) -> Option<usize> {
+        self.value
+            .is_some_and(|value| value >= value_min)
+            .then_some(self.from)
+    }
+}
+
+/// [`Gate::Assignment`] at a keyword found at `data[start..end]`, for
+/// every `value_min` at once.
+fn assignment_opening(data: &[u8], start: usize, end: usize) -> Opening {
+    let low = start.saturating_sub(WINDOW_BEFORE);
+    let name = run_start(data, start, |b| {
+        b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-')
+    });
+    // `<Pass …>`, `<ns:Password>`: an XML element's name.
+    let element = match name.checked_sub(1).map(|i| data[i]) {
+        Some(b'<') => Some(name - 1),
+        Some(b':') => {
+            let prefix = data[low..name - 1]
                 .iter()
-                .position(|&b| {
-                    b.is_ascii_whitespace() || matches!(b, b'/' | b'?' | b'"' | b'\'' | b'<' | b'>')
-                })
-                .unwrap_or(rest.len());
-            let authority = &rest[..stop];
-            let credentials = memchr::memchr(b':', authority)
-                .is_some_and(|colon| memchr::memchr(b'@', &authority[colon..]).is_some());
-            // The scheme, and any word bytes before it: the window must
-            // start where the regex's `\b` can, never inside a word.
-            credentials.then(|| {
-                run_start(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'+' | b'.' | b'-'))
-            })
+                .rposition(|b| !b.is_ascii_alphabetic())
+                .map(|i| low + i);
+            prefix.filter(|&lt| data[lt] == b'<')
         }
-        Gate::Assignment { value_min } => {
-            let name = run_start(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
-            // `<Pass …>`, `<ns:Password>`: an XML element's name.
-            let element = match name.checked_sub(1).map(|i| data[i]) {
-                Some(b'<') => Some(name - 1),
-                Some(b':') => {
-                    let prefix = data[low..name - 1]
-                        .iter()
-                        .rposition(|b| !b.is_ascii_alphabetic())
-                        .map(|i| low + i);
-                    prefix.filter(|&lt| data[lt] == b'<')
-                }
-                _ => None,
-            };
-            if element.is_some() {
-                return element;
-            }
-            assignment_follows(data, end, value_min).then_some(name)
-        }
+        _ => None,
+    };
+    match element {
+        Some(from) => Opening {
+            from,
+            value: Some(usize::MAX),
+        },
+        None => Opening {
+            from: name,
+            value: assignment_value(data, end),
+        },
     }
 }
 
 /// Whether the name around a keyword ending at `end` goes on to an
-/// assignment of a value the rules' regexes could take: the rest of the
-/// name (`[A-Za-z0-9_]`), a closing quote (escaped or not), `]`, white
-/// space, `=`, `:`, `:=`, `=>` (or `,` after a quote), blanks, then a
-/// quoted string (a bytes or raw literal too) of `value_min` bytes or more
-/// on the line, a bare run of as
-/// many (none of `\s"'`<>;,(){}[]`, not starting with `:` or `=`), or a
-/// block scalar (`|`, `>`). A value split by a string joint or behind
-/// escapes is the views' business: they are scanned with gates of their
-/// own.
-/// Bytes after an assignment's operator that [`assignment_follows`] reads.
-const VALUE_REACH: usize = 512;
-
-fn assignment_follows(data: &[u8], end: usize, value_min: usize) -> bool {
+/// assignment of a value the rules' regexes could take, and how long a
+/// value: the rest of the name (`[A-Za-z0-9_]`), a closing quote (escaped
+/// or not), `]`, white space, `=`, `:`, `:=`, `=>` (or `,` after a
+/// quote), blanks, then a quoted string (a bytes or raw literal too) on
+/// the line (its length), a bare run (none of `\s"'`<>;,(){}[]`, not
+/// starting with `:` or `=`: its length), or a block scalar (`|`, `>`:
+/// any length, as past each skip's bound). `None` when no assignment
+/// follows. A value split by a string joint or behind escapes is the
+/// views' business: they are scanned with gates of their own.
+fn assignment_value(data: &[u8], end: usize) -> Option<usize> {
     let at = |i: usize| data.get(i).copied();
     let mut i = end;
     // Each skip is bounded, and past its bound the gate lets the regex
@@ -599,7 +731,7 @@ fn assignment_follows(data: &[u8], end: usize, value_min: usize) -> bool {
     while at(i).is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_') {
         i += 1;
         if i - end > VALUE_REACH {
-            return true;
+            return Some(usize::MAX);
         }
     }
     let quoted = matches!(at(i), Some(b'"' | b'\''));
@@ -613,20 +745,20 @@ fn assignment_follows(data: &[u8], end: usize, value_min: usize) -> bool {
     while at(i).is_some_and(|b| b.is_ascii_whitespace()) {
         i += 1;
         if i - blanks > VALUE_REACH {
-            return true;
+            return Some(usize::MAX);
         }
     }
     i += match (at(i), at(i + 1)) {
         (Some(b':'), Some(b'=')) | (Some(b'='), Some(b'>')) => 2,
         (Some(b':' | b'='), _) => 1,
         (Some(b','), _) if quoted => 1,
-        _ => return false,
+        _ => return None,
     };
     let spaces = i;
     while matches!(at(i), Some(b' ' | b'\t')) {
         i += 1;
         if i - spaces > VALUE_REACH {
-            return true;
+            return Some(usize::MAX);
         }
     }
     // The value's line, as far as a regex's value can reach (300 bytes and
@@ -643,13 +775,11 @@ fn assignment_follows(data: &[u8], end: usize, value_min: usize) -> bool {
         i += 2;
     }
     match at(i) {
-        None | Some(b':' | b'=') => false,
-        Some(b'|' | b'>') => true,
-        Some(quote @ (b'"' | b'\'')) => {
-            memchr::memchr(quote, &data[i + 1..line_end]).is_some_and(|n| n >= value_min)
-        }
-        Some(_) => {
-            let bare = data[i..line_end]
+        None | Some(b':' | b'=') => None,
+        Some(b'|' | b'>') => Some(usize::MAX),
+        Some(quote @ (b'"' | b'\'')) => memchr::memchr(quote, &data[i + 1..line_end]),
+        Some(_) => Some(
+            data[i..line_end]
                 .iter()
                 .take_while(|&&b| {
                     !(b.is_ascii_whitespace()
@@ -669,12 +799,13 @@ fn assignment_follows(data: &[u8], end: usize, value_min: usize) -> bool {
                                 | b']'
                         ))
                 })
-                .take(value_min)
-                .count();
-            bare >= value_min
-        }
+                .count(),
+        ),
     }
 }
+
+/// Bytes after an assignment's operator that [`assignment_value`] reads.
+const VALUE_REACH: usize = 512;
 
 /// A transformed copy of a buffer (string concatenations joined, or
 /// percent-encoding decoded) with the way back to the original offsets.
@@ -773,10 +904,29 @@ fn key_joints(data: &[u8], from: usize, to: usize) -> impl Iterator<Item = (usiz
         }
         let tail = &data[at..data.len().min(at + 256)];
         let end = at + joints.find(tail)?.end();
-        is_key_joint(data, at, end).then(|| {
+        (is_key_joint(data, at, end) && !ends_a_statement(data, at, end)).then(|| {
             past = end;
             (at, end)
         })
+    })
+}
+
+/// Whether the joint at `data[start..end]` crosses a line break with no
+/// joiner (`+`, `.`, `..`, `\\`) and the string after it is a name being
+/// set (followed by `:` or `=`: `token = "abc"` then `"other" = 1` on the
+/// next line): two statements, not one string written over two lines.
+fn ends_a_statement(data: &[u8], start: usize, end: usize) -> bool {
+    let joint = &data[start..end];
+    if memchr::memchr(b'\n', joint).is_none()
+        || joint.iter().any(|b| matches!(b, b'+' | b'.' | b'\\'))
+    {
+        return false;
+    }
+    let quote = data[end - 1];
+    let line_end = memchr::memchr(b'\n', &data[end..]).map_or(data.len(), |i| end + i);
+    memchr::memchr(quote, &data[end..line_end]).is_some_and(|close| {
+        let after = data[end + close + 1..line_end].trim_ascii_start();
+        matches!(after.first(), Some(b':' | b'='))
     })
 }
 
@@ -1008,7 +1158,14 @@ impl Scanner {
         // (an encoded key or JSON document anywhere). Looking for runs in
         // every byte of a tree costs a pass over all of it.
         let runs = if every_run || is_kubernetes_secret(data) {
-            base64_runs(data)
+            // And the runs around markers, which need no digit: base64 of
+            // an access key id (`QUtJQ…`, often digit-free) inside base64
+            // was missed about one time in ten.
+            let mut runs = base64_runs(data);
+            runs.extend(runs_around(data, &self.base64_markers(data)));
+            runs.sort_unstable();
+            runs.dedup();
+            runs
         } else {
             let mut runs: Vec<(usize, usize)> = all
                 .iter()
@@ -1121,13 +1278,15 @@ fn regional(
 /// Whether `data` is a Kubernetes Secret, in YAML or JSON (`kubectl get
 /// secret -o json`): all its base64 runs are decoded.
 fn is_kubernetes_secret(data: &[u8]) -> bool {
-    [
-        &b"kind: Secret"[..],
-        b"\"kind\": \"Secret\"",
-        b"\"kind\":\"Secret\"",
-    ]
-    .iter()
-    .any(|marker| memchr::memmem::find(data, marker).is_some())
+    // One pass for `Secret`, then a look back at each for how YAML or JSON
+    // names the kind (three whole-buffer searches were 4 % of a tree
+    // scan's instructions).
+    memchr::memmem::find_iter(data, b"Secret").any(|at| {
+        let before = &data[..at];
+        [&b"kind: "[..], b"\"kind\": \"", b"\"kind\":\""]
+            .iter()
+            .any(|lead| before.ends_with(lead))
+    })
 }
 
 /// Whether `text` is one base64 run (either alphabet, padded or not),
@@ -1341,6 +1500,12 @@ pub fn utf16_order(data: &[u8]) -> Option<Utf16> {
         return None;
     }
     let pairs = sniff.len() / 2;
+    // Every code unit counted below has a high byte under 0x20, so nine
+    // in ten units need as many bytes under 0x20: text without them (most
+    // files, and every view) is decided in one cheap pass.
+    if sniff.iter().filter(|&&b| b < 0x20).count() * 10 < pairs * 9 {
+        return None;
+    }
     let text = |b: u8| b == b'\t' || b == b'\n' || b == b'\r' || (0x20..0x7f).contains(&b);
     // A code unit of text: ASCII, or a character of an alphabet from
     // Latin Extended to Greek Extended (U+0100 to U+1FFF: Greek, Cyrillic,
@@ -1527,6 +1692,13 @@ fn confirmed(rule: &Rule, data: &[u8], matched: usize, start: usize, end: usize)
                             secret,
                         ))
                     || is_pattern_or_type(secret)
+                    || is_code_path(secret)
+                    || !secret.iter().any(u8::is_ascii_alphanumeric)
+                    || is_upper_case_stand_in(secret)
+                    || is_algorithm_name(secret)
+                    || is_format_only(secret)
+                    || is_working_directory(setting_name(&data[matched..start]), secret)
+                    || is_cvs_method(data, start)
                     || is_counting(secret)
                     || is_sealed_ciphertext(data, secret)
                     || inside_vault_reference(data, matched)
@@ -2891,6 +3063,325 @@ pub fn is_reference(data: &[u8], start: usize, end: usize) -> bool {
     };
     (!parts.is_empty() && parts.iter().all(|part| is_name(part) && wordlike(part)))
         || (value.first() == Some(&b'_') && is_identifier(value))
+        || is_type_or_constant_name(value)
+        || is_number_literal(value)
+}
+
+/// A name in capitals standing for a credential: `PASSWORD`, `PASS`,
+/// `SECRET`, `TOKEN`, `REDIS_PASSWORD` (`redis://:PASSWORD@host`,
+/// `postgres://user:PASSWORD@db`): what a document writes where the
+/// reader puts theirs. Capitals only, the last word a credential's.
+fn is_upper_case_stand_in(value: &[u8]) -> bool {
+    const WORDS: &[&[u8]] = &[
+        b"PASSWORD",
+        b"PASSWD",
+        b"PASS",
+        b"PWD",
+        b"PW",
+        b"SECRET",
+        b"TOKEN",
+        b"KEY",
+        b"APIKEY",
+        b"PASSPHRASE",
+        b"CREDENTIALS",
+    ];
+    value
+        .iter()
+        .all(|b| b.is_ascii_uppercase() || matches!(b, b'_' | b'-'))
+        && value
+            .split(|&b| b == b'_' || b == b'-')
+            .rfind(|part| !part.is_empty())
+            .is_some_and(|last| WORDS.contains(&last))
+}
+
+/// A type's or a constant's name as code writes them: `_`-joined parts
+/// that are each SCREAMING_CASE (`WIN32_ERROR`,
+/// `MSV1_0_PROTOCOL_MESSAGE_TYPE`) or CamelCase words without digits
+/// (`CFStringRef`, `PasswordType`, `DISPID_SpeechObjectToken`): capitals
+/// opening words of two small letters or more, as no random string of
+/// mixed case reads (its small letters come one or two at a time).
+fn is_type_or_constant_name(value: &[u8]) -> bool {
+    if !value.first().is_some_and(u8::is_ascii_uppercase)
+        || !value
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || *b == b'_')
+    {
+        return false;
+    }
+    let letters = value.iter().filter(|b| b.is_ascii_alphabetic()).count();
+    let digits = value.iter().filter(|b| b.is_ascii_digit()).count();
+    let parts: Vec<&[u8]> = value.split(|&b| b == b'_').collect();
+    let screaming = |part: &[u8]| {
+        !part.is_empty()
+            && part
+                .iter()
+                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+    };
+    let camel = |part: &[u8]| {
+        if !part.first().is_some_and(u8::is_ascii_uppercase)
+            || !part.iter().all(u8::is_ascii_alphabetic)
+        {
+            return false;
+        }
+        let runs: Vec<usize> = part
+            .split(|b| b.is_ascii_uppercase())
+            .map(<[u8]>::len)
+            .filter(|&run| run > 0)
+            .collect();
+        !runs.is_empty()
+            && runs.iter().all(|&run| run >= 2)
+            && runs.iter().sum::<usize>() >= 3 * runs.len()
+    };
+    let screaming_name = parts.len() >= 2
+        && parts.iter().all(|part| screaming(part))
+        && letters >= 2 * digits
+        && parts[0].first().is_some_and(u8::is_ascii_alphabetic);
+    let camel_name = digits == 0
+        && value.iter().filter(|b| b.is_ascii_uppercase()).count() >= 2
+        && parts
+            .iter()
+            .all(|part| camel(part) || (screaming(part) && part.len() >= 2));
+    screaming_name || camel_name
+}
+
+/// A number as code writes one: hex (`0x02`) or with a type suffix
+/// (`86u32`, `5i32`).
+fn is_number_literal(value: &[u8]) -> bool {
+    if let Some(hex) = value
+        .strip_prefix(b"0x")
+        .or_else(|| value.strip_prefix(b"0X"))
+    {
+        return (1..=16).contains(&hex.len()) && hex.iter().all(u8::is_ascii_hexdigit);
+    }
+    let digits = value.iter().take_while(|b| b.is_ascii_digit()).count();
+    digits > 0
+        && matches!(
+            &value[digits..],
+            b"u8"
+                | b"u16"
+                | b"u32"
+                | b"u64"
+                | b"u128"
+                | b"usize"
+                | b"i8"
+                | b"i16"
+                | b"i32"
+                | b"i64"
+                | b"i128"
+                | b"isize"
+        )
+}
+
+/// A path of names in code: `a::b::c`, `super::super::Win32::Foundation::UNICODE_STRING`,
+/// `nl80211_auth_type::NL80211_AUTHTYPE_FILS_PK` (two parts or more, each
+/// an identifier).
+fn is_code_path(value: &[u8]) -> bool {
+    let body = value.strip_prefix(b"::").unwrap_or(value);
+    let identifier = |part: &[u8]| {
+        part.first()
+            .is_some_and(|b| b.is_ascii_alphabetic() || *b == b'_')
+            && part.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'_')
+    };
+    let mut parts = 0;
+    let mut from = 0;
+    for at in memchr::memmem::find_iter(body, b"::").chain(std::iter::once(body.len())) {
+        if at < from || !identifier(&body[from..at]) {
+            return false;
+        }
+        parts += 1;
+        from = at + 2;
+    }
+    parts >= 2
+}
+
+/// A signing or cipher algorithm's name (`AWS4-HMAC-SHA256`,
+/// `AWS4-ECDSA-P256-SHA256`, `HMAC-SHA512`, `AES256-GCM`): parts of such
+/// names joined by `-` or `_`, in capitals.
+fn is_algorithm_name(value: &[u8]) -> bool {
+    const WORDS: &[&[u8]] = &[
+        b"AWS4",
+        b"HMAC",
+        b"ECDSA",
+        b"EDDSA",
+        b"RSA",
+        b"PSS",
+        b"OAEP",
+        b"PKCS1",
+        b"AES",
+        b"GCM",
+        b"CBC",
+        b"CTR",
+        b"CCM",
+        b"ED25519",
+        b"X25519",
+        b"MD5",
+        b"SHA",
+        b"SHA1",
+        b"SHA3",
+        b"KW",
+        b"ECDH",
+        b"ES",
+        b"CHACHA20",
+        b"POLY1305",
+        b"GOST",
+        b"SM3",
+    ];
+    let known = |part: &[u8]| {
+        WORDS.contains(&part)
+            || [
+                "SHA", "P", "AES", "HS", "RS", "ES", "PS", "A", "SECP", "SHA3",
+            ]
+            .iter()
+            .any(|stem| {
+                part.strip_prefix(stem.as_bytes()).is_some_and(|rest| {
+                    !rest.is_empty()
+                        && rest
+                            .iter()
+                            .all(|b| b.is_ascii_digit() || matches!(b, b'K' | b'R'))
+                        && rest[0].is_ascii_digit()
+                })
+            })
+    };
+    let parts: Vec<&[u8]> = value.split(|&b| b == b'-' || b == b'_').collect();
+    parts.len() >= 2
+        && parts.iter().all(|part| known(part))
+        && parts.iter().any(|part| {
+            [
+                &b"AWS4"[..],
+                b"HMAC",
+                b"ECDSA",
+                b"RSA",
+                b"AES",
+                b"ECDH",
+                b"EDDSA",
+            ]
+            .contains(part)
+        })
+}
+
+/// Whether `value` is a format string made of slots only, with at most
+/// punctuation between them: `%s:%s`, `{}{}`, `{0}`, `{password}`,
+/// `%(password)s`, `${1}`, `$1`.
+fn is_format_only(value: &[u8]) -> bool {
+    let mut slots = 0;
+    let mut i = 0;
+    while i < value.len() {
+        let rest = &value[i..];
+        let slot = match rest {
+            [b'%', b'%', ..] => 2,
+            [b'%', b'(', ..] => match memchr::memchr(b')', rest) {
+                Some(close) => {
+                    let conversion = rest[close + 1..]
+                        .iter()
+                        .position(u8::is_ascii_alphabetic)
+                        .map(|n| close + 1 + n);
+                    match conversion {
+                        Some(at)
+                            if rest[close + 1..at].iter().all(|b| {
+                                b.is_ascii_digit() || matches!(b, b'-' | b'+' | b' ' | b'#' | b'.')
+                            }) =>
+                        {
+                            at + 1
+                        }
+                        _ => 0,
+                    }
+                }
+                None => 0,
+            },
+            [b'%', ..] => {
+                let spec = rest[1..]
+                    .iter()
+                    .take_while(|b| {
+                        b.is_ascii_digit()
+                            || matches!(b, b'-' | b'+' | b' ' | b'#' | b'.' | b'l' | b'h' | b'z')
+                    })
+                    .count();
+                match rest.get(1 + spec) {
+                    Some(
+                        b's' | b'd' | b'i' | b'u' | b'f' | b'x' | b'X' | b'r' | b'c' | b'o' | b'e'
+                        | b'g' | b'p' | b'v' | b'q',
+                    ) => 2 + spec,
+                    _ => 0,
+                }
+            }
+            [b'$', b'{', ..] | [b'{', ..] => {
+                let open = usize::from(rest[0] == b'$') + 1;
+                match memchr::memchr(b'}', rest) {
+                    Some(close)
+                        if rest[open..close].iter().all(|b| {
+                            b.is_ascii_alphanumeric()
+                                || matches!(
+                                    b,
+                                    b'_' | b'.'
+                                        | b':'
+                                        | b'!'
+                                        | b'<'
+                                        | b'>'
+                                        | b'^'
+                                        | b'#'
+                                        | b'+'
+                                        | b'-'
+                                        | b' '
+                                        | b'?'
+                                )
+                        }) =>
+                    {
+                        close + 1
+                    }
+                    _ => 0,
+                }
+            }
+            [b'$', digit, ..] if digit.is_ascii_digit() => {
+                1 + rest[1..].iter().take_while(|b| b.is_ascii_digit()).count()
+            }
+            _ => 0,
+        };
+        if slot > 0 {
+            slots += 1;
+            i += slot;
+        } else if value[i].is_ascii_alphanumeric() {
+            return false;
+        } else {
+            i += 1;
+        }
+    }
+    slots > 0
+}
+
+/// Whether a value set to `PWD` or `OLDPWD` is a directory (`PWD:
+/// /home/runner/work`, `PWD=C:\\src`): the shell's working directory, not
+/// a password (ODBC's `PWD=…;` holds no path).
+fn is_working_directory(name: &[u8], value: &[u8]) -> bool {
+    let name = name.strip_prefix(b"$").unwrap_or(name);
+    matches!(name, b"PWD" | b"OLDPWD" | b"INIT_CWD")
+        && (value.starts_with(b"/")
+            || value.starts_with(b"~")
+            || (value.len() >= 3
+                && value[0].is_ascii_alphabetic()
+                && value[1] == b':'
+                && matches!(value[2], b'\\' | b'/')))
+}
+
+/// Whether the URL password at `start` is a CVS access method
+/// (`:pserver:anonymous@host:/cvsroot`, `cvs://:pserver:…`): a CVSROOT's
+/// method, not a password.
+fn is_cvs_method(data: &[u8], start: usize) -> bool {
+    const METHODS: &[&[u8]] = &[
+        b"pserver:",
+        b"gserver:",
+        b"kserver:",
+        b"ext:",
+        b"extssh:",
+        b"server:",
+        b"sspi:",
+        b"fork:",
+        b"local:",
+    ];
+    start > 0
+        && data[start - 1] == b':'
+        && METHODS
+            .iter()
+            .any(|method| data[start..].starts_with(method))
 }
 
 /// Whether the value at `start` follows its name after spaces or tabs
@@ -3686,6 +4177,76 @@ mod tests {
         let binary: Vec<u8> = (0..4096u32).map(|i| (i % 7) as u8).collect();
         assert!(Scanner::is_binary(&binary));
         assert!(!Scanner::is_binary(&utf16le("KEY=value\r\n", true)));
+    }
+
+    /// Issue #16: compiled formats known by their first bytes are binary
+    /// even with few NULs: a `.pyc` holding a password in its constants is
+    /// not scanned as text (and counted as a binary skip by the walker);
+    /// the same bytes without the magic are.
+    #[test]
+    fn compiled_files_are_binary_by_their_magic() {
+        let body = format!(
+            "\u{e3}\u{1}\nDB_PASSWORD={}\n",
+            keyforge_types::random_base62(14)
+        );
+        let mut pyc = vec![0xcb, 0x0d, b'\r', b'\n', 0, 0, 0, 0];
+        pyc.extend_from_slice(&[0x5a; 8]);
+        pyc.extend_from_slice(body.as_bytes());
+        assert!(Scanner::is_binary(&pyc));
+        let text = pyc[16..].to_vec();
+        assert!(!Scanner::is_binary(&text));
+        assert_eq!(scanner().scan(&text).len(), 1);
+        for magic in [
+            &b"\x7fELF\x02\x01"[..],
+            b"\xca\xfe\xba\xbe\0\0",
+            b"\0asm\x01\0",
+        ] {
+            let mut file = magic.to_vec();
+            file.extend_from_slice(body.as_bytes());
+            assert!(Scanner::is_binary(&file), "{magic:?}");
+        }
+    }
+
+    /// Issue #16's false-positive kinds that need more than one line or a
+    /// view to show (the one-line kinds are negatives of their rules):
+    /// two statements on two lines are not one string joined across them,
+    /// while a key written over two lines with a joiner, or as C's and
+    /// Python's adjacent literals, still is.
+    #[test]
+    fn statements_on_two_lines_are_not_joined_into_one_value() {
+        let scanner = scanner();
+        let random = keyforge_types::random_base62(32);
+        let statements = format!("secret = \"x\"\n\"{random}\" = \"value\"\n");
+        assert!(found(&scanner, &statements).is_empty(), "{statements}");
+        let yaml = format!("token: 'x'\n'{random}': value\n");
+        assert!(found(&scanner, &yaml).is_empty(), "{yaml}");
+        let (head, tail) = random.split_at(12);
+        for joined in [
+            format!("secret = \"{head}\" +\n    \"{tail}\"\n"),
+            format!("API_SECRET = \"{head}\" \\\n    \"{tail}\"\n"),
+            format!("const char *secret = \"{head}\"\n    \"{tail}\";\n"),
+        ] {
+            assert_eq!(found(&scanner, &joined), ["generic-api-key"], "{joined}");
+        }
+    }
+
+    /// Issue #16: a query string's value ends at `&`. The secret is
+    /// reported without the parameters after it, and a secret in a later
+    /// parameter is found too.
+    #[test]
+    fn a_query_string_value_ends_at_its_ampersand() {
+        let scanner = scanner();
+        let first = keyforge_types::random_base62(28);
+        let second = keyforge_types::random_base62(30);
+        let url = format!(
+            "GET https://api.example.org/v1?api_key={first}&page=2&access_token={second}&x=y\n"
+        );
+        let secrets: Vec<Vec<u8>> = scanner
+            .scan_deep(url.as_bytes())
+            .into_iter()
+            .map(|(_, secret)| secret)
+            .collect();
+        assert_eq!(secrets, [first.into_bytes(), second.into_bytes()], "{url}");
     }
 
     fn random_hex(length: usize) -> String {
