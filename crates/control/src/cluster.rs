@@ -6,7 +6,8 @@
 //!   each (all or nothing). A reservation is a member of the budget's lease
 //!   set with an expiry (`lease`, 5 minutes by default): one left by an
 //!   instance that crashed is purged by the next script that touches the
-//!   budget, instead of holding the budget for ever.
+//!   budget (a reservation, or a read of its **status**), instead of
+//!   holding the budget for ever.
 //! - **settle** removes the reservation and adds the actual cost to the
 //!   spend of the period current at settlement; **release** only removes it.
 //! - **rate** is GCRA, as [`crate::rate`], over one theoretical arrival
@@ -145,8 +146,24 @@ redis.call('PEXPIRE', KEYS[1], ARGV[5])
 return 1
 ";
 
-static SCRIPTS: LazyLock<[Script; 6]> =
-    LazyLock::new(|| [RESERVE, SETTLE, REBUILD, RATE, ADJUST, ENTER].map(Script::new));
+const STATUS: &str = r"
+-- KEYS: spent, reserved, leases, held of one budget; ARGV: now_ms
+-- Purges expired reservations first (as reserve does), so what a budget
+-- shows as held never counts an instance that died.
+local stale = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', ARGV[1])
+for _, rid in ipairs(stale) do
+  local held = redis.call('HGET', KEYS[4], rid)
+  if held then
+    redis.call('DECRBY', KEYS[2], held)
+    redis.call('HDEL', KEYS[4], rid)
+  end
+end
+if #stale > 0 then redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', ARGV[1]) end
+return {tonumber(redis.call('GET', KEYS[1]) or '0'), tonumber(redis.call('GET', KEYS[2]) or '0')}
+";
+
+static SCRIPTS: LazyLock<[Script; 7]> =
+    LazyLock::new(|| [RESERVE, SETTLE, REBUILD, RATE, ADJUST, ENTER, STATUS].map(Script::new));
 
 #[derive(Clone, Copy)]
 enum Op {
@@ -156,6 +173,7 @@ enum Op {
     Rate = 3,
     Adjust = 4,
     Enter = 5,
+    Status = 6,
 }
 
 fn script(op: Op) -> &'static Script {
@@ -356,33 +374,23 @@ impl RedisCounters {
 
     /// A budget's totals as the cluster sees them: the shared spend of
     /// its current period and what requests in flight on every instance
-    /// hold (expired leases included until a script purges them).
+    /// hold. Expired reservations (an instance that died before settling)
+    /// are purged first, so they stop showing once their lease is over
+    /// even while no request touches the budget.
     pub async fn status(
         &self,
         cell: &BudgetCell,
         now: OffsetDateTime,
     ) -> Result<BudgetStatus, Unavailable> {
         let mut status = cell.status(now);
-        let start = to_ms(status.period_start);
-        let mut connection = self.connection.clone();
-        let answer = tokio::time::timeout(
-            self.settings.timeout,
-            redis::cmd("MGET")
-                .arg(self.key("spent", &format!("{}:{start}", cell.id())))
-                .arg(self.key("reserved", cell.id().as_str()))
-                .query_async::<Vec<Option<i64>>>(&mut connection),
-        )
-        .await;
-        match answer {
-            Ok(Ok(values)) => {
-                let value = |index: usize| values.get(index).copied().flatten().unwrap_or(0);
-                status.spent = NanoUsd(value(0));
-                status.reserved = NanoUsd(value(1).max(0));
-                Ok(status)
-            }
-            Ok(Err(error)) => Err(Unavailable(error.to_string())),
-            Err(_) => Err(Unavailable("Redis did not answer in time".into())),
-        }
+        let mut invocation = script(Op::Status).prepare_invoke();
+        self.budget_keys(&mut invocation, cell.id(), to_ms(status.period_start));
+        invocation.arg(to_ms(now));
+        let answer: Vec<i64> = self.run(&invocation).await?;
+        let value = |index: usize| answer.get(index).copied().unwrap_or(0);
+        status.spent = NanoUsd(value(0));
+        status.reserved = NanoUsd(value(1).max(0));
+        Ok(status)
     }
 
     fn budget_keys(&self, invocation: &mut ScriptInvocation<'_>, id: &BudgetId, start_ms: i64) {

@@ -20,7 +20,10 @@
 //! (see [`LedgerWriter::backlogged`]): their spend would otherwise pile up
 //! in memory, unwritten, and a crash would lose it from the budgets rebuilt
 //! at start. Keys without budgets keep being served; their records wait.
-//! A failing store is retried with backoff; records stay queued meanwhile.
+//! A failing store is retried with backoff; records stay queued meanwhile,
+//! while the admin entries of a batch that failed are taken out and their
+//! actions refused (see [`AuditWait`]), so none is written after it was
+//! refused.
 //!
 //! [`retain`] is the retention task: raw rows older than the retention
 //! period are pruned in bounded batches (rollups stay), after a
@@ -28,7 +31,7 @@
 //! prune from a deletion.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::time::Duration;
 
 use keyforge_store::{AuditCheckpoint, AuditRow, LedgerRecord, Store, StoreError};
@@ -56,11 +59,29 @@ enum Message {
     /// A ledger record and the request's client address (for its audit
     /// entry, keyed-hashed).
     Record(Box<LedgerRecord>, Option<std::net::IpAddr>),
-    /// An audit entry; answered once it is committed.
-    Audit(Box<AuditEvent>, oneshot::Sender<()>),
+    /// An audit entry; answered once it is committed (`true`) or once a
+    /// commit of it failed (`false`: it is taken out of the batch).
+    Audit(Box<AuditEvent>, AuditWait),
     /// Answered once everything queued before it is written.
     Flush(oneshot::Sender<()>),
 }
+
+/// An audit entry's caller, waiting for its answer. `state` settles who
+/// decides about the entry when the caller stops waiting: while the
+/// entry is still `QUEUED` the caller may abandon it (and the writer then
+/// skips it); once the writer has `TAKEN` it into a batch, the writer
+/// answers after its next commit attempt, and the caller waits for that.
+/// So an action the caller reports as refused is never written to the
+/// audit log later (a store that came back would otherwise commit it).
+#[derive(Debug)]
+struct AuditWait {
+    done: oneshot::Sender<bool>,
+    state: Arc<AtomicU8>,
+}
+
+const QUEUED: u8 = 0;
+const TAKEN: u8 = 1;
+const ABANDONED: u8 = 2;
 
 /// The ledger writer's counters, in one place so the status endpoint (and
 /// a metrics endpoint) read them all. Totals count since the gateway
@@ -148,15 +169,27 @@ impl LedgerWriter {
     /// Appends an audit entry and waits until it is committed, for at most
     /// `limit`. `false`: the audit log could not be written in time.
     pub(crate) async fn audit(&self, event: AuditEvent, limit: Duration) -> bool {
-        let (done, wait) = oneshot::channel();
-        let written = async {
-            self.tx
-                .send(Message::Audit(Box::new(event), done))
-                .await
-                .is_ok()
-                && wait.await.is_ok()
-        };
-        tokio::time::timeout(limit, written).await.unwrap_or(false)
+        let (done, mut wait) = oneshot::channel();
+        let state = Arc::new(AtomicU8::new(QUEUED));
+        let message = Message::Audit(
+            Box::new(event),
+            AuditWait {
+                done,
+                state: state.clone(),
+            },
+        );
+        let written =
+            async { self.tx.send(message).await.is_ok() && (&mut wait).await.unwrap_or(false) };
+        if let Ok(written) = tokio::time::timeout(limit, written).await {
+            return written;
+        }
+        // Out of time. Still queued: abandoned, the writer will skip it.
+        // Already taken into a batch: the writer answers after its
+        // current commit attempt, whichever way it goes.
+        match state.compare_exchange(QUEUED, ABANDONED, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => false,
+            Err(_) => wait.await.unwrap_or(false),
+        }
     }
 
     pub(crate) fn record(&self, record: LedgerRecord, client: Option<std::net::IpAddr>) {
@@ -357,7 +390,9 @@ struct Batch {
     uses_from_ms: i64,
     /// In order: `key.use` entries and admin entries.
     audit: Vec<AuditEvent>,
-    audited: Vec<oneshot::Sender<()>>,
+    /// The callers of the admin entries, with each entry's index in
+    /// `audit`.
+    audited: Vec<(usize, oneshot::Sender<bool>)>,
     flushed: Vec<oneshot::Sender<()>>,
 }
 
@@ -377,13 +412,33 @@ impl Batch {
                 self.uses.push(key_use(&record, client));
                 self.ledger.push(*record);
             }
-            Message::Audit(event, done) => {
+            Message::Audit(event, wait) => {
+                let taken =
+                    wait.state
+                        .compare_exchange(QUEUED, TAKEN, Ordering::AcqRel, Ordering::Acquire);
+                if taken.is_err() {
+                    // Its caller gave up waiting and refused the action.
+                    return;
+                }
                 // Keep the order: the uses before this action come first.
                 self.close_uses();
                 self.audit.push(*event);
-                self.audited.push(done);
+                self.audited.push((self.audit.len() - 1, wait.done));
             }
             Message::Flush(done) => self.flushed.push(done),
+        }
+    }
+
+    /// Takes the admin entries out of the batch after a failed commit and
+    /// tells their callers: the actions are refused, so the entries must
+    /// not be written when the store answers again. Ledger records and
+    /// their `key.use` entries stay and are retried.
+    fn refuse_admin_entries(&mut self) {
+        for (index, done) in self.audited.drain(..).rev() {
+            if index < self.audit.len() {
+                self.audit.remove(index);
+            }
+            let _ = done.send(false);
         }
     }
 
@@ -494,7 +549,12 @@ async fn run(
                 },
                 Err(error) => error,
             };
-            tracing::error!(error = %error, records = batch.ledger.len(), audit_entries = rows.len(), "cannot write the ledger and audit log; retrying");
+            tracing::error!(error = %error, records = batch.ledger.len(), audit_entries = rows.len(), refused_admin_entries = batch.audited.len(), "cannot write the ledger and audit log; retrying (admin actions in the batch are refused)");
+            batch.refuse_admin_entries();
+            if batch.len() == 0 {
+                // Nothing but refused admin entries: nothing left to write.
+                break chain.entries(&batch.audit);
+            }
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_secs(10));
         };
@@ -507,7 +567,10 @@ async fn run(
             Ordering::Relaxed,
         );
         counters.batches_total.fetch_add(1, Ordering::Relaxed);
-        for done in batch.audited.drain(..).chain(batch.flushed.drain(..)) {
+        for (_, done) in batch.audited.drain(..) {
+            let _ = done.send(true);
+        }
+        for done in batch.flushed.drain(..) {
             let _ = done.send(());
         }
     }

@@ -503,7 +503,7 @@ pub(crate) async fn audit_as(
         Err(AdminError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "audit_unavailable",
-            "the audit log cannot be written, so the change was not made; check the store (see the gateway's log)",
+            "the audit log cannot be written (the store does not answer), so the change was not made and will not be; requests are still served from memory; retry once the store is back (see the gateway's log)",
         ))
     }
 }
