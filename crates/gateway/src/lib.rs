@@ -43,6 +43,7 @@ pub mod oidc;
 mod proxy;
 mod scrub;
 mod secret_fingerprints;
+mod sessions;
 mod snapshot;
 mod state;
 pub mod stored_audit;
@@ -66,6 +67,7 @@ use secrecy::SecretString;
 use tokio::net::TcpListener;
 
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use config::admin_oidc;
 pub use config::{
     Deployment, GatewayConfig, LedgerConfig, OnUnavailable, RedisConfig, SpendConfig, UnknownInput,
 };
@@ -197,6 +199,7 @@ impl Gateway {
             parts.config.ledger.queue_capacity,
         );
         let oidc = oidc::Oidc::new(&parts.config.oidc);
+        let sessions = sessions::Sessions::new(parts.config.admin_oidc.as_ref());
         let key_labels = parts.config.metrics_key_labels;
         let (alerts, raised) = alerts::Alerts::new();
         snapshot.report_integrity_failures(None, &alerts);
@@ -251,6 +254,7 @@ impl Gateway {
             audit_key: audit::CheckpointKey::new(checkpoint_key.as_slice()),
             audit_failing: std::sync::atomic::AtomicBool::new(false),
             oidc,
+            sessions,
             leak_reports: leak_reports::LeakReportLimiter::new(
                 leak_reports::LEAK_REPORTS_PER_MINUTE,
             ),

@@ -44,6 +44,9 @@ pub(crate) struct AppState {
     pub(crate) admin_write: tokio::sync::Mutex<()>,
     /// Trusted OIDC issuers and roles (workload identity).
     pub(crate) oidc: crate::oidc::Oidc,
+    /// `[admin.oidc]`'s verifier and the admin sessions of humans who
+    /// logged in with it (in memory; see `sessions.rs`).
+    pub(crate) sessions: crate::sessions::Sessions,
     /// Leak reports accepted per client address (the endpoint needs no
     /// credential).
     pub(crate) leak_reports: crate::leak_reports::LeakReportLimiter,

@@ -908,8 +908,9 @@ pub(crate) enum AdminCommand {
         #[command(flatten)]
         admin: AdminArgs,
     },
-    /// Revoke an admin: its token is refused from the next request on. The
-    /// last owner cannot be revoked.
+    /// Revoke an admin, or end an OIDC session (`session-...`, from `admin
+    /// list`): its token is refused from the next request on. The last
+    /// owner cannot be revoked.
     Revoke {
         name: String,
         #[arg(long)]
@@ -925,6 +926,28 @@ pub(crate) enum AdminCommand {
         #[command(flatten)]
         admin: AdminArgs,
     },
+    /// Log in as a human through the gateway's `[admin.oidc]` issuer and
+    /// keep the short-lived session (0600, in the user's config directory);
+    /// later admin commands use it when KEYFORGE_ADMIN_TOKEN and --data-dir
+    /// are not given.
+    Login {
+        /// The OAuth 2.0 device flow (RFC 8628): prints a URL and a code to
+        /// enter there, and waits for the approval.
+        #[arg(long, required_unless_present = "id_token_file")]
+        oidc: bool,
+        /// An ID token from the issuer obtained some other way.
+        #[arg(long)]
+        id_token_file: Option<PathBuf>,
+        /// Also print the session token to stdout (it is stored either way).
+        #[arg(long)]
+        print: bool,
+        /// Gateway address [env: KEYFORGE_ADDR; default: http://127.0.0.1:8787].
+        #[arg(long)]
+        addr: Option<String>,
+    },
+    /// End the stored admin session of `admin login` at the gateway and
+    /// delete it.
+    Logout,
     /// The admin whose token this command uses, and its role.
     Whoami {
         #[arg(long)]

@@ -58,6 +58,29 @@ pub(crate) fn gateway_base(addr: Option<&str>) -> String {
     base.trim_end_matches('/').to_owned()
 }
 
+/// The CLI's HTTP client: no redirects, and the CA certificates of
+/// `KEYFORGE_CA_CERT` trusted beside the system's.
+pub(crate) fn http_client() -> anyhow::Result<reqwest::Client> {
+    let mut builder = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none());
+    // A gateway serving TLS with a certificate of a private CA: the CA
+    // is trusted beside the system's roots.
+    if let Some(path) = std::env::var_os(CA_CERT_ENV).filter(|value| !value.is_empty()) {
+        let path = PathBuf::from(path);
+        let pem = std::fs::read(&path)
+            .with_context(|| format!("cannot read {CA_CERT_ENV} {}", path.display()))?;
+        let certificates = reqwest::Certificate::from_pem_bundle(&pem)
+            .ok()
+            .filter(|certificates| !certificates.is_empty())
+            .with_context(|| {
+                format!("{CA_CERT_ENV} {} holds no PEM certificate", path.display())
+            })?;
+        for certificate in certificates {
+            builder = builder.add_root_certificate(certificate);
+        }
+    }
+    Ok(builder.build()?)
+}
+
 impl AdminClient {
     pub(crate) fn resolve(args: &AdminArgs) -> anyhow::Result<Self> {
         let base = gateway_base(args.addr.as_deref());
@@ -66,6 +89,13 @@ impl AdminClient {
             .filter(|value| !value.trim().is_empty())
         {
             Some(token) => SecretString::from(token.trim().to_owned()),
+            // A human's session (`keyforge admin login`) for this gateway,
+            // unless a data directory is named on the command line.
+            None if args.data_dir.is_none()
+                && let Some(token) = crate::admin_login::stored_token(&base) =>
+            {
+                token
+            }
             None => {
                 let dir = match args.data_dir.clone().or_else(|| {
                     std::env::var_os("KEYFORGE_DATA_DIR")
@@ -79,24 +109,7 @@ impl AdminClient {
                 read_admin_token_file(&path).with_context(|| format!("no admin token: set {ADMIN_TOKEN_ENV}, or run on the gateway's machine where {} exists", path.display()))?
             }
         };
-        let mut builder = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none());
-        // A gateway serving TLS with a certificate of a private CA: the CA
-        // is trusted beside the system's roots.
-        if let Some(path) = std::env::var_os(CA_CERT_ENV).filter(|value| !value.is_empty()) {
-            let path = PathBuf::from(path);
-            let pem = std::fs::read(&path)
-                .with_context(|| format!("cannot read {CA_CERT_ENV} {}", path.display()))?;
-            let certificates = reqwest::Certificate::from_pem_bundle(&pem)
-                .ok()
-                .filter(|certificates| !certificates.is_empty())
-                .with_context(|| {
-                    format!("{CA_CERT_ENV} {} holds no PEM certificate", path.display())
-                })?;
-            for certificate in certificates {
-                builder = builder.add_root_certificate(certificate);
-            }
-        }
-        let http = builder.build()?;
+        let http = http_client()?;
         Ok(Self {
             base: base.trim_end_matches('/').to_owned(),
             token,
@@ -1449,7 +1462,7 @@ pub(crate) async fn admin(command: AdminCommand) -> anyhow::Result<()> {
             if json {
                 output::json(&list)
             } else {
-                output::admins(&list.admins)
+                output::admins(&list.admins, &list.sessions)
             }
         }
         AdminCommand::Revoke { name, json, admin } => {
@@ -1464,8 +1477,13 @@ pub(crate) async fn admin(command: AdminCommand) -> anyhow::Result<()> {
             if json {
                 output::json(&view)
             } else {
+                let what = if view.name.as_str().starts_with("session-") {
+                    "session"
+                } else {
+                    "admin"
+                };
                 output::line(&format!(
-                    "Revoked admin {} ({}): its token is refused from now on.",
+                    "Revoked {what} {} ({}): its token is refused from now on.",
                     view.name, view.role
                 ))
             }
@@ -1485,6 +1503,15 @@ pub(crate) async fn admin(command: AdminCommand) -> anyhow::Result<()> {
                 output::admin_token(&rotated, "New token for")
             }
         }
+        AdminCommand::Login {
+            oidc,
+            id_token_file,
+            print,
+            addr,
+        } => {
+            crate::admin_login::login(addr.as_deref(), oidc, id_token_file.as_deref(), print).await
+        }
+        AdminCommand::Logout => crate::admin_login::logout().await,
         AdminCommand::Whoami { json, admin } => {
             let view: AdminView = AdminClient::resolve(&admin)?
                 .call(reqwest::Method::GET, "/whoami", NO_BODY)

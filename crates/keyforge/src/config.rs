@@ -47,6 +47,9 @@ pub(crate) struct RawConfig {
     /// Workload identity: `[[oidc.issuer]]` and `[[oidc.role]]`.
     #[serde(default)]
     oidc: keyforge_gateway::oidc::config::RawOidc,
+    /// `[admin.oidc]`: humans log in to the admin API with OIDC.
+    #[serde(default)]
+    admin: keyforge_gateway::admin_oidc::RawAdmin,
     /// Price entries that extend or override the shipped table.
     #[serde(default)]
     price: Vec<RawPrice>,
@@ -498,6 +501,13 @@ pub(crate) fn resolve(args: &ServeArgs, env: &EnvOverrides) -> anyhow::Result<Se
             .validate(&config_dir)
             .map_err(anyhow::Error::msg)
             .context("config `[oidc]`")?,
+        admin_oidc: raw
+            .admin
+            .oidc
+            .map(keyforge_gateway::admin_oidc::RawAdminOidc::validate)
+            .transpose()
+            .map_err(anyhow::Error::msg)
+            .context("config `[admin.oidc]`")?,
         ..defaults
     };
     let shipped = PriceTable::shipped().context("the shipped price table is invalid")?;

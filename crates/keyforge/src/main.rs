@@ -3,6 +3,7 @@
 //!
 //! Exit codes: 0 success, 1 failure, 2 usage error (from clap).
 
+mod admin_login;
 mod backup;
 mod cli;
 mod client;

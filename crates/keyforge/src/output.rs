@@ -799,7 +799,10 @@ pub(crate) fn admin_token(
     Ok(())
 }
 
-pub(crate) fn admins(admins: &[keyforge_gateway::admin::api::AdminView]) -> anyhow::Result<()> {
+pub(crate) fn admins(
+    admins: &[keyforge_gateway::admin::api::AdminView],
+    sessions: &[keyforge_gateway::admin::sessions::SessionView],
+) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     writeln!(
         out,
@@ -816,6 +819,25 @@ pub(crate) fn admins(admins: &[keyforge_gateway::admin::api::AdminView]) -> anyh
             admin.created_at,
             admin.created_by
         )?;
+    }
+    if !sessions.is_empty() {
+        writeln!(out)?;
+        writeln!(
+            out,
+            "{:<24} {:<9} {:<8} {:<21} IDENTITY",
+            "SESSION", "ROLE", "STATUS", "EXPIRES"
+        )?;
+        for session in sessions {
+            writeln!(
+                out,
+                "{:<24} {:<9} {:<8} {:<21} {}",
+                session.name,
+                session.role.as_str(),
+                session.status,
+                session.expires_at,
+                session.identity
+            )?;
+        }
     }
     Ok(())
 }

@@ -4,6 +4,14 @@
 //! malicious ones (`alg: none`, HS256 keyed with the public key, unknown
 //! `kid`s). Tokens are shaped like GitHub Actions' or Kubernetes' by the
 //! claims a test passes; see [`github_claims`] and [`kubernetes_claims`].
+//!
+//! It also speaks the OAuth 2.0 device authorization grant (RFC 8628) for
+//! humans' logins: `POST /device/code` and `POST /token` (named in the
+//! discovery document), with the wire format of sections 3.1 to 3.5 (form
+//! bodies; `authorization_pending`, `slow_down`, `access_denied`,
+//! `expired_token` as 400 `{"error": ...}`). A test plays the user with
+//! [`TestIssuer::approve_device`] and [`TestIssuer::deny_device`], and
+//! reads what clients did in [`TestIssuer::device_log`].
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -42,6 +50,62 @@ struct IssuerState {
         reason = "test support: a tiny critical section that never crosses an await"
     )]
     actions_claims: std::sync::Mutex<Option<Value>>,
+    /// The device authorization grant's codes (RFC 8628).
+    #[expect(
+        clippy::disallowed_types,
+        reason = "test support: a tiny critical section that never crosses an await"
+    )]
+    device: std::sync::Mutex<DeviceState>,
+}
+
+/// What the device endpoints hand out and remember.
+#[derive(Debug)]
+struct DeviceState {
+    /// `interval` of new device codes, seconds.
+    interval: u64,
+    /// `expires_in` of new device codes, seconds.
+    expires_in: u64,
+    /// Answer `slow_down` to this many polls that are otherwise on time
+    /// (an issuer under load), then go on as usual.
+    forced_slow_downs: usize,
+    grants: Vec<DeviceGrant>,
+    log: DeviceLog,
+}
+
+#[derive(Debug)]
+struct DeviceGrant {
+    client_id: String,
+    device_code: String,
+    user_code: String,
+    issued: std::time::Instant,
+    expires_in: std::time::Duration,
+    /// The interval the client must keep, raised by each `slow_down`.
+    interval: std::time::Duration,
+    last_poll: Option<std::time::Instant>,
+    decision: DeviceDecision,
+}
+
+#[derive(Debug, Clone)]
+enum DeviceDecision {
+    Pending,
+    Approved(Value),
+    Denied,
+    /// Exchanged for tokens: the device code is used up.
+    Done,
+}
+
+/// What the token endpoint answered to device-code polls, in order.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct DeviceLog {
+    /// One entry per poll: `authorization_pending`, `slow_down`,
+    /// `access_denied`, `expired_token`, `invalid_grant`, or `tokens`.
+    pub answers: Vec<String>,
+    /// Polls that came sooner than the interval in force (the client did
+    /// not wait `interval`, or did not add 5 s after a `slow_down`); each
+    /// was answered `slow_down`, as RFC 8628 section 3.5 says.
+    pub too_early: usize,
+    /// Scopes of the device authorization requests, in order.
+    pub scopes: Vec<String>,
 }
 
 /// The bearer token the fake GitHub Actions token service expects (what
@@ -130,16 +194,30 @@ impl TestIssuer {
             ]),
             std::sync::Mutex::new(None),
         );
+        #[expect(
+            clippy::disallowed_types,
+            reason = "test support: a tiny critical section that never crosses an await"
+        )]
+        let device = std::sync::Mutex::new(DeviceState {
+            interval: 1,
+            expires_in: 600,
+            forced_slow_downs: 0,
+            grants: Vec::new(),
+            log: DeviceLog::default(),
+        });
         let state = Arc::new(IssuerState {
             url: format!("http://{addr}"),
             keys,
             jwks_fetches: AtomicUsize::new(0),
             actions_claims,
+            device,
         });
         let app = Router::new()
             .route("/.well-known/openid-configuration", get(discovery))
             .route("/jwks", get(jwks))
             .route("/actions-token", get(actions_token))
+            .route("/device/code", axum::routing::post(device_authorization))
+            .route("/token", axum::routing::post(token))
             .with_state(state.clone());
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
@@ -169,6 +247,98 @@ impl TestIssuer {
     /// What GitHub puts in `ACTIONS_ID_TOKEN_REQUEST_URL`.
     pub fn actions_url(&self) -> String {
         format!("{}/actions-token?api-version=2.0", self.state.url)
+    }
+
+    /// Sets `interval` and `expires_in` (seconds) of the device codes
+    /// handed out from now on (defaults: 1 and 600).
+    pub fn set_device_timing(&self, interval: u64, expires_in: u64) {
+        if let Ok(mut device) = self.state.device.lock() {
+            device.interval = interval;
+            device.expires_in = expires_in;
+        }
+    }
+
+    /// The next `count` polls that keep the interval are answered
+    /// `slow_down` anyway (an issuer asking clients to back off).
+    pub fn force_slow_downs(&self, count: usize) {
+        if let Ok(mut device) = self.state.device.lock() {
+            device.forced_slow_downs = count;
+        }
+    }
+
+    /// The user codes handed out and not yet decided, oldest first.
+    pub fn pending_user_codes(&self) -> Vec<String> {
+        self.state
+            .device
+            .lock()
+            .map(|device| {
+                device
+                    .grants
+                    .iter()
+                    .filter(|grant| matches!(grant.decision, DeviceDecision::Pending))
+                    .map(|grant| grant.user_code.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The user entered `user_code` and approved: the next poll gets an
+    /// ID token with these claims (`iss`, `aud` = the client id, `iat`,
+    /// `exp` in an hour and `nbf` filled in where the claims lack them),
+    /// signed with RS256. Returns whether the code was known.
+    pub fn approve_device(&self, user_code: &str, claims: Value) -> bool {
+        self.decide_device(user_code, DeviceDecision::Approved(claims))
+    }
+
+    /// The user entered `user_code` and denied: the next poll gets
+    /// `access_denied`.
+    pub fn deny_device(&self, user_code: &str) -> bool {
+        self.decide_device(user_code, DeviceDecision::Denied)
+    }
+
+    /// The device code of `user_code` expires now: the next poll gets
+    /// `expired_token`.
+    pub fn expire_device(&self, user_code: &str) -> bool {
+        let Ok(mut device) = self.state.device.lock() else {
+            return false;
+        };
+        match device
+            .grants
+            .iter_mut()
+            .find(|grant| grant.user_code == user_code)
+        {
+            Some(grant) => {
+                grant.expires_in = std::time::Duration::ZERO;
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn decide_device(&self, user_code: &str, decision: DeviceDecision) -> bool {
+        let Ok(mut device) = self.state.device.lock() else {
+            return false;
+        };
+        match device
+            .grants
+            .iter_mut()
+            .find(|grant| grant.user_code == user_code)
+        {
+            Some(grant) => {
+                grant.decision = decision;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// What the token endpoint answered to device-code polls so far.
+    pub fn device_log(&self) -> DeviceLog {
+        self.state
+            .device
+            .lock()
+            .map(|device| device.log.clone())
+            .unwrap_or_default()
     }
 
     /// How many times the JWKS was fetched.
@@ -284,6 +454,9 @@ async fn discovery(State(state): State<Arc<IssuerState>>) -> axum::Json<Value> {
         "id_token_signing_alg_values_supported": ["RS256", "ES256"],
         "response_types_supported": ["id_token"],
         "subject_types_supported": ["public"],
+        "device_authorization_endpoint": format!("{}/device/code", state.url),
+        "token_endpoint": format!("{}/token", state.url),
+        "grant_types_supported": ["urn:ietf:params:oauth:grant-type:device_code"],
     }))
 }
 
@@ -389,4 +562,197 @@ pub fn kubernetes_claims(
         },
         "sub": format!("system:serviceaccount:{namespace}:{service_account}"),
     })
+}
+
+/// A random text of `len` characters from `alphabet`.
+fn random_text(alphabet: &[u8], len: usize) -> String {
+    use aws_lc_rs::rand::SecureRandom as _;
+    let mut bytes = vec![0u8; len];
+    let _ = SystemRandom::new().fill(&mut bytes);
+    bytes
+        .iter()
+        .map(|byte| char::from(alphabet[usize::from(*byte) % alphabet.len()]))
+        .collect()
+}
+
+fn form_fields(body: &[u8]) -> std::collections::HashMap<String, String> {
+    form_urlencoded::parse(body).into_owned().collect()
+}
+
+/// An OAuth error answer: 400 with `{"error": ...}` (RFC 6749 section
+/// 5.2), never cached.
+fn oauth_error(code: &str) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    (
+        http::StatusCode::BAD_REQUEST,
+        [(http::header::CACHE_CONTROL, "no-store")],
+        axum::Json(json!({"error": code})),
+    )
+        .into_response()
+}
+
+fn is_form(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.starts_with("application/x-www-form-urlencoded"))
+}
+
+/// RFC 8628 section 3.1/3.2: `client_id` (and `scope`) in a form body;
+/// answers the device code, the user code (`XXXX-XXXX` of consonants, as
+/// section 6.1 suggests), the verification URIs, `expires_in` and
+/// `interval`.
+async fn device_authorization(
+    State(state): State<Arc<IssuerState>>,
+    headers: http::HeaderMap,
+    body: bytes::Bytes,
+) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    if !is_form(&headers) {
+        return oauth_error("invalid_request");
+    }
+    let fields = form_fields(&body);
+    let Some(client_id) = fields.get("client_id").filter(|id| !id.is_empty()) else {
+        return oauth_error("invalid_client");
+    };
+    let Ok(mut device) = state.device.lock() else {
+        return http::StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    };
+    let consonants = b"BCDFGHJKLMNPQRSTVWXZ";
+    let user_code = format!(
+        "{}-{}",
+        random_text(consonants, 4),
+        random_text(consonants, 4)
+    );
+    let device_code = random_text(
+        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_",
+        43,
+    );
+    let scope = fields.get("scope").cloned().unwrap_or_default();
+    device.log.scopes.push(scope);
+    let (interval, expires_in) = (device.interval, device.expires_in);
+    device.grants.push(DeviceGrant {
+        client_id: client_id.clone(),
+        device_code: device_code.clone(),
+        user_code: user_code.clone(),
+        issued: std::time::Instant::now(),
+        expires_in: std::time::Duration::from_secs(expires_in),
+        interval: std::time::Duration::from_secs(interval),
+        last_poll: None,
+        decision: DeviceDecision::Pending,
+    });
+    let verification_uri = format!("{}/device", state.url);
+    (
+        [(http::header::CACHE_CONTROL, "no-store")],
+        axum::Json(json!({
+            "device_code": device_code,
+            "user_code": user_code,
+            "verification_uri": verification_uri,
+            "verification_uri_complete": format!("{verification_uri}?user_code={user_code}"),
+            "expires_in": expires_in,
+            "interval": interval,
+        })),
+    )
+        .into_response()
+}
+
+/// RFC 8628 section 3.4/3.5: the device access token request, polled.
+async fn token(
+    State(state): State<Arc<IssuerState>>,
+    headers: http::HeaderMap,
+    body: bytes::Bytes,
+) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    if !is_form(&headers) {
+        return oauth_error("invalid_request");
+    }
+    let fields = form_fields(&body);
+    if fields.get("grant_type").map(String::as_str)
+        != Some("urn:ietf:params:oauth:grant-type:device_code")
+    {
+        return oauth_error("unsupported_grant_type");
+    }
+    let device_code = fields.get("device_code").cloned().unwrap_or_default();
+    let client_id = fields.get("client_id").cloned().unwrap_or_default();
+    let (answer, claims) = {
+        let Ok(mut guard) = state.device.lock() else {
+            return http::StatusCode::INTERNAL_SERVER_ERROR.into_response();
+        };
+        let device = &mut *guard;
+        let now = std::time::Instant::now();
+        let answer = match device
+            .grants
+            .iter_mut()
+            .find(|grant| grant.device_code == device_code)
+        {
+            None => ("invalid_grant", None),
+            Some(grant) if grant.client_id != client_id => ("invalid_client", None),
+            Some(grant) if now.duration_since(grant.issued) >= grant.expires_in => {
+                ("expired_token", None)
+            }
+            Some(grant) => {
+                let early = grant
+                    .last_poll
+                    .is_some_and(|last| now.duration_since(last) < grant.interval);
+                grant.last_poll = Some(now);
+                if early {
+                    device.log.too_early += 1;
+                    grant.interval += std::time::Duration::from_secs(5);
+                    ("slow_down", None)
+                } else {
+                    match grant.decision.clone() {
+                        DeviceDecision::Pending if device.forced_slow_downs > 0 => {
+                            device.forced_slow_downs -= 1;
+                            grant.interval += std::time::Duration::from_secs(5);
+                            ("slow_down", None)
+                        }
+                        DeviceDecision::Pending => ("authorization_pending", None),
+                        DeviceDecision::Denied => ("access_denied", None),
+                        DeviceDecision::Done => ("invalid_grant", None),
+                        DeviceDecision::Approved(claims) => {
+                            grant.decision = DeviceDecision::Done;
+                            ("tokens", Some((claims, grant.client_id.clone())))
+                        }
+                    }
+                }
+            }
+        };
+        device.log.answers.push(answer.0.to_owned());
+        answer
+    };
+    let Some((mut claims, client_id)) = claims else {
+        return oauth_error(answer);
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs());
+    let defaults = [
+        ("iss", json!(state.url)),
+        ("aud", json!(client_id)),
+        ("iat", json!(now)),
+        ("nbf", json!(now)),
+        ("exp", json!(now + 3600)),
+    ];
+    if let Some(object) = claims.as_object_mut() {
+        for (name, value) in defaults {
+            object.entry(name).or_insert(value);
+        }
+    }
+    let issuer = TestIssuer {
+        addr: "127.0.0.1:0"
+            .parse()
+            .unwrap_or(std::net::SocketAddr::from(([127, 0, 0, 1], 0))),
+        state,
+    };
+    let id_token = issuer.sign_rs256(&claims);
+    (
+        [(http::header::CACHE_CONTROL, "no-store")],
+        axum::Json(json!({
+            "access_token": random_text(b"abcdefghijklmnopqrstuvwxyz0123456789", 32),
+            "token_type": "Bearer",
+            "expires_in": 3600,
+            "id_token": id_token,
+        })),
+    )
+        .into_response()
 }

@@ -28,6 +28,8 @@ pub(crate) const ROUTES: &[(Method, &str, AdminRole)] = &[
     (Method::GET, "/alerts", Viewer),
     (Method::GET, "/alerts/log", Viewer),
     (Method::GET, "/whoami", Viewer),
+    // A human's OIDC session ends itself (`keyforge admin logout`).
+    (Method::POST, "/session/end", Viewer),
     // auditor: also the audit log.
     (Method::GET, "/audit", Auditor),
     (Method::GET, "/audit/export", Auditor),

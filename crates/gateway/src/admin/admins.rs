@@ -18,6 +18,7 @@ use secrecy::{ExposeSecret, SecretString};
 use time::OffsetDateTime;
 
 use super::api::{AdminList, AdminView, AdminWithToken, CreateAdminRequest};
+use super::sessions::SESSION_PREFIX;
 use super::{AdminError, audit, current_actor, current_admin, parse_json, reload, rfc3339};
 use crate::state::AppState;
 
@@ -73,6 +74,12 @@ pub(crate) async fn list(State(state): State<Arc<AppState>>) -> axum::Json<Admin
             .values()
             .map(|record| view(record))
             .collect(),
+        sessions: state
+            .sessions
+            .list(state.clock.now())
+            .iter()
+            .map(super::sessions::view)
+            .collect(),
     })
 }
 
@@ -87,6 +94,11 @@ pub(crate) async fn add(
 ) -> Result<(StatusCode, axum::Json<AdminWithToken>), AdminError> {
     let request: CreateAdminRequest = parse_json(&body)?;
     let caller = current_admin().ok_or_else(|| AdminError::internal("no admin identity"))?;
+    if request.name.as_str().starts_with(SESSION_PREFIX) {
+        return Err(AdminError::bad_request(format!(
+            "admin names starting with `{SESSION_PREFIX}` are kept for OIDC sessions; choose another name"
+        )));
+    }
     if request.role > caller.role {
         return Err(AdminError::new(
             StatusCode::FORBIDDEN,
@@ -151,6 +163,9 @@ pub(crate) async fn revoke(
     Path(name): Path<String>,
 ) -> Result<axum::Json<AdminView>, AdminError> {
     let name = parse_name(&name)?;
+    if name.as_str().starts_with(SESSION_PREFIX) {
+        return revoke_session(&state, &name).await;
+    }
     let _guard = state.admin_write.lock().await;
     // Refusals are decided on the snapshot (current under the write lock),
     // before the audit entry, so the log never records a revocation that
@@ -196,6 +211,55 @@ pub(crate) async fn revoke(
         .get(name.as_str())
         .ok_or_else(|| AdminError::internal("the admin is missing from the reloaded snapshot"))?;
     Ok(axum::Json(view(record)))
+}
+
+/// `admin revoke session-...`: ends an OIDC session at once (audited
+/// first, like every admin change). Its token is refused from the next
+/// request; the listing shows it revoked until it would have expired.
+async fn revoke_session(
+    state: &AppState,
+    name: &AdminName,
+) -> Result<axum::Json<AdminView>, AdminError> {
+    let now = state.clock.now();
+    if !state
+        .sessions
+        .list(now)
+        .iter()
+        .any(|session| session.record.name == *name && session.record.revoked_at.is_none())
+    {
+        return Err(AdminError::new(
+            StatusCode::NOT_FOUND,
+            "session_not_found",
+            format!("no live admin session `{name}` (it may have expired or been revoked)"),
+        ));
+    }
+    audit(state, "session.revoke", serde_json::json!({"name": name})).await?;
+    let session = state
+        .sessions
+        .revoke(name.as_str(), now)
+        .ok_or_else(|| not_found(name))?;
+    tracing::info!(session = %name, identity = %session.identity, "admin session revoked");
+    Ok(axum::Json(view(&session.record)))
+}
+
+/// `POST /admin/v1/session/end`: the calling OIDC session ends itself
+/// (`keyforge admin logout`). A named admin's token is refused here
+/// (`not_a_session`): those are revoked by an owner.
+pub(crate) async fn end_own_session(
+    State(state): State<Arc<AppState>>,
+) -> Result<axum::Json<AdminView>, AdminError> {
+    let caller = current_admin().ok_or_else(|| AdminError::internal("no admin identity"))?;
+    if !caller.name.as_str().starts_with(SESSION_PREFIX) {
+        return Err(AdminError::new(
+            StatusCode::CONFLICT,
+            "not_a_session",
+            format!(
+                "`{}` is a named admin, not an OIDC session; an owner revokes it with `keyforge admin revoke`",
+                caller.name
+            ),
+        ));
+    }
+    revoke_session(&state, &caller.name).await
 }
 
 fn last_owner(name: &AdminName) -> AdminError {

@@ -761,6 +761,9 @@ pub struct AdminView {
 #[derive(Debug, Deserialize, Serialize)]
 pub struct AdminList {
     pub admins: Vec<AdminView>,
+    /// Live OIDC sessions (`[admin.oidc]`), not yet expired.
+    #[serde(default)]
+    pub sessions: Vec<super::sessions::SessionView>,
 }
 
 /// `POST /admin/v1/admins`.

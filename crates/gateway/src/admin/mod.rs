@@ -20,6 +20,7 @@ mod oidc_login;
 pub mod range;
 mod rotation;
 pub(crate) mod self_service;
+pub mod sessions;
 mod status;
 
 use std::sync::Arc;
@@ -134,6 +135,7 @@ pub(crate) fn routes() -> (Router<Arc<AppState>>, Vec<(http::Method, &'static st
             post(admins::rotate_token),
         )
         .add(Method::GET, "/whoami", get(admins::whoami))
+        .add(Method::POST, "/session/end", post(admins::end_own_session))
         .finish()
 }
 
@@ -222,7 +224,15 @@ tokio::task_local! {
     /// The admin whose request is being served: set by [`require_admin`]
     /// around the handler, read by [`audit`] (every audit entry of the
     /// admin API names its admin without each handler passing it on).
-    static ACTOR: Arc<keyforge_store::AdminRecord>;
+    static ACTOR: Caller;
+}
+
+/// Who is calling: the admin record the route table checks, and the actor
+/// its audit entries name (`admin:NAME`, or `oidc:<email>` for a session).
+#[derive(Clone)]
+struct Caller {
+    record: Arc<keyforge_store::AdminRecord>,
+    actor: String,
 }
 
 /// The audit actor of the request being served: `admin:NAME`. Outside a
@@ -230,13 +240,13 @@ tokio::task_local! {
 /// action is refused (nothing is audited under a made-up name).
 pub(crate) fn current_actor() -> Result<String, AdminError> {
     ACTOR
-        .try_with(|admin| format!("admin:{}", admin.name))
+        .try_with(|caller| caller.actor.clone())
         .map_err(|_| AdminError::internal("no admin identity for this request"))
 }
 
 /// The admin whose request is being served, if any.
 pub(crate) fn current_admin() -> Option<Arc<keyforge_store::AdminRecord>> {
-    ACTOR.try_with(Arc::clone).ok()
+    ACTOR.try_with(|caller| Arc::clone(&caller.record)).ok()
 }
 
 /// Authenticates the admin (401 without a valid token), then checks its
@@ -257,7 +267,7 @@ async fn require_admin(
                 .or_else(|| value.strip_prefix("bearer "))
         })
         .map(str::trim);
-    let admin = match presented {
+    let caller = match presented {
         None => {
             return AdminError::new(
                 StatusCode::UNAUTHORIZED,
@@ -290,26 +300,45 @@ async fn require_admin(
             let hash = state
                 .hasher
                 .hash_admin(&secrecy::SecretString::from(token.to_owned()));
-            match state.snapshot.load().find_admin(&hash) {
-                Some(admin) => Arc::clone(admin),
-                None => {
-                    return AdminError::new(
-                        StatusCode::UNAUTHORIZED,
-                        "invalid_admin_token",
-                        "the admin token is not valid (unknown, revoked or replaced)",
-                    )
-                    .into_response();
-                }
+            let found = state.snapshot.load().find_admin(&hash).cloned();
+            match found {
+                Some(admin) => Caller {
+                    actor: format!("admin:{}", admin.name),
+                    record: admin,
+                },
+                None => match state.sessions.find(&hash, state.clock.now()) {
+                    Some(Ok(session)) => Caller {
+                        record: session.record,
+                        actor: session.identity,
+                    },
+                    Some(Err(handle)) => {
+                        return AdminError::new(
+                            StatusCode::UNAUTHORIZED,
+                            "session_ended",
+                            format!("admin session `{handle}` has expired or was revoked; log in again (`keyforge admin login --oidc`)"),
+                        )
+                        .into_response();
+                    }
+                    None => {
+                        return AdminError::new(
+                            StatusCode::UNAUTHORIZED,
+                            "invalid_admin_token",
+                            "the admin token is not valid (unknown, revoked or replaced)",
+                        )
+                        .into_response();
+                    }
+                },
             }
         }
     };
+    let admin = Arc::clone(&caller.record);
     let matched = request
         .extensions()
         .get::<axum::extract::MatchedPath>()
         .map(|path| path.as_str().to_owned());
     let method = request.method().clone();
     ACTOR
-        .scope(Arc::clone(&admin), async move {
+        .scope(caller, async move {
             match access::check(&method, matched.as_deref(), admin.role) {
                 access::Decision::Allow => next.run(request).await,
                 access::Decision::NoSuchRoute => {

@@ -31,6 +31,8 @@ pub(crate) fn router() -> Router<Arc<AppState>> {
         .route("/keys", post(mint_child))
         .route("/keys/{id}/revoke", post(revoke_descendant))
         .route("/oidc/login", post(super::oidc_login::login))
+        .route("/admin/oidc", get(super::sessions::info))
+        .route("/admin/oidc/login", post(super::sessions::login))
         .route("/leaks", post(report_leaks))
         .fallback(|| async {
             AdminError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")

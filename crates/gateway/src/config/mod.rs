@@ -1,5 +1,6 @@
 //! Limits and timeouts of the gateway, already validated by the binary.
 
+pub mod admin_oidc;
 pub mod oidc;
 
 use std::time::Duration;
@@ -60,6 +61,9 @@ pub struct GatewayConfig {
     pub rotation_quiet_window: Duration,
     /// Workload identity: trusted OIDC issuers and roles.
     pub oidc: oidc::OidcConfig,
+    /// `[admin.oidc]`: humans log in to the admin API with OIDC. `None`:
+    /// not configured, the login endpoint refuses.
+    pub admin_oidc: Option<admin_oidc::AdminOidcConfig>,
     /// How spend is bounded and billed where a response or request does
     /// not say it all.
     pub spend: SpendConfig,
@@ -226,6 +230,7 @@ impl Default for GatewayConfig {
             rotation_max_age: Duration::from_secs(90 * 86_400),
             rotation_quiet_window: Duration::from_secs(15 * 60),
             oidc: oidc::OidcConfig::default(),
+            admin_oidc: None,
             spend: SpendConfig::default(),
             ledger: LedgerConfig::default(),
             metrics_key_labels: false,

@@ -208,7 +208,7 @@ pub(crate) fn is_loopback_http(url: &str) -> bool {
     matches!(host, "127.0.0.1" | "localhost" | "::1")
 }
 
-fn check_url(url: &str, what: &str) -> Result<(), String> {
+pub(crate) fn check_url(url: &str, what: &str) -> Result<(), String> {
     let parsed: http::Uri = url
         .parse()
         .map_err(|error| format!("{what} `{url}` is not a URL: {error}"))?;

@@ -174,12 +174,32 @@ pub(crate) fn registered_claims(
     now: OffsetDateTime,
     leeway: std::time::Duration,
 ) -> Result<(), Refusal> {
+    registered_claims_for(
+        claims,
+        issuer,
+        &role.bound_audiences,
+        &format!("role `{}`", role.name),
+        now,
+        leeway,
+    )
+}
+
+/// [`registered_claims`] for any use: `audiences` accepted, `what` the
+/// token is for in messages (`role `ci``, `the admin login`).
+pub(crate) fn registered_claims_for(
+    claims: &Map<String, Value>,
+    issuer: &IssuerConfig,
+    audiences_accepted: &[String],
+    what: &str,
+    now: OffsetDateTime,
+    leeway: std::time::Duration,
+) -> Result<(), Refusal> {
     let iss = claims.get("iss").and_then(Value::as_str).unwrap_or("");
     if super::config::normalize_issuer(iss) != super::config::normalize_issuer(&issuer.url) {
         let shown: String = iss.chars().take(200).collect();
         return Err(invalid(format!(
-            "the token was issued by `{shown}`, not by `{}` (the issuer of role `{}`)",
-            issuer.url, role.name
+            "the token was issued by `{shown}`, not by `{}` (the issuer of {what})",
+            issuer.url
         )));
     }
     let audiences: Vec<&str> = match claims.get("aud") {
@@ -189,7 +209,7 @@ pub(crate) fn registered_claims(
     };
     if !audiences
         .iter()
-        .any(|aud| role.bound_audiences.iter().any(|bound| bound == aud))
+        .any(|aud| audiences_accepted.iter().any(|bound| bound == aud))
     {
         let shown: Vec<String> = audiences
             .iter()
@@ -197,8 +217,7 @@ pub(crate) fn registered_claims(
             .map(|a| a.chars().take(100).collect())
             .collect();
         return Err(invalid(format!(
-            "the token's audience {shown:?} does not include {:?}; mint it for that audience",
-            role.bound_audiences
+            "the token's audience {shown:?} does not include {audiences_accepted:?}; mint it for that audience",
         )));
     }
     let now = now.unix_timestamp();
