@@ -1693,6 +1693,12 @@ fn confirmed(rule: &Rule, data: &[u8], matched: usize, start: usize, end: usize)
                         ))
                     || is_pattern_or_type(secret)
                     || is_code_path(secret)
+                    || ((rule.entropy.is_some() || !is_quoted(data, start, end))
+                        && is_dotted_name_path(secret))
+                    || is_type_annotation(data, matched, start, end)
+                    || is_identifier_statement(data, matched, start, end)
+                    || opens_an_expression(data, start, end)
+                    || states_no_password(secret)
                     || !secret.iter().any(u8::is_ascii_alphanumeric)
                     || is_upper_case_stand_in(secret)
                     || is_algorithm_name(secret)
@@ -1869,7 +1875,23 @@ const RESOURCE_OR_DIGEST_PREFIXES: &[&[u8]] = &[
 fn names_a_resource_or_digest(value: &[u8]) -> bool {
     RESOURCE_OR_DIGEST_PREFIXES.iter().any(|prefix| {
         value.len() > prefix.len() && value[..prefix.len()].eq_ignore_ascii_case(prefix)
-    })
+    }) || is_arn_of_any_partition(value)
+}
+
+/// An ARN in any AWS partition, including ones newer than the list above
+/// (`arn:aws-eusc:iam::aws:policy/…`, the European Sovereign Cloud): `arn:aws-`,
+/// small letters and `-`, then `:` and a service name.
+fn is_arn_of_any_partition(value: &[u8]) -> bool {
+    let Some(rest) = value.strip_prefix(b"arn:aws-") else {
+        return false;
+    };
+    let partition = rest
+        .iter()
+        .take_while(|b| b.is_ascii_lowercase() || **b == b'-')
+        .count();
+    partition > 0
+        && rest.get(partition) == Some(&b':')
+        && rest.get(partition + 1).is_some_and(u8::is_ascii_lowercase)
 }
 
 /// Words of a sentence that a passphrase hardly holds.
@@ -2877,7 +2899,18 @@ fn assignment_form(data: &[u8], matched: usize, start: usize) -> bool {
     // A name inside a colon-joined name is a piece of an identifier, not a
     // setting: `…:111122223333:secret:prod/db` in an ARN, `urn:x:token:v`.
     // (Ruby's `:secret => "…"` has a blank or a brace before its colon.)
-    if matched >= 2 && data[matched - 1] == b':' && data[matched - 2].is_ascii_alphanumeric() {
+    // An ARN's wildcards too: `arn:aws:secretsmanager:*:*:secret:X-*`.
+    if matched >= 2
+        && data[matched - 1] == b':'
+        && (data[matched - 2].is_ascii_alphanumeric() || data[matched - 2] == b'*')
+    {
+        return false;
+    }
+    // A quoted `::` path of type names is a type, not a setting: cfn-lint's
+    // `"AWS::SecretsManager::Secret": "c85175a4ebcce361"` maps a resource
+    // type to a hash. (C++'s `Config::api_secret = "…"`, unquoted, is a
+    // setting.)
+    if quoted_type_path_before(data, matched) {
         return false;
     }
     let lead = data[matched..start].trim_ascii_end();
@@ -2907,9 +2940,41 @@ fn assignment_form(data: &[u8], matched: usize, start: usize) -> bool {
     PAIR_CALLS.iter().any(|call| before.ends_with(call))
 }
 
+/// Whether the name at `matched` ends a quoted path of `::`-joined names
+/// (`"AWS::ApiGateway::ApiKey"`): the text back to the opening quote is
+/// identifiers each followed by `::`.
+fn quoted_type_path_before(data: &[u8], matched: usize) -> bool {
+    let lead = &data[line_start(data, matched)..matched];
+    let Some(quote) = lead.iter().rposition(|b| matches!(b, b'"' | b'\'')) else {
+        return false;
+    };
+    let path = &lead[quote + 1..];
+    let Some(path) = path.strip_suffix(b"::") else {
+        return false;
+    };
+    !path.is_empty()
+        && path
+            .split(|&b| b == b':')
+            .filter(|part| !part.is_empty())
+            .all(|part| {
+                part.first().is_some_and(u8::is_ascii_alphabetic)
+                    && part.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'_')
+            })
+}
+
+/// Whether the value at `data[start..end]` sits between two equal quotes.
+fn is_quoted(data: &[u8], start: usize, end: usize) -> bool {
+    let before = start.checked_sub(1).and_then(|i| data.get(i)).copied();
+    matches!(before, Some(b'"' | b'\'' | b'`')) && data.get(end).copied() == before
+}
+
 /// A file path rather than a secret: `./x`, `../x`, `~/x`, or an absolute
-/// path of plain names (`/run/secrets/db`).
+/// path of plain names (`/run/secrets/db`), or a Windows registry key or
+/// path ([`is_windows_path`]).
 fn is_path_like(secret: &[u8]) -> bool {
+    if is_windows_path(secret) {
+        return true;
+    }
     if secret.starts_with(b"./") || secret.starts_with(b"../") || secret.starts_with(b"~/") {
         return true;
     }
@@ -3192,6 +3257,275 @@ fn is_code_path(value: &[u8]) -> bool {
         from = at + 2;
     }
     parts >= 2
+}
+
+/// Whether one part of a name in code (`fts5CreateTokenizer`,
+/// `MLKEM768X25519PrivateKey`, `xCreateTokenizer`, `SOFTWARE`, `v2`)
+/// reads as words rather than random characters: no small letter right
+/// after a digit, every small-letter word two letters or more (a single
+/// one only as a Hungarian prefix opening the part: `pGlobal`), words
+/// three characters long or more on average, and acronyms no more than half
+/// the part. A random alphanumeric string of 20 characters passes about
+/// once in 400, so callers use it only where code is certain from the
+/// context (a dotted path, a `;`-ended statement, a path of names).
+fn reads_as_name(part: &[u8]) -> bool {
+    if part.is_empty() || !part.iter().all(u8::is_ascii_alphanumeric) {
+        return false;
+    }
+    if !part.iter().any(u8::is_ascii_lowercase) {
+        // Capitals: a word (`SOFTWARE`, `INVALID`), or letters then digits
+        // (`SHA256`, `MLKEM768`, `VC7`); never a long run of capitals and
+        // digits mixed, as an issued identifier or token is
+        // (`AF6RHO7KZU5XRVQJ…`).
+        let letters = part.iter().take_while(|b| b.is_ascii_uppercase()).count();
+        let digits_after = part[letters..].iter().all(u8::is_ascii_digit);
+        return part.len() <= 4 || (digits_after && part.len() <= 16);
+    }
+    if part.len() <= 3 {
+        return true;
+    }
+    if part
+        .windows(2)
+        .any(|pair| pair[0].is_ascii_digit() && pair[1].is_ascii_lowercase())
+    {
+        return false;
+    }
+    // Words: a capital and its small letters, small letters alone, a run
+    // of capitals (an acronym, up to the capital that opens the next
+    // word), a run of digits.
+    let mut words = 0;
+    let mut acronym_letters = 0;
+    let mut i = 0;
+    while i < part.len() {
+        let from = i;
+        if part[i].is_ascii_digit() {
+            while i < part.len() && part[i].is_ascii_digit() {
+                i += 1;
+            }
+        } else if part[i].is_ascii_uppercase() {
+            let mut capitals = 0;
+            while i < part.len() && part[i].is_ascii_uppercase() {
+                i += 1;
+                capitals += 1;
+            }
+            if i < part.len() && part[i].is_ascii_lowercase() && capitals > 1 {
+                // `ATNState`: the acronym ends before the capital of `State`.
+                i -= 1;
+                acronym_letters += capitals - 1;
+            } else if i < part.len() && part[i].is_ascii_lowercase() {
+                let small = part[i..]
+                    .iter()
+                    .take_while(|b| b.is_ascii_lowercase())
+                    .count();
+                // One small letter only as an acronym's plural closing the
+                // part (`SDKs`, `APIs`).
+                let plural = small == 1
+                    && i + 1 == part.len()
+                    && part[i] == b's'
+                    && from > 0
+                    && part[from - 1].is_ascii_uppercase();
+                if small < 2 && !plural {
+                    return false;
+                }
+                i += small;
+            } else if capitals > 1 {
+                acronym_letters += capitals;
+            }
+        } else {
+            let small = part[i..]
+                .iter()
+                .take_while(|b| b.is_ascii_lowercase())
+                .count();
+            if small < 2 && from != 0 {
+                return false;
+            }
+            i += small;
+        }
+        words += 1;
+    }
+    words <= part.len() / 3 + 1 && acronym_letters <= (part.len() / 2).max(5)
+}
+
+/// A path of names as code writes it: two parts or more joined by `.`
+/// (`rust_openssl.hpke.MLKEM768X25519PrivateKey`,
+/// `ATNState.INVALID_STATE_NUMBER`, botocore's
+/// `InvalidationList.NextMarker`), each part identifiers joined by `_`
+/// that read as words ([`reads_as_name`]). A JWT or a `ya29.` token has
+/// parts of random characters, which do not.
+fn is_dotted_name_path(value: &[u8]) -> bool {
+    let parts: Vec<&[u8]> = value.split(|&b| b == b'.').collect();
+    parts.len() >= 2
+        && value
+            .first()
+            .is_some_and(|b| b.is_ascii_alphabetic() || *b == b'_')
+        && parts.iter().all(|part| {
+            !part.is_empty()
+                && part.first().is_some_and(|b| !b.is_ascii_digit())
+                && part
+                    .split(|&b| b == b'_')
+                    .filter(|word| !word.is_empty())
+                    .all(reads_as_name)
+        })
+}
+
+/// A Windows registry key or file path: `SOFTWARE\Microsoft\VisualStudio`,
+/// `HKEY_LOCAL_MACHINE\…`, `C:\Program Files\App\app.ini`: parts joined by
+/// `\` (two or more separators), each plain words (letters, digits,
+/// blanks, `.`, `_`, `-`) that read as names. A random password holding
+/// backslashes has random parts.
+fn is_windows_path(value: &[u8]) -> bool {
+    let body = if value.len() >= 3 && value[0].is_ascii_alphabetic() && &value[1..3] == b":\\" {
+        &value[3..]
+    } else {
+        value
+    };
+    let body = body.strip_suffix(b"\\").unwrap_or(body);
+    let parts: Vec<&[u8]> = body.split(|&b| b == b'\\').collect();
+    parts.len() >= 3 - usize::from(body.len() != value.len())
+        && parts.iter().all(|part| {
+            !part.is_empty()
+                && part
+                    .split(|b| matches!(b, b' ' | b'.' | b'_' | b'-'))
+                    .filter(|word| !word.is_empty())
+                    .all(reads_as_name)
+        })
+}
+
+/// Whether the bare value at `data[start..end]` is a type in an
+/// annotation rather than a value: `name: Type = value` (a Rust `const`,
+/// a Python or TypeScript variable: the value comes after `=`), `key:
+/// PKCS12PrivateKeyTypes | None` (a union), or a field or parameter of a
+/// line opening with Rust's `pub` (`pub passphrase: CFTypeRef,`). Only
+/// after a `:` and only for a value that is an identifier or a path of
+/// them.
+fn is_type_annotation(data: &[u8], matched: usize, start: usize, end: usize) -> bool {
+    let lead = data[matched..start].trim_ascii_end();
+    if !lead.ends_with(b":") || lead.ends_with(b"::") {
+        return false;
+    }
+    let value = &data[start..end];
+    if !value
+        .first()
+        .is_some_and(|b| b.is_ascii_alphabetic() || *b == b'_')
+        || !value
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b':' | b'.'))
+    {
+        return false;
+    }
+    let rest = data[end..].trim_ascii_start();
+    let rest = &rest[..rest.len().min(3)];
+    let assigned = rest.first() == Some(&b'=') && !matches!(rest.get(1), Some(b'=' | b'>'));
+    let union = rest.first() == Some(&b'|') && rest.get(1).is_some_and(u8::is_ascii_whitespace);
+    // The line's text after any comment markers, or inside a code span
+    // (`` `pub x: T` `` in documentation): an example reads as the code it
+    // shows.
+    let line = &data[line_start(data, matched)..matched];
+    let line = match line.iter().rposition(|&b| b == b'`') {
+        Some(tick) if line.iter().filter(|&&b| b == b'`').count() % 2 == 1 => &line[tick + 1..],
+        _ => line,
+    };
+    let line = &line[line
+        .iter()
+        .take_while(|b| matches!(b, b'/' | b'*' | b'#' | b' ' | b'\t' | b'`' | b'('))
+        .count()..];
+    let rust_item = line.starts_with(b"pub ") || line.starts_with(b"pub(");
+    assigned || union || rust_item
+}
+
+/// Whether the bare value at `data[start..end]` ends a statement of code
+/// (`api.xCreateTokenizer_v2 = fts5CreateTokenizer_v2;`, `key_nid =
+/// NID_pbe_WithSHA1And3_Key_TripleDES_CBC;`): ` = ` with blanks, an
+/// identifier, then `;` and nothing but blanks or a comment to the end of
+/// the line. Code quotes its literals, so an identifier there is a name.
+/// (A connection string's `PWD=…;` has no blanks around its `=`.)
+fn is_identifier_statement(data: &[u8], matched: usize, start: usize, end: usize) -> bool {
+    let lead = &data[matched..start];
+    let Some(before_equals) = lead.strip_suffix(b" ").map(<[u8]>::trim_ascii_end) else {
+        return false;
+    };
+    if !before_equals.ends_with(b" =") || before_equals.ends_with(b"= =") {
+        return false;
+    }
+    let value = &data[start..end];
+    if !value
+        .first()
+        .is_some_and(|b| b.is_ascii_alphabetic() || *b == b'_')
+        || !value
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || *b == b'_')
+    {
+        return false;
+    }
+    let line_end = memchr::memchr(b'\n', &data[end..]).map_or(data.len(), |i| end + i);
+    let rest = data[end..line_end].trim_ascii_end();
+    // Then the line ends, or a comment or a closing backtick follows (a
+    // statement shown in documentation).
+    rest == b";"
+        || [&b"; //"[..], b";//", b"; /*", b"; #", b";`"]
+            .iter()
+            .any(|tail| rest.starts_with(tail))
+}
+
+/// Whether the bare value at `data[start..end]` is the literal opening of
+/// a value that goes on as an expression: `name-cargo-${{ hashFiles(…)
+/// }}` (a CI cache key), `prefix-$(date)`: the match stops at the `$`,
+/// and the text before it is short words (12 characters at most) joined
+/// by `-`, `_` or `.`. A random
+/// string before the expression is still judged as a secret.
+fn opens_an_expression(data: &[u8], start: usize, end: usize) -> bool {
+    let value = &data[start..end];
+    let Some(prefix) = value.strip_suffix(b"$") else {
+        return false;
+    };
+    matches!(data.get(end), Some(b'{' | b'('))
+        && prefix
+            .split(|b| matches!(b, b'-' | b'_' | b'.'))
+            .filter(|word| !word.is_empty())
+            .all(|word| word.len() <= 12 && reads_as_name(word))
+}
+
+/// Words of a value that states there is no password.
+const NO_PASSWORD_WORDS: &[&str] = &[
+    "no",
+    "not",
+    "none",
+    "without",
+    "password",
+    "passwords",
+    "passwd",
+    "pass",
+    "passphrase",
+    "required",
+    "needed",
+    "necessary",
+    "set",
+    "given",
+    "provided",
+    "used",
+    "is",
+    "empty",
+    "blank",
+    "auth",
+    "authentication",
+];
+
+/// Whether a value states the absence of a password rather than being one
+/// (`no-password-required`, `none_needed`, `not set`): words of
+/// [`NO_PASSWORD_WORDS`] only, joined by `-`, `_` or blanks, opening with
+/// `no`, `not`, `none` or `without`. A passphrase of other words
+/// (`no-horse-battery-staple`) is still a secret.
+fn states_no_password(value: &[u8]) -> bool {
+    let lower = value.to_ascii_lowercase();
+    let words: Vec<&[u8]> = lower
+        .split(|b| matches!(b, b'-' | b'_' | b' '))
+        .filter(|word| !word.is_empty())
+        .collect();
+    words.len() >= 2
+        && matches!(words[0], b"no" | b"not" | b"none" | b"without")
+        && words.iter().all(|word| {
+            std::str::from_utf8(word).is_ok_and(|text| NO_PASSWORD_WORDS.contains(&text))
+        })
 }
 
 /// A signing or cipher algorithm's name (`AWS4-HMAC-SHA256`,
@@ -4247,6 +4581,85 @@ mod tests {
             .map(|(_, secret)| secret)
             .collect();
         assert_eq!(secrets, [first.into_bytes(), second.into_bytes()], "{url}");
+    }
+
+    /// Issue #16: names in code read as names, and random values in the
+    /// same places are still secrets.
+    #[test]
+    fn names_in_code_are_not_secrets_and_random_values_there_are() {
+        for name in [
+            "MLKEM768X25519PrivateKey",
+            "fts5CreateTokenizer",
+            "xCreateTokenizer",
+            "InvalidationList",
+            "CloudFrontOriginAccessIdentityList",
+            "ATNState",
+            "WithSHA1And3",
+            "TripleDES",
+            "SOFTWARE",
+            "Microsoft",
+            "v2",
+            "SDKs",
+        ] {
+            assert!(reads_as_name(name.as_bytes()), "{name}");
+        }
+        // An Amazon account identifier's random capitals and digits.
+        let issued = format!("AF6RHO7KZU5XRVQJ{}", "GXK6HB56KR2A");
+        assert!(!reads_as_name(issued.as_bytes()));
+        // Random values where the tester found names: a dotted path, a
+        // registry path, a statement, a value before `${{`. Each shape
+        // built from random base62 parts; a name check that let random
+        // parts through would drop real secrets there.
+        let scanner = scanner();
+        let mut dotted_names = 0;
+        let mut found_total = 0;
+        let rounds = 5000;
+        // A fixed xorshift sequence, so the counts are the same every run.
+        let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut random_base62 = |length: usize| -> String {
+            (0..length)
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    char::from(
+                        b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+                            [usize::try_from(state % 62).unwrap_or(0)],
+                    )
+                })
+                .collect()
+        };
+        for _ in 0..rounds {
+            let a = random_base62(14);
+            let b = random_base62(14);
+            let c = random_base62(28);
+            if is_dotted_name_path(format!("x{a}.y{b}").as_bytes()) {
+                dotted_names += 1;
+            }
+            let shapes = [
+                format!("\"output_token\": \"x{a}.y{b}\""),
+                format!("key: x{c}-${{{{ runner.os }}}}"),
+                format!("let key = r\"x{a}\\y{b}\\z{a}\";"),
+                format!("api.xCreateTokenizer_v2 = \"x{c}\";"),
+                format!("NOPASSWORD = \"no-{a}\""),
+            ];
+            for shape in &shapes {
+                found_total += usize::from(!found(&scanner, shape).is_empty());
+            }
+        }
+        // Two random parts of 15 characters both reading as names: 6 in
+        // 5,000 of this sequence. Of the random shapes, 30 in 25,000 are
+        // not found (some by the older identifier and entropy checks),
+        // hence the small allowance.
+        assert!(
+            dotted_names * 1000 < rounds * 2,
+            "{dotted_names} of {rounds}"
+        );
+        assert!(
+            found_total * 1000 >= rounds * 5 * 997,
+            "{found_total} of {}",
+            rounds * 5
+        );
     }
 
     fn random_hex(length: usize) -> String {
