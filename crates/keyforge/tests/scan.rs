@@ -1609,6 +1609,43 @@ async fn git_scans_commit_and_tag_messages() {
         ],
         "{report}"
     );
+    // SARIF: a message is no file, but GitHub's upload refuses a result
+    // without an artifact location, so it keeps a placeholder artifact
+    // under `%SRCROOT%` and gains a logical location naming the commit (or
+    // tag object), its line in the location's message.
+    let output = keyforge(repo, &["scan", "--git", "--format", "sarif"], None).await;
+    let sarif: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let locations: Vec<&Value> = sarif["runs"][0]["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|result| &result["locations"][0])
+        .collect();
+    assert_eq!(locations.len(), 2, "{sarif}");
+    for (location, (object, what, line)) in locations.iter().zip([
+        (&commit, format!("message of commit {commit}"), 3),
+        (
+            &tag_object,
+            format!("message of tag v1.0 (object {tag_object})"),
+            2,
+        ),
+    ]) {
+        let artifact = &location["physicalLocation"]["artifactLocation"];
+        assert_eq!(artifact["uriBaseId"], "%SRCROOT%", "{location}");
+        assert!(
+            artifact["uri"]
+                .as_str()
+                .is_some_and(|uri| uri.starts_with("%28")
+                    && uri.ends_with("%29")
+                    && !uri.contains('/')),
+            "{location}"
+        );
+        let logical = &location["logicalLocations"][0];
+        assert_eq!(logical["name"], object.as_str(), "{location}");
+        assert_eq!(logical["fullyQualifiedName"], what.as_str(), "{location}");
+        let message = location["message"]["text"].as_str().unwrap();
+        assert!(message.starts_with(&format!("line {line}, ")), "{message}");
+    }
     let output = keyforge(repo, &["scan", "--git"], None).await;
     let stdout = text(&output.stdout);
     assert!(stdout.contains("(commit message):3:"), "{stdout}");
@@ -1855,4 +1892,127 @@ async fn redact_removes_key_bodies_in_yaml_block_scalars_and_behind_prefixes() {
             "{redacted}"
         );
     }
+}
+
+/// `scan -` of `input` as JSON: each finding's rule, first and last line.
+async fn findings_with_lines(dir: &Path, input: &str) -> Vec<(String, u64, u64)> {
+    let scanned = keyforge(
+        dir,
+        &["scan", "-", "--format", "json"],
+        Some(input.as_bytes()),
+    )
+    .await;
+    let report: Value = serde_json::from_slice(&scanned.stdout).unwrap();
+    report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|finding| {
+            (
+                finding["rule"].as_str().unwrap().to_owned(),
+                finding["line"].as_u64().unwrap(),
+                finding["end_line"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// Issue #16 (G1): a key behind a log prefix whose width changes from
+/// line to line (`grep -n`'s `9:` then `10:`; `kubectl logs --timestamps`
+/// dropping a timestamp's trailing zeros, a level that changes, a growing
+/// process id) lost its header alone to `redact` and `scan` reported the
+/// header line only. Now the block is reported over all its lines and
+/// `redact` leaves none of its body.
+#[tokio::test]
+async fn a_key_behind_a_prefix_of_changing_width_is_found_and_redacted_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let pem = private_key_block();
+    let numbered: String = pem
+        .lines()
+        .enumerate()
+        .map(|(i, line)| format!("{}:{line}\n", 8 + i))
+        .collect();
+    let logged: String = pem
+        .lines()
+        .enumerate()
+        .map(|(i, line)| {
+            let fraction = &"123456789"[..1 + (i * 4) % 9];
+            let level = if i % 3 == 0 { "INFO  " } else { "WARN " };
+            format!(
+                "2026-12-03T07:00:00.{fraction}Z {level}app[{}]: {line}\n",
+                8 + i * 5
+            )
+        })
+        .collect();
+    for block in [numbered, logged] {
+        let input = format!("boot\n{block}done\n");
+        let found = findings_with_lines(dir.path(), &input).await;
+        assert_eq!(found, [("private-key".to_owned(), 2, 16)], "{input}");
+        let output = keyforge(dir.path(), &["redact"], Some(input.as_bytes())).await;
+        let redacted = text(&output.stdout);
+        for body in pem.lines().skip(1).take(13) {
+            assert!(!redacted.contains(body), "{redacted}");
+        }
+        assert_eq!(redacted.lines().count(), 3, "{redacted}");
+        assert!(
+            redacted.ends_with("[REDACTED:private-key]\ndone\n"),
+            "{redacted}"
+        );
+    }
+}
+
+/// Issue #16 (G2): base64 wrapped at a fixed width (the `base64` tool's
+/// 76 columns, PEM's 64 behind a YAML block scalar's indentation) was
+/// decoded a line at a time: `scan` reported the first line of an encoded
+/// key and `redact` left the lines after it, which decode to the key.
+/// Now the run is decoded whole, reported over all its lines and
+/// redacted whole.
+#[tokio::test]
+async fn base64_wrapped_at_a_fixed_width_is_decoded_reported_and_redacted_whole() {
+    use base64::Engine;
+    let dir = tempfile::tempdir().unwrap();
+    let wrap = |bytes: &[u8], width: usize, indent: &str| -> String {
+        base64::engine::general_purpose::STANDARD
+            .encode(bytes)
+            .as_bytes()
+            .chunks(width)
+            .map(|line| format!("{indent}{}\n", text(line)))
+            .collect()
+    };
+    let pem = private_key_block();
+    let key_line = format!("key: sk-proj-{}\n", random_base62(156));
+    let cases = [
+        (wrap(pem.as_bytes(), 76, ""), "private-key"),
+        (wrap(pem.as_bytes(), 64, "    "), "private-key"),
+        (wrap(key_line.as_bytes(), 76, ""), "openai-project-key"),
+        (wrap(key_line.as_bytes(), 64, "    "), "openai-project-key"),
+    ];
+    for (encoded, rule) in cases {
+        let lines = encoded.lines().count() as u64;
+        assert!(lines >= 3, "{encoded}");
+        let input = format!("data:\n  tls.key: |\n{encoded}done\n");
+        let found = findings_with_lines(dir.path(), &input).await;
+        assert_eq!(found, [(rule.to_owned(), 3, 2 + lines)], "{input}");
+        let output = keyforge(dir.path(), &["redact"], Some(input.as_bytes())).await;
+        let redacted = text(&output.stdout);
+        for line in encoded.lines() {
+            assert!(!redacted.contains(line.trim()), "{redacted}");
+        }
+        assert!(redacted.ends_with("]\ndone\n"), "{redacted}");
+    }
+}
+
+/// Issue #16 (G3): a PEM key joined onto one line (`echo $KEY` unquoted:
+/// header, body lines and END line separated by blanks) was no finding.
+#[tokio::test]
+async fn a_pem_key_joined_onto_one_line_is_found_and_redacted() {
+    let dir = tempfile::tempdir().unwrap();
+    let pem = private_key_block();
+    let joined = pem.lines().collect::<Vec<_>>().join(" ");
+    let input = format!("TLS_KEY={joined} \nnext=1\n");
+    let found = findings_with_lines(dir.path(), &input).await;
+    assert_eq!(found, [("private-key".to_owned(), 1, 1)], "{input}");
+    let output = keyforge(dir.path(), &["redact"], Some(input.as_bytes())).await;
+    let redacted = text(&output.stdout);
+    assert_eq!(redacted, "TLS_KEY=[REDACTED:private-key] \nnext=1\n");
 }

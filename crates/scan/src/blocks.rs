@@ -5,9 +5,11 @@
 //! `---- BEGIN SSH2 … PRIVATE KEY ----`, `PuTTY-User-Key-File-N: ALG`);
 //! [`key_block_end`] then walks the lines after it, wherever the header
 //! sits on its line: behind indentation (a YAML block scalar), a log
-//! prefix (`2026-12-01T10:00:00Z app[1]: `), a comment or quote marker
+//! prefix (`2026-12-01T10:00:00Z app[1]: `, or one whose width changes
+//! from line to line: `9:` then `10:`), a comment or quote marker
 //! (`# `, `// `, `> `, `* `, `"`), inside a string with `\n` escapes (JSON)
-//! or with CRLF line ends. The block is the header and every following
+//! or with CRLF line ends, or joined onto one line by blanks (`echo
+//! $KEY` unquoted). The block is the header and every following
 //! body line (base64, armor headers such as `Proc-Type:` or `Comment:`,
 //! one blank line at a time) up to the END line, or up to the last body
 //! line when there is none (a truncated log). A header with no base64
@@ -94,6 +96,17 @@ pub fn key_block_end(data: &[u8], start: usize, end: usize) -> Option<usize> {
         (None, Some(_)) => true,
         (_, None) => false,
     };
+    // A key joined onto one line (`echo $KEY` unquoted: header, body and
+    // END separated by blanks): the body follows the header on its line.
+    let blanks_then = rest
+        .iter()
+        .position(|&b| b != b' ' && b != b'\t')
+        .map(|i| (i, rest[i]));
+    if let Some((skip @ 1.., next)) = blanks_then
+        && is_base64_byte(next)
+    {
+        return one_line_block_end(kind, data, end + skip);
+    }
     if real.is_none() && escape.is_none() {
         return None;
     }
@@ -177,6 +190,84 @@ pub fn key_block_end(data: &[u8], start: usize, end: usize) -> Option<usize> {
     }
 }
 
+/// Whether `b` is a byte of the standard base64 alphabet or its padding.
+fn is_base64_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=')
+}
+
+/// [`key_block_end`] for a block joined onto one line, its body starting
+/// at `data[at]`: words separated by blanks, each base64, up to the END
+/// marker (`-----END … PRIVATE KEY-----`, `---- END SSH2 … ----`,
+/// `Private-MAC: HEX`), or up to the last base64 word when the line holds
+/// none. The same bounds and the same stop at the first word that is no
+/// body word as the walk over lines.
+fn one_line_block_end(kind: Kind, data: &[u8], mut at: usize) -> Option<usize> {
+    let limit = data.len().min(at.saturating_add(MAX_BLOCK_BYTES));
+    let mut block_end = None;
+    let mut chars = 0;
+    let mut seen = [false; 256];
+    for _ in 0..MAX_BLOCK_LINES {
+        while at < limit && matches!(data[at], b' ' | b'\t') {
+            at += 1;
+        }
+        if at >= limit {
+            break;
+        }
+        let word_end = data[at..limit]
+            .iter()
+            .position(|&b| matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
+            .map_or(limit, |i| at + i);
+        let word = &data[at..word_end];
+        if let Some(offset) = end_line(kind, &data[at..limit.min(at + MAX_HEADER_REST * 2)]) {
+            return (chars >= MIN_BODY_CHARS && distinct(&seen) >= MIN_BODY_DISTINCT)
+                .then_some(at + offset);
+        }
+        // An armor header (`Proc-Type: 4,ENCRYPTED`, PuTTY's
+        // `Encryption: none`): its name and one word of value, or a
+        // quoted value.
+        if ARMOR_NAMES
+            .iter()
+            .any(|name| data[at..limit].starts_with(name))
+        {
+            let name_end = at + word.len();
+            let value = data[name_end..limit]
+                .iter()
+                .position(|&b| !matches!(b, b' ' | b'\t'))
+                .map_or(limit, |i| name_end + i);
+            // A quoted value (RFC 4716's `Comment: "…"`) holds blanks.
+            let value_end = if data.get(value) == Some(&b'"') {
+                memchr::memchr(b'"', &data[value + 1..limit]).map_or(limit, |i| value + i + 2)
+            } else {
+                data[value..limit]
+                    .iter()
+                    .position(|&b| matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
+                    .map_or(limit, |i| value + i)
+            };
+            block_end = Some(value_end);
+            if value_end >= limit || !matches!(data[value_end], b' ' | b'\t') {
+                break;
+            }
+            at = value_end;
+            continue;
+        }
+        if !(word.iter().all(|&b| is_base64_byte(b)) && looks_encoded(word)) {
+            break;
+        }
+        chars += word.len();
+        for &b in word {
+            seen[usize::from(b)] = true;
+        }
+        block_end = Some(word_end);
+        if word_end >= limit || !matches!(data[word_end], b' ' | b'\t') {
+            break;
+        }
+        at = word_end;
+    }
+    (chars >= MIN_BODY_CHARS && distinct(&seen) >= MIN_BODY_DISTINCT)
+        .then_some(block_end)
+        .flatten()
+}
+
 /// Whether a line (its `\r` aside) ends in a backslash: an armor
 /// header's value continued on the next line.
 fn ends_in_backslash(line: &[u8]) -> bool {
@@ -205,6 +296,22 @@ fn is_closing(b: u8) -> bool {
         b' ' | b'\t' | b'\r' | b'"' | b'\'' | b',' | b'+' | b'\\' | b';' | b')'
     )
 }
+
+/// The armor headers key blocks carry (RFC 1421's PEM, RFC 4880's PGP,
+/// RFC 4716's SSH2, PuTTY's `.ppk`), with their `: `: what a body line
+/// behind a prefix of changing width may start with.
+const ARMOR_NAMES: [&[u8]; 10] = [
+    b"Proc-Type: ",
+    b"DEK-Info: ",
+    b"Comment: ",
+    b"Version: ",
+    b"Subject: ",
+    b"Encryption: ",
+    b"Public-Lines: ",
+    b"Private-Lines: ",
+    b"Key-Derivation: ",
+    b"Argon2-",
+];
 
 /// What opens a key block's header (see [`kind_of`]).
 const HEADER_MARKERS: [&[u8]; 3] = [b"-----BEGIN", b"---- BEGIN SSH2", b"PuTTY-User-Key-File-"];
@@ -263,7 +370,36 @@ fn classify<'a>(kind: Kind, prefix: &[u8], line: &'a [u8]) -> (Line, &'a [u8]) {
     let starts = std::iter::once(shared)
         .chain(words)
         .chain(std::iter::once(decorated));
-    for start in starts {
+    // Last, a prefix of any width (a timestamp whose trailing zeros are
+    // dropped, `grep -n`'s `9:` then `10:`, `app[8]:` then `app[33]:`, a
+    // log level that changes): the END marker wherever it sits, or the
+    // base64 run that ends the line after its last byte of another kind.
+    let marker = match kind {
+        Kind::Pem => &b"-----END "[..],
+        Kind::Ssh2 => b"---- END SSH2 ",
+        Kind::Putty => b"Private-MAC:",
+    };
+    let end_marker = memchr::memmem::rfind(trimmed, marker);
+    let last_run = trimmed
+        .iter()
+        .rposition(|&b| !is_base64_byte(b))
+        .map(|i| i + 1)
+        .filter(|&i| i < trimmed.len());
+    // An armor header behind such a prefix starts at its name.
+    let armor = ARMOR_NAMES
+        .iter()
+        .filter_map(|name| memchr::memmem::find(trimmed, name))
+        .min();
+    // A line of no body content whose prefix changed width (`9:` then
+    // `10:`, a timestamp's digits): a blank line, if no longer than the
+    // header's prefix and a few bytes more. At most one in a row, as ever.
+    let blank_behind_prefix = end_marker.is_none()
+        && armor.is_none()
+        && last_run.is_none()
+        && !prefix.is_empty()
+        && trimmed.len() <= prefix.len() + 4;
+    let any_width = end_marker.into_iter().chain(armor).chain(last_run);
+    for start in starts.chain(any_width) {
         let rest = &trimmed[start..];
         let kind_of_line = classify_rest(kind, rest);
         match kind_of_line {
@@ -273,6 +409,9 @@ fn classify<'a>(kind: Kind, prefix: &[u8], line: &'a [u8]) -> (Line, &'a [u8]) {
             Line::Header(_) => return (Line::Header(content_end), rest),
             Line::Blank => return (Line::Blank, rest),
         }
+    }
+    if blank_behind_prefix {
+        return (Line::Blank, &[]);
     }
     (Line::Other, &[])
 }

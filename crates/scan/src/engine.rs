@@ -599,6 +599,7 @@ fn runs_around(data: &[u8], markers: &[usize]) -> Vec<(usize, usize)> {
         while end < data.len() && data[end] == b'=' && end - start < MAX_BASE64_RUN {
             end += 1;
         }
+        let end = wrapped_end(data, start, end);
         covered = end;
         // The marker says the run is base64: unlike a run found with no
         // marker, it needs no digit (`QUtJQVJTWlNR…` is an access key id).
@@ -1591,12 +1592,108 @@ fn base64_runs(data: &[u8]) -> Vec<(usize, usize)> {
         while i < data.len() && data[i] == b'=' && i - start < MAX_BASE64_RUN {
             i += 1;
         }
+        i = wrapped_end(data, start, i);
         let length = i - start;
         if (MIN_BASE64_RUN..=MAX_BASE64_RUN).contains(&length) && upper && lower && digit {
             runs.push((start, i));
         }
     }
     runs
+}
+
+/// Narrowest and widest line of a wrapped base64 run (RFC 7468's PEM
+/// wraps at 64 columns, RFC 2045's MIME and the `base64` tool at 76).
+const WRAP_WIDTHS: std::ops::RangeInclusive<usize> = 40..=128;
+
+/// Where a base64 run `data[start..end]` ends once the lines that wrap it
+/// are joined: when the run fills its line from the line's indentation to
+/// its end (`\n` or `\r\n`), is a whole number of 4-character groups
+/// wide, between [`WRAP_WIDTHS`], and the next lines hold the same
+/// indentation then a run of that width, the run goes on over them and
+/// over the last, shorter (or equal) one. `end` when the run is not
+/// wrapped. Each line is read once, and the whole run stays within
+/// [`MAX_BASE64_RUN`].
+fn wrapped_end(data: &[u8], start: usize, end: usize) -> usize {
+    let width = end - start;
+    if !opens_wrapped_run(width) {
+        return end;
+    }
+    let line_start = memchr::memrchr(b'\n', &data[..start]).map_or(0, |i| i + 1);
+    let indent = &data[line_start..start];
+    if !indent.iter().all(|&b| b == b' ' || b == b'\t') {
+        return end;
+    }
+    let line_end = |at: usize| -> Option<usize> {
+        match data.get(at..) {
+            Some([b'\n', ..]) => Some(at + 1),
+            Some([b'\r', b'\n', ..]) => Some(at + 2),
+            _ => None,
+        }
+    };
+    let mut wrapped = end;
+    let mut at = end;
+    while at - start < MAX_BASE64_RUN {
+        let Some(next) = line_end(at) else {
+            break;
+        };
+        let Some(body) = data.get(next..).and_then(|rest| rest.strip_prefix(indent)) else {
+            break;
+        };
+        let run = body
+            .iter()
+            .take(width + 1)
+            .take_while(|&&b| BASE64[usize::from(b)] || b == b'=')
+            .count();
+        let run_end = next + indent.len() + run;
+        // The run must fill its line: a longer one, or one followed by
+        // other text, is not this run's next line.
+        let fills = (run == width || (run < width && ends_wrapped_run(&body[..run])))
+            && (run_end == data.len() || line_end(run_end).is_some());
+        if !fills {
+            break;
+        }
+        wrapped = run_end;
+        at = run_end;
+        if run < width {
+            break;
+        }
+    }
+    wrapped
+}
+
+/// A line that is indentation then a base64 run and nothing else (its
+/// line end aside): the indentation's bytes and the run's width, for
+/// `redact` to hold the lines of a wrapped run (see [`wrapped_end`]).
+pub(crate) fn wrap_line(line: &[u8]) -> Option<(usize, usize)> {
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let indent = line
+        .iter()
+        .position(|&b| b != b' ' && b != b'\t')
+        .unwrap_or(line.len());
+    let run = &line[indent..];
+    (!run.is_empty() && run.iter().all(|&b| BASE64[usize::from(b)] || b == b'='))
+        .then_some((indent, run.len()))
+}
+
+/// Whether `run`, shorter than the lines before it, can be the last line
+/// of a wrapped base64 run: padded to whole 4-character groups (as both
+/// RFC 2045 and RFC 7468 write it) and read as encoded, not as a word
+/// (capitals, small letters, and a digit, `+`, `/` or `=`). The line
+/// after a run that fills its last line exactly (`after`, `Done`) is
+/// not taken into it.
+pub(crate) fn ends_wrapped_run(run: &[u8]) -> bool {
+    run.len().is_multiple_of(4)
+        && run.iter().any(u8::is_ascii_uppercase)
+        && run.iter().any(u8::is_ascii_lowercase)
+        && run
+            .iter()
+            .any(|&b| b.is_ascii_digit() || matches!(b, b'+' | b'/' | b'=' | b'-' | b'_'))
+}
+
+/// Whether a line of `width` base64 characters can open a wrapped run.
+pub(crate) fn opens_wrapped_run(width: usize) -> bool {
+    WRAP_WIDTHS.contains(&width) && width.is_multiple_of(4)
 }
 
 /// Decodes a base64 run (either alphabet, padding optional) if what it
@@ -1611,6 +1708,19 @@ fn base64_text(run: &[u8]) -> Option<Vec<u8>> {
             b'/' | b'_' => 63,
             _ => return None,
         }))
+    };
+    // A wrapped run (see [`wrapped_end`]) holds line ends and the same
+    // indentation on each line: they are no part of the encoding.
+    let unwrapped: Vec<u8>;
+    let run = if run.contains(&b'\n') {
+        unwrapped = run
+            .iter()
+            .copied()
+            .filter(|b| !matches!(b, b'\n' | b'\r' | b' ' | b'\t'))
+            .collect();
+        &unwrapped[..]
+    } else {
+        run
     };
     let body: &[u8] = {
         let end = run.iter().rposition(|&c| c != b'=').map_or(0, |i| i + 1);

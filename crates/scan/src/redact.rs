@@ -120,6 +120,11 @@ enum Hold {
     /// USER` lines continue it): any line that is not `login`, `account`
     /// or `port` closes it.
     NetrcPassword,
+    /// A base64 run wrapped at `width` columns (the `base64` tool's 76,
+    /// PEM's 64), each line behind the opening line's indentation: lines
+    /// of that width continue it, a shorter one closes it, and any other
+    /// line ends it before that line.
+    Base64Wrap { width: usize },
     /// A JSON Web Key written over several lines (`"kty"` opened it): its
     /// private `"d"` may come lines later; a line with `}` closes it.
     JwkEnd,
@@ -147,7 +152,31 @@ fn opens(line: &[u8]) -> Option<Hold> {
     {
         return Some(Hold::NextLine);
     }
-    None
+    match crate::engine::wrap_line(line) {
+        Some((_, width)) if crate::engine::opens_wrapped_run(width) => {
+            Some(Hold::Base64Wrap { width })
+        }
+        _ => None,
+    }
+}
+
+/// Whether `line` goes on with the wrapped base64 run that `header_line`
+/// (`width` characters behind its indentation) opened: the same
+/// indentation, then a run no wider.
+fn continues_wrapped(header_line: &[u8], width: usize, line: &[u8]) -> bool {
+    let Some((indent, _)) = crate::engine::wrap_line(header_line) else {
+        return false;
+    };
+    match crate::engine::wrap_line(line) {
+        Some((line_indent, line_width)) => {
+            line_indent == indent
+                && line[..indent] == header_line[..indent]
+                && (line_width == width
+                    || (line_width < width
+                        && crate::engine::ends_wrapped_run(&line[indent..indent + line_width])))
+        }
+        None => false,
+    }
 }
 
 /// Whether `line` may continue on the next one without a joiner at its
@@ -189,6 +218,9 @@ fn closes(hold: Hold, line: &[u8]) -> bool {
         Hold::KeyBlock => blocks::closes_key_block(line),
         Hold::NextLine => true,
         Hold::JwkEnd => memchr::memchr(b'}', line).is_some(),
+        Hold::Base64Wrap { width } => {
+            crate::engine::wrap_line(line).is_none_or(|(_, line_width)| line_width < width)
+        }
     }
 }
 
@@ -269,8 +301,8 @@ fn redact_lines(
     let mut held: Vec<u8> = Vec::new();
     let mut held_lines = 0;
     let mut hold: Option<Hold> = None;
-    // The line that opened a `Hold::KeyBlock`: its header's prefix says
-    // which lines are body lines.
+    // The line that opened a `Hold::KeyBlock` or `Hold::Base64Wrap`: its
+    // header's prefix (or indentation) says which lines are body lines.
     let mut key_header: Vec<u8> = Vec::new();
     // A line ending in a string literal, waiting to see whether the next
     // line continues it (see `may_continue`).
@@ -322,6 +354,18 @@ fn redact_lines(
             held.clear();
             held_lines = 0;
         }
+        if line_done
+            && let Some(Hold::Base64Wrap { width }) = hold
+            && !continues_wrapped(&key_header, width, &pending)
+        {
+            // The run ended on the line before (a line of its full width
+            // was its last): written, and this line read afresh.
+            hold = None;
+            replaced += emit(scanner, name, &held, output)?;
+            output.flush()?;
+            held.clear();
+            held_lines = 0;
+        }
         if line_done {
             match hold {
                 Some(waiting) => {
@@ -338,7 +382,7 @@ fn redact_lines(
                             Hold::NextLine => opens(&pending),
                             _ => None,
                         };
-                        if hold == Some(Hold::KeyBlock) {
+                        if matches!(hold, Some(Hold::KeyBlock | Hold::Base64Wrap { .. })) {
                             key_header.clone_from(&pending);
                         }
                         if hold.is_none() || held.len() >= MAX_LINE || held_lines >= MAX_HELD_LINES
@@ -354,7 +398,7 @@ fn redact_lines(
                 None => match opens(&pending) {
                     Some(next) => {
                         hold = Some(next);
-                        if next == Hold::KeyBlock {
+                        if matches!(next, Hold::KeyBlock | Hold::Base64Wrap { .. }) {
                             key_header.clone_from(&pending);
                         }
                         held.extend_from_slice(&pending);
@@ -889,13 +933,47 @@ mod tests {
                     .collect();
                 format!("{{\"key\": \"{escaped}\\n\", \"n\": 1}}{end}")
             }
+            // Issue #16 (G1): prefixes whose width changes from line to
+            // line: `grep -n`'s `9:` then `10:`; a timestamp with its
+            // trailing zeros dropped, a log level that changes and a
+            // growing process id (`docker logs -t`, `kubectl logs
+            // --timestamps`).
+            13 => prefixed(&|i| format!("{}:", 9 + i)),
+            14 => prefixed(&|i| {
+                let fraction = &"123456789"[..1 + (i * 5) % 9];
+                let level = if i % 2 == 0 { "INFO  " } else { "WARN " };
+                format!(
+                    "2026-12-03T07:00:00.{fraction}Z {level}app[{}]: ",
+                    8 + i * 25
+                )
+            }),
+            // Issue #16 (G2): base64 of the whole example wrapped at 76
+            // columns (the `base64` tool), and at 64 behind a YAML block
+            // scalar's indentation.
+            15 => wrapped(&base64(format!("{example}\n").as_bytes()), 76, "", end),
+            16 => format!(
+                "data:{end}  tls.key: |{end}{}",
+                wrapped(&base64(format!("{example}\n").as_bytes()), 64, "    ", end)
+            ),
+            // Issue #16 (G3): joined onto one line (`echo $KEY` unquoted).
+            17 => format!("TLS_KEY={}{end}", lines.join(" ")),
             _ => prefixed(&|_| String::new()),
         };
         format!("before{end}{body}after{end}")
     }
 
+    /// `encoded` cut into lines of `width` characters, each behind
+    /// `indent` and ended by `end`.
+    fn wrapped(encoded: &str, width: usize, indent: &str, end: &str) -> String {
+        encoded
+            .as_bytes()
+            .chunks(width)
+            .map(|line| format!("{indent}{}{end}", String::from_utf8_lossy(line)))
+            .collect()
+    }
+
     /// The encodings [`dressed`] knows.
-    const DRESSINGS: usize = 13;
+    const DRESSINGS: usize = 18;
 
     /// The base64 body lines of a private key example (16 characters or
     /// more, nothing else on the line): none may survive `redact`.
@@ -996,7 +1074,21 @@ mod tests {
             let (rule, example) = examples[pick % examples.len()];
             let input = dressed(example, encoding, crlf);
             let hits = scanner.scan_deep(input.as_bytes());
-            let key = matches!(rule, "private-key" | "jwk-private-key");
+            // base64 is decoded where a marker shows it hides a key
+            // (`-----BEGIN` encoded), as `scan` does anywhere else.
+            let base64_dressing = matches!(encoding, 15 | 16);
+            // Joined onto one line, a key block is found where its lines
+            // were the key's own (not an example already behind a log
+            // prefix or inside a string).
+            let bare_block = example.lines().any(|line| {
+                ["-----BEGIN", "---- BEGIN", "PuTTY-User"]
+                    .iter()
+                    .any(|marker| line.starts_with(marker))
+            }) && !example.contains('"')
+                || example.contains("---- BEGIN SSH2");
+            let key = matches!(rule, "private-key" | "jwk-private-key")
+                && (!base64_dressing || example.contains("-----BEGIN"))
+                && (encoding != 17 || (rule == "private-key" && bare_block));
             if key {
                 proptest::prop_assert!(
                     hits.iter().any(|(hit, _)| scanner.rules()[hit.rule].id == rule),

@@ -279,21 +279,27 @@ pub fn sarif_value(
         .take(MAX_SARIF_RESULTS)
         .map(|finding| {
             let index = rules.iter().position(|rule| rule.id == finding.rule);
+            let mut location = json!({
+                "physicalLocation": {
+                    "artifactLocation": artifact(&finding.path_bytes(), root),
+                    "region": {
+                        "startLine": finding.line.max(1),
+                        "startColumn": finding.column.max(1),
+                        "endLine": finding.end_line.max(finding.line).max(1),
+                        "endColumn": finding.end_column.max(1),
+                    }
+                }
+            });
+            if let (Some(Value::Object(extra)), Some(object)) =
+                (message_location(finding), location.as_object_mut())
+            {
+                object.extend(extra);
+            }
             let mut result = json!({
                 "ruleId": finding.rule,
                 "level": "error",
                 "message": {"text": format!("{}: {}", finding.description, finding.preview)},
-                "locations": [{
-                    "physicalLocation": {
-                        "artifactLocation": artifact(&finding.path_bytes(), root),
-                        "region": {
-                            "startLine": finding.line.max(1),
-                            "startColumn": finding.column.max(1),
-                            "endLine": finding.end_line.max(finding.line).max(1),
-                            "endColumn": finding.end_column.max(1),
-                        }
-                    }
-                }],
+                "locations": [location],
                 // v2: keyed by the repository's salt (v1 was an unsalted hash).
                 "partialFingerprints": {"keyforgeSecret/v2": finding.fingerprint},
             });
@@ -327,6 +333,55 @@ pub fn sarif_value(
             "results": results,
         }]
     })
+}
+
+/// What a finding in a commit's or an annotated tag's message (`scan
+/// --git`), which is no file, adds to its location: `None` for any other
+/// finding.
+///
+/// GitHub's upload refuses a result without a physical location with an
+/// artifact URI ("locationFromSarifResult: expected at least one location"
+/// / "expected artifact location", as reported against
+/// github/codeql-action and Checkmarx/2ms), so such a finding keeps the
+/// placeholder artifact `(commit message)` / `(tag message: NAME)` under
+/// `%SRCROOT%`, and gains what SARIF allows for a place that is named
+/// rather than found in an artifact:
+///
+/// In SARIF 2.1.0 a `location` object (§3.28) has its
+/// `physicalLocation` (§3.28.3), `logicalLocations` (§3.28.4) and
+/// `message` (§3.28.5) each optional, and a `logicalLocation` (§3.33)
+/// stands for what is named rather than found in an artifact; its `kind`
+/// (§3.33.7) may be a value of the producer's own where none of the
+/// listed ones fits. So a message is a logical location named by the
+/// commit (or tag object) id, its fully qualified name saying which
+/// message it is, and the line the secret sits on is in the location's
+/// `message`.
+fn message_location(finding: &Finding) -> Option<Value> {
+    let commit = finding.commit.as_deref()?;
+    let (kind, what) = if finding.path == crate::git::COMMIT_MESSAGE {
+        ("commitMessage", format!("message of commit {commit}"))
+    } else {
+        let tag = finding
+            .path
+            .strip_prefix("(tag message: ")?
+            .strip_suffix(')')?;
+        (
+            "tagMessage",
+            format!("message of tag {tag} (object {commit})"),
+        )
+    };
+    Some(json!({
+        "logicalLocations": [{
+            "name": commit,
+            "fullyQualifiedName": what,
+            "kind": kind,
+        }],
+        "message": {"text": format!(
+            "line {}, column {} of the {what}",
+            finding.line.max(1),
+            finding.column.max(1)
+        )},
+    }))
 }
 
 /// The run's invocation: successful, with a notification for each input
