@@ -29,6 +29,11 @@ pub const MAX_BLOCK_BYTES: usize = 64 * 1024;
 /// Bytes between a header and its line end at most (`",` or `\n" +`
 /// after a PEM header, an algorithm name after PuTTY's).
 const MAX_HEADER_REST: usize = 64;
+
+/// How far back from a header its line's prefix is looked for: a header
+/// behind more than this on its line keeps only the last this many bytes
+/// as the prefix the body lines must repeat.
+const MAX_PREFIX: usize = 4096;
 /// base64 characters a block's body must hold to be a key.
 const MIN_BODY_CHARS: usize = 20;
 /// Distinct base64 characters a body must hold (`AAAA…` or `xxxx…` is a
@@ -81,7 +86,12 @@ enum Line {
 /// when it has no END line); `None` when the header has no base64 body.
 pub fn key_block_end(data: &[u8], start: usize, end: usize) -> Option<usize> {
     let kind = kind_of(&data[start..end])?;
-    let mut line_begin = memchr::memrchr(b'\n', &data[..start]).map_or(0, |i| i + 1);
+    // The header line's prefix (a log prefix, indentation) is what the
+    // body lines repeat: looked for no further back than [`MAX_PREFIX`]
+    // bytes, so a long line of many headers costs each header that much,
+    // not the whole line before it again (quadratic before).
+    let low = start.saturating_sub(MAX_PREFIX);
+    let mut line_begin = memchr::memrchr(b'\n', &data[low..start]).map_or(low, |i| low + i + 1);
     // The rest of the header line says how lines are separated: real line
     // ends, or `\n` escapes inside a string (JSON, a log's quoted value),
     // whichever comes first. That rest is short (`-----` then the line

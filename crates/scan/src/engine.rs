@@ -1618,11 +1618,19 @@ fn wrapped_end(data: &[u8], start: usize, end: usize) -> usize {
     if !opens_wrapped_run(width) {
         return end;
     }
-    let line_start = memchr::memrchr(b'\n', &data[..start]).map_or(0, |i| i + 1);
-    let indent = &data[line_start..start];
-    if !indent.iter().all(|&b| b == b' ' || b == b'\t') {
+    // The run's indentation: the blanks before it, back to its line's
+    // start (read back only over blanks, so a long line of runs costs
+    // each run its own indentation, never the whole line again).
+    let blanks = data[..start]
+        .iter()
+        .rev()
+        .take_while(|&&b| b == b' ' || b == b'\t')
+        .count();
+    let line_start = start - blanks;
+    if line_start > 0 && data[line_start - 1] != b'\n' {
         return end;
     }
+    let indent = &data[line_start..start];
     let line_end = |at: usize| -> Option<usize> {
         match data.get(at..) {
             Some([b'\n', ..]) => Some(at + 1),
