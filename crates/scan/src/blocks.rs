@@ -147,6 +147,7 @@ pub fn key_block_end(data: &[u8], start: usize, end: usize) -> Option<usize> {
     // An armor header whose line ends in `\` goes on on the next line
     // (RFC 4716's `Comment: "…\`), whatever that holds.
     let mut header_goes_on = false;
+    let mut after_body = false;
     for _ in 0..MAX_BLOCK_LINES {
         if at >= limit {
             break;
@@ -162,7 +163,9 @@ pub fn key_block_end(data: &[u8], start: usize, end: usize) -> Option<usize> {
             at = line_end + separator.len();
             continue;
         }
-        match classify(kind, prefix, line) {
+        let (class, content) = classify(kind, prefix, line, after_body);
+        after_body = matches!(class, Line::Base64(_)) && content.len() >= 16;
+        match (class, content) {
             (Line::End(offset), _) => {
                 return (chars >= MIN_BODY_CHARS && distinct(&seen) >= MIN_BODY_DISTINCT)
                     .then_some(at + offset);
@@ -327,8 +330,13 @@ const ARMOR_NAMES: [&[u8]; 10] = [
 const HEADER_MARKERS: [&[u8]; 3] = [b"-----BEGIN", b"---- BEGIN SSH2", b"PuTTY-User-Key-File-"];
 
 /// What `line` is in a block of `kind` whose header line began with
-/// `prefix`, and its content (the base64 of a body line).
-fn classify<'a>(kind: Kind, prefix: &[u8], line: &'a [u8]) -> (Line, &'a [u8]) {
+/// `prefix`, and its content (the base64 of a body line). `after_body`:
+/// the line before was a whole body line (16 base64 characters or more),
+/// so a short run of base64 in whole 4-character groups is the wrapped
+/// body's last line whatever it reads like (a PuTTY key's 4-character
+/// `Public-Lines` tail, a PEM body's last `AbCd`); a word of another
+/// length (`after`) still ends the block.
+fn classify<'a>(kind: Kind, prefix: &[u8], line: &'a [u8], after_body: bool) -> (Line, &'a [u8]) {
     // Another key's header, wherever it sits, is never a body line: the
     // walk stops there, and the header starts a walk of its own.
     if HEADER_MARKERS
@@ -340,7 +348,13 @@ fn classify<'a>(kind: Kind, prefix: &[u8], line: &'a [u8]) -> (Line, &'a [u8]) {
     // Closing bytes, and a string's escaped line end (`"MII…\n" +`).
     let mut content_end = line.len();
     loop {
-        if content_end > 0 && is_closing(line[content_end - 1]) {
+        // `+` joins strings (`"MII…" +`) only after a quote or a blank;
+        // glued to the run it is base64's own (`Khh+`, a wrapped body's
+        // last line).
+        let joiner_glued = content_end >= 2
+            && line[content_end - 1] == b'+'
+            && !matches!(line[content_end - 2], b' ' | b'\t' | b'"' | b'\'');
+        if content_end > 0 && is_closing(line[content_end - 1]) && !joiner_glued {
             content_end -= 1;
         } else if content_end >= 2
             && line[content_end - 2] == b'\\'
@@ -411,7 +425,7 @@ fn classify<'a>(kind: Kind, prefix: &[u8], line: &'a [u8]) -> (Line, &'a [u8]) {
     let any_width = end_marker.into_iter().chain(armor).chain(last_run);
     for start in starts.chain(any_width) {
         let rest = &trimmed[start..];
-        let kind_of_line = classify_rest(kind, rest);
+        let kind_of_line = classify_rest(kind, rest, after_body);
         match kind_of_line {
             Line::Other => continue,
             Line::End(offset) => return (Line::End(start + offset), rest),
@@ -427,7 +441,7 @@ fn classify<'a>(kind: Kind, prefix: &[u8], line: &'a [u8]) -> (Line, &'a [u8]) {
 }
 
 /// What a body line's content is (offsets into `rest`).
-fn classify_rest(kind: Kind, rest: &[u8]) -> Line {
+fn classify_rest(kind: Kind, rest: &[u8], after_body: bool) -> Line {
     if rest.is_empty() {
         return Line::Blank;
     }
@@ -437,7 +451,7 @@ fn classify_rest(kind: Kind, rest: &[u8]) -> Line {
     if rest
         .iter()
         .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'='))
-        && looks_encoded(rest)
+        && (looks_encoded(rest) || (after_body && rest.len().is_multiple_of(4)))
     {
         return Line::Base64(rest.len());
     }
@@ -532,7 +546,13 @@ pub fn continues_key_block(header_line: &[u8], previous: &[u8], line: &[u8]) -> 
         return false;
     };
     let line = line.strip_suffix(b"\n").unwrap_or(line);
-    classify(kind, &header_line[..at], line).0 != Line::Other
+    let prefix = &header_line[..at];
+    let after_body = previous != header_line && {
+        let previous = previous.strip_suffix(b"\n").unwrap_or(previous);
+        let (class, content) = classify(kind, prefix, previous, false);
+        matches!(class, Line::Base64(_)) && content.len() >= 16
+    };
+    classify(kind, prefix, line, after_body).0 != Line::Other
 }
 
 /// Whether `line` ends a key block (its END line or a PuTTY key's MAC),
@@ -619,6 +639,64 @@ mod tests {
     /// line) and each was reported. 50,000 headers of every kind, bare or
     /// behind a prefix, are no finding for `scan` and pass `redact`
     /// untouched (the walk from each stops at the next line).
+    #[test]
+    fn wrapped_bodies_whose_last_line_reads_like_a_word_stay_in_the_block() {
+        // A PuTTY v3 ed25519 key: its public blob is 68 base64 characters,
+        // wrapped at 64, so `Public-Lines` ends in a 4-character line that
+        // is as often as not letters only (`Qbxk`). Found by a tester: the
+        // walk stopped there, and `redact` let `Private-Lines` and the MAC
+        // through for about half of random keys. Deterministic bodies
+        // cover the shapes: letters only, one case, digits.
+        use base64::Engine as _;
+        let scanner = crate::Scanner::new(None).unwrap();
+        let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut random = |n: usize| -> Vec<u8> {
+            (0..n)
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    (state >> 24) as u8
+                })
+                .collect()
+        };
+        let blob = |parts: &[&[u8]]| {
+            let mut out = Vec::new();
+            for part in parts {
+                out.extend_from_slice(&u32::try_from(part.len()).unwrap().to_be_bytes());
+                out.extend_from_slice(part);
+            }
+            base64::engine::general_purpose::STANDARD.encode(out)
+        };
+        let mut tails = std::collections::BTreeSet::new();
+        for _ in 0..64 {
+            let public = blob(&[b"ssh-ed25519", &random(32)]);
+            let private = blob(&[&random(32)]);
+            let mac: String = random(32).iter().map(|b| format!("{b:02x}")).collect();
+            let header = ["PuTTY-User-Key", "File-3: ssh-ed25519"].join("-");
+            let text = format!(
+                "{header}\nEncryption: none\nComment: x\nPublic-Lines: 2\n{}\n{}\nPrivate-Lines: 1\n{private}\nPrivate-MAC: {mac}\n",
+                &public[..64],
+                &public[64..]
+            );
+            let tail = &public[64..];
+            tails.insert(
+                tail.bytes().all(|b| b.is_ascii_alphabetic()) && !looks_encoded(tail.as_bytes()),
+            );
+            let hits = scanner.scan_deep(text.as_bytes());
+            assert!(
+                hits.iter()
+                    .any(|(hit, _)| hit.end >= text.find(&mac).unwrap() + mac.len()),
+                "{text}"
+            );
+            let mut out = Vec::new();
+            crate::redact::redact_stream(&scanner, &mut text.as_bytes(), &mut out).unwrap();
+            let out = String::from_utf8(out).unwrap();
+            assert!(!out.contains(&private) && !out.contains(&mac), "{out}");
+        }
+        assert!(tails.contains(&true), "no letters-only tail among the keys");
+    }
+
     #[test]
     fn fifty_thousand_bare_headers_are_no_finding() {
         let scanner = crate::Scanner::new(None).unwrap();
