@@ -178,6 +178,10 @@ struct Token {
 
 const OP_LOGIN: &str = "auth:login";
 
+/// The largest answer read from Vault: a KV v2 secret is at most a few
+/// KiB, a metadata listing of many versions some tens.
+const MAX_ANSWER_BYTES: usize = 1024 * 1024;
+
 fn err(kind: BackendErrorKind, operation: &str, detail: impl Into<String>) -> BackendError {
     BackendError::new(BackendKind::Vault, kind, operation, detail)
 }
@@ -417,19 +421,38 @@ impl VaultBackend {
             )
         })?;
         let status = response.status().as_u16();
-        let bytes = Zeroizing::new(
-            response
-                .bytes()
-                .await
-                .map_err(|_| {
-                    err(
-                        BackendErrorKind::Unavailable,
-                        operation,
-                        "the connection to Vault broke while reading its answer",
-                    )
-                })?
-                .to_vec(),
-        );
+        // Read in chunks up to MAX_ANSWER_BYTES: a faulty or hostile server
+        // cannot make KeyForge hold an answer of any size.
+        let mut response = response;
+        // Sized from the announced length up front, so the buffer holding
+        // a secret is not reallocated (and an old copy freed unwiped).
+        let announced = response
+            .content_length()
+            .and_then(|length| usize::try_from(length).ok())
+            .unwrap_or(0)
+            .min(MAX_ANSWER_BYTES);
+        let mut bytes = Zeroizing::new(Vec::with_capacity(announced));
+        loop {
+            let chunk = response.chunk().await.map_err(|_| {
+                err(
+                    BackendErrorKind::Unavailable,
+                    operation,
+                    "the connection to Vault broke while reading its answer",
+                )
+            })?;
+            let Some(chunk) = chunk else { break };
+            if bytes.len() + chunk.len() > MAX_ANSWER_BYTES {
+                return Err(err(
+                    BackendErrorKind::Unavailable,
+                    operation,
+                    format!(
+                        "Vault answered HTTP {status} with more than {} KiB; KeyForge reads no more",
+                        MAX_ANSWER_BYTES / 1024
+                    ),
+                ));
+            }
+            bytes.extend_from_slice(&chunk);
+        }
         let value = if bytes.iter().all(u8::is_ascii_whitespace) {
             Value::Null
         } else {
@@ -752,6 +775,42 @@ impl VaultBackend {
         })
     }
 
+    /// One Transit call, `POST {mount}/{action}/{key}` with `body` (wiped
+    /// after it is sent), returning the string `data.{field}` of Vault's
+    /// answer.
+    async fn transit(
+        &self,
+        mount: &str,
+        action: &str,
+        key: &str,
+        mut body: Body,
+        field: &str,
+    ) -> Result<Zeroizing<String>, BackendError> {
+        check_name("transit mount", mount)?;
+        check_name("transit key", key)?;
+        let operation = format!("transit:{action}");
+        let result = self
+            .call(
+                Method::Post,
+                &format!("{mount}/{action}/{key}"),
+                Some(&body.0),
+                &operation,
+            )
+            .await;
+        wipe(&mut body.0);
+        let answer = result?;
+        answer.0["data"][field]
+            .as_str()
+            .map(|value| Zeroizing::new(value.to_owned()))
+            .ok_or_else(|| {
+                err(
+                    BackendErrorKind::Unavailable,
+                    &operation,
+                    format!("Vault's answer has no data.{field}"),
+                )
+            })
+    }
+
     /// Encrypts `plaintext` with the Transit key `key` at `mount`
     /// (`transit`); returns Vault's `vault:vN:…` ciphertext.
     pub async fn transit_encrypt(
@@ -760,30 +819,12 @@ impl VaultBackend {
         key: &str,
         plaintext: &[u8],
     ) -> Result<String, BackendError> {
-        check_name("transit mount", mount)?;
-        check_name("transit key", key)?;
         let encoded = Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(plaintext));
-        let mut body = Body(json!({ "plaintext": encoded.as_str() }));
-        let result = self
-            .call(
-                Method::Post,
-                &format!("{mount}/encrypt/{key}"),
-                Some(&body.0),
-                "transit:encrypt",
-            )
-            .await;
-        wipe(&mut body.0);
-        let answer = result?;
-        answer.0["data"]["ciphertext"]
-            .as_str()
-            .map(str::to_owned)
-            .ok_or_else(|| {
-                err(
-                    BackendErrorKind::Unavailable,
-                    "transit:encrypt",
-                    "Vault's answer has no data.ciphertext",
-                )
-            })
+        let body = Body(json!({ "plaintext": encoded.as_str() }));
+        let ciphertext = self
+            .transit(mount, "encrypt", key, body, "ciphertext")
+            .await?;
+        Ok(ciphertext.as_str().to_owned())
     }
 
     /// Decrypts a Transit `ciphertext` with `key` at `mount`.
@@ -793,25 +834,12 @@ impl VaultBackend {
         key: &str,
         ciphertext: &str,
     ) -> Result<Zeroizing<Vec<u8>>, BackendError> {
-        check_name("transit mount", mount)?;
-        check_name("transit key", key)?;
-        let answer = self
-            .call(
-                Method::Post,
-                &format!("{mount}/decrypt/{key}"),
-                Some(&json!({ "ciphertext": ciphertext })),
-                "transit:decrypt",
-            )
+        let body = Body(json!({ "ciphertext": ciphertext }));
+        let encoded = self
+            .transit(mount, "decrypt", key, body, "plaintext")
             .await?;
-        let encoded = answer.0["data"]["plaintext"].as_str().ok_or_else(|| {
-            err(
-                BackendErrorKind::Unavailable,
-                "transit:decrypt",
-                "Vault's answer has no data.plaintext",
-            )
-        })?;
         base64::engine::general_purpose::STANDARD
-            .decode(encoded)
+            .decode(encoded.as_bytes())
             .map(Zeroizing::new)
             .map_err(|_| {
                 err(
@@ -830,26 +858,11 @@ impl VaultBackend {
         key: &str,
         ciphertext: &str,
     ) -> Result<String, BackendError> {
-        check_name("transit mount", mount)?;
-        check_name("transit key", key)?;
-        let answer = self
-            .call(
-                Method::Post,
-                &format!("{mount}/rewrap/{key}"),
-                Some(&json!({ "ciphertext": ciphertext })),
-                "transit:rewrap",
-            )
+        let body = Body(json!({ "ciphertext": ciphertext }));
+        let ciphertext = self
+            .transit(mount, "rewrap", key, body, "ciphertext")
             .await?;
-        answer.0["data"]["ciphertext"]
-            .as_str()
-            .map(str::to_owned)
-            .ok_or_else(|| {
-                err(
-                    BackendErrorKind::Unavailable,
-                    "transit:rewrap",
-                    "Vault's answer has no data.ciphertext",
-                )
-            })
+        Ok(ciphertext.as_str().to_owned())
     }
 }
 

@@ -646,6 +646,36 @@ async fn a_server_that_goes_away_is_unavailable_and_transient() {
     assert!(error.is_transient());
     assert!(error.to_string().contains(&server.addr), "{error}");
 
+    // A hostile or broken server answering without end is cut off at the
+    // answer cap, as an Unavailable error, not read into memory.
+    let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .await
+        .unwrap();
+    let flood = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (mut socket, _) = listener.accept().await.unwrap();
+        let mut request = [0u8; 4096];
+        let _ = socket.read(&mut request).await;
+        let _ = socket
+            .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\r\n{\"data\":\"")
+            .await;
+        let block = vec![b'a'; 64 * 1024];
+        for _ in 0..64 {
+            if socket.write_all(&block).await.is_err() {
+                break;
+            }
+        }
+    });
+    let flooded = VaultBackend::new(&VaultSettings::new(
+        &flood,
+        VaultAuth::TokenFile(dir.path().join("token")),
+    ))
+    .unwrap();
+    let error = flooded.read(&reference, None).await.unwrap_err();
+    assert_eq!(error.kind(), BackendErrorKind::Unavailable, "{error}");
+    assert!(error.to_string().contains("KiB"), "{error}");
+
     // An address that is not a URL is a configuration error, made before
     // any call.
     let error = VaultBackend::new(&VaultSettings::new(
